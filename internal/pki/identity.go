@@ -1,0 +1,100 @@
+package pki
+
+import (
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// File names of a connector's identity inside its data directory.
+const (
+	ConnectorCertFile = "connector.crt"
+	ConnectorKeyFile  = "connector.key"
+	// ConnectorCAFile holds the edge CA certificate the connector trusts.
+	// It has the same name as the edge's CACertFile, but it lives in the
+	// connector's data directory.
+	ConnectorCAFile = "ca.crt"
+)
+
+// ErrNoIdentity is wrapped by LoadIdentity when the directory holds no
+// connector certificate yet: the connector must enroll.
+var ErrNoIdentity = errors.New("no connector identity: enroll with a keyfile first")
+
+// SaveIdentity writes a connector's identity into dir (created with mode
+// 0700 if missing): its certificate certDER as connector.crt, its key as
+// connector.key (mode 0600) and the edge CA certificate as ca.crt. It checks
+// that the certificate is for key and issued by caCert. connector.crt is
+// written last, so a directory with one is complete.
+func SaveIdentity(dir string, certDER []byte, key *ecdsa.PrivateKey, caCert *x509.Certificate) error {
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return fmt.Errorf("save connector identity: the edge sent an unreadable certificate: %w", err)
+	}
+	if !keyMatchesCert(key, cert) {
+		return errors.New("save connector identity: the certificate the edge sent is not for this connector's key")
+	}
+	if err := cert.CheckSignatureFrom(caCert); err != nil {
+		return fmt.Errorf("save connector identity: the certificate the edge sent is not signed by the pinned CA: %w", err)
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return fmt.Errorf("save connector identity: %w", err)
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return fmt.Errorf("save connector identity: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, ConnectorCAFile), encodeCert(caCert.Raw), certMode); err != nil {
+		return fmt.Errorf("save connector identity: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, ConnectorKeyFile), keyPEM, keyMode); err != nil {
+		return fmt.Errorf("save connector identity: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, ConnectorCertFile), encodeCert(certDER), certMode); err != nil {
+		return fmt.Errorf("save connector identity: %w", err)
+	}
+	return nil
+}
+
+// LoadIdentity reads what SaveIdentity wrote in dir: the connector's
+// certificate and key as a tls.Certificate (with Leaf set), and the edge CA
+// certificate. It returns an error wrapping ErrNoIdentity when dir has no
+// connector.crt; any other problem is an error naming the file.
+func LoadIdentity(dir string) (tls.Certificate, *x509.Certificate, error) {
+	certPath := filepath.Join(dir, ConnectorCertFile)
+	keyPath := filepath.Join(dir, ConnectorKeyFile)
+	caPath := filepath.Join(dir, ConnectorCAFile)
+	have, err := fileExists(certPath)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("load connector identity: %w", err)
+	}
+	if !have {
+		return tls.Certificate{}, nil, fmt.Errorf("load connector identity from %s: %w", dir, ErrNoIdentity)
+	}
+	cert, err := readCertFile(certPath)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("load connector identity: %w", err)
+	}
+	key, err := readKeyFile(keyPath)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("load connector identity: %w", err)
+	}
+	caCert, err := readCertFile(caPath)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("load connector identity: %w", err)
+	}
+	if !keyMatchesCert(key, cert) {
+		return tls.Certificate{}, nil, fmt.Errorf("load connector identity: %s does not belong to %s: enroll again", keyPath, certPath)
+	}
+	if err := cert.CheckSignatureFrom(caCert); err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("load connector identity: %s is not signed by the CA in %s: enroll again", certPath, caPath)
+	}
+	return tls.Certificate{
+		Certificate: [][]byte{cert.Raw},
+		PrivateKey:  key,
+		Leaf:        cert,
+	}, caCert, nil
+}
