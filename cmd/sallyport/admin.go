@@ -1,0 +1,154 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/edge"
+	"github.com/spf13/cobra"
+)
+
+// adminFlags locate a running edge's admin API.
+type adminFlags struct {
+	data, addr, token string
+}
+
+func (a *adminFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&a.data, "data", defaultEdgeData, "the edge's data directory, where its admin token and address are")
+	f.StringVar(&a.addr, "admin", "", "admin API address (default: read from the data directory, else 127.0.0.1:5501)")
+	f.StringVar(&a.token, "admin-token", "", "admin bearer token (default: $SALLYPORT_ADMIN_TOKEN, else read from the data directory)")
+}
+
+// client builds the admin API client from the flags.
+func (a *adminFlags) client() (*admin.Client, error) {
+	c := &admin.Client{Addr: a.addr, Token: a.token}
+	if c.Token == "" {
+		c.Token = os.Getenv("SALLYPORT_ADMIN_TOKEN")
+	}
+	if c.Token == "" {
+		t, err := edge.ReadAdminToken(a.data)
+		if err != nil {
+			return nil, err
+		}
+		c.Token = t
+	}
+	if c.Addr == "" {
+		b, err := os.ReadFile(filepath.Join(a.data, edge.AdminAddrFile))
+		switch {
+		case err == nil:
+			c.Addr = strings.TrimSpace(string(b))
+		case errors.Is(err, os.ErrNotExist):
+			c.Addr = "127.0.0.1:5501"
+		default:
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func newTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage enrollment tokens"}
+	var (
+		af    adminFlags
+		name  string
+		ttl   time.Duration
+		out   string
+		edges []string
+	)
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a one-time enrollment token and write it into a keyfile for a new connector",
+		Example: `  sallyport token create --name site-a --ttl 1h -o site-a.keyfile
+  # copy site-a.keyfile to the connector's host, then there:
+  sallyport connector --keyfile site-a.keyfile --service db=127.0.0.1:5432`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			kf, err := c.CreateKeyfile(cmd.Context(), admin.TokenRequest{Name: name, TTL: ttl.String(), Edges: edges})
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				out = name + ".keyfile"
+			}
+			if out == "-" {
+				_, err := cmd.OutOrStdout().Write(kf)
+				return err
+			}
+			if err := os.WriteFile(out, kf, 0o600); err != nil {
+				return fmt.Errorf("write keyfile: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (one use, valid for %s); on the connector's host run:\n  sallyport connector --keyfile %s --service NAME=HOST:PORT\n", out, ttl, out)
+			return nil
+		},
+	}
+	af.register(create)
+	create.Flags().StringVar(&name, "name", "", "the connector's name, e.g. the site (required)")
+	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token may be redeemed")
+	create.Flags().StringVarP(&out, "output", "o", "", "keyfile to write, mode 0600 (default NAME.keyfile; - for standard output)")
+	create.Flags().StringSliceVar(&edges, "edge", nil, "HOST:PORT the connector should dial, instead of the edge's advertised addresses (repeatable)")
+	create.MarkFlagRequired("name")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func newStatusCmd() *cobra.Command {
+	var (
+		af     adminFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show a running edge's services and connected connectors",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	af.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(w io.Writer, st admin.Status) {
+	fmt.Fprintf(w, "edge %s, tunnel port %s, advertised as %s\n\n", st.EdgeID, st.Tunnel, strings.Join(st.Advertise, ", "))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tLISTEN\tTUNNELS")
+	for _, s := range st.Services {
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", s.Name, s.Listen, s.Tunnels)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONNECTOR\tID\tREMOTE\tUP SINCE\tSTREAMS\tSERVICES")
+	for _, c := range st.Connectors {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", c.Name, c.ID, c.Remote, c.Since.Format(time.RFC3339), c.Streams, strings.Join(c.Services, ","))
+	}
+	tw.Flush()
+}

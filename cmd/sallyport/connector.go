@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/connector"
+	"github.com/spf13/cobra"
+)
+
+func newConnectorCmd() *cobra.Command {
+	var (
+		file     string
+		cfg      config.Connector
+		services []string
+		logs     logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "connector",
+		Short: "Run a connector: dial out to the edge and carry its streams to local back-ends (trusted network)",
+		Example: `  sallyport connector --keyfile site-a.keyfile --data /var/lib/sallyport/connector --service db=127.0.0.1:5432
+  sallyport connector --config /etc/sallyport/connector.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c := config.Connector{}
+			if file != "" {
+				f, err := os.Open(file)
+				if err != nil {
+					return fmt.Errorf("open config: %w", err)
+				}
+				c, err = config.ReadConnector(f, file)
+				f.Close()
+				if err != nil {
+					return err
+				}
+			}
+			fl := cmd.Flags()
+			set := func(flag, key string, apply func()) {
+				if fl.Changed(flag) {
+					apply()
+					c.Origin.SetFlag(key, "--"+flag)
+				}
+			}
+			set("keyfile", "keyfile", func() { c.Keyfile = cfg.Keyfile })
+			set("data", "data_dir", func() { c.DataDir = cfg.DataDir })
+			set("edge", "edges", func() { c.Edges = cfg.Edges })
+			set("keepalive-interval", "tunnel.keepalive_interval", func() { c.Tunnel.KeepaliveInterval = cfg.Tunnel.KeepaliveInterval })
+			set("keepalive-timeout", "tunnel.keepalive_timeout", func() { c.Tunnel.KeepaliveTimeout = cfg.Tunnel.KeepaliveTimeout })
+			set("backoff-max", "tunnel.backoff_max", func() { c.Tunnel.BackoffMax = cfg.Tunnel.BackoffMax })
+			set("drain-timeout", "drain_timeout", func() { c.DrainTimeout = cfg.DrainTimeout })
+			set("log-format", "log.format", func() { c.Log.Format = logs.format })
+			set("log-level", "log.level", func() { c.Log.Level = logs.level })
+			for _, s := range services {
+				name, svc, err := config.ParseService(s)
+				if err != nil {
+					return err
+				}
+				if c.Services == nil {
+					c.Services = map[string]config.ConnectorService{}
+				}
+				c.Services[name] = svc
+				c.Origin.SetFlag("services."+name, "--service")
+			}
+			if c.DataDir == "" {
+				c.DataDir = defaultConnectorData
+			}
+			c.ApplyDefaults()
+			log, err := newLogger(cmd.ErrOrStderr(), c.Log.Format, c.Log.Level)
+			if err != nil {
+				return err
+			}
+			conn, err := connector.New(c, log)
+			if err != nil {
+				return err
+			}
+			return runUntilDone(cmd.Context(), conn.Run)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "config", "c", "", "YAML config file (flags override its values)")
+	f.StringVar(&cfg.Keyfile, "keyfile", "", "keyfile from 'sallyport token create', needed for the first run")
+	f.StringVar(&cfg.DataDir, "data", "", "data directory: the connector's key and certificate (default "+defaultConnectorData+")")
+	f.StringSliceVar(&cfg.Edges, "edge", nil, "HOST:PORT of an edge, overriding the keyfile's (repeatable)")
+	f.DurationVar(&cfg.Tunnel.KeepaliveInterval, "keepalive-interval", 0, "how often an idle tunnel is probed (default 5s)")
+	f.DurationVar(&cfg.Tunnel.KeepaliveTimeout, "keepalive-timeout", 0, "silence after which a tunnel is declared dead (default 15s)")
+	f.DurationVar(&cfg.Tunnel.BackoffMax, "backoff-max", 0, "longest wait between reconnects (default 30s)")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long live streams may finish after SIGTERM (default 30s)")
+	f.StringArrayVar(&services, "service", nil, "NAME=HOST:PORT: a back-end this connector allows, e.g. db=127.0.0.1:5432 (repeatable)")
+	logs.register(cmd)
+	return cmd
+}

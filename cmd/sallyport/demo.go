@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/connector"
+	"github.com/sallyport/sallyport/internal/edge"
+	"github.com/spf13/cobra"
+)
+
+func newDemoCmd() *cobra.Command {
+	var (
+		webPort, echoPort int
+		runFor            time.Duration
+		logs              logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run an edge, a connector and sample back-ends in one process on loopback, and print what to try",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := logs.level
+			if level == "" {
+				level = "warn"
+			}
+			log, err := newLogger(cmd.ErrOrStderr(), logs.format, level)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if runFor > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, runFor)
+				defer cancel()
+			}
+			return runDemo(ctx, cmd.OutOrStdout(), log, webPort, echoPort)
+		},
+	}
+	cmd.Flags().IntVar(&webPort, "web-port", 18080, "public port of the sample web service (0: any free port)")
+	cmd.Flags().IntVar(&echoPort, "echo-port", 17007, "public port of the sample echo service (0: any free port)")
+	cmd.Flags().DurationVar(&runFor, "run-for", 0, "stop by itself after this long (default: run until Ctrl-C)")
+	logs.register(cmd)
+	cmd.Flags().Lookup("log-level").Usage = "log level: debug, info, warn or error (default warn)"
+	return cmd
+}
+
+// runDemo runs the demo until ctx ends and cleans up after itself.
+func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, webPort, echoPort int) error {
+	dir, err := os.MkdirTemp("", "sallyport-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	web, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	webSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "Hello from the trusted network! You reached %s through sallyport, from %s.\n", web.Addr(), r.RemoteAddr)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() { webSrv.Serve(web) })
+	defer webSrv.Close()
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer echo.Close()
+	wg.Go(func() { serveEcho(echo) })
+
+	ecfg := config.Edge{
+		DataDir: filepath.Join(dir, "edge"),
+		Tunnel:  config.EdgeTunnel{Listen: "127.0.0.1:0"},
+		Admin:   config.Admin{Listen: "127.0.0.1:0"},
+		Services: map[string]config.EdgeService{
+			"web":  {Listen: freeOrAny(webPort)},
+			"echo": {Listen: freeOrAny(echoPort)},
+		},
+		DrainTimeout: 2 * time.Second,
+	}
+	e, err := edge.New(ecfg, log.With("role", "edge"))
+	if err != nil {
+		return err
+	}
+	edgeErr := make(chan error, 1)
+	wg.Go(func() { edgeErr <- e.Run(ctx) })
+	select {
+	case <-e.Ready():
+	case err := <-edgeErr:
+		return fmt.Errorf("edge: %w", err)
+	}
+
+	token, err := e.AdminToken()
+	if err != nil {
+		return err
+	}
+	ac := &admin.Client{Addr: e.AdminAddr().String(), Token: token}
+	kf, err := ac.CreateKeyfile(ctx, admin.TokenRequest{Name: "demo-site", TTL: "10m"})
+	if err != nil {
+		return err
+	}
+	keyfile := filepath.Join(dir, "demo-site.keyfile")
+	if err := os.WriteFile(keyfile, kf, 0o600); err != nil {
+		return err
+	}
+
+	ccfg := config.Connector{
+		Keyfile: keyfile,
+		DataDir: filepath.Join(dir, "connector"),
+		Services: map[string]config.ConnectorService{
+			"web":  {Address: web.Addr().String()},
+			"echo": {Address: echo.Addr().String()},
+		},
+		DrainTimeout: 2 * time.Second,
+	}
+	c, err := connector.New(ccfg, log.With("role", "connector"))
+	if err != nil {
+		return err
+	}
+	connErr := make(chan error, 1)
+	wg.Go(func() { connErr <- c.Run(ctx) })
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	err = c.WaitTunnels(wctx, 1)
+	wcancel()
+	if err != nil {
+		cancel()
+		return fmt.Errorf("the demo connector did not come up: %w", errors.Join(err, <-connErr))
+	}
+
+	fmt.Fprintf(out, `sallyport demo: an edge, a connector (enrolled with a fresh one-time keyfile)
+and two sample back-ends are running on this machine. The back-ends listen on
+random loopback ports that only the connector knows; clients use the edge.
+
+Try, in another terminal:
+
+  curl http://%s/
+      the web back-end, reached through the tunnel
+  nc %s        (or: curl telnet://%s)
+      the echo back-end: type a line and get it back (Ctrl-D ends)
+  go run ./cmd/sallyport status --data %s
+      the edge's view: services and the connected connector
+
+Press Ctrl-C to stop.
+`, e.ServiceAddr("web"), hostPortArgs(e.ServiceAddr("echo")), e.ServiceAddr("echo"), ecfg.DataDir)
+
+	select {
+	case <-ctx.Done():
+	case err := <-edgeErr:
+		return fmt.Errorf("edge stopped: %w", err)
+	case err := <-connErr:
+		return fmt.Errorf("connector stopped: %w", err)
+	}
+	fmt.Fprintln(out, "\nstopping...")
+	return nil
+}
+
+// freeOrAny returns 127.0.0.1:port if that port is free, else 127.0.0.1:0.
+func freeOrAny(port int) string {
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if l, err := net.Listen("tcp", addr); err == nil {
+		l.Close()
+		return addr
+	}
+	return "127.0.0.1:0"
+}
+
+func hostPortArgs(a net.Addr) string {
+	h, p, _ := net.SplitHostPort(a.String())
+	return h + " " + p
+}
+
+// serveEcho echoes every connection until l is closed, keeping half-close.
+func serveEcho(l net.Listener) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		wg.Go(func() {
+			defer c.Close()
+			io.Copy(c, c)
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.CloseWrite()
+			}
+		})
+	}
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/edge"
+	"github.com/spf13/cobra"
+)
+
+// Default data directories, used when neither a flag nor the config file names one.
+const (
+	defaultEdgeData      = "/var/lib/sallyport/edge"
+	defaultConnectorData = "/var/lib/sallyport/connector"
+)
+
+func newEdgeCmd() *cobra.Command {
+	var (
+		file    string
+		cfg     config.Edge
+		expose  []string
+		logs    logFlags
+		allowRA bool
+	)
+	cmd := &cobra.Command{
+		Use:   "edge",
+		Short: "Run the edge: accept connector tunnels and client connections (DMZ)",
+		Example: `  sallyport edge --data /var/lib/sallyport/edge --advertise edge.example.com:5500 --expose db=:15432
+  sallyport edge --config /etc/sallyport/edge.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c := config.Edge{}
+			if file != "" {
+				f, err := os.Open(file)
+				if err != nil {
+					return fmt.Errorf("open config: %w", err)
+				}
+				c, err = config.ReadEdge(f, file)
+				f.Close()
+				if err != nil {
+					return err
+				}
+			}
+			fl := cmd.Flags()
+			set := func(flag, key string, apply func()) {
+				if fl.Changed(flag) {
+					apply()
+					c.Origin.SetFlag(key, "--"+flag)
+				}
+			}
+			set("data", "data_dir", func() { c.DataDir = cfg.DataDir })
+			set("tunnel-listen", "tunnel.listen", func() { c.Tunnel.Listen = cfg.Tunnel.Listen })
+			set("advertise", "tunnel.advertise", func() { c.Tunnel.Advertise = cfg.Tunnel.Advertise })
+			set("keepalive-interval", "tunnel.keepalive_interval", func() { c.Tunnel.KeepaliveInterval = cfg.Tunnel.KeepaliveInterval })
+			set("keepalive-timeout", "tunnel.keepalive_timeout", func() { c.Tunnel.KeepaliveTimeout = cfg.Tunnel.KeepaliveTimeout })
+			set("admin-listen", "admin.listen", func() { c.Admin.Listen = cfg.Admin.Listen })
+			set("admin-allow-remote", "admin.allow_remote", func() { c.Admin.AllowRemote = allowRA })
+			set("drain-timeout", "drain_timeout", func() { c.DrainTimeout = cfg.DrainTimeout })
+			set("log-format", "log.format", func() { c.Log.Format = logs.format })
+			set("log-level", "log.level", func() { c.Log.Level = logs.level })
+			for _, e := range expose {
+				name, svc, err := config.ParseExpose(e)
+				if err != nil {
+					return err
+				}
+				if c.Services == nil {
+					c.Services = map[string]config.EdgeService{}
+				}
+				c.Services[name] = svc
+				c.Origin.SetFlag("services."+name, "--expose")
+			}
+			if c.DataDir == "" {
+				c.DataDir = defaultEdgeData
+			}
+			c.ApplyDefaults()
+			log, err := newLogger(cmd.ErrOrStderr(), c.Log.Format, c.Log.Level)
+			if err != nil {
+				return err
+			}
+			e, err := edge.New(c, log)
+			if err != nil {
+				return err
+			}
+			return runUntilDone(cmd.Context(), e.Run)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "config", "c", "", "YAML config file (flags override its values)")
+	f.StringVar(&cfg.DataDir, "data", "", "data directory: CA, certificates, admin token, state (default "+defaultEdgeData+")")
+	f.StringVar(&cfg.Tunnel.Listen, "tunnel-listen", "", "address connectors dial (default "+config.DefaultTunnelListen+")")
+	f.StringSliceVar(&cfg.Tunnel.Advertise, "advertise", nil, "HOST:PORT connectors should dial, written into keyfiles (repeatable)")
+	f.DurationVar(&cfg.Tunnel.KeepaliveInterval, "keepalive-interval", 0, "how often an idle tunnel is probed (default 5s)")
+	f.DurationVar(&cfg.Tunnel.KeepaliveTimeout, "keepalive-timeout", 0, "silence after which a tunnel is declared dead (default 15s)")
+	f.StringVar(&cfg.Admin.Listen, "admin-listen", "", "admin API address (default "+config.DefaultAdminListen+")")
+	f.BoolVar(&allowRA, "admin-allow-remote", false, "allow a non-loopback admin API address")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long live connections may finish after SIGTERM (default 30s)")
+	f.StringArrayVar(&expose, "expose", nil, "NAME=ADDRESS: a public TCP listener for service NAME, e.g. db=:15432 (repeatable)")
+	logs.register(cmd)
+	return cmd
+}

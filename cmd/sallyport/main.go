@@ -1,0 +1,109 @@
+// Command sallyport is the reverse connectivity gateway: one binary for the
+// edge (DMZ), the connector (trusted network), their administration and a
+// demo. Each subcommand turns flags and config into a role and runs it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/sallyport/sallyport/internal/wire"
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRoot(os.Stdout, os.Stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "sallyport:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sallyport",
+		Short: "Reverse connectivity gateway: reach services in a network that keeps every inbound port closed",
+		Long: `sallyport carries client connections to services inside a trusted network
+whose firewall admits no inbound connection: a connector inside dials out to an
+edge in the DMZ, and clients connect to the edge.
+
+  sallyport demo                       try it all on this machine
+  sallyport edge --data DIR ...        run the edge (DMZ)
+  sallyport token create --name SITE   make a keyfile for a new connector
+  sallyport connector --keyfile FILE   run a connector (trusted network)`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd())
+	return root
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version and the tunnel protocol version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(cmd.OutOrStdout(), "sallyport %s (tunnel protocol %d)\n", version, wire.Version)
+			return nil
+		},
+	}
+}
+
+// logFlags are the logging flags every long-running role has.
+type logFlags struct {
+	format, level string
+}
+
+func (l *logFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&l.format, "log-format", "", "log format: text or json (default text)")
+	cmd.Flags().StringVar(&l.level, "log-level", "", "log level: debug, info, warn or error (default info)")
+}
+
+// newLogger builds the process logger on w.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	switch strings.ToLower(level) {
+	case "", "info":
+		lv = slog.LevelInfo
+	case "debug":
+		lv = slog.LevelDebug
+	case "warn":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	default:
+		return nil, fmt.Errorf("bad log level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("bad log format %q: use text or json", format)
+}
+
+// runUntilDone runs fn; a context cancelled by a signal is a clean exit.
+func runUntilDone(ctx context.Context, fn func(context.Context) error) error {
+	err := fn(ctx)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

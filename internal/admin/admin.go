@@ -1,0 +1,191 @@
+// Package admin serves the edge's administration API over HTTP and is its
+// client: the `sallyport token`, `status` and other administration commands
+// call the running edge through it.
+//
+// Every request needs the bearer token that the edge keeps in its data
+// directory (file admin.token, mode 0600). The API listens on loopback
+// unless the operator says otherwise.
+//
+//	POST /v1/tokens   {"name":"site-a","ttl":"1h"} → 201 and a keyfile (JSON)
+//	GET  /v1/status   → the edge's id, its services and its connectors
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// TokenRequest asks for an enrollment keyfile.
+type TokenRequest struct {
+	Name  string   `json:"name"`
+	TTL   string   `json:"ttl,omitempty"`   // a Go duration; default 1h
+	Edges []string `json:"edges,omitempty"` // overrides the edge's advertised addresses
+}
+
+// Status is what GET /v1/status returns.
+type Status struct {
+	EdgeID     string            `json:"edge_id"`
+	Tunnel     string            `json:"tunnel"`
+	Advertise  []string          `json:"advertise"`
+	Services   []ServiceStatus   `json:"services"`
+	Connectors []ConnectorStatus `json:"connectors"`
+}
+
+// ServiceStatus is one exposed service.
+type ServiceStatus struct {
+	Name    string `json:"name"`
+	Listen  string `json:"listen"`
+	Tunnels int    `json:"tunnels"` // tunnels currently offering it
+}
+
+// ConnectorStatus is one live tunnel.
+type ConnectorStatus struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Remote   string    `json:"remote"`
+	Since    time.Time `json:"since"`
+	Services []string  `json:"services"`
+	Streams  int       `json:"streams"`
+}
+
+// Backend is what the edge provides to the API.
+type Backend interface {
+	// CreateKeyfile makes a one-time token and returns the keyfile's bytes.
+	CreateKeyfile(ctx context.Context, name string, ttl time.Duration, edges []string) ([]byte, error)
+	Status(ctx context.Context) Status
+}
+
+// Error is an API error with its HTTP status; its message is for the user.
+type Error struct {
+	Status  int    `json:"-"`
+	Message string `json:"error"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Handler returns the API's HTTP handler. Requests without the bearer
+// token are refused with 401.
+func Handler(b Backend, token string, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req TokenRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, &Error{http.StatusBadRequest, "bad token request: " + err.Error()})
+			return
+		}
+		ttl := time.Hour
+		if req.TTL != "" {
+			d, err := time.ParseDuration(req.TTL)
+			if err != nil || d <= 0 {
+				writeError(w, &Error{http.StatusBadRequest, fmt.Sprintf("bad ttl %q: use a positive duration such as 30m or 24h", req.TTL)})
+				return
+			}
+			ttl = d
+		}
+		kf, err := b.CreateKeyfile(r.Context(), req.Name, ttl, req.Edges)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		log.Info("enrollment token created", "name", req.Name, "ttl", ttl, "remote", r.RemoteAddr)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		w.Write(kf)
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(b.Status(r.Context()))
+	})
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			log.Warn("admin request refused: missing or wrong bearer token", "remote", r.RemoteAddr, "path", r.URL.Path)
+			writeError(w, &Error{http.StatusUnauthorized, "missing or wrong bearer token: use the token in the edge's data directory (admin.token)"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var ae *Error
+	if !errors.As(err, &ae) {
+		ae = &Error{http.StatusInternalServerError, err.Error()}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(ae.Status)
+	json.NewEncoder(w).Encode(ae)
+}
+
+// Client calls a running edge's admin API.
+type Client struct {
+	// Addr is the API's host:port.
+	Addr string
+	// Token is the bearer token.
+	Token string
+	// HTTP is the client to use; nil means a client with a 30s timeout.
+	HTTP *http.Client
+}
+
+// CreateKeyfile asks the edge for an enrollment keyfile.
+func (c *Client) CreateKeyfile(ctx context.Context, req TokenRequest) ([]byte, error) {
+	body, _ := json.Marshal(req)
+	return c.do(ctx, http.MethodPost, "/v1/tokens", body, http.StatusCreated)
+}
+
+// Status fetches the edge's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	b, err := c.do(ctx, http.MethodGet, "/v1/status", nil, http.StatusOK)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body []byte, want int) ([]byte, error) {
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = strings.NewReader(string(body))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reach the edge's admin API at %s (is the edge running? is --admin right?): %w", c.Addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read admin API reply: %w", err)
+	}
+	if resp.StatusCode != want {
+		var ae Error
+		if json.Unmarshal(b, &ae) == nil && ae.Message != "" {
+			return nil, fmt.Errorf("edge admin API: %s", ae.Message)
+		}
+		return nil, fmt.Errorf("edge admin API: %s", resp.Status)
+	}
+	return b, nil
+}

@@ -1,0 +1,253 @@
+// Package connector is sallyport's trusted-network role. It never listens:
+// it dials out to the edge(s), keeps a tunnel to each up with reconnects
+// that back off with jitter, and for each stream the edge opens it dials
+// the back-end that its own configuration names for the stream's service.
+// That configuration is the allow-list: the edge can name a service, never
+// an address.
+//
+//	c, err := connector.New(cfg, logger)
+//	err = c.Run(ctx) // enrolls on first run, then serves until ctx ends
+package connector
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/enroll"
+	"github.com/sallyport/sallyport/internal/pipe"
+	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/tunnel"
+	"github.com/sallyport/sallyport/internal/wire"
+)
+
+// headerTimeout bounds the wait for a new stream's header.
+const headerTimeout = 10 * time.Second
+
+// Connector is one connector process. Create it with New, run it once.
+type Connector struct {
+	cfg      config.Connector
+	log      *slog.Logger
+	instance string
+	dialer   net.Dialer
+
+	// mu guards the fields below.
+	mu sync.Mutex
+	// up holds the live tunnels, by edge address.
+	up map[string]*tunnel.Session
+	// draining is set once Run's context has ended.
+	draining bool
+	// changed is closed and replaced whenever up changes.
+	changed chan struct{}
+
+	streams pipe.Tracker
+	// handlers counts stream goroutines.
+	handlers sync.WaitGroup
+}
+
+// New checks cfg and returns a connector ready to Run. It does no I/O.
+func New(cfg config.Connector, log *slog.Logger) (*Connector, error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	return &Connector{
+		cfg:      cfg,
+		log:      log,
+		instance: hex.EncodeToString(b),
+		up:       make(map[string]*tunnel.Session),
+		changed:  make(chan struct{}),
+	}, nil
+}
+
+// identity is what the connector needs to open tunnels.
+type identity struct {
+	cert  tls.Certificate
+	ca    *x509.Certificate
+	pin   string
+	edges []string
+}
+
+// Run enrolls the connector if its data directory holds no identity yet,
+// then keeps a tunnel to every edge until ctx ends. It then answers new
+// streams with "draining", lets live ones finish for up to the drain
+// timeout, closes the tunnels and returns. An enrollment refusal is
+// returned at once: retrying would not change it.
+func (c *Connector) Run(ctx context.Context) error {
+	id, err := c.identity(ctx)
+	if err != nil {
+		return err
+	}
+	c.log.Info("connector started", "connector", pki.ConnectorID(id.cert.Leaf), "name", id.cert.Leaf.Subject.CommonName,
+		"edges", id.edges, "services", slices.Sorted(maps.Keys(c.cfg.Services)))
+	var loops sync.WaitGroup
+	for _, addr := range id.edges {
+		loops.Go(func() { c.keepTunnel(ctx, addr, id) })
+	}
+	<-ctx.Done()
+	c.mu.Lock()
+	c.draining = true
+	c.mu.Unlock()
+	c.log.Info("connector stopping: refusing new streams; draining live ones", "timeout", c.cfg.DrainTimeout)
+	if n := c.streams.Wait(c.cfg.DrainTimeout); n > 0 {
+		c.log.Warn("drain timeout: closing streams still open", "count", n)
+	}
+	c.closeTunnels()
+	loops.Wait()
+	c.handlers.Wait()
+	c.log.Info("connector stopped")
+	return nil
+}
+
+// identity loads the connector's certificate from its data directory, or
+// enrolls with the keyfile and saves the result.
+func (c *Connector) identity(ctx context.Context) (identity, error) {
+	var kf *enroll.Keyfile
+	if c.cfg.Keyfile != "" {
+		k, err := enroll.ReadKeyfile(c.cfg.Keyfile)
+		if err != nil {
+			return identity{}, err
+		}
+		kf = &k
+	}
+	cert, ca, err := pki.LoadIdentity(c.cfg.DataDir)
+	switch {
+	case err == nil:
+		id := identity{cert: cert, ca: ca, pin: pki.PinOf(ca)}
+		id.edges = c.cfg.Edges
+		if len(id.edges) == 0 {
+			id.edges, err = loadEdges(c.cfg.DataDir)
+			if err != nil {
+				return identity{}, err
+			}
+		}
+		if kf != nil && kf.CAPin != id.pin {
+			return identity{}, fmt.Errorf("the keyfile %s is for another edge (pin %s) than the one this data directory is enrolled with (pin %s): use another --data directory to enroll again", c.cfg.Keyfile, kf.CAPin, id.pin)
+		}
+		if len(id.edges) == 0 && kf != nil {
+			id.edges = kf.Edges
+		}
+		return id, nil
+	case !errors.Is(err, pki.ErrNoIdentity):
+		return identity{}, err
+	case kf == nil:
+		return identity{}, fmt.Errorf("connector not enrolled: %s holds no identity; start it once with --keyfile (made on the edge by 'sallyport token create')", c.cfg.DataDir)
+	}
+	return c.enroll(ctx, *kf)
+}
+
+// closeTunnels closes every live tunnel.
+func (c *Connector) closeTunnels() {
+	c.mu.Lock()
+	sessions := slices.Collect(maps.Values(c.up))
+	c.mu.Unlock()
+	for _, s := range sessions {
+		s.Close()
+	}
+}
+
+// Tunnels reports how many tunnels are up.
+func (c *Connector) Tunnels() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.up)
+}
+
+// WaitTunnels waits until n tunnels are up or ctx ends.
+func (c *Connector) WaitTunnels(ctx context.Context, n int) error {
+	for {
+		c.mu.Lock()
+		ok, ch := len(c.up) >= n, c.changed
+		c.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (c *Connector) setUp(addr string, s *tunnel.Session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s == nil {
+		delete(c.up, addr)
+	} else {
+		c.up[addr] = s
+	}
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *Connector) isDraining() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.draining
+}
+
+// handleStream serves one stream: it checks the service against the
+// allow-list, dials the back-end, answers the edge and joins the two. It
+// owns st and closes it.
+func (c *Connector) handleStream(st *tunnel.Stream, edge string) {
+	start := time.Now()
+	h, err := st.ReadHeader(headerTimeout)
+	if err != nil {
+		c.log.Warn("stream dropped: bad or missing header from edge", "edge", edge, "err", err)
+		st.Close()
+		return
+	}
+	log := c.log.With("service", h.Service, "client", h.Client, "edge", edge)
+	svc, ok := c.cfg.Services[h.Service]
+	if !ok {
+		log.Warn("stream refused: service not offered by this connector")
+		st.Reply(wire.StreamReply{Code: wire.CodeUnknownService, Reason: fmt.Sprintf("service %q is not offered by this connector", h.Service)})
+		st.Close()
+		return
+	}
+	if c.isDraining() {
+		st.Reply(wire.StreamReply{Code: wire.CodeDraining, Reason: "connector is shutting down"})
+		st.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), svc.DialTimeout)
+	backend, err := c.dialer.DialContext(ctx, "tcp", svc.Address)
+	cancel()
+	if err != nil {
+		log.Warn("stream refused: back-end unreachable", "backend", svc.Address, "err", err)
+		st.Reply(wire.StreamReply{Code: wire.CodeBackendUnreachable, Reason: fmt.Sprintf("service %q: back-end unreachable", h.Service)})
+		st.Close()
+		return
+	}
+	if err := st.Reply(wire.StreamReply{Code: wire.CodeOK}); err != nil {
+		log.Warn("stream lost before it started", "err", err)
+		st.Close()
+		backend.Close()
+		return
+	}
+	res := pipe.Join(st, backend)
+	args := []any{"backend", svc.Address, "bytes_in", res.AToB, "bytes_out", res.BToA,
+		"duration", time.Since(start).Round(time.Microsecond).String()}
+	if res.Err != nil {
+		args = append(args, "err", res.Err)
+	}
+	log.Info("stream closed", args...)
+}

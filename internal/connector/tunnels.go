@@ -1,0 +1,120 @@
+package connector
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/tunnel"
+	"github.com/sallyport/sallyport/internal/wire"
+)
+
+// stableAfter is how long a tunnel must have lived for the next reconnect
+// to start again from the shortest backoff.
+const stableAfter = 10 * time.Second
+
+func (c *Connector) tunnelConfig() tunnel.Config {
+	return tunnel.Config{
+		KeepaliveInterval: c.cfg.Tunnel.KeepaliveInterval,
+		KeepaliveTimeout:  c.cfg.Tunnel.KeepaliveTimeout,
+		HandshakeTimeout:  c.cfg.Tunnel.DialTimeout,
+	}
+}
+
+// keepTunnel keeps one tunnel to the edge at addr up until ctx ends:
+// dial, serve streams until the tunnel dies, wait a backoff, again.
+func (c *Connector) keepTunnel(ctx context.Context, addr string, id identity) {
+	log := c.log.With("edge", addr)
+	tlsConf := pki.ClientTLSConfig(id.ca, id.pin, &id.cert, nil)
+	failures := 0
+	for ctx.Err() == nil {
+		sess, err := c.dialTunnel(ctx, addr, tlsConf)
+		if err == nil {
+			start := time.Now()
+			log.Info("tunnel up")
+			c.serve(ctx, sess, addr)
+			log.Warn("tunnel down", "up_for", time.Since(start).Round(time.Millisecond).String())
+			if time.Since(start) >= stableAfter {
+				failures = 0
+			}
+		} else if ctx.Err() == nil {
+			log.Warn("tunnel dial failed", "err", err, "attempt", failures+1)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait := Backoff(failures, c.cfg.Tunnel.BackoffMin, c.cfg.Tunnel.BackoffMax, rand.Float64())
+		failures++
+		log.Info("reconnecting", "in", wait.Round(time.Millisecond).String())
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Backoff returns the wait before reconnect attempt n (from 0): it doubles
+// from min up to max, and jitter (in [0,1)) spreads it over its upper half
+// so that connectors restarted together do not reconnect together.
+func Backoff(n int, min, max time.Duration, jitter float64) time.Duration {
+	d := min
+	for i := 0; i < n && d < max; i++ {
+		d *= 2
+	}
+	d = minDuration(d, max)
+	return d/2 + time.Duration(jitter*float64(d/2))
+}
+
+func minDuration(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+// dialTunnel dials addr, runs TLS and the handshake, and returns the session.
+func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Config) (*tunnel.Session, error) {
+	cfg := c.tunnelConfig()
+	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	defer cancel()
+	raw, err := c.dialer.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial edge %s: %w", addr, err)
+	}
+	tc := tls.Client(raw, tlsConf)
+	if err := tc.HandshakeContext(dctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("TLS with edge %s: %w", addr, err)
+	}
+	hello := wire.Hello{Instance: c.instance, Services: slices.Sorted(maps.Keys(c.cfg.Services))}
+	sess, _, err := tunnel.Client(dctx, tc, hello, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel handshake with edge %s: %w", addr, err)
+	}
+	return sess, nil
+}
+
+// serve accepts the edge's streams on sess until the session ends. It
+// owns sess and closes it.
+func (c *Connector) serve(ctx context.Context, sess *tunnel.Session, edge string) {
+	c.setUp(edge, sess)
+	defer c.setUp(edge, nil)
+	defer sess.Close()
+	for {
+		st, err := sess.Accept()
+		if err != nil {
+			return
+		}
+		c.streams.Add(st)
+		c.handlers.Go(func() {
+			defer c.streams.Done(st)
+			c.handleStream(st, edge)
+		})
+	}
+}

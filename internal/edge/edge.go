@@ -1,0 +1,317 @@
+// Package edge is sallyport's DMZ role: the only process that listens. It
+// accepts tunnels (and enrollments) from connectors on its tunnel port,
+// accepts clients on its public listeners, and carries each client
+// connection as one stream through a tunnel that offers the client's
+// service.
+//
+//	e, err := edge.New(cfg, logger)
+//	if err != nil { ... }           // a bad config, nothing started
+//	err = e.Run(ctx)                // serves until ctx ends, then drains
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/pipe"
+	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/route"
+	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/tunnel"
+)
+
+// Files in the edge's data directory.
+const (
+	AdminTokenFile = "admin.token" // the admin API's bearer token, mode 0600
+	AdminAddrFile  = "admin.addr"  // where the admin API listens, written at start
+)
+
+// Edge is one edge process. Create it with New and run it with Run, once.
+type Edge struct {
+	cfg config.Edge
+	log *slog.Logger
+	now func() time.Time
+
+	routes route.Table[*tunnel.Session]
+
+	// ready is closed once every listener is up; the fields after it are
+	// set before that and read-only afterwards.
+	ready      chan struct{}
+	id         string
+	ca         *pki.CA
+	st         store.Store
+	tlsConfig  *tls.Config
+	tunnelAddr net.Addr
+	adminAddr  net.Addr
+	svcAddrs   map[string]net.Addr
+	advertise  []string
+
+	// mu guards tunnels.
+	mu      sync.Mutex
+	tunnels map[*tunnel.Session]*tunnelInfo
+
+	// clients tracks live client connections for draining.
+	clients pipe.Tracker
+	// handlers counts every goroutine serving a connection.
+	handlers sync.WaitGroup
+}
+
+// tunnelInfo describes one live tunnel.
+type tunnelInfo struct {
+	connectorID string
+	name        string
+	remote      string
+	since       time.Time
+	services    []string
+}
+
+// New checks cfg and returns an edge ready to Run. It does no I/O.
+func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Edge{
+		cfg:     cfg,
+		log:     log,
+		now:     time.Now,
+		ready:   make(chan struct{}),
+		tunnels: make(map[*tunnel.Session]*tunnelInfo),
+	}, nil
+}
+
+// Ready is closed when the edge is listening on every address.
+func (e *Edge) Ready() <-chan struct{} { return e.ready }
+
+// TunnelAddr is the tunnel port's address; valid after Ready.
+func (e *Edge) TunnelAddr() net.Addr { return e.tunnelAddr }
+
+// AdminAddr is the admin API's address; valid after Ready.
+func (e *Edge) AdminAddr() net.Addr { return e.adminAddr }
+
+// ServiceAddr is the public address of a service's listener; valid after Ready.
+func (e *Edge) ServiceAddr(name string) net.Addr { return e.svcAddrs[name] }
+
+// AdminToken reads the admin API's bearer token from the data directory.
+func (e *Edge) AdminToken() (string, error) {
+	return ReadAdminToken(e.cfg.DataDir)
+}
+
+// Run starts the edge and serves until ctx ends. It then stops accepting,
+// lets live client connections finish for up to the drain timeout, closes
+// what is left and returns. It returns early with an error if a listener
+// cannot be opened or the data directory cannot be used.
+func (e *Edge) Run(ctx context.Context) (err error) {
+	dir := e.cfg.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	e.id, err = loadOrCreateID(filepath.Join(dir, "edge.id"))
+	if err != nil {
+		return err
+	}
+	e.st, err = store.Open(ctx, store.Options{Dir: filepath.Join(dir, "nats"), Logger: e.log})
+	if err != nil {
+		return fmt.Errorf("open the edge's store: %w", err)
+	}
+	defer e.st.Close()
+	e.ca, err = pki.LoadOrCreateCA(filepath.Join(dir, "pki"), e.now())
+	if err != nil {
+		return err
+	}
+	token, err := loadOrCreateAdminToken(filepath.Join(dir, AdminTokenFile))
+	if err != nil {
+		return err
+	}
+
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	listen := func(what, addr string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen for %s on %s: %w", what, addr, err)
+		}
+		lns = append(lns, l)
+		return l, nil
+	}
+	tl, err := listen("tunnels", e.cfg.Tunnel.Listen)
+	if err != nil {
+		return err
+	}
+	e.tunnelAddr = tl.Addr()
+	e.advertise = advertised(e.cfg.Tunnel.Advertise, tl.Addr())
+	cert, err := pki.LoadOrCreateServerCert(filepath.Join(dir, "pki"), e.ca, hostsOf(e.advertise), e.now())
+	if err != nil {
+		return err
+	}
+	e.tlsConfig = pki.ServerTLSConfig(e.ca, cert, nil)
+
+	al, err := listen("the admin API", e.cfg.Admin.Listen)
+	if err != nil {
+		return err
+	}
+	e.adminAddr = al.Addr()
+	if err := os.WriteFile(filepath.Join(dir, AdminAddrFile), []byte(al.Addr().String()+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", AdminAddrFile, err)
+	}
+
+	e.svcAddrs = make(map[string]net.Addr)
+	svcLns := make(map[string]net.Listener)
+	for name, svc := range e.cfg.Services {
+		l, err := listen("service "+name, svc.Listen)
+		if err != nil {
+			return err
+		}
+		e.svcAddrs[name] = l.Addr()
+		svcLns[name] = l
+	}
+
+	adminSrv := &http.Server{
+		Handler:           admin.Handler(e, token, e.log.With("component", "admin")),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	var loops sync.WaitGroup
+	loops.Go(func() {
+		if err := adminSrv.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("admin API stopped", "err", err)
+		}
+	})
+	loops.Go(func() { e.acceptTunnels(ctx, tl) })
+	for name, l := range svcLns {
+		loops.Go(func() { e.acceptClients(ctx, name, l) })
+	}
+	e.log.Info("edge started", "edge", e.id, "tunnel", tl.Addr().String(), "advertise", strings.Join(e.advertise, ","),
+		"admin", al.Addr().String(), "services", len(svcLns), "ca_pin", e.ca.Pin())
+	close(e.ready)
+
+	<-ctx.Done()
+	e.log.Info("edge stopping: no new connections; draining live ones", "timeout", e.cfg.DrainTimeout)
+	for _, l := range lns {
+		if l != al {
+			l.Close()
+		}
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	adminSrv.Shutdown(shutdownCtx)
+	cancel()
+	loops.Wait()
+	if n := e.clients.Wait(e.cfg.DrainTimeout); n > 0 {
+		e.log.Warn("drain timeout: closing client connections still open", "count", n)
+	}
+	e.closeTunnels()
+	e.handlers.Wait()
+	e.log.Info("edge stopped")
+	return nil
+}
+
+// closeTunnels closes every tunnel; its watcher removes the routes.
+func (e *Edge) closeTunnels() {
+	e.mu.Lock()
+	sessions := make([]*tunnel.Session, 0, len(e.tunnels))
+	for s := range e.tunnels {
+		sessions = append(sessions, s)
+	}
+	e.mu.Unlock()
+	for _, s := range sessions {
+		s.Close()
+	}
+}
+
+// advertised returns the tunnel addresses to put into keyfiles: the
+// configured ones, or else the listener's own address (with this host's
+// name when it listens on every interface).
+func advertised(cfg []string, l net.Addr) []string {
+	if len(cfg) > 0 {
+		return cfg
+	}
+	host, port, _ := net.SplitHostPort(l.String())
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			host = h
+		} else {
+			host = "127.0.0.1"
+		}
+	}
+	return []string{net.JoinHostPort(host, port)}
+}
+
+func hostsOf(addrs []string) []string {
+	var hosts []string
+	for _, a := range addrs {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// loadOrCreateID returns the edge's stable id, kept in path.
+func loadOrCreateID(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read edge id: %w", err)
+	}
+	id := "edge-" + randomHex(4)
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write edge id: %w", err)
+	}
+	return id, nil
+}
+
+// loadOrCreateAdminToken returns the admin bearer token kept in path,
+// creating it (mode 0600) on first start.
+func loadOrCreateAdminToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	t := randomHex(32)
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	return t, nil
+}
+
+// ReadAdminToken reads the admin bearer token from an edge's data directory.
+func ReadAdminToken(dataDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, AdminTokenFile))
+	if err != nil {
+		return "", fmt.Errorf("read the admin token (run this on the edge's host, as its user, with --data set to its data directory): %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}

@@ -1,0 +1,136 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/enroll"
+	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/tunnel"
+	"github.com/sallyport/sallyport/internal/wire"
+)
+
+// CertificateTTL is how long a connector's certificate is valid.
+const CertificateTTL = 365 * 24 * time.Hour
+
+// MaxTokenTTL bounds an enrollment token's lifetime.
+const MaxTokenTTL = 30 * 24 * time.Hour
+
+// CreateKeyfile makes a one-time enrollment token for a connector called
+// name, stores its hash, and returns the keyfile that carries it.
+func (e *Edge) CreateKeyfile(ctx context.Context, name string, ttl time.Duration, edges []string) ([]byte, error) {
+	if !config.ValidServiceName(name) {
+		return nil, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("bad connector name %q: use 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit", name)}
+	}
+	if ttl <= 0 || ttl > MaxTokenTTL {
+		return nil, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("ttl %s out of range: use up to %s", ttl, MaxTokenTTL)}
+	}
+	if len(edges) == 0 {
+		edges = e.advertise
+	}
+	tok, err := enroll.NewToken()
+	if err != nil {
+		return nil, err
+	}
+	now := e.now().UTC()
+	t := store.Token{ID: tok.ID, SecretHash: enroll.HashSecret(tok.Secret), Name: name, CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	if err := e.st.CreateToken(ctx, t); err != nil {
+		return nil, fmt.Errorf("store the new token: %w", err)
+	}
+	kf := enroll.Keyfile{Version: enroll.KeyfileVersion, Name: name, Edges: edges, CAPin: e.ca.Pin(), Token: tok.String(), Expires: t.ExpiresAt}
+	b, err := kf.Encode()
+	if err != nil {
+		return nil, &admin.Error{Status: http.StatusBadRequest, Message: err.Error()}
+	}
+	e.log.Info("enrollment token created", "token", tok.ID, "name", name, "expires", t.ExpiresAt)
+	return b, nil
+}
+
+// serveEnroll redeems an enrollment request: it checks the token, signs
+// the connector's CSR, consumes the token by compare-and-swap, and only
+// then sends the certificate. Any refusal changes nothing. It closes tc.
+func (e *Edge) serveEnroll(ctx context.Context, tc *tls.Conn, body []byte) {
+	defer tc.Close()
+	log := e.log.With("remote", tc.RemoteAddr().String())
+	resp, ref := e.enroll(ctx, body)
+	if ref != nil {
+		log.Warn("enrollment refused", "code", ref.Code.String(), "reason", ref.Reason)
+		tunnel.Refuse(tc, ref)
+		return
+	}
+	tc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := wire.WriteMessage(tc, wire.KindEnrollResponse, resp); err != nil {
+		log.Warn("enrollment response not delivered", "connector", resp.ConnectorID, "err", err)
+		return
+	}
+	log.Info("connector enrolled", "connector", resp.ConnectorID)
+}
+
+func (e *Edge) enroll(ctx context.Context, body []byte) (wire.EnrollResponse, *wire.Refusal) {
+	var req wire.EnrollRequest
+	if err := wire.Decode(wire.KindEnrollRequest, body, &req); err != nil {
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: err.Error()}
+	}
+	id, secret, err := enroll.ParseToken(req.Token)
+	if err != nil {
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeTokenMalformed, Reason: err.Error() + "; the keyfile is damaged: ask the edge's operator for a new one"}
+	}
+	now := e.now().UTC()
+	check := func(t store.Token) error {
+		if r := checkToken(t, secret, now); r != nil {
+			return r
+		}
+		return nil
+	}
+	t, err := e.st.GetToken(ctx, id)
+	if err != nil {
+		return wire.EnrollResponse{}, tokenStoreRefusal(id, err)
+	}
+	if err := check(t); err != nil {
+		return wire.EnrollResponse{}, err.(*wire.Refusal)
+	}
+	certDER, connID, err := e.ca.SignConnector(req.CSR, t.Name, now, CertificateTTL)
+	if err != nil {
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}
+	}
+	if _, err := e.st.ConsumeToken(ctx, id, check, connID, now); err != nil {
+		var ref *wire.Refusal
+		if errors.As(err, &ref) {
+			return wire.EnrollResponse{}, ref
+		}
+		return wire.EnrollResponse{}, tokenStoreRefusal(id, err)
+	}
+	rec := store.Connector{ID: connID, Name: t.Name, TokenID: id, EnrolledAt: now, NotAfter: now.Add(CertificateTTL)}
+	if err := e.st.PutConnector(ctx, rec); err != nil {
+		e.log.Error("enrollment: token consumed but connector not recorded", "token", id, "connector", connID, "err", err)
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge could not record the connector; ask for a new keyfile"}
+	}
+	return wire.EnrollResponse{Certificate: certDER, CA: e.ca.Certificate().Raw, ConnectorID: connID, Edges: e.advertise}, nil
+}
+
+// checkToken is the redemption policy; it is run again inside the
+// compare-and-swap, so a token used meanwhile is seen as used.
+func checkToken(t store.Token, secret string, now time.Time) *wire.Refusal {
+	switch {
+	case !enroll.SecretMatches(t.SecretHash, secret):
+		return &wire.Refusal{Code: wire.CodeTokenMismatch, Reason: fmt.Sprintf("token %s does not match what this edge issued: the keyfile was altered; ask the edge's operator for a new one", t.ID)}
+	case t.Used():
+		return &wire.Refusal{Code: wire.CodeTokenUsed, Reason: fmt.Sprintf("token %s was already used at %s (by connector %s); a token enrolls one connector once: ask for a new keyfile", t.ID, t.UsedAt.Format(time.RFC3339), t.UsedBy)}
+	case !now.Before(t.ExpiresAt):
+		return &wire.Refusal{Code: wire.CodeTokenExpired, Reason: fmt.Sprintf("token %s expired at %s; ask the edge's operator for a new keyfile", t.ID, t.ExpiresAt.Format(time.RFC3339))}
+	}
+	return nil
+}
+
+func tokenStoreRefusal(id string, err error) *wire.Refusal {
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalidID) {
+		return &wire.Refusal{Code: wire.CodeTokenUnknown, Reason: fmt.Sprintf("this edge never issued token %s (forged, or made by another edge); check the keyfile's edge address or ask for a new keyfile", id)}
+	}
+	return &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its token store; try again later"}
+}

@@ -1,0 +1,182 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/tunnel"
+	"github.com/sallyport/sallyport/internal/wire"
+)
+
+// maxOffered bounds the services one Hello may offer.
+const maxOffered = 1024
+
+func (e *Edge) tunnelConfig() tunnel.Config {
+	return tunnel.Config{
+		KeepaliveInterval: e.cfg.Tunnel.KeepaliveInterval,
+		KeepaliveTimeout:  e.cfg.Tunnel.KeepaliveTimeout,
+	}
+}
+
+// acceptTunnels accepts connections on the tunnel port until l is closed.
+func (e *Edge) acceptTunnels(ctx context.Context, l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				e.log.Error("tunnel port stopped accepting", "err", err)
+			}
+			return
+		}
+		e.handlers.Go(func() { e.serveTunnelPort(ctx, c) })
+	}
+}
+
+// serveTunnelPort runs the TLS handshake and the opening exchange on a new
+// tunnel-port connection, then either enrolls the connector or serves its
+// tunnel. It owns raw and closes it (directly, or through the session).
+func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn) {
+	remote := raw.RemoteAddr().String()
+	log := e.log.With("remote", remote)
+	tc := tls.Server(raw, e.tlsConfig)
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		log.Warn("tunnel port: TLS handshake failed", "err", err)
+		raw.Close()
+		return
+	}
+	kind, body, err := tunnel.ReadOpening(ctx, tc, e.tunnelConfig())
+	if err != nil {
+		var ve *wire.VersionError
+		if errors.As(err, &ve) {
+			log.Error("connector refused: it speaks another protocol version", "err", err)
+		} else {
+			log.Warn("tunnel port: bad opening, connection closed", "err", err)
+		}
+		tc.Close()
+		return
+	}
+	switch kind {
+	case wire.KindEnrollRequest:
+		e.serveEnroll(ctx, tc, body)
+	case wire.KindHello:
+		e.serveTunnel(ctx, tc, body)
+	default:
+		log.Warn("tunnel port: unexpected opening message, connection closed", "kind", kind.String())
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "expected hello or enroll request, got " + kind.String()})
+	}
+}
+
+// serveTunnel admits a connector's tunnel and keeps its routes while it lives.
+func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
+	remote := tc.RemoteAddr().String()
+	log := e.log.With("remote", remote)
+	cert, err := pki.PeerConnector(tc.ConnectionState())
+	if err != nil {
+		log.Warn("tunnel refused: no client certificate", "err", err)
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeNotEnrolled, Reason: "no client certificate: enroll this connector with a keyfile first"})
+		return
+	}
+	id := pki.ConnectorID(cert)
+	log = log.With("connector", id, "name", cert.Subject.CommonName)
+	var hello wire.Hello
+	if err := wire.Decode(wire.KindHello, body, &hello); err != nil {
+		log.Warn("tunnel refused: bad hello", "err", err)
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: err.Error()})
+		return
+	}
+	if ref := checkHello(hello); ref != nil {
+		log.Warn("tunnel refused: bad hello", "reason", ref.Reason)
+		tunnel.Refuse(tc, ref)
+		return
+	}
+	rec, err := e.st.GetConnector(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		log.Warn("tunnel refused: connector unknown to this edge's store")
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeNotEnrolled, Reason: "this edge has no record of connector " + id + ": enroll it again with a new keyfile"})
+		return
+	case err != nil:
+		log.Error("tunnel refused: store unavailable", "err", err)
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its store; try again later"})
+		return
+	case !rec.RevokedAt.IsZero():
+		log.Warn("tunnel refused: connector revoked", "revoked_at", rec.RevokedAt)
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeRevoked, Reason: "connector " + id + " was revoked at " + rec.RevokedAt.Format(time.RFC3339)})
+		return
+	}
+	sess, err := tunnel.Server(tc, e.tunnelConfig(), wire.Welcome{EdgeID: e.id, Edges: e.advertise})
+	if err != nil {
+		log.Warn("tunnel failed during handshake", "err", err)
+		return
+	}
+	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), services: hello.Services}
+	e.mu.Lock()
+	e.tunnels[sess] = info
+	e.mu.Unlock()
+	e.routes.Add(sess, hello.Services)
+	log.Info("connector tunnel up", "services", hello.Services, "instance", hello.Instance)
+
+	select {
+	case <-sess.Done():
+	case <-ctx.Done():
+		// Run closes tunnels itself after the drain; wait for that.
+		<-sess.Done()
+	}
+	e.routes.Remove(sess)
+	e.mu.Lock()
+	delete(e.tunnels, sess)
+	e.mu.Unlock()
+	sess.Close()
+	log.Info("connector tunnel down", "up_for", e.now().Sub(info.since).Round(time.Millisecond).String())
+}
+
+// checkHello returns a refusal for a Hello the edge cannot accept.
+func checkHello(h wire.Hello) *wire.Refusal {
+	if len(h.Services) > maxOffered {
+		return &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf("%d services offered; at most %d", len(h.Services), maxOffered)}
+	}
+	for _, s := range h.Services {
+		if !config.ValidServiceName(s) {
+			return &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf("bad service name %q", s)}
+		}
+	}
+	return nil
+}
+
+// Status reports the edge's tunnels and services for the admin API.
+func (e *Edge) Status(ctx context.Context) admin.Status {
+	st := admin.Status{EdgeID: e.id, Tunnel: e.tunnelAddr.String(), Advertise: e.advertise}
+	counts := map[string]int{}
+	for _, c := range e.routes.Count() {
+		counts[c.Service] = c.Tunnels
+	}
+	for name, svc := range e.cfg.Services {
+		addr := svc.Listen
+		if a := e.svcAddrs[name]; a != nil {
+			addr = a.String()
+		}
+		st.Services = append(st.Services, admin.ServiceStatus{Name: name, Listen: addr, Tunnels: counts[name]})
+	}
+	sortBy(st.Services, func(s admin.ServiceStatus) string { return s.Name })
+	e.mu.Lock()
+	for sess, t := range e.tunnels {
+		st.Connectors = append(st.Connectors, admin.ConnectorStatus{
+			ID: t.connectorID, Name: t.name, Remote: t.remote, Since: t.since,
+			Services: t.services, Streams: sess.NumStreams(),
+		})
+	}
+	e.mu.Unlock()
+	sortBy(st.Connectors, func(c admin.ConnectorStatus) string { return c.Name + "/" + c.ID + "/" + c.Remote })
+	return st
+}

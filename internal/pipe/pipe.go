@@ -1,0 +1,119 @@
+// Package pipe joins two connections: it copies bytes both ways, carries a
+// half-close from one side to the other, and counts the bytes.
+//
+// Every byte sallyport relays goes through Join:
+//
+//	res := pipe.Join(client, stream) // returns when both directions are done
+//	log.Info("closed", "up", res.AToB, "down", res.BToA)
+package pipe
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// BufferSize is the size of the pooled copy buffers.
+const BufferSize = 32 << 10
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, BufferSize); return &b }}
+
+// Result reports what Join carried.
+type Result struct {
+	AToB, BToA int64 // bytes copied in each direction
+	// Err is the first error other than a clean end of stream, if any. A
+	// direction that ends with an error aborts the other one.
+	Err error
+}
+
+type closeWriter interface{ CloseWrite() error }
+type closeReader interface{ CloseRead() error }
+
+// Join copies a→b and b→a until both directions have ended, then closes
+// both connections. Join owns a and b: they are closed when it returns.
+//
+// When one direction reaches end of stream, Join closes the write side of
+// its destination (CloseWrite) and the read side of its source (CloseRead),
+// where the connection supports them, and keeps the other direction going,
+// so a client that shuts down its sending side still receives the whole
+// response. When a direction fails with an error, both connections are
+// closed at once, which ends the other direction too.
+func Join(a, b net.Conn) Result {
+	var res Result
+	var wg sync.WaitGroup
+	var errOnce sync.Once
+	fail := func(err error) {
+		errOnce.Do(func() {
+			res.Err = err
+			a.Close()
+			b.Close()
+		})
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		res.BToA = oneWay(a, b, fail)
+	}()
+	res.AToB = oneWay(b, a, fail)
+	wg.Wait()
+	a.Close()
+	b.Close()
+	return res
+}
+
+// oneWay copies src to dst and then half-closes; on error it calls fail.
+func oneWay(dst, src net.Conn, fail func(error)) int64 {
+	n, err := copyBuffered(dst, src)
+	if err != nil {
+		fail(err)
+		return n
+	}
+	if cw, ok := dst.(closeWriter); ok {
+		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+			fail(err)
+			return n
+		}
+	} else {
+		// Without a half-close the only way to say "no more bytes" is to
+		// close; the other direction ends with it.
+		dst.Close()
+	}
+	if cr, ok := src.(closeReader); ok {
+		cr.CloseRead()
+	}
+	return n
+}
+
+// copyBuffered copies with a pooled buffer. It lets a TCP destination use
+// the kernel's splice when the source is TCP too.
+func copyBuffered(dst, src net.Conn) (int64, error) {
+	if rf, ok := dst.(io.ReaderFrom); ok {
+		if _, srcTCP := src.(*net.TCPConn); srcTCP {
+			return rf.ReadFrom(src)
+		}
+	}
+	bp := buffers.Get().(*[]byte)
+	defer buffers.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			total += int64(nw)
+			if werr != nil {
+				return total, werr
+			}
+			if nw != nr {
+				return total, io.ErrShortWrite
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}

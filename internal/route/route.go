@@ -1,0 +1,93 @@
+// Package route maps service names to the tunnels that offer them. It does
+// no I/O: the edge adds a tunnel when its handshake succeeds, removes it when
+// it ends, and picks one for each client connection.
+package route
+
+import (
+	"slices"
+	"sort"
+	"sync"
+)
+
+// Table maps service names to the tunnels (of type T) that offer them.
+// Several tunnels may offer one service: one connector's pool of tunnels,
+// or replicas on several connectors. The zero value is an empty table ready
+// for use; a Table is safe for concurrent use.
+type Table[T comparable] struct {
+	// mu guards the fields below.
+	mu sync.Mutex
+	// offers maps a service to its tunnels, in the order they arrived.
+	offers map[string][]T
+	// next is the round-robin position for each service.
+	next map[string]uint32
+}
+
+// Add records that tunnel t offers services.
+func (tb *Table[T]) Add(t T, services []string) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if tb.offers == nil {
+		tb.offers = make(map[string][]T)
+		tb.next = make(map[string]uint32)
+	}
+	for _, s := range services {
+		if !slices.Contains(tb.offers[s], t) {
+			tb.offers[s] = append(tb.offers[s], t)
+		}
+	}
+}
+
+// Remove forgets tunnel t for every service; it reports whether t was there.
+func (tb *Table[T]) Remove(t T) bool {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	found := false
+	for s, ts := range tb.offers {
+		i := slices.Index(ts, t)
+		if i < 0 {
+			continue
+		}
+		found = true
+		ts = slices.Delete(ts, i, i+1)
+		if len(ts) == 0 {
+			delete(tb.offers, s)
+			delete(tb.next, s)
+		} else {
+			tb.offers[s] = ts
+		}
+	}
+	return found
+}
+
+// Pick returns a tunnel offering service, spreading successive picks over
+// all of them, and false if none does.
+func (tb *Table[T]) Pick(service string) (T, bool) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	ts := tb.offers[service]
+	if len(ts) == 0 {
+		var zero T
+		return zero, false
+	}
+	n := tb.next[service]
+	tb.next[service] = n + 1
+	return ts[int(n%uint32(len(ts)))], true
+}
+
+// Count returns how many tunnels offer each service, services sorted.
+func (tb *Table[T]) Count() []ServiceCount {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	out := make([]ServiceCount, 0, len(tb.offers))
+	for s, ts := range tb.offers {
+		out = append(out, ServiceCount{Service: s, Tunnels: len(ts)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out
+}
+
+// ServiceCount is one row of Count.
+type ServiceCount struct {
+	Service string `json:"service"`
+	Tunnels int    `json:"tunnels"`
+}
