@@ -1,0 +1,363 @@
+package enroll
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/pki"
+)
+
+const (
+	// KeyfileVersion is the keyfile format this package writes and the
+	// newest it reads.
+	KeyfileVersion = 1
+	// MaxKeyfileSize bounds what DecodeKeyfile reads: a real keyfile is a
+	// few hundred bytes.
+	MaxKeyfileSize = 64 << 10
+	// maxName is the longest connector name: it becomes a certificate's
+	// common name, which X.509 limits to 64 characters.
+	maxName = 64
+)
+
+// ErrBadKeyfile is matched (errors.Is) by the errors of DecodeKeyfile,
+// ReadKeyfile, Encode and Validate when the keyfile's content is wrong, as
+// opposed to a file that cannot be read.
+var ErrBadKeyfile = errors.New("bad keyfile")
+
+// KeyfileError lists every problem found in a keyfile's content, each
+// naming its JSON field. errors.Is(err, ErrBadKeyfile) holds, and errors.Is
+// and errors.As also reach each problem (pki.ErrBadPin,
+// ErrMalformedToken, ...).
+type KeyfileError struct {
+	Problems []error
+}
+
+// Error lists the problems, one a line when there are several.
+func (e *KeyfileError) Error() string {
+	if len(e.Problems) == 1 {
+		return "bad keyfile: " + e.Problems[0].Error()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "bad keyfile: %d problems:", len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+// Is reports whether target is ErrBadKeyfile.
+func (e *KeyfileError) Is(target error) bool { return target == ErrBadKeyfile }
+
+// Unwrap returns the problems.
+func (e *KeyfileError) Unwrap() []error { return e.Problems }
+
+// badKeyfile returns a *KeyfileError for problems.
+func badKeyfile(problems ...error) error { return &KeyfileError{Problems: problems} }
+
+// Keyfile is what an edge hands to the operator of a new connector, as a
+// JSON file:
+//
+//	{"sallyport_keyfile": 1, "name": "site-a", "edges": ["edge.example.com:5500"],
+//	 "ca_pin": "sha256:…", "token": "sp1.….…", "expires": "2026-11-22T04:00:00Z"}
+//
+// It holds a one-time secret: keep it like a password until it is redeemed.
+// A Keyfile is a plain value.
+type Keyfile struct {
+	// Version is the format version; Encode writes KeyfileVersion when it
+	// is zero.
+	Version int `json:"sallyport_keyfile"`
+	// Name is the connector's name, which the edge puts in its certificate:
+	// see ValidateName.
+	Name string `json:"name"`
+	// Edges are the host:port addresses of the edges' tunnel ports, at
+	// least one.
+	Edges []string `json:"edges"`
+	// CAPin is the pin of the edge CA (pki.PinOf): the connector trusts
+	// only an edge that presents this CA.
+	CAPin string `json:"ca_pin"`
+	// Token is the one-time enrollment token in its text form (Token.String).
+	Token string `json:"token"`
+	// Expires is when the token stops being accepted. DecodeKeyfile
+	// returns it in UTC.
+	Expires time.Time `json:"expires"`
+}
+
+// Expired reports whether the keyfile's token has expired at now.
+func (kf Keyfile) Expired(now time.Time) bool { return !now.Before(kf.Expires) }
+
+// Validate reports every problem of kf at once, each naming its JSON field,
+// in one *KeyfileError.
+func (kf Keyfile) Validate() error {
+	if problems := kf.problems(); len(problems) > 0 {
+		return badKeyfile(problems...)
+	}
+	return nil
+}
+
+// fieldError is one problem with one field of a keyfile.
+type fieldError struct {
+	key   string // the JSON field
+	label string // how the message names it: key, or key[index]
+	err   error
+}
+
+func (e *fieldError) Error() string { return e.label + ": " + e.err.Error() }
+func (e *fieldError) Unwrap() error { return e.err }
+
+func problem(key string, err error) error { return &fieldError{key: key, label: key, err: err} }
+
+// problems lists what is wrong with kf's values, each a *fieldError.
+func (kf Keyfile) problems() []error {
+	var errs []error
+	switch {
+	case kf.Version == 0:
+		errs = append(errs, problem("sallyport_keyfile", errors.New("missing; this is not a sallyport keyfile")))
+	case kf.Version > KeyfileVersion:
+		errs = append(errs, problem("sallyport_keyfile", fmt.Errorf("version %d is newer than this sallyport reads (%d): upgrade sallyport", kf.Version, KeyfileVersion)))
+	case kf.Version < 0:
+		errs = append(errs, problem("sallyport_keyfile", fmt.Errorf("version %d is not a version", kf.Version)))
+	}
+	if err := ValidateName(kf.Name); err != nil {
+		errs = append(errs, problem("name", err))
+	}
+	if len(kf.Edges) == 0 {
+		errs = append(errs, problem("edges", errors.New("missing; want at least one host:port")))
+	}
+	for i, e := range kf.Edges {
+		if err := validateEdge(e); err != nil {
+			errs = append(errs, &fieldError{key: "edges", label: fmt.Sprintf("edges[%d]", i), err: err})
+		}
+	}
+	if _, err := pki.ParsePin(kf.CAPin); err != nil {
+		errs = append(errs, problem("ca_pin", err))
+	}
+	if _, _, err := ParseToken(kf.Token); err != nil {
+		errs = append(errs, problem("token", err))
+	}
+	if kf.Expires.IsZero() {
+		errs = append(errs, problem("expires", errors.New("missing")))
+	} else if y := kf.Expires.UTC().Year(); y < 1970 || y > 9999 {
+		errs = append(errs, problem("expires", fmt.Errorf("year %d is out of range", y)))
+	}
+	return errs
+}
+
+// ValidateName checks a connector name: 1 to 64 characters, each an ASCII
+// letter, digit, '.', '_' or '-', starting with a letter or digit. Such a
+// name is safe in a certificate, a log line, a metric label and a file name.
+func ValidateName(name string) error {
+	if name == "" {
+		return errors.New("missing; want a connector name such as site-a")
+	}
+	if len(name) > maxName {
+		return fmt.Errorf("%d characters is too long; at most %d", len(name), maxName)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return fmt.Errorf("%q: use letters, digits, '.', '_' and '-', starting with a letter or digit", name)
+		}
+	}
+	return nil
+}
+
+// validateEdge checks one host:port address with a numeric port.
+func validateEdge(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (put an IPv6 address in brackets: [2001:db8::1]:5500)", addr)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '-' || c == '_' || c == ':' || c == '%'
+		if !ok {
+			return fmt.Errorf("%q: the host has a character that is not allowed in a host name or IP address", addr)
+		}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("%q: the port must be a number from 1 to 65535", addr)
+	}
+	return nil
+}
+
+// Encode returns kf as indented JSON, after checking it with Validate.
+func (kf Keyfile) Encode() ([]byte, error) {
+	if kf.Version == 0 {
+		kf.Version = KeyfileVersion
+	}
+	kf.Expires = kf.Expires.UTC()
+	if err := kf.Validate(); err != nil {
+		return nil, fmt.Errorf("encode keyfile: %w", err)
+	}
+	out, err := json.MarshalIndent(kf, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode keyfile: %w", err)
+	}
+	return append(out, '\n'), nil
+}
+
+// DecodeKeyfile reads one keyfile from r, strictly: at most MaxKeyfileSize
+// bytes, one JSON object, each field once and spelt exactly, no unknown
+// field, nothing after the object, and every field valid. Problems with
+// fields are reported all at once.
+func DecodeKeyfile(r io.Reader) (Keyfile, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxKeyfileSize+1))
+	if err != nil {
+		return Keyfile{}, fmt.Errorf("read keyfile: %w", err)
+	}
+	if len(data) > MaxKeyfileSize {
+		return Keyfile{}, badKeyfile(fmt.Errorf("larger than %d KiB, so not a keyfile", MaxKeyfileSize>>10))
+	}
+	var kf Keyfile
+	problems, failed, err := decodeFields(data, &kf)
+	if err != nil {
+		return Keyfile{}, err
+	}
+	kf.Expires = kf.Expires.UTC()
+	if kf.Version > KeyfileVersion {
+		// A newer format may differ in any field: only the version matters.
+		return Keyfile{}, badKeyfile(kf.problems()[0])
+	}
+	// A field that did not decode is reported once, not again as missing.
+	for _, p := range kf.problems() {
+		if fe, ok := p.(*fieldError); !ok || !failed[fe.key] {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		return Keyfile{}, badKeyfile(problems...)
+	}
+	return kf, nil
+}
+
+// decodeFields fills kf from the JSON object in data, and returns the
+// problems with its fields and the set of fields that failed to decode. Bad
+// JSON is an error of its own. encoding/json alone would match keys
+// case-insensitively and let a repeated key win silently, so the object is
+// walked key by key.
+func decodeFields(data []byte, kf *Keyfile) (problems []error, failed map[string]bool, err error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, nil, badKeyfile(errors.New("not a JSON object: a keyfile starts with {"))
+	}
+	fields := map[string]any{
+		"sallyport_keyfile": &kf.Version,
+		"name":              &kf.Name,
+		"edges":             &kf.Edges,
+		"ca_pin":            &kf.CAPin,
+		"token":             &kf.Token,
+		"expires":           &kf.Expires,
+	}
+	seen := map[string]bool{}
+	failed = map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, nil, badKeyfile(fmt.Errorf("invalid JSON: %w", err))
+		}
+		key, _ := tok.(string) // inside an object, the token here is a key
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, nil, badKeyfile(fmt.Errorf("invalid JSON: %w", err))
+		}
+		dst, known := fields[key]
+		switch {
+		case !known:
+			problems = append(problems, fmt.Errorf("%q: unknown field", key))
+		case seen[key]:
+			problems = append(problems, problem(key, errors.New("given more than once")))
+		default:
+			if err := json.Unmarshal(raw, dst); err != nil {
+				problems = append(problems, problem(key, fieldTypeError(key, err)))
+				failed[key] = true
+			}
+		}
+		seen[key] = true
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, nil, badKeyfile(errors.New("invalid JSON: the object is not closed properly"))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, nil, badKeyfile(errors.New("unexpected data after the JSON object"))
+	}
+	return problems, failed, nil
+}
+
+// fieldTypeError rephrases a JSON type error for one field.
+func fieldTypeError(key string, err error) error {
+	switch key {
+	case "sallyport_keyfile":
+		return errors.New("want a version number such as 1")
+	case "edges":
+		return errors.New(`want a list of "host:port" strings`)
+	case "expires":
+		return fmt.Errorf("want an RFC 3339 time such as \"2026-11-22T04:00:00Z\": %w", err)
+	default:
+		return errors.New("want a string")
+	}
+}
+
+// WriteKeyfile encodes kf and writes it to path with mode 0600, replacing
+// any file there at once (never leaving half a keyfile).
+func WriteKeyfile(path string, kf Keyfile) (err error) {
+	data, err := kf.Encode()
+	if err != nil {
+		return fmt.Errorf("write keyfile %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write keyfile %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp)
+		}
+	}()
+	// CreateTemp makes the file with mode 0600, the mode we want.
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write keyfile %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write keyfile %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write keyfile %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write keyfile %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadKeyfile reads and decodes the keyfile at path. Its errors name the
+// path; content problems match ErrBadKeyfile.
+func ReadKeyfile(path string) (Keyfile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Keyfile{}, fmt.Errorf("read keyfile: %w", err)
+	}
+	defer f.Close()
+	kf, err := DecodeKeyfile(f)
+	if err != nil {
+		return Keyfile{}, fmt.Errorf("read keyfile %s: %w", path, err)
+	}
+	return kf, nil
+}
