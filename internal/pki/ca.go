@@ -174,7 +174,8 @@ func createCA(dir, certPath, keyPath string, now time.Time) (*CA, error) {
 // request. It checks the request's signature (so the requester holds the
 // key) and ignores everything else in the request: the subject's common
 // name is name, the serial is 128 random bits, the certificate serves TLS
-// client authentication only and is valid from now-5m to now+ttl.
+// client authentication only and is valid from now-5m to now+ttl (cut at
+// the CA's own expiry).
 // id is the serial as ConnectorID reports it. Errors about the request wrap
 // ErrBadCSR.
 func (ca *CA) SignConnector(csrDER []byte, name string, now time.Time, ttl time.Duration) (certDER []byte, id string, err error) {
