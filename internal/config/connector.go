@@ -1,0 +1,177 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Connector is the configuration of the connector, the role that runs in
+// the trusted network, dials out to the edges and never listens. Its
+// Services are the allow-list: the only back-ends it will ever dial. Zero
+// durations mean the defaults that ApplyDefaults fills in.
+type Connector struct {
+	// Keyfile is the enrollment keyfile issued by the edge. It is needed on
+	// the first run only, while DataDir holds no identity yet, so it is not
+	// required here.
+	Keyfile string `yaml:"keyfile"`
+	// DataDir holds the connector's key, certificate and pinned edge CA.
+	// Required.
+	DataDir string `yaml:"data_dir"`
+	// Edges, when set, replaces the keyfile's edge addresses (host:port).
+	Edges []string `yaml:"edges"`
+	// Tunnel tunes the tunnels to the edges.
+	Tunnel ConnectorTunnel `yaml:"tunnel"`
+	// DrainTimeout is how long live streams may run on after SIGTERM; zero
+	// means 30s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Services are the back-ends the edge may ask for, by service name. At
+	// least one is required.
+	Services map[string]ConnectorService `yaml:"services"`
+
+	// Origin says where each value came from, for messages; it is not read
+	// from YAML.
+	Origin Origin `yaml:"-"`
+}
+
+// ConnectorTunnel tunes the connector's tunnels to the edges.
+type ConnectorTunnel struct {
+	// KeepaliveInterval is how often an idle tunnel is probed; zero means 5s.
+	KeepaliveInterval time.Duration `yaml:"keepalive_interval"`
+	// KeepaliveTimeout is how long a tunnel may go unanswered before it is
+	// redialled; zero means 15s. It must exceed KeepaliveInterval.
+	KeepaliveTimeout time.Duration `yaml:"keepalive_timeout"`
+	// DialTimeout bounds one dial and TLS handshake to an edge; zero means 10s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// BackoffMin is the first wait before redialling; zero means 250ms.
+	BackoffMin time.Duration `yaml:"backoff_min"`
+	// BackoffMax caps the wait between redials; zero means 30s. It must be at
+	// least BackoffMin.
+	BackoffMax time.Duration `yaml:"backoff_max"`
+}
+
+// ConnectorService is one back-end the connector allows.
+type ConnectorService struct {
+	// Address is the back-end's host:port. Required.
+	Address string `yaml:"address"`
+	// DialTimeout bounds the dial to the back-end; zero means 5s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+}
+
+// ReadConnector decodes a connector config from r strictly, without applying
+// defaults or validating, in the way ReadEdge does for the edge.
+func ReadConnector(r io.Reader, name string) (Connector, error) {
+	var c Connector
+	var origin Origin
+	err := readInto(r, name, &c, &origin)
+	c.Origin = origin
+	return c, err
+}
+
+// DecodeConnector reads a connector config from r, applies defaults and
+// validates it; name is the file name used in messages.
+func DecodeConnector(r io.Reader, name string) (Connector, error) {
+	c, err := ReadConnector(r, name)
+	if err != nil {
+		return Connector{}, err
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return Connector{}, err
+	}
+	return c, nil
+}
+
+// LoadConnector reads the connector config file at path, applies defaults
+// and validates it. Problems are reported with path as the file name.
+func LoadConnector(path string) (Connector, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Connector{}, fmt.Errorf("load connector config: %w", err)
+	}
+	defer f.Close()
+	return DecodeConnector(f, path)
+}
+
+// ApplyDefaults fills every unset field that has a default. It changes
+// service entries in place in the Services map, which copies of c share.
+func (c *Connector) ApplyDefaults() {
+	t := &c.Tunnel
+	if t.KeepaliveInterval == 0 {
+		t.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	if t.KeepaliveTimeout == 0 {
+		t.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	if t.DialTimeout == 0 {
+		t.DialTimeout = DefaultTunnelDialTimeout
+	}
+	if t.BackoffMin == 0 {
+		t.BackoffMin = DefaultBackoffMin
+	}
+	if t.BackoffMax == 0 {
+		t.BackoffMax = DefaultBackoffMax
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	c.Log.applyDefaults()
+	for name, s := range c.Services {
+		if s.DialTimeout == 0 {
+			s.DialTimeout = DefaultServiceDial
+			c.Services[name] = s
+		}
+	}
+}
+
+// Validate reports every problem with c, including those found while
+// reading it, as a Problems in file order; nil when there are none. Call it
+// after ApplyDefaults: unset durations are errors here.
+func (c Connector) Validate() error {
+	k := checker{origin: c.Origin}
+	if c.DataDir == "" {
+		k.require("", "data_dir", "the directory where the connector keeps its key and certificate")
+	}
+	for i, a := range c.Edges {
+		if msg := checkAddr(a, dialAddr); msg != "" {
+			k.add(fmt.Sprintf("edges[%d]", i), "%s", msg)
+		}
+	}
+	t := c.Tunnel
+	k.keepalive("tunnel", t.KeepaliveInterval, t.KeepaliveTimeout)
+	k.positive("tunnel.dial_timeout", t.DialTimeout)
+	k.positive("tunnel.backoff_min", t.BackoffMin)
+	k.positive("tunnel.backoff_max", t.BackoffMax)
+	if t.BackoffMin > 0 && t.BackoffMax > 0 && t.BackoffMax < t.BackoffMin {
+		k.add("tunnel.backoff_max", "must be at least backoff_min (got %s, backoff_min %s)", t.BackoffMax, t.BackoffMin)
+	}
+	k.positive("drain_timeout", c.DrainTimeout)
+	k.log(c.Log)
+	if len(c.Services) == 0 {
+		k.require("", "services", "at least one service (the connector dials only the back-ends listed here)")
+	}
+	for _, name := range inFileOrder(c.Origin, c.Services) {
+		k.serviceName(name)
+		key := "services." + name
+		s := c.Services[name]
+		if s.Address == "" {
+			k.require(key, "address", "the back-end's host:port, e.g. 127.0.0.1:5432")
+		} else if msg := checkAddr(s.Address, dialAddr); msg != "" {
+			k.add(key+".address", "%s", msg)
+		}
+		k.positive(key+".dial_timeout", s.DialTimeout)
+	}
+	return k.result()
+}
+
+// ParseService parses the value of the --service flag, NAME=ADDRESS such as
+// "db=127.0.0.1:5432", into a service name and the back-end it allows (with
+// no dial timeout: ApplyDefaults sets it). Its errors are Problems that name
+// the flag.
+func ParseService(s string) (string, ConnectorService, error) {
+	name, addr, err := parseFlagPair("--service", "db=127.0.0.1:5432", s, dialAddr)
+	return name, ConnectorService{Address: addr}, err
+}

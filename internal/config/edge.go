@@ -1,0 +1,216 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Log configures the process's structured log.
+type Log struct {
+	// Format is "text" or "json"; empty means text.
+	Format string `yaml:"format"`
+	// Level is "debug", "info", "warn" or "error"; empty means info.
+	Level string `yaml:"level"`
+}
+
+func (l *Log) applyDefaults() {
+	if l.Format == "" {
+		l.Format = DefaultLogFormat
+	}
+	if l.Level == "" {
+		l.Level = DefaultLogLevel
+	}
+}
+
+// Edge is the configuration of the edge, the role that runs in the DMZ and is
+// the only one that listens. Zero durations and empty addresses mean the
+// defaults that ApplyDefaults fills in; DataDir has none.
+type Edge struct {
+	// DataDir holds the edge's CA, certificates, admin token and state.
+	// Required.
+	DataDir string `yaml:"data_dir"`
+	// Tunnel is where connectors dial in.
+	Tunnel EdgeTunnel `yaml:"tunnel"`
+	// Admin is the admin API and dashboard.
+	Admin Admin `yaml:"admin"`
+	// DrainTimeout is how long live connections may run on after SIGTERM;
+	// zero means 30s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Services are the public listeners, by service name; a client that
+	// connects to one is carried to a connector offering that service.
+	Services map[string]EdgeService `yaml:"services"`
+
+	// Origin says where each value came from, for messages; it is not read
+	// from YAML.
+	Origin Origin `yaml:"-"`
+}
+
+// EdgeTunnel configures the listener that connectors dial.
+type EdgeTunnel struct {
+	// Listen is the tunnel's listen address; empty means ":5500".
+	Listen string `yaml:"listen"`
+	// Advertise lists the host:port addresses written into keyfiles for
+	// connectors to dial; empty lets the edge derive them.
+	Advertise []string `yaml:"advertise"`
+	// KeepaliveInterval is how often an idle tunnel is probed; zero means 5s.
+	KeepaliveInterval time.Duration `yaml:"keepalive_interval"`
+	// KeepaliveTimeout is how long a tunnel may go unanswered before it is
+	// closed as dead; zero means 15s. It must exceed KeepaliveInterval.
+	KeepaliveTimeout time.Duration `yaml:"keepalive_timeout"`
+}
+
+// Admin configures the admin API.
+type Admin struct {
+	// Listen is the admin API's listen address; empty means
+	// "127.0.0.1:5501". It must be loopback unless AllowRemote is set.
+	Listen string `yaml:"listen"`
+	// AllowRemote permits a Listen address that is not loopback.
+	AllowRemote bool `yaml:"allow_remote"`
+}
+
+// EdgeService is one public listener of the edge.
+type EdgeService struct {
+	// Listen is the public TCP listen address, such as ":15432". Required;
+	// port 0 picks a free port.
+	Listen string `yaml:"listen"`
+}
+
+// ReadEdge decodes an edge config from r strictly, without applying defaults
+// or validating; name is the file name used in messages. It returns an error
+// only when the document cannot be read at all (syntax, size, several
+// documents); problems with single keys are kept in the result's Origin and
+// reported by Validate, so that a caller can lay flags over the file first
+// and still report every problem at once.
+func ReadEdge(r io.Reader, name string) (Edge, error) {
+	var e Edge
+	var origin Origin
+	err := readInto(r, name, &e, &origin)
+	e.Origin = origin
+	return e, err
+}
+
+// DecodeEdge reads an edge config from r, applies defaults and validates it;
+// name is the file name used in messages.
+func DecodeEdge(r io.Reader, name string) (Edge, error) {
+	e, err := ReadEdge(r, name)
+	if err != nil {
+		return Edge{}, err
+	}
+	e.ApplyDefaults()
+	if err := e.Validate(); err != nil {
+		return Edge{}, err
+	}
+	return e, nil
+}
+
+// LoadEdge reads the edge config file at path, applies defaults and
+// validates it. Problems are reported with path as the file name.
+func LoadEdge(path string) (Edge, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Edge{}, fmt.Errorf("load edge config: %w", err)
+	}
+	defer f.Close()
+	return DecodeEdge(f, path)
+}
+
+// ApplyDefaults fills every unset field that has a default. It changes
+// service entries in place in the Services map, which copies of e share.
+func (e *Edge) ApplyDefaults() {
+	if e.Tunnel.Listen == "" {
+		e.Tunnel.Listen = DefaultTunnelListen
+	}
+	if e.Tunnel.KeepaliveInterval == 0 {
+		e.Tunnel.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	if e.Tunnel.KeepaliveTimeout == 0 {
+		e.Tunnel.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	if e.Admin.Listen == "" {
+		e.Admin.Listen = DefaultAdminListen
+	}
+	if e.DrainTimeout == 0 {
+		e.DrainTimeout = DefaultDrainTimeout
+	}
+	e.Log.applyDefaults()
+}
+
+// Validate reports every problem with e, including those found while
+// reading it, as a Problems in file order; nil when there are none. Call it
+// after ApplyDefaults: unset durations and addresses are errors here.
+func (e Edge) Validate() error {
+	c := checker{origin: e.Origin}
+	if e.DataDir == "" {
+		c.require("", "data_dir", "the directory where the edge keeps its CA, certificates and state")
+	}
+	var ls []listener
+	c.listenAddr("tunnel.listen", e.Tunnel.Listen, &ls)
+	for i, a := range e.Tunnel.Advertise {
+		if msg := checkAddr(a, dialAddr); msg != "" {
+			c.add(fmt.Sprintf("tunnel.advertise[%d]", i), "%s", msg)
+		}
+	}
+	c.keepalive("tunnel", e.Tunnel.KeepaliveInterval, e.Tunnel.KeepaliveTimeout)
+	if c.listenAddr("admin.listen", e.Admin.Listen, &ls) && !e.Admin.AllowRemote && !isLoopback(e.Admin.Listen) {
+		c.add("admin.listen", "%q is not a loopback address; the admin API stays on loopback unless admin.allow_remote is true", e.Admin.Listen)
+	}
+	c.positive("drain_timeout", e.DrainTimeout)
+	c.log(e.Log)
+	for _, name := range inFileOrder(e.Origin, e.Services) {
+		c.serviceName(name)
+		key := "services." + name
+		if e.Services[name].Listen == "" {
+			c.require(key, "listen", "the public address clients connect to, e.g. :15432")
+			continue
+		}
+		c.listenAddr(key+".listen", e.Services[name].Listen, &ls)
+	}
+	c.listeners(ls)
+	return c.result()
+}
+
+// listenAddr checks a required listen address and, when it is valid, adds it
+// to ls for the shared-socket check.
+func (c *checker) listenAddr(key, addr string, ls *[]listener) bool {
+	if addr == "" {
+		c.require(parentPath(key), key[strings.LastIndexByte(key, '.')+1:], "a listen address such as :5500")
+		return false
+	}
+	if msg := checkAddr(addr, listenAddr); msg != "" {
+		c.add(key, "%s", msg)
+		return false
+	}
+	*ls = append(*ls, listener{key: key, addr: addr})
+	return true
+}
+
+// ParseExpose parses the value of the --expose flag, NAME=ADDRESS such as
+// "db=:15432", into a service name and its public listener. Its errors are
+// Problems that name the flag.
+func ParseExpose(s string) (string, EdgeService, error) {
+	name, addr, err := parseFlagPair("--expose", "db=:15432", s, listenAddr)
+	return name, EdgeService{Listen: addr}, err
+}
+
+// parseFlagPair splits and checks a NAME=ADDRESS flag value.
+func parseFlagPair(flag, example, s string, use addrUse) (string, string, error) {
+	fail := func(format string, args ...any) (string, string, error) {
+		return "", "", Problem{Flag: flag, Msg: fmt.Sprintf(format, args...)}
+	}
+	name, addr, ok := strings.Cut(s, "=")
+	if !ok || name == "" || addr == "" {
+		return fail("wants NAME=ADDRESS, e.g. %s (got %q)", example, s)
+	}
+	if !serviceNameRE.MatchString(name) {
+		return fail("%q: invalid service name %q (%s)", s, name, serviceNameRule)
+	}
+	if msg := checkAddr(addr, use); msg != "" {
+		return fail("%q: %s", s, msg)
+	}
+	return name, addr, nil
+}
