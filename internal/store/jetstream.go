@@ -1,0 +1,463 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket names. Operators with an external NATS cluster can inspect them
+// with the nats CLI (`nats kv ls sallyport_tokens`).
+const (
+	BucketTokens     = "sallyport_tokens"
+	BucketConnectors = "sallyport_connectors"
+)
+
+// defaultStartTimeout bounds the embedded server's start and the connection
+// to an external server when ctx has no deadline.
+const defaultStartTimeout = 10 * time.Second
+
+// maxCASAttempts bounds ConsumeToken's retries on revision conflicts. Each
+// conflict means another writer changed the token; after the first one the
+// caller's check sees it used, so only unrelated concurrent updates retry.
+const maxCASAttempts = 32
+
+// Options configures Open.
+type Options struct {
+	// URL of an external NATS server or cluster (for example
+	// "nats://n1:4222,nats://n2:4222"). Empty means: run an embedded server
+	// in this process that opens no port, with its data in Dir.
+	URL string
+	// Dir is the directory where the embedded server keeps its JetStream
+	// files (created with mode 0700 if missing). Required when URL is empty;
+	// ignored otherwise. Two stores must not share a Dir at once.
+	Dir string
+	// Logger receives the store's and the embedded server's logs. The
+	// server's notices and debug lines are logged at debug level, its
+	// warnings and errors at theirs. Nil discards logs.
+	Logger *slog.Logger
+}
+
+// JetStream is a Store on NATS JetStream key-value buckets, one bucket per
+// kind of record, keyed by id, values JSON. It is safe for concurrent use.
+type JetStream struct {
+	log  *slog.Logger
+	lock *os.File       // holds the data directory's lock; nil with a URL
+	srv  *server.Server // nil when connected to an external URL
+	nc   *nats.Conn
+
+	tokens     jetstream.KeyValue
+	connectors jetstream.KeyValue
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Store = (*JetStream)(nil)
+
+// Open starts the embedded NATS server (or connects to opts.URL), creates
+// the buckets if they do not exist, and returns the store. ctx bounds the
+// start only. The caller must Close the store.
+func Open(ctx context.Context, opts Options) (*JetStream, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	timeout := defaultStartTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if timeout <= 0 {
+		return nil, fmt.Errorf("open store: %w", context.DeadlineExceeded)
+	}
+
+	s := &JetStream{log: log}
+	if opts.URL != "" {
+		nc, err := nats.Connect(opts.URL, append(s.connOptions(timeout), nats.MaxReconnects(-1))...)
+		if err != nil {
+			return nil, fmt.Errorf("open store: connect to NATS at %s: %w; check the URL and that the server runs with JetStream", opts.URL, err)
+		}
+		s.nc = nc
+	} else {
+		if err := s.startEmbedded(opts.Dir, timeout); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := s.openBuckets(ctx); err != nil {
+		s.shutdown()
+		return nil, err
+	}
+	return s, nil
+}
+
+// startEmbedded starts an in-process NATS server with JetStream file
+// storage in dir and connects to it without a socket.
+func (s *JetStream) startEmbedded(dir string, timeout time.Duration) error {
+	if dir == "" {
+		return errors.New("open store: Options.Dir is empty; name a directory for the embedded NATS data or set Options.URL")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("open store: create data directory: %w", err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	s.lock = lock
+	sopts := &server.Options{
+		// Standalone name; a cluster needs one unique name per edge.
+		ServerName: "sallyport-edge",
+		DontListen: true, // in-process connections only: no client port
+		NoSigs:     true, // the edge owns signal handling
+		JetStream:  true,
+		StoreDir:   dir,
+		// Enrollment writes are rare and a consumed token must stay
+		// consumed after a power loss: fsync every write rather than every
+		// two minutes (the server's default).
+		SyncAlways: true,
+	}
+	srv, err := server.NewServer(sopts)
+	if err != nil {
+		s.unlock()
+		return fmt.Errorf("open store: configure embedded NATS: %w", err)
+	}
+	srv.SetLoggerV2(natsLogger{log: s.log}, s.log.Enabled(context.Background(), slog.LevelDebug), false, false)
+	srv.Start()
+	if !srv.ReadyForConnections(timeout) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		s.unlock()
+		return fmt.Errorf("open store: embedded NATS did not start within %v; see the debug log", timeout)
+	}
+	nc, err := nats.Connect("", append(s.connOptions(timeout), nats.InProcessServer(srv))...)
+	if err != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		s.unlock()
+		return fmt.Errorf("open store: connect to embedded NATS: %w", err)
+	}
+	s.srv, s.nc = srv, nc
+	return nil
+}
+
+// connOptions are the client options common to both modes: asynchronous
+// errors and connection changes go to the store's logger, not to stderr.
+func (s *JetStream) connOptions(timeout time.Duration) []nats.Option {
+	return []nats.Option{
+		nats.Name("sallyport edge"),
+		nats.Timeout(timeout),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				s.log.Warn("store: NATS error", "subject", sub.Subject, "err", err)
+				return
+			}
+			s.log.Warn("store: NATS error", "err", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				s.log.Warn("store: disconnected from NATS; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.log.Info("store: reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+		}),
+	}
+}
+
+// openBuckets binds (creating when missing) the key-value buckets.
+func (s *JetStream) openBuckets(ctx context.Context) error {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return fmt.Errorf("open store: JetStream: %w", err)
+	}
+	s.tokens, err = bucket(ctx, js, BucketTokens, "sallyport enrollment tokens, by token id")
+	if err != nil {
+		return err
+	}
+	s.connectors, err = bucket(ctx, js, BucketConnectors, "sallyport enrolled connectors, by certificate serial")
+	return err
+}
+
+// bucket returns the named bucket, creating it if missing. An existing
+// bucket's configuration is left as it is: a cluster raises the replica
+// count once, by hand (`nats kv edit <bucket> --replicas 3`) or by a future
+// migration, and an edge that starts later must not lower it again.
+func bucket(ctx context.Context, js jetstream.JetStream, name, desc string) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, name)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("open store: bucket %s: %w", name, err)
+	}
+	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      name,
+		Description: desc,
+		History:     1, // only the latest value; CAS needs the revision, not history
+		Storage:     jetstream.FileStorage,
+		// One copy on a single node. In a cluster of three or more NATS
+		// servers this becomes 3 so that a bucket survives the loss of one.
+		Replicas:     1,
+		MaxValueSize: 64 << 10,
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = js.KeyValue(ctx, name) // another edge created it first
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: create bucket %s: %w", name, err)
+	}
+	return kv, nil
+}
+
+// Close closes the connection and, when embedded, shuts the NATS server down
+// and waits for it. It is idempotent and safe to call concurrently.
+func (s *JetStream) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.closeErr = s.shutdown()
+	})
+	return s.closeErr
+}
+
+// shutdown closes the connection, then stops the embedded server and waits
+// for it, then releases the data directory. Every write a caller saw succeed
+// was acknowledged by JetStream, so nothing buffered is lost.
+func (s *JetStream) shutdown() error {
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	if s.srv != nil {
+		s.srv.Shutdown()
+		s.srv.WaitForShutdown()
+	}
+	return s.unlock()
+}
+
+func (s *JetStream) unlock() error {
+	if s.lock == nil {
+		return nil
+	}
+	err := s.lock.Close() // closing the file releases the flock
+	s.lock = nil
+	if err != nil {
+		return fmt.Errorf("close store: release data directory lock: %w", err)
+	}
+	return nil
+}
+
+func (s *JetStream) check() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// CreateToken implements Store.
+func (s *JetStream) CreateToken(ctx context.Context, t Token) error {
+	if err := s.check(); err != nil {
+		return fmt.Errorf("create token: %w", err)
+	}
+	if err := validateID("token", t.ID); err != nil {
+		return fmt.Errorf("create token: %w", err)
+	}
+	if len(t.SecretHash) != 32 {
+		return fmt.Errorf("create token %s: secret hash is %d bytes; store the SHA-256 of the secret (32 bytes), never the secret", t.ID, len(t.SecretHash))
+	}
+	b, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("create token %s: %w", t.ID, err)
+	}
+	if _, err := s.tokens.Create(ctx, t.ID, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("create token %s: %w; generate a new id", t.ID, ErrExists)
+		}
+		return fmt.Errorf("create token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// GetToken implements Store.
+func (s *JetStream) GetToken(ctx context.Context, id string) (Token, error) {
+	t, _, err := s.getToken(ctx, id)
+	if err != nil {
+		return Token{}, fmt.Errorf("get token: %w", err)
+	}
+	return t, nil
+}
+
+// getToken reads token id and its revision. Errors name the token only.
+func (s *JetStream) getToken(ctx context.Context, id string) (Token, uint64, error) {
+	if err := s.check(); err != nil {
+		return Token{}, 0, err
+	}
+	if err := validateID("token", id); err != nil {
+		return Token{}, 0, err
+	}
+	var t Token
+	rev, err := get(ctx, s.tokens, id, &t)
+	if err != nil {
+		return Token{}, 0, fmt.Errorf("token %s: %w", id, err)
+	}
+	return t, rev, nil
+}
+
+// ConsumeToken implements Store.
+func (s *JetStream) ConsumeToken(ctx context.Context, id string, check func(Token) error, by string, at time.Time) (Token, error) {
+	if check == nil {
+		return Token{}, errors.New("consume token: check is nil; pass the redemption policy")
+	}
+	if by == "" || at.IsZero() {
+		return Token{}, errors.New("consume token: the redeeming connector id and the time are required")
+	}
+	for range maxCASAttempts {
+		t, rev, err := s.getToken(ctx, id)
+		if err != nil {
+			return Token{}, fmt.Errorf("consume token: %w", err)
+		}
+		if err := check(t); err != nil {
+			return Token{}, err
+		}
+		if t.Used() {
+			return Token{}, fmt.Errorf("consume token %s: %w by %s at %s", id, ErrTokenUsed, t.UsedBy, t.UsedAt.Format(time.RFC3339))
+		}
+		t.UsedAt, t.UsedBy = at, by
+		b, err := json.Marshal(t)
+		if err != nil {
+			return Token{}, fmt.Errorf("consume token %s: %w", id, err)
+		}
+		_, err = s.tokens.Update(ctx, id, b, rev)
+		if err == nil {
+			return t, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return Token{}, fmt.Errorf("consume token %s: %w", id, err)
+		}
+		// Someone else wrote the token since we read it: read it again.
+	}
+	return Token{}, fmt.Errorf("consume token %s: gave up after %d concurrent updates; retry", id, maxCASAttempts)
+}
+
+// ListTokens implements Store.
+func (s *JetStream) ListTokens(ctx context.Context) ([]Token, error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	ts, err := list[Token](ctx, s.tokens)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	slices.SortFunc(ts, func(a, b Token) int { return strings.Compare(a.ID, b.ID) })
+	return ts, nil
+}
+
+// PutConnector implements Store.
+func (s *JetStream) PutConnector(ctx context.Context, c Connector) error {
+	if err := s.check(); err != nil {
+		return fmt.Errorf("put connector: %w", err)
+	}
+	if err := validateID("connector", c.ID); err != nil {
+		return fmt.Errorf("put connector: %w", err)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("put connector %s: %w", c.ID, err)
+	}
+	if _, err := s.connectors.Put(ctx, c.ID, b); err != nil {
+		return fmt.Errorf("put connector %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// GetConnector implements Store.
+func (s *JetStream) GetConnector(ctx context.Context, id string) (Connector, error) {
+	if err := s.check(); err != nil {
+		return Connector{}, fmt.Errorf("get connector: %w", err)
+	}
+	if err := validateID("connector", id); err != nil {
+		return Connector{}, fmt.Errorf("get connector: %w", err)
+	}
+	var c Connector
+	if _, err := get(ctx, s.connectors, id, &c); err != nil {
+		return Connector{}, fmt.Errorf("get connector %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// ListConnectors implements Store.
+func (s *JetStream) ListConnectors(ctx context.Context) ([]Connector, error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("list connectors: %w", err)
+	}
+	cs, err := list[Connector](ctx, s.connectors)
+	if err != nil {
+		return nil, fmt.Errorf("list connectors: %w", err)
+	}
+	slices.SortFunc(cs, func(a, b Connector) int { return strings.Compare(a.ID, b.ID) })
+	return cs, nil
+}
+
+// get decodes the latest value of key into v and returns its revision.
+func get(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return 0, fmt.Errorf("decode stored value at revision %d: %w", e.Revision(), err)
+	}
+	return e.Revision(), nil
+}
+
+// list decodes the latest value of every key in kv. It reads the bucket
+// with one watcher (one ordered consumer) rather than one request per key.
+func list[T any](ctx context.Context, kv jetstream.KeyValue) ([]T, error) {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer stopWatcher(w)
+	var out []T
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("watcher closed before the values were read; retry")
+			}
+			if e == nil { // all current values delivered
+				return out, nil
+			}
+			var v T
+			if err := json.Unmarshal(e.Value(), &v); err != nil {
+				return nil, fmt.Errorf("decode key %s at revision %d: %w", e.Key(), e.Revision(), err)
+			}
+			out = append(out, v)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// stopWatcher stops w and drains its channel until the subscription closes
+// it, so that the delivery callback, which blocks on a full channel, returns.
+func stopWatcher(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	for range w.Updates() {
+	}
+}

@@ -1,0 +1,131 @@
+// Package store holds the state that several edges must share — enrollment
+// tokens and connector identities — behind a small interface, [Store], and
+// implements it on NATS JetStream key-value buckets ([JetStream]).
+//
+// A single edge embeds its own NATS server (no port opened, data under the
+// edge's data directory); a cluster of edges points [Options.URL] at a shared
+// NATS cluster instead. Either way the edge sees the same interface:
+//
+//	st, err := store.Open(ctx, store.Options{Dir: filepath.Join(dataDir, "nats"), Logger: log})
+//	if err != nil {
+//		return err
+//	}
+//	defer st.Close()
+//
+//	err = st.CreateToken(ctx, store.Token{ID: id, SecretHash: sum[:], Name: "site-a", ...})
+//	tok, err := st.ConsumeToken(ctx, id, func(t store.Token) error {
+//		if !t.UsedAt.IsZero() {
+//			return errAlreadyUsed // the caller's own policy error, returned unchanged
+//		}
+//		return nil
+//	}, connectorID, time.Now())
+//
+// One-time tokens are consumed by compare-and-swap on the key's revision,
+// never by read-then-write, so of many edges or goroutines redeeming the same
+// token at once exactly one succeeds.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Sentinel errors, checked with errors.Is.
+var (
+	// ErrNotFound reports that no token or connector has the requested id.
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists reports that a token with that id is already stored.
+	ErrExists = errors.New("store: already exists")
+	// ErrInvalidID reports an id that cannot be used as a key: ids are 1 to
+	// 128 characters from A-Z, a-z, 0-9, '-' and '_'.
+	ErrInvalidID = errors.New("store: invalid id")
+	// ErrTokenUsed is returned by ConsumeToken when the caller's check
+	// accepted a token that is already used. It is a backstop: a correct
+	// check refuses used tokens itself, and its own error is returned.
+	ErrTokenUsed = errors.New("store: token already used")
+	// ErrClosed reports a call on a store after Close.
+	ErrClosed = errors.New("store: closed")
+)
+
+// maxIDLen bounds ids; a certificate serial in hex is at most 40 characters.
+const maxIDLen = 128
+
+// Token is an enrollment token's stored state. Only a hash of the secret is
+// stored. The zero value is not a valid token: ID and SecretHash are required.
+type Token struct {
+	ID         string    `json:"id"`          // public id, safe to log; the KV key
+	SecretHash []byte    `json:"secret_hash"` // SHA-256 of the secret (32 bytes)
+	Name       string    `json:"name"`        // connector name the token enrolls
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	UsedAt     time.Time `json:"used_at,omitzero"`  // zero while unused
+	UsedBy     string    `json:"used_by,omitempty"` // id of the connector that redeemed it
+}
+
+// Used reports whether the token has been redeemed.
+func (t Token) Used() bool { return !t.UsedAt.IsZero() }
+
+// Connector is an enrolled connector's identity. The zero value is not valid:
+// ID is required. A zero RevokedAt means the connector is not revoked.
+type Connector struct {
+	ID         string    `json:"id"` // hex certificate serial; the KV key
+	Name       string    `json:"name"`
+	TokenID    string    `json:"token_id"`
+	EnrolledAt time.Time `json:"enrolled_at"`
+	NotAfter   time.Time `json:"not_after"`
+	RevokedAt  time.Time `json:"revoked_at,omitzero"`
+}
+
+// Revoked reports whether the connector has been revoked.
+func (c Connector) Revoked() bool { return !c.RevokedAt.IsZero() }
+
+// Store is the shared state of the edges. Implementations are safe for
+// concurrent use by multiple goroutines, and by multiple edges sharing one
+// backing store. Calls after Close fail with ErrClosed.
+type Store interface {
+	// CreateToken stores a new token. It returns ErrExists if the id is taken.
+	CreateToken(ctx context.Context, t Token) error
+	// GetToken returns the token with that id, or ErrNotFound.
+	GetToken(ctx context.Context, id string) (Token, error)
+	// ConsumeToken atomically marks token id as used by `by` at `at`. It
+	// reads the token with its revision, calls check(t) (the caller's policy:
+	// secret, expiry, already used...), and if check returns nil writes the
+	// used state only if the revision is unchanged (compare-and-swap). On a
+	// conflict it re-reads and calls check again, which then sees UsedAt set.
+	// It returns the updated token, ErrNotFound, or check's error unchanged;
+	// on any error the stored token is unchanged.
+	ConsumeToken(ctx context.Context, id string, check func(Token) error, by string, at time.Time) (Token, error)
+	// ListTokens returns every stored token, ordered by id.
+	ListTokens(ctx context.Context) ([]Token, error)
+	// PutConnector stores c, replacing any connector with the same id.
+	PutConnector(ctx context.Context, c Connector) error
+	// GetConnector returns the connector with that id, or ErrNotFound.
+	GetConnector(ctx context.Context, id string) (Connector, error)
+	// ListConnectors returns every stored connector, ordered by id.
+	ListConnectors(ctx context.Context) ([]Connector, error)
+	// Close releases the store. It is idempotent and waits until everything
+	// the store started has stopped.
+	Close() error
+}
+
+// validateID reports whether id can be used as a key, naming what as kind.
+func validateID(kind, id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: %s id is empty", ErrInvalidID, kind)
+	}
+	if len(id) > maxIDLen {
+		return fmt.Errorf("%w: %s id is %d bytes long, the limit is %d", ErrInvalidID, kind, len(id), maxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+		default:
+			return fmt.Errorf("%w: %s id %q has %q at byte %d; use only letters, digits, '-' and '_'",
+				ErrInvalidID, kind, id, c, i)
+		}
+	}
+	return nil
+}
