@@ -1,26 +1,34 @@
 package tunnel
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"github.com/sallyport/sallyport/internal/wire"
-	"github.com/xtaci/smux"
 )
 
 // Stream is one client connection carried through a tunnel. It is a
-// net.Conn with CloseWrite, so pipe.Join can carry a half-close. Read and
-// Write may be called concurrently with each other, as for net.Conn.
+// net.Conn with CloseWrite, so pipe.Join can carry a half-close. As for a
+// net.Conn, Read and Write may be called concurrently with each other.
 type Stream struct {
-	ms *smux.Stream
+	ms   *yamux.Stream
+	sess *Session
 
-	// replyOnce guards the edge side's reading of the connector's reply,
-	// done by the first Read.
-	replyOnce sync.Once
+	// needReply is set on the edge side: the first Read consumes the
+	// connector's reply. replyOnce guards replyErr.
 	needReply bool
+	replyOnce sync.Once
 	replyErr  error
+
+	readEOF   atomic.Bool // the peer has finished sending
+	reset     atomic.Bool // the peer aborted the stream
+	closeOnce sync.Once
 }
 
 // ReadHeader reads the StreamOpen header the edge wrote first, waiting
@@ -37,7 +45,7 @@ func (s *Stream) Reply(r wire.StreamReply) error {
 	s.ms.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	defer s.ms.SetWriteDeadline(time.Time{})
 	if _, err := s.ms.Write(wire.AppendStreamReply(make([]byte, 0, 8+len(r.Reason)), r)); err != nil {
-		return fmt.Errorf("send stream reply: %w", err)
+		return fmt.Errorf("send stream reply: %w", s.err(err))
 	}
 	return nil
 }
@@ -51,6 +59,8 @@ func (s *Stream) Read(b []byte) (int, error) {
 			r, err := wire.ReadStreamReply(s.ms)
 			if err == nil {
 				err = r.Err()
+			} else {
+				err = s.err(err)
 			}
 			s.replyErr = err
 		})
@@ -58,23 +68,63 @@ func (s *Stream) Read(b []byte) (int, error) {
 			return 0, s.replyErr
 		}
 	}
-	return s.ms.Read(b)
+	n, err := s.ms.Read(b)
+	if err == io.EOF {
+		s.readEOF.Store(true)
+		return n, err
+	}
+	return n, s.err(err)
 }
 
 // Write sends bytes to the peer.
-func (s *Stream) Write(b []byte) (int, error) { return s.ms.Write(b) }
+func (s *Stream) Write(b []byte) (int, error) {
+	n, err := s.ms.Write(b)
+	return n, s.err(err)
+}
 
 // CloseWrite tells the peer no more bytes will come; reading goes on.
-func (s *Stream) CloseWrite() error { return s.ms.CloseWrite() }
+func (s *Stream) CloseWrite() error { return s.err(s.ms.Close()) }
 
-// Close ends the stream in both directions.
-func (s *Stream) Close() error { return s.ms.Close() }
+// Close ends the stream in both directions. If the peer may still be
+// sending, it is told to stop (reset).
+func (s *Stream) Close() error {
+	s.closeOnce.Do(func() {
+		s.sess.untrack(s.ms.StreamID())
+		if !s.readEOF.Load() && !s.reset.Load() {
+			s.sess.sendReset(s.ms.StreamID())
+		}
+		s.ms.Close()
+	})
+	return nil
+}
+
+// resetByPeer marks the stream aborted by the peer and wakes its readers
+// and writers, which then fail with ErrReset.
+func (s *Stream) resetByPeer() {
+	s.reset.Store(true)
+	s.ms.SetDeadline(time.Unix(1, 0))
+}
+
+// err maps the multiplexer's errors to this package's.
+func (s *Stream) err(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case s.reset.Load():
+		return ErrReset
+	case errors.Is(err, yamux.ErrConnectionReset):
+		return ErrReset
+	case errors.Is(err, yamux.ErrSessionShutdown):
+		return fmt.Errorf("%w: %v", ErrClosed, err)
+	}
+	return err
+}
 
 // LocalAddr returns the tunnel connection's local address.
-func (s *Stream) LocalAddr() net.Addr { return s.ms.LocalAddr() }
+func (s *Stream) LocalAddr() net.Addr { return s.sess.conn.LocalAddr() }
 
 // RemoteAddr returns the tunnel connection's remote address.
-func (s *Stream) RemoteAddr() net.Addr { return s.ms.RemoteAddr() }
+func (s *Stream) RemoteAddr() net.Addr { return s.sess.conn.RemoteAddr() }
 
 // SetDeadline sets both deadlines.
 func (s *Stream) SetDeadline(t time.Time) error { return s.ms.SetDeadline(t) }

@@ -1,40 +1,53 @@
 // Package tunnel runs one edge⇄connector session on an established TLS
-// connection: the versioned handshake, keepalives, and the multiplexed
-// streams that carry client connections. It is the only package that knows
-// the multiplexer.
+// connection: the versioned handshake, keepalives, the control stream, and
+// the multiplexed streams that carry client connections. It is the only
+// package that knows the multiplexer (hashicorp/yamux; see
+// docs/decisions.md).
 //
 // The connector side:
 //
 //	sess, welcome, err := tunnel.Client(ctx, tlsConn, hello, cfg)
 //	for {
-//		st, hdr, err := sess.Accept()
+//		st, err := sess.Accept()
+//		hdr, err := st.ReadHeader(timeout)
 //		// dial the back-end that hdr.Service names, then st.Reply(...)
 //	}
 //
-// The edge side:
+// The edge side, after ReadOpening returned a Hello it admits:
 //
-//	sess, hello, err := tunnel.Server(ctx, tlsConn, cfg, admit)
+//	sess, err := tunnel.Server(tlsConn, cfg, welcome)
 //	st, err := sess.Open(wire.StreamOpen{Service: "db", Client: addr})
+//
+// # Streams, half-close and reset
+//
+// Stream.CloseWrite is a half-close: the peer reads EOF and may go on
+// sending. Stream.Close is a full close; if the peer may still be sending,
+// Close also tells it so on the control stream (a reset, as TCP's RST), and
+// the peer's stream fails with ErrReset instead of blocking on a window that
+// nobody will open again.
 package tunnel
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"github.com/sallyport/sallyport/internal/wire"
-	"github.com/xtaci/smux"
 )
 
 // Config tunes a session. The zero value of a field means its default.
 type Config struct {
-	// KeepaliveInterval is how often each side sends a ping; default 5s.
+	// KeepaliveInterval is how often each side pings; default 5s.
 	KeepaliveInterval time.Duration
-	// KeepaliveTimeout is how long a session may receive nothing before
-	// it is declared dead and closed; default 15s.
+	// KeepaliveTimeout is the longest a dead peer (no FIN, no answer) goes
+	// unnoticed: a ping unanswered this long after the previous one ends
+	// the session. Default 15s; it must exceed KeepaliveInterval.
 	KeepaliveTimeout time.Duration
 	// HandshakeTimeout bounds the handshake; default 10s.
 	HandshakeTimeout time.Duration
@@ -56,34 +69,77 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-func (c Config) mux() *smux.Config {
-	m := smux.DefaultConfig()
-	m.Version = 2 // per-stream flow control: a stalled stream cannot block others
+// Window is each stream's receive window: the bytes a peer may send ahead
+// of the reader. See docs/decisions.md for the measurements behind it.
+const Window = 1 << 20
+
+func (c Config) mux() *yamux.Config {
+	m := yamux.DefaultConfig()
+	m.AcceptBacklog = 4096
+	m.EnableKeepAlive = true
 	m.KeepAliveInterval = c.KeepaliveInterval
-	m.KeepAliveTimeout = c.KeepaliveTimeout
-	m.MaxFrameSize = 32 << 10
-	m.MaxReceiveBuffer = 8 << 20
-	m.MaxStreamBuffer = 1 << 20
+	// yamux ends the session when a ping goes unanswered for
+	// ConnectionWriteTimeout; pings go out every KeepAliveInterval, so a
+	// dead peer is noticed within interval + this.
+	m.ConnectionWriteTimeout = c.KeepaliveTimeout - c.KeepaliveInterval
+	m.MaxStreamWindowSize = Window
+	// A half-closed stream may carry a long response: never time it out.
+	// Aborted streams are reset on the control stream instead.
+	m.StreamCloseTimeout = 0
+	m.StreamOpenTimeout = c.KeepaliveTimeout
+	m.LogOutput = nil
+	m.Logger = log.New(io.Discard, "", 0)
 	return m
 }
 
 // ErrClosed is returned by a closed session.
 var ErrClosed = errors.New("tunnel closed")
 
+// ErrReset is returned by a stream that the peer has aborted.
+var ErrReset = errors.New("stream reset by peer")
+
 // Session is one tunnel connection after a successful handshake. Its
 // methods are safe for concurrent use.
 type Session struct {
-	conn      net.Conn
-	mux       *smux.Session
+	conn net.Conn
+	mux  *yamux.Session
+	ctrl net.Conn
+	done chan struct{}
+
+	// ctrlMu serializes writes on the control stream.
+	ctrlMu sync.Mutex
+
+	// mu guards streams.
+	mu      sync.Mutex
+	streams map[uint32]*Stream
+
 	closeOnce sync.Once
+	wg        sync.WaitGroup
 }
 
-func newSession(conn net.Conn, m *smux.Session) *Session {
-	return &Session{conn: conn, mux: m}
+func newSession(conn net.Conn, m *yamux.Session, ctrl net.Conn, rejectStreams bool) *Session {
+	s := &Session{conn: conn, mux: m, ctrl: ctrl, done: make(chan struct{}), streams: make(map[uint32]*Stream)}
+	s.wg.Add(1)
+	go s.readControl()
+	if rejectStreams {
+		s.wg.Add(1)
+		go s.rejectStreams()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-m.CloseChan():
+			s.Close()
+		case <-s.done:
+		}
+	}()
+	return s
 }
 
-// Client runs the connector's side of the handshake on conn and starts the
-// multiplexer. The session owns conn from then on; on error conn is closed.
+// Client runs the connector's side of the handshake on conn, starts the
+// multiplexer and opens the control stream. The session owns conn from
+// then on; on error conn is closed.
 func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*Session, wire.Welcome, error) {
 	cfg = cfg.withDefaults()
 	var welcome wire.Welcome
@@ -97,12 +153,17 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		conn.Close()
 		return nil, welcome, err
 	}
-	m, err := smux.Client(conn, cfg.mux())
+	m, err := yamux.Client(conn, cfg.mux())
 	if err != nil {
 		conn.Close()
 		return nil, welcome, fmt.Errorf("start multiplexer: %w", err)
 	}
-	return newSession(conn, m), welcome, nil
+	ctrl, err := m.OpenStream()
+	if err != nil {
+		m.Close()
+		return nil, welcome, fmt.Errorf("open control stream: %w", err)
+	}
+	return newSession(conn, m, ctrl, false), welcome, nil
 }
 
 // ReadOpening is the edge's first step on a new tunnel-port connection:
@@ -128,8 +189,9 @@ func Refuse(conn net.Conn, r *wire.Refusal) error {
 	return err
 }
 
-// Server answers a Hello that the edge has admitted with welcome and
-// starts the multiplexer. The session owns conn; on error conn is closed.
+// Server answers a Hello that the edge has admitted with welcome, starts
+// the multiplexer and accepts the connector's control stream. The session
+// owns conn; on error conn is closed.
 func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 	cfg = cfg.withDefaults()
 	conn.SetWriteDeadline(time.Now().Add(cfg.HandshakeTimeout))
@@ -138,12 +200,19 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		return nil, fmt.Errorf("send welcome: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	m, err := smux.Server(conn, cfg.mux())
+	m, err := yamux.Server(conn, cfg.mux())
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
-	return newSession(conn, m), nil
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.HandshakeTimeout)
+	defer cancel()
+	ctrl, err := m.AcceptStreamWithContext(ctx)
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("accept control stream: %w", err)
+	}
+	return newSession(conn, m, ctrl, true), nil
 }
 
 // Exchange exchanges preambles on conn and then runs fn, all within
@@ -192,11 +261,12 @@ func (s *Session) Open(h wire.StreamOpen) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", s.closedErr(err))
 	}
+	st := s.track(ms, true)
 	if _, err := ms.Write(hdr); err != nil {
-		ms.Close()
+		st.Close()
 		return nil, fmt.Errorf("send stream header: %w", s.closedErr(err))
 	}
-	return &Stream{ms: ms, needReply: true}, nil
+	return st, nil
 }
 
 // Accept waits for the edge to open a stream. The caller owns the stream:
@@ -206,32 +276,119 @@ func (s *Session) Accept() (*Stream, error) {
 	if err != nil {
 		return nil, s.closedErr(err)
 	}
-	return &Stream{ms: ms}, nil
+	return s.track(ms, false), nil
 }
 
-// NumStreams reports the streams open on the session.
-func (s *Session) NumStreams() int { return s.mux.NumStreams() }
+func (s *Session) track(ms *yamux.Stream, needReply bool) *Stream {
+	st := &Stream{ms: ms, sess: s, needReply: needReply}
+	s.mu.Lock()
+	s.streams[ms.StreamID()] = st
+	s.mu.Unlock()
+	return st
+}
+
+func (s *Session) untrack(id uint32) {
+	s.mu.Lock()
+	delete(s.streams, id)
+	s.mu.Unlock()
+}
+
+// rejectStreams closes streams the peer opens: on the edge, only the
+// control stream may come from the connector.
+func (s *Session) rejectStreams() {
+	defer s.wg.Done()
+	for {
+		ms, err := s.mux.AcceptStream()
+		if err != nil {
+			return
+		}
+		ms.Close()
+	}
+}
+
+// Control messages: one type byte and a big-endian stream id.
+const (
+	ctrlReset = 1
+	ctrlSize  = 5
+)
+
+// sendReset tells the peer that stream id is aborted.
+func (s *Session) sendReset(id uint32) {
+	b := [ctrlSize]byte{ctrlReset, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+	s.ctrlMu.Lock()
+	defer s.ctrlMu.Unlock()
+	s.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := s.ctrl.Write(b[:]); err != nil {
+		// A control stream that cannot take five bytes means a broken
+		// session: end it rather than leave the peer's stream hanging.
+		s.Close()
+	}
+}
+
+// readControl reads control messages until the session ends. A message
+// it does not understand ends the session: the peer is broken.
+func (s *Session) readControl() {
+	defer s.wg.Done()
+	var b [ctrlSize]byte
+	for {
+		if _, err := io.ReadFull(s.ctrl, b[:]); err != nil {
+			s.Close()
+			return
+		}
+		if b[0] != ctrlReset {
+			s.Close()
+			return
+		}
+		id := uint32(b[1])<<24 | uint32(b[2])<<16 | uint32(b[3])<<8 | uint32(b[4])
+		s.mu.Lock()
+		st := s.streams[id]
+		s.mu.Unlock()
+		if st != nil {
+			st.resetByPeer()
+		}
+	}
+}
+
+// NumStreams reports the client streams open on the session.
+func (s *Session) NumStreams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
 
 // Done is closed when the session has ended, for any reason.
-func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
+func (s *Session) Done() <-chan struct{} { return s.done }
 
 // IsClosed reports whether the session has ended.
-func (s *Session) IsClosed() bool { return s.mux.IsClosed() }
+func (s *Session) IsClosed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
 
 // RemoteAddr is the peer's network address.
 func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 
-// Close ends the session and every stream on it. It is idempotent.
+// Close ends the session and every stream on it. It is idempotent and
+// does not wait; see Wait.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
+		close(s.done)
 		s.mux.Close()
 		s.conn.Close()
 	})
 	return nil
 }
 
+// Wait blocks until the session's goroutines have ended; call it after
+// Close (or after Done is closed).
+func (s *Session) Wait() { s.wg.Wait() }
+
 func (s *Session) closedErr(err error) error {
-	if s.mux.IsClosed() || errors.Is(err, smux.ErrGoAway) {
+	if s.IsClosed() || errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrRemoteGoAway) {
 		return fmt.Errorf("%w: %v", ErrClosed, err)
 	}
 	return err
