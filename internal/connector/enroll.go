@@ -111,6 +111,9 @@ func (c *Connector) saveIdentity(resp wire.EnrollResponse, ca *x509.Certificate,
 		return identity{}, fmt.Errorf("the edge's certificate does not load: %w", err)
 	}
 	c.log.Info("connector enrolled", "connector", resp.ConnectorID, "name", kf.Name, "data", c.cfg.DataDir)
+	if len(c.cfg.Edges) > 0 {
+		edges = c.cfg.Edges // the operator's choice wins over what the edge says
+	}
 	return identity{cert: cert, ca: ca2, pin: kf.CAPin, edges: edges}, nil
 }
 

@@ -40,13 +40,13 @@ func (e *Edge) CreateKeyfile(ctx context.Context, name string, ttl time.Duration
 	}
 	now := e.now().UTC()
 	t := store.Token{ID: tok.ID, SecretHash: enroll.HashSecret(tok.Secret), Name: name, CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	if err := e.st.CreateToken(ctx, t); err != nil {
-		return nil, fmt.Errorf("store the new token: %w", err)
-	}
 	kf := enroll.Keyfile{Version: enroll.KeyfileVersion, Name: name, Edges: edges, CAPin: e.ca.Pin(), Token: tok.String(), Expires: t.ExpiresAt}
-	b, err := kf.Encode()
+	b, err := kf.Encode() // validates: nothing is stored for a keyfile that cannot be made
 	if err != nil {
 		return nil, &admin.Error{Status: http.StatusBadRequest, Message: err.Error()}
+	}
+	if err := e.st.CreateToken(ctx, t); err != nil {
+		return nil, fmt.Errorf("store the new token: %w", err)
 	}
 	e.log.Info("enrollment token created", "token", tok.ID, "name", name, "expires", t.ExpiresAt)
 	return b, nil

@@ -1,0 +1,236 @@
+package testnet_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/testnet"
+	"github.com/sallyport/sallyport/internal/wire"
+)
+
+// A compromised edge can name a service, never an address: the connector
+// refuses any stream for a name outside its allow-list and dials nothing.
+func TestConnectorRefusesWhatItDoesNotOffer(t *testing.T) {
+	echo := testnet.Echo(t)
+	rogue := testnet.StartRogueEdge(t)
+	dir := filepath.Join(t.TempDir(), "connector")
+	rogue.Enroll(t, dir, "site-a")
+	c := testnet.StartConnector(t, "", testnet.ConnectorOptions{
+		DataDir: dir, Edges: []string{rogue.Addr()}, Services: map[string]string{"echo": echo.Addr()},
+	})
+	sess, hello := rogue.AcceptTunnel(t)
+	if len(hello.Services) != 1 || hello.Services[0] != "echo" {
+		t.Fatalf("hello offers %v, want [echo]", hello.Services)
+	}
+	if strings.Contains(string(mustJSON(t, hello)), echo.Addr()) {
+		t.Fatal("the connector told the edge its back-end address")
+	}
+	for _, name := range []string{echo.Addr(), "ssh", "echo.", "localhost:22"} {
+		st, err := sess.Open(wire.StreamOpen{Service: name, Client: "198.18.0.9:4000"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.Read(make([]byte, 1))
+		var ref *wire.Refusal
+		if !errors.As(err, &ref) || ref.Code != wire.CodeUnknownService {
+			t.Fatalf("stream for %q: %v; want an unknown-service refusal", name, err)
+		}
+		st.Close()
+	}
+	if n := echo.Accepted(); n != 0 {
+		t.Fatalf("the back-end was dialed %d times for refused names", n)
+	}
+	c.Logs.WaitFor(t, "service not offered by this connector", 5*time.Second)
+
+	// The service it does offer works through the same tunnel.
+	st, err := sess.Open(wire.StreamOpen{Service: "echo", Client: "198.18.0.9:4001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("allowed"))
+	st.CloseWrite()
+	got, err := io.ReadAll(st)
+	if err != nil || string(got) != "allowed" {
+		t.Fatalf("allowed service: %q, %v", got, err)
+	}
+	st.Close()
+}
+
+func TestVersionMismatchIsClearOnBothSides(t *testing.T) {
+	// A connector from the future meets this edge.
+	e := testnet.StartEdge(t, testnet.EdgeOptions{})
+	conn, err := tls.Dial("tcp", e.TunnelAddr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	wire.WritePreamble(conn, wire.Version+1)
+	err = wire.ReadPreamble(conn, wire.Version+1)
+	var ve *wire.VersionError
+	if !errors.As(err, &ve) || ve.Remote != wire.Version {
+		t.Fatalf("the newer connector reads %v; want a version error naming version %d", err, wire.Version)
+	}
+	e.Logs.WaitFor(t, "speaks another protocol version", 5*time.Second)
+
+	// This connector meets an edge from the future.
+	rogue := testnet.StartRogueEdge(t)
+	dir := filepath.Join(t.TempDir(), "connector")
+	rogue.Enroll(t, dir, "site-a")
+	c := testnet.StartConnector(t, "", testnet.ConnectorOptions{
+		DataDir: dir, Edges: []string{rogue.Addr()}, Services: map[string]string{"x": "127.0.0.1:1"},
+	})
+	tc := rogue.AcceptTLS(t)
+	wire.WritePreamble(tc, wire.Version+1)
+	c.Logs.WaitFor(t, "protocol version mismatch: peer speaks version 2, this build speaks version 1", 10*time.Second)
+}
+
+func TestEdgeRestartConnectorReconnects(t *testing.T) {
+	echo := testnet.Echo(t)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
+	c.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 1, 5*time.Second)
+	tunnelAddr, echoAddr := e.TunnelAddr().String(), e.ServiceAddr("echo").String()
+	if err := e.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The connector notices and keeps trying while the edge is away.
+	c.Logs.WaitFor(t, "tunnel dial failed", 10*time.Second)
+
+	e2 := testnet.StartEdge(t, testnet.EdgeOptions{DataDir: e.Cfg.DataDir, TunnelListen: tunnelAddr, Expose: map[string]string{"echo": echoAddr}})
+	e2.WaitRoutes(t, "echo", 1, 10*time.Second)
+	if got := roundTrip(t, e2.Dial(t, "echo"), []byte("back again")); string(got) != "back again" {
+		t.Fatalf("echo after edge restart: %q", got)
+	}
+}
+
+func TestSilentTunnelIsDetectedAndReplaced(t *testing.T) {
+	echo := testnet.Echo(t)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
+	relay := testnet.StartRelay(t, e.TunnelAddr().String())
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{
+		Edges: []string{relay.Addr()}, Services: map[string]string{"echo": echo.Addr()},
+		KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: time.Second,
+	})
+	c.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 1, 5*time.Second)
+
+	relay.Freeze()
+	frozen := time.Now()
+	for c.Tunnels() != 0 {
+		if time.Since(frozen) > 10*time.Second {
+			t.Fatal("connector still believes in a tunnel that has been silent for 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	detected := time.Since(frozen)
+	e.WaitRoutes(t, "echo", 0, 10*time.Second)
+	t.Logf("silent tunnel detected by the connector after %s (keepalive timeout 1s)", detected.Round(time.Millisecond))
+	// Detection is a behaviour with a configured bound, not a speed: allow
+	// scheduling slack on a loaded machine, but not a missing keepalive.
+	if detected > 4*time.Second {
+		t.Errorf("detection took %s; the keepalive timeout is 1s", detected)
+	}
+
+	relay.Thaw()
+	c.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 1, 10*time.Second)
+	if got := roundTrip(t, e.Dial(t, "echo"), []byte("new tunnel")); string(got) != "new tunnel" {
+		t.Fatalf("echo over the new tunnel: %q", got)
+	}
+}
+
+// A client that vanishes mid-download must not leave the back-end
+// connection, or any stream, open behind it.
+func TestClientAbortReachesTheBackend(t *testing.T) {
+	closed := make(chan error, 1)
+	firehose := testnet.Serve(t, func(c *net.TCPConn) {
+		chunk := bytes.Repeat([]byte("x"), 32<<10)
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				closed <- err
+				return
+			}
+		}
+	})
+	e, c := setup(t, map[string]string{"firehose": firehose.Addr()})
+	conn := e.Dial(t, "firehose")
+	if _, err := io.ReadFull(conn, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetLinger(0)
+	conn.Close()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the back-end is still being fed 10s after its client went away")
+	}
+	waitNoStreams(t, e, c)
+}
+
+func TestGracefulStopDrainsLiveConnections(t *testing.T) {
+	echo := testnet.Echo(t)
+	e, _ := setup(t, map[string]string{"echo": echo.Addr()})
+	live := e.Dial(t, "echo")
+	live.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := live.Write([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(live, make([]byte, 6)); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.Stop() }()
+	e.Logs.WaitFor(t, "edge stopping", 5*time.Second)
+	if _, err := net.DialTimeout("tcp", e.ServiceAddr("echo").String(), time.Second); err == nil {
+		t.Error("a new client was accepted while the edge drains")
+	}
+	// The live client still gets its whole exchange.
+	if got := roundTrip(t, live, []byte("during drain")); string(got) != "during drain" {
+		t.Fatalf("live connection during drain: %q", got)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("edge did not stop after its last connection ended")
+	}
+}
+
+func waitNoStreams(t *testing.T, e *testnet.Edge, c *testnet.Connector) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := 0
+		for _, cs := range e.Status(t.Context()).Connectors {
+			n += cs.Streams
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d streams still open at the edge", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
