@@ -38,7 +38,12 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, id identity) {
 			start := time.Now()
 			log.Info("tunnel up")
 			c.serve(ctx, sess, addr)
-			log.Warn("tunnel down", "up_for", time.Since(start).Round(time.Millisecond).String())
+			upFor := time.Since(start).Round(time.Millisecond).String()
+			if ctx.Err() != nil {
+				log.Info("tunnel closed", "up_for", upFor)
+				return
+			}
+			log.Warn("tunnel down", "up_for", upFor)
 			if time.Since(start) >= stableAfter {
 				failures = 0
 			}

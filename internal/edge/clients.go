@@ -71,6 +71,10 @@ func (e *Edge) serveClient(service string, c net.Conn) {
 	var ref *wire.Refusal
 	switch {
 	case errors.As(res.Err, &ref):
+		if ref.Code == wire.CodeDraining && e.routes.Remove(sess) {
+			// The connector is shutting down: send later clients elsewhere.
+			e.log.Info("connector draining: no more clients routed to this tunnel", "connector", connector)
+		}
 		e.log.Warn("client refused by connector", append(args, "code", ref.Code.String(), "reason", ref.Reason)...)
 	case res.Err != nil:
 		e.log.Info("client connection closed", append(args, "err", res.Err)...)

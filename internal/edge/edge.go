@@ -123,7 +123,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
-	e.id, err = loadOrCreateID(filepath.Join(dir, "edge.id"))
+	e.id, err = loadOrCreate(filepath.Join(dir, "edge.id"), "edge id", func() string { return "edge-" + randomHex(4) })
 	if err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	token, err := loadOrCreateAdminToken(filepath.Join(dir, AdminTokenFile))
+	token, err := loadOrCreate(filepath.Join(dir, AdminTokenFile), "admin token", func() string { return randomHex(32) })
 	if err != nil {
 		return err
 	}
@@ -272,39 +272,23 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// loadOrCreateID returns the edge's stable id, kept in path.
-func loadOrCreateID(path string) (string, error) {
+// loadOrCreate returns the one-line value kept in path (what names it in
+// messages), creating it with gen (mode 0600) when the file is missing or
+// empty: the edge's id and its admin token live this way.
+func loadOrCreate(path, what string, gen func() string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
-		if id := strings.TrimSpace(string(b)); id != "" {
-			return id, nil
+		if v := strings.TrimSpace(string(b)); v != "" {
+			return v, nil
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read edge id: %w", err)
+		return "", fmt.Errorf("read %s: %w", what, err)
 	}
-	id := "edge-" + randomHex(4)
-	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write edge id: %w", err)
+	v := gen()
+	if err := os.WriteFile(path, []byte(v+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", what, err)
 	}
-	return id, nil
-}
-
-// loadOrCreateAdminToken returns the admin bearer token kept in path,
-// creating it (mode 0600) on first start.
-func loadOrCreateAdminToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if t := strings.TrimSpace(string(b)); t != "" {
-			return t, nil
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read admin token: %w", err)
-	}
-	t := randomHex(32)
-	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write admin token: %w", err)
-	}
-	return t, nil
+	return v, nil
 }
 
 // ReadAdminToken reads the admin bearer token from an edge's data directory.
