@@ -234,3 +234,39 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+func TestConnectorStopDrainsAndEdgeStopsRouting(t *testing.T) {
+	echo := testnet.Echo(t)
+	e, c := setup(t, map[string]string{"echo": echo.Addr()})
+	live := e.Dial(t, "echo")
+	live.SetDeadline(time.Now().Add(20 * time.Second))
+	live.Write([]byte("before"))
+	if _, err := io.ReadFull(live, make([]byte, 6)); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Stop() }()
+	c.Logs.WaitFor(t, "connector stopping", 5*time.Second)
+
+	// A new client is turned away (the connector drains), and the edge
+	// then stops routing to it.
+	late := e.Dial(t, "echo")
+	late.SetDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(late); err != nil || len(b) != 0 {
+		t.Fatalf("client during the connector's drain: %q, %v; want a clean close", b, err)
+	}
+	e.Logs.WaitFor(t, "connector draining", 5*time.Second)
+
+	if got := roundTrip(t, live, []byte("during drain")); string(got) != "during drain" {
+		t.Fatalf("live connection during the connector's drain: %q", got)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("connector did not stop after its last stream ended")
+	}
+	e.WaitRoutes(t, "echo", 0, 5*time.Second)
+}
