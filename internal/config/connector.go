@@ -59,6 +59,10 @@ type ConnectorService struct {
 	Address string `yaml:"address"`
 	// DialTimeout bounds the dial to the back-end; zero means 5s.
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// ProxyProtocol, v1 or v2, makes the connector send a PROXY protocol
+	// header with the client's address first on each back-end connection;
+	// empty sends none.
+	ProxyProtocol string `yaml:"proxy_protocol"`
 }
 
 // ReadConnector decodes a connector config from r strictly, without applying
@@ -163,6 +167,7 @@ func (c Connector) Validate() error {
 			k.add(key+".address", "%s", msg)
 		}
 		k.positive(key+".dial_timeout", s.DialTimeout)
+		k.checkProxyProtocol(key+".proxy_protocol", s.ProxyProtocol)
 	}
 	return k.result()
 }

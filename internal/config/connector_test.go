@@ -17,7 +17,7 @@ func TestDecodeConnectorProblems(t *testing.T) {
 		{
 			name: "unknown key in a service",
 			doc:  "data_dir: /d\nservices:\n  db:\n    adress: 127.0.0.1:5432\n",
-			want: "connector.yaml:4: services.db.adress: unknown key (known: address, dial_timeout)",
+			want: "connector.yaml:4: services.db.adress: unknown key (known: address, dial_timeout, proxy_protocol)",
 		},
 		{
 			name: "unknown key at top level",
@@ -135,8 +135,9 @@ func TestLoadConnectorExample(t *testing.T) {
 		DrainTimeout: 30 * time.Second,
 		Log:          Log{Format: "text", Level: "info"},
 		Services: map[string]ConnectorService{
-			"db":  {Address: "127.0.0.1:5432", DialTimeout: 5 * time.Second},
-			"ssh": {Address: "bastion.internal:22", DialTimeout: 5 * time.Second},
+			"db":   {Address: "127.0.0.1:5432", DialTimeout: 5 * time.Second},
+			"ssh":  {Address: "bastion.internal:22", DialTimeout: 5 * time.Second},
+			"wiki": {Address: "127.0.0.1:8080", DialTimeout: 5 * time.Second, ProxyProtocol: ProxyV2},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -41,8 +41,11 @@ type Edge struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
-	// Services are the public listeners, by service name; a client that
-	// connects to one is carried to a connector offering that service.
+	// Listeners are public listeners shared by many services (http, https,
+	// tls, socks5); see Listener.
+	Listeners []Listener `yaml:"listeners"`
+	// Services are the services clients may reach, by name; a client that
+	// reaches one is carried to a connector offering that service.
 	Services map[string]EdgeService `yaml:"services"`
 
 	// Origin says where each value came from, for messages; it is not read
@@ -73,11 +76,22 @@ type Admin struct {
 	AllowRemote bool `yaml:"allow_remote"`
 }
 
-// EdgeService is one public listener of the edge.
+// EdgeService is one service the edge carries to connectors, and how
+// clients reach it.
 type EdgeService struct {
-	// Listen is the public TCP listen address, such as ":15432". Required;
-	// port 0 picks a free port.
+	// Listen is the service's own public TCP listen address, such as
+	// ":15432"; port 0 picks a free port. It may be empty when Hosts, SNI,
+	// a socks5 listener or a WebSocket edge host reach the service.
 	Listen string `yaml:"listen"`
+	// Hosts are the HTTP host names (exact, or "*.example.com" for every
+	// name one label below) that http and https listeners route here.
+	Hosts []string `yaml:"hosts"`
+	// SNI are the TLS server names (exact or "*.example.com") that tls
+	// listeners pass through here undecrypted.
+	SNI []string `yaml:"sni"`
+	// Policy says which clients may reach the service; the zero value lets
+	// every client in.
+	Policy Policy `yaml:"policy"`
 }
 
 // ReadEdge decodes an edge config from r strictly, without applying defaults
@@ -161,11 +175,14 @@ func (e Edge) Validate() error {
 	}
 	c.positive("drain_timeout", e.DrainTimeout)
 	c.log(e.Log)
+	c.fronts(e, &ls)
 	for _, name := range inFileOrder(e.Origin, e.Services) {
 		c.serviceName(name)
 		key := "services." + name
 		if e.Services[name].Listen == "" {
-			c.require(key, "listen", "the public address clients connect to, e.g. :15432")
+			if !e.reachable(e.Services[name]) {
+				c.require(key, "listen", "the public address clients connect to, e.g. :15432")
+			}
 			continue
 		}
 		c.listenAddr(key+".listen", e.Services[name].Listen, &ls)

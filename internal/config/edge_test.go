@@ -33,12 +33,12 @@ func TestDecodeEdgeProblems(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "data_dir: /d\nlisten: :5500\n",
-			want: "edge.yaml:2: listen: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, services)",
+			want: "edge.yaml:2: listen: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, listeners, services)",
 		},
 		{
 			name: "unknown key in a service",
 			doc:  "data_dir: /d\nservices:\n  db:\n    listn: :15432\n",
-			want: "edge.yaml:4: services.db.listn: unknown key (known: listen)",
+			want: "edge.yaml:4: services.db.listn: unknown key (known: listen, hosts, sni, policy)",
 		},
 		{
 			name: "bad duration",
@@ -99,13 +99,13 @@ func TestDecodeEdgeProblems(t *testing.T) {
 			name: "two problems reported together in file order",
 			doc:  "data_dir: /d\ntunnel:\n  keepalive_interval: 5x\nservices:\n  db:\n    listn: :15432\n",
 			want: "edge.yaml:3: tunnel.keepalive_interval: invalid duration \"5x\" (use e.g. 15s)\n" +
-				"edge.yaml:6: services.db.listn: unknown key (known: listen)",
+				"edge.yaml:6: services.db.listn: unknown key (known: listen, hosts, sni, policy)",
 		},
 		{
 			name: "decode and semantic problems reported together in file order",
 			doc:  "data_dir: /d\nlog:\n  level: loud\nservices:\n  db:\n    listen: :1\n    port: 2\n",
 			want: "edge.yaml:3: log.level: unknown level \"loud\" (use debug, info, warn or error)\n" +
-				"edge.yaml:7: services.db.port: unknown key (known: listen)",
+				"edge.yaml:7: services.db.port: unknown key (known: listen, hosts, sni, policy)",
 		},
 		{
 			name: "missing data_dir",
@@ -115,13 +115,13 @@ func TestDecodeEdgeProblems(t *testing.T) {
 		{
 			name: "misspelt data_dir is reported once",
 			doc:  "datadir: /d\n",
-			want: "edge.yaml:1: datadir: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, services)",
+			want: "edge.yaml:1: datadir: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, listeners, services)",
 		},
 		{
 			name: "unrelated unknown key does not hide a missing one",
 			doc:  "colour: blue\n",
 			want: "edge.yaml: data_dir: required: the directory where the edge keeps its CA, certificates and state\n" +
-				"edge.yaml:1: colour: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, services)",
+				"edge.yaml:1: colour: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, listeners, services)",
 		},
 		{
 			name: "service without listen",
@@ -221,7 +221,7 @@ func TestProblemsFields(t *testing.T) {
 	_, ps := decodeEdgeErr(t, "data_dir: /d\ntunnel:\n  keepalive_interval: 5x\nservices:\n  db:\n    listn: :1\n")
 	want := Problems{
 		{File: "edge.yaml", Line: 3, Key: "tunnel.keepalive_interval", Msg: `invalid duration "5x" (use e.g. 15s)`},
-		{File: "edge.yaml", Line: 6, Key: "services.db.listn", Msg: "unknown key (known: listen)"},
+		{File: "edge.yaml", Line: 6, Key: "services.db.listn", Msg: "unknown key (known: listen, hosts, sni, policy)"},
 	}
 	if !reflect.DeepEqual(ps, want) {
 		t.Errorf("problems:\n got %#v\nwant %#v", ps, want)
@@ -241,6 +241,7 @@ func TestLoadEdgeExample(t *testing.T) {
 		t.Errorf("no line recorded for services.db.listen")
 	}
 	got.Origin = Origin{}
+	yes := true
 	want := Edge{
 		DataDir: "/var/lib/sallyport/edge",
 		Tunnel: EdgeTunnel{
@@ -252,9 +253,27 @@ func TestLoadEdgeExample(t *testing.T) {
 		Admin:        Admin{Listen: "127.0.0.1:5501"},
 		DrainTimeout: 30 * time.Second,
 		Log:          Log{Format: "text", Level: "info"},
+		Listeners: []Listener{
+			{
+				Kind: KindHTTPS, Listen: ":443",
+				Certificates:     []CertificateFiles{{Cert: "/etc/sallyport/tls/example.com.crt", Key: "/etc/sallyport/tls/example.com.key"}},
+				EdgeHosts:        []string{"edge.example.com"},
+				WSOrigins:        []string{"console.example.com"},
+				ForwardedHeaders: &yes,
+			},
+			{Kind: KindHTTP, Listen: ":80"},
+			{Kind: KindTLS, Listen: ":8443"},
+			{Kind: KindSOCKS5, Listen: ":1080", Users: []SOCKSUser{{Name: "alice", PasswordFile: "/etc/sallyport/socks/alice.password"}}},
+		},
 		Services: map[string]EdgeService{
-			"db":  {Listen: ":15432"},
-			"ssh": {Listen: "0.0.0.0:2222"},
+			"db": {Listen: ":15432", Policy: Policy{
+				Allow: []string{"10.0.0.0/8", "192.0.2.7"}, Deny: []string{"10.66.0.0/16"},
+				MaxConnections: 100, Rate: Rate{Connections: 20, Per: time.Second, Burst: 40},
+			}},
+			"ssh":     {Listen: "0.0.0.0:2222"},
+			"wiki":    {Hosts: []string{"wiki.example.com", "*.wiki.example.com"}},
+			"console": {Hosts: []string{"console.example.com"}, Policy: Policy{ClientCA: "/etc/sallyport/tls/staff-ca.pem"}},
+			"mqtt":    {SNI: []string{"mqtt.example.com"}},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {
