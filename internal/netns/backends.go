@@ -1,0 +1,182 @@
+package netns
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// BackendTools are the programs the back-ends and clients need, from
+// Debian's python3, redis-server, redis-tools, openssh-server,
+// openssh-client and curl packages.
+var BackendTools = []string{"python3", "redis-server", "redis-cli", "redis-benchmark", "sshd", "ssh", "ssh-keygen", "curl"}
+
+// HTTPServer is python3's http.server serving a directory in trusted.
+type HTTPServer struct {
+	*Process
+	Port int
+	// Hello is the content of /hello.txt, unique to the run.
+	Hello string
+	// BigSize and BigSHA256 describe /big.bin, random bytes.
+	BigSize   int
+	BigSHA256 string
+}
+
+// StartHTTP serves a fresh directory with /hello.txt and a random /big.bin
+// of bigSize bytes on every address of n, port port.
+func StartHTTP(t testing.TB, n *Namespace, port, bigSize int) *HTTPServer {
+	t.Helper()
+	dir := t.TempDir()
+	id := make([]byte, 8)
+	rand.Read(id)
+	h := &HTTPServer{Port: port, Hello: "hello from trusted " + hex.EncodeToString(id) + "\n", BigSize: bigSize}
+	writeFile(t, filepath.Join(dir, "hello.txt"), []byte(h.Hello), 0o644)
+	big := make([]byte, bigSize)
+	rand.Read(big)
+	sum := sha256.Sum256(big)
+	h.BigSHA256 = hex.EncodeToString(sum[:])
+	writeFile(t, filepath.Join(dir, "big.bin"), big, 0o644)
+	h.Process = n.Start(t, "http.server", python3(), "-m", "http.server", strconv.Itoa(port),
+		"--bind", "0.0.0.0", "--directory", dir)
+	WaitListening(t, n, "127.0.0.1:"+strconv.Itoa(port), h.Process)
+	return h
+}
+
+// python3 prefers Debian's interpreter over a version manager's shim.
+func python3() string {
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		return "/usr/bin/python3"
+	}
+	return "python3"
+}
+
+// Redis is a redis-server on trusted's loopback, without persistence.
+type Redis struct {
+	*Process
+	Port int
+}
+
+// StartRedis runs redis-server on 127.0.0.1:port in n, keeping nothing on disk.
+func StartRedis(t testing.TB, n *Namespace, port int) *Redis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Redis{Port: port}
+	r.Process = n.Start(t, "redis-server", bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", t.TempDir(), "--loglevel", "warning")
+	WaitListening(t, n, "127.0.0.1:"+strconv.Itoa(port), r.Process)
+	return r
+}
+
+// SSHD is an OpenSSH server with a throwaway host key that lets root in
+// with a throwaway client key.
+type SSHD struct {
+	*Process
+	Port int
+	// ClientKey is the private key file a client logs in with, as root.
+	ClientKey string
+}
+
+// StartSSHD generates a host key and a client key and runs sshd -D -e on
+// every address of n, port port, with its own config file.
+func StartSSHD(t testing.TB, n *Namespace, port int) *SSHD {
+	t.Helper()
+	dir := t.TempDir()
+	hostKey := filepath.Join(dir, "host_ed25519")
+	clientKey := filepath.Join(dir, "client_ed25519")
+	for _, k := range []string{hostKey, clientKey} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sallyport-netns-test", "-f", k).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v: %s", err, out)
+		}
+	}
+	pub, err := os.ReadFile(clientKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "authorized_keys"), pub, 0o600)
+	config := fmt.Sprintf(`Port %d
+ListenAddress 0.0.0.0
+HostKey %s
+AuthorizedKeysFile %s
+PidFile none
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+LogLevel VERBOSE
+`, port, hostKey, filepath.Join(dir, "authorized_keys"))
+	cfgPath := filepath.Join(dir, "sshd_config")
+	writeFile(t, cfgPath, []byte(config), 0o600)
+	// sshd's privilege separation needs this directory, which the
+	// package's service would create at boot.
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := exec.LookPath("sshd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &SSHD{Port: port, ClientKey: clientKey}
+	s.Process = n.Start(t, "sshd", bin, "-D", "-e", "-f", cfgPath)
+	WaitListening(t, n, "127.0.0.1:"+strconv.Itoa(port), s.Process)
+	return s
+}
+
+// SSHArgs returns the ssh command line that runs command on host:port as
+// root with the client key, non-interactively.
+func (s *SSHD) SSHArgs(host string, port int, command string) []string {
+	return []string{"ssh", "-F", "/dev/null", "-i", s.ClientKey, "-p", strconv.Itoa(port),
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+		"root@" + host, command}
+}
+
+// WaitListening waits up to 15s until addr accepts a connection from
+// inside n, failing the test if p ends or the time runs out.
+func WaitListening(t testing.TB, n *Namespace, addr string, p *Process) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := n.DialTimeout(addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-p.Done():
+			t.Fatalf("%s ended before listening on %s: %v\n%s", p.Name, addr, p.Wait(0), p.Log.Tail(40))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening on %s within 15s: %v\n%s", p.Name, addr, err, p.Log.Tail(40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Port returns the port of a host:port address.
+func Port(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+func writeFile(t testing.TB, path string, data []byte, perm os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, data, perm); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,210 @@
+package netns_test
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/netns"
+)
+
+// TestPromise is the product's promise: real clients in outside reach real
+// back-ends in trusted through the edge, while trusted admits no inbound
+// connection and has no listening socket of sallyport's.
+func TestPromise(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+
+	t.Run("curl", func(t *testing.T) {
+		if err := s.CheckHello(); err != nil {
+			t.Fatal(err)
+		}
+		d, err := s.CheckBig(60 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("curl: %d bytes intact in %s", d.Bytes, d.Took.Round(time.Millisecond))
+	})
+
+	t.Run("redis-cli", func(t *testing.T) {
+		if out, err := s.RedisCLI("PING"); err != nil || out != "PONG" {
+			t.Fatalf("redis-cli PING through the edge = %q, %v; want PONG", out, err)
+		}
+		if err := s.CheckRedis("promise", "kept"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("redis-benchmark", func(t *testing.T) {
+		out, err := s.Outside(120*time.Second, "redis-benchmark", "-h", netns.DMZOutsideAddr,
+			"-p", strconv.Itoa(netns.RedisPort), "-n", "2000", "-c", "10", "-q", "-t", "ping,set,get")
+		if err != nil {
+			t.Fatalf("redis-benchmark through the edge: %v\n%s", err, out)
+		}
+		for _, test := range []string{"PING_INLINE", "SET", "GET"} {
+			if !strings.Contains(out, test+": ") || !strings.Contains(out, "requests per second") {
+				t.Errorf("redis-benchmark output lacks a result for %s:\n%s", test, out)
+			}
+		}
+		if strings.Contains(strings.ToLower(out), "error") {
+			t.Errorf("redis-benchmark reported errors:\n%s", out)
+		}
+		t.Logf("redis-benchmark -n 2000 -c 10 through the edge:\n%s", benchmarkResults(out))
+	})
+
+	t.Run("ssh", func(t *testing.T) {
+		if err := s.CheckSSH(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("direct connections into trusted fail", func(t *testing.T) {
+		checkDirectFails(t, s)
+	})
+
+	t.Run("the firewall is what stops them", func(t *testing.T) {
+		// Without trusted's fence, outside has a route to the HTTP
+		// back-end (the DMZ forwards): so the failures above are the
+		// firewall's doing, and this test would notice if it stopped.
+		s.Topo.Trusted.Must(t, "nft", "delete", "table", "inet", "sallyport")
+		c, err := s.Topo.Outside.DialTimeout(net.JoinHostPort(netns.TrustedAddr, strconv.Itoa(netns.BackendHTTPPort)), 3*time.Second)
+		s.Topo.Trusted.Nft(t, netns.TrustedRuleset(netns.TunnelPort))
+		if err != nil {
+			t.Fatalf("with the firewall off, outside cannot reach the HTTP back-end either (%v): the topology, not the firewall, blocks it", err)
+		}
+		c.Close()
+		checkDirectFails(t, s)
+	})
+
+	t.Run("no listening socket of ours in trusted", func(t *testing.T) {
+		socks, err := s.Topo.Trusted.Sockets()
+		if err != nil {
+			t.Fatal(err)
+		}
+		backends := map[int]string{s.HTTP.Pid(): "http.server", s.Redis.Pid(): "redis-server", s.SSHD.Pid(): "sshd"}
+		seen := map[string]bool{}
+		for _, so := range socks {
+			if so.State != "LISTEN" && !(so.Proto == "udp" && so.State == "UNCONN") {
+				continue
+			}
+			if so.HeldBy(s.Connector.Pid()) || holderNamed(so, "sallyport") {
+				t.Errorf("trusted has a listening socket of sallyport's: %s", so)
+			}
+			for _, u := range so.Users {
+				if name, ok := backends[u.Pid]; ok {
+					seen[name] = true
+				} else {
+					t.Errorf("trusted has a listening socket of a process the test did not start as a back-end: %s", so)
+				}
+			}
+			if len(so.Users) == 0 {
+				t.Errorf("trusted has a listening socket of no known process: %s", so)
+			}
+		}
+		for _, name := range backends {
+			if !seen[name] {
+				t.Errorf("ss shows no listening socket of the back-end %s in trusted: %v", name, socks)
+			}
+		}
+	})
+
+	t.Run("the connector only dials out", func(t *testing.T) {
+		// A slow download keeps a stream, and so a back-end socket, open
+		// while ss looks.
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if _, err := s.CheckBig(60*time.Second, "--limit-rate", "2M"); err != nil {
+				t.Error(err)
+			}
+		})
+		defer wg.Wait()
+		edge := net.JoinHostPort(netns.DMZTrustedAddr, strconv.Itoa(netns.TunnelPort))
+		allowed := map[string]bool{edge: true}
+		for _, p := range []int{netns.BackendHTTPPort, netns.BackendRedisPort, netns.BackendSSHPort, netns.BackendClosedPort} {
+			allowed[net.JoinHostPort("127.0.0.1", strconv.Itoa(p))] = true
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			socks, err := s.Topo.Trusted.Sockets()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var toEdge, toBackend int
+			var mine []string
+			for _, so := range socks {
+				if !so.HeldBy(s.Connector.Pid()) {
+					continue
+				}
+				mine = append(mine, so.String())
+				switch {
+				case so.Proto != "tcp" || so.State == "LISTEN" || !allowed[so.Peer]:
+					t.Errorf("the connector holds a socket that is neither to the edge nor to a back-end: %s", so)
+				case so.Peer == edge:
+					toEdge++
+				default:
+					toBackend++
+				}
+			}
+			if toEdge >= 1 && toBackend >= 1 {
+				t.Logf("the connector's sockets while a download runs:\n%s", strings.Join(mine, "\n"))
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("within 10s of a download, the connector never held a socket to the edge and one to a back-end at once; it holds: %v", mine)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+// checkDirectFails asserts that neither outside nor the DMZ can open a
+// connection to any back-end in trusted, and that the attempts go
+// unanswered (dropped by the firewall) rather than refused.
+func checkDirectFails(t *testing.T, s *netns.Stack) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, from := range []*netns.Namespace{s.Topo.Outside, s.Topo.DMZ} {
+		for _, port := range []int{netns.BackendHTTPPort, netns.BackendRedisPort, netns.BackendSSHPort, netns.BackendClosedPort, netns.TunnelPort} {
+			wg.Go(func() {
+				addr := net.JoinHostPort(netns.TrustedAddr, strconv.Itoa(port))
+				c, err := from.DialTimeout(addr, 2*time.Second)
+				if err == nil {
+					c.Close()
+					t.Errorf("%s opened a connection straight to %s in trusted", from.Role, addr)
+					return
+				}
+				if !errors.Is(err, os.ErrDeadlineExceeded) && !strings.Contains(err.Error(), "i/o timeout") {
+					t.Errorf("%s → %s in trusted failed with %v; want no answer at all (dropped by the firewall)", from.Role, addr, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+}
+
+func holderNamed(so netns.Socket, name string) bool {
+	for _, u := range so.Users {
+		if u.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// benchmarkResults keeps the result lines of redis-benchmark -q, without
+// its progress lines.
+func benchmarkResults(out string) string {
+	var keep []string
+	for _, line := range strings.FieldsFunc(out, func(r rune) bool { return r == '\r' || r == '\n' }) {
+		if line = strings.TrimSpace(line); strings.Contains(line, "requests per second") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+

@@ -1,0 +1,67 @@
+package netns
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Socket is one line of ss's output.
+type Socket struct {
+	Proto       string // tcp or udp
+	State       string // LISTEN, ESTAB, UNCONN, ...
+	Local, Peer string // address:port
+	Users       []SocketUser
+}
+
+// SocketUser is a process holding a socket.
+type SocketUser struct {
+	Name string
+	Pid  int
+}
+
+func (s Socket) String() string {
+	return fmt.Sprintf("%s %s %s -> %s %v", s.Proto, s.State, s.Local, s.Peer, s.Users)
+}
+
+// HeldBy reports whether process pid holds the socket.
+func (s Socket) HeldBy(pid int) bool {
+	for _, u := range s.Users {
+		if u.Pid == pid {
+			return true
+		}
+	}
+	return false
+}
+
+var ssUser = regexp.MustCompile(`\("([^"]*)",pid=(\d+),`)
+
+// Sockets lists the namespace's TCP and UDP sockets, listening or not,
+// with the processes that hold them, as `ss -tuanp` shows them.
+func (n *Namespace) Sockets() ([]Socket, error) {
+	var all []Socket
+	for _, proto := range []string{"tcp", "udp"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := n.Run(ctx, "ss", "-H", "-n", "-a", "-p", "--"+proto)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) < 5 {
+				continue
+			}
+			s := Socket{Proto: proto, State: f[0], Local: f[3], Peer: f[4]}
+			for _, m := range ssUser.FindAllStringSubmatch(line, -1) {
+				pid, _ := strconv.Atoi(m[2])
+				s.Users = append(s.Users, SocketUser{Name: m[1], Pid: pid})
+			}
+			all = append(all, s)
+		}
+	}
+	return all, nil
+}

@@ -1,0 +1,177 @@
+package netns
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// Ports of the stack. Public ports are the edge's, in the DMZ; back-end
+// ports are in trusted, where nothing of sallyport listens.
+const (
+	TunnelPort = 5500 // the edge's tunnel port
+
+	WebPort    = 8080 // public port of service "web"
+	RedisPort  = 6379 // public port of service "redis"
+	SSHPort    = 2222 // public port of service "ssh"
+	ClosedPort = 7000 // public port of service "closed", whose back-end refuses connections
+	ProbePort  = 7100 // public port of service "probe", which no real connector offers
+
+	BackendHTTPPort   = 8000
+	BackendRedisPort  = 6380
+	BackendSSHPort    = 2200
+	BackendClosedPort = 7001 // nothing listens here
+)
+
+// PublicPorts are the edge's public ports.
+var PublicPorts = []int{WebPort, RedisPort, SSHPort, ClosedPort, ProbePort}
+
+// Timing of the tunnel, short so that faults are noticed quickly.
+const (
+	KeepaliveInterval = time.Second
+	KeepaliveTimeout  = 4 * time.Second
+	BackoffMax        = 2 * time.Second
+)
+
+// BigFileSize is the size of the HTTP back-end's /big.bin.
+const BigFileSize = 8 << 20
+
+// Stack is the whole deployment of one test: the topology, fenced; the
+// back-ends in trusted; the built sallyport binary as the edge in the DMZ
+// and as a connector in trusted, enrolled with a keyfile made in the DMZ.
+type Stack struct {
+	Topo  *Topology
+	Bin   string // the sallyport binary
+	HTTP  *HTTPServer
+	Redis *Redis
+	SSHD  *SSHD
+
+	EdgeData      string // the edge's data directory
+	ConnectorData string // the connector's data directory
+	scratch       string // for clients' files
+	started       []*Process
+
+	// Edge and Connector are the current processes; the fault tests
+	// replace them (RestartEdge, RestartConnector). They are only read
+	// and written by the test's own goroutine.
+	Edge      *Process
+	Connector *Process
+}
+
+// NewStack builds everything and waits until the connector's tunnel is up.
+// bin is the sallyport binary to run.
+func NewStack(t testing.TB, bin string) *Stack {
+	t.Helper()
+	if why := Missing(BackendTools...); why != "" {
+		t.Skip("NOT RUN: the network-namespace tests need root, iproute2, nftables and the back-end packages: " + why)
+	}
+	s := &Stack{Topo: New(t), Bin: bin, scratch: t.TempDir()}
+	s.Topo.Fence(t, TunnelPort, PublicPorts)
+	tr := s.Topo.Trusted
+	s.HTTP = StartHTTP(t, tr, BackendHTTPPort, BigFileSize)
+	s.Redis = StartRedis(t, tr, BackendRedisPort)
+	s.SSHD = StartSSHD(t, tr, BackendSSHPort)
+
+	s.EdgeData = t.TempDir()
+	s.Edge = s.startEdge(t)
+	keyfile := s.CreateKeyfile(t, "trusted-site")
+	s.ConnectorData = t.TempDir()
+	// The keyfile travels to the connector's host as an operator would
+	// copy it: a file of its own there, mode 0600.
+	connKeyfile := filepath.Join(t.TempDir(), "trusted-site.keyfile")
+	writeFile(t, connKeyfile, keyfile, 0o600)
+	s.Connector = s.startConnector(t, "--keyfile", connKeyfile)
+	s.Connector.Log.WaitFor(t, 30*time.Second, 1, "tunnel up")
+	s.Edge.Log.WaitFor(t, 10*time.Second, 1, "connector tunnel up")
+	return s
+}
+
+func (s *Stack) startEdge(t testing.TB) *Process {
+	t.Helper()
+	p := s.Topo.DMZ.Start(t, "edge", s.Bin, "edge",
+		"--data", s.EdgeData,
+		"--tunnel-listen", ":"+strconv.Itoa(TunnelPort),
+		"--advertise", net.JoinHostPort(DMZTrustedAddr, strconv.Itoa(TunnelPort)),
+		"--expose", fmt.Sprintf("web=:%d", WebPort),
+		"--expose", fmt.Sprintf("redis=:%d", RedisPort),
+		"--expose", fmt.Sprintf("ssh=:%d", SSHPort),
+		"--expose", fmt.Sprintf("closed=:%d", ClosedPort),
+		"--expose", fmt.Sprintf("probe=:%d", ProbePort),
+		"--keepalive-interval", KeepaliveInterval.String(),
+		"--keepalive-timeout", KeepaliveTimeout.String(),
+		"--drain-timeout", "2s",
+		"--log-level", "debug")
+	s.started = append(s.started, p)
+	p.Log.WaitFor(t, 30*time.Second, 1, "edge started")
+	return p
+}
+
+func (s *Stack) startConnector(t testing.TB, extra ...string) *Process {
+	t.Helper()
+	args := append([]string{s.Bin, "connector",
+		"--data", s.ConnectorData,
+		"--service", fmt.Sprintf("web=127.0.0.1:%d", BackendHTTPPort),
+		"--service", fmt.Sprintf("redis=127.0.0.1:%d", BackendRedisPort),
+		"--service", fmt.Sprintf("ssh=127.0.0.1:%d", BackendSSHPort),
+		"--service", fmt.Sprintf("closed=127.0.0.1:%d", BackendClosedPort),
+		"--keepalive-interval", KeepaliveInterval.String(),
+		"--keepalive-timeout", KeepaliveTimeout.String(),
+		"--backoff-max", BackoffMax.String(),
+		"--drain-timeout", "2s",
+		"--log-level", "debug"}, extra...)
+	p := s.Topo.Trusted.Start(t, "connector", args...)
+	s.started = append(s.started, p)
+	return p
+}
+
+// Sallyports returns every edge and connector process the stack has
+// started, the ended ones too.
+func (s *Stack) Sallyports() []*Process { return s.started }
+
+// CreateKeyfile runs `sallyport token create` in the DMZ, against the
+// running edge's admin API, and returns the keyfile it writes.
+func (s *Stack) CreateKeyfile(t testing.TB, name string) []byte {
+	t.Helper()
+	out := filepath.Join(s.EdgeData, name+".keyfile")
+	s.Topo.DMZ.Must(t, s.Bin, "token", "create", "--data", s.EdgeData, "--name", name, "--ttl", "10m", "-o", out)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// RestartEdge starts the edge again on the same data directory, after the
+// old process has ended, and waits until it is serving.
+func (s *Stack) RestartEdge(t testing.TB) {
+	t.Helper()
+	if err := s.Edge.Wait(5 * time.Second); stillRunning(err) {
+		t.Fatal(err)
+	}
+	s.Edge = s.startEdge(t)
+}
+
+// RestartConnector starts the connector again on the same data directory,
+// without the keyfile: it must come back with the identity it enrolled.
+func (s *Stack) RestartConnector(t testing.TB) {
+	t.Helper()
+	if err := s.Connector.Wait(5 * time.Second); stillRunning(err) {
+		t.Fatal(err)
+	}
+	s.Connector = s.startConnector(t)
+}
+
+// PublicAddr is the address clients in outside use for a public port.
+func PublicAddr(port int) string { return net.JoinHostPort(DMZOutsideAddr, strconv.Itoa(port)) }
+
+// Outside runs a client command in outside, bounded by timeout.
+func (s *Stack) Outside(timeout time.Duration, argv ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return s.Topo.Outside.Run(ctx, argv...)
+}

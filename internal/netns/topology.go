@@ -1,0 +1,356 @@
+// Package netns proves sallyport's promise in real Linux network namespaces:
+// it builds three throwaway hosts, an outside network, a DMZ and a trusted
+// network, wires them with veth pairs, routes them, fences them with
+// nftables, runs real processes in them and dials from them. Everything it
+// makes is removed when the test ends, even when the test fails.
+//
+//	topo := netns.New(t)                 // skips loudly when not root or a tool is missing
+//	topo.Fence(t, 5500, []int{8080})     // nftables in dmz and trusted
+//	p := topo.Trusted.Start(t, "redis", "redis-server", "--port", "6380")
+//	conn, err := topo.Outside.Dial(ctx, "198.18.1.1:8080")
+//
+// The layout (addresses from 198.18.0.0/15, the benchmarking range, only):
+//
+//	outside 198.18.1.2 ── 198.18.1.1 dmz 198.18.2.1 ── 198.18.2.2 trusted
+//
+// The DMZ forwards between its two links like a router, so outside has a
+// route to trusted: the only thing that keeps outside (and the DMZ) from
+// opening a connection into trusted is trusted's own firewall, as in the
+// deployment sallyport is built for.
+//
+// The helpers need root, iproute2 (ip, ss) and nftables (nft); Missing
+// reports what is absent so that a test can skip with a loud message.
+package netns
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Addresses of the three hosts.
+const (
+	OutsideAddr    = "198.18.1.2" // the outside host, where clients run
+	DMZOutsideAddr = "198.18.1.1" // the DMZ on the outside link: where clients reach the edge
+	DMZTrustedAddr = "198.18.2.1" // the DMZ on the trusted link: where the connector reaches the edge
+	TrustedAddr    = "198.18.2.2" // the trusted host, where the connector and back-ends run
+)
+
+// Interface names; each lives in its own namespace, so they need not be
+// unique on the machine.
+const (
+	ifOutside = "veth-out"
+	ifDMZOut  = "veth-dmz-out"
+	ifDMZTr   = "veth-dmz-tr"
+	ifTrusted = "veth-tr"
+)
+
+// namePrefix starts every namespace this package creates; the creating
+// process's pid follows, so a later run can remove what a killed run left.
+const namePrefix = "sallyport-"
+
+// Tools are the programs the topology itself needs.
+var Tools = []string{"ip", "nft", "ss"}
+
+// Missing returns why the namespace tests cannot run here ("" when they
+// can): not root, or some of the tools (Tools plus extra) are not on PATH.
+func Missing(extra ...string) string {
+	var why []string
+	if os.Geteuid() != 0 {
+		why = append(why, "not root")
+	}
+	var missing []string
+	for _, tool := range append(append([]string{}, Tools...), extra...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		why = append(why, "missing "+strings.Join(missing, ", ")+" (install the packages in .ci/packages.txt)")
+	}
+	return strings.Join(why, "; ")
+}
+
+// Topology is the three hosts of one test. Its methods may be called from
+// several goroutines; each namespace is removed by the test's cleanup.
+type Topology struct {
+	Outside, DMZ, Trusted *Namespace
+}
+
+// New creates the three namespaces, their links, addresses and routes, and
+// registers their removal (every process in them killed by pid first) with
+// t.Cleanup. It skips the test, loudly, when Missing reports a reason.
+func New(t testing.TB) *Topology {
+	t.Helper()
+	if why := Missing(); why != "" {
+		t.Skip("NOT RUN: the network-namespace tests need root, iproute2 and nftables: " + why)
+	}
+	RemoveStale(t)
+	id := make([]byte, 3)
+	rand.Read(id)
+	run := namePrefix + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(id)
+	topo := &Topology{
+		Outside: &Namespace{Name: run + "-outside", Role: "outside", Addr: OutsideAddr},
+		DMZ:     &Namespace{Name: run + "-dmz", Role: "dmz", Addr: DMZOutsideAddr},
+		Trusted: &Namespace{Name: run + "-trusted", Role: "trusted", Addr: TrustedAddr},
+	}
+	for _, n := range []*Namespace{topo.Outside, topo.DMZ, topo.Trusted} {
+		host(t, "ip", "netns", "add", n.Name)
+		t.Cleanup(func() { n.remove(t) })
+		n.Must(t, "ip", "link", "set", "lo", "up")
+	}
+	host(t, "ip", "link", "add", ifOutside, "netns", topo.Outside.Name, "type", "veth",
+		"peer", "name", ifDMZOut, "netns", topo.DMZ.Name)
+	host(t, "ip", "link", "add", ifTrusted, "netns", topo.Trusted.Name, "type", "veth",
+		"peer", "name", ifDMZTr, "netns", topo.DMZ.Name)
+	for _, a := range []struct {
+		n         *Namespace
+		dev, addr string
+	}{
+		{topo.Outside, ifOutside, OutsideAddr},
+		{topo.DMZ, ifDMZOut, DMZOutsideAddr},
+		{topo.DMZ, ifDMZTr, DMZTrustedAddr},
+		{topo.Trusted, ifTrusted, TrustedAddr},
+	} {
+		a.n.Must(t, "ip", "addr", "add", a.addr+"/24", "dev", a.dev)
+		a.n.Must(t, "ip", "link", "set", a.dev, "up")
+	}
+	topo.Outside.Must(t, "ip", "route", "add", "default", "via", DMZOutsideAddr)
+	topo.Trusted.Must(t, "ip", "route", "add", "default", "via", DMZTrustedAddr)
+	topo.DMZ.Must(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+	return topo
+}
+
+// Fence loads the firewalls. In trusted: no new inbound connection from
+// anywhere (only loopback and established/related traffic comes in), and
+// out only to the edge's tunnel port on the DMZ, plus loopback. In the DMZ:
+// inbound only to the edge's tunnel port and its public ports, plus
+// loopback and established/related; forwarding is left open, so trusted's
+// firewall alone keeps outside out.
+func (topo *Topology) Fence(t testing.TB, tunnelPort int, publicPorts []int) {
+	t.Helper()
+	topo.Trusted.Nft(t, TrustedRuleset(tunnelPort))
+	topo.DMZ.Nft(t, DMZRuleset(tunnelPort, publicPorts))
+}
+
+// FenceTable is the nftables table that Fence loads in dmz and trusted.
+const FenceTable = "inet sallyport"
+
+// TrustedRuleset is the nftables ruleset of the trusted host.
+func TrustedRuleset(tunnelPort int) string {
+	return fmt.Sprintf(`table inet sallyport {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iif "lo" accept
+		ct state established,related accept
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+	}
+	chain output {
+		type filter hook output priority filter; policy drop;
+		oif "lo" accept
+		ip daddr %s tcp dport %d accept
+	}
+}
+`, DMZTrustedAddr, tunnelPort)
+}
+
+// DMZRuleset is the nftables ruleset of the DMZ host.
+func DMZRuleset(tunnelPort int, publicPorts []int) string {
+	ports := []string{strconv.Itoa(tunnelPort)}
+	for _, p := range publicPorts {
+		ports = append(ports, strconv.Itoa(p))
+	}
+	return fmt.Sprintf(`table inet sallyport {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iif "lo" accept
+		ct state established,related accept
+		tcp dport { %s } accept
+	}
+}
+`, strings.Join(ports, ", "))
+}
+
+// faultTable is the table CutTrustedLink adds in trusted.
+const faultTable = "inet sallyport_fault"
+
+// CutTrustedLink makes the dmz↔trusted link drop every packet, silently
+// (no FIN, no RST, no ICMP): an nftables table in trusted, ahead of the
+// fence, drops everything that crosses trusted's veth. RestoreTrustedLink
+// removes it.
+func (topo *Topology) CutTrustedLink(t testing.TB) {
+	t.Helper()
+	topo.Trusted.Nft(t, fmt.Sprintf(`table %s {
+	chain input {
+		type filter hook input priority -10; policy accept;
+		iifname %q drop
+	}
+	chain output {
+		type filter hook output priority -10; policy accept;
+		oifname %q drop
+	}
+}
+`, faultTable, ifTrusted, ifTrusted))
+}
+
+// RestoreTrustedLink undoes CutTrustedLink.
+func (topo *Topology) RestoreTrustedLink(t testing.TB) {
+	t.Helper()
+	topo.Trusted.Must(t, "nft", "delete", "table", "inet", "sallyport_fault")
+}
+
+// Namespace is one network namespace (one host) of a Topology. Its
+// methods are safe for concurrent use.
+type Namespace struct {
+	Name string // the namespace's name under /run/netns
+	Role string // outside, dmz or trusted
+	Addr string // the host's main address
+}
+
+// Command returns a command that runs argv in the namespace.
+func (n *Namespace) Command(ctx context.Context, argv ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name}, argv...)...)
+	cmd.WaitDelay = 2 * time.Second
+	return cmd
+}
+
+// Run runs argv in the namespace to completion (killed when ctx ends) and
+// returns its standard output; the error includes its standard error.
+func (n *Namespace) Run(ctx context.Context, argv ...string) (string, error) {
+	return n.RunInput(ctx, nil, argv...)
+}
+
+// RunInput is Run with stdin as the command's standard input.
+func (n *Namespace) RunInput(ctx context.Context, stdin []byte, argv ...string) (string, error) {
+	cmd := n.Command(ctx, argv...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("in %s: %s: %w: %s", n.Role, strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// Must runs argv in the namespace within 30s and fails the test if it fails.
+func (n *Namespace) Must(t testing.TB, argv ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := n.Run(ctx, argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Nft loads an nftables script into the namespace.
+func (n *Namespace) Nft(t testing.TB, script string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := n.RunInput(ctx, []byte(script), "nft", "-f", "-"); err != nil {
+		t.Fatalf("load nftables rules: %v\n%s", err, script)
+	}
+}
+
+// Pids lists every process in the namespace.
+func (n *Namespace) Pids() ([]int, error) {
+	out, err := exec.Command("ip", "netns", "pids", n.Name).Output()
+	if err != nil {
+		return nil, fmt.Errorf("list processes in namespace %s: %w", n.Name, err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// remove kills every process left in the namespace, by pid, and deletes it.
+func (n *Namespace) remove(t testing.TB) {
+	if err := killAll(n.Name); err != nil {
+		t.Errorf("remove namespace %s: %v", n.Name, err)
+	}
+	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+		t.Errorf("remove namespace %s: %v: %s", n.Name, err, out)
+	}
+}
+
+// killAll sends SIGKILL to every process in namespace name, by pid, and
+// waits up to 5s for them to be gone.
+func killAll(name string) error {
+	n := &Namespace{Name: name}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pids, err := n.Pids()
+		pids = slices.DeleteFunc(pids, func(p int) bool { return p == os.Getpid() })
+		if err != nil || len(pids) == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes %v still in namespace %s after SIGKILL", pids, name)
+		}
+		for _, pid := range pids {
+			// A goroutine of this process may be visiting the namespace
+			// (Namespace.Do) on its main thread: never kill ourselves.
+			if pid != os.Getpid() {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// RemoveStale removes the namespaces that an earlier run of these tests
+// left behind because it was killed before its cleanup ran: those whose
+// creating process no longer exists.
+func RemoveStale(t testing.TB) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatalf("list network namespaces: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], namePrefix) {
+			continue
+		}
+		rest := strings.TrimPrefix(f[0], namePrefix)
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		t.Logf("removing namespace %s left by an earlier run (pid %d is gone)", f[0], pid)
+		if err := killAll(f[0]); err != nil {
+			t.Log(err)
+		}
+		exec.Command("ip", "netns", "del", f[0]).Run()
+	}
+}
+
+// host runs a command in the test's own namespace and fails the test if it fails.
+func host(t testing.TB, argv ...string) {
+	t.Helper()
+	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(argv, " "), err, out)
+	}
+}
