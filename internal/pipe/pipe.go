@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // BufferSize is the size of the pooled copy buffers.
@@ -43,7 +44,14 @@ func Join(a, b net.Conn) Result {
 	var res Result
 	var wg sync.WaitGroup
 	var errOnce sync.Once
+	// closed is set when a direction closed its destination for want of
+	// CloseWrite: the other direction then fails on a closed connection,
+	// which is the end of the exchange, not an error.
+	var closed atomic.Bool
 	fail := func(err error) {
+		if closed.Load() && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)) {
+			err = nil
+		}
 		errOnce.Do(func() {
 			res.Err = err
 			a.Close()
@@ -53,9 +61,9 @@ func Join(a, b net.Conn) Result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		res.BToA = oneWay(a, b, fail)
+		res.BToA = oneWay(a, b, fail, &closed)
 	}()
-	res.AToB = oneWay(b, a, fail)
+	res.AToB = oneWay(b, a, fail, &closed)
 	wg.Wait()
 	a.Close()
 	b.Close()
@@ -63,7 +71,8 @@ func Join(a, b net.Conn) Result {
 }
 
 // oneWay copies src to dst and then half-closes; on error it calls fail.
-func oneWay(dst, src net.Conn, fail func(error)) int64 {
+// It sets closed before closing dst for want of a half-close.
+func oneWay(dst, src net.Conn, fail func(error), closed *atomic.Bool) int64 {
 	n, err := copyBuffered(dst, src)
 	if err != nil {
 		fail(err)
@@ -77,6 +86,7 @@ func oneWay(dst, src net.Conn, fail func(error)) int64 {
 	} else {
 		// Without a half-close the only way to say "no more bytes" is to
 		// close; the other direction ends with it.
+		closed.Store(true)
 		dst.Close()
 	}
 	if cr, ok := src.(closeReader); ok {

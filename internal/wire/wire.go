@@ -253,7 +253,9 @@ func Decode(kind Kind, body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrMalformed, kind, err)
 	}
-	if dec.More() {
+	// More would let a stray '}' or ']' through: only the end of the body
+	// may follow the value.
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: %s: trailing data", ErrMalformed, kind)
 	}
 	return nil
