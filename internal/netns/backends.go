@@ -28,22 +28,30 @@ type HTTPServer struct {
 	// BigSize and BigSHA256 describe /big.bin, random bytes.
 	BigSize   int
 	BigSHA256 string
+	// HugeSize is the size of /huge.bin, random bytes: more than every
+	// buffer between the back-end and a client holds, so that a slow
+	// download of it is still crossing the tunnel seconds after it began.
+	HugeSize int
 }
 
-// StartHTTP serves a fresh directory with /hello.txt and a random /big.bin
-// of bigSize bytes on every address of n, port port.
-func StartHTTP(t testing.TB, n *Namespace, port, bigSize int) *HTTPServer {
+// StartHTTP serves a fresh directory with /hello.txt, a random /big.bin of
+// bigSize bytes and a random /huge.bin of hugeSize bytes on every address
+// of n, port port.
+func StartHTTP(t testing.TB, n *Namespace, port, bigSize, hugeSize int) *HTTPServer {
 	t.Helper()
 	dir := t.TempDir()
 	id := make([]byte, 8)
 	rand.Read(id)
-	h := &HTTPServer{Port: port, Hello: "hello from trusted " + hex.EncodeToString(id) + "\n", BigSize: bigSize}
+	h := &HTTPServer{Port: port, Hello: "hello from trusted " + hex.EncodeToString(id) + "\n", BigSize: bigSize, HugeSize: hugeSize}
 	writeFile(t, filepath.Join(dir, "hello.txt"), []byte(h.Hello), 0o644)
 	big := make([]byte, bigSize)
 	rand.Read(big)
 	sum := sha256.Sum256(big)
 	h.BigSHA256 = hex.EncodeToString(sum[:])
 	writeFile(t, filepath.Join(dir, "big.bin"), big, 0o644)
+	huge := make([]byte, hugeSize)
+	rand.Read(huge)
+	writeFile(t, filepath.Join(dir, "huge.bin"), huge, 0o644)
 	h.Process = n.Start(t, "http.server", python3(), "-m", "http.server", strconv.Itoa(port),
 		"--bind", "0.0.0.0", "--directory", dir)
 	WaitListening(t, n, "127.0.0.1:"+strconv.Itoa(port), h.Process)

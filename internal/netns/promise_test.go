@@ -207,4 +207,3 @@ func benchmarkResults(out string) string {
 	}
 	return strings.Join(keep, "\n")
 }
-

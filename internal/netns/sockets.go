@@ -13,7 +13,9 @@ import (
 type Socket struct {
 	Proto       string // tcp or udp
 	State       string // LISTEN, ESTAB, UNCONN, ...
-	Local, Peer string // address:port
+	RecvQ       int    // bytes received and not yet read by the process
+	SendQ       int    // bytes written by the process and not yet acknowledged
+	Local, Peer string // address:port; IPv4-mapped IPv6 addresses as plain IPv4
 	Users       []SocketUser
 }
 
@@ -55,7 +57,9 @@ func (n *Namespace) Sockets() ([]Socket, error) {
 			if len(f) < 5 {
 				continue
 			}
-			s := Socket{Proto: proto, State: f[0], Local: f[3], Peer: f[4]}
+			s := Socket{Proto: proto, State: f[0], Local: unmap(f[3]), Peer: unmap(f[4])}
+			s.RecvQ, _ = strconv.Atoi(f[1])
+			s.SendQ, _ = strconv.Atoi(f[2])
 			for _, m := range ssUser.FindAllStringSubmatch(line, -1) {
 				pid, _ := strconv.Atoi(m[2])
 				s.Users = append(s.Users, SocketUser{Name: m[1], Pid: pid})
@@ -64,4 +68,12 @@ func (n *Namespace) Sockets() ([]Socket, error) {
 		}
 	}
 	return all, nil
+}
+
+// unmap turns ss's "[::ffff:198.18.1.2]:80" into "198.18.1.2:80".
+func unmap(addr string) string {
+	if rest, ok := strings.CutPrefix(addr, "[::ffff:"); ok {
+		return strings.Replace(rest, "]", "", 1)
+	}
+	return addr
 }

@@ -38,8 +38,11 @@ const (
 	BackoffMax        = 2 * time.Second
 )
 
-// BigFileSize is the size of the HTTP back-end's /big.bin.
-const BigFileSize = 8 << 20
+// Sizes of the HTTP back-end's /big.bin and /huge.bin.
+const (
+	BigFileSize  = 8 << 20
+	HugeFileSize = 32 << 20
+)
 
 // Stack is the whole deployment of one test: the topology, fenced; the
 // back-ends in trusted; the built sallyport binary as the edge in the DMZ
@@ -73,7 +76,7 @@ func NewStack(t testing.TB, bin string) *Stack {
 	s := &Stack{Topo: New(t), Bin: bin, scratch: t.TempDir()}
 	s.Topo.Fence(t, TunnelPort, PublicPorts)
 	tr := s.Topo.Trusted
-	s.HTTP = StartHTTP(t, tr, BackendHTTPPort, BigFileSize)
+	s.HTTP = StartHTTP(t, tr, BackendHTTPPort, BigFileSize, HugeFileSize)
 	s.Redis = StartRedis(t, tr, BackendRedisPort)
 	s.SSHD = StartSSHD(t, tr, BackendSSHPort)
 
