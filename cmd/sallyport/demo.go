@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -154,11 +155,11 @@ Try, in another terminal:
       the web back-end, reached through the tunnel
   nc %s        (or: curl telnet://%s)
       the echo back-end: type a line and get it back (Ctrl-D ends)
-  go run ./cmd/sallyport status --data %s
+  %s status --data %s
       the edge's view: services and the connected connector
 
 Press Ctrl-C to stop.
-`, e.ServiceAddr("web"), hostPortArgs(e.ServiceAddr("echo")), e.ServiceAddr("echo"), ecfg.DataDir)
+`, e.ServiceAddr("web"), hostPortArgs(e.ServiceAddr("echo")), e.ServiceAddr("echo"), selfCommand(), ecfg.DataDir)
 
 	select {
 	case <-ctx.Done():
@@ -179,6 +180,15 @@ func freeOrAny(port int) string {
 		return addr
 	}
 	return "127.0.0.1:0"
+}
+
+// selfCommand is how the user can run this binary again: as they invoked
+// it, or "go run ./cmd/sallyport" when it was built by go run.
+func selfCommand() string {
+	if strings.Contains(os.Args[0], string(filepath.Separator)+"go-build") {
+		return "go run ./cmd/sallyport"
+	}
+	return os.Args[0]
 }
 
 func hostPortArgs(a net.Addr) string {

@@ -1,0 +1,383 @@
+// Process-level tests of the sallyport binary: TestMain builds it once, and
+// each test runs it as separate processes on loopback, the way an operator
+// would, and asserts what the operator sees (exit status, stderr, status
+// output, bytes through the edge). Every process a test starts is killed
+// by its PID when the test ends, and waited for.
+package main_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// testVersion is linked into the binary under test, so that `sallyport
+// version` can be checked against something the build set.
+const testVersion = "v0.0.0-proctest"
+
+// bin is the path of the binary under test, set by TestMain.
+var bin string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "sallyport-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "make a directory for the binary:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin = filepath.Join(dir, "sallyport")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", bin, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build sallyport:", err)
+		return 1
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left behind:", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// output is a process's stdout or stderr as it is written; safe for
+// concurrent use.
+type output struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// count returns how many lines contain s.
+func (o *output) count(s string) int {
+	n := 0
+	for line := range strings.SplitSeq(o.String(), "\n") {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// proc is one running sallyport process.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	stdout output
+	stderr output
+	done   chan struct{} // closed once the process has exited and its output is read
+	err    error         // Wait's result; read after done
+}
+
+// start runs the binary with args. The process is killed (SIGKILL, by PID)
+// and waited for when the test ends, whatever the test's outcome.
+func start(t *testing.T, name string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	// Should the test binary itself die (a -timeout panic), take the
+	// process along rather than leave it holding ports.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("%s (pid %d) %s; stderr:\n%s", name, p.pid(), p.state(), p.stderr.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// kill sends SIGKILL to the process, if it still runs, and waits for it.
+func (p *proc) kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	syscall.Kill(p.pid(), syscall.SIGKILL)
+	<-p.done
+}
+
+// signal sends sig to the process.
+func (p *proc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := syscall.Kill(p.pid(), sig); err != nil {
+		t.Fatalf("send %v to %s: %v", sig, p.name, err)
+	}
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) state() string {
+	if !p.exited() {
+		return "still running"
+	}
+	return p.cmd.ProcessState.String()
+}
+
+// wait waits for the process to exit and returns its exit code; -1 means
+// it died of a signal.
+func (p *proc) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("%s still running %s after it should have exited; stderr:\n%s", p.name, timeout, p.stderr.String())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// waitLog waits until n lines of stderr contain s, failing the test if the
+// process exits or timeout passes first.
+func (p *proc) waitLog(t *testing.T, s string, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for p.stderr.count(s) < n {
+		if p.exited() && p.stderr.count(s) < n {
+			t.Fatalf("%s exited (%s) before logging %q; stderr:\n%s", p.name, p.state(), s, p.stderr.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d lines containing %q after %s, want %d; stderr:\n%s", p.name, p.stderr.count(s), s, timeout, n, p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sallyport runs a short command (token, status, version, a failing role)
+// to its end and returns its exit code, stdout and stderr.
+func sallyport(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	p := start(t, "sallyport "+strings.Join(args, " "), nil, args...)
+	code = p.wait(t, 30*time.Second)
+	return code, p.stdout.String(), p.stderr.String()
+}
+
+// mustRun runs a short command that must succeed and returns its stdout.
+func mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errOut := sallyport(t, args...)
+	if code != 0 {
+		t.Fatalf("sallyport %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// freePort returns a loopback address whose port was free a moment ago:
+// listen on port 0, note the port, close. The caller retries if another
+// process takes it in between.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// echoServer is a TCP echo back-end in the test process, keeping half-close.
+type echoServer struct {
+	l  net.Listener
+	wg sync.WaitGroup
+
+	// mu guards conns.
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+// startEcho starts an echo back-end on loopback; it is stopped (listener
+// and every connection closed, goroutines waited for) when the test ends.
+func startEcho(t *testing.T) *echoServer {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &echoServer{l: l, conns: map[net.Conn]bool{}}
+	e.wg.Go(e.serve)
+	t.Cleanup(func() {
+		l.Close()
+		e.mu.Lock()
+		for c := range e.conns {
+			c.Close()
+		}
+		e.mu.Unlock()
+		e.wg.Wait()
+	})
+	return e
+}
+
+func (e *echoServer) addr() string { return e.l.Addr().String() }
+
+func (e *echoServer) serve() {
+	for {
+		c, err := e.l.Accept()
+		if err != nil {
+			return
+		}
+		e.mu.Lock()
+		e.conns[c] = true
+		e.mu.Unlock()
+		e.wg.Go(func() {
+			defer func() {
+				e.mu.Lock()
+				delete(e.conns, c)
+				e.mu.Unlock()
+				c.Close()
+			}()
+			io.Copy(c, c)
+			c.(*net.TCPConn).CloseWrite()
+		})
+	}
+}
+
+// open reports how many back-end connections are open.
+func (e *echoServer) open() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.conns)
+}
+
+// waitOpen waits until n back-end connections are open.
+func (e *echoServer) waitOpen(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for e.open() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("echo back-end: %d connections open after %s, want %d", e.open(), timeout, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// payload returns n bytes that are not all alike, so that a reordering or
+// a lost chunk shows.
+func payload(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i/251)
+	}
+	return b
+}
+
+// echoes dials addr as a client, sends data, half-closes and checks that
+// exactly data comes back.
+func echoes(t *testing.T, addr string, data []byte) {
+	t.Helper()
+	if err := tryEcho(addr, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tryEcho(addr string, data []byte) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("client dial %s: %w", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		werr <- err
+	}()
+	got, rerr := io.ReadAll(c)
+	if err := <-werr; err != nil {
+		return fmt.Errorf("client write to %s: %w", addr, err)
+	}
+	if rerr != nil {
+		return fmt.Errorf("client read from %s after %d bytes: %w", addr, len(got), rerr)
+	}
+	if !bytes.Equal(got, data) {
+		return fmt.Errorf("client at %s got %d bytes back, want the %d sent (first difference at %d)", addr, len(got), len(data), firstDiff(got, data))
+	}
+	return nil
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// roundTrip writes msg on a live client connection and reads it back.
+func roundTrip(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatalf("write on the live connection: %v", err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read on the live connection: %v", err)
+	}
+	if string(got) != msg {
+		t.Fatalf("live connection echoed %q, want %q", got, msg)
+	}
+}
+
+func portOf(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
