@@ -37,6 +37,9 @@ type Status struct {
 	Advertise  []string          `json:"advertise"`
 	Services   []ServiceStatus   `json:"services"`
 	Connectors []ConnectorStatus `json:"connectors"`
+	// Refusals counts the clients the edge turned away since it started,
+	// by reason (such as "not_http", "unrouted_sni", "rate_limited").
+	Refusals map[string]int64 `json:"refusals,omitempty"`
 }
 
 // ServiceStatus is one exposed service.

@@ -231,6 +231,11 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) {
 	ctx, cancel := context.WithTimeout(context.Background(), svc.DialTimeout)
 	backend, err := c.dialer.DialContext(ctx, "tcp", svc.Address)
 	cancel()
+	if err == nil {
+		if err = writeProxyHeader(backend, svc.ProxyProtocol, h.Client); err != nil {
+			backend.Close()
+		}
+	}
 	if err != nil {
 		log.Warn("stream refused: back-end unreachable", "backend", svc.Address, "err", err)
 		st.Reply(wire.StreamReply{Code: wire.CodeBackendUnreachable, Reason: fmt.Sprintf("service %q: back-end unreachable", h.Service)})

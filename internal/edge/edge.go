@@ -64,6 +64,12 @@ type Edge struct {
 	mu      sync.Mutex
 	tunnels map[*tunnel.Session]*tunnelInfo
 
+	// fronts are the shared listeners (http, https, tls, socks5) with the
+	// services' routes and policies; set before ready.
+	fronts fronts
+	// refusals counts clients turned away, by reason.
+	refusals counters
+
 	// clients tracks live client connections for draining.
 	clients pipe.Tracker
 	// handlers counts every goroutine serving a connection.
@@ -186,6 +192,9 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		e.svcAddrs[name] = l.Addr()
 		svcLns[name] = l
 	}
+	if err := e.fronts.open(e, listen); err != nil {
+		return err
+	}
 
 	adminSrv := &http.Server{
 		Handler:           admin.Handler(e, token, e.log.With("component", "admin")),
@@ -201,6 +210,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	for name, l := range svcLns {
 		loops.Go(func() { e.acceptClients(ctx, name, l) })
 	}
+	e.fronts.serve(ctx, &loops)
 	e.log.Info("edge started", "edge", e.id, "tunnel", tl.Addr().String(), "advertise", strings.Join(e.advertise, ","),
 		"admin", al.Addr().String(), "services", len(svcLns), "ca_pin", e.ca.Pin())
 	close(e.ready)
@@ -215,10 +225,12 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	adminSrv.Shutdown(shutdownCtx)
 	cancel()
+	e.fronts.drain()
 	loops.Wait()
 	if n := e.clients.Wait(e.cfg.DrainTimeout); n > 0 {
 		e.log.Warn("drain timeout: closing client connections still open", "count", n)
 	}
+	e.fronts.close()
 	e.closeTunnels()
 	e.handlers.Wait()
 	e.log.Info("edge stopped")

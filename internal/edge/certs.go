@@ -1,0 +1,127 @@
+package edge
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/config"
+)
+
+// certCheckEvery is how often, at most, the certificate files of an https
+// listener are checked for changes (on a handshake).
+const certCheckEvery = time.Second
+
+// certStore holds an https listener's certificates, picks one by the
+// client's SNI and reads a pair of files again when either changes. Its
+// methods are safe for concurrent use.
+type certStore struct {
+	log *slog.Logger
+	now func() time.Time
+
+	// mu guards the fields below.
+	mu        sync.Mutex
+	pairs     []*certPair
+	lastCheck time.Time
+}
+
+// certPair is one certificate and key file pair as last loaded.
+type certPair struct {
+	files config.CertificateFiles
+	// stamp identifies the files' versions that cert was loaded from;
+	// failed is the last version that could not be loaded, so that a
+	// broken pair is reported once.
+	stamp, failed string
+	cert          *tls.Certificate
+}
+
+// loadCertStore loads every pair; any that cannot be loaded is an error.
+func loadCertStore(files []config.CertificateFiles, log *slog.Logger) (*certStore, error) {
+	s := &certStore{log: log, now: time.Now}
+	for i, f := range files {
+		p := &certPair{files: f}
+		stamp, err := fileStamp(f)
+		if err == nil {
+			p.cert, err = loadPair(f)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("certificates[%d]: %w", i, err)
+		}
+		p.stamp = stamp
+		s.pairs = append(s.pairs, p)
+	}
+	if len(s.pairs) == 0 {
+		return nil, errors.New("no certificates: an https listener needs at least one {cert, key} pair")
+	}
+	s.lastCheck = s.now()
+	return s, nil
+}
+
+func loadPair(f config.CertificateFiles) (*tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("load certificate %s with key %s: %w", f.Cert, f.Key, err)
+	}
+	return &c, nil
+}
+
+// fileStamp names the current version of a pair's files by their
+// modification times and sizes.
+func fileStamp(f config.CertificateFiles) (string, error) {
+	stamp := ""
+	for _, name := range []string{f.Cert, f.Key} {
+		fi, err := os.Stat(name)
+		if err != nil {
+			return "", fmt.Errorf("certificate file: %w", err)
+		}
+		stamp += fmt.Sprintf("%d/%d;", fi.ModTime().UnixNano(), fi.Size())
+	}
+	return stamp, nil
+}
+
+// get is tls.Config.GetCertificate: the first certificate valid for the
+// client's server name, or the first one when none is (or no name came).
+func (s *certStore) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now := s.now(); now.Sub(s.lastCheck) >= certCheckEvery {
+		s.lastCheck = now
+		s.reload()
+	}
+	if hello.ServerName != "" {
+		for _, p := range s.pairs {
+			if hello.SupportsCertificate(p.cert) == nil {
+				return p.cert, nil
+			}
+		}
+	}
+	return s.pairs[0].cert, nil
+}
+
+// reload reads again every pair whose files changed; a pair that fails to
+// load keeps serving its previous certificate. s.mu is held.
+func (s *certStore) reload() {
+	for _, p := range s.pairs {
+		stamp, err := fileStamp(p.files)
+		if err == nil && stamp == p.stamp {
+			continue
+		}
+		var cert *tls.Certificate
+		if err == nil {
+			cert, err = loadPair(p.files)
+		}
+		if err != nil {
+			if key := stamp + err.Error(); key != p.failed {
+				s.log.Error("https certificate not reloaded; still serving the previous one", "cert", p.files.Cert, "err", err)
+				p.failed = key
+			}
+			continue
+		}
+		p.cert, p.stamp, p.failed = cert, stamp, ""
+		s.log.Info("https certificate reloaded", "cert", p.files.Cert, "names", cert.Leaf.DNSNames, "not_after", cert.Leaf.NotAfter)
+	}
+}

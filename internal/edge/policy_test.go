@@ -1,0 +1,167 @@
+package edge
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/config"
+)
+
+func tcpClient(addr string) client {
+	a, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		panic(err)
+	}
+	return client{addr: a, via: "tcp"}
+}
+
+func mustPolicy(t *testing.T, p config.Policy) *policy {
+	t.Helper()
+	pol, err := newPolicy("svc", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
+}
+
+func TestPolicyAddresses(t *testing.T) {
+	p := mustPolicy(t, config.Policy{Allow: []string{"10.0.0.0/8", "2001:db8::/32", "192.0.2.7"}, Deny: []string{"10.66.0.0/16"}})
+	now := time.Now()
+	for addr, ok := range map[string]bool{
+		"10.1.2.3:5":            true,
+		"[::ffff:10.1.2.3]:5":   true,
+		"192.0.2.7:1":           true,
+		"[2001:db8::1]:5":       true,
+		"10.66.1.1:5":           false,
+		"192.0.2.8:1":           false,
+		"127.0.0.1:9":           false,
+		"[::ffff:10.66.0.1]:10": false,
+	} {
+		release, ref := p.admit("svc", tcpClient(addr), now)
+		if ok != (ref == nil) {
+			t.Errorf("%s: refusal %v, want admitted=%v", addr, ref, ok)
+			continue
+		}
+		if ref != nil && ref.reason != ReasonDenied {
+			t.Errorf("%s: reason %s, want %s", addr, ref.reason, ReasonDenied)
+		}
+		if release != nil {
+			release()
+		}
+	}
+}
+
+func TestPolicyMaxConnections(t *testing.T) {
+	p := mustPolicy(t, config.Policy{MaxConnections: 2})
+	now := time.Now()
+	c := tcpClient("127.0.0.1:1")
+	r1, _ := p.admit("svc", c, now)
+	r2, _ := p.admit("svc", c, now)
+	if _, ref := p.admit("svc", c, now); ref == nil || ref.reason != ReasonMaxConnections {
+		t.Fatalf("third connection: %v, want refused for max_connections", ref)
+	}
+	r1()
+	r1() // a second release gives back nothing more
+	r3, ref := p.admit("svc", c, now)
+	if ref != nil {
+		t.Fatalf("after a release: %v", ref)
+	}
+	if _, ref := p.admit("svc", c, now); ref == nil {
+		t.Fatalf("double release freed two slots")
+	}
+	r2()
+	r3()
+}
+
+func TestPolicyRate(t *testing.T) {
+	p := mustPolicy(t, config.Policy{Rate: config.Rate{Connections: 2, Per: time.Minute}, MaxConnections: 5})
+	now := time.Now()
+	c := tcpClient("127.0.0.1:1")
+	for i := range 2 {
+		if _, ref := p.admit("svc", c, now); ref != nil {
+			t.Fatalf("connection %d in the burst refused: %v", i, ref)
+		}
+	}
+	if _, ref := p.admit("svc", c, now); ref == nil || ref.reason != ReasonRate {
+		t.Fatalf("past the burst: %v, want rate_limited", ref)
+	}
+	if n := p.active.Load(); n != 2 {
+		t.Errorf("a rate refusal kept a connection slot: %d active, want 2", n)
+	}
+	if _, ref := p.admit("svc", c, now.Add(31*time.Second)); ref != nil {
+		t.Fatalf("after 30s (one token at 2 per minute): %v", ref)
+	}
+}
+
+// testCA makes a CA and returns it with its key.
+func testCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, key
+}
+
+func testLeaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, usage x509.ExtKeyUsage) *x509.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
+
+func TestPolicyClientCA(t *testing.T) {
+	ca, caKey := testCA(t, "staff CA")
+	other, otherKey := testCA(t, "other CA")
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), 0o600)
+	p := mustPolicy(t, config.Policy{ClientCA: path})
+	now := time.Now()
+	tests := []struct {
+		name  string
+		chain []*x509.Certificate
+		ok    bool
+	}{
+		{"signed by the CA", []*x509.Certificate{testLeaf(t, ca, caKey, "alice", x509.ExtKeyUsageClientAuth)}, true},
+		{"none", nil, false},
+		{"another CA", []*x509.Certificate{testLeaf(t, other, otherKey, "mallory", x509.ExtKeyUsageClientAuth)}, false},
+		{"server certificate", []*x509.Certificate{testLeaf(t, ca, caKey, "web", x509.ExtKeyUsageServerAuth)}, false},
+	}
+	for _, tt := range tests {
+		c := tcpClient("127.0.0.1:1")
+		c.certs = tt.chain
+		_, ref := p.admit("svc", c, now)
+		if tt.ok != (ref == nil) || ref != nil && ref.reason != ReasonClientCert {
+			t.Errorf("%s: refusal %v, want admitted=%v", tt.name, ref, tt.ok)
+		}
+	}
+	if _, err := newPolicy("svc", config.Policy{ClientCA: filepath.Join(t.TempDir(), "none.pem")}); err == nil {
+		t.Error("a missing client CA file was accepted")
+	}
+}

@@ -1,0 +1,135 @@
+package edge
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+)
+
+// verdict is what a sniffer makes of a connection's first bytes.
+type verdict int
+
+const (
+	needMore verdict = iota
+	accepted
+	rejected
+)
+
+// sniffHTTP accepts bytes that start like an HTTP/1.x request line: a
+// method token of 3 to 24 upper-case letters, '-' or '_', then a space.
+// Anything else, a TLS ClientHello or an SSH banner say, is rejected.
+func sniffHTTP(b []byte) verdict {
+	const maxMethod = 24
+	for i, ch := range b {
+		switch {
+		case ch == ' ' && i >= 3:
+			return accepted
+		case i >= maxMethod:
+			return rejected
+		case ch >= 'A' && ch <= 'Z', ch == '-', ch == '_':
+		default:
+			return rejected
+		}
+	}
+	return needMore
+}
+
+// sniffTLS accepts bytes that start like a TLS handshake record.
+func sniffTLS(b []byte) verdict {
+	switch {
+	case len(b) >= 1 && b[0] != recordTypeHandshake:
+		return rejected
+	case len(b) >= 2 && b[1] != 3:
+		return rejected
+	case len(b) >= 2:
+		return accepted
+	}
+	return needMore
+}
+
+// errNotOurProtocol ends a connection whose first bytes a sniffer rejected.
+var errNotOurProtocol = errors.New("first bytes are not of the listener's protocol; connection closed")
+
+// sniffListener wraps a listener so that each connection's first bytes
+// are checked before its server reads them, and each connection is
+// tracked for the drain until it is closed.
+type sniffListener struct {
+	net.Listener
+	e      *Edge
+	via    string
+	sniff  func([]byte) verdict
+	reason Reason
+	what   string // the protocol expected, for the log: "an HTTP request"
+}
+
+// Accept returns the next connection, wrapped. It does not read from it.
+func (l *sniffListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.e.clients.Add(c)
+	return &sniffConn{Conn: c, l: l}, nil
+}
+
+// sniffConn checks its first bytes on its first Read; a rejected
+// connection is counted, logged, closed, and its Read fails. It is read
+// from one goroutine at a time, as a server does.
+type sniffConn struct {
+	net.Conn
+	l *sniffListener
+
+	checked bool
+	buf     []byte // bytes read while sniffing, not yet returned
+
+	closeOnce sync.Once
+}
+
+func (c *sniffConn) Read(b []byte) (int, error) {
+	if !c.checked {
+		if err := c.check(); err != nil {
+			return 0, err
+		}
+	}
+	if len(c.buf) > 0 {
+		n := copy(b, c.buf)
+		c.buf = c.buf[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// check reads until the sniffer decides.
+func (c *sniffConn) check() error {
+	var tmp [32]byte
+	for {
+		n, err := c.Conn.Read(tmp[len(c.buf):])
+		c.buf = append(c.buf, tmp[len(c.buf):len(c.buf)+n]...)
+		switch c.l.sniff(c.buf) {
+		case accepted:
+			c.checked = true
+			return nil
+		case rejected:
+			e := c.l.e
+			e.refusals.add(c.l.reason)
+			e.log.Warn("client refused: not "+c.l.what, "via", c.l.via, "client", c.RemoteAddr().String(),
+				"reason", string(c.l.reason), "first_bytes", strconv.Quote(string(c.buf)))
+			c.Close()
+			return &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errNotOurProtocol}
+		}
+		if err != nil {
+			return err
+		}
+		if len(c.buf) == len(tmp) {
+			return errNotOurProtocol // unreachable: the sniffers decide sooner
+		}
+	}
+}
+
+// Close closes the connection and stops tracking it.
+func (c *sniffConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() { c.l.e.clients.Done(c.Conn) })
+	return err
+}

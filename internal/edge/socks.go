@@ -1,0 +1,246 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/config"
+)
+
+// SOCKS5 (RFC 1928) and its username/password authentication (RFC 1929).
+const (
+	socksVersion     = 5
+	socksAuthVersion = 1
+
+	socksNoAuth       = 0x00
+	socksUserPass     = 0x02
+	socksNoAcceptable = 0xff
+
+	socksConnect = 1
+
+	socksIPv4   = 1
+	socksDomain = 3
+	socksIPv6   = 4
+)
+
+// socksReply is a SOCKS5 reply code.
+type socksReply byte
+
+// The reply codes of RFC 1928, section 6.
+const (
+	socksSucceeded           socksReply = 0
+	socksGeneralFailure      socksReply = 1
+	socksNotAllowed          socksReply = 2
+	socksNetworkUnreachable  socksReply = 3
+	socksHostUnreachable     socksReply = 4
+	socksCommandNotSupported socksReply = 7
+	socksAddrNotSupported    socksReply = 8
+)
+
+// socksFront is a socks5 listener. A client names a service as the
+// destination's domain name; the port is ignored, because the connector's
+// configuration fixes the back-end's address. IP-address destinations are
+// refused (the edge never knows back-end addresses).
+type socksFront struct {
+	e     *Edge
+	l     net.Listener
+	users map[string][sha256.Size]byte // password hashes by user; nil: no authentication
+}
+
+// loadSOCKSUsers reads each user's password file: its first line.
+func loadSOCKSUsers(users []config.SOCKSUser) (map[string][sha256.Size]byte, error) {
+	if len(users) == 0 {
+		return nil, nil
+	}
+	out := make(map[string][sha256.Size]byte, len(users))
+	for _, u := range users {
+		b, err := os.ReadFile(u.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("user %s: read password file: %w", u.Name, err)
+		}
+		pw, _, _ := strings.Cut(string(b), "\n")
+		pw = strings.TrimSuffix(pw, "\r")
+		if pw == "" || len(pw) > 255 {
+			return nil, fmt.Errorf("user %s: password file %s: the first line must hold a password of 1 to 255 bytes", u.Name, u.PasswordFile)
+		}
+		out[u.Name] = sha256.Sum256([]byte(pw))
+	}
+	return out, nil
+}
+
+func (f *socksFront) serve(ctx context.Context) { f.e.accept(ctx, "socks5", f.l, f.handle) }
+func (f *socksFront) drain()                    {}
+func (f *socksFront) close()                    {}
+
+// handle serves one SOCKS client. It owns c and closes it.
+func (f *socksFront) handle(c net.Conn) {
+	start := f.e.now()
+	cl := client{addr: c.RemoteAddr(), via: "socks5"}
+	c.SetDeadline(start.Add(handshakeTimeout))
+	service, rep, err := f.handshake(c)
+	if err != nil {
+		if rep != socksSucceeded {
+			writeSOCKSReply(c, rep)
+		}
+		var ref *refusedError
+		if errors.As(err, &ref) {
+			f.e.refused(ref, cl)
+		} else {
+			f.e.log.Debug("SOCKS client went away during the handshake", "client", cl.addr.String(), "err", err)
+		}
+		c.Close()
+		return
+	}
+	st, ref := f.e.reach(service, cl)
+	if ref != nil {
+		writeSOCKSReply(c, socksReplyFor(ref.reason))
+		c.Close()
+		return
+	}
+	if err := writeSOCKSReply(c, socksSucceeded); err != nil {
+		st.Close()
+		c.Close()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	f.e.join(c, st, start)
+}
+
+// handshake reads the greeting, authenticates and reads the request. It
+// returns the service asked for, or an error and the reply to send (zero
+// when none fits: the client gets no reply). Refusals are *refusedError.
+func (f *socksFront) handshake(c io.ReadWriter) (string, socksReply, error) {
+	// Read exactly what the protocol says, without buffering ahead: the
+	// bytes after the request belong to the back-end.
+	var hdr [2]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return "", 0, err
+	}
+	if hdr[0] != socksVersion {
+		return "", 0, refuse(ReasonSOCKS, "", "not a SOCKS5 greeting (first byte %#x)", hdr[0])
+	}
+	methods := make([]byte, hdr[1])
+	if _, err := io.ReadFull(c, methods); err != nil {
+		return "", 0, err
+	}
+	want := byte(socksNoAuth)
+	if f.users != nil {
+		want = socksUserPass
+	}
+	if bytes.IndexByte(methods, want) < 0 {
+		c.Write([]byte{socksVersion, socksNoAcceptable})
+		if want == socksUserPass {
+			return "", 0, refuse(ReasonSOCKSAuth, "", "SOCKS client offers no username/password authentication, which this listener requires")
+		}
+		return "", 0, refuse(ReasonSOCKS, "", "SOCKS client offers no method this listener accepts (no authentication)")
+	}
+	if _, err := c.Write([]byte{socksVersion, want}); err != nil {
+		return "", 0, err
+	}
+	if want == socksUserPass {
+		if err := f.authenticate(c); err != nil {
+			return "", 0, err
+		}
+	}
+	var req [4]byte
+	if _, err := io.ReadFull(c, req[:]); err != nil {
+		return "", 0, err
+	}
+	if req[0] != socksVersion {
+		return "", socksGeneralFailure, refuse(ReasonSOCKS, "", "bad SOCKS request version %#x", req[0])
+	}
+	var dst string
+	switch req[3] {
+	case socksIPv4, socksIPv6:
+		n := net.IPv4len
+		if req[3] == socksIPv6 {
+			n = net.IPv6len
+		}
+		b := make([]byte, n+2)
+		if _, err := io.ReadFull(c, b); err != nil {
+			return "", 0, err
+		}
+		dst = net.IP(b[:n]).String()
+	case socksDomain:
+		var l [1]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return "", 0, err
+		}
+		b := make([]byte, int(l[0])+2)
+		if _, err := io.ReadFull(c, b); err != nil {
+			return "", 0, err
+		}
+		dst = string(b[:l[0]])
+	default:
+		return "", socksAddrNotSupported, refuse(ReasonSOCKS, "", "SOCKS address type %d is not supported", req[3])
+	}
+	if req[1] != socksConnect {
+		return "", socksCommandNotSupported, refuse(ReasonSOCKS, "", "SOCKS command %d is not supported (CONNECT only)", req[1])
+	}
+	if req[3] != socksDomain {
+		return "", socksNotAllowed, refuse(ReasonSOCKS, "", "SOCKS destination %s is an address; name a service instead (e.g. curl --socks5-hostname)", dst)
+	}
+	service := strings.TrimSuffix(strings.ToLower(dst), ".")
+	if _, ok := f.e.fronts.policies[service]; !ok {
+		return "", socksHostUnreachable, refuse(ReasonUnknownService, "", "no service named %q", dst)
+	}
+	return service, 0, nil
+}
+
+// authenticate runs RFC 1929's subnegotiation.
+func (f *socksFront) authenticate(c io.ReadWriter) error {
+	var b [256]byte
+	if _, err := io.ReadFull(c, b[:2]); err != nil {
+		return err
+	}
+	if b[0] != socksAuthVersion {
+		return refuse(ReasonSOCKSAuth, "", "bad SOCKS authentication version %#x", b[0])
+	}
+	user := make([]byte, b[1])
+	if _, err := io.ReadFull(c, user); err != nil {
+		return err
+	}
+	if _, err := io.ReadFull(c, b[:1]); err != nil {
+		return err
+	}
+	pw := b[1 : 1+int(b[0])]
+	if _, err := io.ReadFull(c, pw); err != nil {
+		return err
+	}
+	got := sha256.Sum256(pw)
+	want, known := f.users[string(user)]
+	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !known {
+		c.Write([]byte{socksAuthVersion, 1})
+		return refuse(ReasonSOCKSAuth, "", "SOCKS authentication failed for user %q", string(user))
+	}
+	_, err := c.Write([]byte{socksAuthVersion, 0})
+	return err
+}
+
+// writeSOCKSReply writes a reply whose bound address is 0.0.0.0:0.
+func writeSOCKSReply(c io.Writer, rep socksReply) error {
+	_, err := c.Write([]byte{socksVersion, byte(rep), 0, socksIPv4, 0, 0, 0, 0, 0, 0})
+	return err
+}
+
+// socksReplyFor is the reply code for a refusal.
+func socksReplyFor(r Reason) socksReply {
+	switch r {
+	case ReasonUnknownService:
+		return socksHostUnreachable
+	case ReasonDenied, ReasonClientCert, ReasonMaxConnections, ReasonRate:
+		return socksNotAllowed
+	case ReasonNoConnector:
+		return socksNetworkUnreachable
+	}
+	return socksGeneralFailure
+}

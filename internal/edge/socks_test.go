@@ -1,0 +1,104 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"testing"
+)
+
+// socksPeer is a client's bytes to read and the edge's answers written.
+type socksPeer struct {
+	in  io.Reader
+	out bytes.Buffer
+}
+
+func (p *socksPeer) Read(b []byte) (int, error)  { return p.in.Read(b) }
+func (p *socksPeer) Write(b []byte) (int, error) { return p.out.Write(b) }
+
+func testSOCKSFront(users map[string]string) *socksFront {
+	f := &socksFront{e: &Edge{fronts: fronts{policies: map[string]*policy{"echo": {}}}}}
+	if users != nil {
+		f.users = map[string][sha256.Size]byte{}
+		for u, pw := range users {
+			f.users[u] = sha256.Sum256([]byte(pw))
+		}
+	}
+	return f
+}
+
+func connectReq(atyp byte, addr []byte) []byte {
+	b := []byte{5, 1, 0, atyp}
+	if atyp == socksDomain {
+		b = append(b, byte(len(addr)))
+	}
+	return append(append(b, addr...), 0, 80)
+}
+
+func TestSOCKSHandshake(t *testing.T) {
+	greetNone := []byte{5, 1, 0}
+	greetUser := []byte{5, 2, 0, 2}
+	auth := func(u, p string) []byte {
+		return append(append(append([]byte{1, byte(len(u))}, u...), byte(len(p))), p...)
+	}
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	tests := []struct {
+		name    string
+		users   map[string]string
+		in      []byte
+		service string
+		reply   socksReply
+		reason  Reason
+		written []byte
+	}{
+		{name: "service by name", in: cat(greetNone, connectReq(socksDomain, []byte("Echo."))), service: "echo", written: []byte{5, 0}},
+		{name: "unknown service", in: cat(greetNone, connectReq(socksDomain, []byte("db"))), reply: socksHostUnreachable, reason: ReasonUnknownService},
+		{name: "IPv4 address", in: cat(greetNone, connectReq(socksIPv4, []byte{10, 0, 0, 1})), reply: socksNotAllowed, reason: ReasonSOCKS},
+		{name: "IPv6 address", in: cat(greetNone, connectReq(socksIPv6, make([]byte, 16))), reply: socksNotAllowed, reason: ReasonSOCKS},
+		{name: "BIND", in: cat(greetNone, []byte{5, 2, 0, 3, 4, 'e', 'c', 'h', 'o', 0, 80}), reply: socksCommandNotSupported, reason: ReasonSOCKS},
+		{name: "address type 9", in: cat(greetNone, []byte{5, 1, 0, 9}), reply: socksAddrNotSupported, reason: ReasonSOCKS},
+		{name: "SOCKS4", in: []byte{4, 1, 0, 80, 127, 0, 0, 1, 0}, reason: ReasonSOCKS},
+		{name: "no method we take", in: []byte{5, 1, 2}, reason: ReasonSOCKS, written: []byte{5, 0xff}},
+		{name: "password needed", users: map[string]string{"alice": "pw"}, in: cat(greetNone, connectReq(socksDomain, []byte("echo"))), reason: ReasonSOCKSAuth, written: []byte{5, 0xff}},
+		{name: "password right", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("alice", "pw"), connectReq(socksDomain, []byte("echo"))), service: "echo", written: []byte{5, 2, 1, 0}},
+		{name: "password wrong", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("alice", "px"), connectReq(socksDomain, []byte("echo"))), reason: ReasonSOCKSAuth, written: []byte{5, 2, 1, 1}},
+		{name: "unknown user", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("bob", "pw")), reason: ReasonSOCKSAuth, written: []byte{5, 2, 1, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := testSOCKSFront(tt.users)
+			p := &socksPeer{in: bytes.NewReader(tt.in)}
+			service, reply, err := f.handshake(p)
+			var ref *refusedError
+			switch {
+			case tt.reason != "" && (!errors.As(err, &ref) || ref.reason != tt.reason):
+				t.Fatalf("err = %v, want a refusal for %s", err, tt.reason)
+			case tt.reason == "" && err != nil:
+				t.Fatalf("err = %v", err)
+			}
+			if service != tt.service || reply != tt.reply {
+				t.Errorf("service %q, reply %d; want %q, %d", service, reply, tt.service, tt.reply)
+			}
+			if tt.written != nil && !bytes.Equal(p.out.Bytes(), tt.written) {
+				t.Errorf("wrote % x, want % x", p.out.Bytes(), tt.written)
+			}
+		})
+	}
+}
+
+func FuzzSOCKSHandshake(f *testing.F) {
+	f.Add([]byte{5, 1, 0, 5, 1, 0, 3, 4, 'e', 'c', 'h', 'o', 0, 80}, false)
+	f.Add([]byte{5, 1, 2, 1, 5, 'a', 'l', 'i', 'c', 'e', 2, 'p', 'w', 5, 1, 0, 1, 10, 0, 0, 1, 0, 22}, true)
+	f.Fuzz(func(t *testing.T, in []byte, auth bool) {
+		var users map[string]string
+		if auth {
+			users = map[string]string{"alice": "pw"}
+		}
+		fr := testSOCKSFront(users)
+		service, _, err := fr.handshake(&socksPeer{in: bytes.NewReader(in)})
+		if err == nil && service != "echo" {
+			t.Fatalf("handshake accepted service %q, which is not configured", service)
+		}
+	})
+}
