@@ -158,8 +158,15 @@ func (c *checker) fronts(e Edge, ls *[]listener) {
 		key := fmt.Sprintf("listeners[%d]", i)
 		c.listener(key, l, ls)
 		kinds[l.Kind] = true
+		// Several listeners (http and https, say) may serve one edge host;
+		// no service may have it.
+		own := map[string]string{}
 		for j, h := range l.EdgeHosts {
-			c.routeName(fmt.Sprintf("%s.edge_hosts[%d]", key, j), h, hosts)
+			hk := fmt.Sprintf("%s.edge_hosts[%d]", key, j)
+			c.routeName(hk, h, own)
+			if n := NormalizeHost(h); hosts[n] == "" {
+				hosts[n] = hk
+			}
 		}
 	}
 	sni := map[string]string{}

@@ -82,6 +82,11 @@ func TestFrontsProblems(t *testing.T) {
 			want: `edge.yaml:9: services.b.hosts[0]: "X.example.com" is already routed by services.a.hosts[0]`,
 		},
 		{
+			name: "edge host twice on one listener",
+			doc:  head + "listeners:\n  - kind: http\n    listen: :80\n    edge_hosts: [edge.example.com, EDGE.example.com]\n",
+			want: `edge.yaml:5: listeners[0].edge_hosts[1]: "EDGE.example.com" is already routed by listeners[0].edge_hosts[0]`,
+		},
+		{
 			name: "edge host shadows a service",
 			doc:  head + "listeners:\n  - kind: http\n    listen: :80\n    edge_hosts: [edge.example.com]\nservices:\n  a:\n    hosts: [edge.example.com]\n",
 			want: `edge.yaml:8: services.a.hosts[0]: "edge.example.com" is already routed by listeners[0].edge_hosts[0]`,
@@ -143,7 +148,8 @@ func TestFrontsProblems(t *testing.T) {
 
 func TestFrontsAccepted(t *testing.T) {
 	doc := "data_dir: /d\nlisteners:\n  - kind: socks5\n    listen: 127.0.0.1:0\n  - kind: http\n    listen: :0\n    edge_hosts: ['*.edge.example.com']\n" +
-		"    forwarded_headers: false\nservices:\n  a: {}\n  b:\n    hosts: [b.example.com, '*.b.example.com']\n"
+		"    forwarded_headers: false\n  - kind: https\n    listen: :0\n    edge_hosts: ['*.edge.example.com']\n    certificates: [{cert: c, key: k}]\n" +
+		"services:\n  a: {}\n  b:\n    hosts: [b.example.com, '*.b.example.com']\n"
 	e, err := DecodeEdge(strings.NewReader(doc), "edge.yaml")
 	if err != nil {
 		t.Fatalf("DecodeEdge: %v", err)

@@ -1,0 +1,156 @@
+package testnet_test
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/testnet"
+	"golang.org/x/net/proxy"
+)
+
+func TestSOCKS5(t *testing.T) {
+	echo := testnet.Echo(t)
+	web := httpBackend(t)
+	pwFile := filepath.Join(t.TempDir(), "alice.password")
+	os.WriteFile(pwFile, []byte("s3cret\n"), 0o600)
+	e := startFrontEdge(t, []config.Listener{
+		{Kind: config.KindSOCKS5},
+		{Kind: config.KindSOCKS5, Users: []config.SOCKSUser{{Name: "alice", PasswordFile: pwFile}}},
+	}, map[string]config.EdgeService{
+		"echo":   {},
+		"web":    {},
+		"gone":   {},
+		"closed": {Policy: config.Policy{Deny: []string{"127.0.0.1"}}},
+	})
+	e.connect(t, map[string]string{"echo": echo.Addr(), "web": web, "closed": echo.Addr()}, nil)
+
+	// Go's SOCKS5 client, no authentication: bytes both ways, half-close kept.
+	d, err := proxy.SOCKS5("tcp", e.addr(0), nil, &net.Dialer{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.Dial("tcp", "echo:7")
+	if err != nil {
+		t.Fatalf("SOCKS5 CONNECT echo: %v", err)
+	}
+	data := randomBytes(256<<10, 5)
+	got := roundTrip(t, c.(*net.TCPConn), data)
+	c.Close()
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Errorf("echo through SOCKS5: %d bytes back of %d, or altered", len(got), len(data))
+	}
+
+	// Refusals carry RFC 1928's reply codes.
+	for _, tt := range []struct{ dst, want string }{
+		{"nope:80", "host unreachable"},
+		{"10.0.0.1:80", "connection not allowed by ruleset"},
+		{"gone:80", "network unreachable"},
+		{"closed:80", "connection not allowed by ruleset"},
+	} {
+		if c, err := d.Dial("tcp", tt.dst); err == nil || !strings.Contains(err.Error(), tt.want) {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("SOCKS5 CONNECT %s: err %v, want %q", tt.dst, err, tt.want)
+		}
+	}
+
+	// curl, naming the service as the host; the port does not matter.
+	out, err := curl(t, "--socks5-hostname", e.addr(0), "http://web:8080/via-socks")
+	if err != nil || !strings.Contains(out, `"Path":"/via-socks"`) {
+		t.Errorf("curl --socks5-hostname: %v: %s", err, out)
+	}
+
+	// Username and password (RFC 1929).
+	out, err = curl(t, "-x", "socks5h://alice:s3cret@"+e.addr(1), "http://web/auth")
+	if err != nil || !strings.Contains(out, `"Path":"/auth"`) {
+		t.Errorf("curl with SOCKS5 credentials: %v: %s", err, out)
+	}
+	if out, err := curl(t, "-x", "socks5h://alice:wrong@"+e.addr(1), "http://web/"); err == nil {
+		t.Errorf("curl with a wrong SOCKS5 password succeeded: %s", out)
+	}
+	bad, _ := proxy.SOCKS5("tcp", e.addr(1), &proxy.Auth{User: "mallory", Password: "s3cret"}, proxy.Direct)
+	if c, err := bad.Dial("tcp", "echo:7"); err == nil {
+		c.Close()
+		t.Error("SOCKS5 with an unknown user succeeded")
+	}
+	noAuth, _ := proxy.SOCKS5("tcp", e.addr(1), nil, proxy.Direct)
+	if c, err := noAuth.Dial("tcp", "echo:7"); err == nil {
+		c.Close()
+		t.Error("SOCKS5 without credentials got through a listener with users")
+	}
+	e.Logs.WaitFor(t, `client refused: SOCKS authentication failed for user \"mallory\"`, 5*time.Second)
+	e.wantRefusals(t, map[string]int64{"unknown_service": 1, "socks_protocol": 1, "no_connector": 1, "address_denied": 1, "socks_auth": 3})
+}
+
+// proxyBackend starts a back-end that requires a PROXY protocol header and
+// answers with the client address it read from it.
+func proxyBackend(t *testing.T) string {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &proxyproto.Listener{Listener: raw, ConnPolicy: func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				c.Write([]byte(c.RemoteAddr().String() + "\n"))
+			})
+		}
+	})
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	return raw.Addr().String()
+}
+
+func TestProxyProtocol(t *testing.T) {
+	pp := proxyBackend(t)
+	echo := testnet.Echo(t)
+	e := startFrontEdge(t, nil, map[string]config.EdgeService{
+		"pp1": {Listen: "127.0.0.1:0"}, "pp2": {Listen: "127.0.0.1:0"}, "off": {Listen: "127.0.0.1:0"},
+	})
+	e.connect(t, map[string]string{"pp1": pp, "pp2": pp, "off": echo.Addr()}, map[string]string{"pp1": config.ProxyV1, "pp2": config.ProxyV2})
+	for _, svc := range []string{"pp1", "pp2"} {
+		c, err := net.Dial("tcp", e.ServiceAddr(svc).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("x")) // the back-end answers once it has read the header and one byte
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if want := c.LocalAddr().String() + "\n"; err != nil || line != want {
+			t.Errorf("%s: back-end saw client %q, %v; want %q", svc, line, err, want)
+		}
+	}
+	// Off by default: the back-end's first bytes are the client's.
+	got := roundTrip(t, dialTCP(t, e.ServiceAddr("off").String()), []byte("hello"))
+	if string(got) != "hello" {
+		t.Errorf("without proxy_protocol the back-end got and echoed %q, want %q", got, "hello")
+	}
+}
+
+func dialTCP(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
