@@ -68,8 +68,16 @@ func (s *Stream) Read(b []byte) (int, error) {
 			return 0, s.replyErr
 		}
 	}
+	if s.reset.Load() {
+		return 0, ErrReset
+	}
 	n, err := s.ms.Read(b)
 	if err == io.EOF {
+		if s.sess.mux.IsClosed() {
+			// The multiplexer ends every stream of a dead session with
+			// EOF: a cut-off stream must not pass for a finished one.
+			return n, fmt.Errorf("%w: %v", ErrClosed, yamux.ErrSessionShutdown)
+		}
 		s.readEOF.Store(true)
 		return n, err
 	}
@@ -78,6 +86,9 @@ func (s *Stream) Read(b []byte) (int, error) {
 
 // Write sends bytes to the peer.
 func (s *Stream) Write(b []byte) (int, error) {
+	if s.reset.Load() {
+		return 0, ErrReset
+	}
 	n, err := s.ms.Write(b)
 	return n, s.err(err)
 }
@@ -90,10 +101,12 @@ func (s *Stream) CloseWrite() error { return s.err(s.ms.Close()) }
 func (s *Stream) Close() error {
 	s.closeOnce.Do(func() {
 		s.sess.untrack(s.ms.StreamID())
-		if !s.readEOF.Load() && !s.reset.Load() {
-			s.sess.sendReset(s.ms.StreamID())
+		if s.readEOF.Load() || s.reset.Load() {
+			s.ms.Close()
+			return
 		}
-		s.ms.Close()
+		s.sess.sendReset(s.ms.StreamID())
+		s.sess.drain(s.ms)
 	})
 	return nil
 }
@@ -114,7 +127,7 @@ func (s *Stream) err(err error) error {
 		return ErrReset
 	case errors.Is(err, yamux.ErrConnectionReset):
 		return ErrReset
-	case errors.Is(err, yamux.ErrSessionShutdown):
+	case errors.Is(err, yamux.ErrSessionShutdown) || s.sess.mux.IsClosed():
 		return fmt.Errorf("%w: %v", ErrClosed, err)
 	}
 	return err

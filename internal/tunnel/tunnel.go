@@ -24,7 +24,10 @@
 // sending. Stream.Close is a full close; if the peer may still be sending,
 // Close also tells it so on the control stream (a reset, as TCP's RST), and
 // the peer's stream fails with ErrReset instead of blocking on a window that
-// nobody will open again.
+// nobody will open again. The multiplexer's FIN for a reset stream waits
+// until the peer has closed its side, so that the peer never takes the
+// abort for a clean end of stream. A stream of a session that has ended
+// fails with ErrClosed, never with a clean EOF.
 package tunnel
 
 import (
@@ -75,7 +78,7 @@ const Window = 1 << 20
 
 func (c Config) mux() *yamux.Config {
 	m := yamux.DefaultConfig()
-	m.AcceptBacklog = 4096
+	m.AcceptBacklog = acceptBacklog
 	m.EnableKeepAlive = true
 	m.KeepAliveInterval = c.KeepaliveInterval
 	// yamux ends the session when a ping goes unanswered for
@@ -92,7 +95,11 @@ func (c Config) mux() *yamux.Config {
 	return m
 }
 
-// ErrClosed is returned by a closed session.
+// acceptBacklog bounds the streams the peer has opened that Accept has
+// not returned yet.
+const acceptBacklog = 4096
+
+// ErrClosed is returned by a closed session and by the streams it carried.
 var ErrClosed = errors.New("tunnel closed")
 
 // ErrReset is returned by a stream that the peer has aborted.
@@ -109,16 +116,26 @@ type Session struct {
 	// ctrlMu serializes writes on the control stream.
 	ctrlMu sync.Mutex
 
-	// mu guards streams.
+	// mu guards streams, draining, early, accepted and the closing of done.
 	mu      sync.Mutex
 	streams map[uint32]*Stream
+	// draining holds the streams this side has reset and closed, until
+	// the peer closes its side too; see drain.
+	draining map[uint32]*yamux.Stream
+	// early holds resets for streams the peer opened that Accept has not
+	// returned yet (at most acceptBacklog); accepted is the highest stream
+	// id Accept returned. Only a client session accepts streams.
+	early    map[uint32]bool
+	accepted uint32
+	accepts  bool
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
 
 func newSession(conn net.Conn, m *yamux.Session, ctrl net.Conn, rejectStreams bool) *Session {
-	s := &Session{conn: conn, mux: m, ctrl: ctrl, done: make(chan struct{}), streams: make(map[uint32]*Stream)}
+	s := &Session{conn: conn, mux: m, ctrl: ctrl, done: make(chan struct{}), streams: make(map[uint32]*Stream),
+		draining: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
 	s.wg.Add(1)
 	go s.readControl()
 	if rejectStreams {
@@ -226,15 +243,24 @@ func Exchange(ctx context.Context, conn net.Conn, timeout time.Duration, fn func
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if err := Preambles(conn); err != nil {
-		return err
+		return canceled(ctx, err)
 	}
 	if err := fn(); err != nil {
-		return err
+		return canceled(ctx, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	return conn.SetDeadline(time.Time{})
+}
+
+// canceled names the end of ctx as the cause of err once ctx has ended:
+// the past deadline that Exchange sets to abort is not a timeout.
+func canceled(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w: %w", cause, err)
+	}
+	return err
 }
 
 // Preambles writes this side's preamble and reads the peer's. Both sides
@@ -281,9 +307,18 @@ func (s *Session) Accept() (*Stream, error) {
 
 func (s *Session) track(ms *yamux.Stream, needReply bool) *Stream {
 	st := &Stream{ms: ms, sess: s, needReply: needReply}
+	id := ms.StreamID()
 	s.mu.Lock()
-	s.streams[ms.StreamID()] = st
+	s.streams[id] = st
+	reset := s.early[id]
+	delete(s.early, id)
+	if !needReply && id > s.accepted {
+		s.accepted = id
+	}
 	s.mu.Unlock()
+	if reset {
+		st.resetByPeer()
+	}
 	return st
 }
 
@@ -325,6 +360,35 @@ func (s *Session) sendReset(id uint32) {
 	}
 }
 
+// drain closes ms, which this side has reset, once the peer has closed
+// its side or reset it too, and drops what the peer sends until then. A
+// FIN sent at once could reach the peer's reader before the reset does,
+// and pass there for a clean end of stream.
+func (s *Session) drain(ms *yamux.Stream) {
+	id := ms.StreamID()
+	s.mu.Lock()
+	closed := s.IsClosed()
+	if !closed {
+		s.draining[id] = ms
+		// done is open, so the goroutine that waits for it holds wg
+		// above zero.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			ms.SetReadDeadline(time.Time{})
+			io.Copy(io.Discard, ms)
+			ms.Close()
+			s.mu.Lock()
+			delete(s.draining, id)
+			s.mu.Unlock()
+		}()
+	}
+	s.mu.Unlock()
+	if closed {
+		ms.Close()
+	}
+}
+
 // readControl reads control messages until the session ends. A message
 // it does not understand ends the session: the peer is broken.
 func (s *Session) readControl() {
@@ -341,10 +405,19 @@ func (s *Session) readControl() {
 		}
 		id := uint32(b[1])<<24 | uint32(b[2])<<16 | uint32(b[3])<<8 | uint32(b[4])
 		s.mu.Lock()
-		st := s.streams[id]
+		st, ms := s.streams[id], s.draining[id]
+		// A stream the peer (a yamux server: even ids) opened that Accept
+		// has not returned yet starts out reset.
+		if st == nil && ms == nil && s.accepts && id%2 == 0 && id > s.accepted && len(s.early) < acceptBacklog {
+			s.early[id] = true
+		}
 		s.mu.Unlock()
 		if st != nil {
 			st.resetByPeer()
+		}
+		if ms != nil {
+			// Both sides reset the stream: neither waits for the other.
+			ms.Close()
 		}
 	}
 }
@@ -376,7 +449,9 @@ func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 // does not wait; see Wait.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
 		close(s.done)
+		s.mu.Unlock()
 		s.mux.Close()
 		s.conn.Close()
 	})

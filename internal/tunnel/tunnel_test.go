@@ -1,0 +1,329 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/goleak"
+
+	"github.com/sallyport/sallyport/internal/wire"
+)
+
+func TestHandshake(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			c, e := tr.pair(t)
+			connector, edge, hello, welcome := handshake(t, c, e, Config{})
+			if !reflect.DeepEqual(hello, testHello) {
+				t.Errorf("edge received hello %+v, want %+v", hello, testHello)
+			}
+			if !reflect.DeepEqual(welcome, testWelcome) {
+				t.Errorf("connector received welcome %+v, want %+v", welcome, testWelcome)
+			}
+			for _, s := range []*Session{connector, edge} {
+				if s.IsClosed() || s.NumStreams() != 0 || s.RemoteAddr() == nil {
+					t.Errorf("new session: closed %v, %d streams, remote %v", s.IsClosed(), s.NumStreams(), s.RemoteAddr())
+				}
+			}
+		})
+	}
+}
+
+func TestHandshakeRefusal(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			c, e := tr.pair(t)
+			errc := make(chan error, 1)
+			go func() {
+				_, _, err := Client(context.Background(), c, testHello, Config{})
+				errc <- err
+			}()
+			if _, _, err := ReadOpening(context.Background(), e, Config{}); err != nil {
+				t.Fatal(err)
+			}
+			sent := &wire.Refusal{Code: wire.CodeRevoked, Reason: "connector site-a was revoked; enroll it again"}
+			if err := Refuse(e, sent); err != nil {
+				t.Fatalf("Refuse: %v", err)
+			}
+			err := <-errc
+			var ref *wire.Refusal
+			if !errors.As(err, &ref) || *ref != *sent {
+				t.Fatalf("Client = %v, want the refusal %+v", err, sent)
+			}
+			if _, err := c.Write([]byte("x")); err == nil {
+				t.Fatal("Client left its connection open after a refusal")
+			}
+		})
+	}
+}
+
+// Each side reports the other's version, whatever that version does after
+// its preamble. The peer here is built from package wire by hand.
+func TestVersionMismatch(t *testing.T) {
+	const other = wire.Version + 1
+	fakePeer := func(conn net.Conn) <-chan error {
+		errc := make(chan error, 1)
+		go func() {
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			go wire.WritePreamble(conn, other)
+			errc <- wire.ReadPreamble(conn, other)
+		}()
+		return errc
+	}
+	check := func(t *testing.T, err error, local, remote uint16) {
+		t.Helper()
+		var ve *wire.VersionError
+		if !errors.As(err, &ve) || ve.Local != local || ve.Remote != remote {
+			t.Fatalf("error %v, want a VersionError local %d remote %d", err, local, remote)
+		}
+	}
+	for _, tr := range transports() {
+		t.Run(tr.name+"/connector", func(t *testing.T) {
+			c, e := tr.pair(t)
+			peer := fakePeer(e)
+			_, _, err := Client(context.Background(), c, testHello, Config{HandshakeTimeout: 5 * time.Second})
+			check(t, err, wire.Version, other)
+			check(t, <-peer, other, wire.Version)
+		})
+		t.Run(tr.name+"/edge", func(t *testing.T) {
+			c, e := tr.pair(t)
+			peer := fakePeer(c)
+			_, _, err := ReadOpening(context.Background(), e, Config{HandshakeTimeout: 5 * time.Second})
+			check(t, err, wire.Version, other)
+			check(t, <-peer, other, wire.Version)
+		})
+	}
+}
+
+// A peer that connects and then says nothing cannot hold a handshake
+// longer than HandshakeTimeout.
+func TestHandshakeTimeout(t *testing.T) {
+	cfg := Config{HandshakeTimeout: 200 * time.Millisecond}
+	roles := []struct {
+		name string
+		run  func(c, e net.Conn) (net.Conn, error) // returns the conn under test
+	}{
+		{"Client", func(c, e net.Conn) (net.Conn, error) {
+			_, _, err := Client(context.Background(), c, testHello, cfg)
+			return c, err
+		}},
+		{"ReadOpening", func(c, e net.Conn) (net.Conn, error) {
+			_, _, err := ReadOpening(context.Background(), e, cfg)
+			return e, err
+		}},
+		{"Server", func(c, e net.Conn) (net.Conn, error) {
+			_, err := Server(e, cfg, testWelcome)
+			return e, err
+		}},
+	}
+	for _, tr := range transports() {
+		for _, role := range roles {
+			t.Run(tr.name+"/"+role.name, func(t *testing.T) {
+				c, e := tr.pair(t)
+				done := make(chan struct{})
+				var err error
+				var conn net.Conn
+				go func() { conn, err = role.run(c, e); close(done) }()
+				within(t, 5*time.Second, done, role.name+" with a silent peer returns")
+				if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("%s = %v, want a timeout", role.name, err)
+				}
+				if role.name != "ReadOpening" { // ReadOpening leaves conn to its caller
+					conn.SetDeadline(time.Now().Add(time.Second))
+					if _, err := conn.Write([]byte("x")); !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.ErrClosedPipe) {
+						t.Fatalf("%s left its connection open after a failed handshake: write = %v", role.name, err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestHandshakeCancel(t *testing.T) {
+	cfg := Config{HandshakeTimeout: time.Minute}
+	for _, tr := range transports() {
+		for _, role := range []string{"Client", "ReadOpening"} {
+			t.Run(tr.name+"/"+role, func(t *testing.T) {
+				c, e := tr.pair(t)
+				ctx, cancel := context.WithCancel(context.Background())
+				time.AfterFunc(100*time.Millisecond, cancel)
+				done := make(chan struct{})
+				var err error
+				go func() {
+					if role == "Client" {
+						_, _, err = Client(ctx, c, testHello, cfg)
+					} else {
+						_, _, err = ReadOpening(ctx, e, cfg)
+					}
+					close(done)
+				}()
+				within(t, 5*time.Second, done, role+" returns after its context is canceled")
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("%s = %v, want context.Canceled", role, err)
+				}
+			})
+		}
+	}
+}
+
+func TestGarbageOnControlStreamEndsSession(t *testing.T) {
+	for _, tr := range transports() {
+		for _, from := range []string{"connector", "edge"} {
+			t.Run(tr.name+"/from "+from, func(t *testing.T) {
+				connector, edge := sessions(t, tr.pair, Config{})
+				bad := connector
+				if from == "edge" {
+					bad = edge
+				}
+				// The write may fail: the peer can end the session
+				// before the multiplexer confirms the write.
+				bad.ctrlMu.Lock()
+				bad.ctrl.Write([]byte{0x7f, 0, 0, 0, 1})
+				bad.ctrlMu.Unlock()
+				within(t, 5*time.Second, edge.Done(), "the edge session ends")
+				within(t, 5*time.Second, connector.Done(), "the connector session ends")
+				if _, err := edge.Open(wire.StreamOpen{Service: "db"}); !errors.Is(err, ErrClosed) {
+					t.Fatalf("Open on an ended session = %v, want ErrClosed", err)
+				}
+				if _, err := connector.Accept(); !errors.Is(err, ErrClosed) {
+					t.Fatalf("Accept on an ended session = %v, want ErrClosed", err)
+				}
+			})
+		}
+	}
+}
+
+// A tunnel whose link goes silent (no FIN, no RST, bytes vanish) ends on
+// both sides within about KeepaliveTimeout; an idle but healthy one does not.
+func TestKeepaliveEndsASilentSession(t *testing.T) {
+	cfg := Config{KeepaliveInterval: 100 * time.Millisecond, KeepaliveTimeout: 500 * time.Millisecond}
+	var r *relay
+	c, e := tlsPairVia(t, func(target string) string {
+		r = startRelay(t, target)
+		return r.l.Addr().String()
+	})
+	connector, edge, _, _ := handshake(t, c, e, cfg)
+
+	time.Sleep(3 * cfg.KeepaliveTimeout)
+	if connector.IsClosed() || edge.IsClosed() {
+		t.Fatalf("an idle, healthy tunnel ended after %s: connector %v, edge %v", 3*cfg.KeepaliveTimeout, connector.IsClosed(), edge.IsClosed())
+	}
+
+	r.frozen.Store(true)
+	start := time.Now()
+	// The bound is a configured behaviour, not a speed: allow slack for
+	// a loaded machine, but not a missing keepalive.
+	within(t, 10*cfg.KeepaliveTimeout, connector.Done(), "the connector notices the silent tunnel")
+	within(t, 10*cfg.KeepaliveTimeout, edge.Done(), "the edge notices the silent tunnel")
+	t.Logf("silent tunnel ended on both sides after %s (keepalive timeout %s)", time.Since(start).Round(time.Millisecond), cfg.KeepaliveTimeout)
+}
+
+func TestConfigDefaults(t *testing.T) {
+	got := Config{}.withDefaults()
+	want := Config{KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second, HandshakeTimeout: 10 * time.Second}
+	if got != want {
+		t.Errorf("zero Config = %+v, want %+v", got, want)
+	}
+	// A timeout that does not exceed the interval is raised, so a ping
+	// always has time to be answered.
+	got = Config{KeepaliveInterval: 2 * time.Second, KeepaliveTimeout: time.Second}.withDefaults()
+	if got.KeepaliveTimeout <= got.KeepaliveInterval {
+		t.Errorf("Config with timeout below interval = %+v", got)
+	}
+	if err := yamux.VerifyConfig(got.mux()); err != nil {
+		t.Error(err)
+	}
+}
+
+// Session.Close ends every stream on both sides, is idempotent, and after
+// Close and Wait nothing of the session keeps running.
+func TestSessionCloseClosesEveryStream(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			ignore := goleak.IgnoreCurrent()
+			connector, edge := sessions(t, tr.pair, Config{})
+			var streams []*Stream
+			for i := range 3 {
+				es, cs := openPair(t, edge, connector, wire.StreamOpen{Service: "db", Client: fmt.Sprintf("10.0.0.%d:1", i)})
+				streams = append(streams, es, cs)
+			}
+			errs := make(chan error, len(streams))
+			for _, s := range streams {
+				go func() { _, err := s.Read(make([]byte, 1)); errs <- err }()
+			}
+			time.Sleep(50 * time.Millisecond)
+			if err := edge.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := edge.Close(); err != nil {
+				t.Fatalf("second Close = %v", err)
+			}
+			for range streams {
+				select {
+				case err := <-errs:
+					if !errors.Is(err, ErrClosed) {
+						t.Fatalf("a blocked Read on a closed session returned %v, want ErrClosed (a clean EOF would pass a cut-off response for a complete one)", err)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("a blocked Read is still blocked 5s after Session.Close")
+				}
+			}
+			for _, s := range streams {
+				if _, err := s.Write([]byte("x")); !errors.Is(err, ErrClosed) {
+					t.Fatalf("Write on a stream of a closed session = %v, want ErrClosed", err)
+				}
+				s.Close()
+			}
+			within(t, 5*time.Second, connector.Done(), "the peer session ends")
+			connector.Close()
+			edge.Wait()
+			connector.Wait()
+			if err := goleak.Find(ignore); err != nil {
+				t.Fatalf("after Close and Wait: %v", err)
+			}
+		})
+	}
+}
+
+// A peer that sends resets for streams that do not exist cannot make a
+// session hold more than the accept backlog's worth of them.
+func TestBogusResetsAreBounded(t *testing.T) {
+	connector, edge := sessions(t, tlsPair, Config{})
+	send := func(from *Session, first uint32) {
+		from.ctrlMu.Lock()
+		defer from.ctrlMu.Unlock()
+		var b []byte
+		for id := first; id < first+2*(acceptBacklog+100); id += 2 {
+			b = append(b, ctrlReset, byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
+		}
+		if _, err := from.ctrl.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(edge, 1000)     // even ids, as if the edge had opened them
+	send(connector, 999) // odd ids: the edge accepts no streams
+	// A real stream still works afterwards and is not taken for reset.
+	time.Sleep(100 * time.Millisecond)
+	es, cs := openPair(t, edge, connector, wire.StreamOpen{Service: "db", Client: "c:1"})
+	es.Write([]byte("ping"))
+	cs.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(cs, make([]byte, 4)); err != nil {
+		t.Fatalf("a new stream after bogus resets: %v", err)
+	}
+	for name, s := range map[string]*Session{"connector": connector, "edge": edge} {
+		s.mu.Lock()
+		n := len(s.early)
+		s.mu.Unlock()
+		if n > acceptBacklog || (name == "edge" && n != 0) {
+			t.Errorf("the %s holds %d early resets", name, n)
+		}
+	}
+}
