@@ -34,9 +34,23 @@ func (l *Log) String() string {
 }
 
 // Lines returns the lines that contain every one of subs.
-func (l *Log) Lines(subs ...string) []string {
+func (l *Log) Lines(subs ...string) []string { return l.LinesSince(0, subs...) }
+
+// Mark returns a position in the log: LinesSince(Mark(), ...) sees only
+// lines written after it.
+func (l *Log) Mark() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Len()
+}
+
+// LinesSince returns the lines after mark that contain every one of subs.
+func (l *Log) LinesSince(mark int, subs ...string) []string {
+	l.mu.Lock()
+	text := string(l.buf.Bytes()[mark:])
+	l.mu.Unlock()
 	var out []string
-	for _, line := range strings.Split(l.String(), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		if line != "" && containsAll(line, subs) {
 			out = append(out, line)
 		}
@@ -51,8 +65,14 @@ func (l *Log) Count(subs ...string) int { return len(l.Lines(subs...)) }
 // returns how long that took, or fails the test after timeout.
 func (l *Log) WaitFor(t testing.TB, timeout time.Duration, n int, subs ...string) time.Duration {
 	t.Helper()
+	return l.WaitForSince(t, 0, timeout, n, subs...)
+}
+
+// WaitForSince is WaitFor counting only the lines after mark.
+func (l *Log) WaitForSince(t testing.TB, mark int, timeout time.Duration, n int, subs ...string) time.Duration {
+	t.Helper()
 	start := time.Now()
-	for l.Count(subs...) < n {
+	for len(l.LinesSince(mark, subs...)) < n {
 		if time.Since(start) > timeout {
 			t.Fatalf("fewer than %d log lines containing %q within %s; log:\n%s", n, subs, timeout, l.Tail(60))
 		}

@@ -81,6 +81,25 @@ func TestPromise(t *testing.T) {
 		checkDirectFails(t, s)
 	})
 
+	t.Run("the DMZ admits only the edge's ports", func(t *testing.T) {
+		// Outside reaches the DMZ's other ports no more than trusted's
+		// (the admin API, say); and trusted reaches nothing but the
+		// tunnel port, not even the edge's public ports.
+		var wg sync.WaitGroup
+		for _, try := range []struct {
+			from *netns.Namespace
+			addr string
+		}{
+			{s.Topo.Outside, net.JoinHostPort(netns.DMZOutsideAddr, "5501")},
+			{s.Topo.Outside, net.JoinHostPort(netns.DMZOutsideAddr, "9")},
+			{s.Topo.Trusted, net.JoinHostPort(netns.DMZTrustedAddr, strconv.Itoa(netns.WebPort))},
+			{s.Topo.Trusted, net.JoinHostPort(netns.OutsideAddr, "22")},
+		} {
+			wg.Go(func() { checkDropped(t, try.from, try.addr) })
+		}
+		wg.Wait()
+	})
+
 	t.Run("no listening socket of ours in trusted", func(t *testing.T) {
 		socks, err := s.Topo.Trusted.Sockets()
 		if err != nil {
@@ -170,21 +189,24 @@ func checkDirectFails(t *testing.T, s *netns.Stack) {
 	var wg sync.WaitGroup
 	for _, from := range []*netns.Namespace{s.Topo.Outside, s.Topo.DMZ} {
 		for _, port := range []int{netns.BackendHTTPPort, netns.BackendRedisPort, netns.BackendSSHPort, netns.BackendClosedPort, netns.TunnelPort} {
-			wg.Go(func() {
-				addr := net.JoinHostPort(netns.TrustedAddr, strconv.Itoa(port))
-				c, err := from.DialTimeout(addr, 2*time.Second)
-				if err == nil {
-					c.Close()
-					t.Errorf("%s opened a connection straight to %s in trusted", from.Role, addr)
-					return
-				}
-				if !errors.Is(err, os.ErrDeadlineExceeded) && !strings.Contains(err.Error(), "i/o timeout") {
-					t.Errorf("%s → %s in trusted failed with %v; want no answer at all (dropped by the firewall)", from.Role, addr, err)
-				}
-			})
+			wg.Go(func() { checkDropped(t, from, net.JoinHostPort(netns.TrustedAddr, strconv.Itoa(port))) })
 		}
 	}
 	wg.Wait()
+}
+
+// checkDropped asserts that a connection from a namespace to addr gets no
+// answer at all: not accepted, not refused, but dropped by a firewall.
+func checkDropped(t *testing.T, from *netns.Namespace, addr string) {
+	c, err := from.DialTimeout(addr, 2*time.Second)
+	if err == nil {
+		c.Close()
+		t.Errorf("%s opened a connection to %s", from.Role, addr)
+		return
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) && !strings.Contains(err.Error(), "i/o timeout") {
+		t.Errorf("%s → %s failed with %v; want no answer at all (dropped by the firewall)", from.Role, addr, err)
+	}
 }
 
 func holderNamed(so netns.Socket, name string) bool {
