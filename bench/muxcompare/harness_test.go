@@ -32,15 +32,16 @@ import (
 	"github.com/xtaci/smux"
 )
 
-// The tunnel configuration under test. These are the values proposed for
-// internal/tunnel; the benchmarks and tests use them unless a case says
-// otherwise.
+// The tunnel configuration under test: the values internal/tunnel uses for
+// yamux (Window, its default keepalive, acceptBacklog), and the matching
+// values for smux.
 const (
 	// streamWindow is the most unread data one stream may have in flight
 	// towards its peer (yamux MaxStreamWindowSize, smux MaxStreamBuffer).
 	streamWindow = 1 << 20
 
-	// smuxFrameSize is smux's MaxFrameSize (the protocol allows 65535).
+	// smuxFrameSize is smux's MaxFrameSize (the protocol allows 65535,
+	// which measured no faster).
 	smuxFrameSize = 32 << 10
 
 	// smuxSessionBuffer is smux's MaxReceiveBuffer: the unread data of all
@@ -50,20 +51,16 @@ const (
 	smuxSessionBuffer = 64 << 20
 
 	// keepAliveInterval is how often an idle tunnel proves it is alive.
-	keepAliveInterval = 15 * time.Second
+	keepAliveInterval = 5 * time.Second
 
 	// keepAliveTimeout is how long a silent tunnel is kept before it is
 	// closed (smux KeepAliveTimeout; yamux closes when a ping is not
-	// answered within ConnectionWriteTimeout).
-	keepAliveTimeout = 45 * time.Second
-
-	// writeTimeout bounds one write on the tunnel connection (yamux
-	// ConnectionWriteTimeout) and a stream open (yamux StreamOpenTimeout).
-	writeTimeout = 10 * time.Second
+	// answered within ConnectionWriteTimeout, set to the difference).
+	keepAliveTimeout = 15 * time.Second
 
 	// acceptBacklog is how many opened streams may wait for AcceptStream
 	// (yamux; smux has a fixed backlog of 1024).
-	acceptBacklog = 1024
+	acceptBacklog = 4096
 )
 
 // yamuxConfig returns the yamux configuration under test.
@@ -72,10 +69,12 @@ func yamuxConfig() *yamux.Config {
 	c.AcceptBacklog = acceptBacklog
 	c.EnableKeepAlive = true
 	c.KeepAliveInterval = keepAliveInterval
-	c.ConnectionWriteTimeout = writeTimeout
+	c.ConnectionWriteTimeout = keepAliveTimeout - keepAliveInterval
 	c.MaxStreamWindowSize = streamWindow
-	c.StreamOpenTimeout = writeTimeout
-	c.StreamCloseTimeout = time.Minute
+	c.StreamOpenTimeout = keepAliveTimeout
+	// No forced reset of half-closed streams: a long reply may follow a
+	// client's half-close.
+	c.StreamCloseTimeout = 0
 	c.LogOutput = io.Discard
 	return c
 }
