@@ -270,6 +270,23 @@ func (s *streamConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Write sends client bytes. A connector that refuses a stream resets it
+// after its reply, so a Write can fail before any Read has seen the
+// reply: Write then returns the refusal, which says why, instead of the
+// reset.
+func (s *streamConn) Write(b []byte) (int, error) {
+	n, err := s.Stream.Write(b)
+	if err != nil && errors.Is(err, tunnel.ErrReset) {
+		// The reply came before the reset, and a reset stream's Read does
+		// not block.
+		var ref *wire.Refusal
+		if _, rerr := s.Read(nil); errors.As(rerr, &ref) {
+			return n, rerr
+		}
+	}
+	return n, err
+}
+
 // connectorRefused counts the connector's refusal, stops routing to a
 // draining connector, and tells the front.
 func (s *streamConn) connectorRefused(ref *wire.Refusal) {

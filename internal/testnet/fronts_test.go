@@ -44,6 +44,9 @@ import (
 type frontEdge struct {
 	*edge.Edge
 	Logs *testnet.Logs
+	// Stop stops the edge (drain, then close) and returns Run's error; it
+	// is idempotent and runs when the test ends.
+	Stop func() error
 }
 
 func testLogger(logs *testnet.Logs, role string) *slog.Logger {
@@ -79,9 +82,14 @@ func startFrontEdge(t *testing.T, listeners []config.Listener, services map[stri
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("edge Run: %v", err)
 		}
 	})
@@ -93,7 +101,7 @@ func startFrontEdge(t *testing.T, listeners []config.Listener, services map[stri
 	case <-time.After(20 * time.Second):
 		t.Fatal("edge did not start within 20s")
 	}
-	return &frontEdge{Edge: e, Logs: logs}
+	return &frontEdge{Edge: e, Logs: logs, Stop: stop}
 }
 
 // addr is the address of listener i.
@@ -170,10 +178,26 @@ func (e *frontEdge) refusals(t *testing.T) map[string]int64 {
 	return st.Refusals
 }
 
-// wantRefusals fails the test unless the edge counted exactly want.
+// wantRefusals fails the test unless the edge counts exactly want within
+// 5s (a client may see its refusal before the edge has counted it).
 func (e *frontEdge) wantRefusals(t *testing.T, want map[string]int64) {
 	t.Helper()
+	same := func(got map[string]int64) bool {
+		if len(got) != len(want) {
+			return false
+		}
+		for r, n := range want {
+			if got[r] != n {
+				return false
+			}
+		}
+		return true
+	}
 	got := e.refusals(t)
+	for deadline := time.Now().Add(5 * time.Second); !same(got) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		got = e.refusals(t)
+	}
 	for r, n := range want {
 		if got[r] != n {
 			t.Errorf("refusals[%s] = %d, want %d (all: %v)", r, got[r], n, got)
@@ -291,8 +315,9 @@ func TestHTTPRoutesByHost(t *testing.T) {
 			"apps":    {Hosts: []string{"*.apps.test"}},
 			"special": {Hosts: []string{"special.apps.test"}},
 			"gone":    {Hosts: []string{"gone.test"}},
+			"down":    {Hosts: []string{"down.test"}},
 		})
-	e.connect(t, map[string]string{"web": backend, "apps": backend, "special": backend}, nil)
+	e.connect(t, map[string]string{"web": backend, "apps": backend, "special": backend, "down": testnet.Refusing(t)}, nil)
 	url := "http://" + e.addr(0) + "/some/path"
 	c := newHTTPClient(t, nil)
 
@@ -318,6 +343,12 @@ func TestHTTPRoutesByHost(t *testing.T) {
 		t.Errorf("gone.test: %d %q, want 503 naming the missing connector", status, body)
 	}
 
+	// A back-end that the connector cannot reach: 502 with the reason.
+	status, body, _ = get(t, c, url, "down.test", nil)
+	if status != http.StatusBadGateway || body != "sallyport: service down: service \"down\": back-end unreachable\n" {
+		t.Errorf("down.test: %d %q, want 502 saying the back-end is unreachable", status, body)
+	}
+
 	// Keep-alive: one client connection's requests share one back-end
 	// connection; another client gets its own.
 	_, _, s1 := get(t, c, url, "web.test", nil)
@@ -341,7 +372,7 @@ func TestHTTPRoutesByHost(t *testing.T) {
 	if !strings.Contains(out, "no service is published at host") {
 		t.Errorf("curl to an unknown host: %s", out)
 	}
-	e.wantRefusals(t, map[string]int64{"unknown_host": 4, "no_connector": 1})
+	e.wantRefusals(t, map[string]int64{"unknown_host": 4, "no_connector": 1, "connector": 1})
 }
 
 func TestHTTPPassesWebSocketUpgrades(t *testing.T) {

@@ -1,10 +1,13 @@
 package testnet_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -154,6 +157,54 @@ func TestWebSocketToTCPService(t *testing.T) {
 		t.Errorf("edge.test/other: %d %q", status, body)
 	}
 	e.wantRefusals(t, map[string]int64{"unknown_service": 1, "no_connector": 1, "address_denied": 1, "connector": 1})
+}
+
+// TestFrontsDrain stops an edge with a WebSocket stream and an idle
+// keep-alive HTTP connection open: the idle connection is closed at once,
+// the live stream runs until the drain timeout, then everything is closed
+// and nothing is left running.
+func TestFrontsDrain(t *testing.T) {
+	e, _ := wsEdge(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+e.addr(0)+"/ws/echo", &websocket.DialOptions{Host: "edge.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if got, err := wsRoundTrip(ctx, ws, []byte("before")); err != nil || string(got) != "before" {
+		t.Fatalf("before the stop: %q, %v", got, err)
+	}
+	idle, err := net.Dial("tcp", e.addr(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.Write([]byte("GET / HTTP/1.1\r\nHost: web.test\r\n\r\n"))
+	br := bufio.NewReader(idle)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("keep-alive request: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.Stop() }()
+	e.Logs.WaitFor(t, "edge stopping", 5*time.Second)
+	idle.SetReadDeadline(time.Now().Add(time.Second)) // well before the 2s drain timeout
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("idle keep-alive connection during the drain: %v, want it closed (EOF)", err)
+	}
+	if got, err := wsRoundTrip(ctx, ws, []byte("during")); err != nil || string(got) != "during" {
+		t.Errorf("the live WebSocket stopped working during the drain: %q, %v", got, err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("edge Run: %v", err)
+	}
+	if _, _, err := ws.Read(ctx); err == nil {
+		t.Error("the WebSocket is still open after the edge stopped")
+	}
+	e.Logs.WaitFor(t, "drain timeout: closing client connections still open", time.Second)
 }
 
 // wsPage is the page the browser test loads: it sends bytes to the echo
