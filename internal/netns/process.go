@@ -125,6 +125,10 @@ func (n *Namespace) Start(t testing.TB, name string, argv ...string) *Process {
 	p.cmd = exec.Command("ip", append([]string{"netns", "exec", n.Name}, argv...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.Log, p.Log
 	p.cmd.WaitDelay = 2 * time.Second
+	// If the test process dies without its cleanup (a panic on timeout),
+	// the kernel kills the program too; `ip netns exec` keeps this across
+	// its exec.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s in %s: %v", name, n.Role, err)
 	}

@@ -68,17 +68,22 @@ func TestPromise(t *testing.T) {
 	})
 
 	t.Run("the firewall is what stops them", func(t *testing.T) {
+		defer s.Topo.SetTrustedFence(t, netns.TunnelPort, true, true)
 		// Without trusted's fence, outside has a route to the HTTP
 		// back-end (the DMZ forwards): so the failures above are the
 		// firewall's doing, and this test would notice if it stopped.
-		s.Topo.Trusted.Must(t, "nft", "delete", "table", "inet", "sallyport")
+		s.Topo.SetTrustedFence(t, netns.TunnelPort, false, false)
 		c, err := s.Topo.Outside.DialTimeout(net.JoinHostPort(netns.TrustedAddr, strconv.Itoa(netns.BackendHTTPPort)), 3*time.Second)
-		s.Topo.Trusted.Nft(t, netns.TrustedRuleset(netns.TunnelPort))
 		if err != nil {
 			t.Fatalf("with the firewall off, outside cannot reach the HTTP back-end either (%v): the topology, not the firewall, blocks it", err)
 		}
 		c.Close()
+		// Each half of the fence keeps outside out on its own: the input
+		// chain drops the SYN; the output chain drops the SYN-ACK.
+		s.Topo.SetTrustedFence(t, netns.TunnelPort, true, false)
 		checkDirectFails(t, s)
+		s.Topo.SetTrustedFence(t, netns.TunnelPort, false, true)
+		checkDirectFailsUncounted(t, s)
 	})
 
 	t.Run("the DMZ admits only the edge's ports", func(t *testing.T) {
@@ -186,13 +191,28 @@ func TestPromise(t *testing.T) {
 // unanswered (dropped by the firewall) rather than refused.
 func checkDirectFails(t *testing.T, s *netns.Stack) {
 	t.Helper()
+	before := s.Topo.InboundDropped(t)
+	attempts := checkDirectFailsUncounted(t, s)
+	// Each attempt's SYN is dropped by trusted's own input chain, not
+	// merely left unanswered on the way back.
+	if dropped := s.Topo.InboundDropped(t) - before; dropped < attempts {
+		t.Errorf("trusted's input chain dropped %d packets during %d connection attempts; want at least one each", dropped, attempts)
+	}
+}
+
+// checkDirectFailsUncounted is checkDirectFails without looking at the
+// input chain's counter; it returns the number of attempts.
+func checkDirectFailsUncounted(t *testing.T, s *netns.Stack) (attempts int) {
+	t.Helper()
 	var wg sync.WaitGroup
 	for _, from := range []*netns.Namespace{s.Topo.Outside, s.Topo.DMZ} {
 		for _, port := range []int{netns.BackendHTTPPort, netns.BackendRedisPort, netns.BackendSSHPort, netns.BackendClosedPort, netns.TunnelPort} {
+			attempts++
 			wg.Go(func() { checkDropped(t, from, net.JoinHostPort(netns.TrustedAddr, strconv.Itoa(port))) })
 		}
 	}
 	wg.Wait()
+	return attempts
 }
 
 // checkDropped asserts that a connection from a namespace to addr gets no

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -147,24 +148,60 @@ func (topo *Topology) Fence(t testing.TB, tunnelPort int, publicPorts []int) {
 const FenceTable = "inet sallyport"
 
 // TrustedRuleset is the nftables ruleset of the trusted host.
-func TrustedRuleset(tunnelPort int) string {
-	return fmt.Sprintf(`table inet sallyport {
-	chain input {
-		type filter hook input priority filter; policy drop;
+func TrustedRuleset(tunnelPort int) string { return trustedRuleset(tunnelPort, true, true) }
+
+// trustedRuleset is trusted's ruleset with either chain optionally left
+// open (policy accept, no rules), to show what each does alone.
+func trustedRuleset(tunnelPort int, input, output bool) string {
+	in := `type filter hook input priority filter; policy accept;`
+	if input {
+		in = `type filter hook input priority filter; policy drop;
 		iif "lo" accept
 		ct state established,related accept
+		counter drop`
+	}
+	out := `type filter hook output priority filter; policy accept;`
+	if output {
+		out = fmt.Sprintf(`type filter hook output priority filter; policy drop;
+		oif "lo" accept
+		ip daddr %s tcp dport %d accept`, DMZTrustedAddr, tunnelPort)
+	}
+	return fmt.Sprintf(`table inet sallyport {
+	chain input {
+		%s
 	}
 	chain forward {
 		type filter hook forward priority filter; policy drop;
 	}
 	chain output {
-		type filter hook output priority filter; policy drop;
-		oif "lo" accept
-		ip daddr %s tcp dport %d accept
+		%s
 	}
 }
-`, DMZTrustedAddr, tunnelPort)
+`, in, out)
 }
+
+// SetTrustedFence replaces trusted's fence, atomically, with one whose
+// input chain (input false) or output chain (output false) lets
+// everything through; with both true it is the fence of Fence again.
+func (topo *Topology) SetTrustedFence(t testing.TB, tunnelPort int, input, output bool) {
+	t.Helper()
+	topo.Trusted.Nft(t, "table inet sallyport\ndelete table inet sallyport\n"+trustedRuleset(tunnelPort, input, output))
+}
+
+// InboundDropped returns how many packets trusted's fence has dropped on
+// the way in (the counter of the input chain's final drop rule).
+func (topo *Topology) InboundDropped(t testing.TB) int {
+	t.Helper()
+	out := topo.Trusted.Must(t, "nft", "list", "chain", "inet", "sallyport", "input")
+	m := dropCounter.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no drop counter in trusted's input chain:\n%s", out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+var dropCounter = regexp.MustCompile(`counter packets (\d+) bytes \d+ drop`)
 
 // DMZRuleset is the nftables ruleset of the DMZ host.
 func DMZRuleset(tunnelPort int, publicPorts []int) string {
