@@ -43,7 +43,7 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, id identity) {
 				log.Info("tunnel closed", "up_for", upFor)
 				return
 			}
-			log.Warn("tunnel down", "up_for", upFor)
+			log.Warn("tunnel down", "up_for", upFor, "edge_silent", sess.PeerSilent())
 			if time.Since(start) >= stableAfter {
 				failures = 0
 			}

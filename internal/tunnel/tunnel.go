@@ -38,6 +38,7 @@ import (
 	"log"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -79,17 +80,18 @@ const Window = 1 << 20
 func (c Config) mux() *yamux.Config {
 	m := yamux.DefaultConfig()
 	m.AcceptBacklog = acceptBacklog
-	m.EnableKeepAlive = true
-	m.KeepAliveInterval = c.KeepaliveInterval
-	// yamux ends the session when a ping goes unanswered for
-	// ConnectionWriteTimeout; pings go out every KeepAliveInterval, so a
-	// dead peer is noticed within interval + this.
-	m.ConnectionWriteTimeout = c.KeepaliveTimeout - c.KeepaliveInterval
+	// Liveness is ours (keepalive.go): yamux's keepalive and its stream
+	// open timeout both end a healthy session that is merely busy.
+	m.EnableKeepAlive = false
+	m.KeepAliveInterval = c.KeepaliveInterval // unused, but must be set
+	m.StreamOpenTimeout = 0
+	// How long a frame may wait to be handed to the connection: only a
+	// safety valve, since a dead peer is noticed by its silence first.
+	m.ConnectionWriteTimeout = max(time.Minute, 4*c.KeepaliveTimeout)
 	m.MaxStreamWindowSize = Window
 	// A half-closed stream may carry a long response: never time it out.
 	// Aborted streams are reset on the control stream instead.
 	m.StreamCloseTimeout = 0
-	m.StreamOpenTimeout = c.KeepaliveTimeout
 	m.LogOutput = nil
 	m.Logger = log.New(io.Discard, "", 0)
 	return m
@@ -108,10 +110,14 @@ var ErrReset = errors.New("stream reset by peer")
 // Session is one tunnel connection after a successful handshake. Its
 // methods are safe for concurrent use.
 type Session struct {
-	conn net.Conn
-	mux  *yamux.Session
-	ctrl net.Conn
-	done chan struct{}
+	conn    net.Conn
+	live    *liveConn // conn, as the multiplexer reads it
+	mux     *yamux.Session
+	ctrl    net.Conn
+	done    chan struct{}
+	pingNow chan struct{}
+	// deadPeer is set when keepalive ended the session.
+	deadPeer atomic.Bool
 
 	// ctrlMu serializes writes on the control stream.
 	ctrlMu sync.Mutex
@@ -133,11 +139,13 @@ type Session struct {
 	wg        sync.WaitGroup
 }
 
-func newSession(conn net.Conn, m *yamux.Session, ctrl net.Conn, rejectStreams bool) *Session {
-	s := &Session{conn: conn, mux: m, ctrl: ctrl, done: make(chan struct{}), streams: make(map[uint32]*Stream),
-		draining: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
-	s.wg.Add(1)
+func newSession(conn net.Conn, live *liveConn, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
+	s := &Session{conn: conn, live: live, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1),
+		streams: make(map[uint32]*Stream), draining: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
+	s.wg.Add(3)
 	go s.readControl()
+	go s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout)
+	go s.pinger()
 	if rejectStreams {
 		s.wg.Add(1)
 		go s.rejectStreams()
@@ -170,7 +178,8 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		conn.Close()
 		return nil, welcome, err
 	}
-	m, err := yamux.Client(conn, cfg.mux())
+	live := newLiveConn(conn)
+	m, err := yamux.Client(live, cfg.mux())
 	if err != nil {
 		conn.Close()
 		return nil, welcome, fmt.Errorf("start multiplexer: %w", err)
@@ -180,7 +189,7 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		m.Close()
 		return nil, welcome, fmt.Errorf("open control stream: %w", err)
 	}
-	return newSession(conn, m, ctrl, false), welcome, nil
+	return newSession(conn, live, m, ctrl, false, cfg), welcome, nil
 }
 
 // ReadOpening is the edge's first step on a new tunnel-port connection:
@@ -217,7 +226,8 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		return nil, fmt.Errorf("send welcome: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	m, err := yamux.Server(conn, cfg.mux())
+	live := newLiveConn(conn)
+	m, err := yamux.Server(live, cfg.mux())
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", err)
@@ -229,7 +239,7 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		m.Close()
 		return nil, fmt.Errorf("accept control stream: %w", err)
 	}
-	return newSession(conn, m, ctrl, true), nil
+	return newSession(conn, live, m, ctrl, true, cfg), nil
 }
 
 // Exchange exchanges preambles on conn and then runs fn, all within
@@ -343,21 +353,27 @@ func (s *Session) rejectStreams() {
 
 // Control messages: one type byte and a big-endian stream id.
 const (
-	ctrlReset = 1
+	ctrlReset = 1 // the stream is aborted
+	ctrlPing  = 2 // keepalive; the id is zero and ignored
 	ctrlSize  = 5
 )
 
 // sendReset tells the peer that stream id is aborted.
 func (s *Session) sendReset(id uint32) {
-	b := [ctrlSize]byte{ctrlReset, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
-	s.ctrlMu.Lock()
-	defer s.ctrlMu.Unlock()
-	s.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, err := s.ctrl.Write(b[:]); err != nil {
+	if err := s.writeControl(ctrlReset, id); err != nil {
 		// A control stream that cannot take five bytes means a broken
 		// session: end it rather than leave the peer's stream hanging.
 		s.Close()
 	}
+}
+
+// writeControl writes one control message.
+func (s *Session) writeControl(typ byte, id uint32) error {
+	b := [ctrlSize]byte{typ, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+	s.ctrlMu.Lock()
+	defer s.ctrlMu.Unlock()
+	_, err := s.ctrl.Write(b[:])
+	return err
 }
 
 // drain closes ms, which this side has reset, once the peer has closed
@@ -399,7 +415,11 @@ func (s *Session) readControl() {
 			s.Close()
 			return
 		}
-		if b[0] != ctrlReset {
+		switch b[0] {
+		case ctrlPing:
+			continue // its arrival was the point
+		case ctrlReset:
+		default:
 			s.Close()
 			return
 		}
