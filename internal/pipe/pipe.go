@@ -39,7 +39,8 @@ type closeReader interface{ CloseRead() error }
 // where the connection supports them, and keeps the other direction going,
 // so a client that shuts down its sending side still receives the whole
 // response. When a direction fails with an error, both connections are
-// closed at once, which ends the other direction too.
+// closed at once, which ends the other direction too; TCP connections are
+// then reset (RST), unless the error is a Refusal.
 func Join(a, b net.Conn) Result {
 	var res Result
 	var wg sync.WaitGroup
@@ -54,6 +55,12 @@ func Join(a, b net.Conn) Result {
 		}
 		errOnce.Do(func() {
 			res.Err = err
+			if err != nil && !isRefusal(err) {
+				// An aborted exchange is reset, as TCP does, so that
+				// neither side takes a cut-off stream for a complete one.
+				reset(a)
+				reset(b)
+			}
 			a.Close()
 			b.Close()
 		})
@@ -68,6 +75,23 @@ func Join(a, b net.Conn) Result {
 	a.Close()
 	b.Close()
 	return res
+}
+
+// A Refusal is an error that ends an exchange before it began (a
+// connector refused the stream): the other side then gets a plain close,
+// not a reset. wire.Refusal is one.
+type Refusal interface{ Refused() bool }
+
+func isRefusal(err error) bool {
+	var r Refusal
+	return errors.As(err, &r) && r.Refused()
+}
+
+// reset makes c's Close send a TCP reset instead of a FIN, where c is TCP.
+func reset(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		l.SetLinger(0)
+	}
 }
 
 // oneWay copies src to dst and then half-closes; on error it calls fail.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,6 +125,14 @@ func TestSilentTunnelIsDetectedAndReplaced(t *testing.T) {
 	c.WaitTunnels(t, 1)
 	e.WaitRoutes(t, "echo", 1, 5*time.Second)
 
+	// A client in the middle of an exchange when the link dies.
+	live := e.Dial(t, "echo")
+	live.SetDeadline(time.Now().Add(20 * time.Second))
+	live.Write([]byte("hello"))
+	if _, err := io.ReadFull(live, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+
 	relay.Freeze()
 	frozen := time.Now()
 	for c.Tunnels() != 0 {
@@ -134,6 +143,10 @@ func TestSilentTunnelIsDetectedAndReplaced(t *testing.T) {
 	}
 	detected := time.Since(frozen)
 	e.WaitRoutes(t, "echo", 0, 10*time.Second)
+	// Its connection is reset, not closed as if the exchange had ended.
+	if _, err := io.ReadAll(live); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client of a dead tunnel: read error %v; want a connection reset", err)
+	}
 	t.Logf("silent tunnel detected by the connector after %s (keepalive timeout 1s)", detected.Round(time.Millisecond))
 	// Detection is a behaviour with a configured bound, not a speed: allow
 	// scheduling slack on a loaded machine, but not a missing keepalive.

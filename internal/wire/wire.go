@@ -205,7 +205,10 @@ type Refusal struct {
 	Reason string `json:"reason"`
 }
 
-func (r *Refusal) Error() string { return fmt.Sprintf("refused by edge (%s): %s", r.Code, r.Reason) }
+// Refused marks a Refusal for pipe.Join: the client gets a plain close.
+func (r *Refusal) Refused() bool { return true }
+
+func (r *Refusal) Error() string { return fmt.Sprintf("refused (%s): %s", r.Code, r.Reason) }
 
 // WriteMessage writes one handshake message: kind (1 byte), body length
 // (4 bytes, big-endian) and the JSON body.

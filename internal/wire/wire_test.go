@@ -273,7 +273,7 @@ func TestReadExpect(t *testing.T) {
 		if ref.Code != CodeTokenUsed || ref.Reason != "token already redeemed; ask for a new keyfile" {
 			t.Fatalf("refusal = %+v", ref)
 		}
-		if want := "refused by edge (token used): token already redeemed; ask for a new keyfile"; err.Error() != want {
+		if want := "refused (token used): token already redeemed; ask for a new keyfile"; err.Error() != want {
 			t.Fatalf("error text %q, want %q", err, want)
 		}
 	})
