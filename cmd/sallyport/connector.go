@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/connector"
 	"github.com/spf13/cobra"
@@ -23,25 +20,11 @@ func newConnectorCmd() *cobra.Command {
   sallyport connector --config /etc/sallyport/connector.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c := config.Connector{}
-			if file != "" {
-				f, err := os.Open(file)
-				if err != nil {
-					return fmt.Errorf("open config: %w", err)
-				}
-				c, err = config.ReadConnector(f, file)
-				f.Close()
-				if err != nil {
-					return err
-				}
+			c, err := readConfig(file, config.ReadConnector)
+			if err != nil {
+				return err
 			}
-			fl := cmd.Flags()
-			set := func(flag, key string, apply func()) {
-				if fl.Changed(flag) {
-					apply()
-					c.Origin.SetFlag(key, "--"+flag)
-				}
-			}
+			set := overlay{cmd.Flags(), &c.Origin}.set
 			set("keyfile", "keyfile", func() { c.Keyfile = cfg.Keyfile })
 			set("data", "data_dir", func() { c.DataDir = cfg.DataDir })
 			set("edge", "edges", func() { c.Edges = cfg.Edges })

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/edge"
 	"github.com/spf13/cobra"
@@ -30,25 +27,11 @@ func newEdgeCmd() *cobra.Command {
   sallyport edge --config /etc/sallyport/edge.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c := config.Edge{}
-			if file != "" {
-				f, err := os.Open(file)
-				if err != nil {
-					return fmt.Errorf("open config: %w", err)
-				}
-				c, err = config.ReadEdge(f, file)
-				f.Close()
-				if err != nil {
-					return err
-				}
+			c, err := readConfig(file, config.ReadEdge)
+			if err != nil {
+				return err
 			}
-			fl := cmd.Flags()
-			set := func(flag, key string, apply func()) {
-				if fl.Changed(flag) {
-					apply()
-					c.Origin.SetFlag(key, "--"+flag)
-				}
-			}
+			set := overlay{cmd.Flags(), &c.Origin}.set
 			set("data", "data_dir", func() { c.DataDir = cfg.DataDir })
 			set("tunnel-listen", "tunnel.listen", func() { c.Tunnel.Listen = cfg.Tunnel.Listen })
 			set("advertise", "tunnel.advertise", func() { c.Tunnel.Advertise = cfg.Tunnel.Advertise })
