@@ -47,6 +47,9 @@ const (
 	TrustedAddr    = "198.18.2.2" // the trusted host, where the connector and back-ends run
 )
 
+// OutsideReceiveBufferMax caps the TCP receive buffers in outside.
+const OutsideReceiveBufferMax = 1 << 20
+
 // Interface names; each lives in its own namespace, so they need not be
 // unique on the machine.
 const (
@@ -129,6 +132,11 @@ func New(t testing.TB) *Topology {
 	topo.Outside.Must(t, "ip", "route", "add", "default", "via", DMZOutsideAddr)
 	topo.Trusted.Must(t, "ip", "route", "add", "default", "via", DMZTrustedAddr)
 	topo.DMZ.Must(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+	// Clients' receive buffers may grow to OutsideReceiveBufferMax only
+	// (this machine's default lets them reach 32 MiB): so the bytes that a
+	// slow client has not read yet stay on the tunnel's side of the edge,
+	// whatever the kernel's defaults are.
+	topo.Outside.Must(t, "sh", "-c", fmt.Sprintf("echo 4096 131072 %d > /proc/sys/net/ipv4/tcp_rmem", OutsideReceiveBufferMax))
 	return topo
 }
 
