@@ -212,7 +212,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	}
 	e.fronts.serve(ctx, &loops)
 	e.log.Info("edge started", "edge", e.id, "tunnel", tl.Addr().String(), "advertise", strings.Join(e.advertise, ","),
-		"admin", al.Addr().String(), "services", len(svcLns), "ca_pin", e.ca.Pin())
+		"admin", al.Addr().String(), "services", len(svcLns), "shared_listeners", len(e.fronts.list), "ca_pin", e.ca.Pin())
 	close(e.ready)
 
 	<-ctx.Done()
