@@ -48,7 +48,7 @@ edge in the DMZ, and clients connect to the edge.
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd())
+	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd())
 	return root
 }
 

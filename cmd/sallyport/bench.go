@@ -1,0 +1,69 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/sallyport/sallyport/internal/bench"
+	"github.com/spf13/cobra"
+)
+
+func newBenchCmd() *cobra.Command {
+	var (
+		quick    bool
+		reps     int
+		jsonPath string
+		idle     []int
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure sallyport against a direct loopback connection (throughput, latency, memory, CPU)",
+		Long: `bench starts an edge and a connector as separate processes of this binary on
+loopback, with back-ends and load generators in the bench process, and
+measures each figure through sallyport and directly against the same
+back-end in the same run: bulk throughput (1 and 8 streams, each way),
+100-byte requests on 50 kept-alive connections, a new connection per request,
+the RSS of edge and connector while they hold idle connections, and the CPU
+time per GB carried. It prints a table with each figure's ratio to direct.
+
+It raises its open-file limit itself (up to the hard limit, or beyond as
+root); idle counts that do not fit are skipped with a note saying how to
+raise the hard limit.`,
+		Example: `  sallyport bench --quick
+  sallyport bench --reps 5 --json bench.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find this binary to run the edge and the connector: %w", err)
+			}
+			rep, err := bench.Run(cmd.Context(), bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Progress: cmd.ErrOrStderr()})
+			if err != nil {
+				if rep != nil && cmd.Context().Err() == nil {
+					return fmt.Errorf("bench: %w", err)
+				}
+				return errors.Join(fmt.Errorf("bench stopped"), err)
+			}
+			if err := rep.WriteTable(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			if jsonPath != "" {
+				f, err := os.Create(jsonPath)
+				if err != nil {
+					return fmt.Errorf("write the JSON report: %w", err)
+				}
+				if err := errors.Join(rep.WriteJSON(f), f.Close()); err != nil {
+					return fmt.Errorf("write the JSON report %s: %w", jsonPath, err)
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&quick, "quick", false, "short phases and at most 1,000 idle connections: seconds instead of minutes")
+	f.IntVar(&reps, "reps", 0, "repetitions of each phase; the table shows medians (default 3, or 1 with --quick)")
+	f.StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
+	f.IntSliceVar(&idle, "idle", nil, "idle connection counts to hold (default 1000,10000,50000, or 200,1000 with --quick)")
+	return cmd
+}

@@ -1,0 +1,63 @@
+package main_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The shipped benchmark's quick mode runs end to end: edge and connector
+// come up as processes, every phase carries its bytes through the tunnel
+// and directly, and every idle connection still carries a byte. It checks
+// that the run completed and what it carried, never a speed.
+func TestBenchQuick(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "bench.json")
+	code, stdout, stderr := sallyport(t, "bench", "--quick", "--idle", "100,300", "--json", out)
+	if code != 0 {
+		t.Fatalf("sallyport bench --quick: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"bulk, 1 stream", "new connection per request", "per idle connection", "carried through sallyport and checked"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("the table lacks %q:\n%s", want, stdout)
+		}
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("--json wrote no report: %v", err)
+	}
+	var rep struct {
+		Rows []struct {
+			Key       string
+			Direct    float64
+			Sallyport float64
+		}
+		TunneledBytes int64 `json:"tunneled_bytes"`
+		Idle          []struct {
+			Conns, Carried int
+		}
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("the JSON report does not parse: %v\n%s", err, b)
+	}
+	if len(rep.Rows) != 10 {
+		t.Errorf("the report has %d rows, want 10 (bulk ×4, kept-alive ×3, new connection ×3):\n%s", len(rep.Rows), b)
+	}
+	for _, r := range rep.Rows {
+		if r.Direct <= 0 || r.Sallyport <= 0 {
+			t.Errorf("row %s: direct %v, sallyport %v: a phase measured nothing", r.Key, r.Direct, r.Sallyport)
+		}
+	}
+	if rep.TunneledBytes < 1<<20 {
+		t.Errorf("%d bytes carried through sallyport, want at least 1 MiB", rep.TunneledBytes)
+	}
+	if len(rep.Idle) != 2 {
+		t.Fatalf("%d idle levels reported, want 2 (100 and 300)", len(rep.Idle))
+	}
+	for _, l := range rep.Idle {
+		if l.Carried != l.Conns {
+			t.Errorf("%d of %d idle connections carried a byte after being held", l.Carried, l.Conns)
+		}
+	}
+}

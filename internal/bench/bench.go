@@ -1,0 +1,344 @@
+// Package bench measures sallyport against a direct loopback connection
+// to the same back-end, in one run: throughput, small requests on
+// kept-alive connections, a new connection per request, the memory that
+// idle connections cost, and the CPU time per GB carried.
+//
+// The edge and the connector run as separate processes (the sallyport
+// binary, re-executed with its edge and connector subcommands, with
+// fresh data directories in a temporary directory); the back-ends and the
+// load generators run in the calling process. Everything is on loopback.
+//
+//	rep, err := bench.Run(ctx, bench.Options{Exe: exe, Quick: true, Progress: os.Stderr})
+//	rep.WriteTable(os.Stdout)
+//
+// Run shares no state between calls, but two runs at once would compete
+// for the machine and measure each other.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Options configure a run. The zero value of a field means its default.
+type Options struct {
+	// Exe is the sallyport binary to run as edge and connector; required.
+	Exe string
+	// Quick runs short phases and at most 1,000 idle connections: seconds
+	// instead of minutes.
+	Quick bool
+	// Reps is how many times each throughput and latency phase runs; the
+	// report holds medians. Default 3, or 1 with Quick.
+	Reps int
+	// Idle lists the idle-connection counts to hold. Default 1,000,
+	// 10,000 and 50,000, or 200 and 1,000 with Quick.
+	Idle []int
+	// Progress, if set, receives a line as each phase starts.
+	Progress io.Writer
+}
+
+// phases are the durations and sizes of one run.
+type phases struct {
+	bulk, requests, conns time.Duration
+	clients, connWorkers  int
+	settle                time.Duration
+}
+
+func (o Options) phases() phases {
+	if o.Quick {
+		return phases{bulk: 300 * time.Millisecond, requests: 300 * time.Millisecond, conns: 300 * time.Millisecond,
+			clients: 50, connWorkers: 16, settle: 200 * time.Millisecond}
+	}
+	return phases{bulk: 2 * time.Second, requests: 2 * time.Second, conns: 2 * time.Second,
+		clients: 50, connWorkers: 16, settle: time.Second}
+}
+
+func (o Options) withDefaults() Options {
+	if o.Reps <= 0 {
+		o.Reps = 3
+		if o.Quick {
+			o.Reps = 1
+		}
+	}
+	if len(o.Idle) == 0 {
+		o.Idle = []int{1000, 10000, 50000}
+		if o.Quick {
+			o.Idle = []int{200, 1000}
+		}
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return o
+}
+
+// Run starts the back-ends, an edge and a connector, measures, stops
+// everything it started (also when ctx ends, as on Ctrl-C) and returns
+// the report.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	o = o.withDefaults()
+	if o.Exe == "" {
+		return nil, fmt.Errorf("bench: no sallyport binary given")
+	}
+	ph := o.phases()
+	rep := newReport(o)
+
+	maxIdle := slices.Max(o.Idle)
+	// The benchmark holds both ends of each idle connection (client and
+	// back-end); edge and connector inherit the limit and hold one each.
+	limit, err := raiseFileLimit(uint64(2*maxIdle + 2000))
+	if err != nil {
+		return nil, err
+	}
+	if fit := (int(limit) - 2000) / 2; fit < maxIdle {
+		o.Idle = slices.DeleteFunc(o.Idle, func(n int) bool { return n > fit })
+		rep.Notes = append(rep.Notes, fmt.Sprintf(
+			"open-file limit is %d: idle runs above %d connections skipped. Raise the hard limit and run again: "+
+				"as root, `ulimit -Hn 1048576 && ulimit -Sn 1048576` in the shell that starts the benchmark "+
+				"(or LimitNOFILE=1048576 in a systemd unit, or a nofile line in /etc/security/limits.conf)", limit, fit))
+	}
+
+	dir, err := os.MkdirTemp("", "sallyport-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: make a temporary directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	be := newBackend()
+	defer be.close()
+	backends := map[string]string{}
+	for name, fn := range map[string]serveFunc{"echo": echoSmall, "sink": sink, "source": source} {
+		if backends[name], err = be.listen("127.0.0.1:0", fn); err != nil {
+			return nil, err
+		}
+	}
+	groups := (maxIdle + perSource - 1) / perSource
+	for g := range groups {
+		name := fmt.Sprintf("idle%d", g)
+		if backends[name], err = be.listen(fmt.Sprintf("127.0.0.%d:0", 10+g), echoSmall); err != nil {
+			return nil, err
+		}
+	}
+
+	fmt.Fprintf(o.Progress, "bench: starting edge and connector (%s)\n", o.Exe)
+	sp, err := startSallyport(ctx, o.Exe, dir, backends, "echo")
+	if err != nil {
+		return nil, err
+	}
+	defer sp.stop()
+	stopOnCancel := context.AfterFunc(ctx, sp.stop)
+	defer stopOnCancel()
+	rep.EdgePID, rep.ConnectorPID = sp.pids()
+
+	if err := measureIdle(ctx, o, ph, rep, sp, be, groups); err != nil {
+		return rep, err
+	}
+	if err := measureLoad(ctx, o, ph, rep, sp, backends); err != nil {
+		return rep, err
+	}
+	rep.finish()
+	return rep, nil
+}
+
+// measureIdle records the RSS of edge and connector at rest and while
+// they hold each count of idle connections, and checks that every
+// connection still carries a byte.
+func measureIdle(ctx context.Context, o Options, ph phases, rep *Report, sp *sallyport, be *backend, groups int) error {
+	time.Sleep(ph.settle)
+	edgeIdle, err1 := rss(sp.edge.pid())
+	connIdle, err2 := rss(sp.connector.pid())
+	if err := firstErr(err1, err2); err != nil {
+		return err
+	}
+	rep.IdleRSS = RSS{Edge: edgeIdle, Connector: connIdle}
+	addrs := make([]string, groups)
+	for g := range groups {
+		addrs[g] = sp.public[fmt.Sprintf("idle%d", g)]
+	}
+	for _, n := range o.Idle {
+		fmt.Fprintf(o.Progress, "bench: holding %d idle connections through the tunnel\n", n)
+		timeout := 60*time.Second + time.Duration(n)*2*time.Millisecond
+		conns, err := openIdle(ctx, addrs, n, be.open.Load, timeout)
+		if err != nil {
+			return firstErr(sp.alive(), err)
+		}
+		time.Sleep(ph.settle)
+		e, err1 := rss(sp.edge.pid())
+		c, err2 := rss(sp.connector.pid())
+		carried := checkIdle(conns)
+		closeAll(conns)
+		if err := firstErr(err1, err2); err != nil {
+			return err
+		}
+		lvl := IdleLevel{Conns: n, RSS: RSS{Edge: e, Connector: c}, Carried: carried}
+		lvl.PerConn = float64(e+c-edgeIdle-connIdle) / float64(n)
+		rep.Idle = append(rep.Idle, lvl)
+		if carried != n {
+			return fmt.Errorf("idle connections: only %d of %d carried a byte after being held", carried, n)
+		}
+		// Wait for the tunnel to let go of them before the next phase.
+		for be.open.Load() > 0 && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return ctx.Err()
+}
+
+// measureLoad runs the throughput and latency phases, direct and through
+// the tunnel in turn, o.Reps times.
+func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, sp *sallyport, backends map[string]string) error {
+	type bulkCase struct {
+		key     string
+		streams int
+		fn      func(addr string, d time.Duration) (int64, error)
+		svc     string
+	}
+	cases := []bulkCase{
+		{"bulk_1_up", 1, upload, "sink"}, {"bulk_1_down", 1, download, "source"},
+		{"bulk_8_up", 8, upload, "sink"}, {"bulk_8_down", 8, download, "source"},
+	}
+	samples := map[string]*[2][]float64{} // key → [direct, tunnel] samples
+	add := func(key string, tunneled bool, v float64) {
+		s := samples[key]
+		if s == nil {
+			s = &[2][]float64{}
+			samples[key] = s
+		}
+		i := 0
+		if tunneled {
+			i = 1
+		}
+		s[i] = append(s[i], v)
+	}
+	var cpuPerGB []float64
+	var carried int64
+	for r := range o.Reps {
+		for _, bc := range cases {
+			for _, tunneled := range []bool{false, true} {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				addr := backends[bc.svc]
+				if tunneled {
+					addr = sp.public[bc.svc]
+				}
+				fmt.Fprintf(o.Progress, "bench: rep %d/%d: %s %s\n", r+1, o.Reps, bc.key, via(tunneled))
+				cpu0, err := sp.cpu()
+				if err != nil {
+					return err
+				}
+				b, err := parallel(bc.streams, func() (int64, error) { return bc.fn(addr, ph.bulk) })
+				if err != nil {
+					return firstErr(sp.alive(), err)
+				}
+				cpu1, err := sp.cpu()
+				if err != nil {
+					return err
+				}
+				add(bc.key, tunneled, b.mbps())
+				if tunneled {
+					carried += b.bytes
+					if bc.streams == 1 {
+						cpuPerGB = append(cpuPerGB, (cpu1-cpu0)/(float64(b.bytes)/1e9))
+					}
+				}
+			}
+		}
+		for _, tunneled := range []bool{false, true} {
+			addr := backends["echo"]
+			if tunneled {
+				addr = sp.public["echo"]
+			}
+			fmt.Fprintf(o.Progress, "bench: rep %d/%d: %d kept-alive clients, 100-byte requests %s\n", r+1, o.Reps, ph.clients, via(tunneled))
+			l, err := keptAlive(addr, ph.clients, ph.requests)
+			if err != nil {
+				return firstErr(sp.alive(), err)
+			}
+			add("rr_rate", tunneled, l.rate())
+			add("rr_p50", tunneled, micros(l.pct(0.50)))
+			add("rr_p99", tunneled, micros(l.pct(0.99)))
+			if tunneled {
+				carried += int64(2 * messageSize * l.count)
+			}
+			fmt.Fprintf(o.Progress, "bench: rep %d/%d: new connection per request, %d workers %s\n", r+1, o.Reps, ph.connWorkers, via(tunneled))
+			l, err = newConns(addr, ph.connWorkers, ph.conns)
+			if err != nil {
+				return firstErr(sp.alive(), err)
+			}
+			add("conn_rate", tunneled, l.rate())
+			add("conn_p50", tunneled, micros(l.pct(0.50)))
+			add("conn_p99", tunneled, micros(l.pct(0.99)))
+			if tunneled {
+				carried += int64(2 * messageSize * l.count)
+			}
+		}
+	}
+	for key, s := range samples {
+		rep.set(key, median(s[0]), median(s[1]))
+	}
+	rep.CPUPerGB = median(cpuPerGB)
+	rep.TunneledBytes = carried
+	return nil
+}
+
+func via(tunneled bool) string {
+	if tunneled {
+		return "through sallyport"
+	}
+	return "direct"
+}
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// machine describes the host for the report.
+func machine() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), model)
+}
+
+// loadavg returns /proc/loadavg's first three fields.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}

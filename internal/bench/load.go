@@ -1,0 +1,326 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ioTimeout bounds any one read or write of the load generators: a run
+// that stalls fails instead of hanging.
+const ioTimeout = 20 * time.Second
+
+// bulk is the result of a throughput run.
+type bulk struct {
+	bytes   int64
+	elapsed time.Duration
+}
+
+func (b bulk) mbps() float64 { return float64(b.bytes) / b.elapsed.Seconds() / 1e6 }
+
+// upload writes to a sink at addr for dur, then half-closes and checks
+// that the sink counted every byte.
+func upload(addr string, dur time.Duration) (int64, error) {
+	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	if err != nil {
+		return 0, fmt.Errorf("upload: dial %s: %w", addr, err)
+	}
+	defer c.Close()
+	buf := make([]byte, 256<<10)
+	var n int64
+	end := time.Now().Add(dur)
+	for time.Now().Before(end) {
+		c.SetWriteDeadline(time.Now().Add(ioTimeout))
+		m, err := c.Write(buf)
+		n += int64(m)
+		if err != nil {
+			return n, fmt.Errorf("upload to %s after %d bytes: %w", addr, n, err)
+		}
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		return n, fmt.Errorf("upload to %s: half-close: %w", addr, err)
+	}
+	c.SetReadDeadline(time.Now().Add(ioTimeout))
+	var got int64
+	if err := binary.Read(c, binary.BigEndian, &got); err != nil {
+		return n, fmt.Errorf("upload to %s: read the sink's count: %w", addr, err)
+	}
+	if got != n {
+		return n, fmt.Errorf("upload to %s: sent %d bytes, the back-end received %d", addr, n, got)
+	}
+	return n, nil
+}
+
+// download reads from a source at addr for dur.
+func download(addr string, dur time.Duration) (int64, error) {
+	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	if err != nil {
+		return 0, fmt.Errorf("download: dial %s: %w", addr, err)
+	}
+	defer c.Close()
+	buf := make([]byte, 256<<10)
+	var n int64
+	end := time.Now().Add(dur)
+	for time.Now().Before(end) {
+		c.SetReadDeadline(time.Now().Add(ioTimeout))
+		m, err := c.Read(buf)
+		n += int64(m)
+		if err != nil {
+			return n, fmt.Errorf("download from %s after %d bytes: %w", addr, n, err)
+		}
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("download from %s: no bytes", addr)
+	}
+	return n, nil
+}
+
+// parallel runs fn on streams connections at once and sums their bytes.
+func parallel(streams int, fn func() (int64, error)) (bulk, error) {
+	var total atomic.Int64
+	errs := make([]error, streams)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range streams {
+		wg.Go(func() {
+			n, err := fn()
+			total.Add(n)
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	b := bulk{bytes: total.Load(), elapsed: time.Since(start)}
+	for _, err := range errs {
+		if err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// message is the small request and response body.
+const messageSize = 100
+
+func message() []byte {
+	b := make([]byte, messageSize)
+	for i := range b {
+		b[i] = 'a' + byte(i%26)
+	}
+	return b
+}
+
+// latencies is the result of a request/response run.
+type latencies struct {
+	count   int
+	elapsed time.Duration
+	sorted  []time.Duration
+}
+
+func (l latencies) rate() float64 { return float64(l.count) / l.elapsed.Seconds() }
+
+func (l latencies) pct(p float64) time.Duration {
+	if len(l.sorted) == 0 {
+		return 0
+	}
+	return l.sorted[min(len(l.sorted)-1, int(p*float64(len(l.sorted))))]
+}
+
+// collect runs worker on n goroutines for dur and merges what they measured.
+func collect(n int, dur time.Duration, worker func(end time.Time) ([]time.Duration, error)) (latencies, error) {
+	all := make([][]time.Duration, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(dur)
+	for i := range n {
+		wg.Go(func() { all[i], errs[i] = worker(end) })
+	}
+	wg.Wait()
+	l := latencies{elapsed: time.Since(start)}
+	for i := range n {
+		if errs[i] != nil {
+			return l, errs[i]
+		}
+		l.sorted = append(l.sorted, all[i]...)
+	}
+	slices.Sort(l.sorted)
+	l.count = len(l.sorted)
+	if l.count == 0 {
+		return l, fmt.Errorf("no request completed")
+	}
+	return l, nil
+}
+
+// keptAlive runs clients connections to an echo service at addr, each
+// sending a 100-byte request and reading the 100-byte response in turn.
+func keptAlive(addr string, clients int, dur time.Duration) (latencies, error) {
+	return collect(clients, dur, func(end time.Time) ([]time.Duration, error) {
+		c, err := net.DialTimeout("tcp", addr, ioTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("request/response: dial %s: %w", addr, err)
+		}
+		defer c.Close()
+		req, resp := message(), make([]byte, messageSize)
+		var lat []time.Duration
+		for {
+			t0 := time.Now()
+			if !t0.Before(end) {
+				return lat, nil
+			}
+			c.SetDeadline(t0.Add(ioTimeout))
+			if _, err := c.Write(req); err != nil {
+				return lat, fmt.Errorf("request/response via %s: write: %w", addr, err)
+			}
+			if _, err := io.ReadFull(c, resp); err != nil {
+				return lat, fmt.Errorf("request/response via %s: read: %w", addr, err)
+			}
+			lat = append(lat, time.Since(t0))
+			if !bytes.Equal(req, resp) {
+				return lat, fmt.Errorf("request/response via %s: response differs from request", addr)
+			}
+		}
+	})
+}
+
+// newConns runs workers that each connect to an echo service at addr,
+// send 100 bytes, read them back and close, over and over. The latency
+// is the time to first byte: from the start of the dial to the first
+// byte of the response.
+func newConns(addr string, workers int, dur time.Duration) (latencies, error) {
+	return collect(workers, dur, func(end time.Time) ([]time.Duration, error) {
+		req, resp := message(), make([]byte, messageSize)
+		var lat []time.Duration
+		for {
+			t0 := time.Now()
+			if !t0.Before(end) {
+				return lat, nil
+			}
+			ttfb, err := oneRequest(addr, req, resp, t0)
+			if err != nil {
+				return lat, err
+			}
+			lat = append(lat, ttfb)
+		}
+	})
+}
+
+func oneRequest(addr string, req, resp []byte, t0 time.Time) (time.Duration, error) {
+	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	if err != nil {
+		return 0, fmt.Errorf("new connection per request: dial %s: %w", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(t0.Add(ioTimeout))
+	if _, err := c.Write(req); err != nil {
+		return 0, fmt.Errorf("new connection per request via %s: write: %w", addr, err)
+	}
+	if _, err := io.ReadFull(c, resp[:1]); err != nil {
+		return 0, fmt.Errorf("new connection per request via %s: read: %w", addr, err)
+	}
+	ttfb := time.Since(t0)
+	if _, err := io.ReadFull(c, resp[1:]); err != nil {
+		return 0, fmt.Errorf("new connection per request via %s: read: %w", addr, err)
+	}
+	if !bytes.Equal(req, resp) {
+		return 0, fmt.Errorf("new connection per request via %s: response differs from request", addr)
+	}
+	return ttfb, nil
+}
+
+// perSource is how many connections the idle run opens from one source
+// address to one destination: below the ~28,000 ephemeral ports that
+// one address pair has.
+const perSource = 20000
+
+// openIdle opens n connections, the i-th to addrs[i/perSource] from
+// source address 127.0.0.(2+i/perSource), and waits until the back-end
+// has accepted all of them (through the tunnel, that is when every
+// stream is set up end to end).
+func openIdle(ctx context.Context, addrs []string, n int, open func() int64, timeout time.Duration) ([]net.Conn, error) {
+	conns := make([]net.Conn, n)
+	var next atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(timeout)
+	for range 32 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				g := i / perSource
+				d := net.Dialer{Deadline: deadline,
+					LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+g))}}
+				c, err := d.Dial("tcp", addrs[g])
+				if err != nil {
+					errOnce.Do(func() { firstErr = fmt.Errorf("open idle connection %d of %d to %s: %w", i+1, n, addrs[g], err) })
+					next.Store(int64(n))
+					return
+				}
+				conns[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		closeAll(conns)
+		return nil, firstErr
+	}
+	for open() < int64(n) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			closeAll(conns)
+			return nil, fmt.Errorf("idle connections: the back-end accepted %d of %d within %v", open(), n, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return conns, nil
+}
+
+// checkIdle sends one byte on every connection and reads it back; it
+// returns how many carried it.
+func checkIdle(conns []net.Conn) int {
+	var ok atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			var b [1]byte
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(conns) {
+					return
+				}
+				c := conns[i]
+				c.SetDeadline(time.Now().Add(ioTimeout))
+				if _, err := c.Write([]byte{'i'}); err != nil {
+					continue
+				}
+				if _, err := io.ReadFull(c, b[:]); err == nil && b[0] == 'i' {
+					ok.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return int(ok.Load())
+}
+
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+}

@@ -1,0 +1,323 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// proc is one sallyport process the benchmark started: the edge or the
+// connector. Its output goes to a log file in the run's directory.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+// startProc runs exe with args; stdout and stderr go to dir/name.log.
+// The child is killed (SIGKILL) should the benchmark die without its
+// cleanup running.
+func startProc(exe, dir, name string, args ...string) (*proc, error) {
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s (%s): %w", name, exe, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// stop kills the process by its PID and waits for it.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// tail returns the end of the process's log, for error messages.
+func (p *proc) tail() string {
+	b, _ := os.ReadFile(p.log)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// rss returns the process's resident set size in bytes (VmRSS).
+func rss(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read RSS of pid %d: %w", pid, err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) < 1 {
+				break
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				break
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("read RSS of pid %d: no VmRSS line in /proc/%d/status", pid, pid)
+}
+
+// clockTick is USER_HZ, the unit of /proc/PID/stat's CPU times; it is
+// 100 on every Linux platform Go supports.
+const clockTick = 100
+
+// cpuSeconds returns the user plus system CPU time the process has used.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
+	}
+	// The command name (field 2) may hold spaces; fields after it are
+	// counted from its closing parenthesis.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("read CPU time of pid %d: bad /proc/%d/stat", pid, pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("read CPU time of pid %d: short /proc/%d/stat", pid, pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
+	}
+	return float64(ut+st) / clockTick, nil
+}
+
+// raiseFileLimit raises RLIMIT_NOFILE to want, raising the hard limit too
+// when the process may (root), else to the hard limit. Children inherit
+// it. It returns the soft limit in force.
+func raiseFileLimit(want uint64) (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("read the open-file limit: %w", err)
+	}
+	if lim.Cur >= want {
+		return lim.Cur, nil
+	}
+	if lim.Max < want {
+		raised := syscall.Rlimit{Cur: want, Max: want}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err == nil {
+			return want, nil
+		}
+	}
+	lim.Cur = min(want, lim.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("raise the open-file limit to %d: %w", lim.Cur, err)
+	}
+	return lim.Cur, nil
+}
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1. They are
+// free when returned; the processes that bind them soon after could in
+// rare cases find one taken, and the run then fails with a clear error.
+func freePorts(n int) ([]int, error) {
+	ls := make([]net.Listener, 0, n)
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port on 127.0.0.1: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// sallyport is the edge, the connector and their data directories.
+type sallyport struct {
+	exe, dir  string
+	edge      *proc
+	connector *proc
+	// public maps each service to the edge's client address for it.
+	public map[string]string
+}
+
+// startSallyport starts the edge exposing each of services on its own
+// port, enrolls a connector that offers each at backends[name], starts
+// it and waits until a round trip on probe passes through the tunnel.
+func startSallyport(ctx context.Context, exe, dir string, backends map[string]string, probe string) (*sallyport, error) {
+	names := make([]string, 0, len(backends))
+	for n := range backends {
+		names = append(names, n)
+	}
+	ports, err := freePorts(2 + len(names))
+	if err != nil {
+		return nil, err
+	}
+	s := &sallyport{exe: exe, dir: dir, public: map[string]string{}}
+	edgeData, connData := filepath.Join(dir, "edge"), filepath.Join(dir, "connector")
+	tunnelAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	args := []string{"edge", "--data", edgeData, "--tunnel-listen", tunnelAddr, "--advertise", tunnelAddr,
+		"--admin-listen", fmt.Sprintf("127.0.0.1:%d", ports[1]), "--log-level", "warn", "--drain-timeout", "1s"}
+	for i, n := range names {
+		s.public[n] = fmt.Sprintf("127.0.0.1:%d", ports[2+i])
+		args = append(args, "--expose", n+"="+s.public[n])
+	}
+	if s.edge, err = startProc(exe, dir, "edge", args...); err != nil {
+		return nil, err
+	}
+	keyfile := filepath.Join(dir, "bench.keyfile")
+	if err := s.createToken(ctx, edgeData, keyfile); err != nil {
+		s.stop()
+		return nil, err
+	}
+	args = []string{"connector", "--keyfile", keyfile, "--data", connData, "--log-level", "warn", "--drain-timeout", "1s"}
+	for _, n := range names {
+		args = append(args, "--service", n+"="+backends[n])
+	}
+	if s.connector, err = startProc(exe, dir, "connector", args...); err != nil {
+		s.stop()
+		return nil, err
+	}
+	if err := s.waitReady(ctx, s.public[probe]); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// createToken asks the edge for a keyfile, retrying while its admin API
+// comes up.
+func (s *sallyport) createToken(ctx context.Context, edgeData, keyfile string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := exec.CommandContext(ctx, s.exe, "token", "create", "--data", edgeData,
+			"--name", "bench", "--ttl", "10m", "-o", keyfile).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		if s.edge.exited() {
+			return fmt.Errorf("the edge exited during start-up; its log:\n%s", s.edge.tail())
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("create a connector token on the bench edge: %v: %s; edge log:\n%s",
+				err, bytes.TrimSpace(out), s.edge.tail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitReady waits until one byte goes through addr and comes back.
+func (s *sallyport) waitReady(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if s.connector.exited() {
+			return fmt.Errorf("the connector exited during start-up; its log:\n%s", s.connector.tail())
+		}
+		if last = roundTrip(addr); last == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("no round trip through the tunnel within 30s (last: %v); connector log:\n%s", last, s.connector.tail())
+}
+
+// roundTrip sends one byte to an echo service at addr and reads it back.
+func roundTrip(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte{'x'}); err != nil {
+		return err
+	}
+	var b [1]byte
+	_, err = c.Read(b[:])
+	return err
+}
+
+// pids returns the edge's and the connector's process ids.
+func (s *sallyport) pids() (edge, connector int) { return s.edge.pid(), s.connector.pid() }
+
+// cpu returns the CPU seconds used by edge and connector together.
+func (s *sallyport) cpu() (float64, error) {
+	a, err := cpuSeconds(s.edge.pid())
+	if err != nil {
+		return 0, err
+	}
+	b, err := cpuSeconds(s.connector.pid())
+	return a + b, err
+}
+
+// alive returns an error naming a process that has died.
+func (s *sallyport) alive() error {
+	for _, p := range []*proc{s.edge, s.connector} {
+		if p != nil && p.exited() {
+			return fmt.Errorf("the %s (pid %d) exited during the run; its log:\n%s", p.name, p.pid(), p.tail())
+		}
+	}
+	return nil
+}
+
+// stop kills both processes by PID and waits for them.
+func (s *sallyport) stop() {
+	var wg sync.WaitGroup
+	for _, p := range []*proc{s.connector, s.edge} {
+		if p != nil {
+			wg.Go(p.stop)
+		}
+	}
+	wg.Wait()
+}
