@@ -88,17 +88,17 @@ type rowSpec struct {
 // rowSpecs lists the rows in table order.
 func rowSpecs() []rowSpec {
 	return []rowSpec{
-	{"bulk_1_up", "bulk, 1 stream, client → back-end", "MB/s", 0.40, 0},
-	{"bulk_1_down", "bulk, 1 stream, back-end → client", "MB/s", 0.40, 0},
-	{"bulk_8_up", "bulk, 8 streams, client → back-end", "MB/s", 0.45, 0},
-	{"bulk_8_down", "bulk, 8 streams, back-end → client", "MB/s", 0.45, 0},
-	{"rr_rate", "100 B req/resp, 50 kept-alive clients", "req/s", 0.45, 0},
-	{"rr_p50", "  latency p50", "µs", 0, 0},
-	{"rr_p99", "  latency p99", "µs", 0, 1.2},
-	{"conn_rate", "new connection per request", "conn/s", 0.50, 0},
-	{"conn_p50", "  time to first byte p50", "µs", 0, 2.5},
-	{"conn_p99", "  time to first byte p99", "µs", 0, 0},
-}
+		{"bulk_1_up", "bulk, 1 stream, client → back-end", "MB/s", 0.40, 0},
+		{"bulk_1_down", "bulk, 1 stream, back-end → client", "MB/s", 0.40, 0},
+		{"bulk_8_up", "bulk, 8 streams, client → back-end", "MB/s", 0.45, 0},
+		{"bulk_8_down", "bulk, 8 streams, back-end → client", "MB/s", 0.45, 0},
+		{"rr_rate", "100 B req/resp, 50 kept-alive clients", "req/s", 0.45, 0},
+		{"rr_p50", "  latency p50", "µs", 0, 0},
+		{"rr_p99", "  latency p99", "µs", 0, 1.2},
+		{"conn_rate", "new connection per request", "conn/s", 0.50, 0},
+		{"conn_p50", "  time to first byte p50", "µs", 0, 2.5},
+		{"conn_p99", "  time to first byte p99", "µs", 0, 0},
+	}
 }
 
 // finish turns the measured values into rows and checks the targets.
