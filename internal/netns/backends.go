@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,13 +172,6 @@ func WaitListening(t testing.TB, n *Namespace, addr string, p *Process) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// Port returns the port of a host:port address.
-func Port(addr string) int {
-	_, p, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(p)
-	return n
 }
 
 func writeFile(t testing.TB, path string, data []byte, perm os.FileMode) {
