@@ -15,6 +15,7 @@ func newBenchCmd() *cobra.Command {
 		reps     int
 		jsonPath string
 		idle     []int
+		echoAt   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -34,6 +35,10 @@ raise the hard limit.`,
   sallyport bench --reps 5 --json bench.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(echoAt) > 0 {
+				// The benchmark's idle back-end, run by the benchmark itself.
+				return bench.ServeEcho(cmd.Context(), echoAt, cmd.OutOrStdout())
+			}
 			exe, err := os.Executable()
 			if err != nil {
 				return fmt.Errorf("find this binary to run the edge and the connector: %w", err)
@@ -65,5 +70,7 @@ raise the hard limit.`,
 	f.IntVar(&reps, "reps", 0, "repetitions of each phase; the table shows medians (default 3, or 1 with --quick)")
 	f.StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
 	f.IntSliceVar(&idle, "idle", nil, "idle connection counts to hold (default 1000,10000,50000, or 200,1000 with --quick)")
+	f.StringSliceVar(&echoAt, "echo-backend", nil, "serve only an echo back-end on these addresses (the benchmark runs itself so)")
+	f.MarkHidden("echo-backend")
 	return cmd
 }

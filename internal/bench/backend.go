@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -77,6 +79,27 @@ func (b *backend) close() {
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
+}
+
+// ServeEcho serves an echo back-end on each of addrs until ctx ends. It
+// writes "listening " and the bound addresses, separated by spaces, as
+// one line to out once all are listening. It is the benchmark's idle
+// back-end process (sallyport bench --echo-backend).
+func ServeEcho(ctx context.Context, addrs []string, out io.Writer) error {
+	b := newBackend()
+	defer b.close()
+	bound := make([]string, len(addrs))
+	for i, a := range addrs {
+		var err error
+		if bound[i], err = b.listen(a, echoSmall); err != nil {
+			return err
+		}
+	}
+	if _, err := fmt.Fprintf(out, "listening %s\n", strings.Join(bound, " ")); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
 }
 
 // echoSmall echoes with a small buffer: its connections carry short

@@ -90,18 +90,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := newReport(o)
 
 	maxIdle := slices.Max(o.Idle)
-	// The benchmark holds both ends of each idle connection (client and
-	// back-end); edge and connector inherit the limit and hold one each.
-	limit, err := raiseFileLimit(uint64(2*maxIdle + 2000))
+	// Each process holds one descriptor per idle connection: the
+	// benchmark its client end, the back-end process its server end, the
+	// edge and the connector one each. They inherit the limit.
+	limit, err := raiseFileLimit(uint64(maxIdle + reserveFDs))
 	if err != nil {
 		return nil, err
 	}
-	if fit := (int(limit) - 2000) / 2; fit < maxIdle {
+	if fit := int(limit) - reserveFDs; fit < maxIdle {
 		o.Idle = slices.DeleteFunc(o.Idle, func(n int) bool { return n > fit })
 		rep.Notes = append(rep.Notes, fmt.Sprintf(
-			"open-file limit is %d: idle runs above %d connections skipped. Raise the hard limit and run again: "+
-				"as root, `ulimit -Hn 1048576 && ulimit -Sn 1048576` in the shell that starts the benchmark "+
-				"(or LimitNOFILE=1048576 in a systemd unit, or a nofile line in /etc/security/limits.conf)", limit, fit))
+			"open-file limit is %d and this process may not raise it: idle runs above %d connections skipped. "+
+				"Raise the hard limit and run again: as root, `ulimit -Hn 1048576 && ulimit -Sn 1048576` in the shell "+
+				"that starts the benchmark (or LimitNOFILE=1048576 in a systemd unit, or a nofile line in "+
+				"/etc/security/limits.conf; in a container, start it with --ulimit nofile=1048576)", limit, fit))
 	}
 
 	dir, err := os.MkdirTemp("", "sallyport-bench-")
@@ -119,11 +121,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	groups := (maxIdle + perSource - 1) / perSource
+	idleAddrs := make([]string, groups)
 	for g := range groups {
-		name := fmt.Sprintf("idle%d", g)
-		if backends[name], err = be.listen(fmt.Sprintf("127.0.0.%d:0", 10+g), echoSmall); err != nil {
-			return nil, err
-		}
+		idleAddrs[g] = fmt.Sprintf("127.0.0.%d:0", 10+g)
+	}
+	idleBackend, bound, err := startEchoProc(o.Exe, dir, idleAddrs)
+	if err != nil {
+		return nil, err
+	}
+	defer idleBackend.stop()
+	for g, a := range bound {
+		backends[fmt.Sprintf("idle%d", g)] = a
 	}
 
 	fmt.Fprintf(o.Progress, "bench: starting edge and connector (%s)\n", o.Exe)
@@ -132,11 +140,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer sp.stop()
-	stopOnCancel := context.AfterFunc(ctx, sp.stop)
+	stopOnCancel := context.AfterFunc(ctx, func() { sp.stop(); idleBackend.stop() })
 	defer stopOnCancel()
 	rep.EdgePID, rep.ConnectorPID = sp.pids()
 
-	if err := measureIdle(ctx, o, ph, rep, sp, be, groups); err != nil {
+	if err := measureIdle(ctx, o, ph, rep, sp, groups); err != nil {
 		return rep, err
 	}
 	if err := measureLoad(ctx, o, ph, rep, sp, backends); err != nil {
@@ -149,7 +157,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // measureIdle records the RSS of edge and connector at rest and while
 // they hold each count of idle connections, and checks that every
 // connection still carries a byte.
-func measureIdle(ctx context.Context, o Options, ph phases, rep *Report, sp *sallyport, be *backend, groups int) error {
+func measureIdle(ctx context.Context, o Options, ph phases, rep *Report, sp *sallyport, groups int) error {
 	time.Sleep(ph.settle)
 	edgeIdle, err1 := rss(sp.edge.pid())
 	connIdle, err2 := rss(sp.connector.pid())
@@ -164,7 +172,7 @@ func measureIdle(ctx context.Context, o Options, ph phases, rep *Report, sp *sal
 	for _, n := range o.Idle {
 		fmt.Fprintf(o.Progress, "bench: holding %d idle connections through the tunnel\n", n)
 		timeout := 60*time.Second + time.Duration(n)*2*time.Millisecond
-		conns, err := openIdle(ctx, addrs, n, be.open.Load, timeout)
+		conns, err := openIdle(ctx, addrs, n, timeout)
 		if err != nil {
 			return firstErr(sp.alive(), err)
 		}
@@ -182,13 +190,15 @@ func measureIdle(ctx context.Context, o Options, ph phases, rep *Report, sp *sal
 		if carried != n {
 			return fmt.Errorf("idle connections: only %d of %d carried a byte after being held", carried, n)
 		}
-		// Wait for the tunnel to let go of them before the next phase.
-		for be.open.Load() > 0 && ctx.Err() == nil {
-			time.Sleep(20 * time.Millisecond)
-		}
+		// Give the tunnel time to let go of them before the next phase.
+		time.Sleep(ph.settle)
 	}
 	return ctx.Err()
 }
+
+// reserveFDs is the open-file headroom each process keeps beyond its
+// idle connections.
+const reserveFDs = 1000
 
 // measureLoad runs the throughput and latency phases, direct and through
 // the tunnel in turn, o.Reps times.

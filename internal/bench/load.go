@@ -240,10 +240,10 @@ func oneRequest(addr string, req, resp []byte, t0 time.Time) (time.Duration, err
 const perSource = 20000
 
 // openIdle opens n connections, the i-th to addrs[i/perSource] from
-// source address 127.0.0.(2+i/perSource), and waits until the back-end
-// has accepted all of them (through the tunnel, that is when every
-// stream is set up end to end).
-func openIdle(ctx context.Context, addrs []string, n int, open func() int64, timeout time.Duration) ([]net.Conn, error) {
+// source address 127.0.0.(2+i/perSource), and sends a byte on each and
+// reads it back, so that every one is set up end to end (through the
+// tunnel: a stream and a back-end connection) before it goes idle.
+func openIdle(ctx context.Context, addrs []string, n int, timeout time.Duration) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	var next atomic.Int64
 	var firstErr error
@@ -252,6 +252,7 @@ func openIdle(ctx context.Context, addrs []string, n int, open func() int64, tim
 	deadline := time.Now().Add(timeout)
 	for range 32 {
 		wg.Go(func() {
+			var b [1]byte
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= n || ctx.Err() != nil {
@@ -261,12 +262,19 @@ func openIdle(ctx context.Context, addrs []string, n int, open func() int64, tim
 				d := net.Dialer{Deadline: deadline,
 					LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+g))}}
 				c, err := d.Dial("tcp", addrs[g])
+				if err == nil {
+					conns[i] = c
+					c.SetDeadline(deadline)
+					if _, err = c.Write([]byte{'o'}); err == nil {
+						_, err = io.ReadFull(c, b[:])
+					}
+					c.SetDeadline(time.Time{})
+				}
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("open idle connection %d of %d to %s: %w", i+1, n, addrs[g], err) })
 					next.Store(int64(n))
 					return
 				}
-				conns[i] = c
 			}
 		})
 	}
@@ -277,13 +285,6 @@ func openIdle(ctx context.Context, addrs []string, n int, open func() int64, tim
 	if firstErr != nil {
 		closeAll(conns)
 		return nil, firstErr
-	}
-	for open() < int64(n) {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			closeAll(conns)
-			return nil, fmt.Errorf("idle connections: the back-end accepted %d of %d within %v", open(), n, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	return conns, nil
 }

@@ -82,6 +82,31 @@ func (p *proc) tail() string {
 	return strings.TrimSpace(string(b))
 }
 
+// startEchoProc runs exe as an echo back-end on each of addrs (see
+// ServeEcho) and returns the addresses it bound. The idle connections'
+// back-end runs in its own process so that the benchmark's open-file
+// limit holds only the clients.
+func startEchoProc(exe, dir string, addrs []string) (*proc, []string, error) {
+	p, err := startProc(exe, dir, "backend", "bench", "--echo-backend", strings.Join(addrs, ","))
+	if err != nil {
+		return nil, nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && !p.exited() {
+		b, _ := os.ReadFile(p.log)
+		if line, _, ok := strings.Cut(string(b), "\n"); ok {
+			if bound, ok := strings.CutPrefix(line, "listening "); ok {
+				return p, strings.Fields(bound), nil
+			}
+			p.stop()
+			return nil, nil, fmt.Errorf("start the idle back-end: %s", strings.TrimSpace(string(b)))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.stop()
+	return nil, nil, fmt.Errorf("start the idle back-end: no addresses within 10s; its output:\n%s", p.tail())
+}
+
 // rss returns the process's resident set size in bytes (VmRSS).
 func rss(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
