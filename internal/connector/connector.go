@@ -152,13 +152,13 @@ func (c *Connector) identity(ctx context.Context) (identity, error) {
 	return c.enroll(ctx, *kf)
 }
 
-// closeTunnels closes every live tunnel.
+// closeTunnels shuts every live tunnel down.
 func (c *Connector) closeTunnels() {
 	c.mu.Lock()
 	sessions := slices.Collect(maps.Values(c.up))
 	c.mu.Unlock()
 	for _, s := range sessions {
-		s.Close()
+		s.Shutdown()
 	}
 }
 

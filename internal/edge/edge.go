@@ -237,7 +237,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// closeTunnels closes every tunnel; its watcher removes the routes.
+// closeTunnels shuts every tunnel down; its watcher removes the routes.
 func (e *Edge) closeTunnels() {
 	e.mu.Lock()
 	sessions := make([]*tunnel.Session, 0, len(e.tunnels))
@@ -246,7 +246,7 @@ func (e *Edge) closeTunnels() {
 	}
 	e.mu.Unlock()
 	for _, s := range sessions {
-		s.Close()
+		s.Shutdown()
 	}
 }
 

@@ -73,9 +73,10 @@ func (s *Stream) Read(b []byte) (int, error) {
 	}
 	n, err := s.ms.Read(b)
 	if err == io.EOF {
-		if s.sess.mux.IsClosed() {
+		if s.sess.mux.IsClosed() && !s.sess.shutDownByPeer() {
 			// The multiplexer ends every stream of a dead session with
-			// EOF: a cut-off stream must not pass for a finished one.
+			// EOF: a cut-off stream must not pass for a finished one. A
+			// session the peer shut down on purpose has no cut-off streams.
 			return n, fmt.Errorf("%w: %v", ErrClosed, yamux.ErrSessionShutdown)
 		}
 		s.readEOF.Store(true)

@@ -118,6 +118,10 @@ type Session struct {
 	pingNow chan struct{}
 	// deadPeer is set when keepalive ended the session.
 	deadPeer atomic.Bool
+	// goodbye is set when the peer said it closes the session on purpose;
+	// ctrlDone is closed when the control stream has been read to its end.
+	goodbye  atomic.Bool
+	ctrlDone chan struct{}
 
 	// ctrlMu serializes writes on the control stream.
 	ctrlMu sync.Mutex
@@ -140,7 +144,7 @@ type Session struct {
 }
 
 func newSession(conn net.Conn, live *liveConn, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
-	s := &Session{conn: conn, live: live, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1),
+	s := &Session{conn: conn, live: live, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
 		streams: make(map[uint32]*Stream), draining: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
 	s.wg.Add(3)
 	go s.readControl()
@@ -355,7 +359,10 @@ func (s *Session) rejectStreams() {
 const (
 	ctrlReset = 1 // the stream is aborted
 	ctrlPing  = 2 // keepalive; the id is zero and ignored
-	ctrlSize  = 5
+	// ctrlGoodbye: the sender is closing the session on purpose, and every
+	// stream it had is finished or reset (resets go first on this stream).
+	ctrlGoodbye = 3
+	ctrlSize    = 5
 )
 
 // sendReset tells the peer that stream id is aborted.
@@ -409,6 +416,7 @@ func (s *Session) drain(ms *yamux.Stream) {
 // it does not understand ends the session: the peer is broken.
 func (s *Session) readControl() {
 	defer s.wg.Done()
+	defer close(s.ctrlDone)
 	var b [ctrlSize]byte
 	for {
 		if _, err := io.ReadFull(s.ctrl, b[:]); err != nil {
@@ -418,6 +426,9 @@ func (s *Session) readControl() {
 		switch b[0] {
 		case ctrlPing:
 			continue // its arrival was the point
+		case ctrlGoodbye:
+			s.goodbye.Store(true)
+			continue
 		case ctrlReset:
 		default:
 			s.Close()
@@ -476,6 +487,25 @@ func (s *Session) Close() error {
 		s.conn.Close()
 	})
 	return nil
+}
+
+// shutDownByPeer reports, once the session has ended, whether the peer
+// ended it on purpose (see Shutdown). It waits for the control stream to
+// be read to its end, which a closed session's is at once.
+func (s *Session) shutDownByPeer() bool {
+	<-s.ctrlDone
+	return s.goodbye.Load()
+}
+
+// Shutdown closes the session on purpose, after its streams have
+// finished or been closed: it tells the peer first, so that the peer takes
+// the ends of streams it has not read yet for complete ones, not cut off.
+func (s *Session) Shutdown() error {
+	if !s.IsClosed() {
+		s.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+		s.writeControl(ctrlGoodbye, 0)
+	}
+	return s.Close()
 }
 
 // Wait blocks until the session's goroutines have ended; call it after
