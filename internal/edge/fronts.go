@@ -270,6 +270,16 @@ func (s *streamConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Accepted waits for the connector's answer; see tunnel.Stream.Accepted.
+func (s *streamConn) Accepted() error {
+	err := s.Stream.Accepted()
+	var ref *wire.Refusal
+	if errors.As(err, &ref) {
+		s.refusalOnce.Do(func() { s.connectorRefused(ref) })
+	}
+	return err
+}
+
 // Write sends client bytes. A connector that refuses a stream resets it
 // after its reply, so a Write can fail before any Read has seen the
 // reply: Write then returns the refusal, which says why, instead of the

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"github.com/sallyport/sallyport/internal/wire"
 	"io"
 	"net"
 	"os"
@@ -42,6 +43,7 @@ const (
 	socksNotAllowed          socksReply = 2
 	socksNetworkUnreachable  socksReply = 3
 	socksHostUnreachable     socksReply = 4
+	socksConnectionRefused   socksReply = 5
 	socksCommandNotSupported socksReply = 7
 	socksAddrNotSupported    socksReply = 8
 )
@@ -103,6 +105,15 @@ func (f *socksFront) handle(c net.Conn) {
 	st, ref := f.e.reach(service, cl)
 	if ref != nil {
 		writeSOCKSReply(c, socksReplyFor(ref.reason))
+		c.Close()
+		return
+	}
+	// Success may be told only once the connector has dialed the
+	// back-end: a client must learn of a refusal from the reply code.
+	if err := st.Accepted(); err != nil {
+		writeSOCKSReply(c, socksReplyForConnector(err))
+		f.e.log.Warn("client refused by connector", "via", cl.via, "service", service, "client", cl.addr.String(), "connector", st.connector, "err", err)
+		st.Close()
 		c.Close()
 		return
 	}
@@ -230,6 +241,24 @@ func (f *socksFront) authenticate(c io.ReadWriter) error {
 func writeSOCKSReply(c io.Writer, rep socksReply) error {
 	_, err := c.Write([]byte{socksVersion, byte(rep), 0, socksIPv4, 0, 0, 0, 0, 0, 0})
 	return err
+}
+
+// socksReplyForConnector is the reply code for a stream the connector
+// did not accept.
+func socksReplyForConnector(err error) socksReply {
+	var ref *wire.Refusal
+	if !errors.As(err, &ref) {
+		return socksGeneralFailure
+	}
+	switch ref.Code {
+	case wire.CodeUnknownService:
+		return socksHostUnreachable
+	case wire.CodeBackendUnreachable:
+		return socksConnectionRefused
+	case wire.CodeDraining:
+		return socksNetworkUnreachable
+	}
+	return socksGeneralFailure
 }
 
 // socksReplyFor is the reply code for a refusal.

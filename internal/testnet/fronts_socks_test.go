@@ -29,9 +29,10 @@ func TestSOCKS5(t *testing.T) {
 		"echo":   {},
 		"web":    {},
 		"gone":   {},
+		"down":   {},
 		"closed": {Policy: config.Policy{Deny: []string{"127.0.0.1"}}},
 	})
-	e.connect(t, map[string]string{"echo": echo.Addr(), "web": web, "closed": echo.Addr()}, nil)
+	e.connect(t, map[string]string{"echo": echo.Addr(), "web": web, "closed": echo.Addr(), "down": testnet.Refusing(t)}, nil)
 
 	// Go's SOCKS5 client, no authentication: bytes both ways, half-close kept.
 	d, err := proxy.SOCKS5("tcp", e.addr(0), nil, &net.Dialer{Timeout: 5 * time.Second})
@@ -55,6 +56,7 @@ func TestSOCKS5(t *testing.T) {
 		{"10.0.0.1:80", "connection not allowed by ruleset"},
 		{"gone:80", "network unreachable"},
 		{"closed:80", "connection not allowed by ruleset"},
+		{"down:80", "connection refused"}, // the connector could not dial the back-end
 	} {
 		if c, err := d.Dial("tcp", tt.dst); err == nil || !strings.Contains(err.Error(), tt.want) {
 			if c != nil {
@@ -89,7 +91,7 @@ func TestSOCKS5(t *testing.T) {
 		t.Error("SOCKS5 without credentials got through a listener with users")
 	}
 	e.Logs.WaitFor(t, `client refused: SOCKS authentication failed for user \"mallory\"`, 5*time.Second)
-	e.wantRefusals(t, map[string]int64{"unknown_service": 1, "socks_protocol": 1, "no_connector": 1, "address_denied": 1, "socks_auth": 3})
+	e.wantRefusals(t, map[string]int64{"unknown_service": 1, "socks_protocol": 1, "no_connector": 1, "address_denied": 1, "socks_auth": 3, "connector": 1})
 }
 
 // proxyBackend starts a back-end that requires a PROXY protocol header and

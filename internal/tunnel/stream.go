@@ -50,23 +50,33 @@ func (s *Stream) Reply(r wire.StreamReply) error {
 	return nil
 }
 
+// Accepted waits for the connector's answer to the stream's header, on the
+// edge side, and returns nil if the connector accepted the stream or its
+// *wire.Refusal. Read calls it first; a front that must answer its client
+// before any byte flows (SOCKS) calls it itself. On the connector side it
+// returns nil at once.
+func (s *Stream) Accepted() error {
+	if !s.needReply {
+		return nil
+	}
+	s.replyOnce.Do(func() {
+		r, err := wire.ReadStreamReply(s.ms)
+		if err == nil {
+			err = r.Err()
+		} else {
+			err = s.err(err)
+		}
+		s.replyErr = err
+	})
+	return s.replyErr
+}
+
 // Read reads the peer's bytes. On the edge side the first Read first
 // consumes the connector's reply and returns it as a *wire.Refusal error
 // if the stream was refused.
 func (s *Stream) Read(b []byte) (int, error) {
-	if s.needReply {
-		s.replyOnce.Do(func() {
-			r, err := wire.ReadStreamReply(s.ms)
-			if err == nil {
-				err = r.Err()
-			} else {
-				err = s.err(err)
-			}
-			s.replyErr = err
-		})
-		if s.replyErr != nil {
-			return 0, s.replyErr
-		}
+	if err := s.Accepted(); err != nil {
+		return 0, err
 	}
 	if s.reset.Load() {
 		return 0, ErrReset
