@@ -119,19 +119,52 @@ func oneWay(dst, src net.Conn, fail func(error), closed *atomic.Bool) int64 {
 	return n
 }
 
+// readWaiter is a connection that can wait for bytes to read without a
+// buffer (tunnel.Stream).
+type readWaiter interface{ WaitRead() error }
+
+// waiter returns a function that blocks until src has something for Read
+// (bytes, end of stream or an error) without holding a buffer, or nil if
+// src has no such wait.
+func waiter(src net.Conn) func() {
+	switch c := src.(type) {
+	case readWaiter:
+		return func() { c.WaitRead() }
+	case *net.TCPConn:
+		return tcpWaiter(c)
+	}
+	return nil
+}
+
 // copyBuffered copies with a pooled buffer. It lets a TCP destination use
 // the kernel's splice when the source is TCP too.
+//
+// An idle connection holds no buffer: where src can wait for bytes
+// without one (see waiter), the copy waits first and borrows a buffer
+// only to read; once a read no longer fills the buffer, src is drained
+// and the buffer goes back to the pool until the next wait ends.
 func copyBuffered(dst, src net.Conn) (int64, error) {
 	if rf, ok := dst.(io.ReaderFrom); ok {
 		if _, srcTCP := src.(*net.TCPConn); srcTCP {
 			return rf.ReadFrom(src)
 		}
 	}
-	bp := buffers.Get().(*[]byte)
-	defer buffers.Put(bp)
-	buf := *bp
+	wait := waiter(src)
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			buffers.Put(bp)
+		}
+	}()
 	var total int64
 	for {
+		if bp == nil {
+			if wait != nil {
+				wait()
+			}
+			bp = buffers.Get().(*[]byte)
+		}
+		buf := *bp
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			nw, werr := dst.Write(buf[:nr])
@@ -148,6 +181,10 @@ func copyBuffered(dst, src net.Conn) (int64, error) {
 		}
 		if rerr != nil {
 			return total, rerr
+		}
+		if wait != nil && nr < len(buf) {
+			buffers.Put(bp)
+			bp = nil
 		}
 	}
 }
