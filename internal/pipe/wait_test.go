@@ -3,7 +3,7 @@ package pipe_test
 import (
 	"bytes"
 	"io"
-		"testing"
+	"testing"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/pipe"
