@@ -20,7 +20,9 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +43,9 @@ type Connector struct {
 	log      *slog.Logger
 	instance string
 	dialer   net.Dialer
+	// byAddress maps each allowed back-end address (normalized) to its
+	// service, for streams that name an address instead of a service.
+	byAddress map[string]string
 
 	// mu guards the fields below.
 	mu sync.Mutex
@@ -67,12 +72,22 @@ func New(cfg config.Connector, log *slog.Logger) (*Connector, error) {
 	}
 	b := make([]byte, 6)
 	rand.Read(b)
+	byAddress := make(map[string]string, len(cfg.Services))
+	for name, svc := range cfg.Services {
+		// Two services may share a back-end: the first name in order
+		// serves it by address, whatever the map's order.
+		a := normalizeAddress(svc.Address)
+		if other, ok := byAddress[a]; !ok || name < other {
+			byAddress[a] = name
+		}
+	}
 	return &Connector{
-		cfg:      cfg,
-		log:      log,
-		instance: hex.EncodeToString(b),
-		up:       make(map[string]*tunnel.Session),
-		changed:  make(chan struct{}),
+		cfg:       cfg,
+		log:       log,
+		byAddress: byAddress,
+		instance:  hex.EncodeToString(b),
+		up:        make(map[string]*tunnel.Session),
+		changed:   make(chan struct{}),
 	}, nil
 }
 
@@ -215,6 +230,18 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) {
 		st.Close()
 		return
 	}
+	if h.Address != "" {
+		// A client named a host and port: served only if the allow-list
+		// holds exactly that address, as the service that has it.
+		name, ok := c.byAddress[normalizeAddress(h.Address)]
+		if !ok {
+			c.log.Warn("stream refused: address not in this connector's allow-list", "address", h.Address, "client", h.Client, "edge", edge)
+			st.Reply(wire.StreamReply{Code: wire.CodeUnknownService, Reason: fmt.Sprintf("address %q is not in this connector's allow-list", h.Address)})
+			st.Close()
+			return
+		}
+		h.Service = name
+	}
 	log := c.log.With("service", h.Service, "client", h.Client, "edge", edge)
 	svc, ok := c.cfg.Services[h.Service]
 	if !ok {
@@ -242,7 +269,9 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) {
 		st.Close()
 		return
 	}
-	if err := st.Reply(wire.StreamReply{Code: wire.CodeOK}); err != nil {
+	// An accepting reply names the service, so that the edge can apply
+	// its policy to a stream that named an address.
+	if err := st.Reply(wire.StreamReply{Code: wire.CodeOK, Reason: h.Service}); err != nil {
 		log.Warn("stream lost before it started", "err", err)
 		st.Close()
 		backend.Close()
@@ -255,4 +284,18 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) {
 		args = append(args, "err", res.Err)
 	}
 	log.Info("stream closed", args...)
+}
+
+// normalizeAddress puts a host:port in one spelling: a lowercase host
+// without a trailing dot, IPv6 in its canonical form.
+func normalizeAddress(a string) string {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return a
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	}
+	return net.JoinHostPort(host, port)
 }

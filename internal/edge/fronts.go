@@ -187,6 +187,50 @@ func (e *Edge) reach(service string, c client) (*streamConn, *refusedError) {
 	return st, nil
 }
 
+// reachAddress opens a stream to a destination address that a client
+// named instead of a service (SOCKS). The edge never knows back-end
+// addresses: it asks each live tunnel in turn, and only a connector whose
+// allow-list holds the address accepts, naming the service it serves it
+// as; that service's policy then decides. It returns the refusal with
+// ReasonUnknownService if no connector allows the address.
+func (e *Edge) reachAddress(address string, c client) (*streamConn, *refusedError) {
+	e.mu.Lock()
+	tried := make(map[string]bool, len(e.tunnels))
+	var sessions []*tunnel.Session
+	for sess, info := range e.tunnels {
+		// One tunnel per connector is enough to learn its answer.
+		if !tried[info.connectorID] {
+			tried[info.connectorID] = true
+			sessions = append(sessions, sess)
+		}
+	}
+	e.mu.Unlock()
+	for _, sess := range sessions {
+		st, err := sess.Open(wire.StreamOpen{Client: c.addr.String(), Address: address})
+		if err != nil {
+			continue
+		}
+		if err := st.Accepted(); err != nil {
+			st.Close()
+			continue
+		}
+		service := st.Answer().Reason
+		release, ref := e.admit(service, c)
+		if ref != nil {
+			st.Close()
+			return nil, ref
+		}
+		e.mu.Lock()
+		connector := ""
+		if info := e.tunnels[sess]; info != nil {
+			connector = info.connectorID
+		}
+		e.mu.Unlock()
+		return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector, client: c, release: release}, nil
+	}
+	return nil, e.refused(refuse(ReasonUnknownService, "", "no connector allows address %s", address), c)
+}
+
 // admit applies service's policy to c; see policy.admit. An unknown
 // service is refused.
 func (e *Edge) admit(service string, c client) (func(), *refusedError) {

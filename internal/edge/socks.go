@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,7 +89,7 @@ func (f *socksFront) handle(c net.Conn) {
 	start := f.e.now()
 	cl := client{addr: c.RemoteAddr(), via: "socks5"}
 	c.SetDeadline(start.Add(handshakeTimeout))
-	service, rep, err := f.handshake(c)
+	dest, rep, err := f.handshake(c)
 	if err != nil {
 		if rep != socksSucceeded {
 			writeSOCKSReply(c, rep)
@@ -102,9 +103,19 @@ func (f *socksFront) handle(c net.Conn) {
 		c.Close()
 		return
 	}
-	st, ref := f.e.reach(service, cl)
+	var st *streamConn
+	var ref *refusedError
+	if dest.address != "" {
+		st, ref = f.e.reachAddress(dest.address, cl)
+	} else {
+		st, ref = f.e.reach(dest.service, cl)
+	}
 	if ref != nil {
-		writeSOCKSReply(c, socksReplyFor(ref.reason))
+		rep := socksReplyFor(ref.reason)
+		if dest.ip && ref.reason == ReasonUnknownService {
+			rep = socksNotAllowed // an address no allow-list holds
+		}
+		writeSOCKSReply(c, rep)
 		c.Close()
 		return
 	}
@@ -112,7 +123,7 @@ func (f *socksFront) handle(c net.Conn) {
 	// back-end: a client must learn of a refusal from the reply code.
 	if err := st.Accepted(); err != nil {
 		writeSOCKSReply(c, socksReplyForConnector(err))
-		f.e.log.Warn("client refused by connector", "via", cl.via, "service", service, "client", cl.addr.String(), "connector", st.connector, "err", err)
+		f.e.log.Warn("client refused by connector", "via", cl.via, "service", st.service, "client", cl.addr.String(), "connector", st.connector, "err", err)
 		st.Close()
 		c.Close()
 		return
@@ -129,19 +140,19 @@ func (f *socksFront) handle(c net.Conn) {
 // handshake reads the greeting, authenticates and reads the request. It
 // returns the service asked for, or an error and the reply to send (zero
 // when none fits: the client gets no reply). Refusals are *refusedError.
-func (f *socksFront) handshake(c io.ReadWriter) (string, socksReply, error) {
+func (f *socksFront) handshake(c io.ReadWriter) (socksDest, socksReply, error) {
 	// Read exactly what the protocol says, without buffering ahead: the
 	// bytes after the request belong to the back-end.
 	var hdr [2]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
-		return "", 0, err
+		return socksDest{}, 0, err
 	}
 	if hdr[0] != socksVersion {
-		return "", 0, refuse(ReasonSOCKS, "", "not a SOCKS5 greeting (first byte %#x)", hdr[0])
+		return socksDest{}, 0, refuse(ReasonSOCKS, "", "not a SOCKS5 greeting (first byte %#x)", hdr[0])
 	}
 	methods := make([]byte, hdr[1])
 	if _, err := io.ReadFull(c, methods); err != nil {
-		return "", 0, err
+		return socksDest{}, 0, err
 	}
 	want := byte(socksNoAuth)
 	if f.users != nil {
@@ -150,26 +161,27 @@ func (f *socksFront) handshake(c io.ReadWriter) (string, socksReply, error) {
 	if bytes.IndexByte(methods, want) < 0 {
 		c.Write([]byte{socksVersion, socksNoAcceptable})
 		if want == socksUserPass {
-			return "", 0, refuse(ReasonSOCKSAuth, "", "SOCKS client offers no username/password authentication, which this listener requires")
+			return socksDest{}, 0, refuse(ReasonSOCKSAuth, "", "SOCKS client offers no username/password authentication, which this listener requires")
 		}
-		return "", 0, refuse(ReasonSOCKS, "", "SOCKS client offers no method this listener accepts (no authentication)")
+		return socksDest{}, 0, refuse(ReasonSOCKS, "", "SOCKS client offers no method this listener accepts (no authentication)")
 	}
 	if _, err := c.Write([]byte{socksVersion, want}); err != nil {
-		return "", 0, err
+		return socksDest{}, 0, err
 	}
 	if want == socksUserPass {
 		if err := f.authenticate(c); err != nil {
-			return "", 0, err
+			return socksDest{}, 0, err
 		}
 	}
 	var req [4]byte
 	if _, err := io.ReadFull(c, req[:]); err != nil {
-		return "", 0, err
+		return socksDest{}, 0, err
 	}
 	if req[0] != socksVersion {
-		return "", socksGeneralFailure, refuse(ReasonSOCKS, "", "bad SOCKS request version %#x", req[0])
+		return socksDest{}, socksGeneralFailure, refuse(ReasonSOCKS, "", "bad SOCKS request version %#x", req[0])
 	}
 	var dst string
+	var port int
 	switch req[3] {
 	case socksIPv4, socksIPv6:
 		n := net.IPv4len
@@ -178,33 +190,43 @@ func (f *socksFront) handshake(c io.ReadWriter) (string, socksReply, error) {
 		}
 		b := make([]byte, n+2)
 		if _, err := io.ReadFull(c, b); err != nil {
-			return "", 0, err
+			return socksDest{}, 0, err
 		}
 		dst = net.IP(b[:n]).String()
+		port = int(b[n])<<8 | int(b[n+1])
 	case socksDomain:
 		var l [1]byte
 		if _, err := io.ReadFull(c, l[:]); err != nil {
-			return "", 0, err
+			return socksDest{}, 0, err
 		}
 		b := make([]byte, int(l[0])+2)
 		if _, err := io.ReadFull(c, b); err != nil {
-			return "", 0, err
+			return socksDest{}, 0, err
 		}
 		dst = string(b[:l[0]])
+		port = int(b[l[0]])<<8 | int(b[l[0]+1])
 	default:
-		return "", socksAddrNotSupported, refuse(ReasonSOCKS, "", "SOCKS address type %d is not supported", req[3])
+		return socksDest{}, socksAddrNotSupported, refuse(ReasonSOCKS, "", "SOCKS address type %d is not supported", req[3])
 	}
 	if req[1] != socksConnect {
-		return "", socksCommandNotSupported, refuse(ReasonSOCKS, "", "SOCKS command %d is not supported (CONNECT only)", req[1])
+		return socksDest{}, socksCommandNotSupported, refuse(ReasonSOCKS, "", "SOCKS command %d is not supported (CONNECT only)", req[1])
 	}
-	if req[3] != socksDomain {
-		return "", socksNotAllowed, refuse(ReasonSOCKS, "", "SOCKS destination %s is an address; name a service instead (e.g. curl --socks5-hostname)", dst)
+	if req[3] == socksDomain {
+		service := strings.TrimSuffix(strings.ToLower(dst), ".")
+		if _, ok := f.e.fronts.policies[service]; ok {
+			return socksDest{service: service}, 0, nil
+		}
 	}
-	service := strings.TrimSuffix(strings.ToLower(dst), ".")
-	if _, ok := f.e.fronts.policies[service]; !ok {
-		return "", socksHostUnreachable, refuse(ReasonUnknownService, "", "no service named %q", dst)
-	}
-	return service, 0, nil
+	// Not a service name: an address, which only a connector whose
+	// allow-list holds it will serve.
+	return socksDest{address: net.JoinHostPort(dst, strconv.Itoa(port)), ip: req[3] != socksDomain}, 0, nil
+}
+
+// socksDest is what a SOCKS client asked for: a service by name, or an
+// address (ip says whether the client gave it as an IP address).
+type socksDest struct {
+	service, address string
+	ip               bool
 }
 
 // authenticate runs RFC 1929's subnegotiation.

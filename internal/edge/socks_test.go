@@ -47,21 +47,21 @@ func TestSOCKSHandshake(t *testing.T) {
 		name    string
 		users   map[string]string
 		in      []byte
-		service string
+		dest    socksDest
 		reply   socksReply
 		reason  Reason
 		written []byte
 	}{
-		{name: "service by name", in: cat(greetNone, connectReq(socksDomain, []byte("Echo."))), service: "echo", written: []byte{5, 0}},
-		{name: "unknown service", in: cat(greetNone, connectReq(socksDomain, []byte("db"))), reply: socksHostUnreachable, reason: ReasonUnknownService},
-		{name: "IPv4 address", in: cat(greetNone, connectReq(socksIPv4, []byte{10, 0, 0, 1})), reply: socksNotAllowed, reason: ReasonSOCKS},
-		{name: "IPv6 address", in: cat(greetNone, connectReq(socksIPv6, make([]byte, 16))), reply: socksNotAllowed, reason: ReasonSOCKS},
+		{name: "service by name", in: cat(greetNone, connectReq(socksDomain, []byte("Echo."))), dest: socksDest{service: "echo"}, written: []byte{5, 0}},
+		{name: "not a service: a host and port", in: cat(greetNone, connectReq(socksDomain, []byte("db.internal"))), dest: socksDest{address: "db.internal:80"}, written: []byte{5, 0}},
+		{name: "IPv4 address", in: cat(greetNone, connectReq(socksIPv4, []byte{10, 0, 0, 1})), dest: socksDest{address: "10.0.0.1:80", ip: true}, written: []byte{5, 0}},
+		{name: "IPv6 address", in: cat(greetNone, connectReq(socksIPv6, make([]byte, 16))), dest: socksDest{address: "[::]:80", ip: true}, written: []byte{5, 0}},
 		{name: "BIND", in: cat(greetNone, []byte{5, 2, 0, 3, 4, 'e', 'c', 'h', 'o', 0, 80}), reply: socksCommandNotSupported, reason: ReasonSOCKS},
 		{name: "address type 9", in: cat(greetNone, []byte{5, 1, 0, 9}), reply: socksAddrNotSupported, reason: ReasonSOCKS},
 		{name: "SOCKS4", in: []byte{4, 1, 0, 80, 127, 0, 0, 1, 0}, reason: ReasonSOCKS},
 		{name: "no method we take", in: []byte{5, 1, 2}, reason: ReasonSOCKS, written: []byte{5, 0xff}},
 		{name: "password needed", users: map[string]string{"alice": "pw"}, in: cat(greetNone, connectReq(socksDomain, []byte("echo"))), reason: ReasonSOCKSAuth, written: []byte{5, 0xff}},
-		{name: "password right", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("alice", "pw"), connectReq(socksDomain, []byte("echo"))), service: "echo", written: []byte{5, 2, 1, 0}},
+		{name: "password right", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("alice", "pw"), connectReq(socksDomain, []byte("echo"))), dest: socksDest{service: "echo"}, written: []byte{5, 2, 1, 0}},
 		{name: "password wrong", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("alice", "px"), connectReq(socksDomain, []byte("echo"))), reason: ReasonSOCKSAuth, written: []byte{5, 2, 1, 1}},
 		{name: "unknown user", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("bob", "pw")), reason: ReasonSOCKSAuth, written: []byte{5, 2, 1, 1}},
 	}
@@ -69,7 +69,7 @@ func TestSOCKSHandshake(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := testSOCKSFront(tt.users)
 			p := &socksPeer{in: bytes.NewReader(tt.in)}
-			service, reply, err := f.handshake(p)
+			dest, reply, err := f.handshake(p)
 			var ref *refusedError
 			switch {
 			case tt.reason != "" && (!errors.As(err, &ref) || ref.reason != tt.reason):
@@ -77,8 +77,8 @@ func TestSOCKSHandshake(t *testing.T) {
 			case tt.reason == "" && err != nil:
 				t.Fatalf("err = %v", err)
 			}
-			if service != tt.service || reply != tt.reply {
-				t.Errorf("service %q, reply %d; want %q, %d", service, reply, tt.service, tt.reply)
+			if dest != tt.dest || reply != tt.reply {
+				t.Errorf("destination %+v, reply %d; want %+v, %d", dest, reply, tt.dest, tt.reply)
 			}
 			if tt.written != nil && !bytes.Equal(p.out.Bytes(), tt.written) {
 				t.Errorf("wrote % x, want % x", p.out.Bytes(), tt.written)
@@ -96,9 +96,9 @@ func FuzzSOCKSHandshake(f *testing.F) {
 			users = map[string]string{"alice": "pw"}
 		}
 		fr := testSOCKSFront(users)
-		service, _, err := fr.handshake(&socksPeer{in: bytes.NewReader(in)})
-		if err == nil && service != "echo" {
-			t.Fatalf("handshake accepted service %q, which is not configured", service)
+		dest, _, err := fr.handshake(&socksPeer{in: bytes.NewReader(in)})
+		if err == nil && dest.service != "echo" && dest.address == "" {
+			t.Fatalf("handshake accepted %+v, neither a configured service nor an address", dest)
 		}
 	})
 }

@@ -125,6 +125,7 @@ func TestEnrolledConnectorRestartsWithoutKeyfile(t *testing.T) {
 	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), opts)
 	c.WaitTunnels(t, 1)
 	c.Stop()
+	e.WaitRoutes(t, "echo", 0, 5*time.Second)
 	again := testnet.StartConnector(t, "", opts)
 	again.WaitTunnels(t, 1)
 	e.WaitRoutes(t, "echo", 1, 5*time.Second)

@@ -32,7 +32,7 @@ func TestSOCKS5(t *testing.T) {
 		"down":   {},
 		"closed": {Policy: config.Policy{Deny: []string{"127.0.0.1"}}},
 	})
-	e.connect(t, map[string]string{"echo": echo.Addr(), "web": web, "closed": echo.Addr(), "down": testnet.Refusing(t)}, nil)
+	e.connect(t, map[string]string{"echo": echo.Addr(), "web": web, "closed": testnet.Echo(t).Addr(), "down": testnet.Refusing(t)}, nil)
 
 	// Go's SOCKS5 client, no authentication: bytes both ways, half-close kept.
 	d, err := proxy.SOCKS5("tcp", e.addr(0), nil, &net.Dialer{Timeout: 5 * time.Second})
@@ -66,6 +66,27 @@ func TestSOCKS5(t *testing.T) {
 		}
 	}
 
+	// An address instead of a service: served only because the connector's
+	// allow-list holds it (as service echo), and nothing else is dialed.
+	c, err = d.Dial("tcp", echo.Addr())
+	if err != nil {
+		t.Fatalf("SOCKS5 CONNECT to the allowed address %s: %v", echo.Addr(), err)
+	}
+	if got := roundTrip(t, c.(*net.TCPConn), []byte("by address")); string(got) != "by address" {
+		t.Errorf("echo by address: %q", got)
+	}
+	c.Close()
+	before := echo.Accepted()
+	if c, err := d.Dial("tcp", testnet.Refusing(t)); err == nil || !strings.Contains(err.Error(), "connection not allowed by ruleset") {
+		if c != nil {
+			c.Close()
+		}
+		t.Errorf("SOCKS5 CONNECT to an address no allow-list holds: %v", err)
+	}
+	if echo.Accepted() != before {
+		t.Error("a refused address reached a back-end")
+	}
+
 	// curl, naming the service as the host; the port does not matter.
 	out, err := curl(t, "--socks5-hostname", e.addr(0), "http://web:8080/via-socks")
 	if err != nil || !strings.Contains(out, `"Path":"/via-socks"`) {
@@ -91,7 +112,7 @@ func TestSOCKS5(t *testing.T) {
 		t.Error("SOCKS5 without credentials got through a listener with users")
 	}
 	e.Logs.WaitFor(t, `client refused: SOCKS authentication failed for user \"mallory\"`, 5*time.Second)
-	e.wantRefusals(t, map[string]int64{"unknown_service": 1, "socks_protocol": 1, "no_connector": 1, "address_denied": 1, "socks_auth": 3, "connector": 1})
+	e.wantRefusals(t, map[string]int64{"unknown_service": 3, "no_connector": 1, "address_denied": 1, "socks_auth": 3, "connector": 1})
 }
 
 // proxyBackend starts a back-end that requires a PROXY protocol header and

@@ -25,6 +25,7 @@ type Stream struct {
 	needReply bool
 	replyOnce sync.Once
 	replyErr  error
+	answer    wire.StreamReply
 
 	readEOF   atomic.Bool // the peer has finished sending
 	reset     atomic.Bool // the peer aborted the stream
@@ -62,6 +63,7 @@ func (s *Stream) Accepted() error {
 	s.replyOnce.Do(func() {
 		r, err := wire.ReadStreamReply(s.ms)
 		if err == nil {
+			s.answer = r
 			err = r.Err()
 		} else {
 			err = s.err(err)
@@ -70,6 +72,11 @@ func (s *Stream) Accepted() error {
 	})
 	return s.replyErr
 }
+
+// Answer is the connector's reply to the header, once Accepted (or the
+// first Read) has returned. An accepting reply's Reason names the service
+// the connector serves the stream as.
+func (s *Stream) Answer() wire.StreamReply { return s.answer }
 
 // Read reads the peer's bytes. On the edge side the first Read first
 // consumes the connector's reply and returns it as a *wire.Refusal error

@@ -123,6 +123,8 @@ func FuzzReadStreamOpen(f *testing.F) {
 	f.Add([]byte{64, 'a'})
 	f.Add([]byte{1, 'a', 0})
 	f.Add([]byte{1, 'a', 255, 'x'})
+	a, _ := AppendStreamOpen(nil, StreamOpen{Client: "198.18.0.1:5000", Address: "db.internal:5432"})
+	f.Add(a)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		h, err := ReadStreamOpen(r)

@@ -15,51 +15,87 @@ const MaxClientAddr = 255
 // MaxReason bounds the reason text of a StreamReply.
 const MaxReason = 1024
 
-// StreamOpen is the header the edge writes first on every stream:
-// a length-prefixed service name and a length-prefixed client address.
+// MaxAddress bounds a destination address on the wire.
+const MaxAddress = 255
+
+// StreamOpen is the header the edge writes first on every stream: a
+// length-prefixed service name, client address and destination address.
 //
-//	+------+---------+------+--------+
-//	| 1 B  | n bytes | 1 B  | m bytes|
-//	| n    | service | m    | client |
-//	+------+---------+------+--------+
+//	+------+---------+------+--------+------+---------+
+//	| 1 B  | n bytes | 1 B  | m bytes| 1 B  | k bytes |
+//	| n    | service | m    | client | k    | address |
+//	+------+---------+------+--------+------+---------+
+//
+// Exactly one of service and address is set: a stream names a service,
+// or (for a SOCKS client that named a host and port) an address that the
+// connector serves only if its allow-list holds it.
 type StreamOpen struct {
 	Service string // a service name the connector may offer
 	Client  string // the client's address as the edge saw it, "ip:port"
+	Address string // a destination "host:port" a client asked for, instead of Service
 }
 
 // AppendStreamOpen appends the encoded header to b.
 func AppendStreamOpen(b []byte, h StreamOpen) ([]byte, error) {
-	if h.Service == "" || len(h.Service) > MaxServiceName {
+	if (h.Service == "") == (h.Address == "") {
+		return b, fmt.Errorf("encode stream header: exactly one of service and address must be set")
+	}
+	if len(h.Service) > MaxServiceName {
 		return b, fmt.Errorf("encode stream header: service name must be 1-%d bytes", MaxServiceName)
 	}
 	if len(h.Client) > MaxClientAddr {
 		return b, fmt.Errorf("encode stream header: client address longer than %d bytes", MaxClientAddr)
 	}
+	if len(h.Address) > MaxAddress {
+		return b, fmt.Errorf("encode stream header: destination address longer than %d bytes", MaxAddress)
+	}
 	b = append(b, byte(len(h.Service)))
 	b = append(b, h.Service...)
 	b = append(b, byte(len(h.Client)))
-	return append(b, h.Client...), nil
+	b = append(b, h.Client...)
+	b = append(b, byte(len(h.Address)))
+	return append(b, h.Address...), nil
 }
 
 // ReadStreamOpen reads a StreamOpen header.
 func ReadStreamOpen(r io.Reader) (StreamOpen, error) {
-	var buf [1 + MaxServiceName + 1 + MaxClientAddr]byte
-	if _, err := io.ReadFull(r, buf[:1]); err != nil {
-		return StreamOpen{}, fmt.Errorf("read stream header: %w", err)
+	var buf [256]byte
+	first := true
+	field := func(what string, max int) (string, error) {
+		if _, err := io.ReadFull(r, buf[:1]); err != nil {
+			if err == io.EOF && !first {
+				err = io.ErrUnexpectedEOF // a header cut short
+			}
+			return "", fmt.Errorf("read stream header: %w", err)
+		}
+		first = false
+		n := int(buf[0])
+		if n > max {
+			return "", fmt.Errorf("%w: %s of %d bytes", ErrMalformed, what, n)
+		}
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", fmt.Errorf("read stream header: %w", err)
+		}
+		return string(buf[:n]), nil
 	}
-	n := int(buf[0])
-	if n == 0 || n > MaxServiceName {
-		return StreamOpen{}, fmt.Errorf("%w: service name of %d bytes", ErrMalformed, n)
+	var h StreamOpen
+	var err error
+	if h.Service, err = field("service name", MaxServiceName); err != nil {
+		return StreamOpen{}, err
 	}
-	if _, err := io.ReadFull(r, buf[:n+1]); err != nil {
-		return StreamOpen{}, fmt.Errorf("read stream header: %w", err)
+	if h.Client, err = field("client address", MaxClientAddr); err != nil {
+		return StreamOpen{}, err
 	}
-	service := string(buf[:n])
-	m := int(buf[n])
-	if _, err := io.ReadFull(r, buf[:m]); err != nil {
-		return StreamOpen{}, fmt.Errorf("read stream header: %w", err)
+	if h.Address, err = field("destination address", MaxAddress); err != nil {
+		return StreamOpen{}, err
 	}
-	return StreamOpen{Service: service, Client: string(buf[:m])}, nil
+	if (h.Service == "") == (h.Address == "") {
+		return StreamOpen{}, fmt.Errorf("%w: a stream header names a service or an address, not %s", ErrMalformed, map[bool]string{true: "neither", false: "both"}[h.Service == ""])
+	}
+	return h, nil
 }
 
 // StreamReply is the connector's answer to a StreamOpen:

@@ -14,6 +14,8 @@ func TestStreamOpenRoundTrip(t *testing.T) {
 		{Service: "s", Client: ""},
 		{Service: strings.Repeat("a", MaxServiceName), Client: strings.Repeat("c", MaxClientAddr)},
 		{Service: "wiki", Client: "[2001:db8::1]:443"},
+		{Client: "198.18.0.7:4000", Address: "db.internal:5432"},
+		{Client: "198.18.0.7:4000", Address: strings.Repeat("h", MaxAddress)},
 	} {
 		b, err := AppendStreamOpen([]byte("prefix"), h)
 		if err != nil {
@@ -40,6 +42,8 @@ func TestAppendStreamOpenBounds(t *testing.T) {
 		{Service: "", Client: "1.2.3.4:5"},
 		{Service: strings.Repeat("a", MaxServiceName+1), Client: "1.2.3.4:5"},
 		{Service: "db", Client: strings.Repeat("c", MaxClientAddr+1)},
+		{Service: "db", Client: "1.2.3.4:5", Address: "10.0.0.1:22"}, // both
+		{Client: "1.2.3.4:5", Address: strings.Repeat("h", MaxAddress+1)},
 	} {
 		b, err := AppendStreamOpen([]byte("x"), h)
 		if err == nil {
@@ -57,14 +61,17 @@ func TestReadStreamOpenRejects(t *testing.T) {
 		in   []byte
 		is   error
 	}{
-		{"empty service", []byte{0, 3, 'a', 'b', 'c'}, ErrMalformed},
+		{"neither service nor address", []byte{0, 3, 'a', 'b', 'c', 0}, ErrMalformed},
+		{"both service and address", []byte{2, 'd', 'b', 0, 2, 'h', ':'}, ErrMalformed},
+		{"no address length", []byte{0, 3, 'a', 'b', 'c'}, io.ErrUnexpectedEOF},
+		{"truncated address", []byte{0, 0, 4, 'h', ':'}, io.ErrUnexpectedEOF},
 		{"service of 64 bytes", append([]byte{64}, bytes.Repeat([]byte("a"), 80)...), ErrMalformed},
 		{"service of 255 bytes", append([]byte{255}, bytes.Repeat([]byte("a"), 300)...), ErrMalformed},
 		{"nothing", nil, io.EOF},
 		{"truncated service", []byte{5, 'a', 'b'}, io.ErrUnexpectedEOF},
 		{"no client length", []byte{2, 'd', 'b'}, io.ErrUnexpectedEOF},
 		{"truncated client", []byte{2, 'd', 'b', 9, '1', '.'}, io.ErrUnexpectedEOF},
-		{"missing client", []byte{2, 'd', 'b', 9}, io.EOF},
+		{"missing client", []byte{2, 'd', 'b', 9}, io.ErrUnexpectedEOF},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ReadStreamOpen(bytes.NewReader(tc.in))
