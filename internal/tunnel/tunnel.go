@@ -183,9 +183,10 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		return nil, welcome, err
 	}
 	live := newLiveConn(conn)
-	m, err := yamux.Client(live, cfg.mux())
+	bw := newBatchWriter(live)
+	m, err := yamux.Client(bw, cfg.mux())
 	if err != nil {
-		conn.Close()
+		bw.Close()
 		return nil, welcome, fmt.Errorf("start multiplexer: %w", err)
 	}
 	ctrl, err := m.OpenStream()
@@ -231,9 +232,10 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 	}
 	conn.SetWriteDeadline(time.Time{})
 	live := newLiveConn(conn)
-	m, err := yamux.Server(live, cfg.mux())
+	bw := newBatchWriter(live)
+	m, err := yamux.Server(bw, cfg.mux())
 	if err != nil {
-		conn.Close()
+		bw.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.HandshakeTimeout)
