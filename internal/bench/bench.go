@@ -98,6 +98,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	if fit := int(limit) - reserveFDs; fit < maxIdle {
+		for _, n := range o.Idle {
+			if n > fit {
+				rep.SkippedIdle = append(rep.SkippedIdle, n)
+			}
+		}
 		o.Idle = slices.DeleteFunc(o.Idle, func(n int) bool { return n > fit })
 		rep.Notes = append(rep.Notes, fmt.Sprintf(
 			"open-file limit is %d and this process may not raise it: idle runs above %d connections skipped. "+

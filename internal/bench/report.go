@@ -30,6 +30,8 @@ type Report struct {
 	CPUPerGB float64     `json:"cpu_s_per_gb"`
 	IdleRSS  RSS         `json:"idle_rss"`
 	Idle     []IdleLevel `json:"idle"`
+	// SkippedIdle lists the idle counts that the open-file limit left out.
+	SkippedIdle []int `json:"skipped_idle,omitempty"`
 	// TunneledBytes is the payload carried through sallyport and checked.
 	TunneledBytes int64    `json:"tunneled_bytes"`
 	Notes         []string `json:"notes,omitempty"`
@@ -165,6 +167,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 			target, met = "all held", ptr(l.Carried == l.Conns)
 		}
 		fmt.Fprintf(tw, "  still carrying a byte\tconns\t—\t%d\t\t%s\t%s\t\n", l.Carried, target, verdict(met))
+	}
+	for _, n := range r.SkippedIdle {
+		target, met := "", (*bool)(nil)
+		if n == 50000 {
+			target, met = "all held", ptr(false)
+		}
+		fmt.Fprintf(tw, "%d idle conns\tconns\t—\tnot run: open-file limit\t\t%s\t%s\t\n", n, target, verdict(met))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
