@@ -38,6 +38,8 @@ type batchWriter struct {
 	spare   []byte
 	err     error
 	closing bool
+	// writing is set while the flusher writes to the connection.
+	writing bool
 
 	done chan struct{} // closed when the flusher has returned
 }
@@ -92,7 +94,7 @@ func (w *batchWriter) flush() {
 			w.wake.Wait()
 		}
 		n := len(w.pending) - w.held
-		if n == 0 || w.err != nil {
+		if w.closing || w.err != nil {
 			w.mu.Unlock()
 			return
 		}
@@ -101,12 +103,15 @@ func (w *batchWriter) flush() {
 		out = w.pending[:n]
 		next := append(w.spare[:0], w.pending[n:]...)
 		w.pending, w.spare = next, nil
+		w.writing = true
 		w.wake.Broadcast()
 		w.mu.Unlock()
 
 		_, err := w.Conn.Write(out)
 
 		w.mu.Lock()
+		w.writing = false
+		w.wake.Broadcast()
 		if err != nil {
 			w.err = err
 			w.wake.Broadcast()
@@ -120,22 +125,32 @@ func (w *batchWriter) flush() {
 	}
 }
 
-// Close lets the flusher write what is pending, for at most
-// closeFlushTimeout, then closes the connection: bytes that yamux took
-// before the session closed (a goodbye, the end of a response) still
-// leave.
+// Close closes the connection at once and stops the flusher. Bytes still
+// gathered are dropped, as they would be in a dead connection's buffers:
+// a session that ends without Shutdown leaves cut-off streams, never
+// ones that look complete by chance. Shutdown flushes first.
 func (w *batchWriter) Close() error {
 	w.mu.Lock()
 	w.closing = true
 	w.wake.Broadcast()
 	w.mu.Unlock()
-	w.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+	err := w.Conn.Close()
 	<-w.done
-	return w.Conn.Close()
+	return err
 }
 
-// closeFlushTimeout bounds the flush on Close, for a peer that reads no more.
-const closeFlushTimeout = time.Second
+// Flush waits until every byte written so far has been handed to the
+// connection, for at most timeout.
+func (w *batchWriter) Flush(timeout time.Duration) error {
+	w.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	defer w.Conn.SetWriteDeadline(time.Time{})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for (len(w.pending) > 0 || w.writing) && w.err == nil && !w.closing {
+		w.wake.Wait()
+	}
+	return w.err
+}
 
 // Wait blocks until the flusher has returned; call it after Close.
 func (w *batchWriter) Wait() { <-w.done }

@@ -111,7 +111,8 @@ var ErrReset = errors.New("stream reset by peer")
 // methods are safe for concurrent use.
 type Session struct {
 	conn    net.Conn
-	live    *liveConn // conn, as the multiplexer reads it
+	live    *liveConn    // conn, as the multiplexer reads it
+	bw      *batchWriter // conn, as the multiplexer writes it
 	mux     *yamux.Session
 	ctrl    net.Conn
 	done    chan struct{}
@@ -143,8 +144,8 @@ type Session struct {
 	wg        sync.WaitGroup
 }
 
-func newSession(conn net.Conn, live *liveConn, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
-	s := &Session{conn: conn, live: live, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
+func newSession(conn net.Conn, live *liveConn, bw *batchWriter, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
+	s := &Session{conn: conn, live: live, bw: bw, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
 		streams: make(map[uint32]*Stream), draining: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
 	s.wg.Add(3)
 	go s.readControl()
@@ -194,7 +195,7 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		m.Close()
 		return nil, welcome, fmt.Errorf("open control stream: %w", err)
 	}
-	return newSession(conn, live, m, ctrl, false, cfg), welcome, nil
+	return newSession(conn, live, bw, m, ctrl, false, cfg), welcome, nil
 }
 
 // ReadOpening is the edge's first step on a new tunnel-port connection:
@@ -245,7 +246,7 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		m.Close()
 		return nil, fmt.Errorf("accept control stream: %w", err)
 	}
-	return newSession(conn, live, m, ctrl, true, cfg), nil
+	return newSession(conn, live, bw, m, ctrl, true, cfg), nil
 }
 
 // Exchange exchanges preambles on conn and then runs fn, all within
@@ -506,6 +507,9 @@ func (s *Session) Shutdown() error {
 	if !s.IsClosed() {
 		s.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
 		s.writeControl(ctrlGoodbye, 0)
+		// Close drops what is still gathered for writing: the goodbye
+		// and the streams' last bytes must leave first.
+		s.bw.Flush(time.Second)
 	}
 	return s.Close()
 }
