@@ -21,8 +21,8 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure sallyport against a direct loopback connection (throughput, latency, memory, CPU)",
 		Long: `bench starts an edge and a connector as separate processes of this binary on
-loopback, with back-ends and load generators in the bench process, and
-measures each figure through sallyport and directly against the same
+loopback, with back-ends and load generators in the bench process (the idle
+connections' echo back-end in a process of its own), and measures each figure through sallyport and directly against the same
 back-end in the same run: bulk throughput (1 and 8 streams, each way),
 100-byte requests on 50 kept-alive connections, a new connection per request,
 the RSS of edge and connector while they hold idle connections, and the CPU
@@ -45,10 +45,10 @@ raise the hard limit.`,
 			}
 			rep, err := bench.Run(cmd.Context(), bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Progress: cmd.ErrOrStderr()})
 			if err != nil {
-				if rep != nil && cmd.Context().Err() == nil {
-					return fmt.Errorf("bench: %w", err)
+				if cmd.Context().Err() != nil {
+					return errors.New("bench interrupted; its edge, connector and back-end processes are stopped")
 				}
-				return errors.Join(fmt.Errorf("bench stopped"), err)
+				return fmt.Errorf("bench: %w", err)
 			}
 			if err := rep.WriteTable(cmd.OutOrStdout()); err != nil {
 				return err

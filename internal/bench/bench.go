@@ -5,8 +5,11 @@
 //
 // The edge and the connector run as separate processes (the sallyport
 // binary, re-executed with its edge and connector subcommands, with
-// fresh data directories in a temporary directory); the back-ends and the
-// load generators run in the calling process. Everything is on loopback.
+// fresh data directories in a temporary directory, enrolled with a keyfile
+// from 'sallyport token create'); the back-ends and the load generators
+// run in the calling process, except the idle connections' echo back-end,
+// which runs in a process of its own (ServeEcho) so that each process
+// holds one descriptor per idle connection. Everything is on loopback.
 //
 //	rep, err := bench.Run(ctx, bench.Options{Exe: exe, Quick: true, Progress: os.Stderr})
 //	rep.WriteTable(os.Stdout)
