@@ -123,33 +123,39 @@ func oneWay(dst, src net.Conn, fail func(error), closed *atomic.Bool) int64 {
 // buffer (tunnel.Stream).
 type readWaiter interface{ WaitRead() error }
 
-// waiter returns a function that blocks until src has something for Read
-// (bytes, end of stream or an error) without holding a buffer, or nil if
-// src has no such wait.
-func waiter(src net.Conn) func() {
-	switch c := src.(type) {
-	case readWaiter:
-		return func() { c.WaitRead() }
-	case *net.TCPConn:
-		return tcpWaiter(c)
-	}
-	return nil
-}
-
 // copyBuffered copies with a pooled buffer. It lets a TCP destination use
 // the kernel's splice when the source is TCP too.
 //
-// An idle connection holds no buffer: where src can wait for bytes
-// without one (see waiter), the copy waits first and borrows a buffer
-// only to read; once a read no longer fills the buffer, src is drained
-// and the buffer goes back to the pool until the next wait ends.
+// An idle connection holds no buffer. A TCP source is read through its
+// raw descriptor with a buffer borrowed only once bytes are there (see
+// tcpSource); a source that can wait without a buffer (readWaiter) is
+// waited for first. Once a read no longer fills the buffer, the source is
+// drained and the buffer goes back to the pool.
 func copyBuffered(dst, src net.Conn) (int64, error) {
 	if rf, ok := dst.(io.ReaderFrom); ok {
 		if _, srcTCP := src.(*net.TCPConn); srcTCP {
 			return rf.ReadFrom(src)
 		}
 	}
-	wait := waiter(src)
+	var ts *tcpSource
+	if tc, ok := src.(*net.TCPConn); ok {
+		ts = newTCPSource(tc)
+	}
+	w, canWait := src.(readWaiter)
+	read := func(bp *[]byte) (*[]byte, int, error) {
+		if bp == nil {
+			if canWait {
+				w.WaitRead() // the Read below returns its error
+			}
+			bp = buffers.Get().(*[]byte)
+		}
+		n, err := src.Read(*bp)
+		return bp, n, err
+	}
+	if ts != nil {
+		read = ts.Read
+	}
+	release := ts != nil || canWait
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -158,16 +164,11 @@ func copyBuffered(dst, src net.Conn) (int64, error) {
 	}()
 	var total int64
 	for {
-		if bp == nil {
-			if wait != nil {
-				wait()
-			}
-			bp = buffers.Get().(*[]byte)
-		}
-		buf := *bp
-		nr, rerr := src.Read(buf)
+		var nr int
+		var rerr error
+		bp, nr, rerr = read(bp)
 		if nr > 0 {
-			nw, werr := dst.Write(buf[:nr])
+			nw, werr := dst.Write((*bp)[:nr])
 			total += int64(nw)
 			if werr != nil {
 				return total, werr
@@ -182,7 +183,7 @@ func copyBuffered(dst, src net.Conn) (int64, error) {
 		if rerr != nil {
 			return total, rerr
 		}
-		if wait != nil && nr < len(buf) {
+		if release && bp != nil && nr < len(*bp) {
 			buffers.Put(bp)
 			bp = nil
 		}
