@@ -74,7 +74,9 @@ func (w *batchWriter) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	w.pending = append(w.pending, p...)
-	if len(p) == muxHeaderSize && p[1] == muxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
+	// After a held header comes its body, whatever it looks like: a
+	// 12-byte body that resembled a header must not be held in turn.
+	if w.held == 0 && len(p) == muxHeaderSize && p[1] == muxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
 		w.held = muxHeaderSize
 		return len(p), nil
 	}
