@@ -51,7 +51,14 @@ type ConnectorTunnel struct {
 	// BackoffMax caps the wait between redials; zero means 30s. It must be at
 	// least BackoffMin.
 	BackoffMax time.Duration `yaml:"backoff_max"`
+	// Pool is how many tunnel connections to keep to each edge; streams
+	// are spread over them, and so over the edge's and the connector's
+	// cores. Zero means 1; at most MaxPool.
+	Pool int `yaml:"pool"`
 }
+
+// MaxPool bounds tunnel.pool.
+const MaxPool = 16
 
 // ConnectorService is one back-end the connector allows.
 type ConnectorService struct {
@@ -119,6 +126,9 @@ func (c *Connector) ApplyDefaults() {
 	if t.BackoffMax == 0 {
 		t.BackoffMax = DefaultBackoffMax
 	}
+	if t.Pool == 0 {
+		t.Pool = 1
+	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
@@ -151,6 +161,9 @@ func (c Connector) Validate() error {
 	k.positive("tunnel.backoff_max", t.BackoffMax)
 	if t.BackoffMin > 0 && t.BackoffMax > 0 && t.BackoffMax < t.BackoffMin {
 		k.add("tunnel.backoff_max", "must be at least backoff_min (got %s, backoff_min %s)", t.BackoffMax, t.BackoffMin)
+	}
+	if t.Pool < 1 || t.Pool > MaxPool {
+		k.add("tunnel.pool", "must be 1 to %d tunnels per edge (got %d)", MaxPool, t.Pool)
 	}
 	k.positive("drain_timeout", c.DrainTimeout)
 	k.log(c.Log)

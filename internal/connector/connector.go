@@ -49,7 +49,7 @@ type Connector struct {
 
 	// mu guards the fields below.
 	mu sync.Mutex
-	// up holds the live tunnels, by edge address.
+	// up holds the live tunnels, by edge address and pool slot.
 	up map[string]*tunnel.Session
 	// draining is set once Run's context has ended.
 	draining bool
@@ -113,7 +113,9 @@ func (c *Connector) Run(ctx context.Context) error {
 		"edges", id.edges, "services", slices.Sorted(maps.Keys(c.cfg.Services)))
 	var loops sync.WaitGroup
 	for _, addr := range id.edges {
-		loops.Go(func() { c.keepTunnel(ctx, addr, id) })
+		for slot := range c.cfg.Tunnel.Pool {
+			loops.Go(func() { c.keepTunnel(ctx, addr, slot, id) })
+		}
 	}
 	<-ctx.Done()
 	c.mu.Lock()

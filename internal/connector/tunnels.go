@@ -26,10 +26,16 @@ func (c *Connector) tunnelConfig() tunnel.Config {
 	}
 }
 
-// keepTunnel keeps one tunnel to the edge at addr up until ctx ends:
-// dial, serve streams until the tunnel dies, wait a backoff, again.
-func (c *Connector) keepTunnel(ctx context.Context, addr string, id identity) {
+// keepTunnel keeps one tunnel (of the pool's, slot counts from 0) to the
+// edge at addr up until ctx ends: dial, serve streams until the tunnel
+// dies, wait a backoff, again.
+func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id identity) {
 	log := c.log.With("edge", addr)
+	key := addr
+	if c.cfg.Tunnel.Pool > 1 {
+		log = log.With("tunnel", slot+1)
+		key = fmt.Sprintf("%s#%d", addr, slot+1)
+	}
 	tlsConf := pki.ClientTLSConfig(id.ca, id.pin, &id.cert, nil)
 	failures := 0
 	for ctx.Err() == nil {
@@ -37,7 +43,7 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, id identity) {
 		if err == nil {
 			start := time.Now()
 			log.Info("tunnel up")
-			c.serve(ctx, sess, addr)
+			c.serve(sess, addr, key)
 			upFor := time.Since(start).Round(time.Millisecond).String()
 			if ctx.Err() != nil {
 				log.Info("tunnel closed", "up_for", upFor)
@@ -105,11 +111,11 @@ func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Co
 	return sess, nil
 }
 
-// serve accepts the edge's streams on sess until the session ends. It
-// owns sess and closes it.
-func (c *Connector) serve(ctx context.Context, sess *tunnel.Session, edge string) {
-	c.setUp(edge, sess)
-	defer c.setUp(edge, nil)
+// serve accepts the edge's streams on sess, the tunnel to edge kept under
+// key, until the session ends. It owns sess and closes it.
+func (c *Connector) serve(sess *tunnel.Session, edge, key string) {
+	c.setUp(key, sess)
+	defer c.setUp(key, nil)
 	defer sess.Close()
 	for {
 		st, err := sess.Accept()

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -282,4 +283,39 @@ func TestConnectorStopDrainsAndEdgeStopsRouting(t *testing.T) {
 		t.Fatal("connector did not stop after its last stream ended")
 	}
 	e.WaitRoutes(t, "echo", 0, 5*time.Second)
+}
+
+func TestTunnelPoolSpreadsStreams(t *testing.T) {
+	echo := testnet.Echo(t)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": echo.Addr()}, Pool: 2,
+	})
+	c.WaitTunnels(t, 2)
+	e.WaitRoutes(t, "echo", 2, 10*time.Second)
+
+	// Hold a few streams open and see them on both tunnels.
+	var conns []*net.TCPConn
+	for i := range 4 {
+		conn := e.Dial(t, "echo")
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		msg := []byte(fmt.Sprintf("stream %d", i))
+		conn.Write(msg)
+		if _, err := io.ReadFull(conn, make([]byte, len(msg))); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+	}
+	st := e.Status(t.Context())
+	if len(st.Connectors) != 2 {
+		t.Fatalf("edge lists %d tunnels, want the connector's 2", len(st.Connectors))
+	}
+	for _, cs := range st.Connectors {
+		if cs.Streams != 2 {
+			t.Errorf("tunnel from %s carries %d of the 4 streams, want 2", cs.Remote, cs.Streams)
+		}
+	}
+	for _, conn := range conns {
+		conn.Close()
+	}
 }

@@ -243,6 +243,8 @@ type ConnectorOptions struct {
 	KeepaliveInterval, KeepaliveTimeout time.Duration
 	// Backoff; zero means 50ms to 500ms.
 	BackoffMin, BackoffMax time.Duration
+	// Pool is the number of tunnels to each edge; zero means 1.
+	Pool int
 }
 
 // Connector is a running connector.
@@ -272,6 +274,7 @@ func ConnectorConfig(t testing.TB, keyfile string, o ConnectorOptions) config.Co
 			DialTimeout:       5 * time.Second,
 			BackoffMin:        orDur(o.BackoffMin, 50*time.Millisecond),
 			BackoffMax:        orDur(o.BackoffMax, 500*time.Millisecond),
+			Pool:              o.Pool,
 		},
 		DrainTimeout: 2 * time.Second,
 		Services:     map[string]config.ConnectorService{},
