@@ -173,6 +173,7 @@ func TestConnectorKilled(t *testing.T) {
 	if during.ExitCode != 52 && during.ExitCode != 56 || during.Took > 5*time.Second {
 		t.Errorf("with no connector, curl exited %d (%s) after %s; want it turned away at once", during.ExitCode, during.Stderr, during.Took)
 	}
+	s.Edge.Log.WaitFor(t, 5*time.Second, 1, "no connector offers the service")
 	if n := s.Edge.Log.Count("no connector offers the service"); n != 1 {
 		t.Errorf("the edge logged %d lines for the one client that found no connector; want 1", n)
 	}
@@ -223,6 +224,8 @@ func TestBackendRefuses(t *testing.T) {
 	if n := s.Edge.Log.Count(netns.Field("client", local)); n != 1 {
 		t.Errorf("the edge logged %d lines for one refused client; want 1:\n%s", n, strings.Join(s.Edge.Log.Lines(netns.Field("client", local)), "\n"))
 	}
+	// The connector's log arrives through a pipe of its own: wait for it.
+	s.Connector.Log.WaitFor(t, 5*time.Second, 2, "back-end unreachable")
 	if n := s.Connector.Log.Count("back-end unreachable"); n != 2 {
 		t.Errorf("the connector logged %d back-end refusals for 2 clients; want 2", n)
 	}
