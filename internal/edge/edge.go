@@ -34,6 +34,10 @@ import (
 	"github.com/sallyport/sallyport/internal/tunnel"
 )
 
+// maxOpenings is how many tunnel-port connections may be in their
+// unauthenticated opening at once.
+const maxOpenings = 1024
+
 // Files in the edge's data directory.
 const (
 	AdminTokenFile = "admin.token" // the admin API's bearer token, mode 0600
@@ -74,6 +78,8 @@ type Edge struct {
 	clients pipe.Tracker
 	// handlers counts every goroutine serving a connection.
 	handlers sync.WaitGroup
+	// maxOpenings bounds the tunnel-port connections in their opening.
+	maxOpenings int
 }
 
 // tunnelInfo describes one live tunnel.
@@ -95,11 +101,12 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Edge{
-		cfg:     cfg,
-		log:     log,
-		now:     time.Now,
-		ready:   make(chan struct{}),
-		tunnels: make(map[*tunnel.Session]*tunnelInfo),
+		cfg:         cfg,
+		log:         log,
+		now:         time.Now,
+		ready:       make(chan struct{}),
+		tunnels:     make(map[*tunnel.Session]*tunnelInfo),
+		maxOpenings: maxOpenings,
 	}, nil
 }
 

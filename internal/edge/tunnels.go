@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
@@ -27,23 +28,55 @@ func (e *Edge) tunnelConfig() tunnel.Config {
 }
 
 // acceptTunnels accepts connections on the tunnel port until l is closed.
+// A transient accept error (out of file descriptors) is retried after a
+// pause. At most maxOpenings connections may be in their unauthenticated
+// opening (TLS handshake and first message) at once; beyond that a new
+// connection is closed at once, so a flood of silent connections cannot
+// use up the edge's file descriptors or memory.
 func (e *Edge) acceptTunnels(ctx context.Context, l net.Listener) {
+	var pause time.Duration
+	openings := make(chan struct{}, e.maxOpenings)
+	var shed int
+	var lastShed time.Time
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				e.log.Error("tunnel port stopped accepting", "err", err)
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			e.log.Warn("tunnel port: accept failed; retrying", "err", err, "pause", pause)
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return
+			}
+			continue
 		}
-		e.handlers.Go(func() { e.serveTunnelPort(ctx, c) })
+		pause = 0
+		select {
+		case openings <- struct{}{}:
+		default:
+			c.Close()
+			// Say it once a second, not once a connection.
+			if shed++; time.Since(lastShed) >= time.Second {
+				e.log.Warn("tunnel port: too many connections in their opening; new ones closed", "limit", e.maxOpenings, "closed", shed)
+				shed, lastShed = 0, time.Now()
+			}
+			continue
+		}
+		e.handlers.Go(func() { e.serveTunnelPort(ctx, c, func() { <-openings }) })
 	}
 }
 
 // serveTunnelPort runs the TLS handshake and the opening exchange on a new
 // tunnel-port connection, then either enrolls the connector or serves its
 // tunnel. It owns raw and closes it (directly, or through the session).
-func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn) {
+// It calls opened once the opening is over, whatever its outcome.
+func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, opened func()) {
+	var openedOnce sync.Once
+	done := func() { openedOnce.Do(opened) }
+	defer done()
 	remote := raw.RemoteAddr().String()
 	log := e.log.With("remote", remote)
 	tc := tls.Server(raw, e.tlsConfig)
@@ -56,6 +89,7 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn) {
 		return
 	}
 	kind, body, err := tunnel.ReadOpening(ctx, tc, e.tunnelConfig())
+	done() // the unauthenticated part is over
 	if err != nil {
 		var ve *wire.VersionError
 		if errors.As(err, &ve) {
