@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -260,46 +261,69 @@ func TestBadInput(t *testing.T) {
 			"unknown code":     {0xee, 0, 0},
 			"oversized reason": {byte(wire.CodeBackendUnreachable), 0xff, 0xff},
 		}
-		for what, reply := range replies {
-			var served sync.WaitGroup
-			served.Go(func() {
+		// The probe answers every stream the edge opens with the current
+		// malformed reply, until the subtest ends.
+		var current atomic.Pointer[[]byte]
+		var served sync.WaitGroup
+		served.Go(func() {
+			for {
 				st, err := sess.Accept()
 				if err != nil {
-					t.Errorf("probe: accept a stream: %v", err)
 					return
 				}
-				defer st.Close()
-				st.SetDeadline(time.Now().Add(10 * time.Second))
-				if _, err := st.ReadHeader(10 * time.Second); err != nil {
-					t.Errorf("probe: read the stream header: %v", err)
-					return
-				}
-				st.Write(reply)
-				st.Write(randomBytes(4 << 10))
-				io.Copy(io.Discard, st)
-			})
-			mark := s.Edge.Log.Mark()
-			c, err := s.Topo.Outside.DialTimeout(netns.PublicAddr(netns.ProbePort), 5*time.Second)
-			if errors.Is(err, syscall.ECONNRESET) {
-				// Seen once in three runs: the SYN answered by a reset,
-				// right after the edge had reset the previous probe
-				// connection. The cause is not found yet (the edge had
-				// not accepted this connection); a client would retry,
-				// and so does this one, once, saying so.
-				t.Logf("%s: dial reset (%v); retrying once", what, err)
-				time.Sleep(100 * time.Millisecond)
+				reply := *current.Load()
+				served.Go(func() {
+					defer st.Close()
+					st.SetDeadline(time.Now().Add(10 * time.Second))
+					if _, err := st.ReadHeader(10 * time.Second); err != nil {
+						t.Errorf("probe: read the stream header: %v", err)
+						return
+					}
+					st.Write(reply)
+					st.Write(randomBytes(4 << 10))
+					io.Copy(io.Discard, st)
+				})
+			}
+		})
+		t.Cleanup(func() {
+			sess.Close()
+			served.Wait()
+		})
+		for what, reply := range replies {
+			current.Store(&reply)
+			// Seen in about one CI run in three, with the other namespace
+			// tests running alongside: the probe client's SYN answered by a
+			// reset, or a connection that the edge never reports. The cause
+			// is not found yet; the client tries again (at most twice) with
+			// a new connection, and says so, so that the malformed reply
+			// itself is still checked.
+			var mark int
+			var c net.Conn
+			var n int64
+			for attempt := 1; ; attempt++ {
+				mark = s.Edge.Log.Mark()
+				var err error
 				c, err = s.Topo.Outside.DialTimeout(netns.PublicAddr(netns.ProbePort), 5*time.Second)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			n, err := netns.ReadUntilClosed(c, 10*time.Second)
-			c.Close()
-			if n != 0 || isTimeout(err) {
-				t.Errorf("%s: the client read %d bytes (%v); want the connection closed with nothing", what, n, err)
+				if err != nil {
+					if attempt < 3 && errors.Is(err, syscall.ECONNRESET) {
+						t.Logf("%s: attempt %d: dial reset (%v); trying again", what, attempt, err)
+						time.Sleep(100 * time.Millisecond)
+						continue
+					}
+					t.Fatal(err)
+				}
+				n, err = netns.ReadUntilClosed(c, 10*time.Second)
+				c.Close()
+				if attempt < 3 && isTimeout(err) && len(s.Edge.Log.LinesSince(mark, client(c, "probe")...)) == 0 {
+					t.Logf("%s: attempt %d: the edge never answered nor logged this connection; trying again", what, attempt)
+					continue
+				}
+				if n != 0 || isTimeout(err) {
+					t.Errorf("%s: the client read %d bytes (%v); want the connection closed with nothing", what, n, err)
+				}
+				break
 			}
 			loggedOnce(t, s, mark, "malformed", client(c, "probe")...)
-			served.Wait()
 		}
 	})
 
