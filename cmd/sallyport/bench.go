@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/sallyport/sallyport/internal/bench"
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ func newBenchCmd() *cobra.Command {
 		jsonPath string
 		idle     []int
 		echoAt   []string
+		profile  string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -43,7 +45,15 @@ raise the hard limit.`,
 			if err != nil {
 				return fmt.Errorf("find this binary to run the edge and the connector: %w", err)
 			}
-			rep, err := bench.Run(cmd.Context(), bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Progress: cmd.ErrOrStderr()})
+			if profile != "" {
+				if profile, err = filepath.Abs(profile); err == nil {
+					err = os.MkdirAll(profile, 0o755)
+				}
+				if err != nil {
+					return fmt.Errorf("--profile: %w", err)
+				}
+			}
+			rep, err := bench.Run(cmd.Context(), bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Profile: profile, Progress: cmd.ErrOrStderr()})
 			if err != nil {
 				if cmd.Context().Err() != nil {
 					return errors.New("bench interrupted; its edge, connector and back-end processes are stopped")
@@ -70,6 +80,7 @@ raise the hard limit.`,
 	f.IntVar(&reps, "reps", 0, "repetitions of each phase; the table shows medians (default 3, or 1 with --quick)")
 	f.StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
 	f.IntSliceVar(&idle, "idle", nil, "idle connection counts to hold (default 1000,10000,50000, or 200,1000 with --quick)")
+	f.StringVar(&profile, "profile", "", "write CPU and heap profiles of the edge and the connector into this directory (edge.cpu, connector.cpu, ...)")
 	f.StringSliceVar(&echoAt, "echo-backend", nil, "serve only an echo back-end on these addresses (the benchmark runs itself so)")
 	f.MarkHidden("echo-backend")
 	return cmd

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -24,11 +25,48 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := newRoot(os.Stdout, os.Stderr)
-	if err := root.ExecuteContext(ctx); err != nil {
+	stopProfiles, err := startProfiles()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "sallyport:", err)
 		os.Exit(1)
 	}
+	root := newRoot(os.Stdout, os.Stderr)
+	err = root.ExecuteContext(ctx)
+	stopProfiles()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sallyport:", err)
+		os.Exit(1)
+	}
+}
+
+// startProfiles writes a CPU profile of the whole run to
+// $SALLYPORT_CPUPROFILE and a heap profile at its end to
+// $SALLYPORT_MEMPROFILE, where set (sallyport bench --profile sets them
+// for the edge and the connector). The returned function ends them.
+func startProfiles() (stop func(), err error) {
+	cpuPath, memPath := os.Getenv("SALLYPORT_CPUPROFILE"), os.Getenv("SALLYPORT_MEMPROFILE")
+	var cpu *os.File
+	if cpuPath != "" {
+		if cpu, err = os.Create(cpuPath); err != nil {
+			return nil, fmt.Errorf("SALLYPORT_CPUPROFILE: %w", err)
+		}
+		if err := pprof.StartCPUProfile(cpu); err != nil {
+			cpu.Close()
+			return nil, fmt.Errorf("SALLYPORT_CPUPROFILE: %w", err)
+		}
+	}
+	return func() {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			cpu.Close()
+		}
+		if memPath != "" {
+			if f, err := os.Create(memPath); err == nil {
+				pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
+		}
+	}, nil
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {

@@ -42,6 +42,10 @@ type Options struct {
 	// Idle lists the idle-connection counts to hold. Default 1,000,
 	// 10,000 and 50,000, or 200 and 1,000 with Quick.
 	Idle []int
+	// Profile, if set, is a directory where the edge and the connector
+	// write CPU and heap profiles of the run (edge.cpu, edge.heap,
+	// connector.cpu, connector.heap), for go tool pprof.
+	Profile string
 	// Progress, if set, receives a line as each phase starts.
 	Progress io.Writer
 }
@@ -143,7 +147,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	fmt.Fprintf(o.Progress, "bench: starting edge and connector (%s)\n", o.Exe)
-	sp, err := startSallyport(ctx, o.Exe, dir, backends, "echo")
+	sp, err := startSallyport(ctx, o.Exe, dir, o.Profile, backends, "echo")
 	if err != nil {
 		return nil, err
 	}

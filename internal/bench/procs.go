@@ -23,12 +23,21 @@ type proc struct {
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
+	// gentle: stop with SIGTERM before SIGKILL.
+	gentle bool
 }
 
 // startProc runs exe with args; stdout and stderr go to dir/name.log.
 // The child is killed (SIGKILL) should the benchmark die without its
 // cleanup running.
 func startProc(exe, dir, name string, args ...string) (*proc, error) {
+	return startProcEnv(exe, dir, name, nil, args...)
+}
+
+// startProcEnv is startProc with env added to the child's environment.
+// A child given an environment is stopped with SIGTERM first (see stop),
+// so that it can write its profiles.
+func startProcEnv(exe, dir, name string, env []string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -37,11 +46,14 @@ func startProc(exe, dir, name string, args ...string) (*proc, error) {
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s (%s): %w", name, exe, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{}), gentle: env != nil}
 	go func() {
 		cmd.Wait()
 		f.Close()
@@ -52,12 +64,21 @@ func startProc(exe, dir, name string, args ...string) (*proc, error) {
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-// stop kills the process by its PID and waits for it.
+// stop kills the process by its PID and waits for it. A gentle process
+// gets SIGTERM and up to 10 s to exit first.
 func (p *proc) stop() {
 	select {
 	case <-p.done:
 		return
 	default:
+	}
+	if p.gentle {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+			return
+		case <-time.After(10 * time.Second):
+		}
 	}
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
@@ -216,7 +237,10 @@ type sallyport struct {
 // startSallyport starts the edge exposing each of services on its own
 // port, enrolls a connector that offers each at backends[name], starts
 // it and waits until a round trip on probe passes through the tunnel.
-func startSallyport(ctx context.Context, exe, dir string, backends map[string]string, probe string) (*sallyport, error) {
+//
+// With profile set, edge and connector write CPU and heap profiles there
+// (edge.cpu, edge.heap, connector.cpu, connector.heap) when stopped.
+func startSallyport(ctx context.Context, exe, dir, profile string, backends map[string]string, probe string) (*sallyport, error) {
 	names := make([]string, 0, len(backends))
 	for n := range backends {
 		names = append(names, n)
@@ -234,7 +258,7 @@ func startSallyport(ctx context.Context, exe, dir string, backends map[string]st
 		s.public[n] = fmt.Sprintf("127.0.0.1:%d", ports[2+i])
 		args = append(args, "--expose", n+"="+s.public[n])
 	}
-	if s.edge, err = startProc(exe, dir, "edge", args...); err != nil {
+	if s.edge, err = startProcEnv(exe, dir, "edge", profileEnv(profile, "edge"), args...); err != nil {
 		return nil, err
 	}
 	keyfile := filepath.Join(dir, "bench.keyfile")
@@ -246,7 +270,7 @@ func startSallyport(ctx context.Context, exe, dir string, backends map[string]st
 	for _, n := range names {
 		args = append(args, "--service", n+"="+backends[n])
 	}
-	if s.connector, err = startProc(exe, dir, "connector", args...); err != nil {
+	if s.connector, err = startProcEnv(exe, dir, "connector", profileEnv(profile, "connector"), args...); err != nil {
 		s.stop()
 		return nil, err
 	}
@@ -255,6 +279,18 @@ func startSallyport(ctx context.Context, exe, dir string, backends map[string]st
 		return nil, err
 	}
 	return s, nil
+}
+
+// profileEnv is the environment that makes a sallyport process write its
+// profiles into dir, or nil without a dir.
+func profileEnv(dir, name string) []string {
+	if dir == "" {
+		return nil
+	}
+	return []string{
+		"SALLYPORT_CPUPROFILE=" + filepath.Join(dir, name+".cpu"),
+		"SALLYPORT_MEMPROFILE=" + filepath.Join(dir, name+".heap"),
+	}
 }
 
 // createToken asks the edge for a keyfile, retrying while its admin API
