@@ -223,14 +223,16 @@ func (c *Connector) isDraining() bool {
 
 // handleStream serves one stream: it checks the service against the
 // allow-list, dials the back-end, answers the edge and joins the two. It
-// owns st and closes it.
-func (c *Connector) handleStream(st *tunnel.Stream, edge string) {
+// owns st and closes it. It returns true if it joined them: the join
+// then stops tracking st when the exchange ends (see serve), and
+// Shutdown's wait for handlers includes it.
+func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 	start := time.Now()
 	h, err := st.ReadHeader(headerTimeout)
 	if err != nil {
 		c.log.Warn("stream dropped: bad or missing header from edge", "edge", edge, "err", err)
 		st.Close()
-		return
+		return false
 	}
 	if h.Address != "" {
 		// A client named a host and port: served only if the allow-list
@@ -240,7 +242,7 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) {
 			c.log.Warn("stream refused: address not in this connector's allow-list", "address", h.Address, "client", h.Client, "edge", edge)
 			st.Reply(wire.StreamReply{Code: wire.CodeUnknownService, Reason: fmt.Sprintf("address %q is not in this connector's allow-list", h.Address)})
 			st.Close()
-			return
+			return false
 		}
 		h.Service = name
 	}
@@ -250,12 +252,12 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) {
 		log.Warn("stream refused: service not offered by this connector")
 		st.Reply(wire.StreamReply{Code: wire.CodeUnknownService, Reason: fmt.Sprintf("service %q is not offered by this connector", h.Service)})
 		st.Close()
-		return
+		return false
 	}
 	if c.isDraining() {
 		st.Reply(wire.StreamReply{Code: wire.CodeDraining, Reason: "connector is shutting down"})
 		st.Close()
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), svc.DialTimeout)
 	backend, err := c.dialer.DialContext(ctx, "tcp", svc.Address)
@@ -269,7 +271,7 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) {
 		log.Warn("stream refused: back-end unreachable", "backend", svc.Address, "err", err)
 		st.Reply(wire.StreamReply{Code: wire.CodeBackendUnreachable, Reason: fmt.Sprintf("service %q: back-end unreachable", h.Service)})
 		st.Close()
-		return
+		return false
 	}
 	// An accepting reply names the service, so that the edge can apply
 	// its policy to a stream that named an address.
@@ -277,15 +279,21 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) {
 		log.Warn("stream lost before it started", "err", err)
 		st.Close()
 		backend.Close()
-		return
+		return false
 	}
-	res := pipe.Join(st, backend)
-	args := []any{"backend", svc.Address, "bytes_in", res.AToB, "bytes_out", res.BToA,
-		"duration", time.Since(start).Round(time.Microsecond).String()}
-	if res.Err != nil {
-		args = append(args, "err", res.Err)
-	}
-	log.Info("stream closed", args...)
+	c.handlers.Add(1)
+	pipe.Start(st, backend, func(res pipe.Result) {
+		defer c.handlers.Done()
+		// Not log, made by With: a held connection keeps no logger.
+		args := []any{"service", h.Service, "client", h.Client, "edge", edge, "backend", svc.Address, "bytes_in", res.AToB, "bytes_out", res.BToA,
+			"duration", time.Since(start).Round(time.Microsecond).String()}
+		if res.Err != nil {
+			args = append(args, "err", res.Err)
+		}
+		c.log.Info("stream closed", args...)
+		c.streams.Done(st)
+	})
+	return true
 }
 
 // normalizeAddress puts a host:port in one spelling: a lowercase host

@@ -124,8 +124,9 @@ func (c *Connector) serve(sess *tunnel.Session, edge, key string) {
 		}
 		c.streams.Add(st)
 		c.handlers.Go(func() {
-			defer c.streams.Done(st)
-			c.handleStream(st, edge)
+			if !c.handleStream(st, edge) {
+				c.streams.Done(st)
+			}
 		})
 	}
 }

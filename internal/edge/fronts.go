@@ -364,27 +364,39 @@ func (s *streamConn) Close() error {
 	return err
 }
 
-// join carries client connection c over st until both are done, and logs
-// the connection. It owns c and st and closes them.
-func (e *Edge) join(c net.Conn, st *streamConn, start time.Time) {
-	res := pipe.Join(c, st)
-	args := []any{"via", st.client.via, "service", st.service, "client", st.client.addr.String(), "connector", st.connector,
-		"bytes_in", res.AToB, "bytes_out", res.BToA, "duration", e.now().Sub(start).Round(time.Microsecond).String()}
-	var ref *wire.Refusal
-	switch {
-	case errors.As(res.Err, &ref):
-		e.log.Warn("client refused by connector", append(args, "code", ref.Code.String(), "reason", ref.Reason)...)
-	case res.Err != nil:
-		e.log.Info("client connection closed", append(args, "err", res.Err)...)
-	default:
-		e.log.Info("client connection closed", args...)
-	}
+// join carries client connection c over st, logs the connection when it
+// ends, stops tracking c (see accept) and then calls then, if not nil. It
+// returns at once (pipe.Start): no goroutine waits for the exchange, and
+// Shutdown's wait for handlers includes it. It owns c and st and closes
+// them.
+func (e *Edge) join(c net.Conn, st *streamConn, start time.Time, then func()) {
+	e.handlers.Add(1)
+	pipe.Start(c, st, func(res pipe.Result) {
+		defer e.handlers.Done()
+		args := []any{"via", st.client.via, "service", st.service, "client", st.client.addr.String(), "connector", st.connector,
+			"bytes_in", res.AToB, "bytes_out", res.BToA, "duration", e.now().Sub(start).Round(time.Microsecond).String()}
+		var ref *wire.Refusal
+		switch {
+		case errors.As(res.Err, &ref):
+			e.log.Warn("client refused by connector", append(args, "code", ref.Code.String(), "reason", ref.Reason)...)
+		case res.Err != nil:
+			e.log.Info("client connection closed", append(args, "err", res.Err)...)
+		default:
+			e.log.Info("client connection closed", args...)
+		}
+		e.clients.Done(c)
+		if then != nil {
+			then()
+		}
+	})
 }
 
 // accept runs serve for each connection accepted on l until l is closed,
 // tracking each for the drain. A transient accept error (out of file
-// descriptors) is retried after a pause. serve owns the connection.
-func (e *Edge) accept(ctx context.Context, what string, l net.Listener, serve func(net.Conn)) {
+// descriptors) is retried after a pause. serve owns the connection; it
+// returns true if it handed the connection to join, which then stops
+// tracking it when the exchange ends.
+func (e *Edge) accept(ctx context.Context, what string, l net.Listener, serve func(net.Conn) (joined bool)) {
 	var pause time.Duration
 	for {
 		c, err := l.Accept()
@@ -404,8 +416,9 @@ func (e *Edge) accept(ctx context.Context, what string, l net.Listener, serve fu
 		pause = 0
 		e.clients.Add(c)
 		e.handlers.Go(func() {
-			defer e.clients.Done(c)
-			serve(c)
+			if !serve(c) {
+				e.clients.Done(c)
+			}
 		})
 	}
 }

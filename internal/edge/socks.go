@@ -85,7 +85,7 @@ func (f *socksFront) drain()                    {}
 func (f *socksFront) close()                    {}
 
 // handle serves one SOCKS client. It owns c and closes it.
-func (f *socksFront) handle(c net.Conn) {
+func (f *socksFront) handle(c net.Conn) (joined bool) {
 	start := f.e.now()
 	cl := client{addr: c.RemoteAddr(), via: "socks5"}
 	c.SetDeadline(start.Add(handshakeTimeout))
@@ -101,7 +101,7 @@ func (f *socksFront) handle(c net.Conn) {
 			f.e.log.Debug("SOCKS client went away during the handshake", "client", cl.addr.String(), "err", err)
 		}
 		c.Close()
-		return
+		return false
 	}
 	var st *streamConn
 	var ref *refusedError
@@ -117,7 +117,7 @@ func (f *socksFront) handle(c net.Conn) {
 		}
 		writeSOCKSReply(c, rep)
 		c.Close()
-		return
+		return false
 	}
 	// Success may be told only once the connector has dialed the
 	// back-end: a client must learn of a refusal from the reply code.
@@ -126,15 +126,16 @@ func (f *socksFront) handle(c net.Conn) {
 		f.e.log.Warn("client refused by connector", "via", cl.via, "service", st.service, "client", cl.addr.String(), "connector", st.connector, "err", err)
 		st.Close()
 		c.Close()
-		return
+		return false
 	}
 	if err := writeSOCKSReply(c, socksSucceeded); err != nil {
 		st.Close()
 		c.Close()
-		return
+		return false
 	}
 	c.SetDeadline(time.Time{})
-	f.e.join(c, st, start)
+	f.e.join(c, st, start, nil)
+	return true
 }
 
 // handshake reads the greeting, authenticates and reads the request. It

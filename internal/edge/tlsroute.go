@@ -21,7 +21,7 @@ func (f *tlsFront) drain()                    {}
 func (f *tlsFront) close()                    {}
 
 // handle serves one client. It owns c and closes it.
-func (f *tlsFront) handle(c net.Conn) {
+func (f *tlsFront) handle(c net.Conn) (joined bool) {
 	e := f.e
 	start := e.now()
 	cl := client{addr: c.RemoteAddr(), via: "tls"}
@@ -37,7 +37,7 @@ func (f *tlsFront) handle(c net.Conn) {
 	case err != nil:
 		e.log.Debug("TLS client went away before its ClientHello", "client", cl.addr.String(), "err", err)
 		c.Close()
-		return
+		return false
 	case name == "":
 		ref, alert = refuse(ReasonNoSNI, "", "TLS ClientHello without a server name (SNI); this listener routes by it"), alertUnrecognizedName
 	}
@@ -54,7 +54,7 @@ func (f *tlsFront) handle(c net.Conn) {
 			c.Write(tlsAlert(alert))
 		}
 		c.Close()
-		return
+		return false
 	}
 	st, ref := e.reach(service, cl)
 	if ref != nil {
@@ -65,14 +65,15 @@ func (f *tlsFront) handle(c net.Conn) {
 		}
 		c.Write(tlsAlert(alert))
 		c.Close()
-		return
+		return false
 	}
 	c.SetDeadline(time.Time{})
 	if _, err := st.Write(hello); err != nil {
 		e.log.Warn("client connection closed: the tunnel failed", "via", cl.via, "service", service, "client", cl.addr.String(), "err", err)
 		st.Close()
 		c.Close()
-		return
+		return false
 	}
-	e.join(c, st, start)
+	e.join(c, st, start, nil)
+	return true
 }

@@ -56,7 +56,10 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, service string, c
 		wc.Close(code, closeReason("service "+service+": "+wr.Reason))
 	}
 	nc := websocket.NetConn(context.Background(), wc, websocket.MessageBinary)
-	e.join(nc, st, start)
+	// The HTTP handler lasts as long as the exchange.
+	done := make(chan struct{})
+	e.join(nc, st, start, func() { close(done) })
+	<-done
 }
 
 // wsCloseCode is the close code for a refusal.

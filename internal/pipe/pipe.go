@@ -13,6 +13,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // BufferSize is the size of the pooled copy buffers.
@@ -42,39 +43,141 @@ type closeReader interface{ CloseRead() error }
 // closed at once, which ends the other direction too; TCP connections are
 // then reset (RST), unless the error is a Refusal.
 func Join(a, b net.Conn) Result {
-	var res Result
-	var wg sync.WaitGroup
-	var errOnce sync.Once
+	done := make(chan Result, 1)
+	Start(a, b, func(r Result) { done <- r })
+	return <-done
+}
+
+// Start is Join without the wait: it returns at once, and done is called
+// with the result, once, when both directions have ended and a and b are
+// closed. A gateway that starts its joins holds no goroutine of its own
+// per connection.
+//
+// Where the platform allows, a TCP source is read on readiness: while it
+// is idle no goroutine waits on it, and one is started to copy a burst
+// when bytes arrive. A connection at rest then costs one goroutine (the
+// other direction's) instead of two. Close a started connection from
+// outside with Abort, not Close, so that such a direction learns of it.
+func Start(a, b net.Conn, done func(Result)) {
+	j := &joint{a: a, b: b, done: done}
+	j.left.Store(2)
+	// Every watched direction is known before any direction can fail.
+	wa, wb := j.watch(a, b, &j.res.BToA), j.watch(b, a, &j.res.AToB)
+	j.watches = [2]*watch{wa, wb}
+	j.run(wa, a, b, &j.res.BToA)
+	j.run(wb, b, a, &j.res.AToB)
+}
+
+// Abort ends the exchange c is in as cut off (both sides reset), or
+// closes c if it is in none that needs telling.
+func Abort(c net.Conn) {
+	if j := watchedJoint(c); j != nil {
+		j.fail(net.ErrClosed)
+	}
+	c.Close()
+}
+
+// joint is one Start: two directions and what they carried.
+type joint struct {
+	a, b    net.Conn
+	done    func(Result)
+	watches [2]*watch // directions read on readiness, or nil
+	left    atomic.Int32
+
 	// closed is set when a direction closed its destination for want of
 	// CloseWrite: the other direction then fails on a closed connection,
 	// which is the end of the exchange, not an error.
-	var closed atomic.Bool
-	fail := func(err error) {
-		if closed.Load() && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)) {
-			err = nil
-		}
-		errOnce.Do(func() {
-			res.Err = err
-			if err != nil && !isRefusal(err) {
-				// An aborted exchange is reset, as TCP does, so that
-				// neither side takes a cut-off stream for a complete one.
-				reset(a)
-				reset(b)
-			}
-			a.Close()
-			b.Close()
-		})
+	closed atomic.Bool
+	// failed is set once fail has begun: the connections are closing.
+	failed  atomic.Bool
+	errOnce sync.Once
+	mu      sync.Mutex // guards res.Err
+	res     Result
+}
+
+// run starts the direction dst←src: on readiness if w watches it,
+// else in a goroutine of its own.
+func (j *joint) run(w *watch, dst, src net.Conn, count *int64) {
+	if w != nil {
+		w.arm()
+		return
 	}
-	wg.Add(1)
 	go func() {
-		defer wg.Done()
-		res.BToA = oneWay(a, b, fail, &closed)
+		n, err := copyBuffered(dst, src)
+		*count = n
+		j.ended(dst, src, err)
 	}()
-	res.AToB = oneWay(b, a, fail, &closed)
-	wg.Wait()
-	a.Close()
-	b.Close()
-	return res
+}
+
+// ended finishes the direction dst←src: a half-close after a clean end,
+// the end of the whole exchange after an error.
+func (j *joint) ended(dst, src net.Conn, err error) {
+	if err == nil {
+		if cw, ok := dst.(closeWriter); ok {
+			if cerr := cw.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+				err = cerr
+			}
+		} else {
+			// Without a half-close the only way to say "no more bytes"
+			// is to close; the other direction ends with it.
+			j.closed.Store(true)
+			dst.Close()
+		}
+	}
+	if err != nil {
+		j.fail(err)
+	} else if cr, ok := src.(closeReader); ok {
+		cr.CloseRead()
+	}
+	j.finish()
+}
+
+// fail ends the exchange: it records err, resets TCP connections unless
+// the exchange ended cleanly or was refused, closes both, and ends the
+// directions that wait on readiness.
+func (j *joint) fail(err error) {
+	if j.closed.Load() && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)) {
+		err = nil
+	}
+	j.errOnce.Do(func() {
+		j.failed.Store(true)
+		j.mu.Lock()
+		j.res.Err = err
+		j.mu.Unlock()
+		switch {
+		case err != nil && isRefusal(err):
+			// Refused before it began: a plain close, even if the
+			// client's first bytes are still unread.
+			CloseGently(j.a)
+			CloseGently(j.b)
+		case err != nil:
+			// An aborted exchange is reset, as TCP does, so that neither
+			// side takes a cut-off stream for a complete one.
+			reset(j.a)
+			reset(j.b)
+		}
+		j.a.Close()
+		j.b.Close()
+		for _, w := range j.watches {
+			if w != nil {
+				w.abort()
+			}
+		}
+	})
+}
+
+// finish counts a direction out; the last one closes both connections
+// and reports.
+func (j *joint) finish() {
+	if j.left.Add(-1) > 0 {
+		return
+	}
+	j.a.Close()
+	j.b.Close()
+	j.mu.Lock()
+	res := j.res
+	j.mu.Unlock()
+	j.done(res)
 }
 
 // A Refusal is an error that ends an exchange before it began (a
@@ -87,36 +190,30 @@ func isRefusal(err error) bool {
 	return errors.As(err, &r) && r.Refused()
 }
 
+// CloseGently closes c with a FIN rather than a reset where c is TCP:
+// the kernel answers a close with unread bytes by a reset, so c is
+// half-closed first and what the peer sent is read and dropped, for at
+// most gentleLinger, until the peer closes too. Other connections are
+// just closed.
+func CloseGently(c net.Conn) error {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c.Close()
+	}
+	tc.CloseWrite()
+	tc.SetReadDeadline(time.Now().Add(gentleLinger))
+	io.CopyN(io.Discard, tc, 1<<20)
+	return tc.Close()
+}
+
+// gentleLinger bounds how long CloseGently waits for the peer's close.
+const gentleLinger = 200 * time.Millisecond
+
 // reset makes c's Close send a TCP reset instead of a FIN, where c is TCP.
 func reset(c net.Conn) {
 	if l, ok := c.(interface{ SetLinger(int) error }); ok {
 		l.SetLinger(0)
 	}
-}
-
-// oneWay copies src to dst and then half-closes; on error it calls fail.
-// It sets closed before closing dst for want of a half-close.
-func oneWay(dst, src net.Conn, fail func(error), closed *atomic.Bool) int64 {
-	n, err := copyBuffered(dst, src)
-	if err != nil {
-		fail(err)
-		return n
-	}
-	if cw, ok := dst.(closeWriter); ok {
-		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
-			fail(err)
-			return n
-		}
-	} else {
-		// Without a half-close the only way to say "no more bytes" is to
-		// close; the other direction ends with it.
-		closed.Store(true)
-		dst.Close()
-	}
-	if cr, ok := src.(closeReader); ok {
-		cr.CloseRead()
-	}
-	return n
 }
 
 // readWaiter is a connection that can wait for bytes to read without a

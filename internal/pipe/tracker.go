@@ -37,8 +37,8 @@ func (t *Tracker) Done(c net.Conn) {
 	}
 }
 
-// Wait waits up to timeout for every connection to finish, then closes
-// the ones left and returns how many there were.
+// Wait waits up to timeout for every connection to finish, then ends the
+// ones left as cut off (Abort) and returns how many there were.
 func (t *Tracker) Wait(timeout time.Duration) int {
 	done := make(chan struct{})
 	go func() { t.wg.Wait(); close(done) }()
@@ -47,12 +47,16 @@ func (t *Tracker) Wait(timeout time.Duration) int {
 		return 0
 	case <-time.After(timeout):
 	}
+	// Abort outside the lock: an exchange that ends calls Done.
 	t.mu.Lock()
-	n := len(t.conns)
+	left := make([]net.Conn, 0, len(t.conns))
 	for c := range t.conns {
-		c.Close()
+		left = append(left, c)
 	}
 	t.mu.Unlock()
+	for _, c := range left {
+		Abort(c)
+	}
 	<-done
-	return n
+	return len(left)
 }

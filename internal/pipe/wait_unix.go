@@ -17,11 +17,13 @@ type tcpSource struct {
 	c     *net.TCPConn
 	rc    syscall.RawConn
 	ready func(fd uintptr) bool // t.read, allocated once
+	try   func(fd uintptr)      // read without parking (tryRead)
 
 	// Set by read for its caller.
-	bp  *[]byte
-	n   int
-	err error
+	bp    *[]byte
+	n     int
+	err   error
+	again bool
 }
 
 func newTCPSource(c *net.TCPConn) *tcpSource {
@@ -31,6 +33,7 @@ func newTCPSource(c *net.TCPConn) *tcpSource {
 	}
 	t := &tcpSource{c: c, rc: rc}
 	t.ready = t.read
+	t.try = func(fd uintptr) { t.again = !t.read(fd) }
 	return t
 }
 
@@ -64,10 +67,15 @@ func (t *tcpSource) Read(bp *[]byte) (*[]byte, int, error) {
 	}
 	switch {
 	case t.err != nil:
-		return t.bp, 0, &net.OpError{Op: "read", Net: "tcp", Source: t.c.LocalAddr(), Addr: t.c.RemoteAddr(),
-			Err: os.NewSyscallError("read", t.err)}
+		return t.bp, 0, t.opError()
 	case t.n == 0:
 		return t.bp, 0, io.EOF
 	}
 	return t.bp, t.n, nil
+}
+
+// opError wraps the error of the last read as net.Conn.Read would.
+func (t *tcpSource) opError() error {
+	return &net.OpError{Op: "read", Net: "tcp", Source: t.c.LocalAddr(), Addr: t.c.RemoteAddr(),
+		Err: os.NewSyscallError("read", t.err)}
 }

@@ -1,0 +1,130 @@
+package pipe_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/pipe"
+)
+
+// started starts a join between a TCP connection and a net.Pipe and
+// returns the outer ends and the channel its result arrives on.
+func started(t *testing.T) (peerTCP *net.TCPConn, peerMem net.Conn, tcpEnd *net.TCPConn, res chan pipe.Result) {
+	t.Helper()
+	peerTCP, a := tcpPair(t)
+	b, peerMem := memPair(t)
+	res = make(chan pipe.Result, 2)
+	pipe.Start(a, b, func(r pipe.Result) { res <- r })
+	return peerTCP, peerMem, a, res
+}
+
+// Start returns at once and reports once, with what was carried; an idle
+// TCP source is read on readiness, so on Linux a connection at rest costs
+// only the goroutine of the direction whose source is not TCP.
+func TestStartIdleTCPHasNoGoroutine(t *testing.T) {
+	before := runtime.NumGoroutine()
+	const n = 20
+	peers := make([]*net.TCPConn, n)
+	mems := make([]net.Conn, n)
+	results := make([]chan pipe.Result, n)
+	for i := range n {
+		peers[i], mems[i], _, results[i] = started(t)
+	}
+	// Each carries a burst both ways, then rests.
+	for i := range n {
+		msg := []byte("burst from the TCP side")
+		peers[i].Write(msg)
+		got := make([]byte, len(msg))
+		mems[i].SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(mems[i], got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("conn %d: %q, %v", i, got, err)
+		}
+		go mems[i].Write([]byte("reply"))
+		peers[i].SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(peers[i], got[:5]); err != nil || string(got[:5]) != "reply" {
+			t.Fatalf("conn %d: reply %q, %v", i, got[:5], err)
+		}
+	}
+	want := 2 * n // a goroutine per direction
+	if runtime.GOOS == "linux" {
+		want = n + 1 // and the poller's
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine()-before > want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := runtime.NumGoroutine() - before; got > want {
+		t.Errorf("%d resting connections hold %d goroutines, want at most %d", n, got, want)
+	}
+	for i := range n {
+		peers[i].CloseWrite()
+		mems[i].Close()
+		select {
+		case r := <-results[i]:
+			if r.AToB != int64(len("burst from the TCP side")) || r.BToA != 5 {
+				t.Errorf("conn %d: Result %+v", i, r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("conn %d: no result 10s after both sides closed", i)
+		}
+	}
+}
+
+// Abort ends a resting exchange as cut off: the TCP peer sees a reset,
+// the other side a close, and the result comes once, with the error.
+func TestAbortEndsARestingExchange(t *testing.T) {
+	peerTCP, peerMem, tcpEnd, res := started(t)
+	peerTCP.Write([]byte("x"))
+	peerMem.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(peerMem, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // at rest
+	pipe.Abort(tcpEnd)
+	select {
+	case r := <-res:
+		if !errors.Is(r.Err, net.ErrClosed) {
+			t.Errorf("Result.Err = %v, want net.ErrClosed", r.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no result 10s after Abort")
+	}
+	peerTCP.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := peerTCP.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("TCP peer read %v, want a reset", err)
+	}
+	if _, err := peerMem.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("other peer read %v, want EOF", err)
+	}
+	select {
+	case r := <-res:
+		t.Errorf("a second result: %+v", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// A peer that resets while the exchange rests ends it at once.
+func TestResetWhileRestingEndsTheExchange(t *testing.T) {
+	peerTCP, peerMem, _, res := started(t)
+	time.Sleep(20 * time.Millisecond)
+	peerTCP.SetLinger(0)
+	peerTCP.Close()
+	select {
+	case r := <-res:
+		if !errors.Is(r.Err, syscall.ECONNRESET) {
+			t.Errorf("Result.Err = %v, want the reset", r.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no result 10s after the peer's reset")
+	}
+	peerMem.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := peerMem.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("other peer read %v, want EOF", err)
+	}
+}
