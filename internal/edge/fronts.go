@@ -307,18 +307,25 @@ type streamConn struct {
 // refusal, if any, as a *wire.Refusal.
 func (s *streamConn) Read(b []byte) (int, error) {
 	n, err := s.Stream.Read(b)
-	var ref *wire.Refusal
-	if err != nil && errors.As(err, &ref) {
-		s.refusalOnce.Do(func() { s.connectorRefused(ref) })
-	}
-	return n, err
+	return n, s.checkRefusal(err)
+}
+
+// TryRead is Read without waiting; see tunnel.Stream.TryRead.
+func (s *streamConn) TryRead(b []byte) (int, bool, error) {
+	n, wait, err := s.Stream.TryRead(b)
+	return n, wait, s.checkRefusal(err)
 }
 
 // Accepted waits for the connector's answer; see tunnel.Stream.Accepted.
 func (s *streamConn) Accepted() error {
-	err := s.Stream.Accepted()
+	return s.checkRefusal(s.Stream.Accepted())
+}
+
+// checkRefusal handles the connector's refusal, once, if err is one, and
+// returns err.
+func (s *streamConn) checkRefusal(err error) error {
 	var ref *wire.Refusal
-	if errors.As(err, &ref) {
+	if err != nil && errors.As(err, &ref) {
 		s.refusalOnce.Do(func() { s.connectorRefused(ref) })
 	}
 	return err

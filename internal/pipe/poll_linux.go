@@ -8,95 +8,39 @@ import (
 	"syscall"
 )
 
-// A watch is a direction dst←src whose TCP source is read on readiness.
-// While src has nothing to read, no goroutine serves the direction: the
-// source is armed, one-shot, in the package's epoll instance; when it
-// becomes readable (or hangs up), a goroutine is started that copies
-// until the socket is empty and arms it again, or until the direction
-// ends. At most one such goroutine runs per watch.
-//
-// The runtime's own poller keeps its registration of the socket; the
-// copier reads the descriptor directly and never parks on it, so the two
-// do not interfere.
-type watch struct {
-	j     *joint
-	dst   net.Conn
-	src   *tcpSource
-	count *int64
-	id    uint64
-
-	mu    sync.Mutex
-	state watchState
+// tcpReady is a TCP source armed one-shot in the package's epoll
+// instance. The runtime's own poller keeps its registration of the
+// socket; the copier reads the descriptor directly and never parks on
+// it, so the two do not interfere.
+type tcpReady struct {
+	*tcpSource
+	id uint64 // the event id, while registered with the poller
 }
 
-type watchState uint8
-
-const (
-	watchIdle   watchState = iota // armed, no copier running
-	watchActive                   // a copier is running
-	watchDone                     // the direction has ended
-)
-
-// watch returns a watch for the direction dst←src if src is a TCP
-// connection that can be read on readiness, else nil. A TCP destination
-// is left to the kernel's splice (copyBuffered).
-func (j *joint) watch(dst, src net.Conn, count *int64) *watch {
-	tc, ok := src.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	if _, dstTCP := dst.(*net.TCPConn); dstTCP {
-		return nil
-	}
+// tcpReadySource returns c as a readySource, or nil if it cannot be one.
+func tcpReadySource(c *net.TCPConn) readySource {
 	if epoll.start() != nil {
 		return nil
 	}
-	ts := newTCPSource(tc)
+	ts := newTCPSource(c)
 	if ts == nil {
 		return nil
 	}
-	w := &watch{j: j, dst: dst, src: ts, count: count}
-	epoll.add(w)
-	return w
+	return &tcpReady{tcpSource: ts}
 }
 
-// watchedJoint returns the joint whose watched source c is, if any.
-func watchedJoint(c net.Conn) *joint {
-	if w, ok := watched.Load(c); ok {
-		return w.(*watch).j
-	}
-	return nil
-}
+func (t *tcpReady) conn() net.Conn { return t.c }
 
-// watched maps each watched source connection to its watch, for Abort.
-var watched sync.Map
-
-// arm registers the source with the poller for the first time. A source
-// that cannot be registered (already closed) ends the exchange.
-func (w *watch) arm() {
-	w.mu.Lock()
-	if w.state == watchDone { // the exchange ended before this direction began
-		w.mu.Unlock()
-		return
+func (t *tcpReady) arm(w *watch, first bool) error {
+	op := syscall.EPOLL_CTL_MOD
+	if first {
+		op = syscall.EPOLL_CTL_ADD
+		t.id = epoll.add(w)
 	}
-	watched.Store(w.src.c, w)
-	err := w.ctl(syscall.EPOLL_CTL_ADD)
-	if err != nil {
-		w.state = watchDone
-	}
-	w.mu.Unlock()
-	if err != nil {
-		w.j.fail(err)
-		w.finish()
-	}
-}
-
-// ctl arms (ADD or MOD) the source, one-shot, for readability.
-func (w *watch) ctl(op int) error {
 	var cerr error
-	err := w.src.rc.Control(func(fd uintptr) {
+	err := t.rc.Control(func(fd uintptr) {
 		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollOneShot}
-		ev.Fd, ev.Pad = int32(uint32(w.id)), int32(uint32(w.id>>32))
+		ev.Fd, ev.Pad = int32(uint32(t.id)), int32(uint32(t.id>>32))
 		cerr = syscall.EpollCtl(epoll.fd, op, int(fd), &ev)
 	})
 	if err != nil {
@@ -105,123 +49,16 @@ func (w *watch) ctl(op int) error {
 	return cerr
 }
 
+func (t *tcpReady) disarm(w *watch) {
+	t.rc.Control(func(fd uintptr) { syscall.EpollCtl(epoll.fd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
+	epoll.remove(t.id)
+}
+
 // EPOLLONESHOT, which package syscall spells as a negative int.
 const epollOneShot = 1 << 30
 
-// fire is called by the poller when the source is readable: it starts a
-// copier unless one runs or the direction has ended.
-func (w *watch) fire() {
-	if w.leaveIdle(watchActive) {
-		go w.copy()
-	}
-}
-
-// leaveIdle moves an idle watch to state and reports whether it was idle.
-func (w *watch) leaveIdle(state watchState) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.state != watchIdle {
-		return false
-	}
-	w.state = state
-	return true
-}
-
-// copy moves what the source has to the destination, then arms the
-// source again (rest), or ends the direction.
-func (w *watch) copy() {
-	var bp *[]byte
-	for {
-		var n int
-		var err error
-		var again bool
-		bp, n, err, again = w.src.tryRead(bp)
-		if n > 0 {
-			nw, werr := w.dst.Write((*bp)[:n])
-			*w.count += int64(nw)
-			if werr == nil && nw != n {
-				werr = io.ErrShortWrite
-			}
-			if werr != nil {
-				buffers.Put(bp)
-				w.end(werr)
-				return
-			}
-		}
-		switch {
-		case again: // the buffer is back in the pool
-			w.rest()
-			return
-		case err != nil:
-			if bp != nil {
-				buffers.Put(bp)
-			}
-			if err == io.EOF {
-				err = nil
-			}
-			w.end(err)
-			return
-		}
-		if n < len(*bp) {
-			// Drained for now: no buffer held across the next wait.
-			buffers.Put(bp)
-			bp = nil
-		}
-	}
-}
-
-// rest arms the source again once it is empty. If the exchange is ending,
-// or the source was closed under it, the direction ends instead.
-func (w *watch) rest() {
-	w.mu.Lock()
-	if !w.j.failed.Load() {
-		w.state = watchIdle
-		if w.ctl(syscall.EPOLL_CTL_MOD) == nil {
-			w.mu.Unlock()
-			return
-		}
-	}
-	w.state = watchDone
-	w.mu.Unlock()
-	w.j.fail(net.ErrClosed) // closed from outside: cut off (a no-op if ending)
-	w.finish()
-}
-
-// abort ends an idle direction because the exchange is ending; a running
-// copier ends by itself on the closed connections.
-func (w *watch) abort() {
-	if w.leaveIdle(watchDone) {
-		w.finish()
-	}
-}
-
-// end ends the direction after a copier saw end of stream (err nil) or an
-// error.
-func (w *watch) end(err error) {
-	w.mu.Lock()
-	w.state = watchDone
-	w.mu.Unlock()
-	w.unregister()
-	w.j.ended(w.dst, w.src.c, err)
-}
-
-// finish ends the direction without a half-close: the exchange is over.
-func (w *watch) finish() {
-	w.unregister()
-	w.j.finish()
-}
-
-func (w *watch) unregister() {
-	if watched.CompareAndDelete(w.src.c, w) {
-		w.src.rc.Control(func(fd uintptr) { syscall.EpollCtl(epoll.fd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
-		epoll.remove(w)
-	}
-}
-
 // tryRead reads what the socket holds now, into bp or a newly borrowed
-// buffer, without waiting. again reports that it held nothing (EAGAIN);
-// the buffer has then gone back to the pool. At end of stream it returns
-// io.EOF.
+// buffer, without waiting (see readySource).
 func (t *tcpSource) tryRead(bp *[]byte) (_ *[]byte, n int, err error, again bool) {
 	t.bp, t.n, t.err = bp, 0, nil
 	t.again = false
@@ -285,24 +122,26 @@ func (p *poller) start() error {
 	return p.startErr
 }
 
-// add gives w its id and makes sure the poller's goroutine runs.
-func (p *poller) add(w *watch) {
+// add registers w under a new id and makes sure the poller's goroutine
+// runs.
+func (p *poller) add(w *watch) uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	w.id = p.next
+	id := p.next
 	p.next++
-	p.watches[w.id] = w
+	p.watches[id] = w
 	if !p.running {
 		p.running = true
 		go p.loop()
 	}
+	return id
 }
 
-// remove forgets w; the last one out wakes the goroutine so that it ends.
-func (p *poller) remove(w *watch) {
+// remove forgets id; the last one out wakes the goroutine so that it ends.
+func (p *poller) remove(id uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.watches, w.id)
+	delete(p.watches, id)
 	if len(p.watches) == 0 && p.running {
 		syscall.Write(p.wake[1], []byte{1})
 	}
@@ -344,7 +183,7 @@ func (p *poller) loop() {
 		}
 		p.mu.Unlock()
 		for _, w := range ready {
-			w.fire()
+			w.wake()
 		}
 	}
 }

@@ -14,10 +14,14 @@ import (
 // yamux's own keepalive is off: it fails the session when one ping waits
 // longer than its write timeout, which bulk traffic alone can cause.
 
-// liveConn stamps the time of every read that returns bytes.
+// liveConn stamps the time of every read that returns bytes. It also
+// follows the multiplexer's frames (see frameTap) and, before each read,
+// tells the streams whose frames have been handled (readable).
 type liveConn struct {
 	net.Conn
 	last atomic.Int64 // unix nanoseconds of the last read with bytes
+	tap  frameTap
+	sess atomic.Pointer[Session] // told of readable streams, once set
 }
 
 func newLiveConn(c net.Conn) *liveConn {
@@ -27,9 +31,18 @@ func newLiveConn(c net.Conn) *liveConn {
 }
 
 func (c *liveConn) Read(b []byte) (int, error) {
+	// Not in the middle of a data frame's body: yamux reads it holding
+	// the stream's receive lock. Between frames it holds none.
+	if len(c.tap.done) > 0 && c.tap.body == 0 {
+		if s := c.sess.Load(); s != nil {
+			s.readable(c.tap.done)
+			c.tap.done = c.tap.done[:0]
+		}
+	}
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.last.Store(time.Now().UnixNano())
+		c.tap.feed(b[:n])
 	}
 	return n, err
 }

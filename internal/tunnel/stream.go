@@ -27,9 +27,14 @@ type Stream struct {
 	replyErr  error
 	answer    wire.StreamReply
 
+	replied   atomic.Bool // the reply has been read (replyErr is set)
 	readEOF   atomic.Bool // the peer has finished sending
 	reset     atomic.Bool // the peer aborted the stream
 	closeOnce sync.Once
+
+	// notifyMu guards onReadable, the function NotifyRead left.
+	notifyMu   sync.Mutex
+	onReadable func()
 }
 
 // ReadHeader reads the StreamOpen header the edge wrote first, waiting
@@ -69,6 +74,7 @@ func (s *Stream) Accepted() error {
 			err = s.err(err)
 		}
 		s.replyErr = err
+		s.replied.Store(true)
 	})
 	return s.replyErr
 }
@@ -134,6 +140,7 @@ func (s *Stream) Close() error {
 func (s *Stream) resetByPeer() {
 	s.reset.Store(true)
 	s.ms.SetDeadline(time.Unix(1, 0))
+	s.readable()
 }
 
 // err maps the multiplexer's errors to this package's.

@@ -147,6 +147,7 @@ type Session struct {
 func newSession(conn net.Conn, live *liveConn, bw *batchWriter, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
 	s := &Session{conn: conn, live: live, bw: bw, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
 		streams: make(map[uint32]*Stream), draining: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
+	live.sess.Store(s)
 	s.wg.Add(3)
 	go s.readControl()
 	go s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout)
@@ -488,6 +489,7 @@ func (s *Session) Close() error {
 		s.mu.Unlock()
 		s.mux.Close()
 		s.conn.Close()
+		s.readableAll()
 	})
 	return nil
 }

@@ -1,0 +1,252 @@
+package pipe
+
+import (
+	"io"
+	"net"
+	"sync"
+)
+
+// A watch is a direction dst←src whose source is read on readiness.
+// While src has nothing to read, no goroutine serves the direction: the
+// source is armed to call fire once it becomes readable (or ends); fire
+// starts a goroutine that copies until the source is empty and arms it
+// again, or until the direction ends. At most one such goroutine runs per
+// watch.
+//
+// Two kinds of source can be watched: a TCP connection, armed one-shot in
+// the package's epoll instance (Linux), and a connection that tells
+// readiness itself (a Notifier, such as a tunnel stream).
+type watch struct {
+	j     *joint
+	dst   net.Conn
+	src   readySource
+	count *int64
+	fire  func() // w.wake, allocated once
+
+	mu    sync.Mutex
+	state watchState
+}
+
+type watchState uint8
+
+const (
+	watchIdle   watchState = iota // armed, no copier running
+	watchActive                   // a copier is running
+	watchDone                     // the direction has ended
+)
+
+// readySource is a source a watch can wait on.
+type readySource interface {
+	// conn is the source connection.
+	conn() net.Conn
+	// tryRead reads what the source holds now into bp, or into a newly
+	// borrowed buffer, without waiting. again reports that it held
+	// nothing; the buffer has then gone back to the pool. At end of
+	// stream it returns io.EOF.
+	tryRead(bp *[]byte) (_ *[]byte, n int, err error, again bool)
+	// arm asks for w.fire to be called once the source is readable,
+	// perhaps before arm returns; first is set on the first call.
+	arm(w *watch, first bool) error
+	// disarm takes back what arm asked for.
+	disarm(w *watch)
+}
+
+// A Notifier is a connection that tells when a Read would not block, so
+// that nothing has to wait in Read for it. tunnel.Stream is one.
+type Notifier interface {
+	// NotifyRead arranges for f to be called once, as soon as a Read
+	// would not block: perhaps before NotifyRead returns, else from a
+	// goroutine that f must not block. A later call replaces an f not yet
+	// called; NotifyRead(nil) cancels it.
+	NotifyRead(f func())
+	// TryRead reads what is there without waiting; wait reports that
+	// nothing is (no bytes, no end, no error).
+	TryRead(b []byte) (n int, wait bool, err error)
+}
+
+// watch returns a watch for the direction dst←src if src can be read on
+// readiness, else nil: a Notifier, or a TCP connection on Linux (except
+// towards another TCP connection, which the kernel's splice serves).
+func (j *joint) watch(dst, src net.Conn, count *int64) *watch {
+	var rs readySource
+	if n, ok := src.(Notifier); ok {
+		rs = &notifySource{c: src, n: n}
+	} else if tc, ok := src.(*net.TCPConn); ok {
+		if _, dstTCP := dst.(*net.TCPConn); !dstTCP {
+			rs = tcpReadySource(tc)
+		}
+	}
+	if rs == nil {
+		return nil
+	}
+	w := &watch{j: j, dst: dst, src: rs, count: count}
+	w.fire = w.wake
+	return w
+}
+
+// watchedJoint returns the joint whose watched source c is, if any.
+func watchedJoint(c net.Conn) *joint {
+	if w, ok := watched.Load(c); ok {
+		return w.(*watch).j
+	}
+	return nil
+}
+
+// watched maps each watched source connection to its watch, for Abort.
+var watched sync.Map
+
+// arm arms the source for the first time. A source that cannot be armed
+// (already closed) ends the exchange.
+func (w *watch) arm() {
+	w.mu.Lock()
+	if w.state == watchDone { // the exchange ended before this direction began
+		w.mu.Unlock()
+		return
+	}
+	watched.Store(w.src.conn(), w)
+	w.mu.Unlock()
+	if err := w.src.arm(w, true); err != nil && w.leaveIdle(watchDone) {
+		w.j.fail(err)
+		w.finish()
+	}
+}
+
+// wake is called when the source is readable: it starts a copier unless
+// one runs or the direction has ended.
+func (w *watch) wake() {
+	if w.leaveIdle(watchActive) {
+		go w.copy()
+	}
+}
+
+// leaveIdle moves an idle watch to state and reports whether it was idle.
+func (w *watch) leaveIdle(state watchState) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != watchIdle {
+		return false
+	}
+	w.state = state
+	return true
+}
+
+// copy moves what the source has to the destination, then arms the
+// source again (rest), or ends the direction.
+func (w *watch) copy() {
+	var bp *[]byte
+	for {
+		var n int
+		var err error
+		var again bool
+		bp, n, err, again = w.src.tryRead(bp)
+		if n > 0 {
+			nw, werr := w.dst.Write((*bp)[:n])
+			*w.count += int64(nw)
+			if werr == nil && nw != n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				buffers.Put(bp)
+				w.end(werr)
+				return
+			}
+		}
+		switch {
+		case again: // the buffer is back in the pool
+			w.rest()
+			return
+		case err != nil:
+			if bp != nil {
+				buffers.Put(bp)
+			}
+			if err == io.EOF {
+				err = nil
+			}
+			w.end(err)
+			return
+		}
+		if n < len(*bp) {
+			// Drained for now: no buffer held across the next wait.
+			buffers.Put(bp)
+			bp = nil
+		}
+	}
+}
+
+// rest arms the source again once it is empty. If the exchange is ending,
+// or the source was closed under it, the direction ends instead.
+func (w *watch) rest() {
+	w.mu.Lock()
+	failed := w.j.failed.Load()
+	if failed {
+		w.state = watchDone
+	} else {
+		w.state = watchIdle
+	}
+	w.mu.Unlock()
+	if failed {
+		w.finish()
+		return
+	}
+	if err := w.src.arm(w, false); err != nil && w.leaveIdle(watchDone) {
+		w.j.fail(err) // closed from outside: cut off (a no-op if ending)
+		w.finish()
+	}
+}
+
+// abort ends an idle direction because the exchange is ending; a running
+// copier ends by itself on the closed connections.
+func (w *watch) abort() {
+	if w.leaveIdle(watchDone) {
+		w.finish()
+	}
+}
+
+// end ends the direction after a copier saw end of stream (err nil) or an
+// error.
+func (w *watch) end(err error) {
+	w.mu.Lock()
+	w.state = watchDone
+	w.mu.Unlock()
+	w.unregister()
+	w.j.ended(w.dst, w.src.conn(), err)
+}
+
+// finish ends the direction without a half-close: the exchange is over.
+func (w *watch) finish() {
+	w.unregister()
+	w.j.finish()
+}
+
+func (w *watch) unregister() {
+	if watched.CompareAndDelete(w.src.conn(), w) {
+		w.src.disarm(w)
+	}
+}
+
+// notifySource is a Notifier as a readySource.
+type notifySource struct {
+	c net.Conn
+	n Notifier
+}
+
+func (s *notifySource) conn() net.Conn { return s.c }
+
+func (s *notifySource) tryRead(bp *[]byte) (*[]byte, int, error, bool) {
+	if bp == nil {
+		bp = buffers.Get().(*[]byte)
+	}
+	n, wait, err := s.n.TryRead(*bp)
+	if wait && n == 0 {
+		buffers.Put(bp)
+		return nil, 0, nil, true
+	}
+	return bp, n, err, false
+}
+
+func (s *notifySource) arm(w *watch, first bool) error {
+	s.n.NotifyRead(w.fire)
+	return nil
+}
+
+func (s *notifySource) disarm(w *watch) { s.n.NotifyRead(nil) }

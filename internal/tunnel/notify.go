@@ -1,0 +1,175 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Read readiness without a waiting goroutine (Stream.NotifyRead).
+//
+// yamux wakes a stream's reader through a channel inside the stream, so
+// whoever wants to know that a stream has bytes would have to wait in its
+// Read: a goroutine per idle stream. Instead the tunnel watches the frames
+// as the multiplexer reads them off the connection (frameTap, under
+// yamux's read buffer). A frame that ends in bytes for a stream, or in its
+// end (FIN) or reset (RST), makes the stream readable. The multiplexer
+// has handled every frame that came in one Read of the connection by the
+// time it asks for the next, so the streams whose frames completed are
+// told at the start of the next Read, before it waits, unless that Read
+// is for the rest of a data frame's body: yamux holds that stream's
+// receive lock then, and a stream told might take it (a deadlock). They
+// are told at the next frame boundary instead.
+
+// yamux frame types and flags, as on the wire.
+const (
+	muxTypeWindowUpdate = 1
+	muxFlagFIN          = 4
+	muxFlagRST          = 8
+)
+
+// frameTap follows the frame boundaries of the bytes the multiplexer
+// reads. It is used by the connection's single reading goroutine.
+type frameTap struct {
+	hdr  [muxHeaderSize]byte
+	hn   int    // header bytes gathered
+	body uint32 // bytes left of the current data frame's body
+	id   uint32 // the current data frame's stream
+	// done lists the streams with a frame completed since the last Read.
+	done []uint32
+}
+
+// feed follows p, the next bytes read.
+func (t *frameTap) feed(p []byte) {
+	for len(p) > 0 {
+		if t.body > 0 {
+			k := uint32(min(len(p), int(min(t.body, 1<<30))))
+			p, t.body = p[k:], t.body-k
+			if t.body == 0 {
+				t.completed(t.id)
+			}
+			continue
+		}
+		k := copy(t.hdr[t.hn:], p)
+		p, t.hn = p[k:], t.hn+k
+		if t.hn < muxHeaderSize {
+			return
+		}
+		t.hn = 0
+		typ, flags := t.hdr[1], binary.BigEndian.Uint16(t.hdr[2:])
+		id, length := binary.BigEndian.Uint32(t.hdr[4:]), binary.BigEndian.Uint32(t.hdr[8:])
+		switch {
+		case typ == muxTypeData && length > 0:
+			t.body, t.id = length, id
+		case typ == muxTypeData, typ == muxTypeWindowUpdate && flags&(muxFlagFIN|muxFlagRST) != 0:
+			t.completed(id)
+		}
+	}
+}
+
+func (t *frameTap) completed(id uint32) {
+	if n := len(t.done); n > 0 && t.done[n-1] == id {
+		return
+	}
+	t.done = append(t.done, id)
+}
+
+// readable tells the streams in ids that a Read would not block.
+func (s *Session) readable(ids []uint32) {
+	var sts [16]*Stream
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), len(sts))]
+		ids = ids[len(batch):]
+		found := sts[:0]
+		s.mu.Lock()
+		for _, id := range batch {
+			if st := s.streams[id]; st != nil {
+				found = append(found, st)
+			}
+		}
+		s.mu.Unlock()
+		for _, st := range found {
+			st.readable()
+		}
+	}
+}
+
+// readableAll tells every stream that a Read would not block: the
+// session has ended.
+func (s *Session) readableAll() {
+	s.mu.Lock()
+	sts := make([]*Stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		sts = append(sts, st)
+	}
+	s.mu.Unlock()
+	for _, st := range sts {
+		st.readable()
+	}
+}
+
+// NotifyRead arranges for f to be called once, as soon as a Read would not
+// block: bytes are there, the peer has finished or reset the stream, or
+// the session has ended. If that is so already, f is called before
+// NotifyRead returns; else it is called from the tunnel's reading
+// goroutine, which f must not block. A later call replaces an f not yet
+// called; NotifyRead(nil) cancels it.
+func (s *Stream) NotifyRead(f func()) {
+	// The probe runs under notifyMu, before f is published: the tunnel's
+	// reader, which takes notifyMu to call f, cannot start a reader of
+	// the stream while the probe still plays with its read deadline.
+	s.notifyMu.Lock()
+	if f != nil && s.wouldNotBlock() {
+		s.onReadable = nil
+		s.notifyMu.Unlock()
+		f()
+		return
+	}
+	s.onReadable = f
+	s.notifyMu.Unlock()
+}
+
+// readable calls the function NotifyRead left, if any.
+func (s *Stream) readable() {
+	s.notifyMu.Lock()
+	f := s.onReadable
+	s.onReadable = nil
+	s.notifyMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// wouldNotBlock reports whether a Read would return at once, without
+// taking any byte.
+func (s *Stream) wouldNotBlock() bool {
+	if s.reset.Load() || s.sess.IsClosed() {
+		return true
+	}
+	s.ms.SetReadDeadline(time.Unix(1, 0))
+	_, err := s.ms.Read(nil)
+	s.ms.SetReadDeadline(time.Time{})
+	return err != yamux.ErrTimeout
+}
+
+// TryRead reads what the stream holds without waiting: wait reports that
+// it holds nothing yet (call NotifyRead). Otherwise it is Read, with the
+// edge side's first read of the connector's reply.
+func (s *Stream) TryRead(b []byte) (n int, wait bool, err error) {
+	if s.needReply && !s.replied.Load() && !s.wouldNotBlock() {
+		return 0, true, nil
+	}
+	// The reply has come, or is coming: Accepted (in Read) waits for the
+	// rest of it, without the deadline below.
+	if err := s.Accepted(); err != nil {
+		return 0, false, err
+	}
+	s.ms.SetReadDeadline(time.Unix(1, 0))
+	n, err = s.Read(b)
+	s.ms.SetReadDeadline(time.Time{})
+	if err == yamux.ErrTimeout {
+		return n, true, nil
+	}
+	return n, false, err
+}
