@@ -1,10 +1,14 @@
 // Package pipe joins two connections: it copies bytes both ways, carries a
 // half-close from one side to the other, and counts the bytes.
 //
-// Every byte sallyport relays goes through Join:
+// Every byte sallyport relays goes through Start (or Join, which waits):
 //
-//	res := pipe.Join(client, stream) // returns when both directions are done
-//	log.Info("closed", "up", res.AToB, "down", res.BToA)
+//	pipe.Start(client, stream, func(res pipe.Result) { // when both directions are done
+//		log.Info("closed", "up", res.AToB, "down", res.BToA)
+//	})
+//
+// A direction whose source can say when it is readable (a TCP connection
+// on Linux, a tunnel stream) holds no goroutine while it rests; see watch.
 package pipe
 
 import (
@@ -89,7 +93,10 @@ type joint struct {
 	// which is the end of the exchange, not an error.
 	closed atomic.Bool
 	// failed is set once fail has begun: the connections are closing.
-	failed  atomic.Bool
+	failed atomic.Bool
+	// gentle is set when a refusal ended the exchange: TCP sides are
+	// closed with CloseGently once no direction reads them.
+	gentle  atomic.Bool
 	errOnce sync.Once
 	mu      sync.Mutex // guards res.Err
 	res     Result
@@ -147,17 +154,21 @@ func (j *joint) fail(err error) {
 		switch {
 		case err != nil && isRefusal(err):
 			// Refused before it began: a plain close, even if the
-			// client's first bytes are still unread.
-			CloseGently(j.a)
-			CloseGently(j.b)
+			// client's first bytes are still unread. A TCP side is told
+			// now (FIN) and closed once no direction reads it (finish).
+			j.gentle.Store(true)
+			stopGently(j.a)
+			stopGently(j.b)
 		case err != nil:
 			// An aborted exchange is reset, as TCP does, so that neither
 			// side takes a cut-off stream for a complete one.
 			reset(j.a)
 			reset(j.b)
+			fallthrough
+		default:
+			j.a.Close()
+			j.b.Close()
 		}
-		j.a.Close()
-		j.b.Close()
 		for _, w := range j.watches {
 			if w != nil {
 				w.abort()
@@ -171,6 +182,10 @@ func (j *joint) fail(err error) {
 func (j *joint) finish() {
 	if j.left.Add(-1) > 0 {
 		return
+	}
+	if j.gentle.Load() {
+		CloseGently(j.a)
+		CloseGently(j.b)
 	}
 	j.a.Close()
 	j.b.Close()
@@ -204,6 +219,20 @@ func CloseGently(c net.Conn) error {
 	tc.SetReadDeadline(time.Now().Add(gentleLinger))
 	io.CopyN(io.Discard, tc, 1<<20)
 	return tc.Close()
+}
+
+// stopGently ends c's part in an exchange that was refused: a TCP
+// connection is half-closed, so its peer learns at once, and its readers
+// are woken (they fail, and CloseGently can then drain it); any other
+// connection is closed.
+func stopGently(c net.Conn) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return
+	}
+	tc.CloseWrite()
+	tc.SetReadDeadline(time.Unix(1, 0))
 }
 
 // gentleLinger bounds how long CloseGently waits for the peer's close.

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // tcpReady is a TCP source armed one-shot in the package's epoll
@@ -14,7 +17,7 @@ import (
 // it, so the two do not interfere.
 type tcpReady struct {
 	*tcpSource
-	id uint64 // the event id, while registered with the poller
+	id atomic.Uint64 // the event id, once registered with the poller (else 0)
 }
 
 // tcpReadySource returns c as a readySource, or nil if it cannot be one.
@@ -31,16 +34,18 @@ func tcpReadySource(c *net.TCPConn) readySource {
 
 func (t *tcpReady) conn() net.Conn { return t.c }
 
-func (t *tcpReady) arm(w *watch, first bool) error {
+func (t *tcpReady) arm(w *watch) error {
 	op := syscall.EPOLL_CTL_MOD
-	if first {
+	id := t.id.Load()
+	if id == 0 {
 		op = syscall.EPOLL_CTL_ADD
-		t.id = epoll.add(w)
+		id = epoll.add(w)
+		t.id.Store(id)
 	}
 	var cerr error
 	err := t.rc.Control(func(fd uintptr) {
 		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollOneShot}
-		ev.Fd, ev.Pad = int32(uint32(t.id)), int32(uint32(t.id>>32))
+		ev.Fd, ev.Pad = int32(uint32(id)), int32(uint32(id>>32))
 		cerr = syscall.EpollCtl(epoll.fd, op, int(fd), &ev)
 	})
 	if err != nil {
@@ -50,16 +55,30 @@ func (t *tcpReady) arm(w *watch, first bool) error {
 }
 
 func (t *tcpReady) disarm(w *watch) {
+	id := t.id.Load()
+	if id == 0 {
+		return // never armed
+	}
 	t.rc.Control(func(fd uintptr) { syscall.EpollCtl(epoll.fd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
-	epoll.remove(t.id)
+	epoll.remove(id)
 }
 
 // EPOLLONESHOT, which package syscall spells as a negative int.
 const epollOneShot = 1 << 30
 
-// tryRead reads what the socket holds now, into bp or a newly borrowed
-// buffer, without waiting (see readySource).
-func (t *tcpSource) tryRead(bp *[]byte) (_ *[]byte, n int, err error, again bool) {
+// read reads what the socket holds, into bp or a newly borrowed buffer,
+// waiting at most wait (see readySource): parked in the runtime's poller
+// with no buffer held, or not at all.
+func (t *tcpReady) read(bp *[]byte, wait time.Duration) (_ *[]byte, n int, err error, again bool) {
+	if wait > 0 {
+		t.c.SetReadDeadline(time.Now().Add(wait))
+		bp, n, err := t.Read(bp)
+		t.c.SetReadDeadline(time.Time{})
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return bp, 0, nil, true // bp is nil: Read gives it back before it parks
+		}
+		return bp, n, err, false
+	}
 	t.bp, t.n, t.err = bp, 0, nil
 	t.again = false
 	if err := t.rc.Control(t.try); err != nil {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // A watch is a direction dst←src whose source is read on readiness.
@@ -39,14 +40,14 @@ const (
 type readySource interface {
 	// conn is the source connection.
 	conn() net.Conn
-	// tryRead reads what the source holds now into bp, or into a newly
-	// borrowed buffer, without waiting. again reports that it held
-	// nothing; the buffer has then gone back to the pool. At end of
-	// stream it returns io.EOF.
-	tryRead(bp *[]byte) (_ *[]byte, n int, err error, again bool)
+	// read reads what the source holds into bp, or into a newly
+	// borrowed buffer, waiting at most wait for it (with no buffer held
+	// meanwhile). again reports that nothing came; the buffer has then
+	// gone back to the pool. At end of stream it returns io.EOF.
+	read(bp *[]byte, wait time.Duration) (_ *[]byte, n int, err error, again bool)
 	// arm asks for w.fire to be called once the source is readable,
-	// perhaps before arm returns; first is set on the first call.
-	arm(w *watch, first bool) error
+	// perhaps before arm returns.
+	arm(w *watch) error
 	// disarm takes back what arm asked for.
 	disarm(w *watch)
 }
@@ -95,27 +96,27 @@ func watchedJoint(c net.Conn) *joint {
 // watched maps each watched source connection to its watch, for Abort.
 var watched sync.Map
 
-// arm arms the source for the first time. A source that cannot be armed
-// (already closed) ends the exchange.
+// arm starts the direction: a copier runs at first, as for a source
+// just found readable, and arms the source only once it has been empty
+// for linger. A short exchange (a request and its response on a new
+// connection) is over before it ever waits on readiness.
 func (w *watch) arm() {
 	w.mu.Lock()
 	if w.state == watchDone { // the exchange ended before this direction began
 		w.mu.Unlock()
 		return
 	}
+	w.state = watchActive
 	watched.Store(w.src.conn(), w)
 	w.mu.Unlock()
-	if err := w.src.arm(w, true); err != nil && w.leaveIdle(watchDone) {
-		w.j.fail(err)
-		w.finish()
-	}
+	go w.copyFrom(linger)
 }
 
 // wake is called when the source is readable: it starts a copier unless
 // one runs or the direction has ended.
 func (w *watch) wake() {
 	if w.leaveIdle(watchActive) {
-		go w.copy()
+		go w.copyFrom(0)
 	}
 }
 
@@ -130,15 +131,22 @@ func (w *watch) leaveIdle(state watchState) bool {
 	return true
 }
 
-// copy moves what the source has to the destination, then arms the
-// source again (rest), or ends the direction.
-func (w *watch) copy() {
+// linger is how long a copier that has emptied its source waits for more
+// before it ends and leaves the source armed: a connection that is busy
+// keeps its goroutine, parked in the runtime's poller, and pays nothing
+// per burst; one at rest for longer costs none.
+const linger = 100 * time.Millisecond
+
+// copyFrom moves what the source has to the destination, then arms the
+// source again (rest), or ends the direction. wait is how long its first
+// read may wait: none when the source was found readable.
+func (w *watch) copyFrom(wait time.Duration) {
 	var bp *[]byte
 	for {
 		var n int
 		var err error
 		var again bool
-		bp, n, err, again = w.src.tryRead(bp)
+		bp, n, err, again = w.src.read(bp, wait)
 		if n > 0 {
 			nw, werr := w.dst.Write((*bp)[:n])
 			*w.count += int64(nw)
@@ -165,10 +173,12 @@ func (w *watch) copy() {
 			w.end(err)
 			return
 		}
+		wait = 0
 		if n < len(*bp) {
 			// Drained for now: no buffer held across the next wait.
 			buffers.Put(bp)
 			bp = nil
+			wait = linger
 		}
 	}
 }
@@ -188,9 +198,18 @@ func (w *watch) rest() {
 		w.finish()
 		return
 	}
-	if err := w.src.arm(w, false); err != nil && w.leaveIdle(watchDone) {
-		w.j.fail(err) // closed from outside: cut off (a no-op if ending)
-		w.finish()
+	err := w.src.arm(w)
+	w.mu.Lock()
+	done := w.state == watchDone
+	w.mu.Unlock()
+	switch {
+	case err != nil:
+		if w.leaveIdle(watchDone) {
+			w.j.fail(err) // closed from outside: cut off (a no-op if ending)
+			w.finish()
+		}
+	case done:
+		w.src.disarm(w) // aborted while arming: take back what was armed
 	}
 }
 
@@ -232,19 +251,30 @@ type notifySource struct {
 
 func (s *notifySource) conn() net.Conn { return s.c }
 
-func (s *notifySource) tryRead(bp *[]byte) (*[]byte, int, error, bool) {
+// A Lingerer is a Notifier that can also wait for readiness, for at most
+// a while. tunnel.Stream is one.
+type Lingerer interface {
+	// WaitReadFor waits at most d until a Read would not block, and
+	// reports whether it would not.
+	WaitReadFor(d time.Duration) bool
+}
+
+func (s *notifySource) read(bp *[]byte, wait time.Duration) (*[]byte, int, error, bool) {
+	if l, ok := s.n.(Lingerer); ok && wait > 0 && bp == nil && !l.WaitReadFor(wait) {
+		return nil, 0, nil, true
+	}
 	if bp == nil {
 		bp = buffers.Get().(*[]byte)
 	}
-	n, wait, err := s.n.TryRead(*bp)
-	if wait && n == 0 {
+	n, nothing, err := s.n.TryRead(*bp)
+	if nothing && n == 0 {
 		buffers.Put(bp)
 		return nil, 0, nil, true
 	}
 	return bp, n, err, false
 }
 
-func (s *notifySource) arm(w *watch, first bool) error {
+func (s *notifySource) arm(w *watch) error {
 	s.n.NotifyRead(w.fire)
 	return nil
 }

@@ -143,14 +143,21 @@ func (s *Stream) readable() {
 
 // wouldNotBlock reports whether a Read would return at once, without
 // taking any byte.
-func (s *Stream) wouldNotBlock() bool {
+func (s *Stream) wouldNotBlock() bool { return s.readableBy(time.Unix(1, 0)) }
+
+// WaitReadFor waits at most d until a Read would not block, and reports
+// whether it would not. It takes no byte, and no buffer.
+func (s *Stream) WaitReadFor(d time.Duration) bool { return s.readableBy(time.Now().Add(d)) }
+
+// readableBy waits until deadline for a Read that would not block.
+func (s *Stream) readableBy(deadline time.Time) bool {
 	if s.reset.Load() || s.sess.IsClosed() {
 		return true
 	}
-	s.ms.SetReadDeadline(time.Unix(1, 0))
+	s.ms.SetReadDeadline(deadline)
 	_, err := s.ms.Read(nil)
 	s.ms.SetReadDeadline(time.Time{})
-	return err != yamux.ErrTimeout
+	return err != yamux.ErrTimeout || s.reset.Load()
 }
 
 // TryRead reads what the stream holds without waiting: wait reports that
