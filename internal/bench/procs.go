@@ -45,7 +45,7 @@ func startProcEnv(exe, dir, name string, env []string, args ...string) (*proc, e
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr()
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}

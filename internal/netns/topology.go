@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netns proves sallyport's promise in real Linux network namespaces:
 // it builds three throwaway hosts, an outside network, a DMZ and a trusted
 // network, wires them with veth pairs, routes them, fences them with

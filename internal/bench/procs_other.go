@@ -1,0 +1,9 @@
+//go:build !linux
+
+package bench
+
+import "syscall"
+
+// childAttr: without Pdeathsig, children are stopped by the benchmark's
+// cleanup only.
+func childAttr() *syscall.SysProcAttr { return nil }
