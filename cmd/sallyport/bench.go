@@ -18,6 +18,7 @@ func newBenchCmd() *cobra.Command {
 		idle     []int
 		echoAt   []string
 		profile  string
+		keep     string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -53,7 +54,7 @@ raise the hard limit.`,
 					return fmt.Errorf("--profile: %w", err)
 				}
 			}
-			rep, err := bench.Run(cmd.Context(), bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Profile: profile, Progress: cmd.ErrOrStderr()})
+			rep, err := bench.Run(cmd.Context(), bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Profile: profile, Keep: keep, Progress: cmd.ErrOrStderr()})
 			if err != nil {
 				if cmd.Context().Err() != nil {
 					return errors.New("bench interrupted; its edge, connector and back-end processes are stopped")
@@ -81,6 +82,7 @@ raise the hard limit.`,
 	f.StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
 	f.IntSliceVar(&idle, "idle", nil, "idle connection counts to hold (default 1000,10000,50000, or 200,1000 with --quick)")
 	f.StringVar(&profile, "profile", "", "write CPU and heap profiles of the edge and the connector into this directory (edge.cpu, connector.cpu, ...)")
+	f.StringVar(&keep, "keep", "", "keep the run's data and logs (edge.log, connector.log, backend.log) in this directory")
 	f.StringSliceVar(&echoAt, "echo-backend", nil, "serve only an echo back-end on these addresses (the benchmark runs itself so)")
 	f.MarkHidden("echo-backend")
 	return cmd

@@ -46,6 +46,10 @@ type Options struct {
 	// write CPU and heap profiles of the run (edge.cpu, edge.heap,
 	// connector.cpu, connector.heap), for go tool pprof.
 	Profile string
+	// Keep, if set, is the directory for the run's data and logs (edge.log,
+	// connector.log, backend.log), kept afterwards; by default a temporary
+	// one is removed.
+	Keep string
 	// Progress, if set, receives a line as each phase starts.
 	Progress io.Writer
 }
@@ -118,11 +122,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				"/etc/security/limits.conf; in a container, start it with --ulimit nofile=1048576)", limit, fit))
 	}
 
-	dir, err := os.MkdirTemp("", "sallyport-bench-")
-	if err != nil {
-		return nil, fmt.Errorf("bench: make a temporary directory: %w", err)
+	dir := o.Keep
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "sallyport-bench-"); err != nil {
+			return nil, fmt.Errorf("bench: make a temporary directory: %w", err)
+		}
+		defer os.RemoveAll(dir)
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
-	defer os.RemoveAll(dir)
 
 	be := newBackend()
 	defer be.close()

@@ -259,7 +259,7 @@ func openIdle(ctx context.Context, addrs []string, n int, timeout time.Duration)
 					return
 				}
 				g := i / perSource
-				d := net.Dialer{Deadline: deadline,
+				d := net.Dialer{Deadline: deadline, Control: bindNoPort,
 					LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+g))}}
 				c, err := d.Dial("tcp", addrs[g])
 				if err == nil {
