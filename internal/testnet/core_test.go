@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -175,4 +176,66 @@ func TestServiceWithoutConnectorClosesAtOnce(t *testing.T) {
 		}
 	}
 	e.Logs.WaitFor(t, "no connector offers the service", 5*time.Second)
+}
+
+// A connection that rests longer than a copier lingers holds no goroutine
+// on either side (it waits on readiness); after the rest it still carries
+// bytes both ways, and a half-close still gets the whole response.
+func TestRestingConnectionWakesUp(t *testing.T) {
+	echo := testnet.Echo(t)
+	reply := randomBytes(2<<20, 21)
+	digest := testnet.Digest(t, reply)
+	e, _ := setup(t, map[string]string{"echo": echo.Addr(), "digest": digest.Addr()})
+
+	const n = 20
+	conns := make([]*net.TCPConn, n)
+	for i := range conns {
+		conns[i] = e.Dial(t, "echo")
+		conns[i].SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := conns[i].Write([]byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(conns[i], make([]byte, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := e.Dial(t, "digest")
+	d.SetDeadline(time.Now().Add(30 * time.Second))
+	request := randomBytes(1<<20, 22)
+	if _, err := d.Write(request[:1000]); err != nil {
+		t.Fatal(err)
+	}
+
+	// Rest: the echo back-end's goroutines stay (one per connection), the
+	// gateway's go.
+	atRest := func() int { return runtime.NumGoroutine() }
+	busy := atRest()
+	deadline := time.Now().Add(5 * time.Second)
+	for atRest() > busy-2*(n+1) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := busy - atRest(); got < 2*(n+1) {
+		t.Errorf("resting connections gave back %d goroutines, want at least %d (edge and connector, one direction each)", got, 2*(n+1))
+	}
+
+	for i, c := range conns {
+		msg := randomBytes(100<<10, uint64(100+i))
+		go c.Write(msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("connection %d after its rest: %v, bytes equal %v", i, err, bytes.Equal(got, msg))
+		}
+	}
+	go func() {
+		d.Write(request[1000:])
+		d.CloseWrite()
+	}()
+	got, err := io.ReadAll(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(request)
+	if len(got) != len(want)+len(reply) || !bytes.Equal(got[:len(want)], want[:]) || !bytes.Equal(got[len(want):], reply) {
+		t.Fatalf("after a rest and a half-close: %d bytes back, digest right %v; want %d", len(got), len(got) >= len(want) && bytes.Equal(got[:len(want)], want[:]), len(want)+len(reply))
+	}
 }
