@@ -65,6 +65,8 @@ func Join(a, b net.Conn) Result {
 func Start(a, b net.Conn, done func(Result)) {
 	j := &joint{a: a, b: b, done: done}
 	j.left.Store(2)
+	joints.Store(a, j)
+	joints.Store(b, j)
 	// Every watched direction is known before any direction can fail.
 	wa, wb := j.watch(a, b, &j.res.BToA), j.watch(b, a, &j.res.AToB)
 	j.watches = [2]*watch{wa, wb}
@@ -72,14 +74,20 @@ func Start(a, b net.Conn, done func(Result)) {
 	j.run(wb, b, a, &j.res.AToB)
 }
 
-// Abort ends the exchange c is in as cut off (both sides reset), or
-// closes c if it is in none that needs telling.
+// Abort ends the exchange c is in as cut off (both sides reset), or just
+// closes c if it is in none. Closing c alone might not end the exchange:
+// the direction towards c may be waiting on the other side, with no
+// goroutine reading c.
 func Abort(c net.Conn) {
-	if j := watchedJoint(c); j != nil {
-		j.fail(net.ErrClosed)
+	if j, ok := joints.Load(c); ok {
+		j.(*joint).fail(net.ErrClosed)
 	}
 	c.Close()
 }
+
+// joints maps each connection of an exchange that has not finished to
+// its joint, for Abort.
+var joints sync.Map
 
 // joint is one Start: two directions and what they carried.
 type joint struct {
@@ -183,6 +191,8 @@ func (j *joint) finish() {
 	if j.left.Add(-1) > 0 {
 		return
 	}
+	joints.CompareAndDelete(j.a, j)
+	joints.CompareAndDelete(j.b, j)
 	if j.gentle.Load() {
 		CloseGently(j.a)
 		CloseGently(j.b)

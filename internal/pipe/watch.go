@@ -85,17 +85,6 @@ func (j *joint) watch(dst, src net.Conn, count *int64) *watch {
 	return w
 }
 
-// watchedJoint returns the joint whose watched source c is, if any.
-func watchedJoint(c net.Conn) *joint {
-	if w, ok := watched.Load(c); ok {
-		return w.(*watch).j
-	}
-	return nil
-}
-
-// watched maps each watched source connection to its watch, for Abort.
-var watched sync.Map
-
 // arm starts the direction: a copier runs at first, as for a source
 // just found readable, and arms the source only once it has been empty
 // for linger. A short exchange (a request and its response on a new
@@ -107,7 +96,6 @@ func (w *watch) arm() {
 		return
 	}
 	w.state = watchActive
-	watched.Store(w.src.conn(), w)
 	w.mu.Unlock()
 	go w.copyFrom(linger)
 }
@@ -237,11 +225,10 @@ func (w *watch) finish() {
 	w.j.finish()
 }
 
-func (w *watch) unregister() {
-	if watched.CompareAndDelete(w.src.conn(), w) {
-		w.src.disarm(w)
-	}
-}
+// unregister takes back what the source was armed with. Every way a
+// direction ends passes here once (a direction leaves watchIdle or
+// watchActive for watchDone once).
+func (w *watch) unregister() { w.src.disarm(w) }
 
 // notifySource is a Notifier as a readySource.
 type notifySource struct {

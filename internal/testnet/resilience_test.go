@@ -319,3 +319,48 @@ func TestTunnelPoolSpreadsStreams(t *testing.T) {
 		conn.Close()
 	}
 }
+
+// A drain that times out ends every exchange, even one whose client has
+// half-closed and whose back-end never answers (nothing then reads the
+// client's side): the edge stops within its drain timeout, and the
+// client learns that its exchange was cut off (a reset).
+func TestDrainTimeoutEndsAHalfClosedExchange(t *testing.T) {
+	gotEOF := make(chan struct{}, 1)
+	silent := testnet.Serve(t, func(c *net.TCPConn) {
+		io.Copy(io.Discard, c)
+		gotEOF <- struct{}{}
+		<-t.Context().Done() // never answers
+	})
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"silent": ""}, DrainTimeout: 500 * time.Millisecond})
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{Services: map[string]string{"silent": silent.Addr()}})
+	c.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "silent", 1, 10*time.Second)
+
+	conn := e.Dial(t, "silent")
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	conn.Write([]byte("a question"))
+	conn.CloseWrite()
+	select {
+	case <-gotEOF:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the back-end never saw the client's half-close")
+	}
+	time.Sleep(300 * time.Millisecond) // both sides at rest
+
+	stopped := make(chan error, 1)
+	start := time.Now()
+	go func() { stopped <- e.Stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("edge stopped %v after Stop, drain timeout 500ms", time.Since(start).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("edge has not stopped 10s after Stop with a 500ms drain timeout")
+	}
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client read %v after the drain timeout, want a reset", err)
+	}
+	e.Logs.WaitFor(t, "drain timeout", time.Second)
+}
