@@ -31,12 +31,9 @@ type certStore struct {
 
 // certPair is one certificate and key file pair as last loaded.
 type certPair struct {
-	files config.CertificateFiles
-	// stamp identifies the files' versions that cert was loaded from;
-	// failed is the last version that could not be loaded, so that a
-	// broken pair is reported once.
-	stamp, failed string
-	cert          *tls.Certificate
+	files   config.CertificateFiles
+	version fileVersion // of the files cert was loaded from
+	cert    *tls.Certificate
 }
 
 // loadCertStore loads every pair; any that cannot be loaded is an error.
@@ -51,7 +48,7 @@ func loadCertStore(files []config.CertificateFiles, log *slog.Logger) (*certStor
 		if err != nil {
 			return nil, fmt.Errorf("certificates[%d]: %w", i, err)
 		}
-		p.stamp = stamp
+		p.version.stamp = stamp
 		s.pairs = append(s.pairs, p)
 	}
 	if len(s.pairs) == 0 {
@@ -72,11 +69,21 @@ func loadPair(f config.CertificateFiles) (*tls.Certificate, error) {
 // fileStamp names the current version of a pair's files by their
 // modification times and sizes.
 func fileStamp(f config.CertificateFiles) (string, error) {
+	stamp, err := filesStamp(f.Cert, f.Key)
+	if err != nil {
+		return "", fmt.Errorf("certificate file: %w", err)
+	}
+	return stamp, nil
+}
+
+// filesStamp names the current version of files by their modification
+// times and sizes.
+func filesStamp(names ...string) (string, error) {
 	stamp := ""
-	for _, name := range []string{f.Cert, f.Key} {
+	for _, name := range names {
 		fi, err := os.Stat(name)
 		if err != nil {
-			return "", fmt.Errorf("certificate file: %w", err)
+			return "", err
 		}
 		stamp += fmt.Sprintf("%d/%d;", fi.ModTime().UnixNano(), fi.Size())
 	}
@@ -106,22 +113,42 @@ func (s *certStore) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 // load keeps serving its previous certificate. s.mu is held.
 func (s *certStore) reload() {
 	for _, p := range s.pairs {
-		stamp, err := fileStamp(p.files)
-		if err == nil && stamp == p.stamp {
-			continue
-		}
-		var cert *tls.Certificate
-		if err == nil {
-			cert, err = loadPair(p.files)
-		}
-		if err != nil {
-			if key := stamp + err.Error(); key != p.failed {
-				s.log.Error("https certificate not reloaded; still serving the previous one", "cert", p.files.Cert, "err", err)
-				p.failed = key
+		reloadChanged(&p.version, []string{p.files.Cert, p.files.Key}, func() error {
+			cert, err := loadPair(p.files)
+			if err == nil {
+				p.cert = cert
+				s.log.Info("https certificate reloaded", "cert", p.files.Cert, "names", cert.Leaf.DNSNames, "not_after", cert.Leaf.NotAfter)
 			}
-			continue
-		}
-		p.cert, p.stamp, p.failed = cert, stamp, ""
-		s.log.Info("https certificate reloaded", "cert", p.files.Cert, "names", cert.Leaf.DNSNames, "not_after", cert.Leaf.NotAfter)
+			return err
+		}, func(err error) {
+			s.log.Error("https certificate not reloaded; still serving the previous one", "cert", p.files.Cert, "err", err)
+		})
 	}
+}
+
+// fileVersion is the version of a set of files last loaded (stamp), and
+// the last version that failed to load with its error (failed), so that a
+// broken file is reported once.
+type fileVersion struct{ stamp, failed string }
+
+// reloadChanged calls load if the files changed since the version v last
+// loaded, and records the new version if it succeeds; a failure is
+// reported to failed once per version and error. The caller serializes
+// calls for one v.
+func reloadChanged(v *fileVersion, names []string, load func() error, failed func(error)) {
+	stamp, err := filesStamp(names...)
+	if err == nil && stamp == v.stamp {
+		return
+	}
+	if err == nil {
+		err = load()
+	}
+	if err != nil {
+		if key := stamp + err.Error(); key != v.failed {
+			failed(err)
+			v.failed = key
+		}
+		return
+	}
+	v.stamp, v.failed = stamp, ""
 }

@@ -50,7 +50,7 @@ func (f *fronts) open(e *Edge, listen func(what, addr string) (net.Listener, err
 	f.hosts = names{}
 	f.sni = names{}
 	for name, svc := range e.cfg.Services {
-		p, err := newPolicy(name, svc.Policy)
+		p, err := newPolicy(name, svc.Policy, e.log, e.now)
 		if err != nil {
 			return err
 		}

@@ -101,13 +101,15 @@ func newHTTPFront(e *Edge, lc config.Listener, l net.Listener, certs *certStore)
 // request) when a service has a client_ca.
 func (f *httpFront) clientAuth(tc *tls.Config, lc config.Listener) error {
 	if lc.ClientCA != "" {
-		pool, err := loadCAPool(lc.ClientCA)
+		ca, err := loadCAFile(lc.ClientCA, f.e.log, f.e.now)
 		if err != nil {
 			return fmt.Errorf("client_ca: %w", err)
 		}
-		p := &policy{clientCAs: pool}
+		p := &policy{clientCAs: ca}
 		tc.ClientAuth = tls.RequestClientCert
-		tc.ClientCAs = pool
+		// The names offered to clients as a hint; verification below
+		// uses the file as it is now.
+		tc.ClientCAs = ca.current()
 		tc.VerifyConnection = func(cs tls.ConnectionState) error {
 			if err := p.verifyClient(cs.PeerCertificates, f.e.now()); err != nil {
 				f.e.refusals.add(ReasonClientCert)

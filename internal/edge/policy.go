@@ -3,9 +3,9 @@ package edge
 import (
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,11 +87,12 @@ type policy struct {
 	max         int64 // 0: no cap
 	active      atomic.Int64
 	limiter     *rate.Limiter // nil: no limit
-	clientCAs   *x509.CertPool
+	clientCAs   *caFile       // nil: no client certificate needed
 }
 
-// newPolicy prepares a service's policy, reading its client CA file.
-func newPolicy(service string, p config.Policy) (*policy, error) {
+// newPolicy prepares a service's policy, reading its client CA file
+// (again whenever it changes; log tells of that).
+func newPolicy(service string, p config.Policy, log *slog.Logger, now func() time.Time) (*policy, error) {
 	pol := &policy{max: int64(p.MaxConnections)}
 	for _, list := range []struct {
 		in  []string
@@ -109,26 +110,13 @@ func newPolicy(service string, p config.Policy) (*policy, error) {
 		pol.limiter = rate.NewLimiter(rate.Every(every), burst)
 	}
 	if p.ClientCA != "" {
-		pool, err := loadCAPool(p.ClientCA)
+		ca, err := loadCAFile(p.ClientCA, log, now)
 		if err != nil {
 			return nil, fmt.Errorf("service %s: policy.client_ca: %w", service, err)
 		}
-		pol.clientCAs = pool
+		pol.clientCAs = ca
 	}
 	return pol, nil
-}
-
-// loadCAPool reads a PEM file of CA certificates.
-func loadCAPool(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read client CA file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("client CA file %s holds no PEM certificate", path)
-	}
-	return pool, nil
 }
 
 // client is what the edge knows of a client when it applies a policy.
@@ -212,7 +200,7 @@ func (p *policy) verifyClient(chain []*x509.Certificate, now time.Time) error {
 		inter.AddCert(c)
 	}
 	_, err := chain[0].Verify(x509.VerifyOptions{
-		Roots:         p.clientCAs,
+		Roots:         p.clientCAs.current(),
 		Intermediates: inter,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -27,7 +28,7 @@ func tcpClient(addr string) client {
 
 func mustPolicy(t *testing.T, p config.Policy) *policy {
 	t.Helper()
-	pol, err := newPolicy("svc", p)
+	pol, err := newPolicy("svc", p, slog.New(slog.DiscardHandler), time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +162,55 @@ func TestPolicyClientCA(t *testing.T) {
 			t.Errorf("%s: refusal %v, want admitted=%v", tt.name, ref, tt.ok)
 		}
 	}
-	if _, err := newPolicy("svc", config.Policy{ClientCA: filepath.Join(t.TempDir(), "none.pem")}); err == nil {
+	if _, err := newPolicy("svc", config.Policy{ClientCA: filepath.Join(t.TempDir(), "none.pem")}, slog.New(slog.DiscardHandler), time.Now); err == nil {
 		t.Error("a missing client CA file was accepted")
+	}
+}
+
+// A client CA file that changes is read again (checked at most once a
+// second): a certificate from the new CA is admitted, one from the old no
+// longer; a file that stops loading leaves the CAs before it in force.
+func TestPolicyClientCAReloads(t *testing.T) {
+	oldCA, oldKey := testCA(t, "old CA")
+	newCA, newKey := testCA(t, "new CA")
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	write := func(b []byte) {
+		t.Helper()
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: oldCA.Raw}))
+	clock := time.Now()
+	now := func() time.Time { return clock }
+	p, err := newPolicy("svc", config.Policy{ClientCA: path}, slog.New(slog.DiscardHandler), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldLeaf := testLeaf(t, oldCA, oldKey, "alice", x509.ExtKeyUsageClientAuth)
+	newLeaf := testLeaf(t, newCA, newKey, "bob", x509.ExtKeyUsageClientAuth)
+	admitted := func(leaf *x509.Certificate) bool {
+		c := tcpClient("127.0.0.1:1")
+		c.certs = []*x509.Certificate{leaf}
+		_, ref := p.admit("svc", c, time.Now())
+		return ref == nil
+	}
+	if !admitted(oldLeaf) || admitted(newLeaf) {
+		t.Fatal("before the change: want only the old CA's certificate admitted")
+	}
+
+	write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: newCA.Raw}))
+	if !admitted(oldLeaf) {
+		t.Error("the file was read again within a second of the last check")
+	}
+	clock = clock.Add(certCheckEvery)
+	if admitted(oldLeaf) || !admitted(newLeaf) {
+		t.Error("after the change: want only the new CA's certificate admitted")
+	}
+
+	write([]byte("not PEM at all"))
+	clock = clock.Add(certCheckEvery)
+	if !admitted(newLeaf) {
+		t.Error("a broken file replaced the CAs in force")
 	}
 }
