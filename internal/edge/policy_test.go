@@ -174,9 +174,16 @@ func TestPolicyClientCAReloads(t *testing.T) {
 	oldCA, oldKey := testCA(t, "old CA")
 	newCA, newKey := testCA(t, "new CA")
 	path := filepath.Join(t.TempDir(), "ca.pem")
+	version := time.Now().Add(-time.Hour)
 	write := func(b []byte) {
 		t.Helper()
+		// Each version gets its own modification time: writes in quick
+		// succession may share one, and the two CA files their size.
+		version = version.Add(time.Second)
 		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, version, version); err != nil {
 			t.Fatal(err)
 		}
 	}
