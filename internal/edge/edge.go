@@ -140,7 +140,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	e.st, err = store.Open(ctx, store.Options{Dir: filepath.Join(dir, "nats"), Logger: e.log})
+	e.st, err = store.Open(ctx, store.Options{Dir: filepath.Join(dir, "nats"), Name: "sallyport-" + e.id, Logger: e.log})
 	if err != nil {
 		return fmt.Errorf("open the edge's store: %w", err)
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,6 +45,9 @@ type Options struct {
 	// files (created with mode 0700 if missing). Required when URL is empty;
 	// ignored otherwise. Two stores must not share a Dir at once.
 	Dir string
+	// Name is the embedded server's name, unique per edge (its id) so
+	// that edges can later form a cluster; default "sallyport-edge".
+	Name string
 	// Logger receives the store's and the embedded server's logs. The
 	// server's notices and debug lines are logged at debug level, its
 	// warnings and errors at theirs. Nil discards logs.
@@ -54,6 +58,7 @@ type Options struct {
 // kind of record, keyed by id, values JSON. It is safe for concurrent use.
 type JetStream struct {
 	log  *slog.Logger
+	name string         // the embedded server's name
 	lock *os.File       // holds the data directory's lock; nil with a URL
 	srv  *server.Server // nil when connected to an external URL
 	nc   *nats.Conn
@@ -84,7 +89,7 @@ func Open(ctx context.Context, opts Options) (*JetStream, error) {
 		return nil, fmt.Errorf("open store: %w", context.DeadlineExceeded)
 	}
 
-	s := &JetStream{log: log}
+	s := &JetStream{log: log, name: opts.Name}
 	if opts.URL != "" {
 		nc, err := nats.Connect(opts.URL, append(s.connOptions(timeout), nats.MaxReconnects(-1))...)
 		if err != nil {
@@ -119,8 +124,7 @@ func (s *JetStream) startEmbedded(dir string, timeout time.Duration) error {
 	}
 	s.lock = lock
 	sopts := &server.Options{
-		// Standalone name; a cluster needs one unique name per edge.
-		ServerName: "sallyport-edge",
+		ServerName: cmp.Or(s.name, "sallyport-edge"),
 		DontListen: true, // in-process connections only: no client port
 		NoSigs:     true, // the edge owns signal handling
 		JetStream:  true,

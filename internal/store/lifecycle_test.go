@@ -320,3 +320,18 @@ func TestServerLogsStayQuiet(t *testing.T) {
 		}
 	}
 }
+
+// The embedded server takes the name it is given (an edge gives its id, so
+// that edges can tell each other apart in a cluster), or a default.
+func TestEmbeddedServerName(t *testing.T) {
+	for name, want := range map[string]string{"sallyport-edge-1a2b": "sallyport-edge-1a2b", "": "sallyport-edge"} {
+		s, err := Open(t.Context(), Options{Dir: t.TempDir(), Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.srv.Name(); got != want {
+			t.Errorf("Options.Name %q: server name %q, want %q", name, got, want)
+		}
+		s.Close()
+	}
+}
