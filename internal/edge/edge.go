@@ -214,6 +214,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		}
 	})
 	loops.Go(func() { e.acceptTunnels(ctx, tl) })
+	loops.Go(func() { e.pruneTokens(ctx) })
 	for name, l := range svcLns {
 		loops.Go(func() { e.acceptClients(ctx, name, l) })
 	}
@@ -317,4 +318,33 @@ func ReadAdminToken(dataDir string) (string, error) {
 		return "", fmt.Errorf("read the admin token (run this on the edge's host, as its user, with --data set to its data directory): %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// Finished enrollment tokens (used, or expired unused) are kept for
+// tokenRetention, so that a late attempt to reuse one is told that it was
+// used or expired, and then removed from the store: checked at start and
+// every pruneEvery.
+const (
+	tokenRetention = 7 * 24 * time.Hour
+	pruneEvery     = time.Hour
+)
+
+// pruneTokens removes finished tokens from the store until ctx ends.
+func (e *Edge) pruneTokens(ctx context.Context) {
+	t := time.NewTicker(pruneEvery)
+	defer t.Stop()
+	for {
+		n, err := e.st.PruneTokens(ctx, e.now().Add(-tokenRetention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			e.log.Warn("could not prune finished enrollment tokens; will try again", "err", err)
+		case n > 0:
+			e.log.Info("finished enrollment tokens pruned", "count", n, "retention", tokenRetention.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -355,6 +355,44 @@ func (s *JetStream) ConsumeToken(ctx context.Context, id string, check func(Toke
 	return Token{}, fmt.Errorf("consume token %s: gave up after %d concurrent updates; retry", id, maxCASAttempts)
 }
 
+// PruneTokens implements Store. Each removal is conditional on the
+// revision that was read, so that a token written meanwhile stays.
+func (s *JetStream) PruneTokens(ctx context.Context, before time.Time) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, fmt.Errorf("prune tokens: %w", err)
+	}
+	toks, err := s.ListTokens(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("prune tokens: %w", err)
+	}
+	n := 0
+	for _, listed := range toks {
+		t, rev, err := s.getToken(ctx, listed.ID)
+		if errors.Is(err, ErrNotFound) {
+			continue // pruned by another edge
+		}
+		if err != nil {
+			return n, fmt.Errorf("prune token %s: %w", listed.ID, err)
+		}
+		finished := t.UsedAt
+		if !t.Used() {
+			finished = t.ExpiresAt
+		}
+		if !finished.Before(before) {
+			continue
+		}
+		err = s.tokens.Purge(ctx, t.ID, jetstream.LastRevision(rev))
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // written meanwhile: left for the next pass
+		}
+		if err != nil {
+			return n, fmt.Errorf("prune token %s: %w", t.ID, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
 // ListTokens implements Store.
 func (s *JetStream) ListTokens(ctx context.Context) ([]Token, error) {
 	if err := s.check(); err != nil {

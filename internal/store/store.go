@@ -99,6 +99,10 @@ type Store interface {
 	ConsumeToken(ctx context.Context, id string, check func(Token) error, by string, at time.Time) (Token, error)
 	// ListTokens returns every stored token, ordered by id.
 	ListTokens(ctx context.Context) ([]Token, error)
+	// PruneTokens removes the tokens that were finished before `before`:
+	// used before it, or expired before it unused. It returns how many it
+	// removed. A token it removes can no longer be redeemed anyway.
+	PruneTokens(ctx context.Context, before time.Time) (int, error)
 	// PutConnector stores c, replacing any connector with the same id.
 	PutConnector(ctx context.Context, c Connector) error
 	// GetConnector returns the connector with that id, or ErrNotFound.

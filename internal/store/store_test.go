@@ -375,3 +375,49 @@ func TestPutConnectorReplaces(t *testing.T) {
 		t.Fatalf("after revocation GetConnector = %+v, want %+v", got, c)
 	}
 }
+
+// PruneTokens removes tokens used or expired before the cut-off, and only
+// those: a pruned token is gone (unknown), the others stay as they were.
+func TestPruneTokens(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	ctx := t.Context()
+	now := time.Now().Truncate(time.Second)
+	mk := func(id string, expires, used time.Time) {
+		tok := newToken(id)
+		tok.ExpiresAt = expires
+		if err := s.CreateToken(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		if !used.IsZero() {
+			if _, err := s.ConsumeToken(ctx, id, func(Token) error { return nil }, "conn-"+id, used); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cut := now.Add(-7 * 24 * time.Hour)
+	mk("oldused", now.Add(-9*24*time.Hour), now.Add(-10*24*time.Hour))
+	mk("oldexpired", now.Add(-8*24*time.Hour), time.Time{})
+	mk("recentused", now.Add(time.Hour), now.Add(-time.Hour))
+	mk("recentexpired", now.Add(-time.Hour), time.Time{})
+	mk("live", now.Add(time.Hour), time.Time{})
+
+	n, err := s.PruneTokens(ctx, cut)
+	if err != nil || n != 2 {
+		t.Fatalf("PruneTokens = %d, %v; want 2 removed", n, err)
+	}
+	for id, kept := range map[string]bool{"oldused": false, "oldexpired": false, "recentused": true, "recentexpired": true, "live": true} {
+		_, err := s.GetToken(ctx, id)
+		if kept && err != nil {
+			t.Errorf("token %s: %v; want it kept", id, err)
+		}
+		if !kept && !errors.Is(err, ErrNotFound) {
+			t.Errorf("token %s: %v; want ErrNotFound after pruning", id, err)
+		}
+	}
+	if toks, _ := s.ListTokens(ctx); len(toks) != 3 {
+		t.Errorf("ListTokens after pruning: %d tokens, want 3", len(toks))
+	}
+	if n, err := s.PruneTokens(ctx, cut); err != nil || n != 0 {
+		t.Errorf("PruneTokens again = %d, %v; want 0", n, err)
+	}
+}
