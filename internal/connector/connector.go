@@ -282,7 +282,7 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 		return false
 	}
 	c.handlers.Add(1)
-	pipe.Start(st, backend, func(res pipe.Result) {
+	x := pipe.Start(st, backend, func(res pipe.Result) {
 		defer c.handlers.Done()
 		// Not log, made by With: a held connection keeps no logger.
 		args := []any{"service", h.Service, "client", h.Client, "edge", edge, "backend", svc.Address, "bytes_in", res.AToB, "bytes_out", res.BToA,
@@ -293,6 +293,8 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 		c.log.Info("stream closed", args...)
 		c.streams.Done(st)
 	})
+	// A drain that times out cuts the whole exchange off, not just st.
+	c.streams.Attach(st, x)
 	return true
 }
 

@@ -378,7 +378,7 @@ func (s *streamConn) Close() error {
 // them.
 func (e *Edge) join(c net.Conn, st *streamConn, start time.Time, then func()) {
 	e.handlers.Add(1)
-	pipe.Start(c, st, func(res pipe.Result) {
+	x := pipe.Start(c, st, func(res pipe.Result) {
 		defer e.handlers.Done()
 		args := []any{"via", st.client.via, "service", st.service, "client", st.client.addr.String(), "connector", st.connector,
 			"bytes_in", res.AToB, "bytes_out", res.BToA, "duration", e.now().Sub(start).Round(time.Microsecond).String()}
@@ -396,6 +396,8 @@ func (e *Edge) join(c net.Conn, st *streamConn, start time.Time, then func()) {
 			then()
 		}
 	})
+	// A drain that times out cuts the whole exchange off, not just c.
+	e.clients.Attach(c, x)
 }
 
 // accept runs serve for each connection accepted on l until l is closed,

@@ -59,35 +59,28 @@ func Join(a, b net.Conn) Result {
 //
 // Where the platform allows, a TCP source is read on readiness: while it
 // is idle no goroutine waits on it, and one is started to copy a burst
-// when bytes arrive. A connection at rest then costs one goroutine (the
-// other direction's) instead of two. Close a started connection from
-// outside with Abort, not Close, so that such a direction learns of it.
-func Start(a, b net.Conn, done func(Result)) {
+// when bytes arrive. A connection at rest then costs no goroutine. To cut
+// a started exchange off from outside, use the returned Exchange's Abort,
+// not a Close of one connection: the direction towards that connection
+// may be waiting on the other one, and nothing would wake it.
+func Start(a, b net.Conn, done func(Result)) *Exchange {
 	j := &joint{a: a, b: b, done: done}
 	j.left.Store(2)
-	joints.Store(a, j)
-	joints.Store(b, j)
 	// Every watched direction is known before any direction can fail.
 	wa, wb := j.watch(a, b, &j.res.BToA), j.watch(b, a, &j.res.AToB)
 	j.watches = [2]*watch{wa, wb}
 	j.run(wa, a, b, &j.res.BToA)
 	j.run(wb, b, a, &j.res.AToB)
+	return &Exchange{j: j}
 }
 
-// Abort ends the exchange c is in as cut off (both sides reset), or just
-// closes c if it is in none. Closing c alone might not end the exchange:
-// the direction towards c may be waiting on the other side, with no
-// goroutine reading c.
-func Abort(c net.Conn) {
-	if j, ok := joints.Load(c); ok {
-		j.(*joint).fail(net.ErrClosed)
-	}
-	c.Close()
-}
+// An Exchange is a started join.
+type Exchange struct{ j *joint }
 
-// joints maps each connection of an exchange that has not finished to
-// its joint, for Abort.
-var joints sync.Map
+// Abort ends the exchange as cut off: both connections are reset (where
+// TCP) and closed, and done is called as for an error. It does nothing to
+// an exchange that has ended.
+func (x *Exchange) Abort() { x.j.fail(net.ErrClosed) }
 
 // joint is one Start: two directions and what they carried.
 type joint struct {
@@ -191,8 +184,6 @@ func (j *joint) finish() {
 	if j.left.Add(-1) > 0 {
 		return
 	}
-	joints.CompareAndDelete(j.a, j)
-	joints.CompareAndDelete(j.b, j)
 	if j.gentle.Load() {
 		CloseGently(j.a)
 		CloseGently(j.b)

@@ -96,7 +96,9 @@ func (t *tcpReady) read(bp *[]byte, wait time.Duration) (_ *[]byte, n int, err e
 }
 
 // epoll is the package's poller, started on first use; its goroutine runs
-// while any watch is registered.
+// while any watch is registered, and ends when the last one goes. One
+// instance serves the process, as the runtime's own poller does: it holds
+// nothing of its callers' but the registrations of live watches.
 var epoll poller
 
 type poller struct {

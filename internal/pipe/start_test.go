@@ -15,13 +15,13 @@ import (
 
 // started starts a join between a TCP connection and a net.Pipe and
 // returns the outer ends and the channel its result arrives on.
-func started(t *testing.T) (peerTCP *net.TCPConn, peerMem net.Conn, tcpEnd *net.TCPConn, res chan pipe.Result) {
+func started(t *testing.T) (peerTCP *net.TCPConn, peerMem net.Conn, x *pipe.Exchange, res chan pipe.Result) {
 	t.Helper()
 	peerTCP, a := tcpPair(t)
 	b, peerMem := memPair(t)
 	res = make(chan pipe.Result, 2)
-	pipe.Start(a, b, func(r pipe.Result) { res <- r })
-	return peerTCP, peerMem, a, res
+	x = pipe.Start(a, b, func(r pipe.Result) { res <- r })
+	return peerTCP, peerMem, x, res
 }
 
 // Start returns at once and reports once, with what was carried; an idle
@@ -79,14 +79,14 @@ func TestStartIdleTCPHasNoGoroutine(t *testing.T) {
 // Abort ends a resting exchange as cut off: the TCP peer sees a reset,
 // the other side a close, and the result comes once, with the error.
 func TestAbortEndsARestingExchange(t *testing.T) {
-	peerTCP, peerMem, tcpEnd, res := started(t)
+	peerTCP, peerMem, x, res := started(t)
 	peerTCP.Write([]byte("x"))
 	peerMem.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(peerMem, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond) // at rest
-	pipe.Abort(tcpEnd)
+	x.Abort()
 	select {
 	case r := <-res:
 		if !errors.Is(r.Err, net.ErrClosed) {

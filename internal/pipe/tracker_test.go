@@ -1,8 +1,10 @@
 package pipe_test
 
 import (
+	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,5 +113,36 @@ func TestTrackerZeroValueWaitsForNothing(t *testing.T) {
 	var tr pipe.Tracker
 	if n := tr.Wait(time.Millisecond); n != 0 {
 		t.Fatalf("Wait on an empty tracker = %d", n)
+	}
+}
+
+// A connection attached to an exchange is ended with the exchange: the
+// drain's timeout reaches the other side too, even when no goroutine reads
+// the tracked connection (its peer half-closed; the other side is silent).
+func TestTrackerWaitAbortsAttachedExchanges(t *testing.T) {
+	var tr pipe.Tracker
+	client, tracked := tcpPair(t)
+	other, silent := tcpPair(t)
+	tr.Add(tracked)
+	x := pipe.Start(tracked, other, func(pipe.Result) { tr.Done(tracked) })
+	tr.Attach(tracked, x)
+	client.CloseWrite() // the client is done sending; the back-end never answers
+	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(silent); err != nil {
+		t.Fatalf("the silent side did not see the half-close: %v", err)
+	}
+	waited := make(chan int, 1)
+	go func() { waited <- tr.Wait(100 * time.Millisecond) }()
+	select {
+	case n := <-waited:
+		if n != 1 {
+			t.Errorf("Wait = %d, want 1", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait has not returned 10s after its timeout: the exchange was not ended")
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client read %v, want a reset: its exchange was cut off", err)
 	}
 }
