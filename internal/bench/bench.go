@@ -291,27 +291,27 @@ func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, sp *sal
 			if tunneled {
 				addr = sp.public["echo"]
 			}
-			fmt.Fprintf(o.Progress, "bench: rep %d/%d: %d kept-alive clients, 100-byte requests %s\n", r+1, o.Reps, ph.clients, via(tunneled))
-			l, err := keptAlive(addr, ph.clients, ph.requests)
-			if err != nil {
-				return firstErr(sp.alive(), err)
+			runs := []struct {
+				key, what string
+				run       func() (latencies, error)
+			}{
+				{"rr", fmt.Sprintf("%d kept-alive clients, 100-byte requests", ph.clients),
+					func() (latencies, error) { return keptAlive(addr, ph.clients, ph.requests) }},
+				{"conn", fmt.Sprintf("new connection per request, %d workers", ph.connWorkers),
+					func() (latencies, error) { return newConns(addr, ph.connWorkers, ph.conns) }},
 			}
-			add("rr_rate", tunneled, l.rate())
-			add("rr_p50", tunneled, micros(l.pct(0.50)))
-			add("rr_p99", tunneled, micros(l.pct(0.99)))
-			if tunneled {
-				carried += int64(2 * messageSize * l.count)
-			}
-			fmt.Fprintf(o.Progress, "bench: rep %d/%d: new connection per request, %d workers %s\n", r+1, o.Reps, ph.connWorkers, via(tunneled))
-			l, err = newConns(addr, ph.connWorkers, ph.conns)
-			if err != nil {
-				return firstErr(sp.alive(), err)
-			}
-			add("conn_rate", tunneled, l.rate())
-			add("conn_p50", tunneled, micros(l.pct(0.50)))
-			add("conn_p99", tunneled, micros(l.pct(0.99)))
-			if tunneled {
-				carried += int64(2 * messageSize * l.count)
+			for _, p := range runs {
+				fmt.Fprintf(o.Progress, "bench: rep %d/%d: %s %s\n", r+1, o.Reps, p.what, via(tunneled))
+				l, err := p.run()
+				if err != nil {
+					return firstErr(sp.alive(), err)
+				}
+				add(p.key+"_rate", tunneled, l.rate())
+				add(p.key+"_p50", tunneled, micros(l.pct(0.50)))
+				add(p.key+"_p99", tunneled, micros(l.pct(0.99)))
+				if tunneled {
+					carried += int64(2 * messageSize * l.count)
+				}
 			}
 		}
 	}

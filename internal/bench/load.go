@@ -28,22 +28,14 @@ func (b bulk) mbps() float64 { return float64(b.bytes) / b.elapsed.Seconds() / 1
 // upload writes to a sink at addr for dur, then half-closes and checks
 // that the sink counted every byte.
 func upload(addr string, dur time.Duration) (int64, error) {
-	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	c, n, err := stream(addr, "upload to", dur, func(c net.Conn, buf []byte) (int, error) {
+		c.SetWriteDeadline(time.Now().Add(ioTimeout))
+		return c.Write(buf)
+	})
 	if err != nil {
-		return 0, fmt.Errorf("upload: dial %s: %w", addr, err)
+		return n, err
 	}
 	defer c.Close()
-	buf := make([]byte, 256<<10)
-	var n int64
-	end := time.Now().Add(dur)
-	for time.Now().Before(end) {
-		c.SetWriteDeadline(time.Now().Add(ioTimeout))
-		m, err := c.Write(buf)
-		n += int64(m)
-		if err != nil {
-			return n, fmt.Errorf("upload to %s after %d bytes: %w", addr, n, err)
-		}
-	}
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		return n, fmt.Errorf("upload to %s: half-close: %w", addr, err)
 	}
@@ -60,26 +52,39 @@ func upload(addr string, dur time.Duration) (int64, error) {
 
 // download reads from a source at addr for dur.
 func download(addr string, dur time.Duration) (int64, error) {
-	c, err := net.DialTimeout("tcp", addr, ioTimeout)
-	if err != nil {
-		return 0, fmt.Errorf("download: dial %s: %w", addr, err)
-	}
-	defer c.Close()
-	buf := make([]byte, 256<<10)
-	var n int64
-	end := time.Now().Add(dur)
-	for time.Now().Before(end) {
+	c, n, err := stream(addr, "download from", dur, func(c net.Conn, buf []byte) (int, error) {
 		c.SetReadDeadline(time.Now().Add(ioTimeout))
-		m, err := c.Read(buf)
-		n += int64(m)
-		if err != nil {
-			return n, fmt.Errorf("download from %s after %d bytes: %w", addr, n, err)
-		}
+		return c.Read(buf)
+	})
+	if err != nil {
+		return n, err
 	}
+	c.Close()
 	if n == 0 {
 		return 0, fmt.Errorf("download from %s: no bytes", addr)
 	}
 	return n, nil
+}
+
+// stream dials addr and calls step with a 256 KiB buffer until dur has
+// passed, counting what each call moved. It returns the connection, open,
+// unless it fails; what names the direction in errors ("upload to").
+func stream(addr, what string, dur time.Duration, step func(net.Conn, []byte) (int, error)) (net.Conn, int64, error) {
+	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s %s: dial: %w", what, addr, err)
+	}
+	buf := make([]byte, 256<<10)
+	var n int64
+	for end := time.Now().Add(dur); time.Now().Before(end); {
+		m, err := step(c, buf)
+		n += int64(m)
+		if err != nil {
+			c.Close()
+			return nil, n, fmt.Errorf("%s %s after %d bytes: %w", what, addr, n, err)
+		}
+	}
+	return c, n, nil
 }
 
 // parallel runs fn on streams connections at once and sums their bytes.

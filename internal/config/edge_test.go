@@ -13,6 +13,26 @@ import (
 
 // decodeEdgeErr decodes doc as "edge.yaml" and returns the error text, failing
 // the test if there is no error or it is not a Problems.
+// edgeErrorCase is an edge config doc and the error it must get, whole.
+type edgeErrorCase struct{ name, doc, want string }
+
+// checkEdgeErrors decodes each case's doc and checks its error, and that
+// it counts one problem per line.
+func checkEdgeErrors(t *testing.T, tests []edgeErrorCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ps := decodeEdgeErr(t, tt.doc)
+			if got != tt.want {
+				t.Errorf("error:\n got: %s\nwant: %s", got, tt.want)
+			}
+			if n := strings.Count(tt.want, "\n") + 1; len(ps) != n {
+				t.Errorf("got %d problems, want %d", len(ps), n)
+			}
+		})
+	}
+}
+
 func decodeEdgeErr(t *testing.T, doc string) (string, Problems) {
 	t.Helper()
 	_, err := DecodeEdge(strings.NewReader(doc), "edge.yaml")
@@ -27,9 +47,7 @@ func decodeEdgeErr(t *testing.T, doc string) (string, Problems) {
 }
 
 func TestDecodeEdgeProblems(t *testing.T) {
-	tests := []struct {
-		name, doc, want string
-	}{
+	tests := []edgeErrorCase{
 		{
 			name: "unknown top-level key",
 			doc:  "data_dir: /d\nlisten: :5500\n",
@@ -204,17 +222,7 @@ func TestDecodeEdgeProblems(t *testing.T) {
 			want: "edge.yaml: larger than 1024 KiB; a config file is a few kilobytes (is this the right file?)",
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, ps := decodeEdgeErr(t, tt.doc)
-			if got != tt.want {
-				t.Errorf("error:\n got: %s\nwant: %s", got, tt.want)
-			}
-			if n := strings.Count(tt.want, "\n") + 1; len(ps) != n {
-				t.Errorf("got %d problems, want %d", len(ps), n)
-			}
-		})
-	}
+	checkEdgeErrors(t, tests)
 }
 
 func TestProblemsFields(t *testing.T) {

@@ -9,9 +9,7 @@ import (
 
 func TestFrontsProblems(t *testing.T) {
 	const head = "data_dir: /d\n"
-	tests := []struct {
-		name, doc, want string
-	}{
+	tests := []edgeErrorCase{
 		{
 			name: "unknown listener key",
 			doc:  head + "listeners:\n  - kind: http\n    listen: :80\n    port: 80\n",
@@ -133,17 +131,7 @@ func TestFrontsProblems(t *testing.T) {
 			want: "edge.yaml:6: services.a.policy.client_ca: the edge sees client certificates on https listeners only; remove this service's listen and sni, or the client_ca",
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, ps := decodeEdgeErr(t, tt.doc)
-			if got != tt.want {
-				t.Errorf("error:\n got: %s\nwant: %s", got, tt.want)
-			}
-			if n := strings.Count(tt.want, "\n") + 1; len(ps) != n {
-				t.Errorf("got %d problems, want %d", len(ps), n)
-			}
-		})
-	}
+	checkEdgeErrors(t, tests)
 }
 
 func TestFrontsAccepted(t *testing.T) {

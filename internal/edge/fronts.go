@@ -400,29 +400,40 @@ func (e *Edge) join(c net.Conn, st *streamConn, start time.Time, then func()) {
 	e.clients.Attach(c, x)
 }
 
+// nextConn accepts the next connection on l. A transient error (out of
+// file descriptors) is logged and retried after a pause that doubles, up
+// to a second. ok is false once l is closed or ctx has ended.
+func (e *Edge) nextConn(ctx context.Context, what string, l net.Listener) (c net.Conn, ok bool) {
+	var pause time.Duration
+	for {
+		c, err := l.Accept()
+		if err == nil {
+			return c, true
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, false
+		}
+		pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+		e.log.Warn("accept failed; retrying", "listener", what, "err", err, "pause", pause)
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+}
+
 // accept runs serve for each connection accepted on l until l is closed,
 // tracking each for the drain. A transient accept error (out of file
 // descriptors) is retried after a pause. serve owns the connection; it
 // returns true if it handed the connection to join, which then stops
 // tracking it when the exchange ends.
 func (e *Edge) accept(ctx context.Context, what string, l net.Listener, serve func(net.Conn) (joined bool)) {
-	var pause time.Duration
 	for {
-		c, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-			e.log.Warn("accept failed; retrying", "listener", what, "err", err, "pause", pause)
-			select {
-			case <-time.After(pause):
-			case <-ctx.Done():
-				return
-			}
-			continue
+		c, ok := e.nextConn(ctx, what, l)
+		if !ok {
+			return
 		}
-		pause = 0
 		e.clients.Add(c)
 		e.handlers.Go(func() {
 			if !serve(c) {

@@ -34,26 +34,14 @@ func (e *Edge) tunnelConfig() tunnel.Config {
 // connection is closed at once, so a flood of silent connections cannot
 // use up the edge's file descriptors or memory.
 func (e *Edge) acceptTunnels(ctx context.Context, l net.Listener) {
-	var pause time.Duration
 	openings := make(chan struct{}, e.maxOpenings)
 	var shed int
 	var lastShed time.Time
 	for {
-		c, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-			e.log.Warn("tunnel port: accept failed; retrying", "err", err, "pause", pause)
-			select {
-			case <-time.After(pause):
-			case <-ctx.Done():
-				return
-			}
-			continue
+		c, ok := e.nextConn(ctx, "tunnel port", l)
+		if !ok {
+			return
 		}
-		pause = 0
 		select {
 		case openings <- struct{}{}:
 		default:

@@ -15,6 +15,21 @@ import (
 // accepted, read to its end, answered with the count of bytes it carried
 // and closed. It returns when the session ends.
 func serveSink(s *Session) *sync.WaitGroup {
+	return serveStreams(s, func(st *Stream) {
+		if _, err := st.ReadHeader(5 * time.Second); err != nil {
+			return
+		}
+		st.Reply(wire.StreamReply{Code: wire.CodeOK})
+		n, _ := io.Copy(io.Discard, st)
+		st.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
+		st.CloseWrite()
+	})
+}
+
+// serveStreams runs handle on each stream s accepts, in a goroutine of its
+// own, and closes the stream after it. The returned group is done when the
+// session has ended and every handler has returned.
+func serveStreams(s *Session, handle func(*Stream)) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -28,13 +43,7 @@ func serveSink(s *Session) *sync.WaitGroup {
 			go func() {
 				defer wg.Done()
 				defer st.Close()
-				if _, err := st.ReadHeader(5 * time.Second); err != nil {
-					return
-				}
-				st.Reply(wire.StreamReply{Code: wire.CodeOK})
-				n, _ := io.Copy(io.Discard, st)
-				st.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
-				st.CloseWrite()
+				handle(st)
 			}()
 		}
 	}()

@@ -69,7 +69,7 @@ func (s *Session) keepalive(interval, timeout time.Duration) {
 				s.Close()
 				return
 			}
-			s.shrinkIdle()
+			s.sweepSoon()
 			select {
 			case s.pingNow <- struct{}{}:
 			default: // the last ping is still being written

@@ -41,11 +41,16 @@ func TestShutdownKeepsFinishedStreamsWhole(t *testing.T) {
 			// The edge has read nothing yet when the connector ends the session.
 			tc.end(connector)
 			got, err := io.ReadAll(st)
-			if !errors.Is(err, tc.wantErr) && !(tc.wantErr == nil && err == nil) {
+			switch {
+			case err == nil && !bytes.Equal(got, reply):
+				// Never a cut-off stream that ends as if complete.
+				t.Fatalf("read after %s: a clean end after %d bytes of the %d-byte reply", tc.name, len(got), len(reply))
+			case err == nil && tc.wantErr != nil:
+				// Close drops what is still gathered for writing; a busy
+				// machine may have sent it all, FIN included, first.
+				t.Logf("read after %s: the whole reply had left before the close", tc.name)
+			case err != nil && !errors.Is(err, tc.wantErr):
 				t.Fatalf("read after %s: %d bytes, err %v; want err %v", tc.name, len(got), err, tc.wantErr)
-			}
-			if tc.wantErr == nil && !bytes.Equal(got, reply) {
-				t.Fatalf("after shutdown the edge read %d bytes of the %d-byte reply", len(got), len(reply))
 			}
 			st.Close()
 			acc.Close()

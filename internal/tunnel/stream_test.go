@@ -299,34 +299,20 @@ func TestStreamResetBeforeAccept(t *testing.T) {
 func TestManyStreams(t *testing.T) {
 	const n = 500
 	connector, edge := sessions(t, tlsPair, Config{})
-	var handlers sync.WaitGroup
-	handlers.Add(1)
-	go func() {
-		defer handlers.Done()
-		for {
-			st, err := connector.Accept()
-			if err != nil {
-				return
-			}
-			handlers.Add(1)
-			go func() {
-				defer handlers.Done()
-				defer st.Close()
-				st.SetDeadline(time.Now().Add(30 * time.Second))
-				h, err := st.ReadHeader(5 * time.Second)
-				if err != nil {
-					return
-				}
-				st.Reply(wire.StreamReply{Code: wire.CodeOK})
-				body, err := io.ReadAll(st)
-				if err != nil {
-					return
-				}
-				st.Write(append([]byte(h.Client+"|"), body...))
-				st.CloseWrite()
-			}()
+	handlers := serveStreams(connector, func(st *Stream) {
+		st.SetDeadline(time.Now().Add(30 * time.Second))
+		h, err := st.ReadHeader(5 * time.Second)
+		if err != nil {
+			return
 		}
-	}()
+		st.Reply(wire.StreamReply{Code: wire.CodeOK})
+		body, err := io.ReadAll(st)
+		if err != nil {
+			return
+		}
+		st.Write(append([]byte(h.Client+"|"), body...))
+		st.CloseWrite()
+	})
 
 	var wg sync.WaitGroup
 	errs := make(chan error, n)

@@ -119,6 +119,8 @@ type Session struct {
 	pingNow chan struct{}
 	// deadPeer is set when keepalive ended the session.
 	deadPeer atomic.Bool
+	// sweeping is set while a shrinkIdle sweep runs (sweepSoon).
+	sweeping atomic.Bool
 	// goodbye is set when the peer said it closes the session on purpose;
 	// ctrlDone is closed when the control stream has been read to its end.
 	goodbye  atomic.Bool
