@@ -4,18 +4,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/wire"
 )
-
-// serviceName is the form of a service name: it travels in the tunnel
-// protocol and may later become a DNS label.
-var serviceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62})$`)
-
-const serviceNameRule = "use up to 63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 // checker collects the semantic problems of one configuration.
 type checker struct {
@@ -79,8 +74,8 @@ func (c *checker) log(l Log) {
 }
 
 func (c *checker) serviceName(name string) {
-	if !serviceNameRE.MatchString(name) {
-		c.add("services."+name, "invalid service name %q (%s)", name, serviceNameRule)
+	if !wire.ValidName(name) {
+		c.add("services."+name, "invalid service name %q (%s)", name, wire.NameRule)
 	}
 }
 

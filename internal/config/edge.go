@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/wire"
 )
 
 // Log configures the process's structured log.
@@ -223,8 +225,8 @@ func parseFlagPair(flag, example, s string, use addrUse) (string, string, error)
 	if !ok || name == "" || addr == "" {
 		return fail("wants NAME=ADDRESS, e.g. %s (got %q)", example, s)
 	}
-	if !serviceNameRE.MatchString(name) {
-		return fail("%q: invalid service name %q (%s)", s, name, serviceNameRule)
+	if !wire.ValidName(name) {
+		return fail("%q: invalid service name %q (%s)", s, name, wire.NameRule)
 	}
 	if msg := checkAddr(addr, use); msg != "" {
 		return fail("%q: %s", s, msg)

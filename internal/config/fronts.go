@@ -2,10 +2,12 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
 	"path"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/admission"
+	"github.com/sallyport/sallyport/internal/route"
 )
 
 // Kinds of shared public listener (Listener.Kind). A tcp listener is not
@@ -124,31 +126,6 @@ func (r Rate) Interval() (time.Duration, int) {
 // ForwardHeaders reports whether the listener sets X-Forwarded-* headers.
 func (l Listener) ForwardHeaders() bool { return l.ForwardedHeaders == nil || *l.ForwardedHeaders }
 
-// ParseClientNet parses an entry of Policy.Allow or Deny: a CIDR prefix or
-// a single address, which stands for itself alone.
-func ParseClientNet(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, err
-		}
-		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
-// NormalizeHost returns a host name as routes compare it: lower case,
-// without a trailing dot.
-func NormalizeHost(h string) string { return strings.TrimSuffix(strings.ToLower(h), ".") }
-
 // fronts checks the shared listeners and the services' routes and policies
 // of e, adding every listen address to ls.
 func (c *checker) fronts(e Edge, ls *[]listener) {
@@ -164,7 +141,7 @@ func (c *checker) fronts(e Edge, ls *[]listener) {
 		for j, h := range l.EdgeHosts {
 			hk := fmt.Sprintf("%s.edge_hosts[%d]", key, j)
 			c.routeName(hk, h, own)
-			if n := NormalizeHost(h); hosts[n] == "" {
+			if n := route.NormalizeHost(h); hosts[n] == "" {
 				hosts[n] = hk
 			}
 		}
@@ -272,7 +249,7 @@ func (c *checker) routeName(key, h string, claimed map[string]string) {
 		c.add(key, "invalid host name %q (use a DNS name such as app.example.com, or *.example.com for every name one label below it)", h)
 		return
 	}
-	n := NormalizeHost(h)
+	n := route.NormalizeHost(h)
 	if first, dup := claimed[n]; dup {
 		c.add(key, "%q is already routed by %s", h, first)
 		return
@@ -288,7 +265,7 @@ func (c *checker) policy(key string, s EdgeService) {
 		nets []string
 	}{{"allow", p.Allow}, {"deny", p.Deny}} {
 		for j, n := range list.nets {
-			if _, err := ParseClientNet(n); err != nil {
+			if _, err := admission.ParseClientNet(n); err != nil {
 				c.add(fmt.Sprintf("%s.%s[%d]", key, list.leaf, j), "invalid network %q (use a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or one address)", n)
 			}
 		}

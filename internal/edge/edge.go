@@ -26,8 +26,9 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
-	"github.com/sallyport/sallyport/internal/pipe"
+	"github.com/sallyport/sallyport/internal/ingress"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/store"
@@ -61,22 +62,20 @@ type Edge struct {
 	tlsConfig  *tls.Config
 	tunnelAddr net.Addr
 	adminAddr  net.Addr
-	svcAddrs   map[string]net.Addr
 	advertise  []string
+	// listeners are the public listeners.
+	listeners *ingress.Set
+	// policies holds every configured service's policy.
+	policies map[string]*admission.Policy
 
 	// mu guards tunnels.
 	mu      sync.Mutex
 	tunnels map[*tunnel.Session]*tunnelInfo
 
-	// fronts are the shared listeners (http, https, tls, socks5) with the
-	// services' routes and policies; set before ready.
-	fronts fronts
 	// refusals counts clients turned away, by reason.
-	refusals counters
+	refusals admission.Counters
 
-	// clients tracks live client connections for draining.
-	clients pipe.Tracker
-	// handlers counts every goroutine serving a connection.
+	// handlers counts every goroutine serving a tunnel-port connection.
 	handlers sync.WaitGroup
 	// maxOpenings bounds the tunnel-port connections in their opening.
 	maxOpenings int
@@ -120,7 +119,11 @@ func (e *Edge) TunnelAddr() net.Addr { return e.tunnelAddr }
 func (e *Edge) AdminAddr() net.Addr { return e.adminAddr }
 
 // ServiceAddr is the public address of a service's listener; valid after Ready.
-func (e *Edge) ServiceAddr(name string) net.Addr { return e.svcAddrs[name] }
+func (e *Edge) ServiceAddr(name string) net.Addr { return e.listeners.ServiceAddr(name) }
+
+// ListenerAddr is the address of the shared listener at index i of the
+// config's Listeners; valid after Ready.
+func (e *Edge) ListenerAddr(i int) net.Addr { return e.listeners.ListenerAddr(i) }
 
 // AdminToken reads the admin API's bearer token from the data directory.
 func (e *Edge) AdminToken() (string, error) {
@@ -189,17 +192,10 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("write %s: %w", AdminAddrFile, err)
 	}
 
-	e.svcAddrs = make(map[string]net.Addr)
-	svcLns := make(map[string]net.Listener)
-	for name, svc := range e.cfg.Services {
-		l, err := listen("service "+name, svc.Listen)
-		if err != nil {
-			return err
-		}
-		e.svcAddrs[name] = l.Addr()
-		svcLns[name] = l
+	if e.policies, err = newPolicies(e.cfg.Services, e.log, e.now); err != nil {
+		return err
 	}
-	if err := e.fronts.open(e, listen); err != nil {
+	if e.listeners, err = ingress.Open(e.cfg, e, listen, e.log); err != nil {
 		return err
 	}
 
@@ -215,31 +211,23 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	})
 	loops.Go(func() { e.acceptTunnels(ctx, tl) })
 	loops.Go(func() { e.pruneTokens(ctx) })
-	for name, l := range svcLns {
-		loops.Go(func() { e.acceptClients(ctx, name, l) })
-	}
-	e.fronts.serve(ctx, &loops)
+	e.listeners.Serve(ctx)
 	e.log.Info("edge started", "edge", e.id, "tunnel", tl.Addr().String(), "advertise", strings.Join(e.advertise, ","),
-		"admin", al.Addr().String(), "services", len(svcLns), "shared_listeners", len(e.fronts.list), "ca_pin", e.ca.Pin())
+		"admin", al.Addr().String(), "services", len(e.cfg.Services), "shared_listeners", e.listeners.Shared(), "ca_pin", e.ca.Pin())
 	close(e.ready)
 
 	<-ctx.Done()
 	e.log.Info("edge stopping: no new connections; draining live ones", "timeout", e.cfg.DrainTimeout)
-	for _, l := range lns {
-		if l != al {
-			l.Close()
-		}
-	}
+	tl.Close()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	adminSrv.Shutdown(shutdownCtx)
 	cancel()
-	e.fronts.drain()
-	loops.Wait()
-	if n := e.clients.Wait(e.cfg.DrainTimeout); n > 0 {
+	if n := e.listeners.Drain(e.cfg.DrainTimeout); n > 0 {
 		e.log.Warn("drain timeout: closing client connections still open", "count", n)
 	}
-	e.fronts.close()
+	loops.Wait()
 	e.closeTunnels()
+	e.listeners.Wait()
 	e.handlers.Wait()
 	e.log.Info("edge stopped")
 	return nil

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
-	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -25,8 +24,8 @@ const MaxTokenTTL = 30 * 24 * time.Hour
 // CreateKeyfile makes a one-time enrollment token for a connector called
 // name, stores its hash, and returns the keyfile that carries it.
 func (e *Edge) CreateKeyfile(ctx context.Context, name string, ttl time.Duration, edges []string) ([]byte, error) {
-	if !config.ValidServiceName(name) {
-		return nil, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("bad connector name %q: use 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit", name)}
+	if !wire.ValidName(name) {
+		return nil, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("bad connector name %q: %s", name, wire.NameRule)}
 	}
 	if ttl <= 0 || ttl > MaxTokenTTL {
 		return nil, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("ttl %s out of range: use up to %s", ttl, MaxTokenTTL)}

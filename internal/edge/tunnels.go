@@ -1,16 +1,18 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
-	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/ingress"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -38,7 +40,7 @@ func (e *Edge) acceptTunnels(ctx context.Context, l net.Listener) {
 	var shed int
 	var lastShed time.Time
 	for {
-		c, ok := e.nextConn(ctx, "tunnel port", l)
+		c, ok := ingress.Accept(ctx, l, "tunnel port", e.log)
 		if !ok {
 			return
 		}
@@ -169,7 +171,7 @@ func checkHello(h wire.Hello) *wire.Refusal {
 		return &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf("%d services offered; at most %d", len(h.Services), maxOffered)}
 	}
 	for _, s := range h.Services {
-		if !config.ValidServiceName(s) {
+		if !wire.ValidName(s) {
 			return &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf("bad service name %q", s)}
 		}
 	}
@@ -178,19 +180,19 @@ func checkHello(h wire.Hello) *wire.Refusal {
 
 // Status reports the edge's tunnels and services for the admin API.
 func (e *Edge) Status(ctx context.Context) admin.Status {
-	st := admin.Status{EdgeID: e.id, Tunnel: e.tunnelAddr.String(), Advertise: e.advertise, Refusals: e.refusals.snapshot()}
+	st := admin.Status{EdgeID: e.id, Tunnel: e.tunnelAddr.String(), Advertise: e.advertise, Refusals: e.refusals.Snapshot()}
 	counts := map[string]int{}
 	for _, c := range e.routes.Count() {
 		counts[c.Service] = c.Tunnels
 	}
 	for name, svc := range e.cfg.Services {
 		addr := svc.Listen
-		if a := e.svcAddrs[name]; a != nil {
+		if a := e.listeners.ServiceAddr(name); a != nil {
 			addr = a.String()
 		}
 		st.Services = append(st.Services, admin.ServiceStatus{Name: name, Listen: addr, Tunnels: counts[name]})
 	}
-	sortBy(st.Services, func(s admin.ServiceStatus) string { return s.Name })
+	slices.SortFunc(st.Services, func(a, b admin.ServiceStatus) int { return cmp.Compare(a.Name, b.Name) })
 	e.mu.Lock()
 	for sess, t := range e.tunnels {
 		st.Connectors = append(st.Connectors, admin.ConnectorStatus{
@@ -199,6 +201,8 @@ func (e *Edge) Status(ctx context.Context) admin.Status {
 		})
 	}
 	e.mu.Unlock()
-	sortBy(st.Connectors, func(c admin.ConnectorStatus) string { return c.Name + "/" + c.ID + "/" + c.Remote })
+	slices.SortFunc(st.Connectors, func(a, b admin.ConnectorStatus) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Remote, b.Remote))
+	})
 	return st
 }

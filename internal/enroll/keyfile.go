@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/wire"
+
 	"github.com/sallyport/sallyport/internal/pki"
 )
 
@@ -23,9 +25,6 @@ const (
 	// MaxKeyfileSize bounds what DecodeKeyfile reads: a real keyfile is a
 	// few hundred bytes.
 	MaxKeyfileSize = 64 << 10
-	// maxName is the longest connector name: it becomes a certificate's
-	// common name, which X.509 limits to 64 characters.
-	maxName = 64
 )
 
 // ErrBadKeyfile is matched (errors.Is) by the errors of DecodeKeyfile,
@@ -152,25 +151,10 @@ func (kf Keyfile) problems() []error {
 	return errs
 }
 
-// ValidateName checks a connector name: 1 to 64 characters, each an ASCII
-// letter, digit, '.', '_' or '-', starting with a letter or digit. Such a
-// name is safe in a certificate, a log line, a metric label and a file name.
-func ValidateName(name string) error {
-	if name == "" {
-		return errors.New("missing; want a connector name such as site-a")
-	}
-	if len(name) > maxName {
-		return fmt.Errorf("%d characters is too long; at most %d", len(name), maxName)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
-			return fmt.Errorf("%q: use letters, digits, '.', '_' and '-', starting with a letter or digit", name)
-		}
-	}
-	return nil
-}
+// ValidateName checks a connector name against the one rule for names
+// (wire.CheckName): it becomes a certificate's common name and travels in
+// the tunnel protocol.
+func ValidateName(name string) error { return wire.CheckName(name) }
 
 // validateEdge checks one host:port address with a numeric port.
 func validateEdge(addr string) error {

@@ -153,12 +153,12 @@ func TestKeyfileReportsEveryProblem(t *testing.T) {
 }
 
 func TestValidateName(t *testing.T) {
-	for _, good := range []string{"site-a", "a", "Site_1.dc2", strings.Repeat("x", 64)} {
+	for _, good := range []string{"site-a", "a", "site_1.dc2", strings.Repeat("x", 63)} {
 		if err := enroll.ValidateName(good); err != nil {
 			t.Errorf("ValidateName(%q) = %v", good, err)
 		}
 	}
-	for _, bad := range []string{"", "-site", ".site", "site a", "site/a", "sité", "a\n", strings.Repeat("x", 65)} {
+	for _, bad := range []string{"", "-site", ".site", "site a", "site/a", "sité", "a\n", "Site-A", strings.Repeat("x", 64)} {
 		if err := enroll.ValidateName(bad); err == nil {
 			t.Errorf("ValidateName(%q) accepted it", bad)
 		}

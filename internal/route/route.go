@@ -1,6 +1,8 @@
-// Package route maps service names to the tunnels that offer them. It does
-// no I/O: the edge adds a tunnel when its handshake succeeds, removes it when
-// it ends, and picks one for each client connection.
+// Package route is the edge's matching, pure and without I/O: host names
+// (HTTP Host, TLS SNI, exact or wildcard) to services with Names, and
+// services to the tunnels that offer them with Table. The edge adds a
+// tunnel to a Table when its handshake succeeds, removes it when it ends,
+// and picks one for each client connection.
 package route
 
 import (

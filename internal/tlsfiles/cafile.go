@@ -1,4 +1,4 @@
-package edge
+package tlsfiles
 
 import (
 	"crypto/x509"
@@ -9,11 +9,11 @@ import (
 	"time"
 )
 
-// caFile is a client CA file (client_ca), read again when it changes: on
-// use, at most once every certCheckEvery, as for certificates. A file
+// CAFile is a client CA file (client_ca), read again when it changes: on
+// use, at most once every CheckEvery, as for certificates. A file
 // that no longer loads leaves the previous CAs in force, reported once.
 // Its methods are safe for concurrent use.
-type caFile struct {
+type CAFile struct {
 	path string
 	log  *slog.Logger
 	now  func() time.Time
@@ -25,9 +25,13 @@ type caFile struct {
 	lastCheck time.Time
 }
 
-// loadCAFile reads path; a file that cannot be read is an error.
-func loadCAFile(path string, log *slog.Logger, now func() time.Time) (*caFile, error) {
-	f := &caFile{path: path, log: log, now: now}
+// LoadCAFile reads path; a file that cannot be read is an error. log tells
+// of reloads; now is the clock (time.Now if nil).
+func LoadCAFile(path string, log *slog.Logger, now func() time.Time) (*CAFile, error) {
+	if now == nil {
+		now = time.Now
+	}
+	f := &CAFile{path: path, log: log, now: now}
 	stamp, err := filesStamp(path)
 	if err == nil {
 		f.pool, err = loadCAPool(path)
@@ -39,11 +43,11 @@ func loadCAFile(path string, log *slog.Logger, now func() time.Time) (*caFile, e
 	return f, nil
 }
 
-// current returns the CAs in force, reading the file again if it changed.
-func (f *caFile) current() *x509.CertPool {
+// Pool returns the CAs in force, reading the file again if it changed.
+func (f *CAFile) Pool() *x509.CertPool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if now := f.now(); now.Sub(f.lastCheck) >= certCheckEvery {
+	if now := f.now(); now.Sub(f.lastCheck) >= CheckEvery {
 		f.lastCheck = now
 		f.reload()
 	}
@@ -51,7 +55,7 @@ func (f *caFile) current() *x509.CertPool {
 }
 
 // reload reads the file again if it changed. f.mu is held.
-func (f *caFile) reload() {
+func (f *CAFile) reload() {
 	reloadChanged(&f.version, []string{f.path}, func() error {
 		pool, err := loadCAPool(f.path)
 		if err == nil {
@@ -75,4 +79,26 @@ func loadCAPool(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("client CA file %s holds no PEM certificate", path)
 	}
 	return pool, nil
+}
+
+// Verify checks that the chain's leaf was issued for client use by one of
+// the CAs in force at now; the error says what to do about it.
+func (f *CAFile) Verify(chain []*x509.Certificate, now time.Time) error {
+	if len(chain) == 0 {
+		return fmt.Errorf("none presented (reach it over https with a client certificate)")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	_, err := chain[0].Verify(x509.VerifyOptions{
+		Roots:         f.Pool(),
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return fmt.Errorf("certificate %q not accepted: %w", chain[0].Subject.CommonName, err)
+	}
+	return nil
 }

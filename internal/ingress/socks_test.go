@@ -1,4 +1,4 @@
-package edge
+package ingress
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"github.com/sallyport/sallyport/internal/admission"
 )
 
 // socksPeer is a client's bytes to read and the edge's answers written.
@@ -17,8 +19,8 @@ type socksPeer struct {
 func (p *socksPeer) Read(b []byte) (int, error)  { return p.in.Read(b) }
 func (p *socksPeer) Write(b []byte) (int, error) { return p.out.Write(b) }
 
-func testSOCKSFront(users map[string]string) *socksFront {
-	f := &socksFront{e: &Edge{fronts: fronts{policies: map[string]*policy{"echo": {}}}}}
+func testSOCKSListener(users map[string]string) *socksListener {
+	f := &socksListener{s: &Set{known: map[string]bool{"echo": true}}}
 	if users != nil {
 		f.users = map[string][sha256.Size]byte{}
 		for u, pw := range users {
@@ -49,30 +51,30 @@ func TestSOCKSHandshake(t *testing.T) {
 		in      []byte
 		dest    socksDest
 		reply   socksReply
-		reason  Reason
+		reason  admission.Reason
 		written []byte
 	}{
 		{name: "service by name", in: cat(greetNone, connectReq(socksDomain, []byte("Echo."))), dest: socksDest{service: "echo"}, written: []byte{5, 0}},
 		{name: "not a service: a host and port", in: cat(greetNone, connectReq(socksDomain, []byte("db.internal"))), dest: socksDest{address: "db.internal:80"}, written: []byte{5, 0}},
 		{name: "IPv4 address", in: cat(greetNone, connectReq(socksIPv4, []byte{10, 0, 0, 1})), dest: socksDest{address: "10.0.0.1:80", ip: true}, written: []byte{5, 0}},
 		{name: "IPv6 address", in: cat(greetNone, connectReq(socksIPv6, make([]byte, 16))), dest: socksDest{address: "[::]:80", ip: true}, written: []byte{5, 0}},
-		{name: "BIND", in: cat(greetNone, []byte{5, 2, 0, 3, 4, 'e', 'c', 'h', 'o', 0, 80}), reply: socksCommandNotSupported, reason: ReasonSOCKS},
-		{name: "address type 9", in: cat(greetNone, []byte{5, 1, 0, 9}), reply: socksAddrNotSupported, reason: ReasonSOCKS},
-		{name: "SOCKS4", in: []byte{4, 1, 0, 80, 127, 0, 0, 1, 0}, reason: ReasonSOCKS},
-		{name: "no method we take", in: []byte{5, 1, 2}, reason: ReasonSOCKS, written: []byte{5, 0xff}},
-		{name: "password needed", users: map[string]string{"alice": "pw"}, in: cat(greetNone, connectReq(socksDomain, []byte("echo"))), reason: ReasonSOCKSAuth, written: []byte{5, 0xff}},
+		{name: "BIND", in: cat(greetNone, []byte{5, 2, 0, 3, 4, 'e', 'c', 'h', 'o', 0, 80}), reply: socksCommandNotSupported, reason: admission.ReasonSOCKS},
+		{name: "address type 9", in: cat(greetNone, []byte{5, 1, 0, 9}), reply: socksAddrNotSupported, reason: admission.ReasonSOCKS},
+		{name: "SOCKS4", in: []byte{4, 1, 0, 80, 127, 0, 0, 1, 0}, reason: admission.ReasonSOCKS},
+		{name: "no method we take", in: []byte{5, 1, 2}, reason: admission.ReasonSOCKS, written: []byte{5, 0xff}},
+		{name: "password needed", users: map[string]string{"alice": "pw"}, in: cat(greetNone, connectReq(socksDomain, []byte("echo"))), reason: admission.ReasonSOCKSAuth, written: []byte{5, 0xff}},
 		{name: "password right", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("alice", "pw"), connectReq(socksDomain, []byte("echo"))), dest: socksDest{service: "echo"}, written: []byte{5, 2, 1, 0}},
-		{name: "password wrong", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("alice", "px"), connectReq(socksDomain, []byte("echo"))), reason: ReasonSOCKSAuth, written: []byte{5, 2, 1, 1}},
-		{name: "unknown user", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("bob", "pw")), reason: ReasonSOCKSAuth, written: []byte{5, 2, 1, 1}},
+		{name: "password wrong", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("alice", "px"), connectReq(socksDomain, []byte("echo"))), reason: admission.ReasonSOCKSAuth, written: []byte{5, 2, 1, 1}},
+		{name: "unknown user", users: map[string]string{"alice": "pw"}, in: cat(greetUser, auth("bob", "pw")), reason: admission.ReasonSOCKSAuth, written: []byte{5, 2, 1, 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := testSOCKSFront(tt.users)
+			f := testSOCKSListener(tt.users)
 			p := &socksPeer{in: bytes.NewReader(tt.in)}
 			dest, reply, err := f.handshake(p)
-			var ref *refusedError
+			var ref *admission.Refusal
 			switch {
-			case tt.reason != "" && (!errors.As(err, &ref) || ref.reason != tt.reason):
+			case tt.reason != "" && (!errors.As(err, &ref) || ref.Reason != tt.reason):
 				t.Fatalf("err = %v, want a refusal for %s", err, tt.reason)
 			case tt.reason == "" && err != nil:
 				t.Fatalf("err = %v", err)
@@ -95,7 +97,7 @@ func FuzzSOCKSHandshake(f *testing.F) {
 		if auth {
 			users = map[string]string{"alice": "pw"}
 		}
-		fr := testSOCKSFront(users)
+		fr := testSOCKSListener(users)
 		dest, _, err := fr.handshake(&socksPeer{in: bytes.NewReader(in)})
 		if err == nil && dest.service != "echo" && dest.address == "" {
 			t.Fatalf("handshake accepted %+v, neither a configured service nor an address", dest)

@@ -1,10 +1,12 @@
-package edge
+package ingress
 
 import (
 	"errors"
 	"net"
 	"strconv"
 	"sync"
+
+	"github.com/sallyport/sallyport/internal/admission"
 )
 
 // verdict is what a sniffer makes of a connection's first bytes.
@@ -56,10 +58,10 @@ var errNotOurProtocol = errors.New("first bytes are not of the listener's protoc
 // tracked for the drain until it is closed.
 type sniffListener struct {
 	net.Listener
-	e      *Edge
+	s      *Set
 	via    string
 	sniff  func([]byte) verdict
-	reason Reason
+	reason admission.Reason
 	what   string // the protocol expected, for the log: "an HTTP request"
 }
 
@@ -69,7 +71,7 @@ func (l *sniffListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.e.clients.Add(c)
+	l.s.clients.Add(c)
 	return &sniffConn{Conn: c, l: l}, nil
 }
 
@@ -111,10 +113,8 @@ func (c *sniffConn) check() error {
 			c.checked = true
 			return nil
 		case rejected:
-			e := c.l.e
-			e.refusals.add(c.l.reason)
-			e.log.Warn("client refused: not "+c.l.what, "via", c.l.via, "client", c.RemoteAddr().String(),
-				"reason", string(c.l.reason), "first_bytes", strconv.Quote(string(c.buf)))
+			c.l.s.d.Refused(admission.Refuse(c.l.reason, "", "not %s; first bytes %s", c.l.what, strconv.Quote(string(c.buf))),
+				client(c.Conn, c.l.via))
 			c.Close()
 			return &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errNotOurProtocol}
 		}
@@ -130,6 +130,6 @@ func (c *sniffConn) check() error {
 // Close closes the connection and stops tracking it.
 func (c *sniffConn) Close() error {
 	err := c.Conn.Close()
-	c.closeOnce.Do(func() { c.l.e.clients.Done(c.Conn) })
+	c.closeOnce.Do(func() { c.l.s.clients.Done(c.Conn) })
 	return err
 }

@@ -1,4 +1,4 @@
-package edge
+package ingress
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"github.com/sallyport/sallyport/internal/wire"
 	"io"
 	"net"
 	"os"
@@ -15,7 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/route"
 )
 
 // SOCKS5 (RFC 1928) and its username/password authentication (RFC 1929).
@@ -49,12 +50,12 @@ const (
 	socksAddrNotSupported    socksReply = 8
 )
 
-// socksFront is a socks5 listener. A client names a service as the
+// socksListener is a socks5 listener. A client names a service as the
 // destination's domain name; the port is ignored, because the connector's
 // configuration fixes the back-end's address. IP-address destinations are
 // refused (the edge never knows back-end addresses).
-type socksFront struct {
-	e     *Edge
+type socksListener struct {
+	s     *Set
 	l     net.Listener
 	users map[string][sha256.Size]byte // password hashes by user; nil: no authentication
 }
@@ -80,39 +81,39 @@ func loadSOCKSUsers(users []config.SOCKSUser) (map[string][sha256.Size]byte, err
 	return out, nil
 }
 
-func (f *socksFront) serve(ctx context.Context) { f.e.accept(ctx, "socks5", f.l, f.handle) }
-func (f *socksFront) drain()                    {}
-func (f *socksFront) close()                    {}
+func (f *socksListener) serve(ctx context.Context) { f.s.accept(ctx, "socks5", f.l, f.handle) }
+func (f *socksListener) drain()                    {}
+func (f *socksListener) close()                    {}
 
 // handle serves one SOCKS client. It owns c and closes it.
-func (f *socksFront) handle(c net.Conn) (joined bool) {
-	start := f.e.now()
-	cl := client{addr: c.RemoteAddr(), via: "socks5"}
+func (f *socksListener) handle(c net.Conn) (joined bool) {
+	start := f.s.now()
+	cl := client(c, "socks5")
 	c.SetDeadline(start.Add(handshakeTimeout))
 	dest, rep, err := f.handshake(c)
 	if err != nil {
 		if rep != socksSucceeded {
 			writeSOCKSReply(c, rep)
 		}
-		var ref *refusedError
+		var ref *admission.Refusal
 		if errors.As(err, &ref) {
-			f.e.refused(ref, cl)
+			f.s.d.Refused(ref, cl)
 		} else {
-			f.e.log.Debug("SOCKS client went away during the handshake", "client", cl.addr.String(), "err", err)
+			f.s.log.Debug("SOCKS client went away during the handshake", "client", cl.Addr.String(), "err", err)
 		}
 		c.Close()
 		return false
 	}
-	var st *streamConn
-	var ref *refusedError
+	var st Stream
+	var ref *admission.Refusal
 	if dest.address != "" {
-		st, ref = f.e.reachAddress(dest.address, cl)
+		st, ref = f.s.d.OpenAddress(dest.address, cl)
 	} else {
-		st, ref = f.e.reach(dest.service, cl)
+		st, ref = f.s.reach(dest.service, cl)
 	}
 	if ref != nil {
-		rep := socksReplyFor(ref.reason)
-		if dest.ip && ref.reason == ReasonUnknownService {
+		rep := answerFor(ref).socks
+		if dest.ip && ref.Reason == admission.ReasonUnknownService {
 			rep = socksNotAllowed // an address no allow-list holds
 		}
 		writeSOCKSReply(c, rep)
@@ -122,8 +123,8 @@ func (f *socksFront) handle(c net.Conn) (joined bool) {
 	// Success may be told only once the connector has dialed the
 	// back-end: a client must learn of a refusal from the reply code.
 	if err := st.Accepted(); err != nil {
-		writeSOCKSReply(c, socksReplyForConnector(err))
-		f.e.log.Warn("client refused by connector", "via", cl.via, "service", st.service, "client", cl.addr.String(), "connector", st.connector, "err", err)
+		writeSOCKSReply(c, answerFor(err).socks)
+		f.s.log.Warn("client refused by connector", "via", cl.Via, "service", st.Service(), "client", cl.Addr.String(), "connector", st.Connector(), "err", err)
 		st.Close()
 		c.Close()
 		return false
@@ -134,14 +135,14 @@ func (f *socksFront) handle(c net.Conn) (joined bool) {
 		return false
 	}
 	c.SetDeadline(time.Time{})
-	f.e.join(c, st, start, nil)
+	f.s.join(c, st, cl, start, nil)
 	return true
 }
 
 // handshake reads the greeting, authenticates and reads the request. It
 // returns the service asked for, or an error and the reply to send (zero
 // when none fits: the client gets no reply). Refusals are *refusedError.
-func (f *socksFront) handshake(c io.ReadWriter) (socksDest, socksReply, error) {
+func (f *socksListener) handshake(c io.ReadWriter) (socksDest, socksReply, error) {
 	// Read exactly what the protocol says, without buffering ahead: the
 	// bytes after the request belong to the back-end.
 	var hdr [2]byte
@@ -149,7 +150,7 @@ func (f *socksFront) handshake(c io.ReadWriter) (socksDest, socksReply, error) {
 		return socksDest{}, 0, err
 	}
 	if hdr[0] != socksVersion {
-		return socksDest{}, 0, refuse(ReasonSOCKS, "", "not a SOCKS5 greeting (first byte %#x)", hdr[0])
+		return socksDest{}, 0, admission.Refuse(admission.ReasonSOCKS, "", "not a SOCKS5 greeting (first byte %#x)", hdr[0])
 	}
 	methods := make([]byte, hdr[1])
 	if _, err := io.ReadFull(c, methods); err != nil {
@@ -162,9 +163,9 @@ func (f *socksFront) handshake(c io.ReadWriter) (socksDest, socksReply, error) {
 	if bytes.IndexByte(methods, want) < 0 {
 		c.Write([]byte{socksVersion, socksNoAcceptable})
 		if want == socksUserPass {
-			return socksDest{}, 0, refuse(ReasonSOCKSAuth, "", "SOCKS client offers no username/password authentication, which this listener requires")
+			return socksDest{}, 0, admission.Refuse(admission.ReasonSOCKSAuth, "", "SOCKS client offers no username/password authentication, which this listener requires")
 		}
-		return socksDest{}, 0, refuse(ReasonSOCKS, "", "SOCKS client offers no method this listener accepts (no authentication)")
+		return socksDest{}, 0, admission.Refuse(admission.ReasonSOCKS, "", "SOCKS client offers no method this listener accepts (no authentication)")
 	}
 	if _, err := c.Write([]byte{socksVersion, want}); err != nil {
 		return socksDest{}, 0, err
@@ -179,7 +180,7 @@ func (f *socksFront) handshake(c io.ReadWriter) (socksDest, socksReply, error) {
 		return socksDest{}, 0, err
 	}
 	if req[0] != socksVersion {
-		return socksDest{}, socksGeneralFailure, refuse(ReasonSOCKS, "", "bad SOCKS request version %#x", req[0])
+		return socksDest{}, socksGeneralFailure, admission.Refuse(admission.ReasonSOCKS, "", "bad SOCKS request version %#x", req[0])
 	}
 	var dst string
 	var port int
@@ -207,14 +208,14 @@ func (f *socksFront) handshake(c io.ReadWriter) (socksDest, socksReply, error) {
 		dst = string(b[:l[0]])
 		port = int(b[l[0]])<<8 | int(b[l[0]+1])
 	default:
-		return socksDest{}, socksAddrNotSupported, refuse(ReasonSOCKS, "", "SOCKS address type %d is not supported", req[3])
+		return socksDest{}, socksAddrNotSupported, admission.Refuse(admission.ReasonSOCKS, "", "SOCKS address type %d is not supported", req[3])
 	}
 	if req[1] != socksConnect {
-		return socksDest{}, socksCommandNotSupported, refuse(ReasonSOCKS, "", "SOCKS command %d is not supported (CONNECT only)", req[1])
+		return socksDest{}, socksCommandNotSupported, admission.Refuse(admission.ReasonSOCKS, "", "SOCKS command %d is not supported (CONNECT only)", req[1])
 	}
 	if req[3] == socksDomain {
-		service := strings.TrimSuffix(strings.ToLower(dst), ".")
-		if _, ok := f.e.fronts.policies[service]; ok {
+		service := route.NormalizeHost(dst)
+		if f.s.known[service] {
 			return socksDest{service: service}, 0, nil
 		}
 	}
@@ -231,13 +232,13 @@ type socksDest struct {
 }
 
 // authenticate runs RFC 1929's subnegotiation.
-func (f *socksFront) authenticate(c io.ReadWriter) error {
+func (f *socksListener) authenticate(c io.ReadWriter) error {
 	var b [256]byte
 	if _, err := io.ReadFull(c, b[:2]); err != nil {
 		return err
 	}
 	if b[0] != socksAuthVersion {
-		return refuse(ReasonSOCKSAuth, "", "bad SOCKS authentication version %#x", b[0])
+		return admission.Refuse(admission.ReasonSOCKSAuth, "", "bad SOCKS authentication version %#x", b[0])
 	}
 	user := make([]byte, b[1])
 	if _, err := io.ReadFull(c, user); err != nil {
@@ -254,7 +255,7 @@ func (f *socksFront) authenticate(c io.ReadWriter) error {
 	want, known := f.users[string(user)]
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !known {
 		c.Write([]byte{socksAuthVersion, 1})
-		return refuse(ReasonSOCKSAuth, "", "SOCKS authentication failed for user %q", string(user))
+		return admission.Refuse(admission.ReasonSOCKSAuth, "", "SOCKS authentication failed for user %q", string(user))
 	}
 	_, err := c.Write([]byte{socksAuthVersion, 0})
 	return err
@@ -264,35 +265,4 @@ func (f *socksFront) authenticate(c io.ReadWriter) error {
 func writeSOCKSReply(c io.Writer, rep socksReply) error {
 	_, err := c.Write([]byte{socksVersion, byte(rep), 0, socksIPv4, 0, 0, 0, 0, 0, 0})
 	return err
-}
-
-// socksReplyForConnector is the reply code for a stream the connector
-// did not accept.
-func socksReplyForConnector(err error) socksReply {
-	var ref *wire.Refusal
-	if !errors.As(err, &ref) {
-		return socksGeneralFailure
-	}
-	switch ref.Code {
-	case wire.CodeUnknownService:
-		return socksHostUnreachable
-	case wire.CodeBackendUnreachable:
-		return socksConnectionRefused
-	case wire.CodeDraining:
-		return socksNetworkUnreachable
-	}
-	return socksGeneralFailure
-}
-
-// socksReplyFor is the reply code for a refusal.
-func socksReplyFor(r Reason) socksReply {
-	switch r {
-	case ReasonUnknownService:
-		return socksHostUnreachable
-	case ReasonDenied, ReasonClientCert, ReasonMaxConnections, ReasonRate:
-		return socksNotAllowed
-	case ReasonNoConnector:
-		return socksNetworkUnreachable
-	}
-	return socksGeneralFailure
 }

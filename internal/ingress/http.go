@@ -1,4 +1,4 @@
-package edge
+package ingress
 
 import (
 	"context"
@@ -13,22 +13,25 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/route"
+	"github.com/sallyport/sallyport/internal/tlsfiles"
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
-// httpFront is an http or https listener: requests are routed by Host to
-// services and carried to their back-ends by a reverse proxy whose
+// httpListener is an http or https listener: requests are routed by Host
+// to services and carried to their back-ends by a reverse proxy whose
 // connections are tunnel streams; the edge's own hosts serve WebSocket
 // access at /ws/<service>.
-type httpFront struct {
-	e         *Edge
+type httpListener struct {
+	s         *Set
 	kind      string // http or https
 	l         net.Listener
 	tlsConfig *tls.Config // https only
 	srv       *http.Server
 	proxy     *httputil.ReverseProxy
-	edgeHosts names
+	edgeHosts route.Names
 	wsOrigins []string
 
 	// mu guards conns, closing and requests' Add.
@@ -49,13 +52,13 @@ const (
 	serviceKey               // service name a request is routed to
 )
 
-// newHTTPFront prepares an http or https listener on l.
-func newHTTPFront(e *Edge, lc config.Listener, l net.Listener, certs *certStore) (*httpFront, error) {
-	f := &httpFront{e: e, kind: lc.Kind, l: l, conns: make(map[net.Conn]*httpConn), wsOrigins: lc.WSOrigins}
+// newHTTPListener prepares an http or https listener on l.
+func newHTTPListener(s *Set, lc config.Listener, l net.Listener, certs *tlsfiles.Certs) (*httpListener, error) {
+	f := &httpListener{s: s, kind: lc.Kind, l: l, conns: make(map[net.Conn]*httpConn), wsOrigins: lc.WSOrigins}
 	for _, h := range lc.EdgeHosts {
-		f.edgeHosts.add(h, "")
+		f.edgeHosts.Add(h, "")
 	}
-	errLog := slog.NewLogLogger(e.log.With("via", lc.Kind).Handler(), slog.LevelDebug)
+	errLog := slog.NewLogLogger(s.log.With("via", lc.Kind).Handler(), slog.LevelDebug)
 	forward := lc.ForwardHeaders()
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -84,7 +87,7 @@ func newHTTPFront(e *Edge, lc config.Listener, l net.Listener, certs *certStore)
 	if lc.Kind == config.KindHTTPS {
 		tc := &tls.Config{
 			MinVersion:     tls.VersionTLS12,
-			GetCertificate: certs.get,
+			GetCertificate: certs.GetCertificate,
 			NextProtos:     []string{"h2", "http/1.1"},
 		}
 		if err := f.clientAuth(tc, lc); err != nil {
@@ -99,57 +102,53 @@ func newHTTPFront(e *Edge, lc config.Listener, l net.Listener, certs *certStore)
 // clientAuth sets up client certificates: required and checked at the
 // handshake with the listener's client_ca, or asked for (and checked per
 // request) when a service has a client_ca.
-func (f *httpFront) clientAuth(tc *tls.Config, lc config.Listener) error {
+func (f *httpListener) clientAuth(tc *tls.Config, lc config.Listener) error {
 	if lc.ClientCA != "" {
-		ca, err := loadCAFile(lc.ClientCA, f.e.log, f.e.now)
+		ca, err := tlsfiles.LoadCAFile(lc.ClientCA, f.s.log, f.s.now)
 		if err != nil {
 			return fmt.Errorf("client_ca: %w", err)
 		}
-		p := &policy{clientCAs: ca}
 		tc.ClientAuth = tls.RequestClientCert
 		// The names offered to clients as a hint; verification below
 		// uses the file as it is now.
-		tc.ClientCAs = ca.current()
+		tc.ClientCAs = ca.Pool()
 		tc.VerifyConnection = func(cs tls.ConnectionState) error {
-			if err := p.verifyClient(cs.PeerCertificates, f.e.now()); err != nil {
-				f.e.refusals.add(ReasonClientCert)
-				f.e.log.Warn("client refused: the https listener needs a client certificate from its CA", "via", f.kind,
-					"reason", string(ReasonClientCert), "sni", cs.ServerName, "err", err)
+			if err := ca.Verify(cs.PeerCertificates, f.s.now()); err != nil {
+				f.s.d.Refused(admission.Refuse(admission.ReasonClientCert, "",
+					"the https listener needs a client certificate from its CA (server name %q): %v", cs.ServerName, err),
+					admission.Client{Via: f.kind})
 				return fmt.Errorf("client certificate refused: %w", err)
 			}
 			return nil
 		}
 		return nil
 	}
-	for _, p := range f.e.fronts.policies {
-		if p.clientCAs != nil {
-			tc.ClientAuth = tls.RequestClientCert
-			return nil
-		}
+	if f.s.anyCA {
+		tc.ClientAuth = tls.RequestClientCert
 	}
 	return nil
 }
 
-func (f *httpFront) serve(ctx context.Context) {
-	var l net.Listener = &sniffListener{Listener: f.l, e: f.e, via: f.kind, sniff: sniffHTTP, reason: ReasonNotHTTP, what: "an HTTP request"}
+func (f *httpListener) serve(ctx context.Context) {
+	var l net.Listener = &sniffListener{Listener: f.l, s: f.s, via: f.kind, sniff: sniffHTTP, reason: admission.ReasonNotHTTP, what: "an HTTP request"}
 	if f.tlsConfig != nil {
-		l = &sniffListener{Listener: f.l, e: f.e, via: f.kind, sniff: sniffTLS, reason: ReasonNotTLS, what: "a TLS handshake"}
+		l = &sniffListener{Listener: f.l, s: f.s, via: f.kind, sniff: sniffTLS, reason: admission.ReasonNotTLS, what: "a TLS handshake"}
 		l = tls.NewListener(l, f.tlsConfig)
 	}
 	err := f.srv.Serve(l)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-		f.e.log.Error("listener stopped", "via", f.kind, "err", err)
+		f.s.log.Error("listener stopped", "via", f.kind, "err", err)
 	}
 }
 
 // drain starts a graceful shutdown: idle connections close, live requests
 // may finish until close.
-func (f *httpFront) drain() {
+func (f *httpListener) drain() {
 	f.shutdownRun.Go(func() { f.srv.Shutdown(f.drainCtx) })
 }
 
 // close ends every connection and waits for the requests still running.
-func (f *httpFront) close() {
+func (f *httpListener) close() {
 	f.stopDrain()
 	f.srv.Close()
 	f.shutdownRun.Wait()
@@ -178,7 +177,7 @@ type httpConn struct {
 	closed bool
 }
 
-func (f *httpFront) connContext(ctx context.Context, c net.Conn) context.Context {
+func (f *httpListener) connContext(ctx context.Context, c net.Conn) context.Context {
 	hc := &httpConn{addr: c.RemoteAddr()}
 	f.mu.Lock()
 	f.conns[c] = hc
@@ -186,7 +185,7 @@ func (f *httpFront) connContext(ctx context.Context, c net.Conn) context.Context
 	return context.WithValue(ctx, connKey, hc)
 }
 
-func (f *httpFront) connState(c net.Conn, st http.ConnState) {
+func (f *httpListener) connState(c net.Conn, st http.ConnState) {
 	if st != http.StateClosed && st != http.StateHijacked {
 		return
 	}
@@ -211,15 +210,15 @@ func (hc *httpConn) close() {
 }
 
 // transport returns the connection's transport, made on first use.
-func (hc *httpConn) transport(f *httpFront) *http.Transport {
+func (hc *httpConn) transport(f *httpListener) *http.Transport {
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
 	if hc.tr == nil {
-		c := client{addr: hc.addr, via: f.kind}
+		c := admission.Client{Addr: hc.addr, Via: f.kind}
 		hc.tr = &http.Transport{
 			DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
 				service, _, _ := net.SplitHostPort(addr)
-				st, ref := f.e.openStream(service, c)
+				st, ref := f.s.d.Open(service, c)
 				if ref != nil {
 					return nil, ref
 				}
@@ -241,7 +240,7 @@ type roundTripper func(*http.Request) (*http.Response, error)
 
 func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return rt(r) }
 
-func (f *httpFront) roundTrip(r *http.Request) (*http.Response, error) {
+func (f *httpListener) roundTrip(r *http.Request) (*http.Response, error) {
 	hc, _ := r.Context().Value(connKey).(*httpConn)
 	if hc == nil {
 		return nil, errors.New("request without its client connection")
@@ -251,7 +250,7 @@ func (f *httpFront) roundTrip(r *http.Request) (*http.Response, error) {
 
 // ServeHTTP routes a request by its Host: to the edge's own WebSocket
 // access, to a service's back-end, or to a 404.
-func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (f *httpListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	if f.closing {
 		f.mu.Unlock()
@@ -263,22 +262,21 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer f.requests.Done()
 
 	hc, _ := r.Context().Value(connKey).(*httpConn)
-	c := client{addr: hc.addr, via: f.kind}
+	c := admission.Client{Addr: hc.addr, Via: f.kind}
 	if r.TLS != nil {
-		c.certs = r.TLS.PeerCertificates
+		c.Certs = r.TLS.PeerCertificates
 	}
-	host := hostOnly(r.Host)
-	if _, ok := f.edgeHosts.lookup(host); ok {
+	host := route.HostOnly(r.Host)
+	if _, ok := f.edgeHosts.Lookup(host); ok {
 		f.serveEdgeHost(w, r, c)
 		return
 	}
-	service, ok := f.e.fronts.hosts.lookup(host)
+	service, ok := f.s.hosts.Lookup(host)
 	if !ok {
-		ref := f.e.refused(refuse(ReasonUnknownHost, "", "no service is published at host %q", host), c)
-		writeText(w, http.StatusNotFound, ref.msg)
+		writeRefusal(w, f.s.d.Refused(admission.Refuse(admission.ReasonUnknownHost, "", "no service is published at host %q", host), c))
 		return
 	}
-	release, ref := f.e.admit(service, c)
+	release, ref := f.s.d.Admit(service, c)
 	if ref != nil {
 		writeRefusal(w, ref)
 		return
@@ -288,56 +286,43 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveEdgeHost serves the edge's own host names: /ws/<service> only.
-func (f *httpFront) serveEdgeHost(w http.ResponseWriter, r *http.Request, c client) {
+func (f *httpListener) serveEdgeHost(w http.ResponseWriter, r *http.Request, c admission.Client) {
 	service, ok := strings.CutPrefix(r.URL.Path, "/ws/")
 	if !ok || service == "" || strings.Contains(service, "/") {
 		writeText(w, http.StatusNotFound, "nothing here: WebSocket access to a service is at /ws/<service>")
 		return
 	}
-	f.e.serveWS(w, r, service, c, f.wsOrigins)
+	f.s.serveWS(w, r, service, c, f.wsOrigins)
 }
 
 // proxyError answers a request the back-end could not serve.
-func (f *httpFront) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+func (f *httpListener) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	service, _ := r.Context().Value(serviceKey).(string)
 	hc, _ := r.Context().Value(connKey).(*httpConn)
 	args := []any{"via", f.kind, "service", service, "client", hc.addr.String(), "method", r.Method, "host", r.Host}
-	var ref *refusedError
+	var ref *admission.Refusal
 	var wr *wire.Refusal
 	switch {
 	case errors.As(err, &ref): // counted and logged when the stream was refused
 		writeRefusal(w, ref)
 	case errors.As(err, &wr):
-		f.e.log.Warn("client refused by connector", append(args, "code", wr.Code.String(), "reason", wr.Reason)...)
-		status := http.StatusBadGateway
-		if wr.Code == wire.CodeDraining {
-			status = http.StatusServiceUnavailable
-		}
-		writeText(w, status, fmt.Sprintf("service %s: %s", service, wr.Reason))
+		f.s.log.Warn("client refused by connector", append(args, "code", wr.Code.String(), "reason", wr.Reason)...)
+		writeText(w, answerFor(wr).http, fmt.Sprintf("service %s: %s", service, wr.Reason))
 	case errors.Is(err, context.Canceled):
-		f.e.log.Info("http request abandoned by the client", args...)
+		f.s.log.Info("http request abandoned by the client", args...)
 	default:
-		f.e.log.Warn("http request failed", append(args, "err", err)...)
+		f.s.log.Warn("http request failed", append(args, "err", err)...)
 		writeText(w, http.StatusBadGateway, fmt.Sprintf("service %s: no answer from its back-end", service))
 	}
 }
 
 // writeRefusal answers a refused request with the status that fits.
-func writeRefusal(w http.ResponseWriter, ref *refusedError) {
-	status := http.StatusBadGateway
-	switch ref.reason {
-	case ReasonUnknownHost, ReasonUnknownService:
-		status = http.StatusNotFound
-	case ReasonDenied, ReasonClientCert:
-		status = http.StatusForbidden
-	case ReasonRate:
-		status = http.StatusTooManyRequests
-		w.Header().Set("Retry-After", "1")
-	case ReasonMaxConnections, ReasonNoConnector:
-		status = http.StatusServiceUnavailable
+func writeRefusal(w http.ResponseWriter, ref *admission.Refusal) {
+	a := answerFor(ref)
+	if a.retry {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeText(w, status, ref.msg)
+	writeText(w, a.http, ref.Msg)
 }
 
 // writeText writes a short plain-text answer from the edge itself.
@@ -348,12 +333,4 @@ func writeText(w http.ResponseWriter, status int, msg string) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	fmt.Fprintf(w, "sallyport: %s\n", msg)
-}
-
-// hostOnly strips the port from a Host header value.
-func hostOnly(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		return host
-	}
-	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 }

@@ -1,4 +1,4 @@
-package edge
+package ingress
 
 import "testing"
 
@@ -25,29 +25,6 @@ func TestSniff(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.sniff([]byte(tt.in)); got != tt.want {
 			t.Errorf("%s: %q → %d, want %d", tt.name, tt.in, got, tt.want)
-		}
-	}
-}
-
-func TestNames(t *testing.T) {
-	var n names
-	n.add("web.example.com", "web")
-	n.add("*.apps.example.com", "apps")
-	n.add("x.apps.example.com", "x")
-	tests := map[string]string{
-		"web.example.com":      "web",
-		"WEB.example.com.":     "web",
-		"a.apps.example.com":   "apps",
-		"x.apps.example.com":   "x",
-		"a.b.apps.example.com": "",
-		"apps.example.com":     "",
-		"example.com":          "",
-		"":                     "",
-	}
-	for host, want := range tests {
-		got, ok := n.lookup(host)
-		if got != want || ok != (want != "") {
-			t.Errorf("lookup(%q) = %q, %v; want %q", host, got, ok, want)
 		}
 	}
 }

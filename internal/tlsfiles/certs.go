@@ -1,4 +1,7 @@
-package edge
+// Package tlsfiles reads TLS material from the operator's files (https
+// certificate and key pairs, client CA bundles) and reads each file again
+// when it changes, so that a renewed certificate needs no restart.
+package tlsfiles
 
 import (
 	"crypto/tls"
@@ -8,18 +11,19 @@ import (
 	"os"
 	"sync"
 	"time"
-
-	"github.com/sallyport/sallyport/internal/config"
 )
 
-// certCheckEvery is how often, at most, the certificate files of an https
-// listener are checked for changes (on a handshake).
-const certCheckEvery = time.Second
+// CheckEvery is how often, at most, a file is checked for changes: on use
+// (a handshake, a verification), never by a goroutine of its own.
+const CheckEvery = time.Second
 
-// certStore holds an https listener's certificates, picks one by the
-// client's SNI and reads a pair of files again when either changes. Its
-// methods are safe for concurrent use.
-type certStore struct {
+// Pair names a certificate file and its key file, both PEM.
+type Pair struct{ Cert, Key string }
+
+// Certs holds an https listener's certificates, picks one by the client's
+// SNI and reads a pair of files again when either changes. Its methods are
+// safe for concurrent use.
+type Certs struct {
 	log *slog.Logger
 	now func() time.Time
 
@@ -31,14 +35,15 @@ type certStore struct {
 
 // certPair is one certificate and key file pair as last loaded.
 type certPair struct {
-	files   config.CertificateFiles
+	files   Pair
 	version fileVersion // of the files cert was loaded from
 	cert    *tls.Certificate
 }
 
-// loadCertStore loads every pair; any that cannot be loaded is an error.
-func loadCertStore(files []config.CertificateFiles, log *slog.Logger) (*certStore, error) {
-	s := &certStore{log: log, now: time.Now}
+// LoadCerts loads every pair; any that cannot be loaded is an error. log
+// tells of reloads and of files that stop loading.
+func LoadCerts(files []Pair, log *slog.Logger) (*Certs, error) {
+	s := &Certs{log: log, now: time.Now}
 	for i, f := range files {
 		p := &certPair{files: f}
 		stamp, err := fileStamp(f)
@@ -58,7 +63,7 @@ func loadCertStore(files []config.CertificateFiles, log *slog.Logger) (*certStor
 	return s, nil
 }
 
-func loadPair(f config.CertificateFiles) (*tls.Certificate, error) {
+func loadPair(f Pair) (*tls.Certificate, error) {
 	c, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {
 		return nil, fmt.Errorf("load certificate %s with key %s: %w", f.Cert, f.Key, err)
@@ -68,7 +73,7 @@ func loadPair(f config.CertificateFiles) (*tls.Certificate, error) {
 
 // fileStamp names the current version of a pair's files by their
 // modification times and sizes.
-func fileStamp(f config.CertificateFiles) (string, error) {
+func fileStamp(f Pair) (string, error) {
 	stamp, err := filesStamp(f.Cert, f.Key)
 	if err != nil {
 		return "", fmt.Errorf("certificate file: %w", err)
@@ -90,12 +95,13 @@ func filesStamp(names ...string) (string, error) {
 	return stamp, nil
 }
 
-// get is tls.Config.GetCertificate: the first certificate valid for the
-// client's server name, or the first one when none is (or no name came).
-func (s *certStore) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+// GetCertificate is for tls.Config.GetCertificate: the first certificate
+// valid for the client's server name, or the first one when none is (or no
+// name came).
+func (s *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if now := s.now(); now.Sub(s.lastCheck) >= certCheckEvery {
+	if now := s.now(); now.Sub(s.lastCheck) >= CheckEvery {
 		s.lastCheck = now
 		s.reload()
 	}
@@ -111,7 +117,7 @@ func (s *certStore) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 
 // reload reads again every pair whose files changed; a pair that fails to
 // load keeps serving its previous certificate. s.mu is held.
-func (s *certStore) reload() {
+func (s *Certs) reload() {
 	for _, p := range s.pairs {
 		reloadChanged(&p.version, []string{p.files.Cert, p.files.Key}, func() error {
 			cert, err := loadPair(p.files)

@@ -1,4 +1,4 @@
-package edge
+package admission
 
 import (
 	"crypto/ecdsa"
@@ -10,33 +10,38 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/tlsfiles"
 )
 
-func tcpClient(addr string) client {
+func tcpClient(addr string) Client {
 	a, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		panic(err)
 	}
-	return client{addr: a, via: "tcp"}
+	return Client{Addr: a, Via: "tcp"}
 }
 
-func mustPolicy(t *testing.T, p config.Policy) *policy {
+func nets(t *testing.T, ss ...string) []netip.Prefix {
 	t.Helper()
-	pol, err := newPolicy("svc", p, slog.New(slog.DiscardHandler), time.Now)
-	if err != nil {
-		t.Fatal(err)
+	var out []netip.Prefix
+	for _, s := range ss {
+		p, err := ParseClientNet(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
 	}
-	return pol
+	return out
 }
 
 func TestPolicyAddresses(t *testing.T) {
-	p := mustPolicy(t, config.Policy{Allow: []string{"10.0.0.0/8", "2001:db8::/32", "192.0.2.7"}, Deny: []string{"10.66.0.0/16"}})
+	p := NewPolicy("svc", Rules{Allow: nets(t, "10.0.0.0/8", "2001:db8::/32", "192.0.2.7"), Deny: nets(t, "10.66.0.0/16")})
 	now := time.Now()
 	for addr, ok := range map[string]bool{
 		"10.1.2.3:5":            true,
@@ -48,13 +53,13 @@ func TestPolicyAddresses(t *testing.T) {
 		"127.0.0.1:9":           false,
 		"[::ffff:10.66.0.1]:10": false,
 	} {
-		release, ref := p.admit("svc", tcpClient(addr), now)
+		release, ref := p.Admit(tcpClient(addr), now)
 		if ok != (ref == nil) {
 			t.Errorf("%s: refusal %v, want admitted=%v", addr, ref, ok)
 			continue
 		}
-		if ref != nil && ref.reason != ReasonDenied {
-			t.Errorf("%s: reason %s, want %s", addr, ref.reason, ReasonDenied)
+		if ref != nil && ref.Reason != ReasonDenied {
+			t.Errorf("%s: reason %s, want %s", addr, ref.Reason, ReasonDenied)
 		}
 		if release != nil {
 			release()
@@ -63,21 +68,21 @@ func TestPolicyAddresses(t *testing.T) {
 }
 
 func TestPolicyMaxConnections(t *testing.T) {
-	p := mustPolicy(t, config.Policy{MaxConnections: 2})
+	p := NewPolicy("svc", Rules{MaxConnections: 2})
 	now := time.Now()
 	c := tcpClient("127.0.0.1:1")
-	r1, _ := p.admit("svc", c, now)
-	r2, _ := p.admit("svc", c, now)
-	if _, ref := p.admit("svc", c, now); ref == nil || ref.reason != ReasonMaxConnections {
+	r1, _ := p.Admit(c, now)
+	r2, _ := p.Admit(c, now)
+	if _, ref := p.Admit(c, now); ref == nil || ref.Reason != ReasonMaxConnections {
 		t.Fatalf("third connection: %v, want refused for max_connections", ref)
 	}
 	r1()
 	r1() // a second release gives back nothing more
-	r3, ref := p.admit("svc", c, now)
+	r3, ref := p.Admit(c, now)
 	if ref != nil {
 		t.Fatalf("after a release: %v", ref)
 	}
-	if _, ref := p.admit("svc", c, now); ref == nil {
+	if _, ref := p.Admit(c, now); ref == nil {
 		t.Fatalf("double release freed two slots")
 	}
 	r2()
@@ -85,21 +90,21 @@ func TestPolicyMaxConnections(t *testing.T) {
 }
 
 func TestPolicyRate(t *testing.T) {
-	p := mustPolicy(t, config.Policy{Rate: config.Rate{Connections: 2, Per: time.Minute}, MaxConnections: 5})
+	p := NewPolicy("svc", Rules{Every: 30 * time.Second, Burst: 2, MaxConnections: 5})
 	now := time.Now()
 	c := tcpClient("127.0.0.1:1")
 	for i := range 2 {
-		if _, ref := p.admit("svc", c, now); ref != nil {
+		if _, ref := p.Admit(c, now); ref != nil {
 			t.Fatalf("connection %d in the burst refused: %v", i, ref)
 		}
 	}
-	if _, ref := p.admit("svc", c, now); ref == nil || ref.reason != ReasonRate {
+	if _, ref := p.Admit(c, now); ref == nil || ref.Reason != ReasonRate {
 		t.Fatalf("past the burst: %v, want rate_limited", ref)
 	}
 	if n := p.active.Load(); n != 2 {
 		t.Errorf("a rate refusal kept a connection slot: %d active, want 2", n)
 	}
-	if _, ref := p.admit("svc", c, now.Add(31*time.Second)); ref != nil {
+	if _, ref := p.Admit(c, now.Add(31*time.Second)); ref != nil {
 		t.Fatalf("after 30s (one token at 2 per minute): %v", ref)
 	}
 }
@@ -142,7 +147,11 @@ func TestPolicyClientCA(t *testing.T) {
 	other, otherKey := testCA(t, "other CA")
 	path := filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), 0o600)
-	p := mustPolicy(t, config.Policy{ClientCA: path})
+	cas, err := tlsfiles.LoadCAFile(path, slog.New(slog.DiscardHandler), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPolicy("svc", Rules{ClientCA: cas})
 	now := time.Now()
 	tests := []struct {
 		name  string
@@ -156,13 +165,13 @@ func TestPolicyClientCA(t *testing.T) {
 	}
 	for _, tt := range tests {
 		c := tcpClient("127.0.0.1:1")
-		c.certs = tt.chain
-		_, ref := p.admit("svc", c, now)
-		if tt.ok != (ref == nil) || ref != nil && ref.reason != ReasonClientCert {
+		c.Certs = tt.chain
+		_, ref := p.Admit(c, now)
+		if tt.ok != (ref == nil) || ref != nil && ref.Reason != ReasonClientCert {
 			t.Errorf("%s: refusal %v, want admitted=%v", tt.name, ref, tt.ok)
 		}
 	}
-	if _, err := newPolicy("svc", config.Policy{ClientCA: filepath.Join(t.TempDir(), "none.pem")}, slog.New(slog.DiscardHandler), time.Now); err == nil {
+	if _, err := tlsfiles.LoadCAFile(filepath.Join(t.TempDir(), "none.pem"), slog.New(slog.DiscardHandler), time.Now); err == nil {
 		t.Error("a missing client CA file was accepted")
 	}
 }
@@ -190,16 +199,17 @@ func TestPolicyClientCAReloads(t *testing.T) {
 	write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: oldCA.Raw}))
 	clock := time.Now()
 	now := func() time.Time { return clock }
-	p, err := newPolicy("svc", config.Policy{ClientCA: path}, slog.New(slog.DiscardHandler), now)
+	cas, err := tlsfiles.LoadCAFile(path, slog.New(slog.DiscardHandler), now)
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := NewPolicy("svc", Rules{ClientCA: cas})
 	oldLeaf := testLeaf(t, oldCA, oldKey, "alice", x509.ExtKeyUsageClientAuth)
 	newLeaf := testLeaf(t, newCA, newKey, "bob", x509.ExtKeyUsageClientAuth)
 	admitted := func(leaf *x509.Certificate) bool {
 		c := tcpClient("127.0.0.1:1")
-		c.certs = []*x509.Certificate{leaf}
-		_, ref := p.admit("svc", c, time.Now())
+		c.Certs = []*x509.Certificate{leaf}
+		_, ref := p.Admit(c, time.Now())
 		return ref == nil
 	}
 	if !admitted(oldLeaf) || admitted(newLeaf) {
@@ -210,14 +220,35 @@ func TestPolicyClientCAReloads(t *testing.T) {
 	if !admitted(oldLeaf) {
 		t.Error("the file was read again within a second of the last check")
 	}
-	clock = clock.Add(certCheckEvery)
+	clock = clock.Add(tlsfiles.CheckEvery)
 	if admitted(oldLeaf) || !admitted(newLeaf) {
 		t.Error("after the change: want only the new CA's certificate admitted")
 	}
 
 	write([]byte("not PEM at all"))
-	clock = clock.Add(certCheckEvery)
+	clock = clock.Add(tlsfiles.CheckEvery)
 	if !admitted(newLeaf) {
 		t.Error("a broken file replaced the CAs in force")
+	}
+}
+
+func TestParseClientNet(t *testing.T) {
+	tests := map[string]string{
+		"10.1.2.3/8":          "10.0.0.0/8",
+		"192.0.2.7":           "192.0.2.7/32",
+		"::ffff:192.0.2.7":    "192.0.2.7/32",
+		"::ffff:10.0.0.0/104": "10.0.0.0/8",
+		"2001:db8::1/32":      "2001:db8::/32",
+	}
+	for in, want := range tests {
+		p, err := ParseClientNet(in)
+		if err != nil || p != netip.MustParsePrefix(want) {
+			t.Errorf("ParseClientNet(%q) = %v, %v; want %s", in, p, err, want)
+		}
+	}
+	for _, bad := range []string{"", "10.0.0.0/", "host.example.com", "10.0.0.0/40"} {
+		if _, err := ParseClientNet(bad); err == nil {
+			t.Errorf("ParseClientNet(%q) succeeded", bad)
+		}
 	}
 }

@@ -1,0 +1,255 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/admission"
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/ingress"
+	"github.com/sallyport/sallyport/internal/tlsfiles"
+	"github.com/sallyport/sallyport/internal/tunnel"
+	"github.com/sallyport/sallyport/internal/wire"
+)
+
+// The edge is the listeners' Dispatcher: it admits clients by the
+// services' policies and opens streams through the tunnels that offer
+// them.
+var _ ingress.Dispatcher = (*Edge)(nil)
+
+// newPolicies prepares every service's policy, reading client CA files
+// (again whenever they change; log tells of that).
+func newPolicies(services map[string]config.EdgeService, log *slog.Logger, now func() time.Time) (map[string]*admission.Policy, error) {
+	out := make(map[string]*admission.Policy, len(services))
+	for name, svc := range services {
+		p := svc.Policy
+		var r admission.Rules
+		for _, list := range []struct {
+			in  []string
+			out *[]netip.Prefix
+		}{{p.Allow, &r.Allow}, {p.Deny, &r.Deny}} {
+			for _, s := range list.in {
+				pfx, err := admission.ParseClientNet(s)
+				if err != nil {
+					return nil, fmt.Errorf("service %s: policy network %q: %w", name, s, err)
+				}
+				*list.out = append(*list.out, pfx)
+			}
+		}
+		r.MaxConnections = p.MaxConnections
+		r.Every, r.Burst = p.Rate.Interval()
+		if p.ClientCA != "" {
+			ca, err := tlsfiles.LoadCAFile(p.ClientCA, log, now)
+			if err != nil {
+				return nil, fmt.Errorf("service %s: policy.client_ca: %w", name, err)
+			}
+			r.ClientCA = ca
+		}
+		out[name] = admission.NewPolicy(name, r)
+	}
+	return out, nil
+}
+
+// OpenAddress opens a stream to a destination address that a client named
+// instead of a service (SOCKS). The edge never knows back-end addresses: it
+// asks each live tunnel in turn, and only a connector whose allow-list
+// holds the address accepts, naming the service it serves it as; that
+// service's policy then decides. It returns the refusal with
+// ReasonUnknownService if no connector allows the address.
+func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, *admission.Refusal) {
+	e.mu.Lock()
+	tried := make(map[string]bool, len(e.tunnels))
+	var sessions []*tunnel.Session
+	for sess, info := range e.tunnels {
+		// One tunnel per connector is enough to learn its answer.
+		if !tried[info.connectorID] {
+			tried[info.connectorID] = true
+			sessions = append(sessions, sess)
+		}
+	}
+	e.mu.Unlock()
+	for _, sess := range sessions {
+		st, err := sess.Open(wire.StreamOpen{Client: c.Addr.String(), Address: address})
+		if err != nil {
+			continue
+		}
+		if err := st.Accepted(); err != nil {
+			st.Close()
+			continue
+		}
+		service := st.Answer().Reason
+		release, ref := e.Admit(service, c)
+		if ref != nil {
+			st.Close()
+			return nil, ref
+		}
+		e.mu.Lock()
+		connector := ""
+		if info := e.tunnels[sess]; info != nil {
+			connector = info.connectorID
+		}
+		e.mu.Unlock()
+		return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector, release: release}, nil
+	}
+	return nil, e.Refused(admission.Refuse(admission.ReasonUnknownService, "", "no connector allows address %s", address), c)
+}
+
+// Admit applies service's policy to c; see admission.Policy.Admit. An
+// unknown service is refused.
+func (e *Edge) Admit(service string, c admission.Client) (func(), *admission.Refusal) {
+	p, ok := e.policies[service]
+	if !ok {
+		return nil, e.Refused(admission.Refuse(admission.ReasonUnknownService, service, "no service named %q", service), c)
+	}
+	release, ref := p.Admit(c, e.now())
+	if ref != nil {
+		return nil, e.Refused(ref, c)
+	}
+	return release, nil
+}
+
+// Open opens a stream to service through a tunnel that offers it, without
+// applying a policy (the caller has). The stream's first Read returns the
+// connector's refusal, if any, as a *wire.Refusal.
+func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admission.Refusal) {
+	sess, ok := e.routes.Pick(service)
+	if !ok {
+		return nil, e.Refused(admission.Refuse(admission.ReasonNoConnector, service, "no connector offers service %s right now; try again later", service), c)
+	}
+	e.mu.Lock()
+	info := e.tunnels[sess]
+	e.mu.Unlock()
+	connector := ""
+	if info != nil {
+		connector = info.connectorID
+	}
+	st, err := sess.Open(wire.StreamOpen{Service: service, Client: c.Addr.String()})
+	if err != nil {
+		ref := admission.Refuse(admission.ReasonTunnel, service, "service %s: the tunnel to its connector failed; try again", service)
+		e.log.Warn("client refused: tunnel failed", "via", c.Via, "service", service, "client", c.Addr.String(), "connector", connector, "err", err)
+		e.refusals.Add(ref.Reason)
+		return nil, ref
+	}
+	return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector}, nil
+}
+
+// Refused counts and logs a refusal and returns it.
+func (e *Edge) Refused(ref *admission.Refusal, c admission.Client) *admission.Refusal {
+	e.refusals.Add(ref.Reason)
+	msg := "client refused: " + ref.Msg
+	if ref.Reason == admission.ReasonNoConnector {
+		msg = "client refused: no connector offers the service"
+	}
+	args := []any{"via", c.Via}
+	if c.Addr != nil { // nil for a refusal during a TLS handshake
+		args = append(args, "client", c.Addr.String())
+	}
+	args = append(args, "reason", string(ref.Reason))
+	if ref.Service != "" {
+		args = append(args, "service", ref.Service)
+	}
+	e.log.Warn(msg, args...)
+	return ref
+}
+
+// streamConn is a stream opened for one client: an ingress.Stream.
+// Closing it gives back the client's policy slot.
+type streamConn struct {
+	*tunnel.Stream
+	e         *Edge
+	sess      *tunnel.Session
+	service   string
+	connector string
+	// release gives back the policy slot; nil if none is held.
+	release func()
+	// onRefusal, if set, is called once with the connector's refusal
+	// before the Read that returns it: a listener tells its client there.
+	onRefusal func(*wire.Refusal)
+
+	refusalOnce sync.Once
+}
+
+// Service names the service the stream reaches.
+func (s *streamConn) Service() string { return s.service }
+
+// Connector names the connector at the stream's other end.
+func (s *streamConn) Connector() string { return s.connector }
+
+// OnRefusal sets what to call with the connector's refusal; see
+// ingress.Stream.
+func (s *streamConn) OnRefusal(f func(*wire.Refusal)) { s.onRefusal = f }
+
+// Hold makes Close give back a policy slot.
+func (s *streamConn) Hold(release func()) { s.release = release }
+
+// Read reads the back-end's bytes; the first Read returns the connector's
+// refusal, if any, as a *wire.Refusal.
+func (s *streamConn) Read(b []byte) (int, error) {
+	n, err := s.Stream.Read(b)
+	return n, s.checkRefusal(err)
+}
+
+// TryRead is Read without waiting; see tunnel.Stream.TryRead.
+func (s *streamConn) TryRead(b []byte) (int, bool, error) {
+	n, wait, err := s.Stream.TryRead(b)
+	return n, wait, s.checkRefusal(err)
+}
+
+// Accepted waits for the connector's answer; see tunnel.Stream.Accepted.
+func (s *streamConn) Accepted() error {
+	return s.checkRefusal(s.Stream.Accepted())
+}
+
+// checkRefusal handles the connector's refusal, once, if err is one, and
+// returns err.
+func (s *streamConn) checkRefusal(err error) error {
+	var ref *wire.Refusal
+	if err != nil && errors.As(err, &ref) {
+		s.refusalOnce.Do(func() { s.connectorRefused(ref) })
+	}
+	return err
+}
+
+// Write sends client bytes. A connector that refuses a stream resets it
+// after its reply, so a Write can fail before any Read has seen the
+// reply: Write then returns the refusal, which says why, instead of the
+// reset.
+func (s *streamConn) Write(b []byte) (int, error) {
+	n, err := s.Stream.Write(b)
+	if err != nil && errors.Is(err, tunnel.ErrReset) {
+		// The reply came before the reset, and a reset stream's Read does
+		// not block.
+		var ref *wire.Refusal
+		if _, rerr := s.Read(nil); errors.As(rerr, &ref) {
+			return n, rerr
+		}
+	}
+	return n, err
+}
+
+// connectorRefused counts the connector's refusal, stops routing to a
+// draining connector, and tells the front.
+func (s *streamConn) connectorRefused(ref *wire.Refusal) {
+	e := s.e
+	e.refusals.Add(admission.ReasonConnector)
+	if ref.Code == wire.CodeDraining && e.routes.Remove(s.sess) {
+		// The connector is shutting down: send later clients elsewhere.
+		e.log.Info("connector draining: no more clients routed to this tunnel", "connector", s.connector)
+	}
+	if s.onRefusal != nil {
+		s.onRefusal(ref)
+	}
+}
+
+// Close closes the stream and gives back the policy slot.
+func (s *streamConn) Close() error {
+	err := s.Stream.Close()
+	if s.release != nil {
+		s.release()
+	}
+	return err
+}
