@@ -177,7 +177,7 @@ func (e Edge) Validate() error {
 	}
 	c.positive("drain_timeout", e.DrainTimeout)
 	c.log(e.Log)
-	c.fronts(e, &ls)
+	c.listenersAndRoutes(e, &ls)
 	for _, name := range inFileOrder(e.Origin, e.Services) {
 		c.serviceName(name)
 		key := "services." + name

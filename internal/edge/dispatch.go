@@ -232,7 +232,7 @@ func (s *streamConn) Write(b []byte) (int, error) {
 }
 
 // connectorRefused counts the connector's refusal, stops routing to a
-// draining connector, and tells the front.
+// draining connector, and tells the listener.
 func (s *streamConn) connectorRefused(ref *wire.Refusal) {
 	e := s.e
 	e.refusals.Add(admission.ReasonConnector)

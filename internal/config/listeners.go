@@ -126,9 +126,9 @@ func (r Rate) Interval() (time.Duration, int) {
 // ForwardHeaders reports whether the listener sets X-Forwarded-* headers.
 func (l Listener) ForwardHeaders() bool { return l.ForwardedHeaders == nil || *l.ForwardedHeaders }
 
-// fronts checks the shared listeners and the services' routes and policies
+// listenersAndRoutes checks the shared listeners and the services' routes and policies
 // of e, adding every listen address to ls.
-func (c *checker) fronts(e Edge, ls *[]listener) {
+func (c *checker) listenersAndRoutes(e Edge, ls *[]listener) {
 	kinds := map[string]bool{}
 	hosts := map[string]string{} // normalized host → key that claimed it
 	for i, l := range e.Listeners {
