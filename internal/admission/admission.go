@@ -64,26 +64,28 @@ func Refuse(reason Reason, service, format string, args ...any) *Refusal {
 // Counters counts refusals by reason. The zero value is ready; it is safe
 // for concurrent use.
 type Counters struct {
-	mu sync.Mutex
-	n  map[Reason]int64 // guarded by mu
+	counts struct {
+		sync.Mutex
+		n map[Reason]int64
+	}
 }
 
 // Add counts one refusal for r.
 func (c *Counters) Add(r Reason) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n == nil {
-		c.n = make(map[Reason]int64)
+	c.counts.Lock()
+	defer c.counts.Unlock()
+	if c.counts.n == nil {
+		c.counts.n = make(map[Reason]int64)
 	}
-	c.n[r]++
+	c.counts.n[r]++
 }
 
 // Snapshot returns the counts by reason name.
 func (c *Counters) Snapshot() map[string]int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]int64, len(c.n))
-	for r, n := range c.n {
+	c.counts.Lock()
+	defer c.counts.Unlock()
+	out := make(map[string]int64, len(c.counts.n))
+	for r, n := range c.counts.n {
 		out[string(r)] = n
 	}
 	return out

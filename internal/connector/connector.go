@@ -47,14 +47,15 @@ type Connector struct {
 	// service, for streams that name an address instead of a service.
 	byAddress map[string]string
 
-	// mu guards the fields below.
-	mu sync.Mutex
-	// up holds the live tunnels, by edge address and pool slot.
-	up map[string]*tunnel.Session
-	// draining is set once Run's context has ended.
-	draining bool
-	// changed is closed and replaced whenever up changes.
-	changed chan struct{}
+	tunnels struct {
+		sync.Mutex
+		// up holds the live tunnels, by edge address and pool slot.
+		up map[string]*tunnel.Session
+		// draining is set once Run's context has ended.
+		draining bool
+		// changed is closed and replaced whenever up changes.
+		changed chan struct{}
+	}
 
 	streams pipe.Tracker
 	// handlers counts stream goroutines.
@@ -81,14 +82,15 @@ func New(cfg config.Connector, log *slog.Logger) (*Connector, error) {
 			byAddress[a] = name
 		}
 	}
-	return &Connector{
+	c := &Connector{
 		cfg:       cfg,
 		log:       log,
 		byAddress: byAddress,
 		instance:  hex.EncodeToString(b),
-		up:        make(map[string]*tunnel.Session),
-		changed:   make(chan struct{}),
-	}, nil
+	}
+	c.tunnels.up = make(map[string]*tunnel.Session)
+	c.tunnels.changed = make(chan struct{})
+	return c, nil
 }
 
 // identity is what the connector needs to open tunnels.
@@ -118,9 +120,9 @@ func (c *Connector) Run(ctx context.Context) error {
 		}
 	}
 	<-ctx.Done()
-	c.mu.Lock()
-	c.draining = true
-	c.mu.Unlock()
+	c.tunnels.Lock()
+	c.tunnels.draining = true
+	c.tunnels.Unlock()
 	c.log.Info("connector stopping: refusing new streams; draining live ones", "timeout", c.cfg.DrainTimeout)
 	if n := c.streams.Wait(c.cfg.DrainTimeout); n > 0 {
 		c.log.Warn("drain timeout: closing streams still open", "count", n)
@@ -171,9 +173,9 @@ func (c *Connector) identity(ctx context.Context) (identity, error) {
 
 // closeTunnels shuts every live tunnel down.
 func (c *Connector) closeTunnels() {
-	c.mu.Lock()
-	sessions := slices.Collect(maps.Values(c.up))
-	c.mu.Unlock()
+	c.tunnels.Lock()
+	sessions := slices.Collect(maps.Values(c.tunnels.up))
+	c.tunnels.Unlock()
 	for _, s := range sessions {
 		s.Shutdown()
 	}
@@ -181,17 +183,17 @@ func (c *Connector) closeTunnels() {
 
 // Tunnels reports how many tunnels are up.
 func (c *Connector) Tunnels() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.up)
+	c.tunnels.Lock()
+	defer c.tunnels.Unlock()
+	return len(c.tunnels.up)
 }
 
 // WaitTunnels waits until n tunnels are up or ctx ends.
 func (c *Connector) WaitTunnels(ctx context.Context, n int) error {
 	for {
-		c.mu.Lock()
-		ok, ch := len(c.up) >= n, c.changed
-		c.mu.Unlock()
+		c.tunnels.Lock()
+		ok, ch := len(c.tunnels.up) >= n, c.tunnels.changed
+		c.tunnels.Unlock()
 		if ok {
 			return nil
 		}
@@ -204,21 +206,21 @@ func (c *Connector) WaitTunnels(ctx context.Context, n int) error {
 }
 
 func (c *Connector) setUp(addr string, s *tunnel.Session) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.tunnels.Lock()
+	defer c.tunnels.Unlock()
 	if s == nil {
-		delete(c.up, addr)
+		delete(c.tunnels.up, addr)
 	} else {
-		c.up[addr] = s
+		c.tunnels.up[addr] = s
 	}
-	close(c.changed)
-	c.changed = make(chan struct{})
+	close(c.tunnels.changed)
+	c.tunnels.changed = make(chan struct{})
 }
 
 func (c *Connector) isDraining() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.draining
+	c.tunnels.Lock()
+	defer c.tunnels.Unlock()
+	return c.tunnels.draining
 }
 
 // handleStream serves one stream: it checks the service against the

@@ -61,17 +61,17 @@ func newPolicies(services map[string]config.EdgeService, log *slog.Logger, now f
 // service's policy then decides. It returns the refusal with
 // ReasonUnknownService if no connector allows the address.
 func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, *admission.Refusal) {
-	e.mu.Lock()
-	tried := make(map[string]bool, len(e.tunnels))
+	e.tunnels.Lock()
+	tried := make(map[string]bool, len(e.tunnels.m))
 	var sessions []*tunnel.Session
-	for sess, info := range e.tunnels {
+	for sess, info := range e.tunnels.m {
 		// One tunnel per connector is enough to learn its answer.
 		if !tried[info.connectorID] {
 			tried[info.connectorID] = true
 			sessions = append(sessions, sess)
 		}
 	}
-	e.mu.Unlock()
+	e.tunnels.Unlock()
 	for _, sess := range sessions {
 		st, err := sess.Open(wire.StreamOpen{Client: c.Addr.String(), Address: address})
 		if err != nil {
@@ -87,12 +87,12 @@ func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, 
 			st.Close()
 			return nil, ref
 		}
-		e.mu.Lock()
+		e.tunnels.Lock()
 		connector := ""
-		if info := e.tunnels[sess]; info != nil {
+		if info := e.tunnels.m[sess]; info != nil {
 			connector = info.connectorID
 		}
-		e.mu.Unlock()
+		e.tunnels.Unlock()
 		return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector, release: release}, nil
 	}
 	return nil, e.Refused(admission.Refuse(admission.ReasonUnknownService, "", "no connector allows address %s", address), c)
@@ -120,9 +120,9 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 	if !ok {
 		return nil, e.Refused(admission.Refuse(admission.ReasonNoConnector, service, "no connector offers service %s right now; try again later", service), c)
 	}
-	e.mu.Lock()
-	info := e.tunnels[sess]
-	e.mu.Unlock()
+	e.tunnels.Lock()
+	info := e.tunnels.m[sess]
+	e.tunnels.Unlock()
 	connector := ""
 	if info != nil {
 		connector = info.connectorID

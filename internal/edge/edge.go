@@ -68,9 +68,11 @@ type Edge struct {
 	// policies holds every configured service's policy.
 	policies map[string]*admission.Policy
 
-	// mu guards tunnels.
-	mu      sync.Mutex
-	tunnels map[*tunnel.Session]*tunnelInfo
+	// tunnels are the live tunnels, with what the edge knows of each.
+	tunnels struct {
+		sync.Mutex
+		m map[*tunnel.Session]*tunnelInfo
+	}
 
 	// refusals counts clients turned away, by reason.
 	refusals admission.Counters
@@ -99,14 +101,15 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Edge{
+	e := &Edge{
 		cfg:         cfg,
 		log:         log,
 		now:         time.Now,
 		ready:       make(chan struct{}),
-		tunnels:     make(map[*tunnel.Session]*tunnelInfo),
 		maxOpenings: maxOpenings,
-	}, nil
+	}
+	e.tunnels.m = make(map[*tunnel.Session]*tunnelInfo)
+	return e, nil
 }
 
 // Ready is closed when the edge is listening on every address.
@@ -235,12 +238,12 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 
 // closeTunnels shuts every tunnel down; its watcher removes the routes.
 func (e *Edge) closeTunnels() {
-	e.mu.Lock()
-	sessions := make([]*tunnel.Session, 0, len(e.tunnels))
-	for s := range e.tunnels {
+	e.tunnels.Lock()
+	sessions := make([]*tunnel.Session, 0, len(e.tunnels.m))
+	for s := range e.tunnels.m {
 		sessions = append(sessions, s)
 	}
-	e.mu.Unlock()
+	e.tunnels.Unlock()
 	for _, s := range sessions {
 		s.Shutdown()
 	}

@@ -145,9 +145,9 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
 		return
 	}
 	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), services: hello.Services}
-	e.mu.Lock()
-	e.tunnels[sess] = info
-	e.mu.Unlock()
+	e.tunnels.Lock()
+	e.tunnels.m[sess] = info
+	e.tunnels.Unlock()
 	e.routes.Add(sess, hello.Services)
 	log.Info("connector tunnel up", "services", hello.Services, "instance", hello.Instance)
 
@@ -158,9 +158,9 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
 		<-sess.Done()
 	}
 	e.routes.Remove(sess)
-	e.mu.Lock()
-	delete(e.tunnels, sess)
-	e.mu.Unlock()
+	e.tunnels.Lock()
+	delete(e.tunnels.m, sess)
+	e.tunnels.Unlock()
 	sess.Close()
 	log.Info("connector tunnel down", "up_for", e.now().Sub(info.since).Round(time.Millisecond).String())
 }
@@ -193,14 +193,14 @@ func (e *Edge) Status(ctx context.Context) admin.Status {
 		st.Services = append(st.Services, admin.ServiceStatus{Name: name, Listen: addr, Tunnels: counts[name]})
 	}
 	slices.SortFunc(st.Services, func(a, b admin.ServiceStatus) int { return cmp.Compare(a.Name, b.Name) })
-	e.mu.Lock()
-	for sess, t := range e.tunnels {
+	e.tunnels.Lock()
+	for sess, t := range e.tunnels.m {
 		st.Connectors = append(st.Connectors, admin.ConnectorStatus{
 			ID: t.connectorID, Name: t.name, Remote: t.remote, Since: t.since,
 			Services: t.services, Streams: sess.NumStreams(),
 		})
 	}
-	e.mu.Unlock()
+	e.tunnels.Unlock()
 	slices.SortFunc(st.Connectors, func(a, b admin.ConnectorStatus) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Remote, b.Remote))
 	})

@@ -34,10 +34,14 @@ type httpListener struct {
 	edgeHosts route.Names
 	wsOrigins []string
 
-	// mu guards conns, closing and requests' Add.
-	mu       sync.Mutex
-	conns    map[net.Conn]*httpConn
-	closing  bool
+	// state is the live connections, and whether close has begun.
+	state struct {
+		sync.Mutex
+		conns   map[net.Conn]*httpConn
+		closing bool
+	}
+	// requests counts the requests being served; Add is called with
+	// state locked, and only while closing is false.
 	requests sync.WaitGroup
 
 	drainCtx    context.Context
@@ -54,7 +58,8 @@ const (
 
 // newHTTPListener prepares an http or https listener on l.
 func newHTTPListener(s *Set, lc config.Listener, l net.Listener, certs *tlsfiles.Certs) (*httpListener, error) {
-	f := &httpListener{s: s, kind: lc.Kind, l: l, conns: make(map[net.Conn]*httpConn), wsOrigins: lc.WSOrigins}
+	f := &httpListener{s: s, kind: lc.Kind, l: l, wsOrigins: lc.WSOrigins}
+	f.state.conns = make(map[net.Conn]*httpConn)
 	for _, h := range lc.EdgeHosts {
 		f.edgeHosts.Add(h, "")
 	}
@@ -152,15 +157,15 @@ func (f *httpListener) close() {
 	f.stopDrain()
 	f.srv.Close()
 	f.shutdownRun.Wait()
-	f.mu.Lock()
-	f.closing = true
-	f.mu.Unlock()
+	f.state.Lock()
+	f.state.closing = true
+	f.state.Unlock()
 	f.requests.Wait()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for c, hc := range f.conns {
+	f.state.Lock()
+	defer f.state.Unlock()
+	for c, hc := range f.state.conns {
 		hc.close()
-		delete(f.conns, c)
+		delete(f.state.conns, c)
 	}
 }
 
@@ -171,17 +176,20 @@ func (f *httpListener) close() {
 type httpConn struct {
 	addr net.Addr
 
-	// mu guards tr and closed.
-	mu     sync.Mutex
-	tr     *http.Transport
-	closed bool
+	// pool is the transport, made on first use, and whether the
+	// connection has closed.
+	pool struct {
+		sync.Mutex
+		tr     *http.Transport
+		closed bool
+	}
 }
 
 func (f *httpListener) connContext(ctx context.Context, c net.Conn) context.Context {
 	hc := &httpConn{addr: c.RemoteAddr()}
-	f.mu.Lock()
-	f.conns[c] = hc
-	f.mu.Unlock()
+	f.state.Lock()
+	f.state.conns[c] = hc
+	f.state.Unlock()
 	return context.WithValue(ctx, connKey, hc)
 }
 
@@ -189,10 +197,10 @@ func (f *httpListener) connState(c net.Conn, st http.ConnState) {
 	if st != http.StateClosed && st != http.StateHijacked {
 		return
 	}
-	f.mu.Lock()
-	hc := f.conns[c]
-	delete(f.conns, c)
-	f.mu.Unlock()
+	f.state.Lock()
+	hc := f.state.conns[c]
+	delete(f.state.conns, c)
+	f.state.Unlock()
 	if hc != nil {
 		hc.close()
 	}
@@ -201,21 +209,21 @@ func (f *httpListener) connState(c net.Conn, st http.ConnState) {
 // close drops the connection's idle streams; streams still in use close
 // when their request ends.
 func (hc *httpConn) close() {
-	hc.mu.Lock()
-	defer hc.mu.Unlock()
-	hc.closed = true
-	if hc.tr != nil {
-		hc.tr.CloseIdleConnections()
+	hc.pool.Lock()
+	defer hc.pool.Unlock()
+	hc.pool.closed = true
+	if hc.pool.tr != nil {
+		hc.pool.tr.CloseIdleConnections()
 	}
 }
 
 // transport returns the connection's transport, made on first use.
 func (hc *httpConn) transport(f *httpListener) *http.Transport {
-	hc.mu.Lock()
-	defer hc.mu.Unlock()
-	if hc.tr == nil {
+	hc.pool.Lock()
+	defer hc.pool.Unlock()
+	if hc.pool.tr == nil {
 		c := admission.Client{Addr: hc.addr, Via: f.kind}
-		hc.tr = &http.Transport{
+		hc.pool.tr = &http.Transport{
 			DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
 				service, _, _ := net.SplitHostPort(addr)
 				st, ref := f.s.d.Open(service, c)
@@ -229,11 +237,11 @@ func (hc *httpConn) transport(f *httpListener) *http.Transport {
 			ExpectContinueTimeout: time.Second,
 			DisableCompression:    true,
 		}
-		if hc.closed {
-			hc.tr.CloseIdleConnections() // a late request on a closed connection pools nothing
+		if hc.pool.closed {
+			hc.pool.tr.CloseIdleConnections() // a late request on a closed connection pools nothing
 		}
 	}
-	return hc.tr
+	return hc.pool.tr
 }
 
 type roundTripper func(*http.Request) (*http.Response, error)
@@ -251,14 +259,14 @@ func (f *httpListener) roundTrip(r *http.Request) (*http.Response, error) {
 // ServeHTTP routes a request by its Host: to the edge's own WebSocket
 // access, to a service's back-end, or to a 404.
 func (f *httpListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	if f.closing {
-		f.mu.Unlock()
+	f.state.Lock()
+	if f.state.closing {
+		f.state.Unlock()
 		writeText(w, http.StatusServiceUnavailable, "the edge is shutting down; try again")
 		return
 	}
 	f.requests.Add(1)
-	f.mu.Unlock()
+	f.state.Unlock()
 	defer f.requests.Done()
 
 	hc, _ := r.Context().Value(connKey).(*httpConn)

@@ -16,35 +16,36 @@ import (
 // or replicas on several connectors. The zero value is an empty table ready
 // for use; a Table is safe for concurrent use.
 type Table[T comparable] struct {
-	// mu guards the fields below.
-	mu sync.Mutex
-	// offers maps a service to its tunnels, in the order they arrived.
-	offers map[string][]T
-	// next is the round-robin position for each service.
-	next map[string]uint32
+	state struct {
+		sync.Mutex
+		// offers maps a service to its tunnels, in the order they arrived.
+		offers map[string][]T
+		// next is the round-robin position for each service.
+		next map[string]uint32
+	}
 }
 
 // Add records that tunnel t offers services.
 func (tb *Table[T]) Add(t T, services []string) {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	if tb.offers == nil {
-		tb.offers = make(map[string][]T)
-		tb.next = make(map[string]uint32)
+	tb.state.Lock()
+	defer tb.state.Unlock()
+	if tb.state.offers == nil {
+		tb.state.offers = make(map[string][]T)
+		tb.state.next = make(map[string]uint32)
 	}
 	for _, s := range services {
-		if !slices.Contains(tb.offers[s], t) {
-			tb.offers[s] = append(tb.offers[s], t)
+		if !slices.Contains(tb.state.offers[s], t) {
+			tb.state.offers[s] = append(tb.state.offers[s], t)
 		}
 	}
 }
 
 // Remove forgets tunnel t for every service; it reports whether t was there.
 func (tb *Table[T]) Remove(t T) bool {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
+	tb.state.Lock()
+	defer tb.state.Unlock()
 	found := false
-	for s, ts := range tb.offers {
+	for s, ts := range tb.state.offers {
 		i := slices.Index(ts, t)
 		if i < 0 {
 			continue
@@ -52,10 +53,10 @@ func (tb *Table[T]) Remove(t T) bool {
 		found = true
 		ts = slices.Delete(ts, i, i+1)
 		if len(ts) == 0 {
-			delete(tb.offers, s)
-			delete(tb.next, s)
+			delete(tb.state.offers, s)
+			delete(tb.state.next, s)
 		} else {
-			tb.offers[s] = ts
+			tb.state.offers[s] = ts
 		}
 	}
 	return found
@@ -64,24 +65,24 @@ func (tb *Table[T]) Remove(t T) bool {
 // Pick returns a tunnel offering service, spreading successive picks over
 // all of them, and false if none does.
 func (tb *Table[T]) Pick(service string) (T, bool) {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	ts := tb.offers[service]
+	tb.state.Lock()
+	defer tb.state.Unlock()
+	ts := tb.state.offers[service]
 	if len(ts) == 0 {
 		var zero T
 		return zero, false
 	}
-	n := tb.next[service]
-	tb.next[service] = n + 1
+	n := tb.state.next[service]
+	tb.state.next[service] = n + 1
 	return ts[int(n%uint32(len(ts)))], true
 }
 
 // Count returns how many tunnels offer each service, services sorted.
 func (tb *Table[T]) Count() []ServiceCount {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	out := make([]ServiceCount, 0, len(tb.offers))
-	for s, ts := range tb.offers {
+	tb.state.Lock()
+	defer tb.state.Unlock()
+	out := make([]ServiceCount, 0, len(tb.state.offers))
+	for s, ts := range tb.state.offers {
 		out = append(out, ServiceCount{Service: s, Tunnels: len(ts)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })

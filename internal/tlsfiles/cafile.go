@@ -18,11 +18,13 @@ type CAFile struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	// mu guards the fields below.
-	mu        sync.Mutex
-	pool      *x509.CertPool
-	version   fileVersion // of the file pool was read from
-	lastCheck time.Time
+	// loaded is what was read last, and when the file was last checked.
+	loaded struct {
+		sync.Mutex
+		pool      *x509.CertPool
+		version   fileVersion // of the file pool was read from
+		lastCheck time.Time
+	}
 }
 
 // LoadCAFile reads path; a file that cannot be read is an error. log tells
@@ -34,32 +36,32 @@ func LoadCAFile(path string, log *slog.Logger, now func() time.Time) (*CAFile, e
 	f := &CAFile{path: path, log: log, now: now}
 	stamp, err := filesStamp(path)
 	if err == nil {
-		f.pool, err = loadCAPool(path)
+		f.loaded.pool, err = loadCAPool(path)
 	}
 	if err != nil {
 		return nil, err
 	}
-	f.version.stamp, f.lastCheck = stamp, now()
+	f.loaded.version.stamp, f.loaded.lastCheck = stamp, now()
 	return f, nil
 }
 
 // Pool returns the CAs in force, reading the file again if it changed.
 func (f *CAFile) Pool() *x509.CertPool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if now := f.now(); now.Sub(f.lastCheck) >= CheckEvery {
-		f.lastCheck = now
+	f.loaded.Lock()
+	defer f.loaded.Unlock()
+	if now := f.now(); now.Sub(f.loaded.lastCheck) >= CheckEvery {
+		f.loaded.lastCheck = now
 		f.reload()
 	}
-	return f.pool
+	return f.loaded.pool
 }
 
-// reload reads the file again if it changed. f.mu is held.
+// reload reads the file again if it changed. f.loaded is locked.
 func (f *CAFile) reload() {
-	reloadChanged(&f.version, []string{f.path}, func() error {
+	reloadChanged(&f.loaded.version, []string{f.path}, func() error {
 		pool, err := loadCAPool(f.path)
 		if err == nil {
-			f.pool = pool
+			f.loaded.pool = pool
 			f.log.Info("client CA file reloaded", "client_ca", f.path)
 		}
 		return err

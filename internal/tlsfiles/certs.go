@@ -27,10 +27,13 @@ type Certs struct {
 	log *slog.Logger
 	now func() time.Time
 
-	// mu guards the fields below.
-	mu        sync.Mutex
-	pairs     []*certPair
-	lastCheck time.Time
+	// loaded is the pairs as last read, and when the files were last
+	// checked.
+	loaded struct {
+		sync.Mutex
+		pairs     []*certPair
+		lastCheck time.Time
+	}
 }
 
 // certPair is one certificate and key file pair as last loaded.
@@ -54,12 +57,12 @@ func LoadCerts(files []Pair, log *slog.Logger) (*Certs, error) {
 			return nil, fmt.Errorf("certificates[%d]: %w", i, err)
 		}
 		p.version.stamp = stamp
-		s.pairs = append(s.pairs, p)
+		s.loaded.pairs = append(s.loaded.pairs, p)
 	}
-	if len(s.pairs) == 0 {
+	if len(s.loaded.pairs) == 0 {
 		return nil, errors.New("no certificates: an https listener needs at least one {cert, key} pair")
 	}
-	s.lastCheck = s.now()
+	s.loaded.lastCheck = s.now()
 	return s, nil
 }
 
@@ -99,26 +102,26 @@ func filesStamp(names ...string) (string, error) {
 // valid for the client's server name, or the first one when none is (or no
 // name came).
 func (s *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if now := s.now(); now.Sub(s.lastCheck) >= CheckEvery {
-		s.lastCheck = now
+	s.loaded.Lock()
+	defer s.loaded.Unlock()
+	if now := s.now(); now.Sub(s.loaded.lastCheck) >= CheckEvery {
+		s.loaded.lastCheck = now
 		s.reload()
 	}
 	if hello.ServerName != "" {
-		for _, p := range s.pairs {
+		for _, p := range s.loaded.pairs {
 			if hello.SupportsCertificate(p.cert) == nil {
 				return p.cert, nil
 			}
 		}
 	}
-	return s.pairs[0].cert, nil
+	return s.loaded.pairs[0].cert, nil
 }
 
 // reload reads again every pair whose files changed; a pair that fails to
-// load keeps serving its previous certificate. s.mu is held.
+// load keeps serving its previous certificate. s.loaded is locked.
 func (s *Certs) reload() {
-	for _, p := range s.pairs {
+	for _, p := range s.loaded.pairs {
 		reloadChanged(&p.version, []string{p.files.Cert, p.files.Key}, func() error {
 			cert, err := loadPair(p.files)
 			if err == nil {
