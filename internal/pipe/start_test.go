@@ -13,15 +13,38 @@ import (
 	"github.com/sallyport/sallyport/internal/pipe"
 )
 
-// started starts a join between a TCP connection and a net.Pipe and
-// returns the outer ends and the channel its result arrives on.
-func started(t *testing.T) (peerTCP *net.TCPConn, peerMem net.Conn, x *pipe.Exchange, res chan pipe.Result) {
+// started starts a join between a TCP connection and a net.Pipe, with
+// copiers that linger for the given time (0: as Start), and returns the
+// outer ends and the channel its result arrives on. Only the direction
+// from TCP can rest: a net.Pipe cannot say when it is readable.
+func started(t *testing.T, linger time.Duration) (peerTCP *net.TCPConn, peerMem net.Conn, x *pipe.Exchange, res chan pipe.Result) {
 	t.Helper()
 	peerTCP, a := tcpPair(t)
 	b, peerMem := memPair(t)
 	res = make(chan pipe.Result, 2)
-	x = pipe.Start(a, b, func(r pipe.Result) { res <- r })
+	if linger == 0 {
+		x = pipe.Start(a, b, func(r pipe.Result) { res <- r })
+	} else {
+		x = pipe.StartLingering(linger, a, b, func(r pipe.Result) { res <- r })
+	}
 	return peerTCP, peerMem, x, res
+}
+
+// awaitResting waits, for at most 10s, until want directions of x rest
+// with their source armed; it skips the test where TCP sources cannot
+// rest (no poller).
+func awaitResting(t *testing.T, x *pipe.Exchange, want int) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skipf("a TCP source does not rest on %s", runtime.GOOS)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for x.Resting() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d directions rest 10s after the exchange went quiet, want %d", x.Resting(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Start returns at once and reports once, with what was carried; an idle
@@ -33,8 +56,9 @@ func TestStartIdleTCPHasNoGoroutine(t *testing.T) {
 	peers := make([]*net.TCPConn, n)
 	mems := make([]net.Conn, n)
 	results := make([]chan pipe.Result, n)
+	xs := make([]*pipe.Exchange, n)
 	for i := range n {
-		peers[i], mems[i], _, results[i] = started(t)
+		peers[i], mems[i], xs[i], results[i] = started(t, 0)
 	}
 	// Each carries a burst both ways, then rests.
 	for i := range n {
@@ -53,6 +77,9 @@ func TestStartIdleTCPHasNoGoroutine(t *testing.T) {
 	}
 	want := 2 * n // a goroutine per direction
 	if runtime.GOOS == "linux" {
+		for i := range n {
+			awaitResting(t, xs[i], 1)
+		}
 		want = n + 1 // and the poller's
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -78,14 +105,15 @@ func TestStartIdleTCPHasNoGoroutine(t *testing.T) {
 
 // Abort ends a resting exchange as cut off: the TCP peer sees a reset,
 // the other side a close, and the result comes once, with the error.
+// No copier runs for the resting direction: Abort itself must end it.
 func TestAbortEndsARestingExchange(t *testing.T) {
-	peerTCP, peerMem, x, res := started(t)
+	peerTCP, peerMem, x, res := started(t, time.Millisecond)
 	peerTCP.Write([]byte("x"))
 	peerMem.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(peerMem, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // at rest
+	awaitResting(t, x, 1)
 	x.Abort()
 	select {
 	case r := <-res:
@@ -109,10 +137,12 @@ func TestAbortEndsARestingExchange(t *testing.T) {
 	}
 }
 
-// A peer that resets while the exchange rests ends it at once.
+// A peer that resets while the exchange rests ends it at once: the
+// poller reports the reset as readiness, and the copier it starts finds
+// the error.
 func TestResetWhileRestingEndsTheExchange(t *testing.T) {
-	peerTCP, peerMem, _, res := started(t)
-	time.Sleep(20 * time.Millisecond)
+	peerTCP, peerMem, x, res := started(t, time.Millisecond)
+	awaitResting(t, x, 1)
 	peerTCP.SetLinger(0)
 	peerTCP.Close()
 	select {
