@@ -170,10 +170,10 @@ func TestManySourcesRearmFromReady(t *testing.T) {
 		x.s = p.Source(x.e.rc, func() {
 			var b [8]byte
 			x.e.r.Read(b[:]) // takes the byte: the source is empty again
-			x.ch <- struct{}{}
 			if err := x.s.Arm(); err != nil {
 				t.Errorf("Arm from ready: %v", err)
 			}
+			x.ch <- struct{}{} // after Arm: the test closes x.s after the last one
 		})
 		if err := x.s.Arm(); err != nil {
 			t.Fatal(err)

@@ -105,35 +105,55 @@ func TestStartIdleTCPHasNoGoroutine(t *testing.T) {
 
 // Abort ends a resting exchange as cut off: the TCP peer sees a reset,
 // the other side a close, and the result comes once, with the error.
-// No copier runs for the resting direction: Abort itself must end it.
+// No copier runs for a resting direction: Abort itself must end it.
 func TestAbortEndsARestingExchange(t *testing.T) {
-	peerTCP, peerMem, x, res := started(t, time.Millisecond)
-	peerTCP.Write([]byte("x"))
-	peerMem.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(peerMem, make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	awaitResting(t, x, 1)
-	x.Abort()
-	select {
-	case r := <-res:
-		if !errors.Is(r.Err, net.ErrClosed) {
-			t.Errorf("Result.Err = %v, want net.ErrClosed", r.Err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no result 10s after Abort")
-	}
-	peerTCP.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := peerTCP.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("TCP peer read %v, want a reset", err)
-	}
-	if _, err := peerMem.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("other peer read %v, want EOF", err)
-	}
-	select {
-	case r := <-res:
-		t.Errorf("a second result: %+v", r)
-	case <-time.After(50 * time.Millisecond):
+	for _, tc := range []struct {
+		name    string
+		resting int // directions that rest
+		start   func(t *testing.T) (peerTCP *net.TCPConn, other net.Conn, x *pipe.Exchange, res chan pipe.Result)
+	}{
+		{"TCP source resting, the other in a goroutine", 1,
+			func(t *testing.T) (*net.TCPConn, net.Conn, *pipe.Exchange, chan pipe.Result) {
+				peerTCP, peerMem, x, res := started(t, time.Millisecond)
+				peerTCP.Write([]byte("x"))
+				peerMem.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(peerMem, make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				return peerTCP, peerMem, x, res
+			}},
+		{"TCP and notifying sources resting", 2,
+			func(t *testing.T) (*net.TCPConn, net.Conn, *pipe.Exchange, chan pipe.Result) {
+				_, fromM, peerTCP, x, res := startedWithMailbox(t)
+				return peerTCP, fromM, x, res
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			peerTCP, other, x, res := tc.start(t)
+			awaitResting(t, x, tc.resting)
+			x.Abort()
+			select {
+			case r := <-res:
+				if !errors.Is(r.Err, net.ErrClosed) {
+					t.Errorf("Result.Err = %v, want net.ErrClosed", r.Err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no result 10s after Abort")
+			}
+			peerTCP.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := peerTCP.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("TCP peer read %v, want a reset", err)
+			}
+			other.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := other.Read(make([]byte, 1)); err != io.EOF {
+				t.Errorf("other peer read %v, want EOF", err)
+			}
+			select {
+			case r := <-res:
+				t.Errorf("a second result: %+v", r)
+			case <-time.After(50 * time.Millisecond):
+			}
+		})
 	}
 }
 
