@@ -73,9 +73,9 @@ func Start(a, b net.Conn, done func(Result)) *Exchange {
 // per burst; one at rest for longer costs none.
 const linger = 100 * time.Millisecond
 
-// start is Start with copiers that linger for the given time.
-func start(a, b net.Conn, done func(Result), linger time.Duration) *Exchange {
-	j := &joint{a: a, b: b, done: done, linger: linger}
+// start is Start with copiers that linger for d.
+func start(a, b net.Conn, done func(Result), d time.Duration) *Exchange {
+	j := &joint{a: a, b: b, done: done, linger: d}
 	j.left.Store(2)
 	// Every watched direction is known before any direction can fail.
 	wa, wb := j.watch(a, b, &j.counts.BToA), j.watch(b, a, &j.counts.AToB)
