@@ -185,7 +185,7 @@ func (w *watch) rest() {
 		w.state.phase = watchIdle
 		w.state.rests++
 	}
-	rest := w.state.rests
+	entry := w.state.rests
 	w.state.Unlock()
 	if failed {
 		w.finish()
@@ -194,7 +194,7 @@ func (w *watch) rest() {
 	err := w.src.arm()
 	w.state.Lock()
 	done := w.state.phase == watchDone
-	if err == nil && w.state.phase == watchIdle && w.state.rests == rest {
+	if err == nil && w.state.phase == watchIdle && w.state.rests == entry {
 		w.state.armed = true
 	}
 	w.state.Unlock()
