@@ -90,13 +90,16 @@ type Source struct {
 	c     syscall.RawConn
 	ready func()
 
-	// state guards the registration.
+	// state guards the registration: the event id while registered with
+	// p, 0 before, closedID after Close.
 	state struct {
 		sync.Mutex
-		id     uint64 // the event id while registered with p, else 0
-		closed bool   // Close was called
+		id uint64
 	}
 }
+
+// closedID is a closed Source's id, never handed out.
+const closedID = ^uint64(0)
 
 // Source returns c as a source of p that calls ready, from p's goroutine,
 // once per Arm, when c becomes readable; ready must not block. Nothing is
@@ -116,7 +119,7 @@ func (s *Source) Arm() error {
 	}
 	s.state.Lock()
 	defer s.state.Unlock()
-	if s.state.closed {
+	if s.state.id == closedID {
 		return ErrClosed
 	}
 	add := s.state.id == 0
@@ -143,16 +146,13 @@ func (s *Source) Arm() error {
 func (s *Source) Close() {
 	s.state.Lock()
 	defer s.state.Unlock()
-	if s.state.closed {
-		return
-	}
-	s.state.closed = true
-	if s.state.id == 0 {
+	id := s.state.id
+	s.state.id = closedID
+	if id == 0 || id == closedID {
 		return
 	}
 	s.c.Control(func(fd uintptr) { s.p.open.k.remove(int(fd)) })
-	s.p.unregister(s.state.id)
-	s.state.id = 0
+	s.p.unregister(id)
 }
 
 // register gives s an event id unless it has one (id), and makes sure

@@ -75,10 +75,10 @@ const linger = 100 * time.Millisecond
 
 // start is Start with copiers that linger for d.
 func start(a, b net.Conn, done func(Result), d time.Duration) *Exchange {
-	j := &joint{a: a, b: b, done: done, linger: d}
+	j := &joint{a: a, b: b, done: done}
 	j.left.Store(2)
 	// Every watched direction is known before any direction can fail.
-	wa, wb := j.watch(a, b, &j.counts.BToA), j.watch(b, a, &j.counts.AToB)
+	wa, wb := j.watch(a, b, &j.counts.BToA, d), j.watch(b, a, &j.counts.AToB, d)
 	j.watches = [2]*watch{wa, wb}
 	j.run(wa, a, b, &j.counts.BToA)
 	j.run(wb, b, a, &j.counts.AToB)
@@ -97,9 +97,8 @@ func (x *Exchange) Abort() { x.j.fail(net.ErrClosed) }
 type joint struct {
 	a, b    net.Conn
 	done    func(Result)
-	linger  time.Duration // how long a watched direction's copier waits for more
-	watches [2]*watch     // directions read on readiness, or nil
-	left    atomic.Int32  // directions not yet ended
+	watches [2]*watch    // directions read on readiness, or nil
+	left    atomic.Int32 // directions not yet ended
 	// counts are the bytes each direction carried, each written by its
 	// own direction only, and read once both have ended (left).
 	counts struct{ AToB, BToA int64 }

@@ -25,20 +25,21 @@ import (
 //	 │                                        ▼
 //	 └──── abort (the exchange ends) ──────► done
 type watch struct {
-	j     *joint
-	dst   net.Conn
-	src   readySource
-	count *int64
-	fire  func() // w.wake, allocated once
+	j      *joint
+	dst    net.Conn
+	src    readySource
+	count  *int64
+	fire   func()        // w.wake, allocated once
+	linger time.Duration // how long a copier waits for more before it rests
 
 	// state guards where the direction stands.
 	state struct {
 		sync.Mutex
 		phase watchPhase
-		// rests counts the entries into watchIdle; armed is set once the
-		// source is armed for the latest of them, until it leaves.
-		rests uint64
+		// armed is set once the source is armed for the latest of rests
+		// (the entries into watchIdle, counted), until it leaves.
 		armed bool
+		rests uint32
 	}
 }
 
@@ -82,11 +83,11 @@ type Notifier interface {
 // watch returns a watch for the direction dst←src if src can be read on
 // readiness, else nil: a Notifier, or a TCP connection on Linux (except
 // towards another TCP connection, which the kernel's splice serves).
-func (j *joint) watch(dst, src net.Conn, count *int64) *watch {
-	w := &watch{j: j, dst: dst, count: count}
+func (j *joint) watch(dst, src net.Conn, count *int64, linger time.Duration) *watch {
+	w := &watch{j: j, dst: dst, count: count, linger: linger}
 	w.fire = w.wake
 	if n, ok := src.(Notifier); ok {
-		w.src = &notifySource{c: src, n: n, fire: w.fire}
+		w.src = &notifySource{n: n, fire: w.fire}
 	} else if tc, ok := src.(*net.TCPConn); ok {
 		if _, dstTCP := dst.(*net.TCPConn); !dstTCP {
 			w.src = tcpReadySource(tc, w.fire)
@@ -104,7 +105,7 @@ func (j *joint) watch(dst, src net.Conn, count *int64) *watch {
 // connection) is over before it ever waits on readiness.
 func (w *watch) begin() {
 	if w.leaveIdle(watchActive) { // else the exchange ended before this direction began
-		go w.copyFrom(w.j.linger)
+		go w.copyFrom(w.linger)
 	}
 }
 
@@ -169,7 +170,7 @@ func (w *watch) copyFrom(wait time.Duration) {
 			// Empty for now: no buffer held across the next wait.
 			buffers.Put(bp)
 			bp = nil
-			wait = w.j.linger
+			wait = w.linger
 		}
 	}
 }
@@ -240,12 +241,11 @@ func (w *watch) unregister() { w.src.disarm() }
 
 // notifySource is a Notifier as a readySource.
 type notifySource struct {
-	c    net.Conn
-	n    Notifier
+	n    Notifier // a net.Conn
 	fire func()
 }
 
-func (s *notifySource) conn() net.Conn { return s.c }
+func (s *notifySource) conn() net.Conn { return s.n.(net.Conn) }
 
 // A Lingerer is a Notifier that can also wait for readiness, for at most
 // a while. tunnel.Stream is one.
