@@ -8,7 +8,8 @@
 //	})
 //
 // A direction whose source can say when it is readable (a TCP connection
-// on Linux, a tunnel stream) holds no goroutine while it rests; see watch.
+// on Linux, armed in the process's poller from package netpoll; a tunnel
+// stream, a Notifier) holds no goroutine while it rests; see watch.
 package pipe
 
 import (
