@@ -8,7 +8,8 @@
 //	})
 //
 // A direction whose source can say when it is readable (a TCP connection
-// on Linux, a tunnel stream) holds no goroutine while it rests; see watch.
+// on Linux, armed in the process's poller from package netpoll; a tunnel
+// stream, a Notifier) holds no goroutine while it rests; see watch.
 package pipe
 
 import (
@@ -64,13 +65,24 @@ func Join(a, b net.Conn) Result {
 // not a Close of one connection: the direction towards that connection
 // may be waiting on the other one, and nothing would wake it.
 func Start(a, b net.Conn, done func(Result)) *Exchange {
+	return start(a, b, done, linger)
+}
+
+// linger is how long a copier that has emptied its source waits for more
+// before it ends and leaves the source armed: a connection that is busy
+// keeps its goroutine, parked in the runtime's poller, and pays nothing
+// per burst; one at rest for longer costs none.
+const linger = 100 * time.Millisecond
+
+// start is Start with copiers that linger for d.
+func start(a, b net.Conn, done func(Result), d time.Duration) *Exchange {
 	j := &joint{a: a, b: b, done: done}
 	j.left.Store(2)
 	// Every watched direction is known before any direction can fail.
-	wa, wb := j.watch(a, b, &j.res.BToA), j.watch(b, a, &j.res.AToB)
+	wa, wb := j.watch(a, b, &j.counts.BToA, d), j.watch(b, a, &j.counts.AToB, d)
 	j.watches = [2]*watch{wa, wb}
-	j.run(wa, a, b, &j.res.BToA)
-	j.run(wb, b, a, &j.res.AToB)
+	j.run(wa, a, b, &j.counts.BToA)
+	j.run(wb, b, a, &j.counts.AToB)
 	return &Exchange{j: j}
 }
 
@@ -86,8 +98,11 @@ func (x *Exchange) Abort() { x.j.fail(net.ErrClosed) }
 type joint struct {
 	a, b    net.Conn
 	done    func(Result)
-	watches [2]*watch // directions read on readiness, or nil
-	left    atomic.Int32
+	watches [2]*watch    // directions read on readiness, or nil
+	left    atomic.Int32 // directions not yet ended
+	// counts are the bytes each direction carried, each written by its
+	// own direction only, and read once both have ended (left).
+	counts struct{ AToB, BToA int64 }
 
 	// closed is set when a direction closed its destination for want of
 	// CloseWrite: the other direction then fails on a closed connection,
@@ -99,15 +114,19 @@ type joint struct {
 	// closed with CloseGently once no direction reads them.
 	gentle  atomic.Bool
 	errOnce sync.Once
-	mu      sync.Mutex // guards res.Err
-	res     Result
+	// result guards the error that ended the exchange: fail sets it,
+	// perhaps from outside (Abort) while finish reads it.
+	result struct {
+		sync.Mutex
+		err error
+	}
 }
 
 // run starts the direction dst←src: on readiness if w watches it,
 // else in a goroutine of its own.
 func (j *joint) run(w *watch, dst, src net.Conn, count *int64) {
 	if w != nil {
-		w.arm()
+		w.begin()
 		return
 	}
 	go func() {
@@ -149,9 +168,9 @@ func (j *joint) fail(err error) {
 	}
 	j.errOnce.Do(func() {
 		j.failed.Store(true)
-		j.mu.Lock()
-		j.res.Err = err
-		j.mu.Unlock()
+		j.result.Lock()
+		j.result.err = err
+		j.result.Unlock()
 		switch {
 		case err != nil && isRefusal(err):
 			// Refused before it began: a plain close, even if the
@@ -190,10 +209,10 @@ func (j *joint) finish() {
 	}
 	j.a.Close()
 	j.b.Close()
-	j.mu.Lock()
-	res := j.res
-	j.mu.Unlock()
-	j.done(res)
+	j.result.Lock()
+	err := j.result.err
+	j.result.Unlock()
+	j.done(Result{AToB: j.counts.AToB, BToA: j.counts.BToA, Err: err})
 }
 
 // A Refusal is an error that ends an exchange before it began (a
@@ -208,24 +227,29 @@ func isRefusal(err error) bool {
 
 // CloseGently closes c with a FIN rather than a reset where c is TCP:
 // the kernel answers a close with unread bytes by a reset, so c is
-// half-closed first and what the peer sent is read and dropped, for at
-// most gentleLinger, until the peer closes too. Other connections are
-// just closed.
+// half-closed first and what the peer sent is discarded until the peer
+// closes too (discardUntilClosed). Other connections are just closed.
 func CloseGently(c net.Conn) error {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return c.Close()
 	}
 	tc.CloseWrite()
-	tc.SetReadDeadline(time.Now().Add(gentleLinger))
-	io.CopyN(io.Discard, tc, 1<<20)
+	discardUntilClosed(tc)
 	return tc.Close()
+}
+
+// discardUntilClosed reads and drops what the peer of c sends until it
+// closes its side, for at most peerCloseWait and 1 MiB.
+func discardUntilClosed(c *net.TCPConn) {
+	c.SetReadDeadline(time.Now().Add(peerCloseWait))
+	io.CopyN(io.Discard, c, 1<<20)
 }
 
 // stopGently ends c's part in an exchange that was refused: a TCP
 // connection is half-closed, so its peer learns at once, and its readers
-// are woken (they fail, and CloseGently can then drain it); any other
-// connection is closed.
+// are woken (they fail, and CloseGently can then discard what it sent);
+// any other connection is closed.
 func stopGently(c net.Conn) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
@@ -236,8 +260,8 @@ func stopGently(c net.Conn) {
 	tc.SetReadDeadline(time.Unix(1, 0))
 }
 
-// gentleLinger bounds how long CloseGently waits for the peer's close.
-const gentleLinger = 200 * time.Millisecond
+// peerCloseWait bounds how long CloseGently waits for the peer's close.
+const peerCloseWait = 200 * time.Millisecond
 
 // reset makes c's Close send a TCP reset instead of a FIN, where c is TCP.
 func reset(c net.Conn) {
@@ -257,7 +281,7 @@ type readWaiter interface{ WaitRead() error }
 // raw descriptor with a buffer borrowed only once bytes are there (see
 // tcpSource); a source that can wait without a buffer (readWaiter) is
 // waited for first. Once a read no longer fills the buffer, the source is
-// drained and the buffer goes back to the pool.
+// empty and the buffer goes back to the pool.
 func copyBuffered(dst, src net.Conn) (int64, error) {
 	if rf, ok := dst.(io.ReaderFrom); ok {
 		if _, srcTCP := src.(*net.TCPConn); srcTCP {

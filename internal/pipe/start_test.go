@@ -13,15 +13,38 @@ import (
 	"github.com/sallyport/sallyport/internal/pipe"
 )
 
-// started starts a join between a TCP connection and a net.Pipe and
-// returns the outer ends and the channel its result arrives on.
-func started(t *testing.T) (peerTCP *net.TCPConn, peerMem net.Conn, x *pipe.Exchange, res chan pipe.Result) {
+// started starts a join between a TCP connection and a net.Pipe, with
+// copiers that linger for the given time (0: as Start), and returns the
+// outer ends and the channel its result arrives on. Only the direction
+// from TCP can rest: a net.Pipe cannot say when it is readable.
+func started(t *testing.T, linger time.Duration) (peerTCP *net.TCPConn, peerMem net.Conn, x *pipe.Exchange, res chan pipe.Result) {
 	t.Helper()
 	peerTCP, a := tcpPair(t)
 	b, peerMem := memPair(t)
 	res = make(chan pipe.Result, 2)
-	x = pipe.Start(a, b, func(r pipe.Result) { res <- r })
+	if linger == 0 {
+		x = pipe.Start(a, b, func(r pipe.Result) { res <- r })
+	} else {
+		x = pipe.StartLingering(linger, a, b, func(r pipe.Result) { res <- r })
+	}
 	return peerTCP, peerMem, x, res
+}
+
+// awaitResting waits, for at most 10s, until want directions of x rest
+// with their source armed; it skips the test where TCP sources cannot
+// rest (no poller).
+func awaitResting(t *testing.T, x *pipe.Exchange, want int) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skipf("a TCP source does not rest on %s", runtime.GOOS)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for x.Resting() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d directions rest 10s after the exchange went quiet, want %d", x.Resting(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Start returns at once and reports once, with what was carried; an idle
@@ -33,8 +56,9 @@ func TestStartIdleTCPHasNoGoroutine(t *testing.T) {
 	peers := make([]*net.TCPConn, n)
 	mems := make([]net.Conn, n)
 	results := make([]chan pipe.Result, n)
+	xs := make([]*pipe.Exchange, n)
 	for i := range n {
-		peers[i], mems[i], _, results[i] = started(t)
+		peers[i], mems[i], xs[i], results[i] = started(t, 0)
 	}
 	// Each carries a burst both ways, then rests.
 	for i := range n {
@@ -53,6 +77,9 @@ func TestStartIdleTCPHasNoGoroutine(t *testing.T) {
 	}
 	want := 2 * n // a goroutine per direction
 	if runtime.GOOS == "linux" {
+		for i := range n {
+			awaitResting(t, xs[i], 1)
+		}
 		want = n + 1 // and the poller's
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -78,41 +105,64 @@ func TestStartIdleTCPHasNoGoroutine(t *testing.T) {
 
 // Abort ends a resting exchange as cut off: the TCP peer sees a reset,
 // the other side a close, and the result comes once, with the error.
+// No copier runs for a resting direction: Abort itself must end it.
 func TestAbortEndsARestingExchange(t *testing.T) {
-	peerTCP, peerMem, x, res := started(t)
-	peerTCP.Write([]byte("x"))
-	peerMem.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(peerMem, make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(20 * time.Millisecond) // at rest
-	x.Abort()
-	select {
-	case r := <-res:
-		if !errors.Is(r.Err, net.ErrClosed) {
-			t.Errorf("Result.Err = %v, want net.ErrClosed", r.Err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no result 10s after Abort")
-	}
-	peerTCP.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := peerTCP.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("TCP peer read %v, want a reset", err)
-	}
-	if _, err := peerMem.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("other peer read %v, want EOF", err)
-	}
-	select {
-	case r := <-res:
-		t.Errorf("a second result: %+v", r)
-	case <-time.After(50 * time.Millisecond):
+	for _, tc := range []struct {
+		name    string
+		resting int // directions that rest
+		start   func(t *testing.T) (peerTCP *net.TCPConn, other net.Conn, x *pipe.Exchange, res chan pipe.Result)
+	}{
+		{"TCP source resting, the other in a goroutine", 1,
+			func(t *testing.T) (*net.TCPConn, net.Conn, *pipe.Exchange, chan pipe.Result) {
+				peerTCP, peerMem, x, res := started(t, time.Millisecond)
+				peerTCP.Write([]byte("x"))
+				peerMem.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(peerMem, make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				return peerTCP, peerMem, x, res
+			}},
+		{"TCP and notifying sources resting", 2,
+			func(t *testing.T) (*net.TCPConn, net.Conn, *pipe.Exchange, chan pipe.Result) {
+				_, fromM, peerTCP, x, res := startedWithMailbox(t)
+				return peerTCP, fromM, x, res
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			peerTCP, other, x, res := tc.start(t)
+			awaitResting(t, x, tc.resting)
+			x.Abort()
+			select {
+			case r := <-res:
+				if !errors.Is(r.Err, net.ErrClosed) {
+					t.Errorf("Result.Err = %v, want net.ErrClosed", r.Err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no result 10s after Abort")
+			}
+			peerTCP.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := peerTCP.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("TCP peer read %v, want a reset", err)
+			}
+			other.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := other.Read(make([]byte, 1)); err != io.EOF {
+				t.Errorf("other peer read %v, want EOF", err)
+			}
+			select {
+			case r := <-res:
+				t.Errorf("a second result: %+v", r)
+			case <-time.After(50 * time.Millisecond):
+			}
+		})
 	}
 }
 
-// A peer that resets while the exchange rests ends it at once.
+// A peer that resets while the exchange rests ends it at once: the
+// poller reports the reset as readiness, and the copier it starts finds
+// the error.
 func TestResetWhileRestingEndsTheExchange(t *testing.T) {
-	peerTCP, peerMem, _, res := started(t)
-	time.Sleep(20 * time.Millisecond)
+	peerTCP, peerMem, x, res := started(t, time.Millisecond)
+	awaitResting(t, x, 1)
 	peerTCP.SetLinger(0)
 	peerTCP.Close()
 	select {

@@ -11,40 +11,43 @@ import (
 // then close what is left. The zero value is ready for use; a Tracker is
 // safe for concurrent use.
 type Tracker struct {
-	// mu guards conns and wg's Add. A connection maps to the exchange it
-	// was attached to, or nil.
-	mu    sync.Mutex
-	conns map[net.Conn]*Exchange
-	wg    sync.WaitGroup
+	// live guards the tracked connections, each mapped to the exchange it
+	// was attached to, or nil. wg counts them: its Add and Done are made
+	// under live's lock, as conns changes.
+	live struct {
+		sync.Mutex
+		conns map[net.Conn]*Exchange
+	}
+	wg sync.WaitGroup
 }
 
 // Add starts tracking c.
 func (t *Tracker) Add(c net.Conn) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.conns == nil {
-		t.conns = make(map[net.Conn]*Exchange)
+	t.live.Lock()
+	defer t.live.Unlock()
+	if t.live.conns == nil {
+		t.live.conns = make(map[net.Conn]*Exchange)
 	}
-	t.conns[c] = nil
+	t.live.conns[c] = nil
 	t.wg.Add(1)
 }
 
 // Attach records that c, if still tracked, is in exchange x: a drain that
 // times out aborts x rather than closing c alone.
 func (t *Tracker) Attach(c net.Conn, x *Exchange) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, ok := t.conns[c]; ok {
-		t.conns[c] = x
+	t.live.Lock()
+	defer t.live.Unlock()
+	if _, ok := t.live.conns[c]; ok {
+		t.live.conns[c] = x
 	}
 }
 
 // Done stops tracking c; it is safe to call more than once.
 func (t *Tracker) Done(c net.Conn) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, ok := t.conns[c]; ok {
-		delete(t.conns, c)
+	t.live.Lock()
+	defer t.live.Unlock()
+	if _, ok := t.live.conns[c]; ok {
+		delete(t.live.conns, c)
 		t.wg.Done()
 	}
 }
@@ -61,10 +64,10 @@ func (t *Tracker) Wait(timeout time.Duration) int {
 	case <-time.After(timeout):
 	}
 	// End them outside the lock: an exchange that ends calls Done.
-	t.mu.Lock()
-	left := make(map[net.Conn]*Exchange, len(t.conns))
-	maps.Copy(left, t.conns)
-	t.mu.Unlock()
+	t.live.Lock()
+	left := make(map[net.Conn]*Exchange, len(t.live.conns))
+	maps.Copy(left, t.live.conns)
+	t.live.Unlock()
 	for c, x := range left {
 		if x != nil {
 			x.Abort()

@@ -56,7 +56,7 @@ func TestTrackerWaitClosesWhatIsLeft(t *testing.T) {
 	for _, left := range []int{1, 3} {
 		var tr pipe.Tracker
 		finished, c := tcpPair(t)
-		serve(&tr, c)
+		finishedDone := serve(&tr, c)
 		finished.Close()
 
 		var stuck []net.Conn
@@ -65,8 +65,12 @@ func TestTrackerWaitClosesWhatIsLeft(t *testing.T) {
 			stuck = append(stuck, peer)
 			serve(&tr, c)
 		}
-		// Let the finished connection be Done: it is not counted.
-		time.Sleep(50 * time.Millisecond)
+		// The finished connection is Done before Wait: it is not counted.
+		select {
+		case <-finishedDone:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the handler of a closed connection has not ended 10s after its close")
+		}
 		waited := make(chan int, 1)
 		go func() { waited <- tr.Wait(100 * time.Millisecond) }()
 		select {

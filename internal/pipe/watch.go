@@ -15,24 +15,39 @@ import (
 // watch.
 //
 // Two kinds of source can be watched: a TCP connection, armed one-shot in
-// the package's epoll instance (Linux), and a connection that tells
+// the process's poller (package netpoll), and a connection that tells
 // readiness itself (a Notifier, such as a tunnel stream).
+//
+//	     begin (Start), or wake (readable)
+//	idle ─────────────────────────────────► active
+//	 │  ◄───────────────────────────────────  │
+//	 │    rest (empty for linger: armed)      │ end (EOF or error)
+//	 │                                        ▼
+//	 └──── abort (the exchange ends) ──────► done
 type watch struct {
-	j     *joint
-	dst   net.Conn
-	src   readySource
-	count *int64
-	fire  func() // w.wake, allocated once
+	j      *joint
+	dst    net.Conn
+	src    readySource
+	count  *int64
+	fire   func()        // w.wake, allocated once
+	linger time.Duration // how long a copier waits for more before it rests
 
-	mu    sync.Mutex
-	state watchState
+	// state guards where the direction stands.
+	state struct {
+		sync.Mutex
+		phase watchPhase
+		// armed is set once the source is armed for the latest of rests
+		// (the entries into watchIdle, counted), until it leaves.
+		armed bool
+		rests uint32
+	}
 }
 
-type watchState uint8
+type watchPhase uint8
 
 const (
-	watchIdle   watchState = iota // armed, no copier running
-	watchActive                   // a copier is running
+	watchIdle   watchPhase = iota // no copier: not begun, or the source is armed (or being armed)
+	watchActive                   // a copier is running (or about to)
 	watchDone                     // the direction has ended
 )
 
@@ -45,11 +60,11 @@ type readySource interface {
 	// meanwhile). again reports that nothing came; the buffer has then
 	// gone back to the pool. At end of stream it returns io.EOF.
 	read(bp *[]byte, wait time.Duration) (_ *[]byte, n int, err error, again bool)
-	// arm asks for w.fire to be called once the source is readable,
-	// perhaps before arm returns.
-	arm(w *watch) error
+	// arm asks for the watch's fire to be called once the source is
+	// readable, perhaps before arm returns.
+	arm() error
 	// disarm takes back what arm asked for.
-	disarm(w *watch)
+	disarm()
 }
 
 // A Notifier is a connection that tells when a Read would not block, so
@@ -68,36 +83,30 @@ type Notifier interface {
 // watch returns a watch for the direction dst←src if src can be read on
 // readiness, else nil: a Notifier, or a TCP connection on Linux (except
 // towards another TCP connection, which the kernel's splice serves).
-func (j *joint) watch(dst, src net.Conn, count *int64) *watch {
-	var rs readySource
+func (j *joint) watch(dst, src net.Conn, count *int64, linger time.Duration) *watch {
+	w := &watch{j: j, dst: dst, count: count, linger: linger}
+	w.fire = w.wake
 	if n, ok := src.(Notifier); ok {
-		rs = &notifySource{c: src, n: n}
+		w.src = &notifySource{n: n, fire: w.fire}
 	} else if tc, ok := src.(*net.TCPConn); ok {
 		if _, dstTCP := dst.(*net.TCPConn); !dstTCP {
-			rs = tcpReadySource(tc)
+			w.src = tcpReadySource(tc, w.fire)
 		}
 	}
-	if rs == nil {
+	if w.src == nil {
 		return nil
 	}
-	w := &watch{j: j, dst: dst, src: rs, count: count}
-	w.fire = w.wake
 	return w
 }
 
-// arm starts the direction: a copier runs at first, as for a source
+// begin starts the direction: a copier runs at first, as for a source
 // just found readable, and arms the source only once it has been empty
 // for linger. A short exchange (a request and its response on a new
 // connection) is over before it ever waits on readiness.
-func (w *watch) arm() {
-	w.mu.Lock()
-	if w.state == watchDone { // the exchange ended before this direction began
-		w.mu.Unlock()
-		return
+func (w *watch) begin() {
+	if w.leaveIdle(watchActive) { // else the exchange ended before this direction began
+		go w.copyFrom(w.linger)
 	}
-	w.state = watchActive
-	w.mu.Unlock()
-	go w.copyFrom(linger)
 }
 
 // wake is called when the source is readable: it starts a copier unless
@@ -108,22 +117,17 @@ func (w *watch) wake() {
 	}
 }
 
-// leaveIdle moves an idle watch to state and reports whether it was idle.
-func (w *watch) leaveIdle(state watchState) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.state != watchIdle {
+// leaveIdle moves an idle watch to phase and reports whether it was idle.
+func (w *watch) leaveIdle(phase watchPhase) bool {
+	w.state.Lock()
+	defer w.state.Unlock()
+	if w.state.phase != watchIdle {
 		return false
 	}
-	w.state = state
+	w.state.phase = phase
+	w.state.armed = false
 	return true
 }
-
-// linger is how long a copier that has emptied its source waits for more
-// before it ends and leaves the source armed: a connection that is busy
-// keeps its goroutine, parked in the runtime's poller, and pays nothing
-// per burst; one at rest for longer costs none.
-const linger = 100 * time.Millisecond
 
 // copyFrom moves what the source has to the destination, then arms the
 // source again (rest), or ends the direction. wait is how long its first
@@ -163,10 +167,10 @@ func (w *watch) copyFrom(wait time.Duration) {
 		}
 		wait = 0
 		if n < len(*bp) {
-			// Drained for now: no buffer held across the next wait.
+			// Empty for now: no buffer held across the next wait.
 			buffers.Put(bp)
 			bp = nil
-			wait = linger
+			wait = w.linger
 		}
 	}
 }
@@ -174,22 +178,27 @@ func (w *watch) copyFrom(wait time.Duration) {
 // rest arms the source again once it is empty. If the exchange is ending,
 // or the source was closed under it, the direction ends instead.
 func (w *watch) rest() {
-	w.mu.Lock()
+	w.state.Lock()
 	failed := w.j.failed.Load()
 	if failed {
-		w.state = watchDone
+		w.state.phase = watchDone
 	} else {
-		w.state = watchIdle
+		w.state.phase = watchIdle
+		w.state.rests++
 	}
-	w.mu.Unlock()
+	entry := w.state.rests
+	w.state.Unlock()
 	if failed {
 		w.finish()
 		return
 	}
-	err := w.src.arm(w)
-	w.mu.Lock()
-	done := w.state == watchDone
-	w.mu.Unlock()
+	err := w.src.arm()
+	w.state.Lock()
+	done := w.state.phase == watchDone
+	if err == nil && w.state.phase == watchIdle && w.state.rests == entry {
+		w.state.armed = true
+	}
+	w.state.Unlock()
 	switch {
 	case err != nil:
 		if w.leaveIdle(watchDone) {
@@ -197,7 +206,7 @@ func (w *watch) rest() {
 			w.finish()
 		}
 	case done:
-		w.src.disarm(w) // aborted while arming: take back what was armed
+		w.src.disarm() // aborted while arming: take back what was armed
 	}
 }
 
@@ -212,9 +221,9 @@ func (w *watch) abort() {
 // end ends the direction after a copier saw end of stream (err nil) or an
 // error.
 func (w *watch) end(err error) {
-	w.mu.Lock()
-	w.state = watchDone
-	w.mu.Unlock()
+	w.state.Lock()
+	w.state.phase = watchDone
+	w.state.Unlock()
 	w.unregister()
 	w.j.ended(w.dst, w.src.conn(), err)
 }
@@ -228,15 +237,15 @@ func (w *watch) finish() {
 // unregister takes back what the source was armed with. Every way a
 // direction ends passes here once (a direction leaves watchIdle or
 // watchActive for watchDone once).
-func (w *watch) unregister() { w.src.disarm(w) }
+func (w *watch) unregister() { w.src.disarm() }
 
 // notifySource is a Notifier as a readySource.
 type notifySource struct {
-	c net.Conn
-	n Notifier
+	n    Notifier // a net.Conn
+	fire func()
 }
 
-func (s *notifySource) conn() net.Conn { return s.c }
+func (s *notifySource) conn() net.Conn { return s.n.(net.Conn) }
 
 // A Lingerer is a Notifier that can also wait for readiness, for at most
 // a while. tunnel.Stream is one.
@@ -261,9 +270,9 @@ func (s *notifySource) read(bp *[]byte, wait time.Duration) (*[]byte, int, error
 	return bp, n, err, false
 }
 
-func (s *notifySource) arm(w *watch) error {
-	s.n.NotifyRead(w.fire)
+func (s *notifySource) arm() error {
+	s.n.NotifyRead(s.fire)
 	return nil
 }
 
-func (s *notifySource) disarm(w *watch) { s.n.NotifyRead(nil) }
+func (s *notifySource) disarm() { s.n.NotifyRead(nil) }
