@@ -72,9 +72,7 @@ type Stack struct {
 // bin is the sallyport binary to run.
 func NewStack(t testing.TB, bin string) *Stack {
 	t.Helper()
-	if why := Missing(BackendTools...); why != "" {
-		t.Skip("NOT RUN: the network-namespace tests need root, iproute2, nftables and the back-end packages: " + why)
-	}
+	SkipIfMissing(t, Missing(BackendTools...))
 	s := &Stack{Topo: New(t), Bin: bin, scratch: t.TempDir()}
 	s.Topo.Fence(t, TunnelPort, PublicPorts)
 	tr := s.Topo.Trusted
