@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -119,7 +120,7 @@ func (c *Connector) saveIdentity(resp wire.EnrollResponse, ca *x509.Certificate,
 
 func saveEdges(dir string, edges []string) error {
 	b, _ := json.Marshal(edges)
-	if err := os.WriteFile(filepath.Join(dir, edgesFile), b, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, edgesFile), b, 0o600); err != nil {
 		return fmt.Errorf("save edge addresses: %w", err)
 	}
 	return nil

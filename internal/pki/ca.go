@@ -34,6 +34,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
 // File names inside the edge's data directory.
@@ -161,10 +163,10 @@ func createCA(dir, certPath, keyPath string, now time.Time) (*CA, error) {
 	}
 	// Key first: a crash between the two writes leaves a key without a
 	// certificate, which LoadOrCreateCA reports instead of overwriting.
-	if err := writeFileAtomic(keyPath, keyPEM, keyMode); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, keyMode); err != nil {
 		return nil, fmt.Errorf("create edge CA: %w", err)
 	}
-	if err := writeFileAtomic(certPath, encodeCert(der), certMode); err != nil {
+	if err := atomicfile.Write(certPath, encodeCert(der), certMode); err != nil {
 		return nil, fmt.Errorf("create edge CA: %w", err)
 	}
 	return &CA{cert: cert, key: key}, nil
