@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/logbuf"
 	"go.uber.org/goleak"
 )
 
@@ -58,42 +59,12 @@ func run(m *testing.M) int {
 	return code
 }
 
-// output is a process's stdout or stderr as it is written; safe for
-// concurrent use.
-type output struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-// count returns how many lines contain s.
-func (o *output) count(s string) int {
-	n := 0
-	for line := range strings.SplitSeq(o.String(), "\n") {
-		if strings.Contains(line, s) {
-			n++
-		}
-	}
-	return n
-}
-
 // proc is one running sallyport process.
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	stdout output
-	stderr output
+	stdout logbuf.Buffer
+	stderr logbuf.Buffer
 	done   chan struct{} // closed once the process has exited and its output is read
 	err    error         // Wait's result; read after done
 }
@@ -179,12 +150,12 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 func (p *proc) waitLog(t *testing.T, s string, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for p.stderr.count(s) < n {
-		if p.exited() && p.stderr.count(s) < n {
+	for p.stderr.Count(s) < n {
+		if p.exited() && p.stderr.Count(s) < n {
 			t.Fatalf("%s exited (%s) before logging %q; stderr:\n%s", p.name, p.state(), s, p.stderr.String())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d lines containing %q after %s, want %d; stderr:\n%s", p.name, p.stderr.count(s), s, timeout, n, p.stderr.String())
+			t.Fatalf("%s: %d lines containing %q after %s, want %d; stderr:\n%s", p.name, p.stderr.Count(s), s, timeout, n, p.stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

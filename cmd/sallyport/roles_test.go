@@ -57,7 +57,7 @@ func (e *edgeProc) run(t *testing.T) string {
 	args = append(args, e.extra...)
 	e.proc = start(t, "edge", nil, args...)
 	deadline := time.Now().Add(20 * time.Second)
-	for e.stderr.count(`msg="edge started"`) == 0 {
+	for e.stderr.Count(`msg="edge started"`) == 0 {
 		if e.exited() {
 			return e.state() + ": " + e.stderr.String()
 		}

@@ -41,7 +41,7 @@ func TestEdgeSIGTERMDrainsThenExitsZero(t *testing.T) {
 		t.Fatalf("edge exit code %d after SIGTERM, want 0; stderr:\n%s", code, s.edge.stderr.String())
 	}
 	t.Logf("edge exited %s after its last client closed", time.Since(closed).Round(time.Millisecond))
-	if s.edge.stderr.count("drain timeout") != 0 {
+	if s.edge.stderr.Count("drain timeout") != 0 {
 		t.Errorf("the edge waited out its drain timeout instead of ending when the client did:\n%s", s.edge.stderr.String())
 	}
 	// The connector outlives its edge and keeps trying.
@@ -71,7 +71,7 @@ func TestConnectorSIGTERMDrainsThenExitsZero(t *testing.T) {
 	if code := s.conn.wait(t, 8*time.Second); code != 0 {
 		t.Fatalf("connector exit code %d after SIGTERM, want 0; stderr:\n%s", code, s.conn.stderr.String())
 	}
-	if s.conn.stderr.count(`msg="connector stopped"`) != 1 {
+	if s.conn.stderr.Count(`msg="connector stopped"`) != 1 {
 		t.Errorf("the connector did not log that it stopped:\n%s", s.conn.stderr.String())
 	}
 	s.edge.waitTunnels(t, "echo", 0, 10*time.Second)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/logbuf"
 	"github.com/sallyport/sallyport/internal/netns"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -45,11 +46,11 @@ func loggedOnce(t *testing.T, s *netns.Stack, mark int, want string, match ...st
 }
 
 // remote matches the edge's lines about a tunnel-port connection.
-func remote(c net.Conn) string { return netns.Field("remote", c.LocalAddr().String()) }
+func remote(c net.Conn) string { return logbuf.Field("remote", c.LocalAddr().String()) }
 
 // client matches the edge's lines about a client of a public service.
 func client(c net.Conn, service string) []string {
-	return []string{netns.Field("client", c.LocalAddr().String()), netns.Field("service", service)}
+	return []string{logbuf.Field("client", c.LocalAddr().String()), logbuf.Field("service", service)}
 }
 
 func randomBytes(n int) []byte {

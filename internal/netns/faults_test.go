@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/logbuf"
 	"github.com/sallyport/sallyport/internal/netns"
 )
 
@@ -55,7 +56,7 @@ func checkClients(t *testing.T, s *netns.Stack, when string) {
 }
 
 // connectorIDs returns the connector ids in the edge's "tunnel up" lines.
-func connectorIDs(l *netns.Log) []string {
+func connectorIDs(l *logbuf.Buffer) []string {
 	var ids []string
 	for _, line := range l.Lines("connector tunnel up") {
 		for _, f := range strings.Fields(line) {
@@ -222,9 +223,9 @@ func TestBackendRefuses(t *testing.T) {
 	if err != nil || n != 0 {
 		t.Errorf("a client of a refusing back-end read %d bytes and %v; want a clean end of stream", n, err)
 	}
-	s.Edge.Log.WaitFor(t, 5*time.Second, 1, "client refused by connector", netns.Field("client", local))
-	if n := s.Edge.Log.Count(netns.Field("client", local)); n != 1 {
-		t.Errorf("the edge logged %d lines for one refused client; want 1:\n%s", n, strings.Join(s.Edge.Log.Lines(netns.Field("client", local)), "\n"))
+	s.Edge.Log.WaitFor(t, 5*time.Second, 1, "client refused by connector", logbuf.Field("client", local))
+	if n := s.Edge.Log.Count(logbuf.Field("client", local)); n != 1 {
+		t.Errorf("the edge logged %d lines for one refused client; want 1:\n%s", n, strings.Join(s.Edge.Log.Lines(logbuf.Field("client", local)), "\n"))
 	}
 	// The connector's log arrives through a pipe of its own: wait for it.
 	s.Connector.Log.WaitFor(t, 5*time.Second, 2, "back-end unreachable")

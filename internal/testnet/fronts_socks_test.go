@@ -113,7 +113,7 @@ func TestSOCKS5(t *testing.T) {
 		c.Close()
 		t.Error("SOCKS5 without credentials got through a listener with users")
 	}
-	e.Logs.WaitFor(t, `client refused: SOCKS authentication failed for user \"mallory\"`, 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, `client refused: SOCKS authentication failed for user \"mallory\"`)
 	e.wantRefusals(t, map[string]int64{"unknown_service": 3, "no_connector": 1, "address_denied": 1, "socks_auth": 3, "connector": 1})
 }
 
