@@ -7,6 +7,7 @@ package main_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/childproc"
 	"github.com/sallyport/sallyport/internal/logbuf"
 	"go.uber.org/goleak"
 )
@@ -61,88 +63,49 @@ func run(m *testing.M) int {
 
 // proc is one running sallyport process.
 type proc struct {
+	*childproc.Process
 	name   string
-	cmd    *exec.Cmd
 	stdout logbuf.Buffer
 	stderr logbuf.Buffer
-	done   chan struct{} // closed once the process has exited and its output is read
-	err    error         // Wait's result; read after done
 }
 
 // start runs the binary with args. The process is killed (SIGKILL, by PID)
 // and waited for when the test ends, whatever the test's outcome.
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	// Should the test binary itself die (a -timeout panic), take the
-	// process along rather than leave it holding ports.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	p := &proc{name: name}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
+	var err error
+	if p.Process, err = childproc.Start(cmd); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
 	t.Cleanup(func() {
-		p.kill()
+		p.Kill()
 		if t.Failed() {
-			t.Logf("%s (pid %d) %s; stderr:\n%s", name, p.pid(), p.state(), p.stderr.String())
+			t.Logf("%s (pid %d) %s; stderr:\n%s", name, p.Pid(), p.State(), p.stderr.String())
 		}
 	})
 	return p
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// kill sends SIGKILL to the process, if it still runs, and waits for it.
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	syscall.Kill(p.pid(), syscall.SIGKILL)
-	<-p.done
-}
-
 // signal sends sig to the process.
 func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := syscall.Kill(p.pid(), sig); err != nil {
+	if err := p.Signal(sig); err != nil {
 		t.Fatalf("send %v to %s: %v", sig, p.name, err)
 	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) state() string {
-	if !p.exited() {
-		return "still running"
-	}
-	return p.cmd.ProcessState.String()
 }
 
 // wait waits for the process to exit and returns its exit code; -1 means
 // it died of a signal.
 func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
+	if err := p.Wait(timeout); errors.Is(err, childproc.ErrStillRunning) {
 		t.Fatalf("%s still running %s after it should have exited; stderr:\n%s", p.name, timeout, p.stderr.String())
 	}
-	return p.cmd.ProcessState.ExitCode()
+	return p.ExitCode()
 }
 
 // waitLog waits until n lines of stderr contain s, failing the test if the
@@ -151,8 +114,8 @@ func (p *proc) waitLog(t *testing.T, s string, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for p.stderr.Count(s) < n {
-		if p.exited() && p.stderr.Count(s) < n {
-			t.Fatalf("%s exited (%s) before logging %q; stderr:\n%s", p.name, p.state(), s, p.stderr.String())
+		if p.Exited() && p.stderr.Count(s) < n {
+			t.Fatalf("%s exited (%s) before logging %q; stderr:\n%s", p.name, p.State(), s, p.stderr.String())
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: %d lines containing %q after %s, want %d; stderr:\n%s", p.name, p.stderr.Count(s), s, timeout, n, p.stderr.String())

@@ -87,8 +87,8 @@ func TestEdgeKilledDuringTransferThenRestarted(t *testing.T) {
 		t.Errorf("status after the restart lists %+v, want site-a; output:\n%s", st.connectors, st.text)
 	}
 	echoes(t, s.edge.services["echo"], payload(8<<10))
-	if s.conn.exited() {
-		t.Fatalf("the connector exited (%s); it should have reconnected by itself", s.conn.state())
+	if s.conn.Exited() {
+		t.Fatalf("the connector exited (%s); it should have reconnected by itself", s.conn.State())
 	}
 }
 

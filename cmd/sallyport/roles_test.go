@@ -58,8 +58,8 @@ func (e *edgeProc) run(t *testing.T) string {
 	e.proc = start(t, "edge", nil, args...)
 	deadline := time.Now().Add(20 * time.Second)
 	for e.stderr.Count(`msg="edge started"`) == 0 {
-		if e.exited() {
-			return e.state() + ": " + e.stderr.String()
+		if e.Exited() {
+			return e.State() + ": " + e.stderr.String()
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("edge has not started after 20s; stderr:\n%s", e.stderr.String())

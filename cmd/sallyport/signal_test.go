@@ -32,8 +32,8 @@ func TestEdgeSIGTERMDrainsThenExitsZero(t *testing.T) {
 	}
 	roundTrip(t, live, "during the drain")
 	roundTrip(t, live, "still during the drain")
-	if s.edge.exited() {
-		t.Fatalf("the edge exited (%s) while a client was still connected", s.edge.state())
+	if s.edge.Exited() {
+		t.Fatalf("the edge exited (%s) while a client was still connected", s.edge.State())
 	}
 	live.Close()
 	closed := time.Now()
@@ -46,8 +46,8 @@ func TestEdgeSIGTERMDrainsThenExitsZero(t *testing.T) {
 	}
 	// The connector outlives its edge and keeps trying.
 	s.conn.waitLog(t, `msg="tunnel down"`, 1, 10*time.Second)
-	if s.conn.exited() {
-		t.Fatalf("the connector exited with the edge: %s", s.conn.state())
+	if s.conn.Exited() {
+		t.Fatalf("the connector exited with the edge: %s", s.conn.State())
 	}
 }
 
@@ -64,8 +64,8 @@ func TestConnectorSIGTERMDrainsThenExitsZero(t *testing.T) {
 		t.Error("a new client was carried by the draining connector")
 	}
 	roundTrip(t, live, "during the drain")
-	if s.conn.exited() {
-		t.Fatalf("the connector exited (%s) while a stream was live", s.conn.state())
+	if s.conn.Exited() {
+		t.Fatalf("the connector exited (%s) while a stream was live", s.conn.State())
 	}
 	live.Close()
 	if code := s.conn.wait(t, 8*time.Second); code != 0 {

@@ -153,9 +153,7 @@ func (s *Stack) CreateKeyfile(t testing.TB, name string) []byte {
 // old process has ended, and waits until it is serving.
 func (s *Stack) RestartEdge(t testing.TB) {
 	t.Helper()
-	if err := s.Edge.Wait(5 * time.Second); stillRunning(err) {
-		t.Fatal(err)
-	}
+	s.Edge.waitEnded(t)
 	s.Edge = s.startEdge(t)
 }
 
@@ -163,9 +161,7 @@ func (s *Stack) RestartEdge(t testing.TB) {
 // without the keyfile: it must come back with the identity it enrolled.
 func (s *Stack) RestartConnector(t testing.TB) {
 	t.Helper()
-	if err := s.Connector.Wait(5 * time.Second); stillRunning(err) {
-		t.Fatal(err)
-	}
+	s.Connector.waitEnded(t)
 	s.Connector = s.startConnector(t)
 }
 
