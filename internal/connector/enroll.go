@@ -28,11 +28,7 @@ const edgesFile = "edges.json"
 // and saves the certificate it gets. Network failures are retried with
 // backoff until ctx ends; a refusal or a pin mismatch is returned at once.
 func (c *Connector) enroll(ctx context.Context, kf enroll.Keyfile) (identity, error) {
-	key, err := pki.NewKey()
-	if err != nil {
-		return identity{}, err
-	}
-	csr, err := pki.NewCSR(key, kf.Name)
+	key, csr, err := pki.NewKeyAndCSR(kf.Name)
 	if err != nil {
 		return identity{}, err
 	}

@@ -251,6 +251,20 @@ func NewKey() (*ecdsa.PrivateKey, error) {
 	return key, nil
 }
 
+// NewKeyAndCSR makes a connector's half of enrollment: a new key (NewKey)
+// and a certificate request for it (NewCSR).
+func NewKeyAndCSR(name string) (*ecdsa.PrivateKey, []byte, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := NewCSR(key, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, csr, nil
+}
+
 // NewCSR returns a DER PKCS #10 certificate request for key, with name as
 // the subject's common name. The edge decides the name it certifies; the
 // one in the request is informative only.

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/pki/pkitest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -133,23 +134,7 @@ func newEdge(t *testing.T) edge {
 // connector certificate, and returns it with its id.
 func enrollConnector(t *testing.T, ca *pki.CA, name string) (tls.Certificate, string) {
 	t.Helper()
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, id, err := ca.SignConnector(csr, name, time.Now(), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, id
+	return pkitest.Connector(t, ca, name, 24*time.Hour)
 }
 
 func TestMutualTLS(t *testing.T) {
