@@ -21,6 +21,7 @@ import (
 	"github.com/sallyport/sallyport/internal/logbuf"
 	"github.com/sallyport/sallyport/internal/netns"
 	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/pki/pkitest"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
 )
@@ -33,7 +34,7 @@ import (
 func loggedOnce(t *testing.T, s *netns.Stack, mark int, want string, match ...string) string {
 	t.Helper()
 	s.Edge.Log.WaitForSince(t, mark, 15*time.Second, 1, match...)
-	time.Sleep(300 * time.Millisecond) // room for a second line, if the edge wrote one
+	logBarrier(t, s)
 	lines := s.Edge.Log.LinesSince(mark, match...)
 	if len(lines) != 1 {
 		t.Errorf("the edge logged %d lines about %q; want 1:\n%s", len(lines), match, strings.Join(lines, "\n"))
@@ -43,6 +44,27 @@ func loggedOnce(t *testing.T, s *netns.Stack, mark int, want string, match ...st
 	}
 	t.Logf("logged once: %s", lines[0])
 	return lines[0]
+}
+
+// logBarrier makes the edge write one more line, about a connection that
+// the test opens now to its tunnel port and that is not TLS, and waits
+// until that line is in the edge's log. The edge writes its log through one
+// pipe, in order, so every line it wrote before that one is in the log by
+// then. It is the positive signal that a second line about an earlier
+// connection would have arrived: the edge writes a connection's lines from
+// the one goroutine that serves it, one after the other, while the barrier
+// needs a new connection accepted and its TLS handshake failed after the
+// first line was seen.
+func logBarrier(t *testing.T, s *netns.Stack) {
+	t.Helper()
+	raw, err := s.Topo.Outside.DialTimeout(netns.PublicAddr(netns.TunnelPort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.Write([]byte("not TLS\r\n\r\n"))
+	netns.ReadUntilClosed(raw, 10*time.Second)
+	s.Edge.Log.WaitFor(t, 10*time.Second, 1, "TLS handshake failed", remote(raw))
 }
 
 // remote matches the edge's lines about a tunnel-port connection.
@@ -162,27 +184,14 @@ func TestBadInput(t *testing.T) {
 	})
 
 	t.Run("client certificate of another CA", func(t *testing.T) {
-		other, err := pki.LoadOrCreateCA(t.TempDir(), time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, err := pki.NewKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		csr, err := pki.NewCSR(key, "impostor")
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, _, err := other.SignConnector(csr, "impostor", time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
+		other := pkitest.NewCA(t)
+		impostor, _ := pkitest.Connector(t, other, "impostor", time.Hour)
+		impostor.Certificate = append(impostor.Certificate, other.Certificate().Raw)
 		cfg := pki.ClientTLSConfig(probe.CA, probe.Pin, nil, nil)
 		// Present it whatever CAs the edge says it accepts (Go's client
 		// would otherwise send no certificate at all).
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return &tls.Certificate{Certificate: [][]byte{der, other.Certificate().Raw}, PrivateKey: key}, nil
+			return &impostor, nil
 		}
 		mark := s.Edge.Log.Mark()
 		raw, err := s.Topo.Outside.DialTimeout(netns.PublicAddr(netns.TunnelPort), 5*time.Second)
@@ -250,7 +259,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("the edge kept the tunnel open after an oversized frame: %v", err)
 		}
 		s.Edge.Log.WaitForSince(t, mark, 10*time.Second, 1, "connector tunnel down", remote(tc))
-		time.Sleep(300 * time.Millisecond)
+		logBarrier(t, s)
 		if lines := s.Edge.Log.LinesSince(mark, remote(tc)); len(lines) != 2 {
 			t.Errorf("the edge logged %d lines about the probe's tunnel; want 2, up and down:\n%s", len(lines), strings.Join(lines, "\n"))
 		}

@@ -20,20 +20,16 @@ import (
 	"github.com/sallyport/sallyport/internal/netns"
 )
 
-// slowDownload starts a download of /huge.bin at 2 MB/s (16 s in all) and
-// returns a function that waits for its result.
+// slowDownload starts a download of /huge.bin at 2 MB/s (16 s in all),
+// waits until it is in flight (its first MiB has arrived) and returns a
+// function that waits for its result.
 func slowDownload(t *testing.T, s *netns.Stack) func() netns.Download {
 	t.Helper()
-	var d netns.Download
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		d, err = s.Curl(60*time.Second, netns.WebURL("/huge.bin"), "--limit-rate", "2M")
-	}()
-	t.Cleanup(func() { <-done })
+	tr := s.StartCurl(t, 60*time.Second, netns.WebURL("/huge.bin"), "--limit-rate", "2M")
+	// In flight: the first MiB has come through edge and tunnel.
+	tr.WaitReceived(t, 1<<20, 15*time.Second)
 	return func() netns.Download {
-		<-done
+		d, err := tr.Wait()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,10 +71,10 @@ func TestEdgeKilled(t *testing.T) {
 	s := newStack(t)
 	ups := s.Connector.Log.Count("tunnel up")
 	wait := slowDownload(t, s)
-	time.Sleep(1500 * time.Millisecond)
 
 	s.Edge.Kill()
 	killed := time.Now()
+	mark := s.Connector.Log.Mark()
 	s.Connector.Log.WaitFor(t, 10*time.Second, 1, "tunnel down")
 	t.Logf("the connector saw its tunnel go down %s after the kill", time.Since(killed).Round(time.Millisecond))
 	d := wait()
@@ -87,7 +83,9 @@ func TestEdgeKilled(t *testing.T) {
 	}
 	t.Logf("LOST: the download in flight, cut after %d of %d bytes (curl exit %d: %s)", d.Bytes, s.HTTP.HugeSize, d.ExitCode, d.Stderr)
 
-	time.Sleep(time.Second) // the edge stays dead a while: the connector backs off
+	// The edge stays dead until the connector has failed to redial twice:
+	// it is then in its backoff.
+	s.Connector.Log.WaitForSince(t, mark, netns.BackoffMax+10*time.Second, 2, "tunnel dial failed")
 	s.RestartEdge(t)
 	ready := time.Now()
 	s.Connector.Log.WaitFor(t, netns.BackoffMax+10*time.Second, ups+1, "tunnel up")
@@ -112,7 +110,6 @@ func TestLinkSilentlyDropped(t *testing.T) {
 	ups := s.Connector.Log.Count("tunnel up")
 	edgeUps := s.Edge.Log.Count("connector tunnel up")
 	wait := slowDownload(t, s)
-	time.Sleep(1500 * time.Millisecond)
 
 	s.Topo.CutTrustedLink(t)
 	cut := time.Now()
@@ -155,7 +152,6 @@ func TestConnectorKilled(t *testing.T) {
 	s := newStack(t)
 	downs := s.Edge.Log.Count("connector tunnel down")
 	wait := slowDownload(t, s)
-	time.Sleep(1500 * time.Millisecond)
 
 	s.Connector.Kill()
 	killed := time.Now()
