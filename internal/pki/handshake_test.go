@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/pki/pkitest"
 )
@@ -35,29 +36,8 @@ func transports() []transport {
 			return s, c
 		}},
 		{"tcp", func(t *testing.T) (net.Conn, net.Conn) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			type accepted struct {
-				c   net.Conn
-				err error
-			}
-			ch := make(chan accepted, 1)
-			go func() {
-				c, err := ln.Accept()
-				ch <- accepted{c, err}
-			}()
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			a := <-ch
-			if a.err != nil {
-				t.Fatal(a.err)
-			}
-			return a.c, c
+			c, s := loopback.Pair(t)
+			return s, c
 		}},
 	}
 }
