@@ -1,8 +1,11 @@
-// Package loopback makes both ends of real TCP connections on 127.0.0.1,
-// for tests and benchmarks that want the kernel's TCP (half-close, resets,
-// buffers) rather than net.Pipe.
+// Package loopback makes real TCP connections on 127.0.0.1 for tests and
+// benchmarks that want the kernel's TCP (half-close, resets, buffers)
+// rather than net.Pipe: both ends of a connection, and a relay that can
+// freeze like a dead link.
 //
 //	client, server := loopback.Pair(t)
+//	r := loopback.StartRelay(t, edgeTunnelAddr) // the connector dials r.Addr()
+//	r.Freeze()                                  // the link dies silently
 package loopback
 
 import (

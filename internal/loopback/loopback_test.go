@@ -2,6 +2,7 @@ package loopback_test
 
 import (
 	"io"
+	"net"
 	"testing"
 
 	"github.com/sallyport/sallyport/internal/loopback"
@@ -31,4 +32,35 @@ func TestDialAddrFailure(t *testing.T) {
 	if _, _, err := loopback.DialAddr(l, addr); err == nil {
 		t.Fatal("dialing a closed port succeeded")
 	}
+}
+
+// A relay carries bytes and half-closes both ways, and a thawed relay
+// serves new connections. (That a frozen one forwards nothing is shown
+// where it matters: testnet's dead-tunnel test, whose connector must
+// declare the frozen tunnel dead.)
+func TestRelay(t *testing.T) {
+	l := loopback.Listen(t)
+	r := loopback.StartRelay(t, l.Addr().String())
+	roundTrip := func() (client, server *net.TCPConn) {
+		t.Helper()
+		c, s, err := loopback.DialAddr(l, r.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); s.Close() })
+		c.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("through the relay: %q, %v", buf, err)
+		}
+		return c, s
+	}
+	c, s := roundTrip()
+	c.CloseWrite()
+	if b, err := io.ReadAll(s); len(b) != 0 || err != nil {
+		t.Errorf("after the client's half-close the server read %q, %v; want a clean end", b, err)
+	}
+	r.Freeze()
+	r.Thaw()
+	roundTrip()
 }

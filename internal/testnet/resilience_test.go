@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/testnet"
 	"github.com/sallyport/sallyport/internal/wire"
 )
@@ -118,7 +119,7 @@ func TestEdgeRestartConnectorReconnects(t *testing.T) {
 func TestSilentTunnelIsDetectedAndReplaced(t *testing.T) {
 	echo := testnet.Echo(t)
 	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
-	relay := testnet.StartRelay(t, e.TunnelAddr().String())
+	relay := loopback.StartRelay(t, e.TunnelAddr().String())
 	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{
 		Edges: []string{relay.Addr()}, Services: map[string]string{"echo": echo.Addr()},
 		KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: time.Second,
