@@ -303,37 +303,31 @@ func TestBadInput(t *testing.T) {
 		})
 		for what, reply := range replies {
 			current.Store(&reply)
-			// Seen in about one CI run in three, with the other namespace
-			// tests running alongside: the probe client's SYN answered by a
-			// reset, or a connection that the edge never reports. The cause
-			// is not found yet; the client tries again (at most twice) with
-			// a new connection, and says so, so that the malformed reply
-			// itself is still checked.
-			var mark int
-			var c net.Conn
-			var n int64
-			for attempt := 1; ; attempt++ {
-				mark = s.Edge.Log.Mark()
-				var err error
-				c, err = s.Topo.Outside.DialTimeout(netns.PublicAddr(netns.ProbePort), 5*time.Second)
-				if err != nil {
-					if attempt < 3 && errors.Is(err, syscall.ECONNRESET) {
-						t.Logf("%s: attempt %d: dial reset (%v); trying again", what, attempt, err)
-						time.Sleep(100 * time.Millisecond)
-						continue
-					}
-					t.Fatal(err)
-				}
-				n, err = netns.ReadUntilClosed(c, 10*time.Second)
-				c.Close()
-				if attempt < 3 && isTimeout(err) && len(s.Edge.Log.LinesSince(mark, client(c, "probe")...)) == 0 {
-					t.Logf("%s: attempt %d: the edge never answered nor logged this connection; trying again", what, attempt)
-					continue
-				}
-				if n != 0 || isTimeout(err) {
-					t.Errorf("%s: the client read %d bytes (%v); want the connection closed with nothing", what, n, err)
-				}
-				break
+			// The edge answers a malformed reply by resetting the client,
+			// about a millisecond after it connected: under load that
+			// reset can arrive before the client's dial has returned, which
+			// then fails with "connection reset by peer". The connection
+			// was closed with nothing, as wanted; the edge's line about it
+			// is the only one about the probe service since mark.
+			mark := s.Edge.Log.Mark()
+			c, err := s.Topo.Outside.DialTimeout(netns.PublicAddr(netns.ProbePort), 5*time.Second)
+			if errors.Is(err, syscall.ECONNRESET) {
+				t.Logf("%s: the edge's reset arrived before the dial returned: %v", what, err)
+				loggedOnce(t, s, mark, "malformed", logbuf.Field("service", "probe"))
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := netns.ReadUntilClosed(c, 10*time.Second)
+			c.Close()
+			if isTimeout(err) && len(s.Edge.Log.LinesSince(mark, client(c, "probe")...)) == 0 {
+				// Reported once with the early reset above, never seen
+				// since: say so distinctly, for whoever meets it next.
+				t.Fatalf("%s: the edge neither answered nor logged a client of the probe service in 10s (read %d bytes)", what, n)
+			}
+			if n != 0 || isTimeout(err) {
+				t.Errorf("%s: the client read %d bytes (%v); want the connection closed with nothing", what, n, err)
 			}
 			loggedOnce(t, s, mark, "malformed", client(c, "probe")...)
 		}
