@@ -104,7 +104,7 @@ func TestConfigErrorsOnStderr(t *testing.T) {
 func TestReusedKeyfileIsRefused(t *testing.T) {
 	s := startSite(t, nil)
 	other := filepath.Join(t.TempDir(), "connector-2")
-	p := start(t, "second connector", nil, "connector", "--keyfile", s.keyfile, "--data", other, "--service", "echo="+s.echo.addr())
+	p := start(t, "second connector", nil, "connector", "--keyfile", s.keyfile, "--data", other, "--service", "echo="+s.echo.Addr())
 	code := p.wait(t, 20*time.Second)
 	stderr := p.stderr.String()
 	if code == 0 {

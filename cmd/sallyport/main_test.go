@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -154,81 +153,6 @@ func freePort(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// echoServer is a TCP echo back-end in the test process, keeping half-close.
-type echoServer struct {
-	l  net.Listener
-	wg sync.WaitGroup
-
-	// mu guards conns.
-	mu    sync.Mutex
-	conns map[net.Conn]bool
-}
-
-// startEcho starts an echo back-end on loopback; it is stopped (listener
-// and every connection closed, goroutines waited for) when the test ends.
-func startEcho(t *testing.T) *echoServer {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &echoServer{l: l, conns: map[net.Conn]bool{}}
-	e.wg.Go(e.serve)
-	t.Cleanup(func() {
-		l.Close()
-		e.mu.Lock()
-		for c := range e.conns {
-			c.Close()
-		}
-		e.mu.Unlock()
-		e.wg.Wait()
-	})
-	return e
-}
-
-func (e *echoServer) addr() string { return e.l.Addr().String() }
-
-func (e *echoServer) serve() {
-	for {
-		c, err := e.l.Accept()
-		if err != nil {
-			return
-		}
-		e.mu.Lock()
-		e.conns[c] = true
-		e.mu.Unlock()
-		e.wg.Go(func() {
-			defer func() {
-				e.mu.Lock()
-				delete(e.conns, c)
-				e.mu.Unlock()
-				c.Close()
-			}()
-			io.Copy(c, c)
-			c.(*net.TCPConn).CloseWrite()
-		})
-	}
-}
-
-// open reports how many back-end connections are open.
-func (e *echoServer) open() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.conns)
-}
-
-// waitOpen waits until n back-end connections are open.
-func (e *echoServer) waitOpen(t *testing.T, n int, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for e.open() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("echo back-end: %d connections open after %s, want %d", e.open(), timeout, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // payload returns n bytes that are not all alike, so that a reordering or

@@ -19,10 +19,10 @@ func TestConnectorOwnsNoListeningSocket(t *testing.T) {
 	s := startSite(t, nil)
 	live := dialClient(t, s.edge.services["echo"])
 	roundTrip(t, live, "a live stream")
-	s.echo.waitOpen(t, 1, 5*time.Second)
+	s.echo.WaitOpen(t, 1, 5*time.Second)
 
 	socks := socketsOf(t, s.conn.Pid())
-	tunnelPort, echoPort := portOf(t, s.edge.tunnel), portOf(t, s.echo.addr())
+	tunnelPort, echoPort := portOf(t, s.edge.tunnel), portOf(t, s.echo.Addr())
 	toEdge, toBackend := 0, 0
 	for _, k := range socks {
 		switch {

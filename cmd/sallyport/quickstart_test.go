@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/testnet"
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
@@ -14,7 +15,7 @@ import (
 // connector, a client through the edge, status.
 func TestQuickStartByFlags(t *testing.T) {
 	dir := t.TempDir()
-	echo := startEcho(t)
+	echo := testnet.Echo(t)
 	edge := startEdge(t, filepath.Join(dir, "edge"), []string{"echo"})
 
 	keyfile := filepath.Join(dir, "site-a.keyfile")
@@ -27,7 +28,7 @@ func TestQuickStartByFlags(t *testing.T) {
 	}
 
 	connData := filepath.Join(dir, "connector")
-	conn := startConnector(t, "--keyfile", keyfile, "--data", connData, "--service", "echo="+echo.addr())
+	conn := startConnector(t, "--keyfile", keyfile, "--data", connData, "--service", "echo="+echo.Addr())
 	st := edge.waitTunnels(t, "echo", 1, 10*time.Second)
 
 	data := payload(48 << 10)

@@ -48,7 +48,7 @@ func TestEdgeKilledDuringTransferThenRestarted(t *testing.T) {
 			t.Fatalf("transfer through the edge: bytes %d..%d differ from what was sent", i, i+len(data))
 		}
 	}
-	s.echo.waitOpen(t, 1, 5*time.Second)
+	s.echo.WaitOpen(t, 1, 5*time.Second)
 
 	s.edge.signal(t, syscall.SIGKILL)
 	if code := s.edge.wait(t, 10*time.Second); code != -1 {
@@ -69,7 +69,7 @@ func TestEdgeKilledDuringTransferThenRestarted(t *testing.T) {
 	}
 	t.Logf("client saw its connection end %s after the kill (read: %v)", time.Since(killed).Round(time.Millisecond), rerr)
 	// The connector drops the dead stream's back-end connection too.
-	s.echo.waitOpen(t, 0, 10*time.Second)
+	s.echo.WaitOpen(t, 0, 10*time.Second)
 	s.conn.waitLog(t, `msg="tunnel down"`, 1, 10*time.Second)
 
 	s.edge.restart(t)
