@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"testing"
+
+	"github.com/sallyport/sallyport/internal/loopback"
 )
 
 // writeSize is the size of one write in the throughput benchmarks, the
@@ -33,7 +35,7 @@ func connPairs(b *testing.B, transport string, n int) (clients, servers []net.Co
 		var c, s net.Conn
 		switch transport {
 		case "tcp":
-			c, s = tcpPair(b)
+			c, s = loopback.Pair(b)
 		case "tls":
 			c, s = tlsPair(b)
 		default:
@@ -185,7 +187,7 @@ func BenchmarkOpenRoundTripClose(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			serverCfg, clientCfg := newTLSConfigs(b)
-			ln := listenLoopback(b)
+			ln := loopback.Listen(b)
 			var wg sync.WaitGroup
 			defer wg.Wait()
 			defer ln.Close()

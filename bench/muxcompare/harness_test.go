@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/xtaci/smux"
 )
 
@@ -302,58 +303,6 @@ func newTLSConfigs(tb testing.TB) (server, client *tls.Config) {
 	return server, client
 }
 
-// listenLoopback opens a TCP listener on 127.0.0.1 that the test closes.
-func listenLoopback(tb testing.TB) net.Listener {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("listen on loopback: %v", err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	return ln
-}
-
-// dialPair dials ln and returns both ends of the new TCP connection.
-// The caller owns and closes both.
-func dialPair(ln net.Listener) (client, server net.Conn, err error) {
-	type accepted struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan accepted, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- accepted{c, err}
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	a := <-ch
-	if err != nil || a.err != nil {
-		if client != nil {
-			client.Close()
-		}
-		if a.c != nil {
-			a.c.Close()
-		}
-		return nil, nil, fmt.Errorf("dial loopback pair: %w", errors.Join(err, a.err))
-	}
-	return client, a.c, nil
-}
-
-// tcpPair returns both ends of one loopback TCP connection, closed by the
-// test's cleanup.
-func tcpPair(tb testing.TB) (client, server net.Conn) {
-	tb.Helper()
-	c, s, err := dialPair(listenLoopback(tb))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		c.Close()
-		s.Close()
-	})
-	return c, s
-}
-
 // handshakePair runs the TLS 1.3 handshake over a TCP pair and returns the
 // TLS ends; they own the TCP ends.
 func handshakePair(c, s net.Conn, serverCfg, clientCfg *tls.Config) (client, server *tls.Conn, err error) {
@@ -376,11 +325,8 @@ func handshakePair(c, s net.Conn, serverCfg, clientCfg *tls.Config) (client, ser
 func tlsPair(tb testing.TB) (client, server *tls.Conn) {
 	tb.Helper()
 	serverCfg, clientCfg := newTLSConfigs(tb)
-	c, s, err := dialPair(listenLoopback(tb))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	client, server, err = handshakePair(c, s, serverCfg, clientCfg)
+	c, s := loopback.Pair(tb)
+	client, server, err := handshakePair(c, s, serverCfg, clientCfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

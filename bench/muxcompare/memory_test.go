@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+
+	"github.com/sallyport/sallyport/internal/loopback"
 )
 
 // BenchmarkIdleStreamMemory measures the Go heap that one open, idle stream
@@ -75,11 +77,14 @@ func idleMemory(b *testing.B, transport string, n, moved int, swept bool) stream
 	switch transport {
 	case "tcp", "tls":
 		serverCfg, clientCfg := newTLSConfigs(b)
-		ln := listenLoopback(b)
+		ln := loopback.Listen(b)
 		open = func(int) (net.Conn, net.Conn, error) {
-			c, s, err := dialPair(ln)
-			if err != nil || transport == "tcp" {
-				return c, s, err
+			c, s, err := loopback.Dial(ln)
+			if err != nil {
+				return nil, nil, err
+			}
+			if transport == "tcp" {
+				return c, s, nil
 			}
 			return handshakePair(c, s, serverCfg, clientCfg)
 		}

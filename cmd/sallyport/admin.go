@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/edge"
 	"github.com/spf13/cobra"
 )
@@ -87,7 +88,7 @@ func newTokenCmd() *cobra.Command {
 				_, err := cmd.OutOrStdout().Write(kf)
 				return err
 			}
-			if err := os.WriteFile(out, kf, 0o600); err != nil {
+			if err := atomicfile.Write(out, kf, 0o600); err != nil {
 				return fmt.Errorf("write keyfile: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (one use, valid for %s); on the connector's host run:\n  sallyport connector --keyfile %s --service NAME=HOST:PORT\n", out, ttl, out)

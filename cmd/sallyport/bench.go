@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/bench"
 	"github.com/spf13/cobra"
 )
@@ -65,12 +66,8 @@ raise the hard limit.`,
 				return err
 			}
 			if jsonPath != "" {
-				f, err := os.Create(jsonPath)
-				if err != nil {
+				if err := atomicfile.WriteFunc(jsonPath, 0o644, rep.WriteJSON); err != nil {
 					return fmt.Errorf("write the JSON report: %w", err)
-				}
-				if err := errors.Join(rep.WriteJSON(f), f.Close()); err != nil {
-					return fmt.Errorf("write the JSON report %s: %w", jsonPath, err)
 				}
 			}
 			return nil

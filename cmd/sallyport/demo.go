@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/connector"
 	"github.com/sallyport/sallyport/internal/edge"
@@ -118,7 +119,7 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, webPort, echo
 		return err
 	}
 	keyfile := filepath.Join(dir, "demo-site.keyfile")
-	if err := os.WriteFile(keyfile, kf, 0o600); err != nil {
+	if err := atomicfile.Write(keyfile, kf, 0o600); err != nil {
 		return err
 	}
 

@@ -19,8 +19,8 @@ func TestDemoPrintsWhatWorksAndCleansUp(t *testing.T) {
 	p := start(t, "demo", []string{"TMPDIR=" + tmp}, "demo", "--run-for", "20s", "--web-port", "0", "--echo-port", "0")
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(p.stdout.String(), "Press Ctrl-C to stop.") {
-		if p.exited() {
-			t.Fatalf("the demo exited (%s) before it was ready; stdout:\n%s", p.state(), p.stdout.String())
+		if p.Exited() {
+			t.Fatalf("the demo exited (%s) before it was ready; stdout:\n%s", p.State(), p.stdout.String())
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the demo printed no instructions within 30s; stdout:\n%s", p.stdout.String())

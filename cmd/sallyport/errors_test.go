@@ -104,7 +104,7 @@ func TestConfigErrorsOnStderr(t *testing.T) {
 func TestReusedKeyfileIsRefused(t *testing.T) {
 	s := startSite(t, nil)
 	other := filepath.Join(t.TempDir(), "connector-2")
-	p := start(t, "second connector", nil, "connector", "--keyfile", s.keyfile, "--data", other, "--service", "echo="+s.echo.addr())
+	p := start(t, "second connector", nil, "connector", "--keyfile", s.keyfile, "--data", other, "--service", "echo="+s.echo.Addr())
 	code := p.wait(t, 20*time.Second)
 	stderr := p.stderr.String()
 	if code == 0 {
@@ -136,7 +136,7 @@ func TestAdminCommandErrors(t *testing.T) {
 	// An edge that has run once and stopped: its data directory is there,
 	// its admin API is not.
 	e := startEdge(t, filepath.Join(dir, "edge"), nil)
-	e.kill()
+	e.Kill()
 	code, _, stderr = sallyport(t, "token", "create", "--name", "site-b", "-o", filepath.Join(dir, "b.keyfile"), "--data", e.data)
 	if code == 0 || !strings.Contains(stderr, "is the edge running?") {
 		t.Errorf("token create with the edge down: exit %d, stderr:\n%s\nwant a non-zero exit that asks whether the edge runs", code, stderr)

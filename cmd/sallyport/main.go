@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/wire"
 	"github.com/spf13/cobra"
 )
@@ -42,29 +44,30 @@ func main() {
 // startProfiles writes a CPU profile of the whole run to
 // $SALLYPORT_CPUPROFILE and a heap profile at its end to
 // $SALLYPORT_MEMPROFILE, where set (sallyport bench --profile sets them
-// for the edge and the connector). The returned function ends them.
+// for the edge and the connector). The returned function ends them. The
+// CPU profile is kept in memory and written, whole, at the end; an empty
+// file there during the run shows the path is writable.
 func startProfiles() (stop func(), err error) {
 	cpuPath, memPath := os.Getenv("SALLYPORT_CPUPROFILE"), os.Getenv("SALLYPORT_MEMPROFILE")
-	var cpu *os.File
+	var cpu *bytes.Buffer
 	if cpuPath != "" {
-		if cpu, err = os.Create(cpuPath); err != nil {
+		if err := atomicfile.Write(cpuPath, nil, 0o644); err != nil {
 			return nil, fmt.Errorf("SALLYPORT_CPUPROFILE: %w", err)
 		}
+		cpu = new(bytes.Buffer)
 		if err := pprof.StartCPUProfile(cpu); err != nil {
-			cpu.Close()
 			return nil, fmt.Errorf("SALLYPORT_CPUPROFILE: %w", err)
 		}
 	}
 	return func() {
 		if cpu != nil {
-			pprof.StopCPUProfile()
-			cpu.Close()
+			pprof.StopCPUProfile() // returns once the profile is all in cpu
+			atomicfile.Write(cpuPath, cpu.Bytes(), 0o644)
 		}
 		if memPath != "" {
-			if f, err := os.Create(memPath); err == nil {
-				pprof.Lookup("heap").WriteTo(f, 0)
-				f.Close()
-			}
+			atomicfile.WriteFunc(memPath, 0o644, func(w io.Writer) error {
+				return pprof.Lookup("heap").WriteTo(w, 0)
+			})
 		}
 	}, nil
 }

@@ -7,6 +7,7 @@ package main_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,11 +16,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/childproc"
+	"github.com/sallyport/sallyport/internal/logbuf"
 	"go.uber.org/goleak"
 )
 
@@ -58,120 +60,51 @@ func run(m *testing.M) int {
 	return code
 }
 
-// output is a process's stdout or stderr as it is written; safe for
-// concurrent use.
-type output struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-// count returns how many lines contain s.
-func (o *output) count(s string) int {
-	n := 0
-	for line := range strings.SplitSeq(o.String(), "\n") {
-		if strings.Contains(line, s) {
-			n++
-		}
-	}
-	return n
-}
-
 // proc is one running sallyport process.
 type proc struct {
+	*childproc.Process
 	name   string
-	cmd    *exec.Cmd
-	stdout output
-	stderr output
-	done   chan struct{} // closed once the process has exited and its output is read
-	err    error         // Wait's result; read after done
+	stdout logbuf.Buffer
+	stderr logbuf.Buffer
 }
 
 // start runs the binary with args. The process is killed (SIGKILL, by PID)
 // and waited for when the test ends, whatever the test's outcome.
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	// Should the test binary itself die (a -timeout panic), take the
-	// process along rather than leave it holding ports.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	p := &proc{name: name}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
+	var err error
+	if p.Process, err = childproc.Start(cmd); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
 	t.Cleanup(func() {
-		p.kill()
+		p.Kill()
 		if t.Failed() {
-			t.Logf("%s (pid %d) %s; stderr:\n%s", name, p.pid(), p.state(), p.stderr.String())
+			t.Logf("%s (pid %d) %s; stderr:\n%s", name, p.Pid(), p.State(), p.stderr.String())
 		}
 	})
 	return p
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// kill sends SIGKILL to the process, if it still runs, and waits for it.
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	syscall.Kill(p.pid(), syscall.SIGKILL)
-	<-p.done
-}
-
 // signal sends sig to the process.
 func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := syscall.Kill(p.pid(), sig); err != nil {
+	if err := p.Signal(sig); err != nil {
 		t.Fatalf("send %v to %s: %v", sig, p.name, err)
 	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) state() string {
-	if !p.exited() {
-		return "still running"
-	}
-	return p.cmd.ProcessState.String()
 }
 
 // wait waits for the process to exit and returns its exit code; -1 means
 // it died of a signal.
 func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
+	if err := p.Wait(timeout); errors.Is(err, childproc.ErrStillRunning) {
 		t.Fatalf("%s still running %s after it should have exited; stderr:\n%s", p.name, timeout, p.stderr.String())
 	}
-	return p.cmd.ProcessState.ExitCode()
+	return p.ExitCode()
 }
 
 // waitLog waits until n lines of stderr contain s, failing the test if the
@@ -179,12 +112,12 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 func (p *proc) waitLog(t *testing.T, s string, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for p.stderr.count(s) < n {
-		if p.exited() && p.stderr.count(s) < n {
-			t.Fatalf("%s exited (%s) before logging %q; stderr:\n%s", p.name, p.state(), s, p.stderr.String())
+	for p.stderr.Count(s) < n {
+		if p.Exited() && p.stderr.Count(s) < n {
+			t.Fatalf("%s exited (%s) before logging %q; stderr:\n%s", p.name, p.State(), s, p.stderr.String())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d lines containing %q after %s, want %d; stderr:\n%s", p.name, p.stderr.count(s), s, timeout, n, p.stderr.String())
+			t.Fatalf("%s: %d lines containing %q after %s, want %d; stderr:\n%s", p.name, p.stderr.Count(s), s, timeout, n, p.stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -220,81 +153,6 @@ func freePort(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// echoServer is a TCP echo back-end in the test process, keeping half-close.
-type echoServer struct {
-	l  net.Listener
-	wg sync.WaitGroup
-
-	// mu guards conns.
-	mu    sync.Mutex
-	conns map[net.Conn]bool
-}
-
-// startEcho starts an echo back-end on loopback; it is stopped (listener
-// and every connection closed, goroutines waited for) when the test ends.
-func startEcho(t *testing.T) *echoServer {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &echoServer{l: l, conns: map[net.Conn]bool{}}
-	e.wg.Go(e.serve)
-	t.Cleanup(func() {
-		l.Close()
-		e.mu.Lock()
-		for c := range e.conns {
-			c.Close()
-		}
-		e.mu.Unlock()
-		e.wg.Wait()
-	})
-	return e
-}
-
-func (e *echoServer) addr() string { return e.l.Addr().String() }
-
-func (e *echoServer) serve() {
-	for {
-		c, err := e.l.Accept()
-		if err != nil {
-			return
-		}
-		e.mu.Lock()
-		e.conns[c] = true
-		e.mu.Unlock()
-		e.wg.Go(func() {
-			defer func() {
-				e.mu.Lock()
-				delete(e.conns, c)
-				e.mu.Unlock()
-				c.Close()
-			}()
-			io.Copy(c, c)
-			c.(*net.TCPConn).CloseWrite()
-		})
-	}
-}
-
-// open reports how many back-end connections are open.
-func (e *echoServer) open() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.conns)
-}
-
-// waitOpen waits until n back-end connections are open.
-func (e *echoServer) waitOpen(t *testing.T, n int, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for e.open() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("echo back-end: %d connections open after %s, want %d", e.open(), timeout, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // payload returns n bytes that are not all alike, so that a reordering or

@@ -19,15 +19,15 @@ func TestConnectorOwnsNoListeningSocket(t *testing.T) {
 	s := startSite(t, nil)
 	live := dialClient(t, s.edge.services["echo"])
 	roundTrip(t, live, "a live stream")
-	s.echo.waitOpen(t, 1, 5*time.Second)
+	s.echo.WaitOpen(t, 1, 5*time.Second)
 
-	socks := socketsOf(t, s.conn.pid())
-	tunnelPort, echoPort := portOf(t, s.edge.tunnel), portOf(t, s.echo.addr())
+	socks := socketsOf(t, s.conn.Pid())
+	tunnelPort, echoPort := portOf(t, s.edge.tunnel), portOf(t, s.echo.Addr())
 	toEdge, toBackend := 0, 0
 	for _, k := range socks {
 		switch {
 		case k.listening():
-			t.Errorf("the connector (pid %d) has a listening socket: %s", s.conn.pid(), k)
+			t.Errorf("the connector (pid %d) has a listening socket: %s", s.conn.Pid(), k)
 		case k.proto == "unix":
 			// A connected unix socket (none expected) listens for no one.
 		case k.proto == "tcp" && k.state == tcpEstablished && k.remotePort == tunnelPort:
@@ -44,7 +44,7 @@ func TestConnectorOwnsNoListeningSocket(t *testing.T) {
 
 	// The check can fail: the edge, seen the same way, listens.
 	want := map[int]string{tunnelPort: "tunnel", portOf(t, s.edge.admin): "admin", portOf(t, s.edge.services["echo"]): "echo"}
-	for _, k := range socketsOf(t, s.edge.pid()) {
+	for _, k := range socketsOf(t, s.edge.Pid()) {
 		if k.proto == "tcp" && k.listening() {
 			delete(want, k.localPort)
 		}

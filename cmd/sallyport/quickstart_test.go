@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/testnet"
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
@@ -14,7 +15,7 @@ import (
 // connector, a client through the edge, status.
 func TestQuickStartByFlags(t *testing.T) {
 	dir := t.TempDir()
-	echo := startEcho(t)
+	echo := testnet.Echo(t)
 	edge := startEdge(t, filepath.Join(dir, "edge"), []string{"echo"})
 
 	keyfile := filepath.Join(dir, "site-a.keyfile")
@@ -27,7 +28,7 @@ func TestQuickStartByFlags(t *testing.T) {
 	}
 
 	connData := filepath.Join(dir, "connector")
-	conn := startConnector(t, "--keyfile", keyfile, "--data", connData, "--service", "echo="+echo.addr())
+	conn := startConnector(t, "--keyfile", keyfile, "--data", connData, "--service", "echo="+echo.Addr())
 	st := edge.waitTunnels(t, "echo", 1, 10*time.Second)
 
 	data := payload(48 << 10)
@@ -45,7 +46,7 @@ func TestQuickStartByFlags(t *testing.T) {
 	}
 	// The connector's log accounts for the stream the client rode on.
 	conn.waitLog(t, `msg="stream closed" service=echo`, 1, 5*time.Second)
-	if want := fmt.Sprintf("bytes_in=%d bytes_out=%d", len(data), len(data)); conn.stderr.count(want) != 1 {
+	if want := fmt.Sprintf("bytes_in=%d bytes_out=%d", len(data), len(data)); conn.stderr.Count(want) != 1 {
 		t.Errorf("connector log does not account for the %d bytes each way (%q):\n%s", len(data), want, conn.stderr.String())
 	}
 }

@@ -48,7 +48,7 @@ func TestEdgeKilledDuringTransferThenRestarted(t *testing.T) {
 			t.Fatalf("transfer through the edge: bytes %d..%d differ from what was sent", i, i+len(data))
 		}
 	}
-	s.echo.waitOpen(t, 1, 5*time.Second)
+	s.echo.WaitOpen(t, 1, 5*time.Second)
 
 	s.edge.signal(t, syscall.SIGKILL)
 	if code := s.edge.wait(t, 10*time.Second); code != -1 {
@@ -69,7 +69,7 @@ func TestEdgeKilledDuringTransferThenRestarted(t *testing.T) {
 	}
 	t.Logf("client saw its connection end %s after the kill (read: %v)", time.Since(killed).Round(time.Millisecond), rerr)
 	// The connector drops the dead stream's back-end connection too.
-	s.echo.waitOpen(t, 0, 10*time.Second)
+	s.echo.WaitOpen(t, 0, 10*time.Second)
 	s.conn.waitLog(t, `msg="tunnel down"`, 1, 10*time.Second)
 
 	s.edge.restart(t)
@@ -87,8 +87,8 @@ func TestEdgeKilledDuringTransferThenRestarted(t *testing.T) {
 		t.Errorf("status after the restart lists %+v, want site-a; output:\n%s", st.connectors, st.text)
 	}
 	echoes(t, s.edge.services["echo"], payload(8<<10))
-	if s.conn.exited() {
-		t.Fatalf("the connector exited (%s); it should have reconnected by itself", s.conn.state())
+	if s.conn.Exited() {
+		t.Fatalf("the connector exited (%s); it should have reconnected by itself", s.conn.State())
 	}
 }
 
@@ -119,7 +119,7 @@ func TestConnectorKilledThenRestartedWithoutKeyfile(t *testing.T) {
 	if len(before.connectors) != 1 || len(after.connectors) != 1 || before.connectors[0].id != after.connectors[0].id {
 		t.Errorf("connector before the kill %+v, after the restart %+v: want the same single identity", before.connectors, after.connectors)
 	}
-	if s.conn.stderr.count("connector enrolled") != 0 {
+	if s.conn.stderr.Count("connector enrolled") != 0 {
 		t.Errorf("the restarted connector enrolled again:\n%s", s.conn.stderr.String())
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/testnet"
 )
 
 // edgeProc is a running `sallyport edge` and the addresses it was given.
@@ -57,9 +59,9 @@ func (e *edgeProc) run(t *testing.T) string {
 	args = append(args, e.extra...)
 	e.proc = start(t, "edge", nil, args...)
 	deadline := time.Now().Add(20 * time.Second)
-	for e.stderr.count(`msg="edge started"`) == 0 {
-		if e.exited() {
-			return e.state() + ": " + e.stderr.String()
+	for e.stderr.Count(`msg="edge started"`) == 0 {
+		if e.Exited() {
+			return e.State() + ": " + e.stderr.String()
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("edge has not started after 20s; stderr:\n%s", e.stderr.String())
@@ -148,7 +150,7 @@ func startConnector(t *testing.T, args ...string) *proc {
 type site struct {
 	edge      *edgeProc
 	conn      *proc
-	echo      *echoServer
+	echo      *testnet.Backend
 	connData  string
 	keyfile   string
 	connFlags []string
@@ -159,10 +161,10 @@ type site struct {
 func startSite(t *testing.T, edgeFlags []string, connFlags ...string) *site {
 	t.Helper()
 	dir := t.TempDir()
-	s := &site{echo: startEcho(t), connData: filepath.Join(dir, "connector")}
+	s := &site{echo: testnet.Echo(t), connData: filepath.Join(dir, "connector")}
 	s.edge = startEdge(t, filepath.Join(dir, "edge"), []string{"echo"}, edgeFlags...)
 	s.keyfile = s.edge.keyfile(t, "site-a")
-	s.connFlags = append([]string{"--data", s.connData, "--service", "echo=" + s.echo.addr()}, connFlags...)
+	s.connFlags = append([]string{"--data", s.connData, "--service", "echo=" + s.echo.Addr()}, connFlags...)
 	s.conn = startConnector(t, append([]string{"--keyfile", s.keyfile}, s.connFlags...)...)
 	s.edge.waitTunnels(t, "echo", 1, 10*time.Second)
 	return s

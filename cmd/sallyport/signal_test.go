@@ -32,8 +32,8 @@ func TestEdgeSIGTERMDrainsThenExitsZero(t *testing.T) {
 	}
 	roundTrip(t, live, "during the drain")
 	roundTrip(t, live, "still during the drain")
-	if s.edge.exited() {
-		t.Fatalf("the edge exited (%s) while a client was still connected", s.edge.state())
+	if s.edge.Exited() {
+		t.Fatalf("the edge exited (%s) while a client was still connected", s.edge.State())
 	}
 	live.Close()
 	closed := time.Now()
@@ -41,13 +41,13 @@ func TestEdgeSIGTERMDrainsThenExitsZero(t *testing.T) {
 		t.Fatalf("edge exit code %d after SIGTERM, want 0; stderr:\n%s", code, s.edge.stderr.String())
 	}
 	t.Logf("edge exited %s after its last client closed", time.Since(closed).Round(time.Millisecond))
-	if s.edge.stderr.count("drain timeout") != 0 {
+	if s.edge.stderr.Count("drain timeout") != 0 {
 		t.Errorf("the edge waited out its drain timeout instead of ending when the client did:\n%s", s.edge.stderr.String())
 	}
 	// The connector outlives its edge and keeps trying.
 	s.conn.waitLog(t, `msg="tunnel down"`, 1, 10*time.Second)
-	if s.conn.exited() {
-		t.Fatalf("the connector exited with the edge: %s", s.conn.state())
+	if s.conn.Exited() {
+		t.Fatalf("the connector exited with the edge: %s", s.conn.State())
 	}
 }
 
@@ -64,14 +64,14 @@ func TestConnectorSIGTERMDrainsThenExitsZero(t *testing.T) {
 		t.Error("a new client was carried by the draining connector")
 	}
 	roundTrip(t, live, "during the drain")
-	if s.conn.exited() {
-		t.Fatalf("the connector exited (%s) while a stream was live", s.conn.state())
+	if s.conn.Exited() {
+		t.Fatalf("the connector exited (%s) while a stream was live", s.conn.State())
 	}
 	live.Close()
 	if code := s.conn.wait(t, 8*time.Second); code != 0 {
 		t.Fatalf("connector exit code %d after SIGTERM, want 0; stderr:\n%s", code, s.conn.stderr.String())
 	}
-	if s.conn.stderr.count(`msg="connector stopped"`) != 1 {
+	if s.conn.stderr.Count(`msg="connector stopped"`) != 1 {
 		t.Errorf("the connector did not log that it stopped:\n%s", s.conn.stderr.String())
 	}
 	s.edge.waitTunnels(t, "echo", 0, 10*time.Second)

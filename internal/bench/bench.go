@@ -185,8 +185,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // connection still carries a byte.
 func measureIdle(ctx context.Context, o Options, ph phases, rep *Report, sp *sallyport, groups int) error {
 	time.Sleep(ph.settle)
-	edgeIdle, err1 := rss(sp.edge.pid())
-	connIdle, err2 := rss(sp.connector.pid())
+	edgeIdle, err1 := rss(sp.edge.Pid())
+	connIdle, err2 := rss(sp.connector.Pid())
 	if err := firstErr(err1, err2); err != nil {
 		return err
 	}
@@ -203,8 +203,8 @@ func measureIdle(ctx context.Context, o Options, ph phases, rep *Report, sp *sal
 			return firstErr(sp.alive(), err)
 		}
 		time.Sleep(ph.settle)
-		e, err1 := rss(sp.edge.pid())
-		c, err2 := rss(sp.connector.pid())
+		e, err1 := rss(sp.edge.Pid())
+		c, err2 := rss(sp.connector.Pid())
 		carried := checkIdle(conns)
 		closeAll(conns)
 		if err := firstErr(err1, err2); err != nil {

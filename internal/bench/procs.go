@@ -12,17 +12,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/childproc"
 )
 
-// proc is one sallyport process the benchmark started: the edge or the
-// connector. Its output goes to a log file in the run's directory.
+// proc is one process the benchmark started: the edge, the connector or
+// the idle connections' back-end. Its output goes to a log file in the
+// run's directory.
 type proc struct {
+	*childproc.Process
 	name string
-	cmd  *exec.Cmd
 	log  string
-	done chan struct{}
 	// gentle: stop with SIGTERM before SIGKILL.
 	gentle bool
 }
@@ -43,55 +44,29 @@ func startProcEnv(exe, dir, name string, env []string, args ...string) (*proc, e
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
+	// The child writes the log through its own descriptor; ours is not
+	// needed once it has started.
+	defer f.Close()
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = childAttr()
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	if err := cmd.Start(); err != nil {
-		f.Close()
+	cp, err := childproc.Start(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", name, exe, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{}), gentle: env != nil}
-	go func() {
-		cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	return p, nil
+	return &proc{Process: cp, name: name, log: logPath, gentle: env != nil}, nil
 }
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 // stop kills the process by its PID and waits for it. A gentle process
 // gets SIGTERM and up to 10 s to exit first.
 func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
 	if p.gentle {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-			return
-		case <-time.After(10 * time.Second):
-		}
+		p.Stop(10 * time.Second)
+		return
 	}
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	p.Kill()
 }
 
 // tail returns the end of the process's log, for error messages.
@@ -113,7 +88,7 @@ func startEchoProc(exe, dir string, addrs []string) (*proc, []string, error) {
 		return nil, nil, err
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && !p.exited() {
+	for time.Now().Before(deadline) && !p.Exited() {
 		b, _ := os.ReadFile(p.log)
 		if line, _, ok := strings.Cut(string(b), "\n"); ok {
 			if bound, ok := strings.CutPrefix(line, "listening "); ok {
@@ -279,7 +254,7 @@ func (s *sallyport) createToken(ctx context.Context, edgeData, keyfile string) e
 		if err == nil {
 			return nil
 		}
-		if s.edge.exited() {
+		if s.edge.Exited() {
 			return fmt.Errorf("the edge exited during start-up; its log:\n%s", s.edge.tail())
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -295,7 +270,7 @@ func (s *sallyport) waitReady(ctx context.Context, addr string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	var last error
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if s.connector.exited() {
+		if s.connector.Exited() {
 			return fmt.Errorf("the connector exited during start-up; its log:\n%s", s.connector.tail())
 		}
 		if last = roundTrip(addr); last == nil {
@@ -326,23 +301,23 @@ func roundTrip(addr string) error {
 }
 
 // pids returns the edge's and the connector's process ids.
-func (s *sallyport) pids() (edge, connector int) { return s.edge.pid(), s.connector.pid() }
+func (s *sallyport) pids() (edge, connector int) { return s.edge.Pid(), s.connector.Pid() }
 
 // cpu returns the CPU seconds used by edge and connector together.
 func (s *sallyport) cpu() (float64, error) {
-	a, err := cpuSeconds(s.edge.pid())
+	a, err := cpuSeconds(s.edge.Pid())
 	if err != nil {
 		return 0, err
 	}
-	b, err := cpuSeconds(s.connector.pid())
+	b, err := cpuSeconds(s.connector.Pid())
 	return a + b, err
 }
 
 // alive returns an error naming a process that has died.
 func (s *sallyport) alive() error {
 	for _, p := range []*proc{s.edge, s.connector} {
-		if p != nil && p.exited() {
-			return fmt.Errorf("the %s (pid %d) exited during the run; its log:\n%s", p.name, p.pid(), p.tail())
+		if p != nil && p.Exited() {
+			return fmt.Errorf("the %s (pid %d) exited during the run; its log:\n%s", p.name, p.Pid(), p.tail())
 		}
 	}
 	return nil

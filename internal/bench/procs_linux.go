@@ -2,12 +2,6 @@ package bench
 
 import "syscall"
 
-// childAttr makes a child die with the benchmark (SIGKILL), should the
-// benchmark die without its cleanup running.
-func childAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}
-
 // bindNoPort lets a socket bound to a source address take its port at
 // connect time (IP_BIND_ADDRESS_NO_PORT): a port bound without it is
 // reserved for every destination, and 20,000 of them would leave the

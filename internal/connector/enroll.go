@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -27,11 +28,7 @@ const edgesFile = "edges.json"
 // and saves the certificate it gets. Network failures are retried with
 // backoff until ctx ends; a refusal or a pin mismatch is returned at once.
 func (c *Connector) enroll(ctx context.Context, kf enroll.Keyfile) (identity, error) {
-	key, err := pki.NewKey()
-	if err != nil {
-		return identity{}, err
-	}
-	csr, err := pki.NewCSR(key, kf.Name)
+	key, csr, err := pki.NewKeyAndCSR(kf.Name)
 	if err != nil {
 		return identity{}, err
 	}
@@ -119,7 +116,7 @@ func (c *Connector) saveIdentity(resp wire.EnrollResponse, ca *x509.Certificate,
 
 func saveEdges(dir string, edges []string) error {
 	b, _ := json.Marshal(edges)
-	if err := os.WriteFile(filepath.Join(dir, edgesFile), b, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, edgesFile), b, 0o600); err != nil {
 		return fmt.Errorf("save edge addresses: %w", err)
 	}
 	return nil

@@ -8,14 +8,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/sallyport/sallyport/internal/wire"
-
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/wire"
 )
 
 const (
@@ -298,35 +297,13 @@ func fieldTypeError(key string, err error) error {
 
 // WriteKeyfile encodes kf and writes it to path with mode 0600, replacing
 // any file there at once (never leaving half a keyfile).
-func WriteKeyfile(path string, kf Keyfile) (err error) {
+func WriteKeyfile(path string, kf Keyfile) error {
 	data, err := kf.Encode()
 	if err != nil {
 		return fmt.Errorf("write keyfile %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write keyfile %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	// CreateTemp makes the file with mode 0600, the mode we want.
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write keyfile %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write keyfile %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write keyfile %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write keyfile %s: %w", path, err)
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
+		return fmt.Errorf("write keyfile: %w", err)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -37,6 +38,71 @@ func (s *Stack) Curl(timeout time.Duration, url string, extra ...string) (Downlo
 	out := f.Name()
 	f.Close()
 	defer os.Remove(out)
+	return s.curl(out, timeout, url, extra...)
+}
+
+// Transfer is a curl running in the background (see StartCurl).
+type Transfer struct {
+	out  string
+	done chan struct{}
+	d    Download
+	err  error // set before done is closed
+}
+
+// StartCurl is Curl in the background, for a test that needs a transfer
+// in flight: Received tells how far it has come, Wait how it ended. The
+// test's cleanup waits for it.
+func (s *Stack) StartCurl(t testing.TB, timeout time.Duration, url string, extra ...string) *Transfer {
+	t.Helper()
+	f, err := os.CreateTemp(s.scratch, "curl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	tr := &Transfer{out: f.Name(), done: make(chan struct{})}
+	go func() {
+		defer close(tr.done)
+		tr.d, tr.err = s.curl(tr.out, timeout, url, extra...)
+	}()
+	t.Cleanup(func() { <-tr.done; os.Remove(tr.out) })
+	return tr
+}
+
+// Received returns how many bytes curl has written so far.
+func (tr *Transfer) Received() int64 {
+	fi, err := os.Stat(tr.out)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// WaitReceived waits until curl has received at least n bytes, failing t
+// if it ends first or timeout passes.
+func (tr *Transfer) WaitReceived(t testing.TB, n int64, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for tr.Received() < n {
+		select {
+		case <-tr.done:
+			t.Fatalf("the transfer ended after %d bytes, before %d arrived: exit %d: %s (%v)", tr.Received(), n, tr.d.ExitCode, tr.d.Stderr, tr.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the transfer received %d bytes in %s, want %d", tr.Received(), timeout, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Wait waits for curl to end and returns what it fetched.
+func (tr *Transfer) Wait() (Download, error) {
+	<-tr.done
+	return tr.d, tr.err
+}
+
+// curl runs curl in outside, writing what it fetches to out.
+func (s *Stack) curl(out string, timeout time.Duration, url string, extra ...string) (Download, error) {
 	args := append([]string{"curl", "-sS", "--max-time", strconv.Itoa(int(timeout.Seconds())), "-o", out}, extra...)
 	args = append(args, url)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)
@@ -45,7 +111,7 @@ func (s *Stack) Curl(timeout time.Duration, url string, extra ...string) (Downlo
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	start := time.Now()
-	err = cmd.Run()
+	err := cmd.Run()
 	d := Download{Stderr: strings.TrimSpace(stderr.String()), Took: time.Since(start)}
 	var ee *exec.ExitError
 	switch {

@@ -16,23 +16,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/logbuf"
 	"github.com/sallyport/sallyport/internal/netns"
 )
 
-// slowDownload starts a download of /huge.bin at 2 MB/s (16 s in all) and
-// returns a function that waits for its result.
+// slowDownload starts a download of /huge.bin at 2 MB/s (16 s in all),
+// waits until it is in flight (its first MiB has arrived) and returns a
+// function that waits for its result.
 func slowDownload(t *testing.T, s *netns.Stack) func() netns.Download {
 	t.Helper()
-	var d netns.Download
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		d, err = s.Curl(60*time.Second, netns.WebURL("/huge.bin"), "--limit-rate", "2M")
-	}()
-	t.Cleanup(func() { <-done })
+	tr := s.StartCurl(t, 60*time.Second, netns.WebURL("/huge.bin"), "--limit-rate", "2M")
+	// In flight: the first MiB has come through edge and tunnel.
+	tr.WaitReceived(t, 1<<20, 15*time.Second)
 	return func() netns.Download {
-		<-done
+		d, err := tr.Wait()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +52,7 @@ func checkClients(t *testing.T, s *netns.Stack, when string) {
 }
 
 // connectorIDs returns the connector ids in the edge's "tunnel up" lines.
-func connectorIDs(l *netns.Log) []string {
+func connectorIDs(l *logbuf.Buffer) []string {
 	var ids []string
 	for _, line := range l.Lines("connector tunnel up") {
 		for _, f := range strings.Fields(line) {
@@ -74,10 +71,10 @@ func TestEdgeKilled(t *testing.T) {
 	s := newStack(t)
 	ups := s.Connector.Log.Count("tunnel up")
 	wait := slowDownload(t, s)
-	time.Sleep(1500 * time.Millisecond)
 
 	s.Edge.Kill()
 	killed := time.Now()
+	mark := s.Connector.Log.Mark()
 	s.Connector.Log.WaitFor(t, 10*time.Second, 1, "tunnel down")
 	t.Logf("the connector saw its tunnel go down %s after the kill", time.Since(killed).Round(time.Millisecond))
 	d := wait()
@@ -86,7 +83,9 @@ func TestEdgeKilled(t *testing.T) {
 	}
 	t.Logf("LOST: the download in flight, cut after %d of %d bytes (curl exit %d: %s)", d.Bytes, s.HTTP.HugeSize, d.ExitCode, d.Stderr)
 
-	time.Sleep(time.Second) // the edge stays dead a while: the connector backs off
+	// The edge stays dead until the connector has failed to redial twice:
+	// it is then in its backoff.
+	s.Connector.Log.WaitForSince(t, mark, netns.BackoffMax+10*time.Second, 2, "tunnel dial failed")
 	s.RestartEdge(t)
 	ready := time.Now()
 	s.Connector.Log.WaitFor(t, netns.BackoffMax+10*time.Second, ups+1, "tunnel up")
@@ -111,7 +110,6 @@ func TestLinkSilentlyDropped(t *testing.T) {
 	ups := s.Connector.Log.Count("tunnel up")
 	edgeUps := s.Edge.Log.Count("connector tunnel up")
 	wait := slowDownload(t, s)
-	time.Sleep(1500 * time.Millisecond)
 
 	s.Topo.CutTrustedLink(t)
 	cut := time.Now()
@@ -154,7 +152,6 @@ func TestConnectorKilled(t *testing.T) {
 	s := newStack(t)
 	downs := s.Edge.Log.Count("connector tunnel down")
 	wait := slowDownload(t, s)
-	time.Sleep(1500 * time.Millisecond)
 
 	s.Connector.Kill()
 	killed := time.Now()
@@ -222,9 +219,9 @@ func TestBackendRefuses(t *testing.T) {
 	if err != nil || n != 0 {
 		t.Errorf("a client of a refusing back-end read %d bytes and %v; want a clean end of stream", n, err)
 	}
-	s.Edge.Log.WaitFor(t, 5*time.Second, 1, "client refused by connector", netns.Field("client", local))
-	if n := s.Edge.Log.Count(netns.Field("client", local)); n != 1 {
-		t.Errorf("the edge logged %d lines for one refused client; want 1:\n%s", n, strings.Join(s.Edge.Log.Lines(netns.Field("client", local)), "\n"))
+	s.Edge.Log.WaitFor(t, 5*time.Second, 1, "client refused by connector", logbuf.Field("client", local))
+	if n := s.Edge.Log.Count(logbuf.Field("client", local)); n != 1 {
+		t.Errorf("the edge logged %d lines for one refused client; want 1:\n%s", n, strings.Join(s.Edge.Log.Lines(logbuf.Field("client", local)), "\n"))
 	}
 	// The connector's log arrives through a pipe of its own: wait for it.
 	s.Connector.Log.WaitFor(t, 5*time.Second, 2, "back-end unreachable")
@@ -235,8 +232,7 @@ func TestBackendRefuses(t *testing.T) {
 
 	// A real back-end that dies: redis-server is killed, its clients get a
 	// clean close, and it is served again once it is back.
-	s.Redis.Kill()
-	s.Redis.Wait(5 * time.Second)
+	s.Redis.Kill() // returns once it has ended
 	out, err := s.RedisCLI("PING")
 	if err == nil && out == "PONG" {
 		t.Errorf("redis-cli got PONG from a killed redis-server")

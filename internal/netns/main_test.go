@@ -49,6 +49,10 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "netns tests: build the sallyport binary:", err)
 			return 1
 		}
+	} else if netns.Required() {
+		fmt.Fprintln(os.Stderr, "FAIL: CI=true, so the network-namespace tests of internal/netns must run, "+
+			"but they cannot: "+suite.skip)
+		return 1
 	} else {
 		fmt.Fprintln(os.Stderr, "NOT RUN: the network-namespace tests of internal/netns need "+
 			"root, iproute2, nftables and the packages in .ci/packages.txt: "+suite.skip)
@@ -63,17 +67,11 @@ func run(m *testing.M) int {
 	return code
 }
 
-// newStack builds a whole deployment for t, or skips t loudly.
+// newStack builds a whole deployment for t, or skips t loudly (fails it
+// under CI=true).
 func newStack(t *testing.T) *netns.Stack {
 	t.Helper()
-	if suite.skip != "" {
-		if os.Getenv("CI") != "" && os.Geteuid() == 0 {
-			// CI runs as root and installs .ci/packages.txt: a missing
-			// tool there is a broken install step, not a reason to skip.
-			t.Fatal("CI, as root, cannot run the network-namespace tests: " + suite.skip)
-		}
-		t.Skip("NOT RUN: needs root, ip/nft and the back-end packages: " + suite.skip)
-	}
+	netns.SkipIfMissing(t, suite.skip)
 	s := netns.NewStack(t, suite.bin)
 	t.Cleanup(func() { checkNoRace(t, s) })
 	return s

@@ -39,11 +39,7 @@ func (s *Stack) EnrollProbe(t testing.TB, name string) *Probe {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, name)
+	key, csr, err := pki.NewKeyAndCSR(name)
 	if err != nil {
 		t.Fatal(err)
 	}

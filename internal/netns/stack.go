@@ -72,9 +72,7 @@ type Stack struct {
 // bin is the sallyport binary to run.
 func NewStack(t testing.TB, bin string) *Stack {
 	t.Helper()
-	if why := Missing(BackendTools...); why != "" {
-		t.Skip("NOT RUN: the network-namespace tests need root, iproute2, nftables and the back-end packages: " + why)
-	}
+	SkipIfMissing(t, Missing(BackendTools...))
 	s := &Stack{Topo: New(t), Bin: bin, scratch: t.TempDir()}
 	s.Topo.Fence(t, TunnelPort, PublicPorts)
 	tr := s.Topo.Trusted
@@ -155,9 +153,7 @@ func (s *Stack) CreateKeyfile(t testing.TB, name string) []byte {
 // old process has ended, and waits until it is serving.
 func (s *Stack) RestartEdge(t testing.TB) {
 	t.Helper()
-	if err := s.Edge.Wait(5 * time.Second); stillRunning(err) {
-		t.Fatal(err)
-	}
+	s.Edge.waitEnded(t)
 	s.Edge = s.startEdge(t)
 }
 
@@ -165,9 +161,7 @@ func (s *Stack) RestartEdge(t testing.TB) {
 // without the keyfile: it must come back with the identity it enrolled.
 func (s *Stack) RestartConnector(t testing.TB) {
 	t.Helper()
-	if err := s.Connector.Wait(5 * time.Second); stillRunning(err) {
-		t.Fatal(err)
-	}
+	s.Connector.waitEnded(t)
 	s.Connector = s.startConnector(t)
 }
 

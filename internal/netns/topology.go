@@ -87,6 +87,28 @@ func Missing(extra ...string) string {
 	return strings.Join(why, "; ")
 }
 
+// Required reports whether the namespace tests must run here: the
+// environment variable CI is true (CI=true, as CI services set it). A CI
+// run that cannot build the namespaces must fail, never skip: a skipped
+// suite would pass the firewall promise unchecked.
+func Required() bool {
+	ci, err := strconv.ParseBool(os.Getenv("CI"))
+	return err == nil && ci
+}
+
+// SkipIfMissing skips t, loudly, when why (from Missing) is not empty, or
+// fails it when Required: what is missing is named either way.
+func SkipIfMissing(t testing.TB, why string) {
+	t.Helper()
+	if why == "" {
+		return
+	}
+	if Required() {
+		t.Fatal("CI=true, so the network-namespace tests must run, but they cannot: " + why)
+	}
+	t.Skip("NOT RUN: the network-namespace tests need root, iproute2, nftables and the packages in .ci/packages.txt: " + why)
+}
+
 // Topology is the three hosts of one test. Its methods may be called from
 // several goroutines; each namespace is removed by the test's cleanup.
 type Topology struct {
@@ -95,12 +117,11 @@ type Topology struct {
 
 // New creates the three namespaces, their links, addresses and routes, and
 // registers their removal (every process in them killed by pid first) with
-// t.Cleanup. It skips the test, loudly, when Missing reports a reason.
+// t.Cleanup. When Missing reports a reason it skips the test, loudly, or
+// fails it when Required.
 func New(t testing.TB) *Topology {
 	t.Helper()
-	if why := Missing(); why != "" {
-		t.Skip("NOT RUN: the network-namespace tests need root, iproute2 and nftables: " + why)
-	}
+	SkipIfMissing(t, Missing())
 	RemoveStale(t)
 	id := make([]byte, 3)
 	rand.Read(id)

@@ -34,6 +34,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
 // File names inside the edge's data directory.
@@ -161,10 +163,10 @@ func createCA(dir, certPath, keyPath string, now time.Time) (*CA, error) {
 	}
 	// Key first: a crash between the two writes leaves a key without a
 	// certificate, which LoadOrCreateCA reports instead of overwriting.
-	if err := writeFileAtomic(keyPath, keyPEM, keyMode); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, keyMode); err != nil {
 		return nil, fmt.Errorf("create edge CA: %w", err)
 	}
-	if err := writeFileAtomic(certPath, encodeCert(der), certMode); err != nil {
+	if err := atomicfile.Write(certPath, encodeCert(der), certMode); err != nil {
 		return nil, fmt.Errorf("create edge CA: %w", err)
 	}
 	return &CA{cert: cert, key: key}, nil
@@ -247,6 +249,20 @@ func NewKey() (*ecdsa.PrivateKey, error) {
 		return nil, fmt.Errorf("generate ECDSA P-256 key: %w", err)
 	}
 	return key, nil
+}
+
+// NewKeyAndCSR makes a connector's half of enrollment: a new key (NewKey)
+// and a certificate request for it (NewCSR).
+func NewKeyAndCSR(name string) (*ecdsa.PrivateKey, []byte, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := NewCSR(key, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, csr, nil
 }
 
 // NewCSR returns a DER PKCS #10 certificate request for key, with name as

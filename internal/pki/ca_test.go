@@ -2,6 +2,7 @@ package pki_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/pki/pkitest"
 )
 
 func checkMode(t *testing.T, path string, want fs.FileMode) {
@@ -315,18 +317,8 @@ func TestIdentity(t *testing.T) {
 		t.Fatalf("LoadIdentity of an empty dir = %v, want ErrNoIdentity", err)
 	}
 
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, "site-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, id, err := e.ca.SignConnector(csr, "site-a", time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, id := pkitest.Connector(t, e.ca, "site-a", time.Hour)
+	der, key := cert.Certificate[0], cert.PrivateKey.(*ecdsa.PrivateKey)
 
 	otherKey, err := pki.NewKey()
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 )
 
 const (
@@ -88,43 +87,6 @@ func readKeyFile(path string) (*ecdsa.PrivateKey, error) {
 func keyMatchesCert(key *ecdsa.PrivateKey, cert *x509.Certificate) bool {
 	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
 	return ok && key.PublicKey.Equal(pub)
-}
-
-// writeFileAtomic writes data to path with mode perm so that a reader sees
-// either the old file or the whole new one: it writes a temporary file in
-// the same directory, syncs it and renames it over path.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	// CreateTemp makes the file 0600; set the wanted mode before any byte
-	// is written so a key is never readable by others, even briefly.
-	if err := f.Chmod(perm); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 // fileExists reports whether path exists; an error other than "does not

@@ -14,7 +14,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/pki/pkitest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -34,29 +36,8 @@ func transports() []transport {
 			return s, c
 		}},
 		{"tcp", func(t *testing.T) (net.Conn, net.Conn) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			type accepted struct {
-				c   net.Conn
-				err error
-			}
-			ch := make(chan accepted, 1)
-			go func() {
-				c, err := ln.Accept()
-				ch <- accepted{c, err}
-			}()
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			a := <-ch
-			if a.err != nil {
-				t.Fatal(a.err)
-			}
-			return a.c, c
+			c, s := loopback.Pair(t)
+			return s, c
 		}},
 	}
 }
@@ -133,23 +114,7 @@ func newEdge(t *testing.T) edge {
 // connector certificate, and returns it with its id.
 func enrollConnector(t *testing.T, ca *pki.CA, name string) (tls.Certificate, string) {
 	t.Helper()
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, id, err := ca.SignConnector(csr, name, time.Now(), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, id
+	return pkitest.Connector(t, ca, name, 24*time.Hour)
 }
 
 func TestMutualTLS(t *testing.T) {

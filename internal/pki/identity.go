@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
 // File names of a connector's identity inside its data directory.
@@ -47,13 +49,13 @@ func SaveIdentity(dir string, certDER []byte, key *ecdsa.PrivateKey, caCert *x50
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return fmt.Errorf("save connector identity: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, ConnectorCAFile), encodeCert(caCert.Raw), certMode); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, ConnectorCAFile), encodeCert(caCert.Raw), certMode); err != nil {
 		return fmt.Errorf("save connector identity: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, ConnectorKeyFile), keyPEM, keyMode); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, ConnectorKeyFile), keyPEM, keyMode); err != nil {
 		return fmt.Errorf("save connector identity: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, ConnectorCertFile), encodeCert(certDER), certMode); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, ConnectorCertFile), encodeCert(certDER), certMode); err != nil {
 		return fmt.Errorf("save connector identity: %w", err)
 	}
 	return nil

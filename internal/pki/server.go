@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
 // File names of the edge's own server certificate inside its data directory.
@@ -113,10 +115,10 @@ func issueServerCert(certPath, keyPath string, ca *CA, dnsNames []string, ips []
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("issue edge server certificate: %w", err)
 	}
-	if err := writeFileAtomic(keyPath, keyPEM, keyMode); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, keyMode); err != nil {
 		return tls.Certificate{}, fmt.Errorf("issue edge server certificate: %w", err)
 	}
-	if err := writeFileAtomic(certPath, encodeCert(der), certMode); err != nil {
+	if err := atomicfile.Write(certPath, encodeCert(der), certMode); err != nil {
 		return tls.Certificate{}, fmt.Errorf("issue edge server certificate: %w", err)
 	}
 	return tls.Certificate{

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/sallyport/sallyport/internal/logbuf"
 )
 
 // TestReopen: the edge restarts on the same data directory and finds its
@@ -276,29 +277,11 @@ func BenchmarkConsumeToken(b *testing.B) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's logging goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestServerLogsStayQuiet: the embedded server's start-up chatter reaches the
 // edge's log at debug level only.
 func TestServerLogsStayQuiet(t *testing.T) {
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
-		var out syncBuffer
+		var out logbuf.Buffer
 		log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: level}))
 		s, err := Open(t.Context(), Options{Dir: t.TempDir(), Logger: log})
 		if err != nil {

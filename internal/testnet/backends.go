@@ -2,19 +2,24 @@ package testnet
 
 import (
 	"crypto/sha256"
-	"errors"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
-// Backend is a real TCP back-end on loopback, run by the test.
+// Backend is a real TCP back-end on loopback, run by the test. Its
+// methods are safe for concurrent use.
 type Backend struct {
 	l        net.Listener
 	accepted atomic.Int64
 	wg       sync.WaitGroup
+
+	// mu guards conns, the connections open now.
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
 }
 
 // Addr is the back-end's address.
@@ -23,49 +28,65 @@ func (b *Backend) Addr() string { return b.l.Addr().String() }
 // Accepted is how many connections the back-end has accepted.
 func (b *Backend) Accepted() int64 { return b.accepted.Load() }
 
+// Open is how many of its connections are open now: accepted, and not
+// yet closed by its handler's end.
+func (b *Backend) Open() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.conns)
+}
+
+// WaitOpen waits until exactly n connections are open, or fails the test
+// after timeout.
+func (b *Backend) WaitOpen(t testing.TB, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for b.Open() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("back-end: %d connections open after %s, want %d", b.Open(), timeout, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Serve starts a back-end that runs handle for each connection; the
-// connection is closed when handle returns. It stops when the test ends.
+// connection is closed when handle returns. It stops when the test ends:
+// listener and connections closed, handlers waited for.
 func Serve(t testing.TB, handle func(*net.TCPConn)) *Backend {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Backend{l: l}
-	var mu sync.Mutex
-	conns := map[net.Conn]struct{}{}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	b := &Backend{l: l, conns: map[net.Conn]struct{}{}}
+	b.wg.Go(func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
 			b.accepted.Add(1)
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
+			b.mu.Lock()
+			b.conns[c] = struct{}{}
+			b.mu.Unlock()
+			b.wg.Go(func() {
 				defer func() {
-					mu.Lock()
-					delete(conns, c)
-					mu.Unlock()
+					b.mu.Lock()
+					delete(b.conns, c)
+					b.mu.Unlock()
 					c.Close()
 				}()
 				handle(c.(*net.TCPConn))
-			}()
+			})
 		}
-	}()
+	})
 	t.Cleanup(func() {
 		l.Close()
-		mu.Lock()
-		for c := range conns {
+		b.mu.Lock()
+		for c := range b.conns {
 			c.Close()
 		}
-		mu.Unlock()
+		b.mu.Unlock()
 		b.wg.Wait()
 	})
 	return b
@@ -104,108 +125,4 @@ func Refusing(t testing.TB) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
-}
-
-// Relay is a TCP relay between a connector and an edge that the test can
-// freeze: a frozen relay keeps its connections open but forwards nothing,
-// as a dead link or a vanished peer does (no FIN, no RST).
-type Relay struct {
-	l      net.Listener
-	target string
-	frozen atomic.Bool
-	wg     sync.WaitGroup
-
-	// mu guards conns.
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-// StartRelay relays connections on a new loopback port to target.
-func StartRelay(t testing.TB, target string) *Relay {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &Relay{l: l, target: target}
-	r.wg.Add(1)
-	go r.accept()
-	t.Cleanup(r.Close)
-	return r
-}
-
-// Addr is the relay's address.
-func (r *Relay) Addr() string { return r.l.Addr().String() }
-
-// Freeze stops forwarding on every connection, open and future ones.
-// Thaw lets new connections through again; frozen ones stay frozen.
-func (r *Relay) Freeze() { r.frozen.Store(true) }
-
-// Thaw lets new connections forward again.
-func (r *Relay) Thaw() {
-	r.mu.Lock()
-	r.frozen.Store(false)
-	r.mu.Unlock()
-}
-
-// Close stops the relay and closes its connections.
-func (r *Relay) Close() {
-	r.l.Close()
-	r.mu.Lock()
-	for _, c := range r.conns {
-		c.Close()
-	}
-	r.mu.Unlock()
-	r.wg.Wait()
-}
-
-func (r *Relay) accept() {
-	defer r.wg.Done()
-	for {
-		c, err := r.l.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", r.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		frozen := &atomic.Bool{}
-		r.mu.Lock()
-		r.conns = append(r.conns, c, up)
-		if r.frozen.Load() {
-			frozen.Store(true)
-		}
-		r.mu.Unlock()
-		r.wg.Add(2)
-		go r.forward(up, c, frozen)
-		go r.forward(c, up, frozen)
-	}
-}
-
-// forward copies src to dst until either closes or the relay freezes;
-// once frozen it reads and drops bytes, so the sender sees no error.
-func (r *Relay) forward(dst, src net.Conn, frozen *atomic.Bool) {
-	defer r.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if r.frozen.Load() {
-			frozen.Store(true)
-		}
-		if n > 0 && !frozen.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) && !frozen.Load() {
-				if tc, ok := dst.(*net.TCPConn); ok {
-					tc.CloseWrite()
-				}
-			}
-			return
-		}
-	}
 }

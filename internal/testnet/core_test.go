@@ -156,8 +156,8 @@ func TestRefusingBackendClosesCleanlyAndOthersWork(t *testing.T) {
 	if err != nil || len(b) != 0 {
 		t.Fatalf("client of a refusing back-end: read %q, %v; want a clean close", b, err)
 	}
-	c.Logs.WaitFor(t, "back-end unreachable", 5*time.Second)
-	e.Logs.WaitFor(t, "client refused by connector", 5*time.Second)
+	c.Logs.WaitFor(t, 5*time.Second, 1, "back-end unreachable")
+	e.Logs.WaitFor(t, 5*time.Second, 1, "client refused by connector")
 	if got := roundTrip(t, e.Dial(t, "echo"), []byte("still here")); string(got) != "still here" {
 		t.Fatalf("echo after a refused stream: %q", got)
 	}
@@ -175,7 +175,7 @@ func TestServiceWithoutConnectorClosesAtOnce(t *testing.T) {
 			t.Fatalf("after sending %q: read %q, %v; want a clean close", send, b, err)
 		}
 	}
-	e.Logs.WaitFor(t, "no connector offers the service", 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, "no connector offers the service")
 }
 
 // A connection that rests longer than a copier lingers holds no goroutine

@@ -82,8 +82,15 @@ func TestEnrollmentRefusals(t *testing.T) {
 	})
 	t.Run("expired token", func(t *testing.T) {
 		short := e.Keyfile(t, "site-b", 100*time.Millisecond)
-		time.Sleep(300 * time.Millisecond)
-		err := enrollFails(t, short)
+		kf, err := enroll.ReadKeyfile(short)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Until the expiry the keyfile states has passed.
+		for !kf.Expired(time.Now()) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		err = enrollFails(t, short)
 		wantRefusal(t, err, wire.CodeTokenExpired, "expired at")
 	})
 	t.Run("wrong pin", func(t *testing.T) {

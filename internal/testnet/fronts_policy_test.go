@@ -74,7 +74,7 @@ func TestPolicy(t *testing.T) {
 	}
 	first.Close()
 	// The slot comes back once the first connection is over.
-	e.Logs.WaitFor(t, `msg="client connection closed" role=edge via=tcp service=limited`, 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, `msg="client connection closed" role=edge via=tcp service=limited`)
 	if !echoes(dialTCP(t, e.ServiceAddr("limited").String())) {
 		t.Error("tcp limited: the slot did not come back after the first client left")
 	}
@@ -128,6 +128,6 @@ func TestPolicy(t *testing.T) {
 		}
 		t.Errorf("socks5 ratey: %v, want refused by ruleset", err)
 	}
-	e.Logs.WaitFor(t, "client refused: service ratey is taking new connections too fast", 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, "client refused: service ratey is taking new connections too fast")
 	e.wantRefusals(t, map[string]int64{"address_denied": 4, "max_connections": 2, "rate_limited": 3})
 }

@@ -3,6 +3,8 @@ package testnet_test
 import (
 	"bufio"
 	"crypto/sha256"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -111,7 +113,7 @@ func TestSOCKS5(t *testing.T) {
 		c.Close()
 		t.Error("SOCKS5 without credentials got through a listener with users")
 	}
-	e.Logs.WaitFor(t, `client refused: SOCKS authentication failed for user \"mallory\"`, 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, `client refused: SOCKS authentication failed for user \"mallory\"`)
 	e.wantRefusals(t, map[string]int64{"unknown_service": 3, "no_connector": 1, "address_denied": 1, "socks_auth": 3, "connector": 1})
 }
 
@@ -134,6 +136,18 @@ func proxyBackend(t *testing.T) string {
 			wg.Go(func() {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(5 * time.Second))
+				// Read the client's one byte before answering: closing
+				// with it unread would make the kernel send a reset,
+				// which can overtake the answer and discard it.
+				first := make([]byte, 1)
+				if _, err := io.ReadFull(c, first); err != nil {
+					c.Write([]byte("no client byte after the header: " + err.Error() + "\n"))
+					return
+				}
+				if first[0] != 'x' {
+					c.Write([]byte(fmt.Sprintf("first client byte %q, want 'x'\n", first)))
+					return
+				}
 				c.Write([]byte(c.RemoteAddr().String() + "\n"))
 			})
 		}

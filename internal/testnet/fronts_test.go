@@ -28,19 +28,20 @@ import (
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/connector"
 	"github.com/sallyport/sallyport/internal/edge"
+	"github.com/sallyport/sallyport/internal/logbuf"
 	"github.com/sallyport/sallyport/internal/testnet"
 )
 
 // frontEdge is a running edge configured with shared listeners.
 type frontEdge struct {
 	*edge.Edge
-	Logs *testnet.Logs
+	Logs *logbuf.Buffer
 	// Stop stops the edge (drain, then close) and returns Run's error; it
 	// is idempotent and runs when the test ends.
 	Stop func() error
 }
 
-func testLogger(logs *testnet.Logs, role string) *slog.Logger {
+func testLogger(logs *logbuf.Buffer, role string) *slog.Logger {
 	w := io.Writer(logs)
 	if os.Getenv("SALLYPORT_TEST_LOG") != "" {
 		w = io.MultiWriter(logs, os.Stderr)
@@ -65,7 +66,7 @@ func startFrontEdge(t *testing.T, listeners []config.Listener, services map[stri
 		Listeners:    listeners,
 		Services:     services,
 	}
-	logs := &testnet.Logs{}
+	logs := &logbuf.Buffer{}
 	e, err := edge.New(cfg, testLogger(logs, "edge"))
 	if err != nil {
 		t.Fatalf("edge.New: %v", err)
@@ -128,7 +129,7 @@ func (e *frontEdge) connect(t *testing.T, backends map[string]string, proxy map[
 		s.ProxyProtocol = v
 		cfg.Services[name] = s
 	}
-	logs := &testnet.Logs{}
+	logs := &logbuf.Buffer{}
 	c, err := connector.New(cfg, testLogger(logs, "connector"))
 	if err != nil {
 		t.Fatalf("connector.New: %v", err)
@@ -404,7 +405,7 @@ func TestHTTPListenerRefusesOtherProtocols(t *testing.T) {
 			t.Errorf("after %q: read %q, %v; want the connection closed without an answer", first, got, err)
 		}
 	}
-	e.Logs.WaitFor(t, "client refused: not an HTTP request", 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, "client refused: not an HTTP request")
 	e.wantRefusals(t, map[string]int64{"not_http": 3})
 }
 
@@ -448,14 +449,14 @@ func TestHTTPS(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	e.Logs.WaitFor(t, "https certificate reloaded", time.Second)
+	e.Logs.WaitFor(t, time.Second, 1, "https certificate reloaded")
 
 	// Plain HTTP on the https port is refused.
 	out, _ = curl(t, "-H", "Host: web.test", "http://"+addr+"/")
 	if strings.Contains(out, "XFProto") {
 		t.Errorf("plain HTTP reached the back-end through the https listener: %s", out)
 	}
-	e.Logs.WaitFor(t, "client refused: not a TLS handshake", 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, "client refused: not a TLS handshake")
 	e.wantRefusals(t, map[string]int64{"not_tls": 1})
 }
 
@@ -514,6 +515,6 @@ func TestHTTPSClientCertificates(t *testing.T) {
 		resp.Body.Close()
 		t.Errorf("listener client_ca let a stranger's certificate in: %s", resp.Status)
 	}
-	e.Logs.WaitFor(t, "the https listener needs a client certificate from its CA", 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, "the https listener needs a client certificate from its CA")
 	e.wantRefusals(t, map[string]int64{"client_cert": 3})
 }

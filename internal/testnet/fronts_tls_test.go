@@ -86,7 +86,7 @@ func TestTLSPassthroughRoutesBySNI(t *testing.T) {
 		t.Errorf("plain HTTP on the tls listener: got %q, %v; want a close", b, err)
 	}
 	raw.Close()
-	e.Logs.WaitFor(t, "client refused: not a TLS ClientHello", 5*time.Second)
-	e.Logs.WaitFor(t, `client refused: no service is published at TLS server name \"nowhere.test\"`, 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, "client refused: not a TLS ClientHello")
+	e.Logs.WaitFor(t, 5*time.Second, 1, `client refused: no service is published at TLS server name \"nowhere.test\"`)
 	e.wantRefusals(t, map[string]int64{"unrouted_sni": 1, "no_sni": 1, "no_connector": 1, "address_denied": 1, "not_tls": 1})
 }

@@ -190,7 +190,7 @@ func TestFrontsDrain(t *testing.T) {
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- e.Stop() }()
-	e.Logs.WaitFor(t, "edge stopping", 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, "edge stopping")
 	idle.SetReadDeadline(time.Now().Add(time.Second)) // well before the 2s drain timeout
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Errorf("idle keep-alive connection during the drain: %v, want it closed (EOF)", err)
@@ -204,7 +204,7 @@ func TestFrontsDrain(t *testing.T) {
 	if _, _, err := ws.Read(ctx); err == nil {
 		t.Error("the WebSocket is still open after the edge stopped")
 	}
-	e.Logs.WaitFor(t, "drain timeout: closing client connections still open", time.Second)
+	e.Logs.WaitFor(t, time.Second, 1, "drain timeout: closing client connections still open")
 }
 
 // wsPage is the page the browser test loads: it sends bytes to the echo

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/testnet"
 	"github.com/sallyport/sallyport/internal/wire"
 )
@@ -50,7 +51,7 @@ func TestConnectorRefusesWhatItDoesNotOffer(t *testing.T) {
 	if n := echo.Accepted(); n != 0 {
 		t.Fatalf("the back-end was dialed %d times for refused names", n)
 	}
-	c.Logs.WaitFor(t, "service not offered by this connector", 5*time.Second)
+	c.Logs.WaitFor(t, 5*time.Second, 1, "service not offered by this connector")
 
 	// The service it does offer works through the same tunnel.
 	st, err := sess.Open(wire.StreamOpen{Service: "echo", Client: "198.18.0.9:4001"})
@@ -81,7 +82,7 @@ func TestVersionMismatchIsClearOnBothSides(t *testing.T) {
 	if !errors.As(err, &ve) || ve.Remote != wire.Version {
 		t.Fatalf("the newer connector reads %v; want a version error naming version %d", err, wire.Version)
 	}
-	e.Logs.WaitFor(t, "speaks another protocol version", 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, "speaks another protocol version")
 
 	// This connector meets an edge from the future.
 	rogue := testnet.StartRogueEdge(t)
@@ -92,7 +93,7 @@ func TestVersionMismatchIsClearOnBothSides(t *testing.T) {
 	})
 	tc := rogue.AcceptTLS(t)
 	wire.WritePreamble(tc, wire.Version+1)
-	c.Logs.WaitFor(t, "protocol version mismatch: peer speaks version 2, this build speaks version 1", 10*time.Second)
+	c.Logs.WaitFor(t, 10*time.Second, 1, "protocol version mismatch: peer speaks version 2, this build speaks version 1")
 }
 
 func TestEdgeRestartConnectorReconnects(t *testing.T) {
@@ -106,7 +107,7 @@ func TestEdgeRestartConnectorReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The connector notices and keeps trying while the edge is away.
-	c.Logs.WaitFor(t, "tunnel dial failed", 10*time.Second)
+	c.Logs.WaitFor(t, 10*time.Second, 1, "tunnel dial failed")
 
 	e2 := testnet.StartEdge(t, testnet.EdgeOptions{DataDir: e.Cfg.DataDir, TunnelListen: tunnelAddr, Expose: map[string]string{"echo": echoAddr}})
 	e2.WaitRoutes(t, "echo", 1, 10*time.Second)
@@ -118,7 +119,7 @@ func TestEdgeRestartConnectorReconnects(t *testing.T) {
 func TestSilentTunnelIsDetectedAndReplaced(t *testing.T) {
 	echo := testnet.Echo(t)
 	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
-	relay := testnet.StartRelay(t, e.TunnelAddr().String())
+	relay := loopback.StartRelay(t, e.TunnelAddr().String())
 	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{
 		Edges: []string{relay.Addr()}, Services: map[string]string{"echo": echo.Addr()},
 		KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: time.Second,
@@ -204,7 +205,7 @@ func TestGracefulStopDrainsLiveConnections(t *testing.T) {
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- e.Stop() }()
-	e.Logs.WaitFor(t, "edge stopping", 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, "edge stopping")
 	if _, err := net.DialTimeout("tcp", e.ServiceAddr("echo").String(), time.Second); err == nil {
 		t.Error("a new client was accepted while the edge drains")
 	}
@@ -260,7 +261,7 @@ func TestConnectorStopDrainsAndEdgeStopsRouting(t *testing.T) {
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- c.Stop() }()
-	c.Logs.WaitFor(t, "connector stopping", 5*time.Second)
+	c.Logs.WaitFor(t, 5*time.Second, 1, "connector stopping")
 
 	// A new client is turned away (the connector drains), and the edge
 	// then stops routing to it.
@@ -269,7 +270,7 @@ func TestConnectorStopDrainsAndEdgeStopsRouting(t *testing.T) {
 	if b, err := io.ReadAll(late); err != nil || len(b) != 0 {
 		t.Fatalf("client during the connector's drain: %q, %v; want a clean close", b, err)
 	}
-	e.Logs.WaitFor(t, "connector draining", 5*time.Second)
+	e.Logs.WaitFor(t, 5*time.Second, 1, "connector draining")
 
 	if got := roundTrip(t, live, []byte("during drain")); string(got) != "during drain" {
 		t.Fatalf("live connection during the connector's drain: %q", got)
@@ -362,5 +363,5 @@ func TestDrainTimeoutEndsAHalfClosedExchange(t *testing.T) {
 	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("client read %v after the drain timeout, want a reset", err)
 	}
-	e.Logs.WaitFor(t, "drain timeout", time.Second)
+	e.Logs.WaitFor(t, time.Second, 1, "drain timeout")
 }

@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"net"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/pki/pkitest"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
 )
@@ -25,12 +27,8 @@ type RogueEdge struct {
 // StartRogueEdge makes a CA and a server certificate and listens on loopback.
 func StartRogueEdge(t testing.TB) *RogueEdge {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := pki.LoadOrCreateCA(dir, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pki.LoadOrCreateServerCert(dir, ca, []string{"127.0.0.1"}, time.Now())
+	ca := pkitest.NewCA(t)
+	cert, err := pki.LoadOrCreateServerCert(t.TempDir(), ca, []string{"127.0.0.1"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,19 +47,8 @@ func (r *RogueEdge) Addr() string { return r.l.Addr().String() }
 // dataDir, as a real enrollment would have.
 func (r *RogueEdge) Enroll(t testing.TB, dataDir, name string) {
 	t.Helper()
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _, err := r.CA.SignConnector(csr, name, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.SaveIdentity(filepath.Clean(dataDir), der, key, r.CA.Certificate()); err != nil {
+	cert, _ := pkitest.Connector(t, r.CA, name, time.Hour)
+	if err := pki.SaveIdentity(filepath.Clean(dataDir), cert.Certificate[0], cert.PrivateKey.(*ecdsa.PrivateKey), r.CA.Certificate()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -10,14 +10,12 @@
 package testnet
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,52 +24,10 @@ import (
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/connector"
 	"github.com/sallyport/sallyport/internal/edge"
+	"github.com/sallyport/sallyport/internal/logbuf"
 )
 
-// Logs collects a role's log lines, for tests that assert what an operator
-// would read. It is safe for concurrent use.
-type Logs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *Logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// String returns everything logged so far.
-func (l *Logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// Count returns how many lines contain s.
-func (l *Logs) Count(s string) int {
-	n := 0
-	for _, line := range strings.Split(l.String(), "\n") {
-		if strings.Contains(line, s) {
-			n++
-		}
-	}
-	return n
-}
-
-// WaitFor waits until a log line contains s, or fails the test after timeout.
-func (l *Logs) WaitFor(t testing.TB, s string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for l.Count(s) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line containing %q within %s; logs:\n%s", s, timeout, l.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func newLogger(t testing.TB, role string, logs *Logs) *slog.Logger {
+func newLogger(t testing.TB, role string, logs *logbuf.Buffer) *slog.Logger {
 	w := io.Writer(logs)
 	if os.Getenv("SALLYPORT_TEST_LOG") != "" {
 		w = io.MultiWriter(logs, os.Stderr)
@@ -99,7 +55,7 @@ type EdgeOptions struct {
 type Edge struct {
 	*edge.Edge
 	Cfg  config.Edge
-	Logs *Logs
+	Logs *logbuf.Buffer
 
 	cancel context.CancelFunc
 	done   chan error
@@ -129,7 +85,7 @@ func StartEdge(t testing.TB, o EdgeOptions) *Edge {
 	for name, addr := range o.Expose {
 		cfg.Services[name] = config.EdgeService{Listen: or(addr, "127.0.0.1:0")}
 	}
-	logs := &Logs{}
+	logs := &logbuf.Buffer{}
 	e, err := edge.New(cfg, newLogger(t, "edge", logs))
 	if err != nil {
 		t.Fatalf("edge.New: %v", err)
@@ -251,7 +207,7 @@ type ConnectorOptions struct {
 type Connector struct {
 	*connector.Connector
 	Cfg  config.Connector
-	Logs *Logs
+	Logs *logbuf.Buffer
 
 	cancel context.CancelFunc
 	done   chan error
@@ -290,7 +246,7 @@ func ConnectorConfig(t testing.TB, keyfile string, o ConnectorOptions) config.Co
 func StartConnector(t testing.TB, keyfile string, o ConnectorOptions) *Connector {
 	t.Helper()
 	cfg := ConnectorConfig(t, keyfile, o)
-	logs := &Logs{}
+	logs := &logbuf.Buffer{}
 	c, err := connector.New(cfg, newLogger(t, "connector", logs))
 	if err != nil {
 		t.Fatalf("connector.New: %v", err)

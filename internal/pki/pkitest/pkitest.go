@@ -1,0 +1,48 @@
+// Package pkitest issues sallyport certificates for tests, as the edge's
+// CA does at enrollment but without one: for a rogue edge that a
+// connector should trust, an impostor signed by another CA, or a handshake
+// test.
+//
+//	ca := pkitest.NewCA(t)
+//	cert, id := pkitest.Connector(t, ca, "site-a", time.Hour)
+package pkitest
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/pki"
+)
+
+// NewCA creates a CA in a temporary directory of t.
+func NewCA(t testing.TB) *pki.CA {
+	t.Helper()
+	ca, err := pki.LoadOrCreateCA(t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// Connector makes a connector key and has ca certify it for name, valid
+// for ttl from now, the way enrollment does (pki.NewKeyAndCSR,
+// CA.SignConnector). It returns the certificate with its key and parsed
+// Leaf, and the connector id.
+func Connector(t testing.TB, ca *pki.CA, name string, ttl time.Duration) (tls.Certificate, string) {
+	t.Helper()
+	key, csr, err := pki.NewKeyAndCSR(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, id, err := ca.SignConnector(csr, name, time.Now(), ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, id
+}
