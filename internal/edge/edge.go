@@ -27,6 +27,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/admission"
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/ingress"
 	"github.com/sallyport/sallyport/internal/pki"
@@ -191,7 +192,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		return err
 	}
 	e.adminAddr = al.Addr()
-	if err := os.WriteFile(filepath.Join(dir, AdminAddrFile), []byte(al.Addr().String()+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, AdminAddrFile), []byte(al.Addr().String()+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", AdminAddrFile, err)
 	}
 
@@ -296,7 +297,7 @@ func loadOrCreate(path, what string, gen func() string) (string, error) {
 		return "", fmt.Errorf("read %s: %w", what, err)
 	}
 	v := gen()
-	if err := os.WriteFile(path, []byte(v+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(v+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write %s: %w", what, err)
 	}
 	return v, nil

@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,30 +9,13 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/logbuf"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // closedUnheard reports whether the edge closed c without a word: its
 // read ends (EOF or reset) within a bound that only a failure reaches.
@@ -57,7 +39,7 @@ func heard(c net.Conn) bool {
 // beyond that the edge closes new ones at once, and frees places as the
 // silent ones go.
 func TestTunnelPortBoundsConnectionsInTheirOpening(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	cfg := config.Edge{
 		DataDir: filepath.Join(t.TempDir(), "edge"),
 		Tunnel:  config.EdgeTunnel{Listen: "127.0.0.1:0"},

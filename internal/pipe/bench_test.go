@@ -4,6 +4,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pipe"
 )
 
@@ -11,8 +12,8 @@ import (
 // connection to another, one way, in 64 KiB writes.
 func BenchmarkJoinTCP(b *testing.B) {
 	const chunk = 64 << 10
-	peerA, a := tcpPair(b)
-	c, peerB := tcpPair(b)
+	peerA, a := loopback.Pair(b)
+	c, peerB := loopback.Pair(b)
 	res := make(chan pipe.Result, 1)
 	go func() { res <- pipe.Join(a, c) }()
 	read := make(chan int64, 1)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pipe"
 )
 
@@ -103,7 +104,7 @@ func startedWithMailbox(t *testing.T) (m *mailbox, fromM net.Conn, peerTCP *net.
 	t.Helper()
 	mc, fromM := memPair(t)
 	m = &mailbox{Conn: mc}
-	peerTCP, c := tcpPair(t)
+	peerTCP, c := loopback.Pair(t)
 	res = make(chan pipe.Result, 2)
 	x = pipe.StartLingering(time.Millisecond, m, c, func(r pipe.Result) { res <- r })
 	return m, fromM, peerTCP, x, res

@@ -12,38 +12,11 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pipe"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// tcpPair returns the two ends of a real loopback TCP connection.
-func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			c = nil
-		}
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
 
 // memPair returns the two ends of a net.Pipe, which has no CloseWrite.
 func memPair(t testing.TB) (net.Conn, net.Conn) {
@@ -73,7 +46,7 @@ func joined(t testing.TB, pair func(testing.TB) (net.Conn, net.Conn)) (peerA, pe
 	return peerA, peerB, ch
 }
 
-func tcp(t testing.TB) (net.Conn, net.Conn) { c, s := tcpPair(t); return c, s }
+func tcp(t testing.TB) (net.Conn, net.Conn) { c, s := loopback.Pair(t); return c, s }
 
 func wait(t *testing.T, res <-chan pipe.Result) pipe.Result {
 	t.Helper()

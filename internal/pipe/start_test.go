@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pipe"
 )
 
@@ -19,7 +20,7 @@ import (
 // from TCP can rest: a net.Pipe cannot say when it is readable.
 func started(t *testing.T, linger time.Duration) (peerTCP *net.TCPConn, peerMem net.Conn, x *pipe.Exchange, res chan pipe.Result) {
 	t.Helper()
-	peerTCP, a := tcpPair(t)
+	peerTCP, a := loopback.Pair(t)
 	b, peerMem := memPair(t)
 	res = make(chan pipe.Result, 2)
 	if linger == 0 {

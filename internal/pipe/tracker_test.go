@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pipe"
 )
 
@@ -30,7 +31,7 @@ func TestTrackerWaitReturnsZeroWhenAllFinish(t *testing.T) {
 	var peers []net.Conn
 	var handlers []<-chan struct{}
 	for range 3 {
-		peer, c := tcpPair(t)
+		peer, c := loopback.Pair(t)
 		peers = append(peers, peer)
 		handlers = append(handlers, serve(&tr, c))
 	}
@@ -55,13 +56,13 @@ func TestTrackerWaitReturnsZeroWhenAllFinish(t *testing.T) {
 func TestTrackerWaitClosesWhatIsLeft(t *testing.T) {
 	for _, left := range []int{1, 3} {
 		var tr pipe.Tracker
-		finished, c := tcpPair(t)
+		finished, c := loopback.Pair(t)
 		finishedDone := serve(&tr, c)
 		finished.Close()
 
 		var stuck []net.Conn
 		for range left {
-			peer, c := tcpPair(t)
+			peer, c := loopback.Pair(t)
 			stuck = append(stuck, peer)
 			serve(&tr, c)
 		}
@@ -125,8 +126,8 @@ func TestTrackerZeroValueWaitsForNothing(t *testing.T) {
 // the tracked connection (its peer half-closed; the other side is silent).
 func TestTrackerWaitAbortsAttachedExchanges(t *testing.T) {
 	var tr pipe.Tracker
-	client, tracked := tcpPair(t)
-	other, silent := tcpPair(t)
+	client, tracked := loopback.Pair(t)
+	other, silent := loopback.Pair(t)
 	tr.Add(tracked)
 	x := pipe.Start(tracked, other, func(pipe.Result) { tr.Done(tracked) })
 	tr.Attach(tracked, x)

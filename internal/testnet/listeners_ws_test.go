@@ -22,12 +22,12 @@ import (
 // answer WebSockets on edge.test and 127.0.0.1, with services echo (a TCP
 // echo), web (an HTTP back-end on web.test), down (a connector whose
 // back-end refuses), gone (no connector) and closed (denied to loopback).
-func wsEdge(t *testing.T) (*frontEdge, *certs) {
+func wsEdge(t *testing.T) (*listenerEdge, *certs) {
 	t.Helper()
 	cs := newCerts(t, "test web CA")
 	files, _, _ := cs.issue(t, "edge", false, "edge.test")
 	hosts := []string{"edge.test", "127.0.0.1"}
-	e := startFrontEdge(t, []config.Listener{
+	e := startListenerEdge(t, []config.Listener{
 		{Kind: config.KindHTTP, EdgeHosts: hosts, WSOrigins: []string{"127.0.0.1:*"}},
 		{Kind: config.KindHTTPS, EdgeHosts: hosts, Certificates: []config.CertificateFiles{files}},
 	}, map[string]config.EdgeService{

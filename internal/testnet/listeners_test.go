@@ -32,8 +32,8 @@ import (
 	"github.com/sallyport/sallyport/internal/testnet"
 )
 
-// frontEdge is a running edge configured with shared listeners.
-type frontEdge struct {
+// listenerEdge is a running edge configured with shared listeners.
+type listenerEdge struct {
 	*edge.Edge
 	Logs *logbuf.Buffer
 	// Stop stops the edge (drain, then close) and returns Run's error; it
@@ -49,9 +49,9 @@ func testLogger(logs *logbuf.Buffer, role string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})).With("role", role)
 }
 
-// startFrontEdge starts an edge with listeners and services on loopback
+// startListenerEdge starts an edge with listeners and services on loopback
 // and stops it when the test ends.
-func startFrontEdge(t *testing.T, listeners []config.Listener, services map[string]config.EdgeService) *frontEdge {
+func startListenerEdge(t *testing.T, listeners []config.Listener, services map[string]config.EdgeService) *listenerEdge {
 	t.Helper()
 	for i := range listeners {
 		if listeners[i].Listen == "" {
@@ -93,14 +93,14 @@ func startFrontEdge(t *testing.T, listeners []config.Listener, services map[stri
 	case <-time.After(20 * time.Second):
 		t.Fatal("edge did not start within 20s")
 	}
-	return &frontEdge{Edge: e, Logs: logs, Stop: stop}
+	return &listenerEdge{Edge: e, Logs: logs, Stop: stop}
 }
 
 // addr is the address of listener i.
-func (e *frontEdge) addr(i int) string { return e.ListenerAddr(i).String() }
+func (e *listenerEdge) addr(i int) string { return e.ListenerAddr(i).String() }
 
 // keyfile writes an enrollment keyfile for a new connector.
-func (e *frontEdge) keyfile(t *testing.T) string {
+func (e *listenerEdge) keyfile(t *testing.T) string {
 	t.Helper()
 	token, err := e.AdminToken()
 	if err != nil {
@@ -121,7 +121,7 @@ func (e *frontEdge) keyfile(t *testing.T) string {
 // connect starts a connector offering backends (service → address, with
 // the PROXY protocol version of proxy[service], if any) and waits until
 // the edge routes every service.
-func (e *frontEdge) connect(t *testing.T, backends map[string]string, proxy map[string]string) {
+func (e *listenerEdge) connect(t *testing.T, backends map[string]string, proxy map[string]string) {
 	t.Helper()
 	cfg := testnet.ConnectorConfig(t, e.keyfile(t), testnet.ConnectorOptions{Services: backends})
 	for name, v := range proxy {
@@ -143,7 +143,7 @@ func (e *frontEdge) connect(t *testing.T, backends map[string]string, proxy map[
 	}
 }
 
-func (e *frontEdge) waitRoutes(t *testing.T, service string, n int) {
+func (e *listenerEdge) waitRoutes(t *testing.T, service string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -160,7 +160,7 @@ func (e *frontEdge) waitRoutes(t *testing.T, service string, n int) {
 }
 
 // refusals returns the edge's refusal counts, as the admin API shows them.
-func (e *frontEdge) refusals(t *testing.T) map[string]int64 {
+func (e *listenerEdge) refusals(t *testing.T) map[string]int64 {
 	t.Helper()
 	token, _ := e.AdminToken()
 	st, err := (&admin.Client{Addr: e.AdminAddr().String(), Token: token}).Status(context.Background())
@@ -172,7 +172,7 @@ func (e *frontEdge) refusals(t *testing.T) map[string]int64 {
 
 // wantRefusals fails the test unless the edge counts exactly want within
 // 5s (a client may see its refusal before the edge has counted it).
-func (e *frontEdge) wantRefusals(t *testing.T, want map[string]int64) {
+func (e *listenerEdge) wantRefusals(t *testing.T, want map[string]int64) {
 	t.Helper()
 	same := func(got map[string]int64) bool {
 		if len(got) != len(want) {
@@ -301,7 +301,7 @@ func curl(t *testing.T, args ...string) (string, error) {
 func TestHTTPRoutesByHost(t *testing.T) {
 	backend := httpBackend(t)
 	no := false
-	e := startFrontEdge(t, []config.Listener{{Kind: config.KindHTTP}, {Kind: config.KindHTTP, ForwardedHeaders: &no}},
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindHTTP}, {Kind: config.KindHTTP, ForwardedHeaders: &no}},
 		map[string]config.EdgeService{
 			"web":     {Hosts: []string{"web.test"}},
 			"apps":    {Hosts: []string{"*.apps.test"}},
@@ -369,7 +369,7 @@ func TestHTTPRoutesByHost(t *testing.T) {
 
 func TestHTTPPassesWebSocketUpgrades(t *testing.T) {
 	backend := httpBackend(t)
-	e := startFrontEdge(t, []config.Listener{{Kind: config.KindHTTP}}, map[string]config.EdgeService{"web": {Hosts: []string{"web.test"}}})
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindHTTP}}, map[string]config.EdgeService{"web": {Hosts: []string{"web.test"}}})
 	e.connect(t, map[string]string{"web": backend}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -392,7 +392,7 @@ func TestHTTPPassesWebSocketUpgrades(t *testing.T) {
 }
 
 func TestHTTPListenerRefusesOtherProtocols(t *testing.T) {
-	e := startFrontEdge(t, []config.Listener{{Kind: config.KindHTTP}}, map[string]config.EdgeService{"web": {Hosts: []string{"web.test"}}})
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindHTTP}}, map[string]config.EdgeService{"web": {Hosts: []string{"web.test"}}})
 	for _, first := range []string{"SSH-2.0-OpenSSH_9.2\r\n", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "get / HTTP/1.1\r\n\r\n"} {
 		c, err := net.Dial("tcp", e.addr(0))
 		if err != nil {
@@ -414,7 +414,7 @@ func TestHTTPS(t *testing.T) {
 	cs := newCerts(t, "test web CA")
 	webFiles, webSerial, _ := cs.issue(t, "web", false, "web.test")
 	otherFiles, otherSerial, _ := cs.issue(t, "other", false, "other.test", "*.apps.test")
-	e := startFrontEdge(t, []config.Listener{{Kind: config.KindHTTPS, Certificates: []config.CertificateFiles{webFiles, otherFiles}}},
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindHTTPS, Certificates: []config.CertificateFiles{webFiles, otherFiles}}},
 		map[string]config.EdgeService{"web": {Hosts: []string{"web.test"}}, "apps": {Hosts: []string{"*.apps.test"}}})
 	e.connect(t, map[string]string{"web": backend, "apps": backend}, nil)
 	addr := e.addr(0)
@@ -468,7 +468,7 @@ func TestHTTPSClientCertificates(t *testing.T) {
 	webFiles, _, _ := cs.issue(t, "web", false, "web.test", "console.test")
 	_, _, alice := staff.issue(t, "alice", true, "alice")
 	_, _, mallory := strangers.issue(t, "mallory", true, "mallory")
-	e := startFrontEdge(t, []config.Listener{
+	e := startListenerEdge(t, []config.Listener{
 		{Kind: config.KindHTTPS, Certificates: []config.CertificateFiles{webFiles}},
 		{Kind: config.KindHTTPS, Certificates: []config.CertificateFiles{webFiles}, ClientCA: staff.caFile},
 	}, map[string]config.EdgeService{

@@ -46,7 +46,7 @@ func tlsDialErr(addr, serverName string) string {
 func TestTLSPassthroughRoutesBySNI(t *testing.T) {
 	cs := newCerts(t, "back-end CA")
 	backend := tlsBackend(t, cs, "mqtt.test", "*.mqtt.test")
-	e := startFrontEdge(t, []config.Listener{{Kind: config.KindTLS}}, map[string]config.EdgeService{
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindTLS}}, map[string]config.EdgeService{
 		"mqtt":   {SNI: []string{"mqtt.test", "*.mqtt.test"}},
 		"gone":   {SNI: []string{"gone.test"}},
 		"closed": {SNI: []string{"closed.test"}, Policy: config.Policy{Deny: []string{"127.0.0.0/8"}}},

@@ -20,7 +20,7 @@ func TestPolicy(t *testing.T) {
 	echo := testnet.Echo(t)
 	web := httpBackend(t)
 	hour := time.Hour
-	e := startFrontEdge(t, []config.Listener{
+	e := startListenerEdge(t, []config.Listener{
 		{Kind: config.KindHTTP, EdgeHosts: []string{"edge.test"}},
 		{Kind: config.KindSOCKS5},
 	}, map[string]config.EdgeService{

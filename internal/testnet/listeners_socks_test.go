@@ -24,7 +24,7 @@ func TestSOCKS5(t *testing.T) {
 	web := httpBackend(t)
 	pwFile := filepath.Join(t.TempDir(), "alice.password")
 	os.WriteFile(pwFile, []byte("s3cret\n"), 0o600)
-	e := startFrontEdge(t, []config.Listener{
+	e := startListenerEdge(t, []config.Listener{
 		{Kind: config.KindSOCKS5},
 		{Kind: config.KindSOCKS5, Users: []config.SOCKSUser{{Name: "alice", PasswordFile: pwFile}}},
 	}, map[string]config.EdgeService{
@@ -159,7 +159,7 @@ func proxyBackend(t *testing.T) string {
 func TestProxyProtocol(t *testing.T) {
 	pp := proxyBackend(t)
 	echo := testnet.Echo(t)
-	e := startFrontEdge(t, nil, map[string]config.EdgeService{
+	e := startListenerEdge(t, nil, map[string]config.EdgeService{
 		"pp1": {Listen: "127.0.0.1:0"}, "pp2": {Listen: "127.0.0.1:0"}, "off": {Listen: "127.0.0.1:0"},
 	})
 	e.connect(t, map[string]string{"pp1": pp, "pp2": pp, "off": echo.Addr()}, map[string]string{"pp1": config.ProxyV1, "pp2": config.ProxyV2})
