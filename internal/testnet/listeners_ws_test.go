@@ -159,11 +159,11 @@ func TestWebSocketToTCPService(t *testing.T) {
 	e.wantRefusals(t, map[string]int64{"unknown_service": 1, "no_connector": 1, "address_denied": 1, "connector": 1})
 }
 
-// TestFrontsDrain stops an edge with a WebSocket stream and an idle
+// TestListenersDrain stops an edge with a WebSocket stream and an idle
 // keep-alive HTTP connection open: the idle connection is closed at once,
 // the live stream runs until the drain timeout, then everything is closed
 // and nothing is left running.
-func TestFrontsDrain(t *testing.T) {
+func TestListenersDrain(t *testing.T) {
 	e, _ := wsEdge(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
