@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-func TestFrontsProblems(t *testing.T) {
+func TestListenersProblems(t *testing.T) {
 	const head = "data_dir: /d\n"
 	tests := []edgeErrorCase{
 		{
@@ -133,7 +133,7 @@ func TestFrontsProblems(t *testing.T) {
 	checkEdgeErrors(t, tests)
 }
 
-func TestFrontsAccepted(t *testing.T) {
+func TestListenersAccepted(t *testing.T) {
 	doc := "data_dir: /d\nlisteners:\n  - kind: socks5\n    listen: 127.0.0.1:0\n  - kind: http\n    listen: :0\n    edge_hosts: ['*.edge.example.com']\n" +
 		"    forwarded_headers: false\n  - kind: https\n    listen: :0\n    edge_hosts: ['*.edge.example.com']\n    certificates: [{cert: c, key: k}]\n" +
 		"services:\n  a: {}\n  b:\n    hosts: [b.example.com, '*.b.example.com']\n"
