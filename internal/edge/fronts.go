@@ -214,7 +214,7 @@ func (e *Edge) reachAddress(address string, c client) (*streamConn, *refusedErro
 			st.Close()
 			continue
 		}
-		service := st.Answer().Reason
+		service := st.Answer().Service
 		release, ref := e.admit(service, c)
 		if ref != nil {
 			st.Close()

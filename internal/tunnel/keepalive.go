@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/wire"
 )
 
 // Liveness: each side writes a ping on the control stream every
@@ -88,7 +90,7 @@ func (s *Session) pinger() {
 		case <-s.done:
 			return
 		case <-s.pingNow:
-			s.writeControl(ctrlPing, 0)
+			s.writeControl(wire.Control{Type: wire.ControlPing})
 		}
 	}
 }

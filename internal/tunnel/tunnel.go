@@ -361,31 +361,21 @@ func (s *Session) rejectStreams() {
 	}
 }
 
-// Control messages: one type byte and a big-endian stream id.
-const (
-	ctrlReset = 1 // the stream is aborted
-	ctrlPing  = 2 // keepalive; the id is zero and ignored
-	// ctrlGoodbye: the sender is closing the session on purpose, and every
-	// stream it had is finished or reset (resets go first on this stream).
-	ctrlGoodbye = 3
-	ctrlSize    = 5
-)
-
 // sendReset tells the peer that stream id is aborted.
 func (s *Session) sendReset(id uint32) {
-	if err := s.writeControl(ctrlReset, id); err != nil {
+	if err := s.writeControl(wire.Control{Type: wire.ControlReset, Stream: id}); err != nil {
 		// A control stream that cannot take five bytes means a broken
 		// session: end it rather than leave the peer's stream hanging.
 		s.Close()
 	}
 }
 
-// writeControl writes one control message.
-func (s *Session) writeControl(typ byte, id uint32) error {
-	b := [ctrlSize]byte{typ, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+// writeControl writes one control frame.
+func (s *Session) writeControl(c wire.Control) error {
+	var b [wire.ControlSize]byte
 	s.ctrlMu.Lock()
 	defer s.ctrlMu.Unlock()
-	_, err := s.ctrl.Write(b[:])
+	_, err := s.ctrl.Write(wire.AppendControl(b[:0], c))
 	return err
 }
 
@@ -418,44 +408,44 @@ func (s *Session) drain(ms *yamux.Stream) {
 	}
 }
 
-// readControl reads control messages until the session ends. A message
-// it does not understand ends the session: the peer is broken.
+// readControl reads control frames until the session ends. A frame it
+// does not understand ends the session: the peer is broken.
 func (s *Session) readControl() {
 	defer s.wg.Done()
 	defer close(s.ctrlDone)
-	var b [ctrlSize]byte
 	for {
-		if _, err := io.ReadFull(s.ctrl, b[:]); err != nil {
+		c, err := wire.ReadControl(s.ctrl)
+		if err != nil {
 			s.Close()
 			return
 		}
-		switch b[0] {
-		case ctrlPing:
-			continue // its arrival was the point
-		case ctrlGoodbye:
+		switch c.Type {
+		case wire.ControlPing:
+			// Its arrival was the point.
+		case wire.ControlGoodbye:
 			s.goodbye.Store(true)
-			continue
-		case ctrlReset:
-		default:
-			s.Close()
-			return
+		case wire.ControlReset:
+			s.resetByPeer(c.Stream)
 		}
-		id := uint32(b[1])<<24 | uint32(b[2])<<16 | uint32(b[3])<<8 | uint32(b[4])
-		s.mu.Lock()
-		st, ms := s.streams[id], s.draining[id]
-		// A stream the peer (a yamux server: even ids) opened that Accept
-		// has not returned yet starts out reset.
-		if st == nil && ms == nil && s.accepts && id%2 == 0 && id > s.accepted && len(s.early) < acceptBacklog {
-			s.early[id] = true
-		}
-		s.mu.Unlock()
-		if st != nil {
-			st.resetByPeer()
-		}
-		if ms != nil {
-			// Both sides reset the stream: neither waits for the other.
-			ms.Close()
-		}
+	}
+}
+
+// resetByPeer handles the peer's reset of stream id.
+func (s *Session) resetByPeer(id uint32) {
+	s.mu.Lock()
+	st, ms := s.streams[id], s.draining[id]
+	// A stream the peer (a yamux server: even ids) opened that Accept
+	// has not returned yet starts out reset.
+	if st == nil && ms == nil && s.accepts && id%2 == 0 && id > s.accepted && len(s.early) < acceptBacklog {
+		s.early[id] = true
+	}
+	s.mu.Unlock()
+	if st != nil {
+		st.resetByPeer()
+	}
+	if ms != nil {
+		// Both sides reset the stream: neither waits for the other.
+		ms.Close()
 	}
 }
 
@@ -510,7 +500,7 @@ func (s *Session) shutDownByPeer() bool {
 func (s *Session) Shutdown() error {
 	if !s.IsClosed() {
 		s.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
-		s.writeControl(ctrlGoodbye, 0)
+		s.writeControl(wire.Control{Type: wire.ControlGoodbye})
 		// Close drops what is still gathered for writing: the goodbye
 		// and the streams' last bytes must leave first.
 		s.bw.Flush(time.Second)

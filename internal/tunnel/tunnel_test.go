@@ -302,7 +302,7 @@ func TestBogusResetsAreBounded(t *testing.T) {
 		defer from.ctrlMu.Unlock()
 		var b []byte
 		for id := first; id < first+2*(acceptBacklog+100); id += 2 {
-			b = append(b, ctrlReset, byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
+			b = wire.AppendControl(b, wire.Control{Type: wire.ControlReset, Stream: id})
 		}
 		if _, err := from.ctrl.Write(b); err != nil {
 			t.Fatal(err)
