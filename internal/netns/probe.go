@@ -111,7 +111,7 @@ func (p *Probe) Session(t testing.TB, services ...string) *tunnel.Session {
 	if err != nil {
 		t.Fatalf("probe: tunnel session: %v", err)
 	}
-	t.Cleanup(func() { sess.Close(); sess.Wait() })
+	t.Cleanup(func() { sess.Close() })
 	return sess
 }
 

@@ -68,7 +68,7 @@ func (s *Session) keepalive(interval, timeout time.Duration) {
 		case now := <-t.C:
 			if silent := s.live.silentFor(now); silent >= timeout {
 				s.deadPeer.Store(true)
-				s.Close()
+				s.end()
 				return
 			}
 			s.sweepSoon()

@@ -140,8 +140,8 @@ var testHello = wire.Hello{Instance: "c-42", Services: []string{"db", "ssh"}}
 var testWelcome = wire.Welcome{EdgeID: "edge-a", Edges: []string{"127.0.0.1:5500", "[::1]:5500"}}
 
 // handshake runs Client on the connector's end and ReadOpening + Server on
-// the edge's, and returns both sessions (closed and waited for when the
-// test ends) with what each side received.
+// the edge's, and returns both sessions (closed when the test ends) with
+// what each side received.
 func handshake(t testing.TB, connC, edgeC net.Conn, cfg Config) (connector, edge *Session, hello wire.Hello, welcome wire.Welcome) {
 	t.Helper()
 	type result struct {
@@ -168,14 +168,11 @@ func handshake(t testing.TB, connC, edgeC net.Conn, cfg Config) (connector, edge
 	r := <-ch
 	if r.err != nil {
 		edge.Close()
-		edge.Wait()
 		t.Fatalf("Client: %v", r.err)
 	}
 	t.Cleanup(func() {
 		r.s.Close()
 		edge.Close()
-		r.s.Wait()
-		edge.Wait()
 	})
 	return r.s, edge, hello, r.w
 }

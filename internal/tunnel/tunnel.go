@@ -45,32 +45,43 @@ import (
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
-// Config tunes a session. The zero value of a field means its default.
+// Config tunes a session. The zero value of a field means its default; a
+// Config that cannot work is refused (Client, Server and ReadOpening
+// return an error), never repaired.
 type Config struct {
-	// KeepaliveInterval is how often each side pings; default 5s.
+	// KeepaliveInterval is how often each side pings; zero means
+	// wire.DefaultKeepaliveInterval.
 	KeepaliveInterval time.Duration
 	// KeepaliveTimeout is the longest a dead peer (no FIN, no answer) goes
-	// unnoticed: a ping unanswered this long after the previous one ends
-	// the session. Default 15s; it must exceed KeepaliveInterval.
+	// unnoticed: a peer silent this long ends the session. Zero means
+	// wire.DefaultKeepaliveTimeout. It must exceed KeepaliveInterval.
 	KeepaliveTimeout time.Duration
-	// HandshakeTimeout bounds the handshake; default 10s.
+	// HandshakeTimeout bounds the handshake; zero means 10s.
 	HandshakeTimeout time.Duration
 }
 
-func (c Config) withDefaults() Config {
-	if c.KeepaliveInterval <= 0 {
-		c.KeepaliveInterval = 5 * time.Second
+// defaultHandshakeTimeout is Config.HandshakeTimeout's default.
+const defaultHandshakeTimeout = 10 * time.Second
+
+// resolve returns c with its defaults filled in, or an error saying what
+// is wrong with it.
+func (c Config) resolve() (Config, error) {
+	if c.KeepaliveInterval < 0 || c.KeepaliveTimeout < 0 || c.HandshakeTimeout < 0 {
+		return c, fmt.Errorf("tunnel config: negative duration (keepalive interval %s, keepalive timeout %s, handshake timeout %s)", c.KeepaliveInterval, c.KeepaliveTimeout, c.HandshakeTimeout)
 	}
-	if c.KeepaliveTimeout <= 0 {
-		c.KeepaliveTimeout = 15 * time.Second
+	if c.KeepaliveInterval == 0 {
+		c.KeepaliveInterval = wire.DefaultKeepaliveInterval
+	}
+	if c.KeepaliveTimeout == 0 {
+		c.KeepaliveTimeout = wire.DefaultKeepaliveTimeout
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = defaultHandshakeTimeout
 	}
 	if c.KeepaliveTimeout <= c.KeepaliveInterval {
-		c.KeepaliveTimeout = 3 * c.KeepaliveInterval
+		return c, fmt.Errorf("tunnel config: the keepalive timeout (%s) must be longer than the keepalive interval (%s), or a live peer's ping could come too late", c.KeepaliveTimeout, c.KeepaliveInterval)
 	}
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 10 * time.Second
-	}
-	return c
+	return c, nil
 }
 
 // Window is each stream's receive window: the bytes a peer may send ahead
@@ -143,7 +154,10 @@ type Session struct {
 	accepts  bool
 
 	closeOnce sync.Once
-	wg        sync.WaitGroup
+	// wg counts every goroutine the session starts: readControl,
+	// keepalive, pinger, rejectStreams, the watcher of the multiplexer,
+	// the reset finishers and the buffer sweeps. Close waits for it.
+	wg sync.WaitGroup
 }
 
 func newSession(conn net.Conn, live *liveConn, bw *batchWriter, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
@@ -163,7 +177,7 @@ func newSession(conn net.Conn, live *liveConn, bw *batchWriter, m *yamux.Session
 		defer s.wg.Done()
 		select {
 		case <-m.CloseChan():
-			s.Close()
+			s.end()
 		case <-s.done:
 		}
 	}()
@@ -174,9 +188,13 @@ func newSession(conn net.Conn, live *liveConn, bw *batchWriter, m *yamux.Session
 // multiplexer and opens the control stream. The session owns conn from
 // then on; on error conn is closed.
 func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*Session, wire.Welcome, error) {
-	cfg = cfg.withDefaults()
 	var welcome wire.Welcome
-	err := Exchange(ctx, conn, cfg.HandshakeTimeout, func() error {
+	cfg, err := cfg.resolve()
+	if err != nil {
+		conn.Close()
+		return nil, welcome, err
+	}
+	err = Exchange(ctx, conn, cfg.HandshakeTimeout, func() error {
 		if err := wire.WriteMessage(conn, wire.KindHello, hello); err != nil {
 			return fmt.Errorf("send hello: %w", err)
 		}
@@ -205,10 +223,13 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 // it exchanges preambles and reads the connector's first message (a Hello
 // or an EnrollRequest), under the handshake timeout and ctx.
 func ReadOpening(ctx context.Context, conn net.Conn, cfg Config) (wire.Kind, []byte, error) {
-	cfg = cfg.withDefaults()
 	var kind wire.Kind
 	var body []byte
-	err := Exchange(ctx, conn, cfg.HandshakeTimeout, func() error {
+	cfg, err := cfg.resolve()
+	if err != nil {
+		return kind, body, err
+	}
+	err = Exchange(ctx, conn, cfg.HandshakeTimeout, func() error {
 		var err error
 		kind, body, err = wire.ReadMessage(conn)
 		return err
@@ -228,7 +249,11 @@ func Refuse(conn net.Conn, r *wire.Refusal) error {
 // the multiplexer and accepts the connector's control stream. The session
 // owns conn; on error conn is closed.
 func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
-	cfg = cfg.withDefaults()
+	cfg, err := cfg.resolve()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
 	conn.SetWriteDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	if err := wire.WriteMessage(conn, wire.KindWelcome, welcome); err != nil {
 		conn.Close()
@@ -366,7 +391,7 @@ func (s *Session) sendReset(id uint32) {
 	if err := s.writeControl(wire.Control{Type: wire.ControlReset, Stream: id}); err != nil {
 		// A control stream that cannot take five bytes means a broken
 		// session: end it rather than leave the peer's stream hanging.
-		s.Close()
+		s.end()
 	}
 }
 
@@ -416,7 +441,7 @@ func (s *Session) readControl() {
 	for {
 		c, err := wire.ReadControl(s.ctrl)
 		if err != nil {
-			s.Close()
+			s.end()
 			return
 		}
 		switch c.Type {
@@ -472,18 +497,36 @@ func (s *Session) IsClosed() bool {
 // RemoteAddr is the peer's network address.
 func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 
-// Close ends the session and every stream on it. It is idempotent and
-// does not wait; see Wait.
+// Close ends the session and every stream on it, and returns once every
+// goroutine the session started has ended: its own, the batch writer's
+// and the multiplexer's. It is idempotent. It must not be called from a
+// function the session calls (a NotifyRead callback).
 func (s *Session) Close() error {
+	s.end()
+	// The multiplexer's Close waits for its receive and send loops, also
+	// when another goroutine is closing it already.
+	s.mux.Close()
+	s.wg.Wait()
+	return nil
+}
+
+// end ends the session and every stream on it without waiting for the
+// session's goroutines, which call it themselves.
+func (s *Session) end() {
+	first := false
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		close(s.done)
 		s.mu.Unlock()
-		s.mux.Close()
-		s.conn.Close()
-		s.readableAll()
+		first = true
 	})
-	return nil
+	if !first {
+		return
+	}
+	s.mux.Close()
+	s.conn.Close()
+	// Outside closeOnce: a stream told may close itself, and so call end.
+	s.readableAll()
 }
 
 // shutDownByPeer reports, once the session has ended, whether the peer
@@ -507,10 +550,6 @@ func (s *Session) Shutdown() error {
 	}
 	return s.Close()
 }
-
-// Wait blocks until the session's goroutines have ended; call it after
-// Close (or after Done is closed).
-func (s *Session) Wait() { s.wg.Wait() }
 
 func (s *Session) closedErr(err error) error {
 	if s.IsClosed() || errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrRemoteGoAway) {
