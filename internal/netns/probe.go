@@ -54,7 +54,7 @@ func (s *Stack) EnrollProbe(t testing.TB, name string) *Probe {
 		t.Fatal(err)
 	}
 	var resp wire.EnrollResponse
-	err = tunnel.Exchange(context.Background(), tc, 10*time.Second, func() error {
+	err = tunnel.Handshake(context.Background(), tc, 10*time.Second, func() error {
 		if err := wire.WriteMessage(tc, wire.KindEnrollRequest, wire.EnrollRequest{Token: kf.Token, CSR: csr}); err != nil {
 			return err
 		}

@@ -91,7 +91,7 @@ func TestCloseLeavesNothingRunning(t *testing.T) {
 			eventually(t, 5*time.Second, func() bool {
 				edge.mu.Lock()
 				defer edge.mu.Unlock()
-				return len(edge.draining) == 1
+				return len(edge.resetting) == 1
 			}, "the edge waits for the connector's end of the stream it reset")
 			if len(sessionGoroutines()) == 0 {
 				t.Fatal("no goroutine of the sessions found while they run: the check below cannot fail")

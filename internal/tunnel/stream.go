@@ -135,7 +135,7 @@ func (s *Stream) Close() error {
 			return
 		}
 		s.sess.sendReset(s.ms.StreamID())
-		s.sess.drain(s.ms)
+		s.sess.finishReset(s.ms)
 	})
 	return nil
 }

@@ -122,7 +122,7 @@ var ErrReset = errors.New("stream reset by peer")
 // methods are safe for concurrent use.
 type Session struct {
 	conn    net.Conn
-	live    *liveConn    // conn, as the multiplexer reads it
+	reads   *readTap     // conn, as the multiplexer reads it
 	bw      *batchWriter // conn, as the multiplexer writes it
 	mux     *yamux.Session
 	ctrl    net.Conn
@@ -140,12 +140,12 @@ type Session struct {
 	// ctrlMu serializes writes on the control stream.
 	ctrlMu sync.Mutex
 
-	// mu guards streams, draining, early, accepted and the closing of done.
+	// mu guards streams, resetting, early, accepted and the closing of done.
 	mu      sync.Mutex
 	streams map[uint32]*Stream
-	// draining holds the streams this side has reset and closed, until
-	// the peer closes its side too; see drain.
-	draining map[uint32]*yamux.Stream
+	// resetting holds the streams this side has reset and closed, until
+	// the peer closes its side too; see finishReset.
+	resetting map[uint32]*yamux.Stream
 	// early holds resets for streams the peer opened that Accept has not
 	// returned yet (at most acceptBacklog); accepted is the highest stream
 	// id Accept returned. Only a client session accepts streams.
@@ -160,10 +160,10 @@ type Session struct {
 	wg sync.WaitGroup
 }
 
-func newSession(conn net.Conn, live *liveConn, bw *batchWriter, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
-	s := &Session{conn: conn, live: live, bw: bw, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
-		streams: make(map[uint32]*Stream), draining: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
-	live.sess.Store(s)
+func newSession(conn net.Conn, reads *readTap, bw *batchWriter, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
+	s := &Session{conn: conn, reads: reads, bw: bw, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
+		streams: make(map[uint32]*Stream), resetting: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
+	reads.sess.Store(s)
 	s.wg.Add(3)
 	go s.readControl()
 	go s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout)
@@ -194,7 +194,7 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		conn.Close()
 		return nil, welcome, err
 	}
-	err = Exchange(ctx, conn, cfg.HandshakeTimeout, func() error {
+	err = Handshake(ctx, conn, cfg.HandshakeTimeout, func() error {
 		if err := wire.WriteMessage(conn, wire.KindHello, hello); err != nil {
 			return fmt.Errorf("send hello: %w", err)
 		}
@@ -204,8 +204,8 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		conn.Close()
 		return nil, welcome, err
 	}
-	live := newLiveConn(conn)
-	bw := newBatchWriter(live)
+	reads := newReadTap(conn)
+	bw := newBatchWriter(reads)
 	m, err := yamux.Client(bw, cfg.mux())
 	if err != nil {
 		bw.Close()
@@ -216,7 +216,7 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		m.Close()
 		return nil, welcome, fmt.Errorf("open control stream: %w", err)
 	}
-	return newSession(conn, live, bw, m, ctrl, false, cfg), welcome, nil
+	return newSession(conn, reads, bw, m, ctrl, false, cfg), welcome, nil
 }
 
 // ReadOpening is the edge's first step on a new tunnel-port connection:
@@ -229,7 +229,7 @@ func ReadOpening(ctx context.Context, conn net.Conn, cfg Config) (wire.Kind, []b
 	if err != nil {
 		return kind, body, err
 	}
-	err = Exchange(ctx, conn, cfg.HandshakeTimeout, func() error {
+	err = Handshake(ctx, conn, cfg.HandshakeTimeout, func() error {
 		var err error
 		kind, body, err = wire.ReadMessage(conn)
 		return err
@@ -260,8 +260,8 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		return nil, fmt.Errorf("send welcome: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	live := newLiveConn(conn)
-	bw := newBatchWriter(live)
+	reads := newReadTap(conn)
+	bw := newBatchWriter(reads)
 	m, err := yamux.Server(bw, cfg.mux())
 	if err != nil {
 		bw.Close()
@@ -274,12 +274,15 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		m.Close()
 		return nil, fmt.Errorf("accept control stream: %w", err)
 	}
-	return newSession(conn, live, bw, m, ctrl, true, cfg), nil
+	return newSession(conn, reads, bw, m, ctrl, true, cfg), nil
 }
 
-// Exchange exchanges preambles on conn and then runs fn, all within
-// timeout and ctx: a peer that stalls cannot hold the caller.
-func Exchange(ctx context.Context, conn net.Conn, timeout time.Duration, fn func() error) error {
+// Handshake runs the opening of a tunnel connection under a deadline: it
+// exchanges preambles on conn and then runs fn, which writes or reads the
+// opening messages, all within timeout and ctx, so that a peer that
+// stalls cannot hold the caller. It leaves conn open, with no deadline,
+// to its caller.
+func Handshake(ctx context.Context, conn net.Conn, timeout time.Duration, fn func() error) error {
 	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -300,7 +303,7 @@ func Exchange(ctx context.Context, conn net.Conn, timeout time.Duration, fn func
 }
 
 // canceled names the end of ctx as the cause of err once ctx has ended:
-// the past deadline that Exchange sets to abort is not a timeout.
+// the past deadline that Handshake sets to abort is not a timeout.
 func canceled(ctx context.Context, err error) error {
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 		return fmt.Errorf("%w: %w", cause, err)
@@ -404,16 +407,16 @@ func (s *Session) writeControl(c wire.Control) error {
 	return err
 }
 
-// drain closes ms, which this side has reset, once the peer has closed
-// its side or reset it too, and drops what the peer sends until then. A
-// FIN sent at once could reach the peer's reader before the reset does,
-// and pass there for a clean end of stream.
-func (s *Session) drain(ms *yamux.Stream) {
+// finishReset closes ms, which this side has reset, once the peer has
+// closed its side or reset it too, and discards what the peer sends until
+// then. A FIN sent at once could reach the peer's reader before the reset
+// does, and pass there for a clean end of stream.
+func (s *Session) finishReset(ms *yamux.Stream) {
 	id := ms.StreamID()
 	s.mu.Lock()
 	closed := s.IsClosed()
 	if !closed {
-		s.draining[id] = ms
+		s.resetting[id] = ms
 		// done is open, so the goroutine that waits for it holds wg
 		// above zero.
 		s.wg.Add(1)
@@ -423,7 +426,7 @@ func (s *Session) drain(ms *yamux.Stream) {
 			io.Copy(io.Discard, ms)
 			ms.Close()
 			s.mu.Lock()
-			delete(s.draining, id)
+			delete(s.resetting, id)
 			s.mu.Unlock()
 		}()
 	}
@@ -458,7 +461,7 @@ func (s *Session) readControl() {
 // resetByPeer handles the peer's reset of stream id.
 func (s *Session) resetByPeer(id uint32) {
 	s.mu.Lock()
-	st, ms := s.streams[id], s.draining[id]
+	st, ms := s.streams[id], s.resetting[id]
 	// A stream the peer (a yamux server: even ids) opened that Accept
 	// has not returned yet starts out reset.
 	if st == nil && ms == nil && s.accepts && id%2 == 0 && id > s.accepted && len(s.early) < acceptBacklog {
