@@ -212,9 +212,13 @@ func TestKeepaliveEndsASilentSession(t *testing.T) {
 	})
 	connector, edge, _, _ := handshake(t, c, e, cfg)
 
-	time.Sleep(3 * cfg.KeepaliveTimeout)
-	if connector.IsClosed() || edge.IsClosed() {
-		t.Fatalf("an idle, healthy tunnel ended after %s: connector %v, edge %v", 3*cfg.KeepaliveTimeout, connector.IsClosed(), edge.IsClosed())
+	// Nothing is to happen here: watch for three timeouts' worth.
+	select {
+	case <-connector.Done():
+		t.Fatal("an idle, healthy tunnel ended on the connector's side")
+	case <-edge.Done():
+		t.Fatal("an idle, healthy tunnel ended on the edge's side")
+	case <-time.After(3 * cfg.KeepaliveTimeout):
 	}
 
 	r.frozen.Store(true)
@@ -325,8 +329,13 @@ func TestBogusResetsAreBounded(t *testing.T) {
 	}
 	send(edge, 1000)     // even ids, as if the edge had opened them
 	send(connector, 999) // odd ids: the edge accepts no streams
-	// A real stream still works afterwards and is not taken for reset.
-	time.Sleep(100 * time.Millisecond)
+	// A real stream still works once they have all arrived, and is not
+	// taken for reset.
+	eventually(t, 5*time.Second, func() bool {
+		connector.mu.Lock()
+		defer connector.mu.Unlock()
+		return len(connector.early) == acceptBacklog
+	}, "the connector reads the bogus resets")
 	es, cs := openPair(t, edge, connector, wire.StreamOpen{Service: "db", Client: "c:1"})
 	es.Write([]byte("ping"))
 	cs.SetDeadline(time.Now().Add(5 * time.Second))
