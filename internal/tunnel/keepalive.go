@@ -18,7 +18,6 @@ import (
 // and asks the pinger for a ping every interval. It runs until the
 // session ends.
 func (s *Session) keepalive(interval, timeout time.Duration) {
-	defer s.wg.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -44,7 +43,6 @@ func (s *Session) keepalive(interval, timeout time.Duration) {
 // its own goroutine because the write may wait behind bulk data, and the
 // silence check must go on meanwhile.
 func (s *Session) pinger() {
-	defer s.wg.Done()
 	for {
 		select {
 		case <-s.done:

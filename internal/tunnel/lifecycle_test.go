@@ -23,25 +23,39 @@ func goroutineStacks() []string {
 	}
 }
 
+// entry returns the function a goroutine's stack g started in, looking
+// through a WaitGroup's Go.
+func entry(g string) string {
+	g, _, _ = strings.Cut(g, "\ncreated by ")
+	fn := ""
+	for _, line := range strings.Split(g, "\n")[1:] {
+		if !strings.HasPrefix(line, "\t") && !strings.HasPrefix(line, "sync.(*WaitGroup).Go.func") {
+			fn = line
+		}
+	}
+	return fn
+}
+
 // sessionGoroutines returns the stacks of the goroutines that sessions
 // started (their own, their batch writers' and their multiplexers') and
 // that are still at work. A multiplexer's receive or send goroutine that
 // has left its loop is not at work any more: it is returning from the
 // multiplexer's Close, which the session's Close has waited for.
 func sessionGoroutines() []string {
+	const tunnel = "github.com/sallyport/sallyport/internal/tunnel."
 	var at []string
 	for _, g := range goroutineStacks() {
-		_, creator, _ := strings.Cut(g, "\ncreated by ")
+		fn := entry(g)
 		switch {
-		case strings.HasPrefix(creator, "github.com/sallyport/sallyport/internal/tunnel.newSession"),
-			strings.HasPrefix(creator, "github.com/sallyport/sallyport/internal/tunnel.(*Session)."),
-			strings.HasPrefix(creator, "github.com/sallyport/sallyport/internal/tunnel.newBatchWriter"),
-			strings.HasPrefix(creator, "github.com/sallyport/sallyport/internal/tunnel.Preambles"):
-		case strings.HasPrefix(creator, "github.com/hashicorp/yamux.newSession"):
-			if !strings.Contains(g, "yamux.(*Session).recvLoop") && !strings.Contains(g, "yamux.(*Session).sendLoop") {
+		case strings.HasPrefix(fn, tunnel+"(*Session)."),
+			strings.HasPrefix(fn, tunnel+"newSession"),
+			strings.HasPrefix(fn, tunnel+"(*batchWriter)."),
+			strings.HasPrefix(fn, tunnel+"Preambles"):
+		case strings.HasPrefix(fn, "github.com/hashicorp/yamux."):
+			if (strings.HasPrefix(fn, "github.com/hashicorp/yamux.(*Session).recv(") || strings.HasPrefix(fn, "github.com/hashicorp/yamux.(*Session).send(")) &&
+				!strings.Contains(g, "yamux.(*Session).recvLoop") && !strings.Contains(g, "yamux.(*Session).sendLoop") {
 				continue
 			}
-		case strings.HasPrefix(creator, "github.com/hashicorp/yamux."):
 		default:
 			continue
 		}
@@ -68,12 +82,14 @@ func blockedIn(fn string) int {
 func TestCloseLeavesNothingRunning(t *testing.T) {
 	for _, tr := range transports() {
 		t.Run(tr.name, func(t *testing.T) {
+			// The test's own goroutines end once the sessions are closed,
+			// which the cleanups registered after this one do.
+			var wg sync.WaitGroup
+			t.Cleanup(wg.Wait)
 			cfg := Config{KeepaliveInterval: 5 * time.Millisecond, KeepaliveTimeout: 10 * time.Second}
 			connector, edge := sessions(t, tr.pair, cfg)
 			es, cs := openPair(t, edge, connector, wire.StreamOpen{Service: "db", Client: "192.0.2.1:1"})
 			rs, rc := openPair(t, edge, connector, wire.StreamOpen{Service: "db", Client: "192.0.2.1:2"})
-			var wg sync.WaitGroup
-			defer wg.Wait()
 			wg.Go(func() { io.Copy(io.Discard, es) })
 			wg.Go(func() { io.Copy(io.Discard, cs) })
 			wg.Go(func() {
@@ -93,9 +109,11 @@ func TestCloseLeavesNothingRunning(t *testing.T) {
 				defer edge.mu.Unlock()
 				return len(edge.resetting) == 1
 			}, "the edge waits for the connector's end of the stream it reset")
-			if len(sessionGoroutines()) == 0 {
-				t.Fatal("no goroutine of the sessions found while they run: the check below cannot fail")
-			}
+			// Each session's control reader, keepalive, pinger and
+			// watcher, the edge's stream rejecter and reset finisher, two
+			// flushers and two pairs of multiplexer loops, once running:
+			// the check below sees what it looks for.
+			eventually(t, 5*time.Second, func() bool { return len(sessionGoroutines()) >= 16 }, "the sessions' 16 goroutines run")
 			edge.Close()
 			connector.Close()
 			if left := sessionGoroutines(); len(left) > 0 {

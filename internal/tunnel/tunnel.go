@@ -164,23 +164,19 @@ func newSession(conn net.Conn, reads *readTap, bw *batchWriter, m *yamux.Session
 	s := &Session{conn: conn, reads: reads, bw: bw, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
 		streams: make(map[uint32]*Stream), resetting: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
 	reads.sess.Store(s)
-	s.wg.Add(3)
-	go s.readControl()
-	go s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout)
-	go s.pinger()
+	s.wg.Go(s.readControl)
+	s.wg.Go(func() { s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout) })
+	s.wg.Go(s.pinger)
 	if rejectStreams {
-		s.wg.Add(1)
-		go s.rejectStreams()
+		s.wg.Go(s.rejectStreams)
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.wg.Go(func() {
 		select {
 		case <-m.CloseChan():
 			s.end()
 		case <-s.done:
 		}
-	}()
+	})
 	return s
 }
 
@@ -379,7 +375,6 @@ func (s *Session) untrack(id uint32) {
 // rejectStreams closes streams the peer opens: on the edge, only the
 // control stream may come from the connector.
 func (s *Session) rejectStreams() {
-	defer s.wg.Done()
 	for {
 		ms, err := s.mux.AcceptStream()
 		if err != nil {
@@ -419,16 +414,14 @@ func (s *Session) finishReset(ms *yamux.Stream) {
 		s.resetting[id] = ms
 		// done is open, so the goroutine that waits for it holds wg
 		// above zero.
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.wg.Go(func() {
 			ms.SetReadDeadline(time.Time{})
 			io.Copy(io.Discard, ms)
 			ms.Close()
 			s.mu.Lock()
 			delete(s.resetting, id)
 			s.mu.Unlock()
-		}()
+		})
 	}
 	s.mu.Unlock()
 	if closed {
@@ -439,7 +432,6 @@ func (s *Session) finishReset(ms *yamux.Stream) {
 // readControl reads control frames until the session ends. A frame it
 // does not understand ends the session: the peer is broken.
 func (s *Session) readControl() {
-	defer s.wg.Done()
 	defer close(s.ctrlDone)
 	for {
 		c, err := wire.ReadControl(s.ctrl)
