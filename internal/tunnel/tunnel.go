@@ -7,16 +7,25 @@
 // The connector side:
 //
 //	sess, welcome, err := tunnel.Client(ctx, tlsConn, hello, cfg)
+//	defer sess.Close()
 //	for {
-//		st, err := sess.Accept()
+//		st, err := sess.Accept() // fails once the session has ended
 //		hdr, err := st.ReadHeader(timeout)
-//		// dial the back-end that hdr.Service names, then st.Reply(...)
+//		// dial the back-end that hdr.Service names, then
+//		// st.Reply(wire.StreamReply{Code: wire.CodeOK, Service: hdr.Service})
 //	}
 //
 // The edge side, after ReadOpening returned a Hello it admits:
 //
 //	sess, err := tunnel.Server(tlsConn, cfg, welcome)
+//	defer sess.Close()
 //	st, err := sess.Open(wire.StreamOpen{Service: "db", Client: addr})
+//
+// The session owns the connection. Close (or Shutdown, which tells the
+// peer first) ends it and returns once every goroutine it started has
+// ended; Done is closed as soon as it ends for any reason, and the owner
+// then still calls Close. The frames themselves, and the protocol flow,
+// are defined in package wire.
 //
 // # Streams, half-close and reset
 //
