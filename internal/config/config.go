@@ -28,6 +28,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/wire"
 )
 
 // MaxFileSize is the largest config document accepted, in bytes. A config
@@ -36,12 +38,14 @@ import (
 const MaxFileSize = 1 << 20
 
 // Defaults applied by ApplyDefaults to fields left at their zero value.
+// The keepalive ones are the tunnel protocol's own, so that a tunnel
+// configured here and one left to package tunnel's defaults agree.
 const (
 	DefaultTunnelListen      = ":5500"
 	DefaultAdminListen       = "127.0.0.1:5501"
 	DefaultDrainTimeout      = 30 * time.Second
-	DefaultKeepaliveInterval = 5 * time.Second
-	DefaultKeepaliveTimeout  = 15 * time.Second
+	DefaultKeepaliveInterval = wire.DefaultKeepaliveInterval
+	DefaultKeepaliveTimeout  = wire.DefaultKeepaliveTimeout
 	DefaultTunnelDialTimeout = 10 * time.Second
 	DefaultBackoffMin        = 250 * time.Millisecond
 	DefaultBackoffMax        = 30 * time.Second

@@ -277,7 +277,7 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 	}
 	// An accepting reply names the service, so that the edge can apply
 	// its policy to a stream that named an address.
-	if err := st.Reply(wire.StreamReply{Code: wire.CodeOK, Reason: h.Service}); err != nil {
+	if err := st.Reply(wire.StreamReply{Code: wire.CodeOK, Service: h.Service}); err != nil {
 		log.Warn("stream lost before it started", "err", err)
 		st.Close()
 		backend.Close()

@@ -83,7 +83,7 @@ func (c *Connector) redeem(ctx context.Context, addr, pin string, req wire.Enrol
 	if err != nil {
 		return resp, nil, err
 	}
-	err = tunnel.Exchange(dctx, tc, timeout, func() error {
+	err = tunnel.Handshake(dctx, tc, timeout, func() error {
 		if err := wire.WriteMessage(tc, wire.KindEnrollRequest, req); err != nil {
 			return err
 		}

@@ -81,7 +81,7 @@ func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, 
 			st.Close()
 			continue
 		}
-		service := st.Answer().Reason
+		service := st.Answer().Service
 		release, ref := e.Admit(service, c)
 		if ref != nil {
 			st.Close()

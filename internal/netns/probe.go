@@ -50,7 +50,7 @@ func (s *Stack) EnrollProbe(t testing.TB, name string) *Probe {
 		t.Fatal(err)
 	}
 	var resp wire.EnrollResponse
-	err = tunnel.Exchange(context.Background(), tc, 10*time.Second, func() error {
+	err = tunnel.Handshake(context.Background(), tc, 10*time.Second, func() error {
 		if err := wire.WriteMessage(tc, wire.KindEnrollRequest, wire.EnrollRequest{Token: kf.Token, CSR: csr}); err != nil {
 			return err
 		}
@@ -107,7 +107,7 @@ func (p *Probe) Session(t testing.TB, services ...string) *tunnel.Session {
 	if err != nil {
 		t.Fatalf("probe: tunnel session: %v", err)
 	}
-	t.Cleanup(func() { sess.Close(); sess.Wait() })
+	t.Cleanup(func() { sess.Close() })
 	return sess
 }
 

@@ -153,6 +153,3 @@ func (w *batchWriter) Flush(timeout time.Duration) error {
 	}
 	return w.err
 }
-
-// Wait blocks until the flusher has returned; call it after Close.
-func (w *batchWriter) Wait() { <-w.done }

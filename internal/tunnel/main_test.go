@@ -140,8 +140,8 @@ var testHello = wire.Hello{Instance: "c-42", Services: []string{"db", "ssh"}}
 var testWelcome = wire.Welcome{EdgeID: "edge-a", Edges: []string{"127.0.0.1:5500", "[::1]:5500"}}
 
 // handshake runs Client on the connector's end and ReadOpening + Server on
-// the edge's, and returns both sessions (closed and waited for when the
-// test ends) with what each side received.
+// the edge's, and returns both sessions (closed when the test ends) with
+// what each side received.
 func handshake(t testing.TB, connC, edgeC net.Conn, cfg Config) (connector, edge *Session, hello wire.Hello, welcome wire.Welcome) {
 	t.Helper()
 	type result struct {
@@ -168,14 +168,11 @@ func handshake(t testing.TB, connC, edgeC net.Conn, cfg Config) (connector, edge
 	r := <-ch
 	if r.err != nil {
 		edge.Close()
-		edge.Wait()
 		t.Fatalf("Client: %v", r.err)
 	}
 	t.Cleanup(func() {
 		r.s.Close()
 		edge.Close()
-		r.s.Wait()
-		edge.Wait()
 	})
 	return r.s, edge, hello, r.w
 }
@@ -218,6 +215,32 @@ func eventually(t testing.TB, d time.Duration, cond func() bool, what string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// settled waits until the connector has read every control frame the
+// edge has written so far, and so every stream byte the edge sent before
+// them: the multiplexer handles frames in the order they came. The edge
+// writes a reset for a stream that does not exist yet; the connector
+// keeps it as an early reset, which is what the wait looks for, and
+// which it then forgets.
+func settled(t testing.TB, edge, connector *Session) {
+	t.Helper()
+	id := uint32(1<<31) + 2*uint32(markers.Add(1))
+	if err := edge.writeControl(wire.Control{Type: wire.ControlReset, Stream: id}); err != nil {
+		t.Fatalf("write a marker reset: %v", err)
+	}
+	eventually(t, 5*time.Second, func() bool {
+		connector.mu.Lock()
+		defer connector.mu.Unlock()
+		if !connector.early[id] {
+			return false
+		}
+		delete(connector.early, id)
+		return true
+	}, "the connector reads the edge's control frames")
+}
+
+// markers numbers the marker resets of settled.
+var markers atomic.Uint32
 
 // relay forwards TCP connections to a target until frozen; once frozen
 // it reads and drops every byte, so neither side sees a FIN or an error:

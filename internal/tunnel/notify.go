@@ -12,9 +12,9 @@ import (
 // yamux wakes a stream's reader through a channel inside the stream, so
 // whoever wants to know that a stream has bytes would have to wait in its
 // Read: a goroutine per idle stream. Instead the tunnel watches the frames
-// as the multiplexer reads them off the connection (frameTap, under
-// yamux's read buffer). A frame that ends in bytes for a stream, or in its
-// end (FIN) or reset (RST), makes the stream readable. The multiplexer
+// as the multiplexer reads them off the connection (frameTap, in the
+// readTap under yamux's read buffer). A frame that ends in bytes for a
+// stream, or in its end (FIN) or reset (RST), makes the stream readable. The multiplexer
 // has handled every frame that came in one Read of the connection by the
 // time it asks for the next, so the streams whose frames completed are
 // told at the start of the next Read, before it waits, unless that Read

@@ -1,19 +1,127 @@
 package tunnel
 
 import (
-	"encoding/binary"
+	"errors"
+	"io"
+	"net"
 	"slices"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
 )
 
-// frame returns a yamux frame: header and body.
-func frame(typ byte, flags uint16, id uint32, body []byte, length uint32) []byte {
-	h := make([]byte, muxHeaderSize, muxHeaderSize+len(body))
-	h[0], h[1] = 0, typ
-	binary.BigEndian.PutUint16(h[2:], flags)
-	binary.BigEndian.PutUint32(h[4:], id)
-	binary.BigEndian.PutUint32(h[8:], length)
-	return append(h, body...)
+// recordConn records every byte written through it.
+type recordConn struct {
+	net.Conn
+	mu  sync.Mutex // guards out
+	out []byte
+}
+
+func (c *recordConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	c.out = append(c.out, b...)
+	c.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+func (c *recordConn) written() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.out)
+}
+
+// muxPair runs a yamux client on a and a server on b, with keepalives off
+// and the client accepting at most backlog streams the server opens. Both
+// are closed when the test ends.
+func muxPair(t testing.TB, a, b net.Conn, backlog int) (client, server *yamux.Session) {
+	t.Helper()
+	cfg := func(backlog int) *yamux.Config {
+		c := yamux.DefaultConfig()
+		c.EnableKeepAlive = false
+		c.AcceptBacklog = backlog
+		c.LogOutput = io.Discard
+		return c
+	}
+	client, err := yamux.Client(a, cfg(backlog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = yamux.Server(b, cfg(256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// muxTraffic runs a real yamux session and returns what its client wrote,
+// with the streams that a reader of those bytes should find readable, in
+// order. The client opens streams (not readable), sends data and a large
+// body, gives credit back (not readable), pings (not readable), ends a
+// stream (FIN), refuses a stream (RST) and sends data again. The streams
+// take turns, so that a frame wrongly told, or missed, shows.
+func muxTraffic(t testing.TB) (traffic []byte, readable []uint32) {
+	t.Helper()
+	a, b := net.Pipe()
+	rec := &recordConn{Conn: a}
+	client, server := muxPair(t, rec, b, 1)
+	accepted := make(chan *yamux.Stream, 8)
+	go func() {
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- st
+			go io.Copy(io.Discard, st)
+		}
+	}()
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	open := func() *yamux.Stream {
+		t.Helper()
+		st, err := client.OpenStream()
+		must("open a stream", err)
+		return st
+	}
+
+	// Streams opened first: an opening (SYN) makes nothing readable.
+	s1, s2, s3 := open(), open(), open()
+	_, err := s1.Write([]byte("hello"))
+	must("write hello", err)
+	_, err = s2.Write(make([]byte, 40000))
+	must("write a large body", err)
+	// The server sends more than half a window; the client reads it all
+	// and gives the credit back: a window update that makes nothing
+	// readable.
+	ss1 := <-accepted
+	go ss1.Write(make([]byte, 200<<10))
+	s1.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.ReadFull(s1, make([]byte, 200<<10))
+	must("read the server's bytes", err)
+	_, err = client.Ping()
+	must("ping", err)
+	must("close a stream", s3.Close())
+	// The client accepts one stream from the server, and refuses the next
+	// with a reset.
+	_, err = server.OpenStream()
+	must("open a server stream", err)
+	refused, err := server.OpenStream()
+	must("open a second server stream", err)
+	refused.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := refused.Read(make([]byte, 1)); !errors.Is(err, yamux.ErrConnectionReset) {
+		t.Fatalf("a stream beyond the client's backlog: read = %v, want a reset", err)
+	}
+	_, err = s1.Write([]byte("x"))
+	must("write again", err)
+	return rec.written(), []uint32{s1.StreamID(), s2.StreamID(), s3.StreamID(), refused.StreamID(), s1.StreamID()}
 }
 
 // tapAll feeds b to a fresh tap in pieces of the given sizes (cycled) and
@@ -34,35 +142,27 @@ func tapAll(b []byte, pieces []int) []uint32 {
 	return got
 }
 
-// The tap finds the streams whose data, end or reset has come in, however
-// the connection's reads split the frames.
+// The tap finds the streams whose data, end or reset has come in, in the
+// frames yamux itself writes, however the connection's reads split them.
 func TestFrameTapFindsReadableStreams(t *testing.T) {
-	var wire []byte
-	wire = append(wire, frame(muxTypeData, 0, 3, []byte("hello"), 5)...)
-	wire = append(wire, frame(muxTypeWindowUpdate, 0, 3, nil, 1<<16)...)         // more credit: not readable
-	wire = append(wire, frame(2, 0, 0, nil, 7)...)                               // ping
-	wire = append(wire, frame(muxTypeData, 0, 5, make([]byte, 40000), 40000)...) // a large body
-	wire = append(wire, frame(muxTypeWindowUpdate, muxFlagFIN, 7, nil, 0)...)    // end
-	wire = append(wire, frame(muxTypeWindowUpdate, muxFlagRST, 9, nil, 0)...)    // reset
-	wire = append(wire, frame(muxTypeData, muxFlagFIN, 11, nil, 0)...)           // end as data
-	wire = append(wire, frame(muxTypeData, 0, 5, []byte("x"), 1)...)             // 5 again
-	want := []uint32{3, 5, 7, 9, 11, 5}
+	traffic, want := muxTraffic(t)
 	for _, pieces := range [][]int{nil, {1}, {5, 7, 11}, {12}, {13, 4096}} {
-		if got := tapAll(wire, pieces); !slices.Equal(got, want) {
+		if got := slices.Compact(tapAll(traffic, pieces)); !slices.Equal(got, want) {
 			t.Errorf("read in pieces %v: readable %v, want %v", pieces, got, want)
 		}
 	}
-	// A frame not yet complete is not told.
-	if got := tapAll(wire[:muxHeaderSize+4], nil); len(got) != 0 {
-		t.Errorf("half a data frame: readable %v, want none", got)
+	// The last frame, cut short, is not told.
+	if got := slices.Compact(tapAll(traffic[:len(traffic)-1], nil)); !slices.Equal(got, want[:len(want)-1]) {
+		t.Errorf("the last frame cut short: readable %v, want %v", got, want[:len(want)-1])
 	}
 }
 
 // FuzzFrameTap: whatever the peer sends, and however it is split into
 // reads, the tap does not panic and finds the same streams.
 func FuzzFrameTap(f *testing.F) {
-	f.Add(frame(muxTypeData, 0, 3, []byte("hello"), 5), 3)
-	f.Add(append(frame(muxTypeWindowUpdate, muxFlagFIN, 1, nil, 0), frame(muxTypeData, 0, 2, nil, 1<<31)...), 1)
+	traffic, _ := muxTraffic(f)
+	f.Add(traffic, 3)
+	f.Add(traffic[:len(traffic)/2], 1)
 	f.Add([]byte("not a frame at all, just bytes"), 7)
 	f.Fuzz(func(t *testing.T, b []byte, piece int) {
 		// A stream told twice in a row is told once, or twice if the

@@ -30,10 +30,8 @@ func (s *Session) sweepSoon() {
 	if !s.sweeping.CompareAndSwap(false, true) {
 		return
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.wg.Go(func() {
 		defer s.sweeping.Store(false)
 		s.shrinkIdle()
-	}()
+	})
 }

@@ -25,7 +25,7 @@ func TestShrinkIdleFreesDrainedBuffers(t *testing.T) {
 		if _, err := es.Write(data); err != nil {
 			t.Fatalf("round %d: write: %v", round, err)
 		}
-		time.Sleep(300 * time.Millisecond) // let the backlog arrive
+		settled(t, edge, connector) // the whole backlog has arrived
 		got := make([]byte, len(data))
 		cs.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := io.ReadFull(cs, got); err != nil || !bytes.Equal(got, data) {

@@ -45,12 +45,17 @@ func (s *Stream) ReadHeader(timeout time.Duration) (wire.StreamOpen, error) {
 	return wire.ReadStreamOpen(s.ms)
 }
 
-// Reply answers the edge's StreamOpen: wire.CodeOK accepts the stream,
-// any other code refuses it (the caller then closes the stream).
+// Reply answers the edge's StreamOpen: wire.CodeOK accepts the stream
+// (naming in r.Service the service it is served as), any other code
+// refuses it (the caller then closes the stream).
 func (s *Stream) Reply(r wire.StreamReply) error {
+	b, err := wire.AppendStreamReply(make([]byte, 0, 3+len(r.Service)+len(r.Reason)), r)
+	if err != nil {
+		return err
+	}
 	s.ms.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	defer s.ms.SetWriteDeadline(time.Time{})
-	if _, err := s.ms.Write(wire.AppendStreamReply(make([]byte, 0, 8+len(r.Reason)), r)); err != nil {
+	if _, err := s.ms.Write(b); err != nil {
 		return fmt.Errorf("send stream reply: %w", s.err(err))
 	}
 	return nil
@@ -80,8 +85,8 @@ func (s *Stream) Accepted() error {
 }
 
 // Answer is the connector's reply to the header, once Accepted (or the
-// first Read) has returned. An accepting reply's Reason names the service
-// the connector serves the stream as.
+// first Read) has returned. An accepting reply's Service names the
+// service the connector serves the stream as.
 func (s *Stream) Answer() wire.StreamReply { return s.answer }
 
 // Read reads the peer's bytes. On the edge side the first Read first
@@ -130,7 +135,7 @@ func (s *Stream) Close() error {
 			return
 		}
 		s.sess.sendReset(s.ms.StreamID())
-		s.sess.drain(s.ms)
+		s.sess.finishReset(s.ms)
 	})
 	return nil
 }

@@ -165,7 +165,8 @@ func TestStreamNormalCloseSendsNoReset(t *testing.T) {
 			}
 			within(t, 5*time.Second, sent, "the edge sends its request")
 			es.Close() // done both ways; the connector has not read yet
-			time.Sleep(50 * time.Millisecond)
+			// A reset, were one sent, would now have arrived.
+			settled(t, edge, connector)
 			cs.SetDeadline(time.Now().Add(10 * time.Second))
 			got, err := io.ReadAll(cs)
 			if err != nil || !bytes.Equal(got, request) {
@@ -271,7 +272,11 @@ func TestStreamResetBeforeAccept(t *testing.T) {
 				t.Fatal(err)
 			}
 			es.Close()
-			time.Sleep(50 * time.Millisecond) // let the reset arrive before Accept
+			eventually(t, 5*time.Second, func() bool {
+				connector.mu.Lock()
+				defer connector.mu.Unlock()
+				return connector.early[es.ms.StreamID()]
+			}, "the reset arrives before Accept")
 			cs := accept(t, connector)
 			cs.ReadHeader(time.Second)
 			cs.Reply(wire.StreamReply{Code: wire.CodeOK})

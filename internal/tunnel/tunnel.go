@@ -7,16 +7,25 @@
 // The connector side:
 //
 //	sess, welcome, err := tunnel.Client(ctx, tlsConn, hello, cfg)
+//	defer sess.Close()
 //	for {
-//		st, err := sess.Accept()
+//		st, err := sess.Accept() // fails once the session has ended
 //		hdr, err := st.ReadHeader(timeout)
-//		// dial the back-end that hdr.Service names, then st.Reply(...)
+//		// dial the back-end that hdr.Service names, then
+//		// st.Reply(wire.StreamReply{Code: wire.CodeOK, Service: hdr.Service})
 //	}
 //
 // The edge side, after ReadOpening returned a Hello it admits:
 //
 //	sess, err := tunnel.Server(tlsConn, cfg, welcome)
+//	defer sess.Close()
 //	st, err := sess.Open(wire.StreamOpen{Service: "db", Client: addr})
+//
+// The session owns the connection. Close (or Shutdown, which tells the
+// peer first) ends it and returns once every goroutine it started has
+// ended; Done is closed as soon as it ends for any reason, and the owner
+// then still calls Close. The frames themselves, and the protocol flow,
+// are defined in package wire.
 //
 // # Streams, half-close and reset
 //
@@ -45,32 +54,43 @@ import (
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
-// Config tunes a session. The zero value of a field means its default.
+// Config tunes a session. The zero value of a field means its default; a
+// Config that cannot work is refused (Client, Server and ReadOpening
+// return an error), never repaired.
 type Config struct {
-	// KeepaliveInterval is how often each side pings; default 5s.
+	// KeepaliveInterval is how often each side pings; zero means
+	// wire.DefaultKeepaliveInterval.
 	KeepaliveInterval time.Duration
 	// KeepaliveTimeout is the longest a dead peer (no FIN, no answer) goes
-	// unnoticed: a ping unanswered this long after the previous one ends
-	// the session. Default 15s; it must exceed KeepaliveInterval.
+	// unnoticed: a peer silent this long ends the session. Zero means
+	// wire.DefaultKeepaliveTimeout. It must exceed KeepaliveInterval.
 	KeepaliveTimeout time.Duration
-	// HandshakeTimeout bounds the handshake; default 10s.
+	// HandshakeTimeout bounds the handshake; zero means 10s.
 	HandshakeTimeout time.Duration
 }
 
-func (c Config) withDefaults() Config {
-	if c.KeepaliveInterval <= 0 {
-		c.KeepaliveInterval = 5 * time.Second
+// defaultHandshakeTimeout is Config.HandshakeTimeout's default.
+const defaultHandshakeTimeout = 10 * time.Second
+
+// resolve returns c with its defaults filled in, or an error saying what
+// is wrong with it.
+func (c Config) resolve() (Config, error) {
+	if c.KeepaliveInterval < 0 || c.KeepaliveTimeout < 0 || c.HandshakeTimeout < 0 {
+		return c, fmt.Errorf("tunnel config: negative duration (keepalive interval %s, keepalive timeout %s, handshake timeout %s)", c.KeepaliveInterval, c.KeepaliveTimeout, c.HandshakeTimeout)
 	}
-	if c.KeepaliveTimeout <= 0 {
-		c.KeepaliveTimeout = 15 * time.Second
+	if c.KeepaliveInterval == 0 {
+		c.KeepaliveInterval = wire.DefaultKeepaliveInterval
+	}
+	if c.KeepaliveTimeout == 0 {
+		c.KeepaliveTimeout = wire.DefaultKeepaliveTimeout
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = defaultHandshakeTimeout
 	}
 	if c.KeepaliveTimeout <= c.KeepaliveInterval {
-		c.KeepaliveTimeout = 3 * c.KeepaliveInterval
+		return c, fmt.Errorf("tunnel config: the keepalive timeout (%s) must be longer than the keepalive interval (%s), or a live peer's ping could come too late", c.KeepaliveTimeout, c.KeepaliveInterval)
 	}
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 10 * time.Second
-	}
-	return c
+	return c, nil
 }
 
 // Window is each stream's receive window: the bytes a peer may send ahead
@@ -111,7 +131,7 @@ var ErrReset = errors.New("stream reset by peer")
 // methods are safe for concurrent use.
 type Session struct {
 	conn    net.Conn
-	live    *liveConn    // conn, as the multiplexer reads it
+	reads   *readTap     // conn, as the multiplexer reads it
 	bw      *batchWriter // conn, as the multiplexer writes it
 	mux     *yamux.Session
 	ctrl    net.Conn
@@ -129,12 +149,12 @@ type Session struct {
 	// ctrlMu serializes writes on the control stream.
 	ctrlMu sync.Mutex
 
-	// mu guards streams, draining, early, accepted and the closing of done.
+	// mu guards streams, resetting, early, accepted and the closing of done.
 	mu      sync.Mutex
 	streams map[uint32]*Stream
-	// draining holds the streams this side has reset and closed, until
-	// the peer closes its side too; see drain.
-	draining map[uint32]*yamux.Stream
+	// resetting holds the streams this side has reset and closed, until
+	// the peer closes its side too; see finishReset.
+	resetting map[uint32]*yamux.Stream
 	// early holds resets for streams the peer opened that Accept has not
 	// returned yet (at most acceptBacklog); accepted is the highest stream
 	// id Accept returned. Only a client session accepts streams.
@@ -143,30 +163,29 @@ type Session struct {
 	accepts  bool
 
 	closeOnce sync.Once
-	wg        sync.WaitGroup
+	// wg counts every goroutine the session starts: readControl,
+	// keepalive, pinger, rejectStreams, the watcher of the multiplexer,
+	// the reset finishers and the buffer sweeps. Close waits for it.
+	wg sync.WaitGroup
 }
 
-func newSession(conn net.Conn, live *liveConn, bw *batchWriter, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
-	s := &Session{conn: conn, live: live, bw: bw, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
-		streams: make(map[uint32]*Stream), draining: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
-	live.sess.Store(s)
-	s.wg.Add(3)
-	go s.readControl()
-	go s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout)
-	go s.pinger()
+func newSession(conn net.Conn, reads *readTap, bw *batchWriter, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
+	s := &Session{conn: conn, reads: reads, bw: bw, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
+		streams: make(map[uint32]*Stream), resetting: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
+	reads.sess.Store(s)
+	s.wg.Go(s.readControl)
+	s.wg.Go(func() { s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout) })
+	s.wg.Go(s.pinger)
 	if rejectStreams {
-		s.wg.Add(1)
-		go s.rejectStreams()
+		s.wg.Go(s.rejectStreams)
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.wg.Go(func() {
 		select {
 		case <-m.CloseChan():
-			s.Close()
+			s.end()
 		case <-s.done:
 		}
-	}()
+	})
 	return s
 }
 
@@ -174,9 +193,13 @@ func newSession(conn net.Conn, live *liveConn, bw *batchWriter, m *yamux.Session
 // multiplexer and opens the control stream. The session owns conn from
 // then on; on error conn is closed.
 func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*Session, wire.Welcome, error) {
-	cfg = cfg.withDefaults()
 	var welcome wire.Welcome
-	err := Exchange(ctx, conn, cfg.HandshakeTimeout, func() error {
+	cfg, err := cfg.resolve()
+	if err != nil {
+		conn.Close()
+		return nil, welcome, err
+	}
+	err = Handshake(ctx, conn, cfg.HandshakeTimeout, func() error {
 		if err := wire.WriteMessage(conn, wire.KindHello, hello); err != nil {
 			return fmt.Errorf("send hello: %w", err)
 		}
@@ -186,8 +209,8 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		conn.Close()
 		return nil, welcome, err
 	}
-	live := newLiveConn(conn)
-	bw := newBatchWriter(live)
+	reads := newReadTap(conn)
+	bw := newBatchWriter(reads)
 	m, err := yamux.Client(bw, cfg.mux())
 	if err != nil {
 		bw.Close()
@@ -198,17 +221,20 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		m.Close()
 		return nil, welcome, fmt.Errorf("open control stream: %w", err)
 	}
-	return newSession(conn, live, bw, m, ctrl, false, cfg), welcome, nil
+	return newSession(conn, reads, bw, m, ctrl, false, cfg), welcome, nil
 }
 
 // ReadOpening is the edge's first step on a new tunnel-port connection:
 // it exchanges preambles and reads the connector's first message (a Hello
 // or an EnrollRequest), under the handshake timeout and ctx.
 func ReadOpening(ctx context.Context, conn net.Conn, cfg Config) (wire.Kind, []byte, error) {
-	cfg = cfg.withDefaults()
 	var kind wire.Kind
 	var body []byte
-	err := Exchange(ctx, conn, cfg.HandshakeTimeout, func() error {
+	cfg, err := cfg.resolve()
+	if err != nil {
+		return kind, body, err
+	}
+	err = Handshake(ctx, conn, cfg.HandshakeTimeout, func() error {
 		var err error
 		kind, body, err = wire.ReadMessage(conn)
 		return err
@@ -228,15 +254,19 @@ func Refuse(conn net.Conn, r *wire.Refusal) error {
 // the multiplexer and accepts the connector's control stream. The session
 // owns conn; on error conn is closed.
 func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
-	cfg = cfg.withDefaults()
+	cfg, err := cfg.resolve()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
 	conn.SetWriteDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	if err := wire.WriteMessage(conn, wire.KindWelcome, welcome); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("send welcome: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	live := newLiveConn(conn)
-	bw := newBatchWriter(live)
+	reads := newReadTap(conn)
+	bw := newBatchWriter(reads)
 	m, err := yamux.Server(bw, cfg.mux())
 	if err != nil {
 		bw.Close()
@@ -249,12 +279,15 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		m.Close()
 		return nil, fmt.Errorf("accept control stream: %w", err)
 	}
-	return newSession(conn, live, bw, m, ctrl, true, cfg), nil
+	return newSession(conn, reads, bw, m, ctrl, true, cfg), nil
 }
 
-// Exchange exchanges preambles on conn and then runs fn, all within
-// timeout and ctx: a peer that stalls cannot hold the caller.
-func Exchange(ctx context.Context, conn net.Conn, timeout time.Duration, fn func() error) error {
+// Handshake runs the opening of a tunnel connection under a deadline: it
+// exchanges preambles on conn and then runs fn, which writes or reads the
+// opening messages, all within timeout and ctx, so that a peer that
+// stalls cannot hold the caller. It leaves conn open, with no deadline,
+// to its caller.
+func Handshake(ctx context.Context, conn net.Conn, timeout time.Duration, fn func() error) error {
 	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -275,7 +308,7 @@ func Exchange(ctx context.Context, conn net.Conn, timeout time.Duration, fn func
 }
 
 // canceled names the end of ctx as the cause of err once ctx has ended:
-// the past deadline that Exchange sets to abort is not a timeout.
+// the past deadline that Handshake sets to abort is not a timeout.
 func canceled(ctx context.Context, err error) error {
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 		return fmt.Errorf("%w: %w", cause, err)
@@ -351,7 +384,6 @@ func (s *Session) untrack(id uint32) {
 // rejectStreams closes streams the peer opens: on the edge, only the
 // control stream may come from the connector.
 func (s *Session) rejectStreams() {
-	defer s.wg.Done()
 	for {
 		ms, err := s.mux.AcceptStream()
 		if err != nil {
@@ -361,56 +393,44 @@ func (s *Session) rejectStreams() {
 	}
 }
 
-// Control messages: one type byte and a big-endian stream id.
-const (
-	ctrlReset = 1 // the stream is aborted
-	ctrlPing  = 2 // keepalive; the id is zero and ignored
-	// ctrlGoodbye: the sender is closing the session on purpose, and every
-	// stream it had is finished or reset (resets go first on this stream).
-	ctrlGoodbye = 3
-	ctrlSize    = 5
-)
-
 // sendReset tells the peer that stream id is aborted.
 func (s *Session) sendReset(id uint32) {
-	if err := s.writeControl(ctrlReset, id); err != nil {
+	if err := s.writeControl(wire.Control{Type: wire.ControlReset, Stream: id}); err != nil {
 		// A control stream that cannot take five bytes means a broken
 		// session: end it rather than leave the peer's stream hanging.
-		s.Close()
+		s.end()
 	}
 }
 
-// writeControl writes one control message.
-func (s *Session) writeControl(typ byte, id uint32) error {
-	b := [ctrlSize]byte{typ, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+// writeControl writes one control frame.
+func (s *Session) writeControl(c wire.Control) error {
+	var b [wire.ControlSize]byte
 	s.ctrlMu.Lock()
 	defer s.ctrlMu.Unlock()
-	_, err := s.ctrl.Write(b[:])
+	_, err := s.ctrl.Write(wire.AppendControl(b[:0], c))
 	return err
 }
 
-// drain closes ms, which this side has reset, once the peer has closed
-// its side or reset it too, and drops what the peer sends until then. A
-// FIN sent at once could reach the peer's reader before the reset does,
-// and pass there for a clean end of stream.
-func (s *Session) drain(ms *yamux.Stream) {
+// finishReset closes ms, which this side has reset, once the peer has
+// closed its side or reset it too, and discards what the peer sends until
+// then. A FIN sent at once could reach the peer's reader before the reset
+// does, and pass there for a clean end of stream.
+func (s *Session) finishReset(ms *yamux.Stream) {
 	id := ms.StreamID()
 	s.mu.Lock()
 	closed := s.IsClosed()
 	if !closed {
-		s.draining[id] = ms
+		s.resetting[id] = ms
 		// done is open, so the goroutine that waits for it holds wg
 		// above zero.
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.wg.Go(func() {
 			ms.SetReadDeadline(time.Time{})
 			io.Copy(io.Discard, ms)
 			ms.Close()
 			s.mu.Lock()
-			delete(s.draining, id)
+			delete(s.resetting, id)
 			s.mu.Unlock()
-		}()
+		})
 	}
 	s.mu.Unlock()
 	if closed {
@@ -418,44 +438,43 @@ func (s *Session) drain(ms *yamux.Stream) {
 	}
 }
 
-// readControl reads control messages until the session ends. A message
-// it does not understand ends the session: the peer is broken.
+// readControl reads control frames until the session ends. A frame it
+// does not understand ends the session: the peer is broken.
 func (s *Session) readControl() {
-	defer s.wg.Done()
 	defer close(s.ctrlDone)
-	var b [ctrlSize]byte
 	for {
-		if _, err := io.ReadFull(s.ctrl, b[:]); err != nil {
-			s.Close()
+		c, err := wire.ReadControl(s.ctrl)
+		if err != nil {
+			s.end()
 			return
 		}
-		switch b[0] {
-		case ctrlPing:
-			continue // its arrival was the point
-		case ctrlGoodbye:
+		switch c.Type {
+		case wire.ControlPing:
+			// Its arrival was the point.
+		case wire.ControlGoodbye:
 			s.goodbye.Store(true)
-			continue
-		case ctrlReset:
-		default:
-			s.Close()
-			return
+		case wire.ControlReset:
+			s.resetByPeer(c.Stream)
 		}
-		id := uint32(b[1])<<24 | uint32(b[2])<<16 | uint32(b[3])<<8 | uint32(b[4])
-		s.mu.Lock()
-		st, ms := s.streams[id], s.draining[id]
-		// A stream the peer (a yamux server: even ids) opened that Accept
-		// has not returned yet starts out reset.
-		if st == nil && ms == nil && s.accepts && id%2 == 0 && id > s.accepted && len(s.early) < acceptBacklog {
-			s.early[id] = true
-		}
-		s.mu.Unlock()
-		if st != nil {
-			st.resetByPeer()
-		}
-		if ms != nil {
-			// Both sides reset the stream: neither waits for the other.
-			ms.Close()
-		}
+	}
+}
+
+// resetByPeer handles the peer's reset of stream id.
+func (s *Session) resetByPeer(id uint32) {
+	s.mu.Lock()
+	st, ms := s.streams[id], s.resetting[id]
+	// A stream the peer (a yamux server: even ids) opened that Accept
+	// has not returned yet starts out reset.
+	if st == nil && ms == nil && s.accepts && id%2 == 0 && id > s.accepted && len(s.early) < acceptBacklog {
+		s.early[id] = true
+	}
+	s.mu.Unlock()
+	if st != nil {
+		st.resetByPeer()
+	}
+	if ms != nil {
+		// Both sides reset the stream: neither waits for the other.
+		ms.Close()
 	}
 }
 
@@ -482,18 +501,36 @@ func (s *Session) IsClosed() bool {
 // RemoteAddr is the peer's network address.
 func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 
-// Close ends the session and every stream on it. It is idempotent and
-// does not wait; see Wait.
+// Close ends the session and every stream on it, and returns once every
+// goroutine the session started has ended: its own, the batch writer's
+// and the multiplexer's. It is idempotent. It must not be called from a
+// function the session calls (a NotifyRead callback).
 func (s *Session) Close() error {
+	s.end()
+	// The multiplexer's Close waits for its receive and send loops, also
+	// when another goroutine is closing it already.
+	s.mux.Close()
+	s.wg.Wait()
+	return nil
+}
+
+// end ends the session and every stream on it without waiting for the
+// session's goroutines, which call it themselves.
+func (s *Session) end() {
+	first := false
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		close(s.done)
 		s.mu.Unlock()
-		s.mux.Close()
-		s.conn.Close()
-		s.readableAll()
+		first = true
 	})
-	return nil
+	if !first {
+		return
+	}
+	s.mux.Close()
+	s.conn.Close()
+	// Outside closeOnce: a stream told may close itself, and so call end.
+	s.readableAll()
 }
 
 // shutDownByPeer reports, once the session has ended, whether the peer
@@ -510,17 +547,13 @@ func (s *Session) shutDownByPeer() bool {
 func (s *Session) Shutdown() error {
 	if !s.IsClosed() {
 		s.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
-		s.writeControl(ctrlGoodbye, 0)
+		s.writeControl(wire.Control{Type: wire.ControlGoodbye})
 		// Close drops what is still gathered for writing: the goodbye
 		// and the streams' last bytes must leave first.
 		s.bw.Flush(time.Second)
 	}
 	return s.Close()
 }
-
-// Wait blocks until the session's goroutines have ended; call it after
-// Close (or after Done is closed).
-func (s *Session) Wait() { s.wg.Wait() }
 
 func (s *Session) closedErr(err error) error {
 	if s.IsClosed() || errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrRemoteGoAway) {

@@ -8,11 +8,11 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/yamux"
-	"go.uber.org/goleak"
 
 	"github.com/sallyport/sallyport/internal/wire"
 )
@@ -212,9 +212,13 @@ func TestKeepaliveEndsASilentSession(t *testing.T) {
 	})
 	connector, edge, _, _ := handshake(t, c, e, cfg)
 
-	time.Sleep(3 * cfg.KeepaliveTimeout)
-	if connector.IsClosed() || edge.IsClosed() {
-		t.Fatalf("an idle, healthy tunnel ended after %s: connector %v, edge %v", 3*cfg.KeepaliveTimeout, connector.IsClosed(), edge.IsClosed())
+	// Nothing is to happen here: watch for three timeouts' worth.
+	select {
+	case <-connector.Done():
+		t.Fatal("an idle, healthy tunnel ended on the connector's side")
+	case <-edge.Done():
+		t.Fatal("an idle, healthy tunnel ended on the edge's side")
+	case <-time.After(3 * cfg.KeepaliveTimeout):
 	}
 
 	r.frozen.Store(true)
@@ -226,40 +230,61 @@ func TestKeepaliveEndsASilentSession(t *testing.T) {
 	t.Logf("silent tunnel ended on both sides after %s (keepalive timeout %s)", time.Since(start).Round(time.Millisecond), cfg.KeepaliveTimeout)
 }
 
-func TestConfigDefaults(t *testing.T) {
-	got := Config{}.withDefaults()
-	want := Config{KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second, HandshakeTimeout: 10 * time.Second}
-	if got != want {
-		t.Errorf("zero Config = %+v, want %+v", got, want)
-	}
-	// A timeout that does not exceed the interval is raised, so a ping
-	// always has time to be answered.
-	got = Config{KeepaliveInterval: 2 * time.Second, KeepaliveTimeout: time.Second}.withDefaults()
-	if got.KeepaliveTimeout <= got.KeepaliveInterval {
-		t.Errorf("Config with timeout below interval = %+v", got)
+// A zero Config means the protocol's defaults; a Config whose keepalive
+// timeout does not exceed its interval is refused, with both values named,
+// instead of being quietly changed into another one.
+func TestConfigDefaultsAndRefusals(t *testing.T) {
+	got, err := Config{}.resolve()
+	want := Config{KeepaliveInterval: wire.DefaultKeepaliveInterval, KeepaliveTimeout: wire.DefaultKeepaliveTimeout, HandshakeTimeout: defaultHandshakeTimeout}
+	if err != nil || got != want {
+		t.Errorf("zero Config = %+v, %v; want %+v", got, err, want)
 	}
 	if err := yamux.VerifyConfig(got.mux()); err != nil {
 		t.Error(err)
 	}
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{KeepaliveInterval: 2 * time.Second, KeepaliveTimeout: time.Second}, "keepalive timeout (1s) must be longer than the keepalive interval (2s)"},
+		{Config{KeepaliveInterval: 15 * time.Second}, "keepalive timeout (15s) must be longer than the keepalive interval (15s)"},
+		{Config{KeepaliveTimeout: 3 * time.Second}, "keepalive timeout (3s) must be longer than the keepalive interval (5s)"},
+		{Config{HandshakeTimeout: -time.Second}, "negative duration"},
+	} {
+		c, e := memPair(t)
+		_, _, err := Client(context.Background(), c, testHello, tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Client with %+v = %v, want an error saying %q", tc.cfg, err, tc.want)
+		}
+		if _, err := c.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+			t.Errorf("Client with %+v left its connection open: write = %v", tc.cfg, err)
+		}
+		if _, err := Server(e, tc.cfg, testWelcome); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Server with %+v = %v, want an error saying %q", tc.cfg, err, tc.want)
+		}
+		if _, _, err := ReadOpening(context.Background(), e, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ReadOpening with %+v = %v, want an error saying %q", tc.cfg, err, tc.want)
+		}
+	}
 }
 
-// Session.Close ends every stream on both sides, is idempotent, and after
-// Close and Wait nothing of the session keeps running.
+// Session.Close ends every stream on both sides, even one whose Read is
+// blocked, and is idempotent.
 func TestSessionCloseClosesEveryStream(t *testing.T) {
 	for _, tr := range transports() {
 		t.Run(tr.name, func(t *testing.T) {
-			ignore := goleak.IgnoreCurrent()
 			connector, edge := sessions(t, tr.pair, Config{})
 			var streams []*Stream
 			for i := range 3 {
 				es, cs := openPair(t, edge, connector, wire.StreamOpen{Service: "db", Client: fmt.Sprintf("10.0.0.%d:1", i)})
 				streams = append(streams, es, cs)
 			}
+			before := blockedIn("yamux.(*Stream).Read(")
 			errs := make(chan error, len(streams))
 			for _, s := range streams {
 				go func() { _, err := s.Read(make([]byte, 1)); errs <- err }()
 			}
-			time.Sleep(50 * time.Millisecond)
+			eventually(t, 5*time.Second, func() bool { return blockedIn("yamux.(*Stream).Read(") >= before+len(streams) }, "every Read blocks")
 			if err := edge.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -283,12 +308,6 @@ func TestSessionCloseClosesEveryStream(t *testing.T) {
 				s.Close()
 			}
 			within(t, 5*time.Second, connector.Done(), "the peer session ends")
-			connector.Close()
-			edge.Wait()
-			connector.Wait()
-			if err := goleak.Find(ignore); err != nil {
-				t.Fatalf("after Close and Wait: %v", err)
-			}
 		})
 	}
 }
@@ -302,7 +321,7 @@ func TestBogusResetsAreBounded(t *testing.T) {
 		defer from.ctrlMu.Unlock()
 		var b []byte
 		for id := first; id < first+2*(acceptBacklog+100); id += 2 {
-			b = append(b, ctrlReset, byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
+			b = wire.AppendControl(b, wire.Control{Type: wire.ControlReset, Stream: id})
 		}
 		if _, err := from.ctrl.Write(b); err != nil {
 			t.Fatal(err)
@@ -310,8 +329,13 @@ func TestBogusResetsAreBounded(t *testing.T) {
 	}
 	send(edge, 1000)     // even ids, as if the edge had opened them
 	send(connector, 999) // odd ids: the edge accepts no streams
-	// A real stream still works afterwards and is not taken for reset.
-	time.Sleep(100 * time.Millisecond)
+	// A real stream still works once they have all arrived, and is not
+	// taken for reset.
+	eventually(t, 5*time.Second, func() bool {
+		connector.mu.Lock()
+		defer connector.mu.Unlock()
+		return len(connector.early) == acceptBacklog
+	}, "the connector reads the bogus resets")
 	es, cs := openPair(t, edge, connector, wire.StreamOpen{Service: "db", Client: "c:1"})
 	es.Write([]byte("ping"))
 	cs.SetDeadline(time.Now().Add(5 * time.Second))

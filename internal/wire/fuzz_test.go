@@ -144,23 +144,59 @@ func FuzzReadStreamOpen(f *testing.F) {
 // FuzzReadStreamReply: no input panics ReadStreamReply, and a reply it
 // accepts encodes back to exactly the bytes it consumed.
 func FuzzReadStreamReply(f *testing.F) {
-	f.Add(AppendStreamReply(nil, StreamReply{Code: CodeOK}))
-	f.Add(AppendStreamReply(nil, StreamReply{Code: CodeDraining, Reason: "connector is shutting down"}))
+	for _, r := range []StreamReply{
+		{Code: CodeOK},
+		{Code: CodeOK, Service: "db"},
+		{Code: CodeDraining, Reason: "connector is shutting down"},
+	} {
+		b, err := AppendStreamReply(nil, r)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Add([]byte{byte(codeLimit), 0, 0})
 	f.Add([]byte{1, 0x04, 0x01})
 	f.Add([]byte{1, 0, 3, 'a'})
+	f.Add([]byte{0, 0, 64})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		rep, err := ReadStreamReply(r)
 		if err != nil {
 			return
 		}
-		if rep.Code >= codeLimit || len(rep.Reason) > MaxReason {
-			t.Fatalf("accepted an out-of-range reply %v with a %d-byte reason", rep.Code, len(rep.Reason))
+		if rep.Code >= codeLimit || len(rep.Reason) > MaxReason || len(rep.Service) > MaxServiceName {
+			t.Fatalf("accepted an out-of-range reply %v with a %d-byte reason and a %d-byte service", rep.Code, len(rep.Reason), len(rep.Service))
 		}
-		out := AppendStreamReply(nil, rep)
+		out, err := AppendStreamReply(nil, rep)
+		if err != nil {
+			t.Fatalf("an accepted reply does not encode: %v (%+v)", err, rep)
+		}
 		if consumed := data[:len(data)-r.Len()]; !bytes.Equal(out, consumed) {
 			t.Fatalf("read % x, encodes as % x", consumed, out)
+		}
+	})
+}
+
+// FuzzReadControl: no input panics ReadControl, and a frame it accepts
+// has a known type and encodes back to exactly the bytes it consumed.
+func FuzzReadControl(f *testing.F) {
+	f.Add(AppendControl(nil, Control{Type: ControlReset, Stream: 4}))
+	f.Add(AppendControl(nil, Control{Type: ControlPing}))
+	f.Add(AppendControl(AppendControl(nil, Control{Type: ControlReset, Stream: 1 << 31}), Control{Type: ControlGoodbye}))
+	f.Add([]byte{0x7f, 0, 0, 0, 1})
+	f.Add([]byte{byte(ControlReset), 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		c, err := ReadControl(r)
+		if err != nil {
+			return
+		}
+		if c.Type < ControlReset || c.Type > ControlGoodbye {
+			t.Fatalf("accepted a frame of unknown type %v", c.Type)
+		}
+		if consumed := data[:len(data)-r.Len()]; !bytes.Equal(AppendControl(nil, c), consumed) {
+			t.Fatalf("read % x, encodes as % x", consumed, AppendControl(nil, c))
 		}
 	})
 }

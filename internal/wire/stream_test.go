@@ -85,11 +85,16 @@ func TestReadStreamOpenRejects(t *testing.T) {
 func TestStreamReplyRoundTrip(t *testing.T) {
 	for _, r := range []StreamReply{
 		{Code: CodeOK},
+		{Code: CodeOK, Service: "db"},
+		{Code: CodeOK, Service: strings.Repeat("s", MaxServiceName)},
 		{Code: CodeUnknownService, Reason: `service "db" is not offered by this connector`},
 		{Code: CodeInternal, Reason: strings.Repeat("r", MaxReason)},
 		{Code: codeLimit - 1, Reason: "last code"},
 	} {
-		b := AppendStreamReply([]byte("p"), r)
+		b, err := AppendStreamReply([]byte("p"), r)
+		if err != nil {
+			t.Fatalf("AppendStreamReply(%+v): %v", r, err)
+		}
 		rd := bytes.NewReader(append(b[1:], "DATA"...))
 		got, err := ReadStreamReply(rd)
 		if err != nil || got != r {
@@ -101,9 +106,32 @@ func TestStreamReplyRoundTrip(t *testing.T) {
 	}
 }
 
+// The reply's one text field is the service in an acceptance and the
+// reason in a refusal: a reply that would read back as something else is
+// not encoded.
+func TestAppendStreamReplyRefusesAmbiguousReplies(t *testing.T) {
+	for _, r := range []StreamReply{
+		{Code: CodeOK, Reason: "fine"},
+		{Code: CodeOK, Service: strings.Repeat("s", MaxServiceName+1)},
+		{Code: CodeDraining, Service: "db", Reason: "connector is shutting down"},
+		{Code: codeLimit},
+	} {
+		b, err := AppendStreamReply([]byte("x"), r)
+		if err == nil {
+			t.Errorf("AppendStreamReply(%+v) succeeded", r)
+		}
+		if string(b) != "x" {
+			t.Errorf("a refused reply changed b to %q", b)
+		}
+	}
+}
+
 func TestAppendStreamReplyCutsLongReason(t *testing.T) {
 	long := strings.Repeat("0123456789", 300)
-	b := AppendStreamReply(nil, StreamReply{Code: CodeBackendUnreachable, Reason: long})
+	b, err := AppendStreamReply(nil, StreamReply{Code: CodeBackendUnreachable, Reason: long})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(b) != 3+MaxReason {
 		t.Fatalf("encoded reply is %d bytes, want %d", len(b), 3+MaxReason)
 	}
@@ -126,6 +154,8 @@ func TestReadStreamReplyRejects(t *testing.T) {
 		{"code 255", []byte{255, 0, 1, 'x'}, ErrMalformed},
 		{"reason of 1025 bytes", append([]byte{1, 0x04, 0x01}, bytes.Repeat([]byte("r"), 1025)...), ErrMalformed},
 		{"reason of 65535 bytes", []byte{1, 0xff, 0xff}, ErrMalformed},
+		{"service of 64 bytes", append([]byte{0, 0, 64}, bytes.Repeat([]byte("s"), 64)...), ErrMalformed},
+		{"truncated service", []byte{0, 0, 2}, io.ErrUnexpectedEOF},
 		{"nothing", nil, io.EOF},
 		{"truncated header", []byte{1, 0}, io.ErrUnexpectedEOF},
 		{"truncated reason", []byte{1, 0, 5, 'a', 'b'}, io.ErrUnexpectedEOF},
@@ -147,5 +177,47 @@ func TestStreamReplyErr(t *testing.T) {
 	var ref *Refusal
 	if !errors.As(err, &ref) || ref.Code != CodeDraining || ref.Reason != "connector is shutting down" {
 		t.Fatalf("Err() = %#v", err)
+	}
+}
+
+func TestControlRoundTrip(t *testing.T) {
+	for _, c := range []Control{
+		{Type: ControlReset, Stream: 2},
+		{Type: ControlReset, Stream: 1<<32 - 1},
+		{Type: ControlPing},
+		{Type: ControlGoodbye},
+	} {
+		b := AppendControl([]byte("p"), c)
+		if len(b) != 1+ControlSize {
+			t.Fatalf("%v encodes to %d bytes, want %d", c, len(b)-1, ControlSize)
+		}
+		r := bytes.NewReader(append(b[1:], "NEXT"...))
+		got, err := ReadControl(r)
+		if err != nil || got != c {
+			t.Fatalf("ReadControl = %+v, %v; want %+v", got, err, c)
+		}
+		if rest, _ := io.ReadAll(r); string(rest) != "NEXT" {
+			t.Fatalf("bytes after the frame: %q, want NEXT", rest)
+		}
+	}
+}
+
+func TestReadControlRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		is   error
+	}{
+		{"type zero", []byte{0, 0, 0, 0, 1}, ErrMalformed},
+		{"type past the last", []byte{byte(ControlGoodbye) + 1, 0, 0, 0, 0}, ErrMalformed},
+		{"nothing", nil, io.EOF},
+		{"truncated", []byte{byte(ControlReset), 0, 0}, io.ErrUnexpectedEOF},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ReadControl(bytes.NewReader(tc.in))
+			if !errors.Is(err, tc.is) {
+				t.Fatalf("ReadControl(% x) = %v, want %v", tc.in, err, tc.is)
+			}
+		})
 	}
 }

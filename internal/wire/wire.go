@@ -1,33 +1,53 @@
-// Package wire defines the bytes that sallyport's edge and connector exchange
-// on a tunnel connection, apart from the multiplexer's own framing.
+// Package wire defines every byte that sallyport's edge and connector
+// exchange on a tunnel connection, apart from the multiplexer's own
+// framing: the preamble, the handshake messages, the control frames and
+// the stream headers, with the protocol version. The tunnel package
+// moves these frames; nothing else writes or parses them.
 //
 // # Protocol flow
 //
-// A tunnel connection is one TLS 1.3 connection from the connector to the
-// edge's tunnel port. On it:
+// A tunnel connection is one TLS 1.3 connection that the connector dials
+// to the edge's tunnel port. On it, in this order:
 //
-//  1. Both sides write a Preamble at once: the 8-byte magic "SALLYPRT"
-//     followed by the protocol version as a big-endian uint16. Each side reads
-//     the other's and stops with a VersionError if they differ, so a mismatch
+//  1. Preamble, both ways at once: Magic and Version. Each side reads the
+//     other's and stops with a VersionError if they differ, so a mismatch
 //     is reported clearly on both ends whatever else the versions changed.
-//  2. The connector sends one Message: either a Hello (a tunnel: it must have
-//     presented its client certificate) or an EnrollRequest (enrollment: no
-//     client certificate yet, it presents a one-time token and a CSR).
-//  3. The edge answers with one Message: Welcome or EnrollResponse on
-//     success, Refusal otherwise. A Refusal carries a Code and a reason meant
-//     for the connector's operator; the connection closes after it.
-//  4. After a Welcome, both sides run the stream multiplexer on the same
-//     connection. After an EnrollResponse the connection closes.
+//  2. A handshake Message from the connector: a Hello (a tunnel: it has
+//     presented its client certificate) or an EnrollRequest (enrollment:
+//     no client certificate yet, a one-time token and a CSR instead).
+//  3. A handshake Message from the edge: Welcome after a Hello,
+//     EnrollResponse after an EnrollRequest, or a Refusal with a Code and
+//     a reason meant for the connector's operator. After an
+//     EnrollResponse or a Refusal the connection closes.
+//  4. After a Welcome, both sides run the stream multiplexer (yamux) on
+//     the same connection. Everything below travels in its streams.
+//  5. The connector opens the first stream at once: the control stream,
+//     which carries Control frames both ways for the session's life.
+//     ControlPing: each side sends one every keepalive interval
+//     (DefaultKeepaliveInterval), and a side that has read nothing at all
+//     from its peer for its keepalive timeout (DefaultKeepaliveTimeout)
+//     ends the session; any byte proves the peer alive, so a ping that
+//     waits behind bulk data costs nothing. ControlReset: the sender has
+//     aborted a stream its peer may still be sending on; the peer's reads
+//     and writes on it fail at once, and the multiplexer's end of stream
+//     (FIN) for it follows only once the peer has closed its side too, so
+//     that the abort never passes for a clean end. ControlGoodbye: the
+//     sender is ending the session on purpose, and every stream it had is
+//     finished or reset (its resets go first); streams the peer has not
+//     read to their end yet are then complete, not cut off.
+//  6. For each client connection the edge opens one stream and writes a
+//     StreamOpen header (a service name, or a destination address for a
+//     SOCKS client, and the client's address), then the client's bytes
+//     at once, without waiting; the connector keeps them queued until the
+//     back-end is dialed. The connector answers with a StreamReply:
+//     accepted (naming the service it serves the stream as) or refused (a
+//     Code and a reason), then the back-end's bytes. A half-close is the
+//     multiplexer's FIN. The connector opens no stream but the control
+//     stream; the edge closes any other.
 //
-// For each client connection the edge opens one multiplexed stream and
-// writes a StreamOpen header on it (service name and client address). The
-// connector answers with a StreamReply (accepted, or refused with a code and
-// reason) and from then on the stream carries the client's bytes both ways.
-// The edge may send client bytes right after the header, before the reply
-// arrives; the connector keeps them queued until the back-end is dialed.
-//
-// Every parser here reads untrusted bytes: sizes are bounded before anything
-// is allocated, and malformed input yields an error wrapping ErrMalformed.
+// Every parser here reads untrusted bytes: sizes are bounded before
+// anything is allocated, and malformed input yields an error wrapping
+// ErrMalformed.
 package wire
 
 import (
@@ -37,6 +57,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // Version is the tunnel protocol version this build speaks.
@@ -285,4 +306,249 @@ func ReadExpect(r io.Reader, want Kind, v any) error {
 		return &ref
 	}
 	return fmt.Errorf("%w: expected %s, got %s", ErrMalformed, want, kind)
+}
+
+// Keepalive defaults (step 5 of the protocol flow). A side's timeout must
+// exceed its interval, and the peer's interval, so that a live peer's ping
+// always arrives in time; with the same settings on both sides, as these
+// defaults are, one rule covers both.
+const (
+	DefaultKeepaliveInterval = 5 * time.Second
+	DefaultKeepaliveTimeout  = 15 * time.Second
+)
+
+// Control is one frame on the control stream (step 5):
+//
+//	+------+-----------+
+//	| 1 B  | 4 B (BE)  |
+//	| type | stream id |
+//	+------+-----------+
+type Control struct {
+	Type ControlType
+	// Stream is the stream a ControlReset aborts. A ping or goodbye
+	// carries zero, and its receiver ignores the field.
+	Stream uint32
+}
+
+// ControlType says what a Control frame means.
+type ControlType uint8
+
+// Control frame types.
+const (
+	// ControlReset: the sender has aborted Stream.
+	ControlReset ControlType = iota + 1
+	// ControlPing: the sender is alive; its arrival is the whole message.
+	ControlPing
+	// ControlGoodbye: the sender is ending the session on purpose, and
+	// every stream it had is finished or reset.
+	ControlGoodbye
+)
+
+func (t ControlType) String() string {
+	switch t {
+	case ControlReset:
+		return "reset"
+	case ControlPing:
+		return "ping"
+	case ControlGoodbye:
+		return "goodbye"
+	}
+	return fmt.Sprintf("control(%d)", uint8(t))
+}
+
+// ControlSize is the size of every Control frame.
+const ControlSize = 5
+
+// AppendControl appends the encoded frame to b.
+func AppendControl(b []byte, c Control) []byte {
+	return binary.BigEndian.AppendUint32(append(b, byte(c.Type)), c.Stream)
+}
+
+// ReadControl reads one Control frame. A type this version does not know
+// is malformed: the peer is broken, and the session should end.
+func ReadControl(r io.Reader) (Control, error) {
+	var b [ControlSize]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return Control{}, fmt.Errorf("read control frame: %w", err)
+	}
+	c := Control{Type: ControlType(b[0]), Stream: binary.BigEndian.Uint32(b[1:])}
+	if c.Type < ControlReset || c.Type > ControlGoodbye {
+		return Control{}, fmt.Errorf("%w: unknown control frame type %d", ErrMalformed, b[0])
+	}
+	return c, nil
+}
+
+// MaxServiceName bounds a service name on the wire.
+const MaxServiceName = 63
+
+// MaxClientAddr bounds a client address on the wire.
+const MaxClientAddr = 255
+
+// MaxReason bounds the reason text of a StreamReply.
+const MaxReason = 1024
+
+// MaxAddress bounds a destination address on the wire.
+const MaxAddress = 255
+
+// StreamOpen is the header the edge writes first on every stream: a
+// length-prefixed service name, client address and destination address.
+//
+//	+------+---------+------+--------+------+---------+
+//	| 1 B  | n bytes | 1 B  | m bytes| 1 B  | k bytes |
+//	| n    | service | m    | client | k    | address |
+//	+------+---------+------+--------+------+---------+
+//
+// Exactly one of service and address is set: a stream names a service,
+// or (for a SOCKS client that named a host and port) an address that the
+// connector serves only if its allow-list holds it.
+type StreamOpen struct {
+	Service string // a service name the connector may offer
+	Client  string // the client's address as the edge saw it, "ip:port"
+	Address string // a destination "host:port" a client asked for, instead of Service
+}
+
+// AppendStreamOpen appends the encoded header to b.
+func AppendStreamOpen(b []byte, h StreamOpen) ([]byte, error) {
+	if (h.Service == "") == (h.Address == "") {
+		return b, fmt.Errorf("encode stream header: exactly one of service and address must be set")
+	}
+	if len(h.Service) > MaxServiceName {
+		return b, fmt.Errorf("encode stream header: service name must be 1-%d bytes", MaxServiceName)
+	}
+	if len(h.Client) > MaxClientAddr {
+		return b, fmt.Errorf("encode stream header: client address longer than %d bytes", MaxClientAddr)
+	}
+	if len(h.Address) > MaxAddress {
+		return b, fmt.Errorf("encode stream header: destination address longer than %d bytes", MaxAddress)
+	}
+	b = append(b, byte(len(h.Service)))
+	b = append(b, h.Service...)
+	b = append(b, byte(len(h.Client)))
+	b = append(b, h.Client...)
+	b = append(b, byte(len(h.Address)))
+	return append(b, h.Address...), nil
+}
+
+// ReadStreamOpen reads a StreamOpen header.
+func ReadStreamOpen(r io.Reader) (StreamOpen, error) {
+	var buf [256]byte
+	first := true
+	field := func(what string, max int) (string, error) {
+		if _, err := io.ReadFull(r, buf[:1]); err != nil {
+			if err == io.EOF && !first {
+				err = io.ErrUnexpectedEOF // a header cut short
+			}
+			return "", fmt.Errorf("read stream header: %w", err)
+		}
+		first = false
+		n := int(buf[0])
+		if n > max {
+			return "", fmt.Errorf("%w: %s of %d bytes", ErrMalformed, what, n)
+		}
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", fmt.Errorf("read stream header: %w", err)
+		}
+		return string(buf[:n]), nil
+	}
+	var h StreamOpen
+	var err error
+	if h.Service, err = field("service name", MaxServiceName); err != nil {
+		return StreamOpen{}, err
+	}
+	if h.Client, err = field("client address", MaxClientAddr); err != nil {
+		return StreamOpen{}, err
+	}
+	if h.Address, err = field("destination address", MaxAddress); err != nil {
+		return StreamOpen{}, err
+	}
+	if (h.Service == "") == (h.Address == "") {
+		return StreamOpen{}, fmt.Errorf("%w: a stream header names a service or an address, not %s", ErrMalformed, map[bool]string{true: "neither", false: "both"}[h.Service == ""])
+	}
+	return h, nil
+}
+
+// StreamReply is the connector's answer to a StreamOpen (step 6):
+//
+//	+------+--------+---------+
+//	| 1 B  | 2 B    | n bytes |
+//	| code | n (BE) | text    |
+//	+------+--------+---------+
+//
+// The text is Service when the code is CodeOK and Reason otherwise: an
+// acceptance has no reason and a refusal serves no service, so one field
+// on the wire carries whichever the code calls for.
+type StreamReply struct {
+	Code Code
+	// Service is, in an acceptance, the service the connector serves the
+	// stream as: the one a stream that named an address is then admitted
+	// under. Empty means the one the StreamOpen named. At most
+	// MaxServiceName bytes; empty in a refusal.
+	Service string
+	// Reason says why a refusal refused, for the client's operator. An
+	// encoder cuts it to MaxReason bytes; empty in an acceptance.
+	Reason string
+}
+
+// Err returns nil for an accepted stream and the reply as an error otherwise.
+func (r StreamReply) Err() error {
+	if r.Code == CodeOK {
+		return nil
+	}
+	return &Refusal{Code: r.Code, Reason: r.Reason}
+}
+
+// AppendStreamReply appends the encoded reply to b, cutting an over-long
+// reason. It refuses a reply that cannot be read back as itself.
+func AppendStreamReply(b []byte, r StreamReply) ([]byte, error) {
+	text := r.Reason
+	switch {
+	case r.Code >= codeLimit:
+		return b, fmt.Errorf("encode stream reply: unknown code %d", uint8(r.Code))
+	case r.Code == CodeOK && r.Reason != "":
+		return b, fmt.Errorf("encode stream reply: an acceptance has no reason (got %q)", r.Reason)
+	case r.Code == CodeOK && len(r.Service) > MaxServiceName:
+		return b, fmt.Errorf("encode stream reply: service name must be at most %d bytes", MaxServiceName)
+	case r.Code == CodeOK:
+		text = r.Service
+	case r.Service != "":
+		return b, fmt.Errorf("encode stream reply: a refusal (%s) names no service (got %q)", r.Code, r.Service)
+	case len(text) > MaxReason:
+		text = text[:MaxReason]
+	}
+	b = append(b, byte(r.Code))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(text)))
+	return append(b, text...), nil
+}
+
+// ReadStreamReply reads a StreamReply.
+func ReadStreamReply(r io.Reader) (StreamReply, error) {
+	var h [3]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return StreamReply{}, fmt.Errorf("read stream reply: %w", err)
+	}
+	code := Code(h[0])
+	if code >= codeLimit {
+		return StreamReply{}, fmt.Errorf("%w: stream reply code %d", ErrMalformed, h[0])
+	}
+	n := int(binary.BigEndian.Uint16(h[1:]))
+	switch {
+	case code == CodeOK && n > MaxServiceName:
+		return StreamReply{}, fmt.Errorf("%w: stream reply service name of %d bytes", ErrMalformed, n)
+	case n > MaxReason:
+		return StreamReply{}, fmt.Errorf("%w: stream reply reason of %d bytes", ErrMalformed, n)
+	}
+	text := make([]byte, n)
+	if _, err := io.ReadFull(r, text); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return StreamReply{}, fmt.Errorf("read stream reply: %w", err)
+	}
+	if code == CodeOK {
+		return StreamReply{Code: code, Service: string(text)}, nil
+	}
+	return StreamReply{Code: code, Reason: string(text)}, nil
 }

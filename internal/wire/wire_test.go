@@ -149,6 +149,16 @@ func TestKindAndCodeNames(t *testing.T) {
 	if s := codeLimit.String(); !strings.HasPrefix(s, "code(") {
 		t.Errorf("codeLimit = %q", s)
 	}
+	for c := ControlReset; c <= ControlGoodbye; c++ {
+		s := c.String()
+		if strings.HasPrefix(s, "control(") || seen[s] {
+			t.Errorf("control frame type %d has no name of its own: %q", c, s)
+		}
+		seen[s] = true
+	}
+	if s := (ControlGoodbye + 1).String(); s != "control(4)" {
+		t.Errorf("ControlType(4) = %q", s)
+	}
 }
 
 // header builds a message header with an arbitrary kind byte and length.
