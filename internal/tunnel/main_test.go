@@ -8,17 +8,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"math/big"
 	mrand "math/rand/v2"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
@@ -88,31 +87,14 @@ func tlsPair(t testing.TB) (net.Conn, net.Conn) { return tlsPairVia(t, nil) }
 func tlsPairVia(t testing.TB, via func(target string) string) (net.Conn, net.Conn) {
 	t.Helper()
 	ccfg, scfg := tlsConfigs(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := loopback.Listen(t)
 	addr := l.Addr().String()
 	if via != nil {
 		addr = via(addr)
 	}
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			accepted <- nil
-			return
-		}
-		accepted <- c
-	}()
-	raw, err := net.Dial("tcp", addr)
+	raw, sraw, err := loopback.DialAddr(l, addr)
 	if err != nil {
 		t.Fatal(err)
-	}
-	sraw := <-accepted
-	if sraw == nil {
-		t.Fatal("accept failed")
 	}
 	cc, sc := tls.Client(raw, ccfg), tls.Server(sraw, scfg)
 	t.Cleanup(func() { cc.Close(); sc.Close() })
@@ -241,75 +223,3 @@ func settled(t testing.TB, edge, connector *Session) {
 
 // markers numbers the marker resets of settled.
 var markers atomic.Uint32
-
-// relay forwards TCP connections to a target until frozen; once frozen
-// it reads and drops every byte, so neither side sees a FIN or an error:
-// a dead link.
-type relay struct {
-	l      net.Listener
-	frozen atomic.Bool
-	wg     sync.WaitGroup
-
-	// mu guards conns.
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func startRelay(t testing.TB, target string) *relay {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{l: l}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			r.mu.Lock()
-			r.conns = append(r.conns, c, up)
-			r.mu.Unlock()
-			r.wg.Add(2)
-			go r.forward(up, c)
-			go r.forward(c, up)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		r.mu.Lock()
-		for _, c := range r.conns {
-			c.Close()
-		}
-		r.mu.Unlock()
-		r.wg.Wait()
-	})
-	return r
-}
-
-func (r *relay) forward(dst, src net.Conn) {
-	defer r.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !r.frozen.Load() {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) && !r.frozen.Load() {
-				dst.(*net.TCPConn).CloseWrite()
-			}
-			return
-		}
-	}
-}

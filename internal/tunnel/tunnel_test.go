@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
@@ -205,10 +206,10 @@ func TestGarbageOnControlStreamEndsSession(t *testing.T) {
 // both sides within about KeepaliveTimeout; an idle but healthy one does not.
 func TestKeepaliveEndsASilentSession(t *testing.T) {
 	cfg := Config{KeepaliveInterval: 100 * time.Millisecond, KeepaliveTimeout: 500 * time.Millisecond}
-	var r *relay
+	var r *loopback.Relay
 	c, e := tlsPairVia(t, func(target string) string {
-		r = startRelay(t, target)
-		return r.l.Addr().String()
+		r = loopback.StartRelay(t, target)
+		return r.Addr()
 	})
 	connector, edge, _, _ := handshake(t, c, e, cfg)
 
@@ -221,7 +222,7 @@ func TestKeepaliveEndsASilentSession(t *testing.T) {
 	case <-time.After(3 * cfg.KeepaliveTimeout):
 	}
 
-	r.frozen.Store(true)
+	r.Freeze()
 	start := time.Now()
 	// The bound is a configured behaviour, not a speed: allow slack for
 	// a loaded machine, but not a missing keepalive.
