@@ -327,32 +327,32 @@ func (s *JetStream) ConsumeToken(ctx context.Context, id string, check func(Toke
 	if by == "" || at.IsZero() {
 		return Token{}, errors.New("consume token: the redeeming connector id and the time are required")
 	}
-	for range maxCASAttempts {
-		t, rev, err := s.getToken(ctx, id)
-		if err != nil {
-			return Token{}, fmt.Errorf("consume token: %w", err)
-		}
-		if err := check(t); err != nil {
-			return Token{}, err
+	t, err := s.UpdateToken(ctx, id, func(t *Token) error {
+		if err := check(*t); err != nil {
+			return err
 		}
 		if t.Used() {
-			return Token{}, fmt.Errorf("consume token %s: %w by %s at %s", id, ErrTokenUsed, t.UsedBy, t.UsedAt.Format(time.RFC3339))
+			return fmt.Errorf("consume token %s: %w by %s at %s", id, ErrTokenUsed, t.UsedBy, t.UsedAt.Format(time.RFC3339))
 		}
 		t.UsedAt, t.UsedBy = at, by
-		b, err := json.Marshal(t)
-		if err != nil {
-			return Token{}, fmt.Errorf("consume token %s: %w", id, err)
-		}
-		_, err = s.tokens.Update(ctx, id, b, rev)
-		if err == nil {
-			return t, nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return Token{}, fmt.Errorf("consume token %s: %w", id, err)
-		}
-		// Someone else wrote the token since we read it: read it again.
+		return nil
+	})
+	var ok *updateError
+	if errors.As(err, &ok) {
+		return Token{}, fmt.Errorf("consume token: %w", err)
 	}
-	return Token{}, fmt.Errorf("consume token %s: gave up after %d concurrent updates; retry", id, maxCASAttempts)
+	return t, err
+}
+
+// UpdateToken implements Store.
+func (s *JetStream) UpdateToken(ctx context.Context, id string, fn func(*Token) error) (Token, error) {
+	if err := s.check(); err != nil {
+		return Token{}, fmt.Errorf("update token: %w", err)
+	}
+	if err := validateID("token", id); err != nil {
+		return Token{}, fmt.Errorf("update token: %w", err)
+	}
+	return update(ctx, s.tokens, "token", id, fn)
 }
 
 // PruneTokens implements Store. Each removal is conditional on the
@@ -424,6 +424,78 @@ func (s *JetStream) PutConnector(ctx context.Context, c Connector) error {
 	return nil
 }
 
+// UpdateConnector implements Store.
+func (s *JetStream) UpdateConnector(ctx context.Context, id string, fn func(*Connector) error) (Connector, error) {
+	if err := s.check(); err != nil {
+		return Connector{}, fmt.Errorf("update connector: %w", err)
+	}
+	if err := validateID("connector", id); err != nil {
+		return Connector{}, fmt.Errorf("update connector: %w", err)
+	}
+	return update(ctx, s.connectors, "connector", id, fn)
+}
+
+// WatchConnectors implements Store.
+func (s *JetStream) WatchConnectors(ctx context.Context, fn func(Connector)) (stop func(), err error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("watch connectors: %w", err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w, err := s.connectors.WatchAll(wctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("watch connectors: %w", err)
+	}
+	deliver := func(e jetstream.KeyValueEntry) {
+		var c Connector
+		if err := json.Unmarshal(e.Value(), &c); err != nil {
+			s.log.Error("store: a connector record cannot be read; ignored", "key", e.Key(), "revision", e.Revision(), "err", err)
+			return
+		}
+		fn(c)
+	}
+	// The current values first, up to the marker (nil) that ends them.
+	for initial := true; initial; {
+		select {
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				cancel()
+				return nil, errors.New("watch connectors: the watcher closed before the values were read; retry")
+			case e == nil:
+				initial = false
+			default:
+				deliver(e)
+			}
+		case <-ctx.Done():
+			cancel()
+			stopWatcher(w)
+			return nil, fmt.Errorf("watch connectors: %w", ctx.Err())
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					deliver(e)
+				}
+			case <-wctx.Done():
+				stopWatcher(w)
+				return
+			}
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+	}, nil
+}
+
 // GetConnector implements Store.
 func (s *JetStream) GetConnector(ctx context.Context, id string) (Connector, error) {
 	if err := s.check(); err != nil {
@@ -450,6 +522,44 @@ func (s *JetStream) ListConnectors(ctx context.Context) ([]Connector, error) {
 	}
 	slices.SortFunc(cs, func(a, b Connector) int { return strings.Compare(a.ID, b.ID) })
 	return cs, nil
+}
+
+// updateError is a store failure in update, as opposed to the error of the
+// caller's fn, which update returns unchanged.
+type updateError struct{ err error }
+
+func (e *updateError) Error() string { return e.err.Error() }
+func (e *updateError) Unwrap() error { return e.err }
+
+// update changes the value at key with fn by compare-and-swap, reading
+// again after a concurrent write, at most maxCASAttempts times. what names
+// the kind of value in errors. fn's own error is returned unchanged; the
+// store's are *updateError.
+func update[T any](ctx context.Context, kv jetstream.KeyValue, what, key string, fn func(*T) error) (T, error) {
+	var zero T
+	for range maxCASAttempts {
+		var v T
+		rev, err := get(ctx, kv, key, &v)
+		if err != nil {
+			return zero, &updateError{fmt.Errorf("%s %s: %w", what, key, err)}
+		}
+		if err := fn(&v); err != nil {
+			return zero, err
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return zero, &updateError{fmt.Errorf("%s %s: %w", what, key, err)}
+		}
+		_, err = kv.Update(ctx, key, b, rev)
+		if err == nil {
+			return v, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return zero, &updateError{fmt.Errorf("%s %s: %w", what, key, err)}
+		}
+		// Someone else wrote the value since we read it: read it again.
+	}
+	return zero, &updateError{fmt.Errorf("%s %s: gave up after %d concurrent updates; retry", what, key, maxCASAttempts)}
 }
 
 // get decodes the latest value of key into v and returns its revision.

@@ -62,10 +62,20 @@ type Token struct {
 	ExpiresAt  time.Time `json:"expires_at"`
 	UsedAt     time.Time `json:"used_at,omitzero"`  // zero while unused
 	UsedBy     string    `json:"used_by,omitempty"` // id of the connector that redeemed it
+	// Grants are the services the enrolled connector may offer from its
+	// first tunnel; none grants nothing.
+	Grants []string `json:"grants,omitempty"`
+	// Replaces, if set, is the id of the connector of the same name that
+	// redeeming this token revokes.
+	Replaces  string    `json:"replaces,omitempty"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"` // zero unless revoked before use
 }
 
 // Used reports whether the token has been redeemed.
 func (t Token) Used() bool { return !t.UsedAt.IsZero() }
+
+// Revoked reports whether the token was revoked.
+func (t Token) Revoked() bool { return !t.RevokedAt.IsZero() }
 
 // Connector is an enrolled connector's identity. The zero value is not valid:
 // ID is required. A zero RevokedAt means the connector is not revoked.
@@ -76,6 +86,9 @@ type Connector struct {
 	EnrolledAt time.Time `json:"enrolled_at"`
 	NotAfter   time.Time `json:"not_after"`
 	RevokedAt  time.Time `json:"revoked_at,omitzero"`
+	// Grants are the services the connector may offer, sorted; none
+	// grants nothing.
+	Grants []string `json:"grants,omitempty"`
 }
 
 // Revoked reports whether the connector has been revoked.
@@ -103,8 +116,21 @@ type Store interface {
 	// used before it, or expired before it unused. It returns how many it
 	// removed. A token it removes can no longer be redeemed anyway.
 	PruneTokens(ctx context.Context, before time.Time) (int, error)
+	// UpdateToken changes token id with fn by compare-and-swap: it reads
+	// the token, calls fn on a copy, and writes the copy only if the token
+	// is unchanged since, else reads again. It returns the token as
+	// written, ErrNotFound, or fn's error unchanged (nothing written).
+	UpdateToken(ctx context.Context, id string, fn func(*Token) error) (Token, error)
 	// PutConnector stores c, replacing any connector with the same id.
 	PutConnector(ctx context.Context, c Connector) error
+	// UpdateConnector changes connector id with fn by compare-and-swap, as
+	// UpdateToken does.
+	UpdateConnector(ctx context.Context, id string, fn func(*Connector) error) (Connector, error)
+	// WatchConnectors calls fn with every stored connector, then returns;
+	// after that it calls fn with each connector as it is stored, from one
+	// goroutine and in order, until ctx ends or stop is called. stop waits
+	// for that goroutine to end.
+	WatchConnectors(ctx context.Context, fn func(Connector)) (stop func(), err error)
 	// GetConnector returns the connector with that id, or ErrNotFound.
 	GetConnector(ctx context.Context, id string) (Connector, error)
 	// ListConnectors returns every stored connector, ordered by id.
