@@ -57,18 +57,20 @@ func (a *adminFlags) client() (*admin.Client, error) {
 }
 
 func newTokenCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "token", Short: "Manage enrollment tokens"}
+	cmd := &cobra.Command{Use: "token", Aliases: []string{"tokens"}, Short: "Manage enrollment tokens"}
 	var (
-		af    adminFlags
-		name  string
-		ttl   time.Duration
-		out   string
-		edges []string
+		af       adminFlags
+		name     string
+		ttl      time.Duration
+		out      string
+		edges    []string
+		services []string
+		replace  bool
 	)
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a one-time enrollment token and write it into a keyfile for a new connector",
-		Example: `  sallyport token create --name site-a --ttl 1h -o site-a.keyfile
+		Example: `  sallyport token create --name site-a --service db --ttl 1h -o site-a.keyfile
   # copy site-a.keyfile to the connector's host, then there:
   sallyport connector --keyfile site-a.keyfile --service db=127.0.0.1:5432`,
 		Args: cobra.NoArgs,
@@ -77,12 +79,17 @@ func newTokenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			kf, err := c.CreateKeyfile(cmd.Context(), admin.TokenRequest{Name: name, TTL: ttl.String(), Edges: edges})
-			if err != nil {
-				return err
-			}
 			if out == "" {
 				out = name + ".keyfile"
+			}
+			if out != "-" {
+				if _, err := os.Lstat(out); err == nil {
+					return fmt.Errorf("%s exists: a keyfile is never overwritten; remove it or choose another file with -o", out)
+				}
+			}
+			kf, err := c.CreateKeyfile(cmd.Context(), admin.TokenRequest{Name: name, TTL: ttl.String(), Edges: edges, Services: services, Replace: replace})
+			if err != nil {
+				return err
 			}
 			if out == "-" {
 				_, err := cmd.OutOrStdout().Write(kf)
@@ -91,7 +98,14 @@ func newTokenCmd() *cobra.Command {
 			if err := atomicfile.Write(out, kf, 0o600); err != nil {
 				return fmt.Errorf("write keyfile: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (one use, valid for %s); on the connector's host run:\n  sallyport connector --keyfile %s --service NAME=HOST:PORT\n", out, ttl, out)
+			example := "NAME=HOST:PORT"
+			if len(services) > 0 {
+				example = services[0] + "=HOST:PORT"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (one use, valid for %s); on the connector's host run:\n  sallyport connector --keyfile %s --service %s\n", out, ttl, out, example)
+			if len(services) == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "note: no service granted, so the connector can serve none until you run: sallyport connectors grant %s SERVICE\n", name)
+			}
 			return nil
 		},
 	}
@@ -100,8 +114,10 @@ func newTokenCmd() *cobra.Command {
 	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token may be redeemed")
 	create.Flags().StringVarP(&out, "output", "o", "", "keyfile to write, mode 0600 (default NAME.keyfile; - for standard output)")
 	create.Flags().StringSliceVar(&edges, "edge", nil, "HOST:PORT the connector should dial, instead of the edge's advertised addresses (repeatable)")
+	create.Flags().StringArrayVar(&services, "service", nil, "a service the connector may offer, from its first tunnel (repeatable)")
+	create.Flags().BoolVar(&replace, "replace", false, "the name is enrolled already: redeeming this keyfile revokes the connector enrolled under it")
 	create.MarkFlagRequired("name")
-	cmd.AddCommand(create)
+	cmd.AddCommand(create, newTokensListCmd(), newTokensRevokeCmd())
 	return cmd
 }
 

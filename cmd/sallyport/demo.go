@@ -114,7 +114,7 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, webPort, echo
 		return err
 	}
 	ac := &admin.Client{Addr: e.AdminAddr().String(), Token: token}
-	kf, err := ac.CreateKeyfile(ctx, admin.TokenRequest{Name: "demo-site", TTL: "10m"})
+	kf, err := ac.CreateKeyfile(ctx, admin.TokenRequest{Name: "demo-site", TTL: "10m", Services: []string{"web", "echo"}})
 	if err != nil {
 		return err
 	}
@@ -146,8 +146,9 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, webPort, echo
 		return fmt.Errorf("the demo connector did not come up: %w", errors.Join(err, <-connErr))
 	}
 
-	fmt.Fprintf(out, `sallyport demo: an edge, a connector (enrolled with a fresh one-time keyfile)
-and two sample back-ends are running on this machine. The back-ends listen on
+	fmt.Fprintf(out, `sallyport demo: an edge, a connector (enrolled with a fresh one-time keyfile
+that grants it the services web and echo) and two sample back-ends are
+running on this machine. The back-ends listen on
 random loopback ports that only the connector knows; clients use the edge.
 
 Try, in another terminal:
@@ -156,8 +157,13 @@ Try, in another terminal:
       the web back-end, reached through the tunnel
   nc %s        (or: curl telnet://%s)
       the echo back-end: type a line and get it back (Ctrl-D ends)
-  %s status --data %s
+  %[4]s status --data %[5]s
       the edge's view: services and the connected connector
+  %[4]s connectors list --data %[5]s
+      the enrolled connector: its grants, tunnels and certificate expiry
+  %[4]s connectors ungrant demo-site echo --data %[5]s
+      the edge stops routing echo through it at once; "connectors grant"
+      gives it back, without a reconnect
 
 Press Ctrl-C to stop.
 `, e.ServiceAddr("web"), hostPortArgs(e.ServiceAddr("echo")), e.ServiceAddr("echo"), selfCommand(), ecfg.DataDir)

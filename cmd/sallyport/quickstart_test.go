@@ -19,7 +19,7 @@ func TestQuickStartByFlags(t *testing.T) {
 	edge := startEdge(t, filepath.Join(dir, "edge"), []string{"echo"})
 
 	keyfile := filepath.Join(dir, "site-a.keyfile")
-	out := mustRun(t, "token", "create", "--name", "site-a", "--ttl", "1h", "-o", keyfile, "--data", edge.data)
+	out := mustRun(t, "token", "create", "--name", "site-a", "--service", "echo", "--ttl", "1h", "-o", keyfile, "--data", edge.data)
 	if !strings.Contains(out, "wrote "+keyfile) || !strings.Contains(out, "sallyport connector --keyfile "+keyfile) {
 		t.Errorf("token create printed:\n%s\nwant the keyfile's path and the connector command to run", out)
 	}

@@ -71,12 +71,12 @@ func (e *edgeProc) run(t *testing.T) string {
 	return ""
 }
 
-// keyfile runs `sallyport token create` the way the README shows it and
-// returns the keyfile's path.
+// keyfile runs `sallyport token create` the way the README shows it,
+// granting the service echo, and returns the keyfile's path.
 func (e *edgeProc) keyfile(t *testing.T, name string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name+".keyfile")
-	out := mustRun(t, "token", "create", "--name", name, "--ttl", "1h", "-o", path, "--data", e.data)
+	out := mustRun(t, "token", "create", "--name", name, "--service", "echo", "--ttl", "1h", "-o", path, "--data", e.data)
 	if !strings.Contains(out, "wrote "+path) {
 		t.Errorf("token create says %q; want it to name the keyfile it wrote", out)
 	}

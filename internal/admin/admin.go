@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -28,6 +29,37 @@ type TokenRequest struct {
 	Name  string   `json:"name"`
 	TTL   string   `json:"ttl,omitempty"`   // a Go duration; default 1h
 	Edges []string `json:"edges,omitempty"` // overrides the edge's advertised addresses
+	// Services are granted to the connector from its first tunnel.
+	Services []string `json:"services,omitempty"`
+	// Replace allows a name that is enrolled already: redeeming the new
+	// keyfile revokes the connector enrolled under it.
+	Replace bool `json:"replace,omitempty"`
+}
+
+// Connector is an enrolled connector, as GET /v1/connectors lists it.
+type Connector struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Grants     []string  `json:"grants"`
+	Tunnels    int       `json:"tunnels"`            // live tunnels to this edge
+	LastSeen   time.Time `json:"last_seen,omitzero"` // a tunnel up now, or when the last one ended; zero: never on this edge
+	EnrolledAt time.Time `json:"enrolled_at"`
+	NotAfter   time.Time `json:"not_after"` // its certificate's expiry
+	RevokedAt  time.Time `json:"revoked_at,omitzero"`
+}
+
+// Token is an enrollment token, as GET /v1/tokens lists it; never its
+// secret, which the edge does not keep.
+type Token struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Grants    []string  `json:"grants,omitempty"`
+	State     string    `json:"state"` // unused, used, expired or revoked
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UsedAt    time.Time `json:"used_at,omitzero"`
+	UsedBy    string    `json:"used_by,omitempty"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
 }
 
 // Status is what GET /v1/status returns.
@@ -61,9 +93,21 @@ type ConnectorStatus struct {
 
 // Backend is what the edge provides to the API.
 type Backend interface {
-	// CreateKeyfile makes a one-time token and returns the keyfile's bytes.
-	CreateKeyfile(ctx context.Context, name string, ttl time.Duration, edges []string) ([]byte, error)
+	// CreateKeyfile makes a one-time token valid for ttl and returns the
+	// keyfile's bytes.
+	CreateKeyfile(ctx context.Context, req TokenRequest, ttl time.Duration) ([]byte, error)
 	Status(ctx context.Context) Status
+	// Connectors lists the enrolled connectors, by name.
+	Connectors(ctx context.Context) ([]Connector, error)
+	// Grant lets the connector named by ref (its name or id) offer
+	// service, or no longer when grant is false.
+	Grant(ctx context.Context, ref, service string, grant bool) (Connector, error)
+	// RevokeConnector revokes the connector named by ref.
+	RevokeConnector(ctx context.Context, ref string) (Connector, error)
+	// Tokens lists the enrollment tokens, newest first.
+	Tokens(ctx context.Context) ([]Token, error)
+	// RevokeToken makes an unused token useless.
+	RevokeToken(ctx context.Context, id string) (Token, error)
 }
 
 // Error is an API error with its HTTP status; its message is for the user.
@@ -95,7 +139,7 @@ func Handler(b Backend, token string, log *slog.Logger) http.Handler {
 			}
 			ttl = d
 		}
-		kf, err := b.CreateKeyfile(r.Context(), req.Name, ttl, req.Edges)
+		kf, err := b.CreateKeyfile(r.Context(), req, ttl)
 		if err != nil {
 			writeError(w, err)
 			return
@@ -106,8 +150,25 @@ func Handler(b Backend, token string, log *slog.Logger) http.Handler {
 		w.Write(kf)
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(b.Status(r.Context()))
+		writeJSON(w, http.StatusOK, b.Status(r.Context()))
+	})
+	mux.HandleFunc("GET /v1/connectors", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK)(b.Connectors(r.Context()))
+	})
+	mux.HandleFunc("PUT /v1/connectors/{ref}/grants/{service}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK)(b.Grant(r.Context(), r.PathValue("ref"), r.PathValue("service"), true))
+	})
+	mux.HandleFunc("DELETE /v1/connectors/{ref}/grants/{service}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK)(b.Grant(r.Context(), r.PathValue("ref"), r.PathValue("service"), false))
+	})
+	mux.HandleFunc("POST /v1/connectors/{ref}/revoke", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK)(b.RevokeConnector(r.Context(), r.PathValue("ref")))
+	})
+	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK)(b.Tokens(r.Context()))
+	})
+	mux.HandleFunc("POST /v1/tokens/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK)(b.RevokeToken(r.Context(), r.PathValue("id")))
 	})
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -119,6 +180,24 @@ func Handler(b Backend, token string, log *slog.Logger) http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// reply returns a function that writes a backend's result: v as JSON with
+// status, or err.
+func reply(w http.ResponseWriter, status int) func(v any, err error) {
+	return func(v any, err error) {
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, status, v)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
 }
 
 func writeError(w http.ResponseWriter, err error) {
@@ -145,6 +224,48 @@ type Client struct {
 func (c *Client) CreateKeyfile(ctx context.Context, req TokenRequest) ([]byte, error) {
 	body, _ := json.Marshal(req)
 	return c.do(ctx, http.MethodPost, "/v1/tokens", body, http.StatusCreated)
+}
+
+// Connectors lists the enrolled connectors.
+func (c *Client) Connectors(ctx context.Context) ([]Connector, error) {
+	return call[[]Connector](ctx, c, http.MethodGet, "/v1/connectors")
+}
+
+// Grant lets connector ref (name or id) offer service, or no longer.
+func (c *Client) Grant(ctx context.Context, ref, service string, grant bool) (Connector, error) {
+	method := http.MethodPut
+	if !grant {
+		method = http.MethodDelete
+	}
+	return call[Connector](ctx, c, method, "/v1/connectors/"+url.PathEscape(ref)+"/grants/"+url.PathEscape(service))
+}
+
+// RevokeConnector revokes connector ref (name or id).
+func (c *Client) RevokeConnector(ctx context.Context, ref string) (Connector, error) {
+	return call[Connector](ctx, c, http.MethodPost, "/v1/connectors/"+url.PathEscape(ref)+"/revoke")
+}
+
+// Tokens lists the enrollment tokens.
+func (c *Client) Tokens(ctx context.Context) ([]Token, error) {
+	return call[[]Token](ctx, c, http.MethodGet, "/v1/tokens")
+}
+
+// RevokeToken revokes token id.
+func (c *Client) RevokeToken(ctx context.Context, id string) (Token, error) {
+	return call[Token](ctx, c, http.MethodPost, "/v1/tokens/"+url.PathEscape(id)+"/revoke")
+}
+
+// call makes a request without a body and decodes the JSON reply.
+func call[T any](ctx context.Context, c *Client, method, path string) (T, error) {
+	var v T
+	b, err := c.do(ctx, method, path, nil, http.StatusOK)
+	if err != nil {
+		return v, err
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, fmt.Errorf("read admin API reply: %w", err)
+	}
+	return v, nil
 }
 
 // Status fetches the edge's status.

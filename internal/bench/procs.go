@@ -213,7 +213,7 @@ func startSallyport(ctx context.Context, exe, dir, profile string, backends map[
 		return nil, err
 	}
 	keyfile := filepath.Join(dir, "bench.keyfile")
-	if err := s.createToken(ctx, edgeData, keyfile); err != nil {
+	if err := s.createToken(ctx, edgeData, keyfile, names); err != nil {
 		s.stop()
 		return nil, err
 	}
@@ -246,11 +246,14 @@ func profileEnv(dir, name string) []string {
 
 // createToken asks the edge for a keyfile, retrying while its admin API
 // comes up.
-func (s *sallyport) createToken(ctx context.Context, edgeData, keyfile string) error {
+func (s *sallyport) createToken(ctx context.Context, edgeData, keyfile string, services []string) error {
 	deadline := time.Now().Add(20 * time.Second)
+	args := []string{"token", "create", "--data", edgeData, "--name", "bench", "--ttl", "10m", "-o", keyfile}
+	for _, n := range services {
+		args = append(args, "--service", n)
+	}
 	for {
-		out, err := exec.CommandContext(ctx, s.exe, "token", "create", "--data", edgeData,
-			"--name", "bench", "--ttl", "10m", "-o", keyfile).CombinedOutput()
+		out, err := exec.CommandContext(ctx, s.exe, args...).CombinedOutput()
 		if err == nil {
 			return nil
 		}

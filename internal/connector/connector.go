@@ -57,6 +57,12 @@ type Connector struct {
 		changed chan struct{}
 	}
 
+	// stop ends Run with an error that retrying would not change (a
+	// revocation); set by Run.
+	stop context.CancelCauseFunc
+	// told holds "edge/service" for each refused offer already logged.
+	told sync.Map
+
 	streams pipe.Tracker
 	// handlers counts stream goroutines.
 	handlers sync.WaitGroup
@@ -105,8 +111,12 @@ type identity struct {
 // then keeps a tunnel to every edge until ctx ends. It then answers new
 // streams with "draining", lets live ones finish for up to the drain
 // timeout, closes the tunnels and returns. An enrollment refusal is
-// returned at once: retrying would not change it.
-func (c *Connector) Run(ctx context.Context) error {
+// returned at once: retrying would not change it. So is a revocation: the
+// edge refuses the connector from then on, and it stops serving.
+func (c *Connector) Run(parent context.Context) error {
+	ctx, stop := context.WithCancelCause(parent)
+	defer stop(nil)
+	c.stop = stop
 	id, err := c.identity(ctx)
 	if err != nil {
 		return err
@@ -130,6 +140,10 @@ func (c *Connector) Run(ctx context.Context) error {
 	c.closeTunnels()
 	loops.Wait()
 	c.handlers.Wait()
+	if err := context.Cause(ctx); parent.Err() == nil && err != nil {
+		c.log.Error("connector stopped", "err", err)
+		return err
+	}
 	c.log.Info("connector stopped")
 	return nil
 }

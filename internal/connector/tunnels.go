@@ -3,6 +3,7 @@ package connector
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -53,6 +54,10 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 			if time.Since(start) >= stableAfter {
 				failures = 0
 			}
+		} else if ref := (*wire.Refusal)(nil); errors.As(err, &ref) && ref.Code == wire.CodeRevoked {
+			log.Error("the edge refuses this connector: it was revoked; stopping", "reason", ref.Reason)
+			c.stop(fmt.Errorf("revoked: %s", ref.Reason))
+			return
 		} else if ctx.Err() == nil {
 			log.Warn("tunnel dial failed", "err", err, "attempt", failures+1)
 		}
@@ -104,9 +109,15 @@ func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Co
 		return nil, fmt.Errorf("TLS with edge %s: %w", addr, err)
 	}
 	hello := wire.Hello{Instance: c.instance, Services: slices.Sorted(maps.Keys(c.cfg.Services))}
-	sess, _, err := tunnel.Client(dctx, tc, hello, cfg)
+	sess, welcome, err := tunnel.Client(dctx, tc, hello, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel handshake with edge %s: %w", addr, err)
+	}
+	for _, r := range welcome.Refused {
+		if _, told := c.told.LoadOrStore(addr+"/"+r.Service, true); !told {
+			c.log.Warn("the edge refuses a service this connector offers; its other services are served", "edge", addr,
+				"service", r.Service, "reason", r.Reason)
+		}
 	}
 	return sess, nil
 }

@@ -58,20 +58,22 @@ func newPolicies(services map[string]config.EdgeService, log *slog.Logger, now f
 // instead of a service (SOCKS). The edge never knows back-end addresses: it
 // asks each live tunnel in turn, and only a connector whose allow-list
 // holds the address accepts, naming the service it serves it as; that
-// service's policy then decides. It returns the refusal with
+// service's policy then decides. Only connectors that are granted a
+// service they offer are asked, and an answer naming a service the
+// connector is not granted is refused. It returns the refusal with
 // ReasonUnknownService if no connector allows the address.
 func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, *admission.Refusal) {
-	e.tunnels.Lock()
-	tried := make(map[string]bool, len(e.tunnels.m))
+	e.conns.Lock()
+	tried := make(map[string]bool, len(e.conns.tunnels))
 	var sessions []*tunnel.Session
-	for sess, info := range e.tunnels.m {
+	for sess, info := range e.conns.tunnels {
 		// One tunnel per connector is enough to learn its answer.
-		if !tried[info.connectorID] {
+		if routed := e.routedLocked(info, ""); routed && !tried[info.connectorID] {
 			tried[info.connectorID] = true
 			sessions = append(sessions, sess)
 		}
 	}
-	e.tunnels.Unlock()
+	e.conns.Unlock()
 	for _, sess := range sessions {
 		st, err := sess.Open(wire.StreamOpen{Client: c.Addr.String(), Address: address})
 		if err != nil {
@@ -82,17 +84,29 @@ func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, 
 			continue
 		}
 		service := st.Answer().Service
+		e.conns.Lock()
+		info := e.conns.tunnels[sess]
+		granted := info != nil && e.routedLocked(info, service)
+		e.conns.Unlock()
+		if !granted {
+			st.Close()
+			if info != nil {
+				e.log.Warn("connector named a service it is not granted for an address: not used", "connector", info.connectorID,
+					"address", address, "service", service)
+			}
+			continue
+		}
 		release, ref := e.Admit(service, c)
 		if ref != nil {
 			st.Close()
 			return nil, ref
 		}
-		e.tunnels.Lock()
+		e.conns.Lock()
 		connector := ""
-		if info := e.tunnels.m[sess]; info != nil {
+		if info := e.conns.tunnels[sess]; info != nil {
 			connector = info.connectorID
 		}
-		e.tunnels.Unlock()
+		e.conns.Unlock()
 		return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector, release: release}, nil
 	}
 	return nil, e.Refused(admission.Refuse(admission.ReasonUnknownService, "", "no connector allows address %s", address), c)
@@ -120,9 +134,9 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 	if !ok {
 		return nil, e.Refused(admission.Refuse(admission.ReasonNoConnector, service, "no connector offers service %s right now; try again later", service), c)
 	}
-	e.tunnels.Lock()
-	info := e.tunnels.m[sess]
-	e.tunnels.Unlock()
+	e.conns.Lock()
+	info := e.conns.tunnels[sess]
+	e.conns.Unlock()
 	connector := ""
 	if info != nil {
 		connector = info.connectorID
@@ -236,7 +250,7 @@ func (s *streamConn) Write(b []byte) (int, error) {
 func (s *streamConn) connectorRefused(ref *wire.Refusal) {
 	e := s.e
 	e.refusals.Add(admission.ReasonConnector)
-	if ref.Code == wire.CodeDraining && e.routes.Remove(s.sess) {
+	if ref.Code == wire.CodeDraining && e.stopRouting(s.sess) {
 		// The connector is shutting down: send later clients elsewhere.
 		e.log.Info("connector draining: no more clients routed to this tunnel", "connector", s.connector)
 	}

@@ -69,10 +69,21 @@ type Edge struct {
 	// policies holds every configured service's policy.
 	policies map[string]*admission.Policy
 
-	// tunnels are the live tunnels, with what the edge knows of each.
-	tunnels struct {
+	// conns is what the edge knows of connectors: the live tunnels, and
+	// each connector's identity as the store has it. Both change under
+	// one lock, so a tunnel's routes always follow its connector's grants.
+	conns struct {
 		sync.Mutex
-		m map[*tunnel.Session]*tunnelInfo
+		tunnels map[*tunnel.Session]*tunnelInfo
+		// ids are the enrolled connectors by id, fed by a watch on the
+		// store (a read per connection would not scale to a cluster).
+		ids map[string]store.Connector
+		// warned holds "id/service" for each ungranted offer already
+		// logged, so that a pool of tunnels or reconnects say it once.
+		warned map[string]bool
+		// lastSeen is when each connector's last tunnel to this edge
+		// ended, by id.
+		lastSeen map[string]time.Time
 	}
 
 	// refusals counts clients turned away, by reason.
@@ -90,7 +101,12 @@ type tunnelInfo struct {
 	name        string
 	remote      string
 	since       time.Time
-	services    []string
+	// offered are the services the connector's Hello offered; those it is
+	// granted are routed.
+	offered []string
+	// draining is set when the connector said it is shutting down: the
+	// tunnel is routed no more, whatever its grants.
+	draining bool
 }
 
 // New checks cfg and returns an edge ready to Run. It does no I/O.
@@ -109,7 +125,10 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		ready:       make(chan struct{}),
 		maxOpenings: maxOpenings,
 	}
-	e.tunnels.m = make(map[*tunnel.Session]*tunnelInfo)
+	e.conns.tunnels = make(map[*tunnel.Session]*tunnelInfo)
+	e.conns.ids = make(map[string]store.Connector)
+	e.conns.warned = make(map[string]bool)
+	e.conns.lastSeen = make(map[string]time.Time)
 	return e, nil
 }
 
@@ -152,6 +171,11 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("open the edge's store: %w", err)
 	}
 	defer e.st.Close()
+	stopWatch, err := e.watchIdentities(ctx)
+	if err != nil {
+		return fmt.Errorf("read the enrolled connectors from the store: %w", err)
+	}
+	defer stopWatch()
 	e.ca, err = pki.LoadOrCreateCA(filepath.Join(dir, "pki"), e.now())
 	if err != nil {
 		return err
@@ -239,12 +263,12 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 
 // closeTunnels shuts every tunnel down; its watcher removes the routes.
 func (e *Edge) closeTunnels() {
-	e.tunnels.Lock()
-	sessions := make([]*tunnel.Session, 0, len(e.tunnels.m))
-	for s := range e.tunnels.m {
+	e.conns.Lock()
+	sessions := make([]*tunnel.Session, 0, len(e.conns.tunnels))
+	for s := range e.conns.tunnels {
 		sessions = append(sessions, s)
 	}
-	e.tunnels.Unlock()
+	e.conns.Unlock()
 	for _, s := range sessions {
 		s.Shutdown()
 	}

@@ -21,14 +21,31 @@ const CertificateTTL = 365 * 24 * time.Hour
 // MaxTokenTTL bounds an enrollment token's lifetime.
 const MaxTokenTTL = 30 * 24 * time.Hour
 
-// CreateKeyfile makes a one-time enrollment token for a connector called
-// name, stores its hash, and returns the keyfile that carries it.
-func (e *Edge) CreateKeyfile(ctx context.Context, name string, ttl time.Duration, edges []string) ([]byte, error) {
+// CreateKeyfile makes a one-time enrollment token valid for ttl for the
+// connector req names, with its grants, stores its hash, and returns the
+// keyfile that carries it. A name that is enrolled already (and not
+// revoked) is refused unless req.Replace: then redeeming the keyfile
+// revokes the connector enrolled under it.
+func (e *Edge) CreateKeyfile(ctx context.Context, req admin.TokenRequest, ttl time.Duration) ([]byte, error) {
+	name, edges := req.Name, req.Edges
 	if !wire.ValidName(name) {
 		return nil, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("bad connector name %q: %s", name, wire.NameRule)}
 	}
 	if ttl <= 0 || ttl > MaxTokenTTL {
 		return nil, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("ttl %s out of range: use up to %s", ttl, MaxTokenTTL)}
+	}
+	grants, err := checkGrants(req.Services)
+	if err != nil {
+		return nil, err
+	}
+	holder, err := e.enrolledAs(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if holder.ID != "" && !req.Replace {
+		return nil, &admin.Error{Status: http.StatusConflict, Message: fmt.Sprintf(
+			"connector name %s is enrolled already (id %s); a name belongs to one connector: add --replace to enroll a new one in its place (the old one is revoked when the new keyfile is redeemed), or choose another name",
+			name, holder.ID)}
 	}
 	if len(edges) == 0 {
 		edges = e.advertise
@@ -38,7 +55,8 @@ func (e *Edge) CreateKeyfile(ctx context.Context, name string, ttl time.Duration
 		return nil, err
 	}
 	now := e.now().UTC()
-	t := store.Token{ID: tok.ID, SecretHash: enroll.HashSecret(tok.Secret), Name: name, CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	t := store.Token{ID: tok.ID, SecretHash: enroll.HashSecret(tok.Secret), Name: name, CreatedAt: now, ExpiresAt: now.Add(ttl),
+		Grants: grants, Replaces: holder.ID}
 	kf := enroll.Keyfile{Version: enroll.KeyfileVersion, Name: name, Edges: edges, CAPin: e.ca.Pin(), Token: tok.String(), Expires: t.ExpiresAt}
 	b, err := kf.Encode() // validates: nothing is stored for a keyfile that cannot be made
 	if err != nil {
@@ -47,7 +65,7 @@ func (e *Edge) CreateKeyfile(ctx context.Context, name string, ttl time.Duration
 	if err := e.st.CreateToken(ctx, t); err != nil {
 		return nil, fmt.Errorf("store the new token: %w", err)
 	}
-	e.log.Info("enrollment token created", "token", tok.ID, "name", name, "expires", t.ExpiresAt)
+	e.log.Info("enrollment token created", "token", tok.ID, "name", name, "grants", grants, "replaces", holder.ID, "expires", t.ExpiresAt)
 	return b, nil
 }
 
@@ -94,6 +112,12 @@ func (e *Edge) enroll(ctx context.Context, body []byte) (wire.EnrollResponse, *w
 	if err := check(t); err != nil {
 		return wire.EnrollResponse{}, err.(*wire.Refusal)
 	}
+	if holder, err := e.enrolledAs(ctx, t.Name); err != nil {
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its store; try again later"}
+	} else if holder.ID != "" && holder.ID != t.Replaces {
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf(
+			"connector name %s is enrolled already (id %s), so this keyfile can no longer be redeemed; ask the edge's operator for a new keyfile made with --replace", t.Name, holder.ID)}
+	}
 	certDER, connID, err := e.ca.SignConnector(req.CSR, t.Name, now, CertificateTTL)
 	if err != nil {
 		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}
@@ -105,10 +129,17 @@ func (e *Edge) enroll(ctx context.Context, body []byte) (wire.EnrollResponse, *w
 		}
 		return wire.EnrollResponse{}, tokenStoreRefusal(id, err)
 	}
-	rec := store.Connector{ID: connID, Name: t.Name, TokenID: id, EnrolledAt: now, NotAfter: now.Add(CertificateTTL)}
+	rec := store.Connector{ID: connID, Name: t.Name, TokenID: id, EnrolledAt: now, NotAfter: now.Add(CertificateTTL), Grants: t.Grants}
 	if err := e.st.PutConnector(ctx, rec); err != nil {
 		e.log.Error("enrollment: token consumed but connector not recorded", "token", id, "connector", connID, "err", err)
 		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge could not record the connector; ask for a new keyfile"}
+	}
+	if t.Replaces != "" {
+		if _, err := e.revoke(ctx, t.Replaces, now); err != nil {
+			e.log.Error("enrollment: the replaced connector could not be revoked; revoke it by hand", "connector", t.Replaces, "err", err)
+		} else {
+			e.log.Warn("connector replaced: the old identity is revoked", "name", t.Name, "old", t.Replaces, "new", connID)
+		}
 	}
 	return wire.EnrollResponse{Certificate: certDER, CA: e.ca.Certificate().Raw, ConnectorID: connID, Edges: e.advertise}, nil
 }
@@ -121,6 +152,8 @@ func checkToken(t store.Token, secret string, now time.Time) *wire.Refusal {
 		return &wire.Refusal{Code: wire.CodeTokenMismatch, Reason: fmt.Sprintf("token %s does not match what this edge issued: the keyfile was altered; ask the edge's operator for a new one", t.ID)}
 	case t.Used():
 		return &wire.Refusal{Code: wire.CodeTokenUsed, Reason: fmt.Sprintf("token %s was already used at %s (by connector %s); a token enrolls one connector once: ask for a new keyfile", t.ID, t.UsedAt.Format(time.RFC3339), t.UsedBy)}
+	case t.Revoked():
+		return &wire.Refusal{Code: wire.CodeRevoked, Reason: fmt.Sprintf("token %s was revoked at %s by the edge's operator; ask for a new keyfile", t.ID, t.RevokedAt.Format(time.RFC3339))}
 	case !now.Before(t.ExpiresAt):
 		return &wire.Refusal{Code: wire.CodeTokenExpired, Reason: fmt.Sprintf("token %s expired at %s; ask the edge's operator for a new keyfile", t.ID, t.ExpiresAt.Format(time.RFC3339))}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/ingress"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
@@ -124,7 +125,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
 		tunnel.Refuse(tc, ref)
 		return
 	}
-	rec, err := e.st.GetConnector(ctx, id)
+	rec, err := e.identity(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		log.Warn("tunnel refused: connector unknown to this edge's store")
@@ -134,22 +135,32 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
 		log.Error("tunnel refused: store unavailable", "err", err)
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its store; try again later"})
 		return
-	case !rec.RevokedAt.IsZero():
+	case rec.Revoked():
 		log.Warn("tunnel refused: connector revoked", "revoked_at", rec.RevokedAt)
-		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeRevoked, Reason: "connector " + id + " was revoked at " + rec.RevokedAt.Format(time.RFC3339)})
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeRevoked, Reason: revokedReason(rec)})
 		return
 	}
-	sess, err := tunnel.Server(tc, e.tunnelConfig(), wire.Welcome{EdgeID: e.id, Edges: e.advertise})
+	if n := e.tunnelsOf(id); n >= config.MaxPool {
+		log.Warn("tunnel refused: the connector has the most tunnels one identity may hold", "tunnels", n)
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf(
+			"connector %s already holds %d tunnels to this edge, the most one identity may (tunnel.pool is at most %d)", rec.Name, n, config.MaxPool)})
+		return
+	}
+	_, ungranted := split(hello.Services, rec.Grants)
+	welcome := wire.Welcome{EdgeID: e.id, Edges: e.advertise, Refused: e.ungrantedRefusals(rec, ungranted)}
+	sess, err := tunnel.Server(tc, e.tunnelConfig(), welcome)
 	if err != nil {
 		log.Warn("tunnel failed during handshake", "err", err)
 		return
 	}
-	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), services: hello.Services}
-	e.tunnels.Lock()
-	e.tunnels.m[sess] = info
-	e.tunnels.Unlock()
-	e.routes.Add(sess, hello.Services)
-	log.Info("connector tunnel up", "services", hello.Services, "instance", hello.Instance)
+	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), offered: hello.Services}
+	routed, ok := e.register(sess, info)
+	if !ok {
+		log.Warn("tunnel closed after its handshake: the connector was revoked meanwhile, or holds the most tunnels it may")
+		sess.Close()
+		return
+	}
+	log.Info("connector tunnel up", "services", routed, "refused", ungranted, "instance", hello.Instance)
 
 	select {
 	case <-sess.Done():
@@ -157,10 +168,11 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
 		// Run closes tunnels itself after the drain; wait for that.
 		<-sess.Done()
 	}
+	e.conns.Lock()
 	e.routes.Remove(sess)
-	e.tunnels.Lock()
-	delete(e.tunnels.m, sess)
-	e.tunnels.Unlock()
+	delete(e.conns.tunnels, sess)
+	e.conns.lastSeen[id] = e.now().UTC()
+	e.conns.Unlock()
 	sess.Close()
 	log.Info("connector tunnel down", "up_for", e.now().Sub(info.since).Round(time.Millisecond).String())
 }
@@ -193,14 +205,15 @@ func (e *Edge) Status(ctx context.Context) admin.Status {
 		st.Services = append(st.Services, admin.ServiceStatus{Name: name, Listen: addr, Tunnels: counts[name]})
 	}
 	slices.SortFunc(st.Services, func(a, b admin.ServiceStatus) int { return cmp.Compare(a.Name, b.Name) })
-	e.tunnels.Lock()
-	for sess, t := range e.tunnels.m {
+	e.conns.Lock()
+	for sess, t := range e.conns.tunnels {
+		routed, _ := split(t.offered, e.conns.ids[t.connectorID].Grants)
 		st.Connectors = append(st.Connectors, admin.ConnectorStatus{
 			ID: t.connectorID, Name: t.name, Remote: t.remote, Since: t.since,
-			Services: t.services, Streams: sess.NumStreams(),
+			Services: routed, Streams: sess.NumStreams(),
 		})
 	}
-	e.tunnels.Unlock()
+	e.conns.Unlock()
 	slices.SortFunc(st.Connectors, func(a, b admin.ConnectorStatus) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Remote, b.Remote))
 	})

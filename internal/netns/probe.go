@@ -35,7 +35,7 @@ type Probe struct {
 // a connector would, with the wire protocol of package wire.
 func (s *Stack) EnrollProbe(t testing.TB, name string) *Probe {
 	t.Helper()
-	kf, err := enroll.DecodeKeyfile(bytes.NewReader(s.CreateKeyfile(t, name)))
+	kf, err := enroll.DecodeKeyfile(bytes.NewReader(s.CreateKeyfile(t, name, "probe")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func NewStack(t testing.TB, bin string) *Stack {
 
 	s.EdgeData = t.TempDir()
 	s.Edge = s.startEdge(t)
-	keyfile := s.CreateKeyfile(t, "trusted-site")
+	keyfile := s.CreateKeyfile(t, "trusted-site", "web", "redis", "ssh", "closed")
 	s.ConnectorData = t.TempDir()
 	// The keyfile travels to the connector's host as an operator would
 	// copy it: a file of its own there, mode 0600.
@@ -137,11 +137,16 @@ func (s *Stack) startConnector(t testing.TB, extra ...string) *Process {
 func (s *Stack) Sallyports() []*Process { return s.started }
 
 // CreateKeyfile runs `sallyport token create` in the DMZ, against the
-// running edge's admin API, and returns the keyfile it writes.
-func (s *Stack) CreateKeyfile(t testing.TB, name string) []byte {
+// running edge's admin API, and returns the keyfile it writes, which
+// grants the connector services.
+func (s *Stack) CreateKeyfile(t testing.TB, name string, services ...string) []byte {
 	t.Helper()
 	out := filepath.Join(s.EdgeData, name+".keyfile")
-	s.Topo.DMZ.Must(t, s.Bin, "token", "create", "--data", s.EdgeData, "--name", name, "--ttl", "10m", "-o", out)
+	args := []string{s.Bin, "token", "create", "--data", s.EdgeData, "--name", name, "--ttl", "10m", "-o", out}
+	for _, svc := range services {
+		args = append(args, "--service", svc)
+	}
+	s.Topo.DMZ.Must(t, args...)
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)

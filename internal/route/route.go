@@ -40,6 +40,44 @@ func (tb *Table[T]) Add(t T, services []string) {
 	}
 }
 
+// Set makes tunnel t offer exactly services: it is added where it was
+// missing and removed from every other service. It returns the services
+// added and those removed, sorted.
+func (tb *Table[T]) Set(t T, services []string) (added, removed []string) {
+	tb.state.Lock()
+	defer tb.state.Unlock()
+	if tb.state.offers == nil {
+		tb.state.offers = make(map[string][]T)
+		tb.state.next = make(map[string]uint32)
+	}
+	for s, ts := range tb.state.offers {
+		if i := slices.Index(ts, t); i >= 0 && !slices.Contains(services, s) {
+			tb.removeAt(s, i)
+			removed = append(removed, s)
+		}
+	}
+	for _, s := range services {
+		if !slices.Contains(tb.state.offers[s], t) {
+			tb.state.offers[s] = append(tb.state.offers[s], t)
+			added = append(added, s)
+		}
+	}
+	slices.Sort(added)
+	slices.Sort(removed)
+	return added, removed
+}
+
+// removeAt removes the tunnel at index i of service s; the state is locked.
+func (tb *Table[T]) removeAt(s string, i int) {
+	ts := slices.Delete(tb.state.offers[s], i, i+1)
+	if len(ts) == 0 {
+		delete(tb.state.offers, s)
+		delete(tb.state.next, s)
+	} else {
+		tb.state.offers[s] = ts
+	}
+}
+
 // Remove forgets tunnel t for every service; it reports whether t was there.
 func (tb *Table[T]) Remove(t T) bool {
 	tb.state.Lock()
@@ -51,13 +89,7 @@ func (tb *Table[T]) Remove(t T) bool {
 			continue
 		}
 		found = true
-		ts = slices.Delete(ts, i, i+1)
-		if len(ts) == 0 {
-			delete(tb.state.offers, s)
-			delete(tb.state.next, s)
-		} else {
-			tb.state.offers[s] = ts
-		}
+		tb.removeAt(s, i)
 	}
 	return found
 }

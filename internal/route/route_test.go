@@ -1,6 +1,9 @@
 package route
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestPickSpreadsAndRemoveForgets(t *testing.T) {
 	var tb Table[string]
@@ -37,5 +40,35 @@ func TestPickSpreadsAndRemoveForgets(t *testing.T) {
 	}
 	if c := tb.Count(); len(c) != 1 || c[0] != (ServiceCount{"db", 1}) {
 		t.Fatalf("Count = %v", c)
+	}
+}
+
+// Set leaves a tunnel offering exactly what it is given, and says what
+// changed; other tunnels keep their services.
+func TestSet(t *testing.T) {
+	var tb Table[string]
+	tb.Add("a", []string{"db", "web"})
+	tb.Add("b", []string{"db"})
+	added, removed := tb.Set("a", []string{"web", "wiki"})
+	if !slices.Equal(added, []string{"wiki"}) || !slices.Equal(removed, []string{"db"}) {
+		t.Fatalf("Set: added %v, removed %v; want [wiki], [db]", added, removed)
+	}
+	for range 4 {
+		if got, _ := tb.Pick("db"); got != "b" {
+			t.Fatalf("db picked %q after a dropped it", got)
+		}
+	}
+	if got, ok := tb.Pick("wiki"); !ok || got != "a" {
+		t.Errorf("wiki: %q, %v", got, ok)
+	}
+	added, removed = tb.Set("a", nil)
+	if len(added) != 0 || !slices.Equal(removed, []string{"web", "wiki"}) {
+		t.Errorf("Set(nil): added %v, removed %v", added, removed)
+	}
+	if _, ok := tb.Pick("web"); ok {
+		t.Error("web still offered")
+	}
+	if tb.Remove("a") {
+		t.Error("a tunnel set to nothing was still in the table")
 	}
 }

@@ -452,6 +452,7 @@ func (s *JetStream) WatchConnectors(ctx context.Context, fn func(Connector)) (st
 			s.log.Error("store: a connector record cannot be read; ignored", "key", e.Key(), "revision", e.Revision(), "err", err)
 			return
 		}
+		c.Revision = e.Revision()
 		fn(c)
 	}
 	// The current values first, up to the marker (nil) that ends them.
@@ -505,9 +506,11 @@ func (s *JetStream) GetConnector(ctx context.Context, id string) (Connector, err
 		return Connector{}, fmt.Errorf("get connector: %w", err)
 	}
 	var c Connector
-	if _, err := get(ctx, s.connectors, id, &c); err != nil {
+	rev, err := get(ctx, s.connectors, id, &c)
+	if err != nil {
 		return Connector{}, fmt.Errorf("get connector %s: %w", id, err)
 	}
+	c.Revision = rev
 	return c, nil
 }
 
@@ -523,6 +526,8 @@ func (s *JetStream) ListConnectors(ctx context.Context) ([]Connector, error) {
 	slices.SortFunc(cs, func(a, b Connector) int { return strings.Compare(a.ID, b.ID) })
 	return cs, nil
 }
+
+func (c *Connector) setRevision(rev uint64) { c.Revision = rev }
 
 // updateError is a store failure in update, as opposed to the error of the
 // caller's fn, which update returns unchanged.
@@ -550,8 +555,11 @@ func update[T any](ctx context.Context, kv jetstream.KeyValue, what, key string,
 		if err != nil {
 			return zero, &updateError{fmt.Errorf("%s %s: %w", what, key, err)}
 		}
-		_, err = kv.Update(ctx, key, b, rev)
+		rev, err = kv.Update(ctx, key, b, rev)
 		if err == nil {
+			if r, ok := any(&v).(interface{ setRevision(uint64) }); ok {
+				r.setRevision(rev)
+			}
 			return v, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {

@@ -89,6 +89,9 @@ type Connector struct {
 	// Grants are the services the connector may offer, sorted; none
 	// grants nothing.
 	Grants []string `json:"grants,omitempty"`
+	// Revision is the store's revision of this record, set when it is
+	// read, watched or updated: of two copies, the higher is newer.
+	Revision uint64 `json:"-"`
 }
 
 // Revoked reports whether the connector has been revoked.

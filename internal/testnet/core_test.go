@@ -25,11 +25,13 @@ func TestMain(m *testing.M) {
 func setup(t *testing.T, backends map[string]string) (*testnet.Edge, *testnet.Connector) {
 	t.Helper()
 	expose := map[string]string{}
+	var grants []string
 	for name := range backends {
 		expose[name] = ""
+		grants = append(grants, name)
 	}
 	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: expose})
-	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{Services: backends})
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, grants...), testnet.ConnectorOptions{Services: backends})
 	c.WaitTunnels(t, 1)
 	for name := range backends {
 		e.WaitRoutes(t, name, 1, 10*time.Second)

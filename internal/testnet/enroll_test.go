@@ -129,7 +129,7 @@ func TestEnrolledConnectorRestartsWithoutKeyfile(t *testing.T) {
 	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
 	dir := filepath.Join(t.TempDir(), "connector")
 	opts := testnet.ConnectorOptions{DataDir: dir, Services: map[string]string{"echo": echo.Addr()}}
-	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), opts)
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), opts)
 	c.WaitTunnels(t, 1)
 	c.Stop()
 	e.WaitRoutes(t, "echo", 0, 5*time.Second)

@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,15 +101,16 @@ func startListenerEdge(t *testing.T, listeners []config.Listener, services map[s
 // addr is the address of listener i.
 func (e *listenerEdge) addr(i int) string { return e.ListenerAddr(i).String() }
 
-// keyfile writes an enrollment keyfile for a new connector.
-func (e *listenerEdge) keyfile(t *testing.T) string {
+// keyfile writes an enrollment keyfile for a new connector granted
+// services.
+func (e *listenerEdge) keyfile(t *testing.T, services ...string) string {
 	t.Helper()
 	token, err := e.AdminToken()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &admin.Client{Addr: e.AdminAddr().String(), Token: token}
-	kf, err := c.CreateKeyfile(context.Background(), admin.TokenRequest{Name: "site", TTL: "1h"})
+	kf, err := c.CreateKeyfile(context.Background(), admin.TokenRequest{Name: "site", TTL: "1h", Services: services})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +126,7 @@ func (e *listenerEdge) keyfile(t *testing.T) string {
 // the edge routes every service.
 func (e *listenerEdge) connect(t *testing.T, backends map[string]string, proxy map[string]string) {
 	t.Helper()
-	cfg := testnet.ConnectorConfig(t, e.keyfile(t), testnet.ConnectorOptions{Services: backends})
+	cfg := testnet.ConnectorConfig(t, e.keyfile(t, slices.Collect(maps.Keys(backends))...), testnet.ConnectorOptions{Services: backends})
 	for name, v := range proxy {
 		s := cfg.Services[name]
 		s.ProxyProtocol = v

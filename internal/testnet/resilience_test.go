@@ -99,7 +99,7 @@ func TestVersionMismatchIsClearOnBothSides(t *testing.T) {
 func TestEdgeRestartConnectorReconnects(t *testing.T) {
 	echo := testnet.Echo(t)
 	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
-	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
 	c.WaitTunnels(t, 1)
 	e.WaitRoutes(t, "echo", 1, 5*time.Second)
 	tunnelAddr, echoAddr := e.TunnelAddr().String(), e.ServiceAddr("echo").String()
@@ -120,7 +120,7 @@ func TestSilentTunnelIsDetectedAndReplaced(t *testing.T) {
 	echo := testnet.Echo(t)
 	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
 	relay := loopback.StartRelay(t, e.TunnelAddr().String())
-	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{
 		Edges: []string{relay.Addr()}, Services: map[string]string{"echo": echo.Addr()},
 		KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: time.Second,
 	})
@@ -289,7 +289,7 @@ func TestConnectorStopDrainsAndEdgeStopsRouting(t *testing.T) {
 func TestTunnelPoolSpreadsStreams(t *testing.T) {
 	echo := testnet.Echo(t)
 	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
-	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{
 		Services: map[string]string{"echo": echo.Addr()}, Pool: 2,
 	})
 	c.WaitTunnels(t, 2)
@@ -333,7 +333,7 @@ func TestDrainTimeoutEndsAHalfClosedExchange(t *testing.T) {
 		<-t.Context().Done() // never answers
 	})
 	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"silent": ""}, DrainTimeout: 500 * time.Millisecond})
-	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour), testnet.ConnectorOptions{Services: map[string]string{"silent": silent.Addr()}})
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "silent"), testnet.ConnectorOptions{Services: map[string]string{"silent": silent.Addr()}})
 	c.WaitTunnels(t, 1)
 	e.WaitRoutes(t, "silent", 1, 10*time.Second)
 

@@ -117,9 +117,9 @@ func (e *Edge) Stop() error {
 
 // Keyfile asks the edge's admin API for a keyfile and writes it to a
 // temporary file, whose path it returns.
-func (e *Edge) Keyfile(t testing.TB, name string, ttl time.Duration) string {
+func (e *Edge) Keyfile(t testing.TB, name string, ttl time.Duration, grants ...string) string {
 	t.Helper()
-	kf := e.KeyfileBytes(t, name, ttl)
+	kf := e.KeyfileBytes(t, name, ttl, grants...)
 	path := filepath.Join(t.TempDir(), name+".keyfile")
 	if err := os.WriteFile(path, kf, 0o600); err != nil {
 		t.Fatal(err)
@@ -127,14 +127,15 @@ func (e *Edge) Keyfile(t testing.TB, name string, ttl time.Duration) string {
 	return path
 }
 
-// KeyfileBytes asks the edge's admin API for a keyfile.
-func (e *Edge) KeyfileBytes(t testing.TB, name string, ttl time.Duration) []byte {
+// KeyfileBytes asks the edge's admin API for a keyfile that grants the
+// connector grants.
+func (e *Edge) KeyfileBytes(t testing.TB, name string, ttl time.Duration, grants ...string) []byte {
 	t.Helper()
 	c := e.AdminClient(t)
 	if ttl == 0 {
 		ttl = time.Hour
 	}
-	kf, err := c.CreateKeyfile(context.Background(), admin.TokenRequest{Name: name, TTL: ttl.String()})
+	kf, err := c.CreateKeyfile(context.Background(), admin.TokenRequest{Name: name, TTL: ttl.String(), Services: grants})
 	if err != nil {
 		t.Fatalf("create keyfile: %v", err)
 	}

@@ -150,6 +150,16 @@ type Welcome struct {
 	// Edges lists the tunnel addresses of every edge in the cluster, so the
 	// connector can keep a tunnel to each.
 	Edges []string `json:"edges,omitempty"`
+	// Refused lists the offered services the edge will not route to this
+	// connector (not granted to it), each with the reason; the others are
+	// served. A later grant applies without a new tunnel.
+	Refused []ServiceRefusal `json:"refused,omitempty"`
+}
+
+// ServiceRefusal is an offered service the edge refuses, and why.
+type ServiceRefusal struct {
+	Service string `json:"service"`
+	Reason  string `json:"reason"`
 }
 
 // EnrollRequest redeems a one-time token for a certificate.

@@ -1,0 +1,188 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/tunnel"
+	"github.com/sallyport/sallyport/internal/wire"
+)
+
+// grantCommand is what an operator runs to let connector name offer
+// service; refusals quote it.
+func grantCommand(name, service string) string {
+	return fmt.Sprintf("sallyport connectors grant %s %s", name, service)
+}
+
+// split returns the offered services that grants holds, and the others.
+func split(offered, grants []string) (granted, ungranted []string) {
+	for _, s := range offered {
+		if slices.Contains(grants, s) {
+			granted = append(granted, s)
+		} else {
+			ungranted = append(ungranted, s)
+		}
+	}
+	return granted, ungranted
+}
+
+// revokedReason is what a revoked connector is told.
+func revokedReason(c store.Connector) string {
+	return fmt.Sprintf("connector %s (%s) was revoked at %s by the edge's operator; ask for a new keyfile",
+		c.Name, c.ID, c.RevokedAt.UTC().Format(time.RFC3339))
+}
+
+// watchIdentities loads every connector's identity and keeps them current
+// until stop is called: a change of grants re-routes the connector's live
+// tunnels at once, a revocation closes them.
+func (e *Edge) watchIdentities(ctx context.Context) (stop func(), err error) {
+	return e.st.WatchConnectors(ctx, e.identityChanged)
+}
+
+// identityChanged applies a connector's record as the store now has it.
+func (e *Edge) identityChanged(c store.Connector) {
+	var revoked []*tunnel.Session
+	e.conns.Lock()
+	if old, ok := e.conns.ids[c.ID]; ok && old.Revision > c.Revision {
+		e.conns.Unlock()
+		return // the watch bringing a change this edge applied already
+	}
+	e.conns.ids[c.ID] = c
+	for key := range e.conns.warned {
+		if len(key) > len(c.ID) && key[:len(c.ID)] == c.ID && key[len(c.ID)] == '/' {
+			delete(e.conns.warned, key) // a later ungranted offer is news again
+		}
+	}
+	for sess, info := range e.conns.tunnels {
+		if info.connectorID != c.ID {
+			continue
+		}
+		if info.draining {
+			continue
+		}
+		if c.Revoked() {
+			e.routes.Remove(sess)
+			revoked = append(revoked, sess)
+			continue
+		}
+		granted, _ := split(info.offered, c.Grants)
+		added, removed := e.routes.Set(sess, granted)
+		if len(added) > 0 || len(removed) > 0 {
+			e.log.Info("connector grants changed: tunnel re-routed", "connector", c.ID, "name", c.Name,
+				"remote", info.remote, "now_serves", granted, "added", added, "dropped", removed)
+		}
+	}
+	e.conns.Unlock()
+	for _, sess := range revoked {
+		e.log.Warn("connector revoked: its tunnel is closed", "connector", c.ID, "name", c.Name, "revoked_at", c.RevokedAt)
+		sess.Close()
+	}
+}
+
+// identity returns connector id's record: as the watch delivered it, or
+// from the store when the watch has not yet (a connector that enrolled a
+// moment ago at another edge).
+func (e *Edge) identity(ctx context.Context, id string) (store.Connector, error) {
+	e.conns.Lock()
+	c, ok := e.conns.ids[id]
+	e.conns.Unlock()
+	if ok {
+		return c, nil
+	}
+	c, err := e.st.GetConnector(ctx, id)
+	if err != nil {
+		return store.Connector{}, err
+	}
+	e.conns.Lock()
+	if _, ok := e.conns.ids[id]; !ok {
+		e.conns.ids[id] = c
+	}
+	e.conns.Unlock()
+	return c, nil
+}
+
+// ungrantedRefusals tells a connector which offers the edge refuses, and
+// logs each once.
+func (e *Edge) ungrantedRefusals(c store.Connector, ungranted []string) []wire.ServiceRefusal {
+	var out []wire.ServiceRefusal
+	e.conns.Lock()
+	defer e.conns.Unlock()
+	for _, s := range ungranted {
+		cmd := grantCommand(c.Name, s)
+		out = append(out, wire.ServiceRefusal{Service: s, Reason: "not granted to connector " + c.Name + "; the edge's operator can grant it: " + cmd})
+		if key := c.ID + "/" + s; !e.conns.warned[key] {
+			e.conns.warned[key] = true
+			e.log.Warn("connector offers a service it was not granted: refused", "connector", c.ID, "name", c.Name,
+				"service", s, "to_grant", cmd)
+		}
+	}
+	return out
+}
+
+// routedLocked reports whether the edge routes service through the
+// tunnel info describes (any service when service is empty): offered,
+// granted, not draining. e.conns is locked.
+func (e *Edge) routedLocked(info *tunnelInfo, service string) bool {
+	if info.draining {
+		return false
+	}
+	granted, _ := split(info.offered, e.conns.ids[info.connectorID].Grants)
+	if service == "" {
+		return len(granted) > 0
+	}
+	return slices.Contains(granted, service)
+}
+
+// stopRouting stops routing clients to a tunnel whose connector is
+// draining, for good; it reports whether the tunnel was routed until now.
+func (e *Edge) stopRouting(sess *tunnel.Session) bool {
+	e.conns.Lock()
+	defer e.conns.Unlock()
+	if info := e.conns.tunnels[sess]; info != nil {
+		info.draining = true
+	}
+	return e.routes.Remove(sess)
+}
+
+// tunnelsOf counts connector id's live tunnels to this edge.
+func (e *Edge) tunnelsOf(id string) int {
+	e.conns.Lock()
+	defer e.conns.Unlock()
+	n := 0
+	for _, info := range e.conns.tunnels {
+		if info.connectorID == id {
+			n++
+		}
+	}
+	return n
+}
+
+// register records a live tunnel and routes the services its connector
+// offers and is granted, as the connector's record is now (which may have
+// changed since the Hello was answered). It reports false, registering
+// nothing, if the connector has been revoked meanwhile.
+func (e *Edge) register(sess *tunnel.Session, info *tunnelInfo) (routed []string, ok bool) {
+	e.conns.Lock()
+	defer e.conns.Unlock()
+	c := e.conns.ids[info.connectorID]
+	if c.Revoked() {
+		return nil, false
+	}
+	n := 0
+	for _, other := range e.conns.tunnels {
+		if other.connectorID == info.connectorID {
+			n++
+		}
+	}
+	if n >= config.MaxPool {
+		return nil, false // handshakes that raced past the check in serveTunnel
+	}
+	e.conns.tunnels[sess] = info
+	routed, _ = split(info.offered, c.Grants)
+	e.routes.Set(sess, routed)
+	return routed, true
+}
