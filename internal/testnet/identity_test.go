@@ -3,15 +3,19 @@ package testnet_test
 import (
 	"context"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/testnet"
+	"golang.org/x/net/proxy"
 )
 
 // routes returns how many tunnels the edge routes service through now.
@@ -308,4 +312,51 @@ func writeTemp(t *testing.T, name string, b []byte) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// A SOCKS client that names a back-end address reaches it only through a
+// connector granted the service its allow-list serves that address as:
+// an ungranted connector's answer is not used, and no client byte reaches
+// its back-end.
+func TestSOCKSAddressNeedsAGrant(t *testing.T) {
+	var got atomic.Int64
+	target := testnet.Serve(t, func(c *net.TCPConn) {
+		n, _ := io.Copy(c, c)
+		got.Add(n)
+	})
+	other := testnet.Echo(t)
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindSOCKS5}}, map[string]config.EdgeService{"db": {}, "other": {}})
+	// The connector serves the target's address as db, but is granted
+	// only other.
+	testnet.StartConnector(t, e.keyfile(t, "other"), testnet.ConnectorOptions{
+		Services: map[string]string{"db": target.Addr(), "other": other.Addr()}})
+	e.waitRoutes(t, "other", 1)
+	d, err := proxy.SOCKS5("tcp", e.addr(0), nil, &net.Dialer{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := d.Dial("tcp", target.Addr()); err == nil || !strings.Contains(err.Error(), "not allowed by ruleset") {
+		if c != nil {
+			c.Write([]byte("secret"))
+			c.Close()
+		}
+		t.Fatalf("SOCKS5 CONNECT to an address only an ungranted service holds: %v; want refused", err)
+	}
+	if got.Load() != 0 {
+		t.Fatalf("the ungranted back-end got %d client bytes", got.Load())
+	}
+
+	token, _ := e.AdminToken()
+	ac := &admin.Client{Addr: e.AdminAddr().String(), Token: token}
+	if _, err := ac.Grant(context.Background(), "site", "db", true); err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.Dial("tcp", target.Addr())
+	if err != nil {
+		t.Fatalf("SOCKS5 CONNECT after the grant: %v", err)
+	}
+	if b := roundTrip(t, c.(*net.TCPConn), []byte("granted")); string(b) != "granted" {
+		t.Errorf("after the grant: %q", b)
+	}
+	c.Close()
 }
