@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,13 +23,18 @@ type adminFlags struct {
 
 func (a *adminFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&a.data, "data", defaultEdgeData, "the edge's data directory, where its admin token and address are")
-	f.StringVar(&a.addr, "admin", "", "admin API address (default: read from the data directory, else 127.0.0.1:5501)")
-	f.StringVar(&a.token, "admin-token", "", "admin bearer token (default: $SALLYPORT_ADMIN_TOKEN, else read from the data directory)")
+	f.StringVar(&a.data, "data", defaultEdgeData, "the edge's data directory, whose admin socket the command uses")
+	f.StringVar(&a.addr, "admin", "", "use the admin API's TCP address instead of the socket, with the bearer token")
+	f.StringVar(&a.token, "admin-token", "", "with --admin: the bearer token (default: $SALLYPORT_ADMIN_TOKEN, else read from the data directory)")
 }
 
-// client builds the admin API client from the flags.
+// client builds the admin API client from the flags: over the edge's Unix
+// socket in its data directory, which sends no token and is checked to be
+// the edge's; or, with --admin, over TCP with the bearer token.
 func (a *adminFlags) client() (*admin.Client, error) {
+	if a.addr == "" {
+		return &admin.Client{Socket: filepath.Join(a.data, admin.SocketFile)}, nil
+	}
 	c := &admin.Client{Addr: a.addr, Token: a.token}
 	if c.Token == "" {
 		c.Token = os.Getenv("SALLYPORT_ADMIN_TOKEN")
@@ -41,17 +45,6 @@ func (a *adminFlags) client() (*admin.Client, error) {
 			return nil, err
 		}
 		c.Token = t
-	}
-	if c.Addr == "" {
-		b, err := os.ReadFile(filepath.Join(a.data, edge.AdminAddrFile))
-		switch {
-		case err == nil:
-			c.Addr = strings.TrimSpace(string(b))
-		case errors.Is(err, os.ErrNotExist):
-			c.Addr = "127.0.0.1:5501"
-		default:
-			return nil, err
-		}
 	}
 	return c, nil
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -118,9 +119,10 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
-// Handler returns the API's HTTP handler. Requests without the bearer
-// token are refused with 401.
-func Handler(b Backend, token string, log *slog.Logger) http.Handler {
+// Handler returns the API's HTTP handler, without authentication: serve it
+// on the Unix socket in the edge's data directory, whose permissions are
+// the authentication, or wrap it in RequireToken.
+func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		var req TokenRequest
@@ -170,6 +172,11 @@ func Handler(b Backend, token string, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/tokens/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK)(b.RevokeToken(r.Context(), r.PathValue("id")))
 	})
+	return mux
+}
+
+// RequireToken refuses requests to h without the bearer token with 401.
+func RequireToken(h http.Handler, token string, log *slog.Logger) http.Handler {
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
@@ -178,7 +185,7 @@ func Handler(b Backend, token string, log *slog.Logger) http.Handler {
 			writeError(w, &Error{http.StatusUnauthorized, "missing or wrong bearer token: use the token in the edge's data directory (admin.token)"})
 			return
 		}
-		mux.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 }
 
@@ -210,8 +217,13 @@ func writeError(w http.ResponseWriter, err error) {
 	json.NewEncoder(w).Encode(ae)
 }
 
-// Client calls a running edge's admin API.
+// Client calls a running edge's admin API: over the Unix socket in its
+// data directory (Socket), or over TCP with the bearer token (Addr, Token).
 type Client struct {
+	// Socket is the path of the edge's admin socket; when set, Addr and
+	// Token are not used, and the client talks only to a socket that
+	// CheckSocket accepts, served by a process of the socket's owner.
+	Socket string
 	// Addr is the API's host:port.
 	Addr string
 	// Token is the bearer token.
@@ -283,21 +295,34 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, want 
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
+	where, host := c.Addr, c.Addr
+	if c.Socket != "" {
+		where, host = c.Socket, "edge"
+		hc = &http.Client{Timeout: hc.Timeout, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return DialSocket(ctx, c.Socket) },
+		}}
+	}
 	var rd io.Reader
 	if body != nil {
 		rd = strings.NewReader(string(body))
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+host+path, rd)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if c.Socket == "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("reach the edge's admin API at %s (is the edge running? is --admin right?): %w", c.Addr, err)
+		var se *SocketError
+		if errors.As(err, &se) {
+			return nil, se
+		}
+		return nil, fmt.Errorf("reach the edge's admin API at %s (is the edge running? is --admin right?): %w", where, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))

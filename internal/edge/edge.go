@@ -227,16 +227,30 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	adminSrv := &http.Server{
-		Handler:           admin.Handler(e, token, e.log.With("component", "admin")),
-		ReadHeaderTimeout: 10 * time.Second,
+	// The admin API: on the Unix socket in the data directory for the
+	// CLI (the directory's and the socket's modes are its authentication,
+	// so no token travels), and on a TCP listener with the bearer token.
+	alog := e.log.With("component", "admin")
+	api := admin.Handler(e, alog)
+	adminSrv := &http.Server{Handler: admin.RequireToken(api, token, alog), ReadHeaderTimeout: 10 * time.Second}
+	socketSrv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	sl, err := admin.ListenSocket(filepath.Join(dir, admin.SocketFile))
+	if err != nil {
+		// A data directory whose path is too long for a socket, say: the
+		// CLI can still use --admin with the token.
+		e.log.Warn("no admin socket; the CLI needs --admin and the token", "err", err)
 	}
 	var loops sync.WaitGroup
-	loops.Go(func() {
-		if err := adminSrv.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			e.log.Error("admin API stopped", "err", err)
+	for srv, l := range map[*http.Server]net.Listener{adminSrv: al, socketSrv: sl} {
+		if l == nil {
+			continue
 		}
-	})
+		loops.Go(func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				e.log.Error("admin API stopped", "listener", l.Addr().String(), "err", err)
+			}
+		})
+	}
 	loops.Go(func() { e.acceptTunnels(ctx, tl) })
 	loops.Go(func() { e.pruneTokens(ctx) })
 	e.listeners.Serve(ctx)
@@ -249,6 +263,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	tl.Close()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	adminSrv.Shutdown(shutdownCtx)
+	socketSrv.Shutdown(shutdownCtx)
 	cancel()
 	if n := e.listeners.Drain(e.cfg.DrainTimeout); n > 0 {
 		e.log.Warn("drain timeout: closing client connections still open", "count", n)
