@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -33,6 +32,9 @@ func (a *adminFlags) register(cmd *cobra.Command) {
 // the edge's; or, with --admin, over TCP with the bearer token.
 func (a *adminFlags) client() (*admin.Client, error) {
 	if a.addr == "" {
+		if _, err := os.Stat(a.data); err != nil {
+			return nil, fmt.Errorf("no edge data directory here (run this on the edge's host, as its user, with --data set to its data directory): %w", err)
+		}
 		return &admin.Client{Socket: filepath.Join(a.data, admin.SocketFile)}, nil
 	}
 	c := &admin.Client{Addr: a.addr, Token: a.token}
@@ -115,35 +117,9 @@ func newTokenCmd() *cobra.Command {
 }
 
 func newStatusCmd() *cobra.Command {
-	var (
-		af     adminFlags
-		asJSON bool
-	)
-	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show a running edge's services and connected connectors",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := af.client()
-			if err != nil {
-				return err
-			}
-			st, err := c.Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
-			}
-			printStatus(cmd.OutOrStdout(), st)
-			return nil
-		},
-	}
-	af.register(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+	return adminCmd("status", "Show a running edge's services and connected connectors", cobra.NoArgs,
+		func(cmd *cobra.Command, c *admin.Client, _ []string) (any, error) { return c.Status(cmd.Context()) },
+		func(w io.Writer, v any) { printStatus(w, v.(admin.Status)) })
 }
 
 func printStatus(w io.Writer, st admin.Status) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/store"
 	"github.com/spf13/cobra"
 )
 
@@ -92,15 +93,19 @@ func when(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// list prints names joined by commas, or "-" for none.
+func list(names []string) string {
+	if s := strings.Join(names, ","); s != "" {
+		return s
+	}
+	return "-"
+}
+
 func printConnectors(w io.Writer, cs []admin.Connector) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tID\tGRANTS\tTUNNELS\tLAST SEEN\tCERT EXPIRES\tREVOKED")
 	for _, c := range cs {
-		grants := strings.Join(c.Grants, ",")
-		if grants == "" {
-			grants = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", c.Name, c.ID, grants, c.Tunnels, when(c.LastSeen), when(c.NotAfter), when(c.RevokedAt))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", c.Name, c.ID, list(c.Grants), c.Tunnels, when(c.LastSeen), when(c.NotAfter), when(c.RevokedAt))
 	}
 	tw.Flush()
 }
@@ -109,15 +114,58 @@ func printTokens(w io.Writer, ts []admin.Token) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tGRANTS\tCREATED\tEXPIRES\tUSED BY")
 	for _, t := range ts {
-		grants := strings.Join(t.Grants, ",")
-		if grants == "" {
-			grants = "-"
-		}
-		usedBy := t.UsedBy
-		if usedBy == "" {
-			usedBy = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.State, grants, when(t.CreatedAt), when(t.ExpiresAt), usedBy)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.State, list(t.Grants), when(t.CreatedAt), when(t.ExpiresAt), list([]string{t.UsedBy}))
 	}
 	tw.Flush()
+}
+
+func newAuditCmd() *cobra.Command {
+	var (
+		af     adminFlags
+		follow bool
+		since  time.Duration
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Read the audit trail: enrollments, grants, revocations, refused hellos, admin calls",
+		Example: `  sallyport audit --since 24h
+  sallyport audit --follow --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var from time.Time
+			if since > 0 {
+				from = time.Now().Add(-since)
+			}
+			w := cmd.OutOrStdout()
+			enc := json.NewEncoder(w)
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			if !asJSON {
+				fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tSUBJECT\tRESULT\tDETAIL")
+			}
+			err = c.Audit(cmd.Context(), from, follow, func(ev store.AuditEvent) error {
+				if asJSON {
+					return enc.Encode(ev)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.UTC().Format(time.RFC3339), ev.Actor, ev.Action, ev.Subject, ev.Result, ev.Detail)
+				if follow {
+					return tw.Flush()
+				}
+				return nil
+			})
+			if ferr := tw.Flush(); err == nil {
+				err = ferr
+			}
+			return err
+		},
+	}
+	af.register(cmd)
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "wait for new events and print them as they come (Ctrl-C ends)")
+	cmd.Flags().DurationVar(&since, "since", 0, "only events of the last DURATION, e.g. 1h (default: all that are kept)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON, one event a line")
+	return cmd
 }

@@ -89,7 +89,7 @@ edge in the DMZ, and clients connect to the edge.
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newConnectorsCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd())
+	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newConnectorsCmd(), newAuditCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd())
 	return root
 }
 

@@ -11,6 +11,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -21,8 +22,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/store"
 )
 
 // TokenRequest asks for an enrollment keyfile.
@@ -109,6 +111,59 @@ type Backend interface {
 	Tokens(ctx context.Context) ([]Token, error)
 	// RevokeToken makes an unused token useless.
 	RevokeToken(ctx context.Context, id string) (Token, error)
+	// ReadAudit calls fn with the audit events from since on; with follow
+	// it waits for new ones until ctx ends.
+	ReadAudit(ctx context.Context, since time.Time, follow bool, fn func(store.AuditEvent) error) error
+	// Called records an admin call in the audit trail.
+	Called(ctx context.Context, method, path string, status int)
+}
+
+type actorKey struct{}
+
+// Actor names who makes the request whose context ctx is, for the audit
+// trail: "admin via socket", or "admin via api from ADDR".
+func Actor(ctx context.Context) string {
+	if a, ok := ctx.Value(actorKey{}).(string); ok {
+		return a
+	}
+	return "admin"
+}
+
+// statusWriter remembers the status a handler wrote, and flushes.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(s int) {
+	if w.status == 0 {
+		w.status = s
+	}
+	w.ResponseWriter.WriteHeader(s)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// audited records each call to h in the audit trail, under the actor
+// actor names for the request.
+func audited(b Backend, h http.Handler, actor func(*http.Request) string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(context.WithValue(r.Context(), actorKey{}, actor(r)))
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		b.Called(r.Context(), r.Method, r.URL.Path, sw.status)
+	})
 }
 
 // Error is an API error with its HTTP status; its message is for the user.
@@ -119,10 +174,20 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
-// Handler returns the API's HTTP handler, without authentication: serve it
-// on the Unix socket in the edge's data directory, whose permissions are
-// the authentication, or wrap it in RequireToken.
-func Handler(b Backend, log *slog.Logger) http.Handler {
+// SocketHandler returns the API's HTTP handler for the Unix socket in the
+// edge's data directory, whose permissions are its authentication.
+func SocketHandler(b Backend, log *slog.Logger) http.Handler {
+	return audited(b, routes(b, log), func(*http.Request) string { return "admin via socket" })
+}
+
+// TokenHandler returns the API's HTTP handler for a TCP listener: requests
+// without the bearer token are refused with 401 (and recorded).
+func TokenHandler(b Backend, token string, log *slog.Logger) http.Handler {
+	return audited(b, requireToken(routes(b, log), token, log), func(r *http.Request) string { return "admin via api from " + r.RemoteAddr })
+}
+
+// routes returns the API's routes, without authentication.
+func routes(b Backend, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		var req TokenRequest
@@ -172,11 +237,14 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/tokens/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK)(b.RevokeToken(r.Context(), r.PathValue("id")))
 	})
+	mux.HandleFunc("GET /v1/audit", func(w http.ResponseWriter, r *http.Request) {
+		serveAudit(w, r, b)
+	})
 	return mux
 }
 
-// RequireToken refuses requests to h without the bearer token with 401.
-func RequireToken(h http.Handler, token string, log *slog.Logger) http.Handler {
+// requireToken refuses requests to h without the bearer token with 401.
+func requireToken(h http.Handler, token string, log *slog.Logger) http.Handler {
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
@@ -238,6 +306,36 @@ func (c *Client) CreateKeyfile(ctx context.Context, req TokenRequest) ([]byte, e
 	return c.do(ctx, http.MethodPost, "/v1/tokens", body, http.StatusCreated)
 }
 
+// Audit reads the audit trail from since on (all of it if zero), calling
+// fn with each event; with follow it waits for new ones until ctx ends.
+func (c *Client) Audit(ctx context.Context, since time.Time, follow bool, fn func(store.AuditEvent) error) error {
+	q := url.Values{}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339Nano))
+	}
+	if follow {
+		q.Set("follow", "1")
+	}
+	body, err := c.stream(ctx, "/v1/audit?"+q.Encode())
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	dec := json.NewDecoder(body)
+	for {
+		var ev store.AuditEvent
+		if err := dec.Decode(&ev); err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read the audit trail: %w", err)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+}
+
 // Connectors lists the enrolled connectors.
 func (c *Client) Connectors(ctx context.Context) ([]Connector, error) {
 	return call[[]Connector](ctx, c, http.MethodGet, "/v1/connectors")
@@ -291,9 +389,51 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte, want int) ([]byte, error) {
+	resp, err := c.request(ctx, method, path, body, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read admin API reply: %w", err)
+	}
+	if resp.StatusCode != want {
+		return nil, replyError(resp, b)
+	}
+	return b, nil
+}
+
+// stream makes a GET request whose reply may last (no timeout but ctx's)
+// and returns its body, which the caller closes.
+func (c *Client) stream(ctx context.Context, path string) (io.ReadCloser, error) {
+	resp, err := c.request(ctx, http.MethodGet, path, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		return nil, replyError(resp, b)
+	}
+	return resp.Body, nil
+}
+
+// replyError is the error for an unexpected reply with body b.
+func replyError(resp *http.Response, b []byte) error {
+	var ae Error
+	if json.Unmarshal(b, &ae) == nil && ae.Message != "" {
+		return fmt.Errorf("edge admin API: %s", ae.Message)
+	}
+	return fmt.Errorf("edge admin API: %s", resp.Status)
+}
+
+// request sends a request over the socket or TCP; timeout 0 means none
+// but ctx's (c.HTTP's own timeout, if set, still applies over TCP).
+func (c *Client) request(ctx context.Context, method, path string, body []byte, timeout time.Duration) (*http.Response, error) {
 	hc := c.HTTP
 	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+		hc = &http.Client{Timeout: timeout}
 	}
 	where, host := c.Addr, c.Addr
 	if c.Socket != "" {
@@ -304,7 +444,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, want 
 	}
 	var rd io.Reader
 	if body != nil {
-		rd = strings.NewReader(string(body))
+		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+host+path, rd)
 	if err != nil {
@@ -324,17 +464,47 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, want 
 		}
 		return nil, fmt.Errorf("reach the edge's admin API at %s (is the edge running? is --admin right?): %w", where, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read admin API reply: %w", err)
-	}
-	if resp.StatusCode != want {
-		var ae Error
-		if json.Unmarshal(b, &ae) == nil && ae.Message != "" {
-			return nil, fmt.Errorf("edge admin API: %s", ae.Message)
+	return resp, nil
+}
+
+// serveAudit writes the audit trail as JSON lines, one event a line,
+// flushed as they come when following. Query: since (RFC 3339), follow=1.
+func serveAudit(w http.ResponseWriter, r *http.Request, b Backend) {
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			writeError(w, &Error{http.StatusBadRequest, fmt.Sprintf("bad since %q: use RFC 3339, such as 2026-11-25T10:00:00Z", v)})
+			return
 		}
-		return nil, fmt.Errorf("edge admin API: %s", resp.Status)
+		since = t
 	}
-	return b, nil
+	follow := r.URL.Query().Get("follow") == "1"
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	started := false
+	if follow && flusher != nil {
+		// The client waits for the reply's head before the first event.
+		w.WriteHeader(http.StatusOK)
+		flusher.Flush()
+		started = true
+	}
+	err := b.ReadAudit(r.Context(), since, follow, func(ev store.AuditEvent) error {
+		started = true
+		if err := enc.Encode(ev); err != nil {
+			return err
+		}
+		if follow && flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	})
+	if err != nil && !started {
+		writeError(w, err)
+		return
+	}
+	if !started {
+		w.WriteHeader(http.StatusOK)
+	}
 }

@@ -43,6 +43,8 @@ type Edge struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
+	// Audit configures the audit trail in the store.
+	Audit Audit `yaml:"audit"`
 	// Listeners are public listeners shared by many services (http, https,
 	// tls, socks5); see Listener.
 	Listeners []Listener `yaml:"listeners"`
@@ -54,6 +56,16 @@ type Edge struct {
 	// from YAML.
 	Origin Origin `yaml:"-"`
 }
+
+// Audit configures the audit trail: enrollments, grants, revocations,
+// refused hellos and admin calls, kept in the edge's store.
+type Audit struct {
+	// Retention is how long events are kept; zero means 2160h (90 days).
+	Retention time.Duration `yaml:"retention"`
+}
+
+// DefaultAuditRetention is Audit.Retention's default: 90 days.
+const DefaultAuditRetention = 90 * 24 * time.Hour
 
 // EdgeTunnel configures the listener that connectors dial.
 type EdgeTunnel struct {
@@ -153,6 +165,9 @@ func (e *Edge) ApplyDefaults() {
 	if e.DrainTimeout == 0 {
 		e.DrainTimeout = DefaultDrainTimeout
 	}
+	if e.Audit.Retention == 0 {
+		e.Audit.Retention = DefaultAuditRetention
+	}
 	e.Log.applyDefaults()
 }
 
@@ -176,6 +191,9 @@ func (e Edge) Validate() error {
 		c.add("admin.listen", "%q is not a loopback address; the admin API stays on loopback unless admin.allow_remote is true", e.Admin.Listen)
 	}
 	c.positive("drain_timeout", e.DrainTimeout)
+	if e.Audit.Retention < time.Hour {
+		c.add("audit.retention", "%s is too short; keep the audit trail at least 1h (default 2160h, 90 days)", e.Audit.Retention)
+	}
 	c.log(e.Log)
 	c.listenersAndRoutes(e, &ls)
 	for _, name := range inFileOrder(e.Origin, e.Services) {

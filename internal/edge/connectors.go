@@ -135,10 +135,17 @@ func (e *Edge) Grant(ctx context.Context, ref, service string, grant bool) (admi
 		}
 		return nil
 	})
+	action := "grant"
+	if !grant {
+		action = "ungrant"
+	}
 	if err != nil {
+		e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: action, Subject: ref + " " + service, Result: "refused: " + err.Error()})
 		return admin.Connector{}, storeError("change the grants of connector "+ref, err)
 	}
 	e.identityChanged(c) // at once here; the watch brings it to other edges
+	e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: action, Subject: c.Name + " " + c.ID, Result: "ok",
+		Detail: fmt.Sprintf("service %s; grants now %v", service, c.Grants)})
 	verb := "granted"
 	if !grant {
 		verb = "ungranted"
@@ -156,8 +163,11 @@ func (e *Edge) RevokeConnector(ctx context.Context, ref string) (admin.Connector
 	}
 	c, err = e.revoke(ctx, c.ID, e.now().UTC())
 	if err != nil {
+		e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "revoke", Subject: ref, Result: "refused: " + err.Error()})
 		return admin.Connector{}, storeError("revoke connector "+ref, err)
 	}
+	e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "revoke", Subject: c.Name + " " + c.ID, Result: "ok"})
+	e.log.Warn("connector revoked by the operator", "connector", c.ID, "name", c.Name)
 	return e.view(c), nil
 }
 
@@ -207,8 +217,10 @@ func (e *Edge) RevokeToken(ctx context.Context, id string) (admin.Token, error) 
 		return nil
 	})
 	if err != nil {
+		e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "token.revoke", Subject: "token " + id, Result: "refused: " + err.Error()})
 		return admin.Token{}, storeError("revoke token "+id, err)
 	}
+	e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "token.revoke", Subject: "token " + t.ID, Result: "ok", Detail: "for " + t.Name})
 	e.log.Info("enrollment token revoked", "token", t.ID, "name", t.Name)
 	return tokenView(t, now), nil
 }

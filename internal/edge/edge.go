@@ -34,6 +34,7 @@ import (
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
+	"golang.org/x/time/rate"
 )
 
 // maxOpenings is how many tunnel-port connections may be in their
@@ -93,6 +94,8 @@ type Edge struct {
 	handlers sync.WaitGroup
 	// maxOpenings bounds the tunnel-port connections in their opening.
 	maxOpenings int
+	// auditRefusals bounds the refusals strangers can make the edge audit.
+	auditRefusals *rate.Limiter
 }
 
 // tunnelInfo describes one live tunnel.
@@ -124,6 +127,8 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		now:         time.Now,
 		ready:       make(chan struct{}),
 		maxOpenings: maxOpenings,
+
+		auditRefusals: newAuditLimiter(),
 	}
 	e.conns.tunnels = make(map[*tunnel.Session]*tunnelInfo)
 	e.conns.ids = make(map[string]store.Connector)
@@ -166,7 +171,8 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	e.st, err = store.Open(ctx, store.Options{Dir: filepath.Join(dir, "nats"), Name: "sallyport-" + e.id, Logger: e.log})
+	e.st, err = store.Open(ctx, store.Options{Dir: filepath.Join(dir, "nats"), Name: "sallyport-" + e.id, Logger: e.log,
+		AuditRetention: e.cfg.Audit.Retention})
 	if err != nil {
 		return fmt.Errorf("open the edge's store: %w", err)
 	}
@@ -231,9 +237,8 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	// CLI (the directory's and the socket's modes are its authentication,
 	// so no token travels), and on a TCP listener with the bearer token.
 	alog := e.log.With("component", "admin")
-	api := admin.Handler(e, alog)
-	adminSrv := &http.Server{Handler: admin.RequireToken(api, token, alog), ReadHeaderTimeout: 10 * time.Second}
-	socketSrv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	adminSrv := &http.Server{Handler: admin.TokenHandler(e, token, alog), ReadHeaderTimeout: 10 * time.Second}
+	socketSrv := &http.Server{Handler: admin.SocketHandler(e, alog), ReadHeaderTimeout: 10 * time.Second}
 	sl, err := admin.ListenSocket(filepath.Join(dir, admin.SocketFile))
 	if err != nil {
 		// A data directory whose path is too long for a socket, say: the

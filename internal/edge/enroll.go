@@ -43,6 +43,7 @@ func (e *Edge) CreateKeyfile(ctx context.Context, req admin.TokenRequest, ttl ti
 		return nil, err
 	}
 	if holder.ID != "" && !req.Replace {
+		e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "token.create", Subject: "for " + name, Result: "refused: name enrolled as " + holder.ID})
 		return nil, &admin.Error{Status: http.StatusConflict, Message: fmt.Sprintf(
 			"connector name %s is enrolled already (id %s); a name belongs to one connector: add --replace to enroll a new one in its place (the old one is revoked when the new keyfile is redeemed), or choose another name",
 			name, holder.ID)}
@@ -66,6 +67,11 @@ func (e *Edge) CreateKeyfile(ctx context.Context, req admin.TokenRequest, ttl ti
 		return nil, fmt.Errorf("store the new token: %w", err)
 	}
 	e.log.Info("enrollment token created", "token", tok.ID, "name", name, "grants", grants, "replaces", holder.ID, "expires", t.ExpiresAt)
+	detail := fmt.Sprintf("grants %v, expires %s", grants, t.ExpiresAt.Format(time.RFC3339))
+	if holder.ID != "" {
+		detail += ", replaces " + holder.ID
+	}
+	e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "token.create", Subject: "token " + tok.ID + " for " + name, Result: "ok", Detail: detail})
 	return b, nil
 }
 
@@ -75,12 +81,18 @@ func (e *Edge) CreateKeyfile(ctx context.Context, req admin.TokenRequest, ttl ti
 func (e *Edge) serveEnroll(ctx context.Context, tc *tls.Conn, body []byte) {
 	defer tc.Close()
 	log := e.log.With("remote", tc.RemoteAddr().String())
-	resp, ref := e.enroll(ctx, body)
+	resp, ref, subject := e.enroll(ctx, body)
+	actor := "connector at " + tc.RemoteAddr().String()
 	if ref != nil {
 		log.Warn("enrollment refused", "code", ref.Code.String(), "reason", ref.Reason)
+		if ref.Code != wire.CodeTokenUnknown && ref.Code != wire.CodeTokenMalformed && ref.Code != wire.CodeBadRequest {
+			// A real token misused; forgeries are only logged.
+			e.auditRefusal(store.AuditEvent{Actor: actor, Action: "enroll", Subject: subject, Result: "refused: " + ref.Reason})
+		}
 		tunnel.Refuse(tc, ref)
 		return
 	}
+	e.audit(store.AuditEvent{Actor: actor, Action: "enroll", Subject: subject, Result: "ok"})
 	tc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := wire.WriteMessage(tc, wire.KindEnrollResponse, resp); err != nil {
 		log.Warn("enrollment response not delivered", "connector", resp.ConnectorID, "err", err)
@@ -89,15 +101,18 @@ func (e *Edge) serveEnroll(ctx context.Context, tc *tls.Conn, body []byte) {
 	log.Info("connector enrolled", "connector", resp.ConnectorID)
 }
 
-func (e *Edge) enroll(ctx context.Context, body []byte) (wire.EnrollResponse, *wire.Refusal) {
+// enroll redeems an enrollment request; subject names the token and the
+// connector, for the audit trail.
+func (e *Edge) enroll(ctx context.Context, body []byte) (_ wire.EnrollResponse, _ *wire.Refusal, subject string) {
 	var req wire.EnrollRequest
 	if err := wire.Decode(wire.KindEnrollRequest, body, &req); err != nil {
-		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: err.Error()}
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: err.Error()}, subject
 	}
 	id, secret, err := enroll.ParseToken(req.Token)
 	if err != nil {
-		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeTokenMalformed, Reason: err.Error() + "; the keyfile is damaged: ask the edge's operator for a new one"}
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeTokenMalformed, Reason: err.Error() + "; the keyfile is damaged: ask the edge's operator for a new one"}, subject
 	}
+	subject = "token " + id
 	now := e.now().UTC()
 	check := func(t store.Token) error {
 		if r := checkToken(t, secret, now); r != nil {
@@ -107,41 +122,44 @@ func (e *Edge) enroll(ctx context.Context, body []byte) (wire.EnrollResponse, *w
 	}
 	t, err := e.st.GetToken(ctx, id)
 	if err != nil {
-		return wire.EnrollResponse{}, tokenStoreRefusal(id, err)
+		return wire.EnrollResponse{}, tokenStoreRefusal(id, err), subject
 	}
 	if err := check(t); err != nil {
-		return wire.EnrollResponse{}, err.(*wire.Refusal)
+		return wire.EnrollResponse{}, err.(*wire.Refusal), subject
 	}
 	if holder, err := e.enrolledAs(ctx, t.Name); err != nil {
-		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its store; try again later"}
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its store; try again later"}, subject
 	} else if holder.ID != "" && holder.ID != t.Replaces {
-		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf(
-			"connector name %s is enrolled already (id %s), so this keyfile can no longer be redeemed; ask the edge's operator for a new keyfile made with --replace", t.Name, holder.ID)}
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeNameTaken, Reason: fmt.Sprintf(
+			"connector name %s is enrolled already (id %s), so this keyfile can no longer be redeemed; ask the edge's operator for a new keyfile made with --replace", t.Name, holder.ID)}, subject
 	}
 	certDER, connID, err := e.ca.SignConnector(req.CSR, t.Name, now, CertificateTTL)
 	if err != nil {
-		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}, subject
 	}
+	subject = fmt.Sprintf("%s %s (token %s, grants %v)", t.Name, connID, id, t.Grants)
 	if _, err := e.st.ConsumeToken(ctx, id, check, connID, now); err != nil {
 		var ref *wire.Refusal
 		if errors.As(err, &ref) {
-			return wire.EnrollResponse{}, ref
+			return wire.EnrollResponse{}, ref, subject
 		}
-		return wire.EnrollResponse{}, tokenStoreRefusal(id, err)
+		return wire.EnrollResponse{}, tokenStoreRefusal(id, err), subject
 	}
 	rec := store.Connector{ID: connID, Name: t.Name, TokenID: id, EnrolledAt: now, NotAfter: now.Add(CertificateTTL), Grants: t.Grants}
 	if err := e.st.PutConnector(ctx, rec); err != nil {
 		e.log.Error("enrollment: token consumed but connector not recorded", "token", id, "connector", connID, "err", err)
-		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge could not record the connector; ask for a new keyfile"}
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge could not record the connector; ask for a new keyfile"}, subject
 	}
 	if t.Replaces != "" {
 		if _, err := e.revoke(ctx, t.Replaces, now); err != nil {
 			e.log.Error("enrollment: the replaced connector could not be revoked; revoke it by hand", "connector", t.Replaces, "err", err)
 		} else {
 			e.log.Warn("connector replaced: the old identity is revoked", "name", t.Name, "old", t.Replaces, "new", connID)
+			e.audit(store.AuditEvent{Actor: "edge", Action: "revoke", Subject: t.Name + " " + t.Replaces, Result: "ok",
+				Detail: "replaced by " + connID + " (token " + id + ")"})
 		}
 	}
-	return wire.EnrollResponse{Certificate: certDER, CA: e.ca.Certificate().Raw, ConnectorID: connID, Edges: e.advertise}, nil
+	return wire.EnrollResponse{Certificate: certDER, CA: e.ca.Certificate().Raw, ConnectorID: connID, Edges: e.advertise}, nil, subject
 }
 
 // checkToken is the redemption policy; it is run again inside the

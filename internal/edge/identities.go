@@ -106,9 +106,16 @@ func (e *Edge) identity(ctx context.Context, id string) (store.Connector, error)
 }
 
 // ungrantedRefusals tells a connector which offers the edge refuses, and
-// logs each once.
+// logs and audits each once.
 func (e *Edge) ungrantedRefusals(c store.Connector, ungranted []string) []wire.ServiceRefusal {
 	var out []wire.ServiceRefusal
+	var news []string
+	defer func() {
+		for _, s := range news {
+			e.auditRefusal(store.AuditEvent{Actor: "connector " + c.ID, Action: "hello", Subject: c.Name + " " + c.ID,
+				Result: "refused: service " + s + " not granted", Detail: "to grant it: " + grantCommand(c.Name, s)})
+		}
+	}()
 	e.conns.Lock()
 	defer e.conns.Unlock()
 	for _, s := range ungranted {
@@ -116,6 +123,7 @@ func (e *Edge) ungrantedRefusals(c store.Connector, ungranted []string) []wire.S
 		out = append(out, wire.ServiceRefusal{Service: s, Reason: "not granted to connector " + c.Name + "; the edge's operator can grant it: " + cmd})
 		if key := c.ID + "/" + s; !e.conns.warned[key] {
 			e.conns.warned[key] = true
+			news = append(news, s)
 			e.log.Warn("connector offers a service it was not granted: refused", "connector", c.ID, "name", c.Name,
 				"service", s, "to_grant", cmd)
 		}

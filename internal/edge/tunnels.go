@@ -129,6 +129,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		log.Warn("tunnel refused: connector unknown to this edge's store")
+		e.auditRefusal(store.AuditEvent{Actor: "connector " + id, Action: "hello", Subject: cert.Subject.CommonName + " " + id, Result: "refused: not enrolled at this edge"})
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeNotEnrolled, Reason: "this edge has no record of connector " + id + ": enroll it again with a new keyfile"})
 		return
 	case err != nil:
@@ -137,11 +138,13 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
 		return
 	case rec.Revoked():
 		log.Warn("tunnel refused: connector revoked", "revoked_at", rec.RevokedAt)
+		e.auditRefusal(store.AuditEvent{Actor: "connector " + id, Action: "hello", Subject: rec.Name + " " + id, Result: "refused: revoked"})
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeRevoked, Reason: revokedReason(rec)})
 		return
 	}
 	if n := e.tunnelsOf(id); n >= config.MaxPool {
 		log.Warn("tunnel refused: the connector has the most tunnels one identity may hold", "tunnels", n)
+		e.auditRefusal(store.AuditEvent{Actor: "connector " + id, Action: "hello", Subject: rec.Name + " " + id, Result: fmt.Sprintf("refused: %d tunnels held already", n)})
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf(
 			"connector %s already holds %d tunnels to this edge, the most one identity may (tunnel.pool is at most %d)", rec.Name, n, config.MaxPool)})
 		return

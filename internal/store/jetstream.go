@@ -52,6 +52,9 @@ type Options struct {
 	// server's notices and debug lines are logged at debug level, its
 	// warnings and errors at theirs. Nil discards logs.
 	Logger *slog.Logger
+	// AuditRetention is how long the audit trail keeps events; zero means
+	// DefaultAuditRetention (90 days).
+	AuditRetention time.Duration
 }
 
 // JetStream is a Store on NATS JetStream key-value buckets, one bucket per
@@ -65,6 +68,8 @@ type JetStream struct {
 
 	tokens     jetstream.KeyValue
 	connectors jetstream.KeyValue
+	js         jetstream.JetStream
+	audit      jetstream.Stream
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -102,7 +107,7 @@ func Open(ctx context.Context, opts Options) (*JetStream, error) {
 		}
 	}
 
-	if err := s.openBuckets(ctx); err != nil {
+	if err := s.openBuckets(ctx, opts.AuditRetention); err != nil {
 		s.shutdown()
 		return nil, err
 	}
@@ -183,7 +188,7 @@ func (s *JetStream) connOptions(timeout time.Duration) []nats.Option {
 }
 
 // openBuckets binds (creating when missing) the key-value buckets.
-func (s *JetStream) openBuckets(ctx context.Context) error {
+func (s *JetStream) openBuckets(ctx context.Context, auditRetention time.Duration) error {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		return fmt.Errorf("open store: JetStream: %w", err)
@@ -193,7 +198,10 @@ func (s *JetStream) openBuckets(ctx context.Context) error {
 		return err
 	}
 	s.connectors, err = bucket(ctx, js, BucketConnectors, "sallyport enrolled connectors, by certificate serial")
-	return err
+	if err != nil {
+		return err
+	}
+	return s.openAudit(ctx, js, auditRetention)
 }
 
 // bucket returns the named bucket, creating it if missing. An existing

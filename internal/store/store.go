@@ -138,6 +138,11 @@ type Store interface {
 	GetConnector(ctx context.Context, id string) (Connector, error)
 	// ListConnectors returns every stored connector, ordered by id.
 	ListConnectors(ctx context.Context) ([]Connector, error)
+	// Audit appends an event to the audit trail.
+	Audit(ctx context.Context, ev AuditEvent) error
+	// ReadAudit calls fn with each audit event from since on, oldest
+	// first; with follow it waits for new ones until ctx ends.
+	ReadAudit(ctx context.Context, since time.Time, follow bool, fn func(AuditEvent) error) error
 	// Close releases the store. It is idempotent and waits until everything
 	// the store started has stopped.
 	Close() error

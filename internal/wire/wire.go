@@ -194,6 +194,7 @@ const (
 	CodeTokenExpired
 	CodeBadRequest
 	CodeInternal
+	CodeNameTaken // enrollment: the connector name belongs to another identity
 	codeLimit
 )
 
@@ -225,6 +226,8 @@ func (c Code) String() string {
 		return "bad request"
 	case CodeInternal:
 		return "internal error"
+	case CodeNameTaken:
+		return "name taken"
 	}
 	return fmt.Sprintf("code(%d)", uint8(c))
 }
