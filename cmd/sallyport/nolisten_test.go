@@ -184,3 +184,45 @@ func hexPort(a string) int {
 	n, _ := strconv.ParseInt(p, 16, 32)
 	return int(n)
 }
+
+// The edge listens exactly where its configuration says, and nowhere
+// else: a service reached only through a shared listener (by Host) gets
+// no port of its own, which would skip that listener's checks.
+func TestEdgeListensOnlyWhereConfigured(t *testing.T) {
+	dir := t.TempDir()
+	httpAddr := freePort(t)
+	cfg := filepath.Join(dir, "edge.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("listeners:\n  - kind: http\n    listen: %s\nservices:\n  web:\n    hosts: [web.test]\n", httpAddr)), 0o600)
+	e := startEdge(t, filepath.Join(dir, "edge"), []string{"echo"}, "--config", cfg)
+	want := map[int]string{
+		portOf(t, e.tunnel): "tunnel", portOf(t, e.admin): "admin API",
+		portOf(t, e.services["echo"]): "service echo", portOf(t, httpAddr): "http listener",
+	}
+	unixListeners := 0
+	for _, k := range socketsOf(t, e.Pid()) {
+		switch {
+		case !k.listening():
+		case k.proto == "unix" && strings.HasSuffix(k.unixPath, "/admin.sock"):
+			unixListeners++
+		case k.proto == "tcp" && want[k.localPort] != "":
+			delete(want, k.localPort)
+		default:
+			t.Errorf("the edge (pid %d) listens where nothing configures it to: %s", e.Pid(), k)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("the edge does not listen on its configured ports %v", want)
+	}
+	if unixListeners != 1 {
+		t.Errorf("the edge has %d admin sockets, want 1", unixListeners)
+	}
+	st := e.status(t)
+	if !strings.Contains(st.text, "web") {
+		t.Fatalf("status does not show the service web:\n%s", st.text)
+	}
+	for _, line := range strings.Split(st.text, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "web" && f[1] != "-" {
+			t.Errorf("status shows a listen address for web, which has none: %q", line)
+		}
+	}
+}

@@ -95,7 +95,8 @@ type Admin struct {
 type EdgeService struct {
 	// Listen is the service's own public TCP listen address, such as
 	// ":15432"; port 0 picks a free port. It may be empty when Hosts, SNI,
-	// a socks5 listener or a WebSocket edge host reach the service.
+	// a socks5 listener or a WebSocket edge host reach the service; it then
+	// has no port of its own, so every client passes a shared listener.
 	Listen string `yaml:"listen"`
 	// Hosts are the HTTP host names (exact, or "*.example.com" for every
 	// name one label below) that http and https listeners route here.

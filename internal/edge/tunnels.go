@@ -200,8 +200,8 @@ func (e *Edge) Status(ctx context.Context) admin.Status {
 	for _, c := range e.routes.Count() {
 		counts[c.Service] = c.Tunnels
 	}
-	for name, svc := range e.cfg.Services {
-		addr := svc.Listen
+	for name := range e.cfg.Services {
+		addr := "-" // no port of its own: reached through shared listeners
 		if a := e.listeners.ServiceAddr(name); a != nil {
 			addr = a.String()
 		}

@@ -140,6 +140,11 @@ func Open(cfg config.Edge, d Dispatcher, listen ListenFunc, log *slog.Logger) (*
 		return l, err
 	}
 	for name, svc := range cfg.Services {
+		if svc.Listen == "" {
+			// Reached only through shared listeners: a port of its own
+			// would skip their checks.
+			continue
+		}
 		l, err := open("service "+name, svc.Listen)
 		if err != nil {
 			return nil, err
@@ -194,7 +199,8 @@ func Open(cfg config.Edge, d Dispatcher, listen ListenFunc, log *slog.Logger) (*
 	return s, nil
 }
 
-// ServiceAddr is the address of a service's tcp port; nil if it has none.
+// ServiceAddr is the address of a service's own tcp port; nil if it has
+// none (it is reached only through shared listeners).
 func (s *Set) ServiceAddr(service string) net.Addr { return s.svc[service] }
 
 // ListenerAddr is the address of the shared listener at index i of the
