@@ -61,6 +61,7 @@ func newTokenCmd() *cobra.Command {
 		edges    []string
 		services []string
 		replace  bool
+		force    bool
 	)
 	create := &cobra.Command{
 		Use:   "create",
@@ -77,9 +78,9 @@ func newTokenCmd() *cobra.Command {
 			if out == "" {
 				out = name + ".keyfile"
 			}
-			if out != "-" {
+			if out != "-" && !force {
 				if _, err := os.Lstat(out); err == nil {
-					return fmt.Errorf("%s exists: a keyfile is never overwritten; remove it or choose another file with -o", out)
+					return fmt.Errorf("%s exists: a keyfile is not overwritten without --force; choose another file with -o", out)
 				}
 			}
 			kf, err := c.CreateKeyfile(cmd.Context(), admin.TokenRequest{Name: name, TTL: ttl.String(), Edges: edges, Services: services, Replace: replace})
@@ -110,6 +111,7 @@ func newTokenCmd() *cobra.Command {
 	create.Flags().StringVarP(&out, "output", "o", "", "keyfile to write, mode 0600 (default NAME.keyfile; - for standard output)")
 	create.Flags().StringSliceVar(&edges, "edge", nil, "HOST:PORT the connector should dial, instead of the edge's advertised addresses (repeatable)")
 	create.Flags().StringArrayVar(&services, "service", nil, "a service the connector may offer, from its first tunnel (repeatable)")
+	create.Flags().BoolVar(&force, "force", false, "overwrite the -o file if it exists")
 	create.Flags().BoolVar(&replace, "replace", false, "the name is enrolled already: redeeming this keyfile revokes the connector enrolled under it")
 	create.MarkFlagRequired("name")
 	cmd.AddCommand(create, newTokensListCmd(), newTokensRevokeCmd())

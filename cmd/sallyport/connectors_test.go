@@ -46,9 +46,10 @@ func TestConnectorsCommandsAndAudit(t *testing.T) {
 		t.Errorf("token create without --service says:\n%s\nwant a note that it grants nothing and how to grant", out)
 	}
 	code, _, stderr = sallyport(t, "token", "create", "--name", "site-c", "-o", kf, "--data", data)
-	if code == 0 || !strings.Contains(stderr, "never overwritten") {
+	if code == 0 || !strings.Contains(stderr, "not overwritten without --force") {
 		t.Errorf("token create onto an existing file: exit %d, stderr:\n%s", code, stderr)
 	}
+	mustRun(t, "token", "create", "--name", "site-c", "-o", kf, "--force", "--data", data)
 	var toks []admin.Token
 	if err := json.Unmarshal([]byte(mustRun(t, "tokens", "list", "--data", data, "--json")), &toks); err != nil {
 		t.Fatal(err)
@@ -89,7 +90,7 @@ func TestConnectorsCommandsAndAudit(t *testing.T) {
 	for _, want := range []string{"token.create ok", "enroll ok", "ungrant ok", "grant ok", "token.create refused", "token.revoke ok", "revoke ok"} {
 		n := 1
 		if want == "token.create ok" {
-			n = 2 // site-a's, then site-b's
+			n = 3 // site-a's, site-b's, site-c's
 		}
 		if count[want] != n {
 			t.Errorf("audit: %d events %q, want %d; all:\n%s", count[want], want, n, out)

@@ -155,7 +155,7 @@ Try, in another terminal:
 
   curl http://%s/
       the web back-end, reached through the tunnel
-  nc %s        (or: curl telnet://%s)
+  nc -N %s     (or: curl telnet://%s)
       the echo back-end: type a line and get it back (Ctrl-D ends)
   %[4]s status --data %[5]s
       the edge's view: services and the connected connector

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -27,6 +28,12 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts the graceful stop (the drain); a second
+	// one stops at once, as the signal's default action.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	stopProfiles, err := startProfiles()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sallyport:", err)
@@ -84,10 +91,12 @@ edge in the DMZ, and clients connect to the edge.
   sallyport edge --data DIR ...        run the edge (DMZ)
   sallyport token create --name SITE   make a keyfile for a new connector
   sallyport connector --keyfile FILE   run a connector (trusted network)`,
+		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(stdout)
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetErr(stderr)
 	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newConnectorsCmd(), newAuditCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd())
 	return root
@@ -99,10 +108,36 @@ func newVersionCmd() *cobra.Command {
 		Short: "Print the version and the tunnel protocol version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(cmd.OutOrStdout(), "sallyport %s (tunnel protocol %d)\n", version, wire.Version)
+			fmt.Fprintln(cmd.OutOrStdout(), versionLine())
 			return nil
 		},
 	}
+}
+
+// versionLine says which sallyport this is: the version set at build time
+// or else the module version and the commit from the build info.
+func versionLine() string {
+	v := version
+	if info, ok := debug.ReadBuildInfo(); ok && v == "dev" {
+		if info.Main.Version != "" && info.Main.Version != "(devel)" {
+			v = info.Main.Version
+		}
+		var commit, modified string
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					modified = "-modified"
+				}
+			}
+		}
+		if commit != "" {
+			v = fmt.Sprintf("%s+%.12s%s", v, commit, modified)
+		}
+	}
+	return fmt.Sprintf("sallyport %s (tunnel protocol %d)", v, wire.Version)
 }
 
 // logFlags are the logging flags every long-running role has.

@@ -58,3 +58,9 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("sallyport version printed %q, want %q", out, want)
 	}
 }
+
+func TestVersionFlag(t *testing.T) {
+	if out, want := mustRun(t, "--version"), mustRun(t, "version"); out != want {
+		t.Fatalf("sallyport --version printed %q, want what sallyport version prints, %q", out, want)
+	}
+}

@@ -102,3 +102,19 @@ func dialClient(t *testing.T, addr string) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// A second signal stops at once: the edge does not wait out its drain for
+// a client that stays connected.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	s := startSite(t, []string{"--drain-timeout", "60s"})
+	live := dialClient(t, s.edge.services["echo"])
+	roundTrip(t, live, "before the signals")
+	s.edge.signal(t, syscall.SIGTERM)
+	s.edge.waitLog(t, "edge stopping", 1, 10*time.Second)
+	roundTrip(t, live, "during the drain")
+	s.edge.signal(t, syscall.SIGINT)
+	s.edge.wait(t, 10*time.Second) // fails the test if it is still draining
+	if s.edge.stderr.Count("drain timeout") != 0 {
+		t.Errorf("the edge waited out its drain after a second signal")
+	}
+}
