@@ -50,6 +50,11 @@ func newConnectorCmd() *cobra.Command {
 				c.DataDir = defaultConnectorData
 			}
 			c.ApplyDefaults()
+			// Every problem at once, log keys with file and line too,
+			// before the logger is built from them.
+			if err := c.Validate(); err != nil {
+				return err
+			}
 			log, err := newLogger(cmd.ErrOrStderr(), c.Log.Format, c.Log.Level)
 			if err != nil {
 				return err

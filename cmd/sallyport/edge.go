@@ -57,6 +57,11 @@ func newEdgeCmd() *cobra.Command {
 				c.DataDir = defaultEdgeData
 			}
 			c.ApplyDefaults()
+			// Every problem at once, log keys with file and line too,
+			// before the logger is built from them.
+			if err := c.Validate(); err != nil {
+				return err
+			}
 			log, err := newLogger(cmd.ErrOrStderr(), c.Log.Format, c.Log.Level)
 			if err != nil {
 				return err

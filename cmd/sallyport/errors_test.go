@@ -40,6 +40,21 @@ func TestConfigErrorsOnStderr(t *testing.T) {
 			},
 		},
 		{
+			name: "edge: a bad log level with file and line, among the other problems",
+			role: "edge",
+			file: "data_dir: DATA\nlog:\n  level: loud\ndrain_timeout: -1s\n",
+			want: []string{
+				`FILE:3: log.level: unknown level "loud"`,
+				"FILE:4: drain_timeout: must be greater than zero",
+			},
+		},
+		{
+			name: "connector: a bad log format with file and line",
+			role: "connector",
+			file: "data_dir: DATA\nlog:\n  format: xml\nservices:\n  db:\n    address: 127.0.0.1:5432\n",
+			want: []string{`FILE:3: log.format:`},
+		},
+		{
 			name: "connector: back-end port out of range",
 			role: "connector",
 			file: "data_dir: DATA\nservices:\n  db:\n    address: 127.0.0.1:99999\n",
