@@ -102,10 +102,12 @@ type Client struct {
 	Via string
 }
 
-// IP returns the client's IP address, unmapped; the zero Addr if unknown.
+// IP returns the client's IP address, unmapped and without an IPv6 zone
+// (a prefix never contains a zoned address, so a zone would slip past
+// every network); the zero Addr if unknown.
 func (c Client) IP() netip.Addr {
 	if ap, err := netip.ParseAddrPort(c.Addr.String()); err == nil {
-		return ap.Addr().Unmap()
+		return ap.Addr().Unmap().WithZone("")
 	}
 	return netip.Addr{}
 }

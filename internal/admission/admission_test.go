@@ -67,6 +67,22 @@ func TestPolicyAddresses(t *testing.T) {
 	}
 }
 
+// A zoned IPv6 address (fe80::1%eth0) is matched without its zone: a
+// prefix never contains a zoned address, so the zone would slip past a
+// deny list.
+func TestPolicyDenyIgnoresTheZone(t *testing.T) {
+	p := NewPolicy("svc", Rules{Deny: nets(t, "fe80::/10")})
+	for _, addr := range []string{"[fe80::1%eth0]:5", "[fe80::1]:5"} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ref := p.Admit(Client{Addr: a, Via: "tcp"}, time.Now()); ref == nil || ref.Reason != ReasonDenied {
+			t.Errorf("%s: %v, want refused by the deny list", addr, ref)
+		}
+	}
+}
+
 func TestPolicyMaxConnections(t *testing.T) {
 	p := NewPolicy("svc", Rules{MaxConnections: 2})
 	now := time.Now()

@@ -268,6 +268,7 @@ func TestLoadEdgeExample(t *testing.T) {
 				Certificates:     []CertificateFiles{{Cert: "/etc/sallyport/tls/example.com.crt", Key: "/etc/sallyport/tls/example.com.key"}},
 				EdgeHosts:        []string{"edge.example.com"},
 				WSOrigins:        []string{"console.example.com"},
+				StripHeaders:     []string{"X-Internal-User"},
 				ForwardedHeaders: &yes,
 			},
 			{Kind: KindHTTP, Listen: ":80"},

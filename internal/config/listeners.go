@@ -45,6 +45,11 @@ type Listener struct {
 	// to back-ends of an http or https listener; nil means true. Headers of
 	// these names sent by clients are always removed.
 	ForwardedHeaders *bool `yaml:"forwarded_headers"`
+	// StripHeaders are more request headers an http or https listener
+	// removes before a request reaches a back-end. The headers proxies use
+	// for a client's address (ClientAddressHeaders) are always removed,
+	// so that a client cannot claim another address.
+	StripHeaders []string `yaml:"strip_headers"`
 	// ClientCA is a PEM file of CA certificates; when set, an https
 	// listener accepts only clients with a certificate signed by one.
 	ClientCA string `yaml:"client_ca"`
@@ -52,6 +57,11 @@ type Listener struct {
 	// password); empty means no authentication.
 	Users []SOCKSUser `yaml:"users"`
 }
+
+// ClientAddressHeaders are the request headers that proxies use to pass on
+// a client's address; an http or https listener removes each that a client
+// sends (X-Forwarded-* are replaced or removed as ForwardedHeaders says).
+var ClientAddressHeaders = []string{"X-Real-IP", "True-Client-IP", "X-Client-IP", "CF-Connecting-IP", "Fastly-Client-IP", "X-Cluster-Client-IP"}
 
 // CertificateFiles is one certificate chain and its private key, PEM files.
 type CertificateFiles struct {
@@ -203,6 +213,12 @@ func (c *checker) listener(key string, l Listener, ls *[]listener) {
 	only(len(l.WSOrigins) > 0 && !web, "ws_origins", "http and https")
 	only(l.ForwardedHeaders != nil && !web, "forwarded_headers", "http and https")
 	only(len(l.Users) > 0 && l.Kind != KindSOCKS5, "users", "socks5")
+	only(len(l.StripHeaders) > 0 && !web, "strip_headers", "http and https")
+	for j, h := range l.StripHeaders {
+		if !validHeaderName(h) {
+			c.add(fmt.Sprintf("%s.strip_headers[%d]", key, j), "invalid header name %q (letters, digits and -, such as X-Internal-User)", h)
+		}
+	}
 	if l.Kind == KindHTTPS && len(l.Certificates) == 0 {
 		c.require(key, "certificates", "at least one {cert, key} pair of PEM files")
 	}
@@ -239,6 +255,21 @@ func (c *checker) listener(key string, l Listener, ls *[]listener) {
 			c.require(uk, "password_file", "a file holding the password (passwords are never written in the config)")
 		}
 	}
+}
+
+// validHeaderName reports whether h is an HTTP header name of letters,
+// digits and the token punctuation.
+func validHeaderName(h string) bool {
+	if h == "" {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // routeName checks a host or SNI name (exact, or "*." and a name) and that

@@ -12,7 +12,13 @@ func TestListenersProblems(t *testing.T) {
 		{
 			name: "unknown listener key",
 			doc:  head + "listeners:\n  - kind: http\n    listen: :80\n    port: 80\n",
-			want: "edge.yaml:5: listeners[0].port: unknown key (known: kind, listen, certificates, edge_hosts, ws_origins, forwarded_headers, client_ca, users)",
+			want: "edge.yaml:5: listeners[0].port: unknown key (known: kind, listen, certificates, edge_hosts, ws_origins, forwarded_headers, strip_headers, client_ca, users)",
+		},
+		{
+			name: "strip_headers: a bad name, and on a tls listener",
+			doc:  head + "listeners:\n  - kind: http\n    listen: :80\n    strip_headers: [X-Ok, \"Bad Name\"]\n  - kind: tls\n    listen: :443\n    strip_headers: [X-Ok]\n",
+			want: `edge.yaml:5: listeners[0].strip_headers[1]: invalid header name "Bad Name" (letters, digits and -, such as X-Internal-User)` + "\n" +
+				"edge.yaml:8: listeners[1].strip_headers: only for http and https listeners (this one is tls)",
 		},
 		{
 			name: "unknown kind",

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -65,12 +66,16 @@ func newHTTPListener(s *Set, lc config.Listener, l net.Listener, certs *tlsfiles
 	}
 	errLog := slog.NewLogLogger(s.log.With("via", lc.Kind).Handler(), slog.LevelDebug)
 	forward := lc.ForwardHeaders()
+	strip := append(slices.Clone(config.ClientAddressHeaders), lc.StripHeaders...)
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			service, _ := pr.In.Context().Value(serviceKey).(string)
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = service // the per-connection transport dials by service
 			pr.Out.Host = pr.In.Host
+			for _, h := range strip {
+				pr.Out.Header.Del(h)
+			}
 			if forward {
 				pr.SetXForwarded()
 			}

@@ -208,7 +208,21 @@ func (e *listenerEdge) wantRefusals(t *testing.T, want map[string]int64) {
 // seen is what the HTTP back-end saw of a request.
 type seen struct {
 	Host, Path, XFF, XFProto, XFHost, Remote string
-	Conn                                     int64
+	// AddrHeaders are the client-address headers the back-end received.
+	AddrHeaders []string
+	Conn        int64
+}
+
+// addrHeaders lists the headers in h that claim a client address (those
+// the edge strips by default, and X-Site-User, which a test strips).
+func addrHeaders(h http.Header) []string {
+	var out []string
+	for _, k := range append(slices.Clone(config.ClientAddressHeaders), "X-Site-User") {
+		if v := h.Get(k); v != "" {
+			out = append(out, k+": "+v)
+		}
+	}
+	return out
 }
 
 // httpBackend starts an HTTP back-end that answers every request with what
@@ -244,6 +258,7 @@ func httpBackend(t *testing.T) string {
 		json.NewEncoder(w).Encode(seen{
 			Host: r.Host, Path: r.URL.Path, XFF: r.Header.Get("X-Forwarded-For"), XFProto: r.Header.Get("X-Forwarded-Proto"),
 			XFHost: r.Header.Get("X-Forwarded-Host"), Remote: r.RemoteAddr, Conn: r.Context().Value(connKey{}).(int64),
+			AddrHeaders: addrHeaders(r.Header),
 		})
 	})
 	srv := &http.Server{Handler: mux, ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
@@ -304,7 +319,7 @@ func curl(t *testing.T, args ...string) (string, error) {
 func TestHTTPRoutesByHost(t *testing.T) {
 	backend := httpBackend(t)
 	no := false
-	e := startListenerEdge(t, []config.Listener{{Kind: config.KindHTTP}, {Kind: config.KindHTTP, ForwardedHeaders: &no}},
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindHTTP}, {Kind: config.KindHTTP, ForwardedHeaders: &no, StripHeaders: []string{"X-Site-User"}}},
 		map[string]config.EdgeService{
 			"web":     {Hosts: []string{"web.test"}},
 			"apps":    {Hosts: []string{"*.apps.test"}},
@@ -316,9 +331,13 @@ func TestHTTPRoutesByHost(t *testing.T) {
 	url := "http://" + e.addr(0) + "/some/path"
 	c := newHTTPClient(t, nil)
 
-	status, _, s := get(t, c, url, "web.test", map[string]string{"X-Forwarded-For": "6.6.6.6"})
+	status, _, s := get(t, c, url, "web.test", map[string]string{"X-Forwarded-For": "6.6.6.6",
+		"X-Real-IP": "6.6.6.6", "True-Client-IP": "6.6.6.6", "CF-Connecting-IP": "6.6.6.6", "X-Site-User": "admin"})
 	if status != 200 || s.Host != "web.test" || s.Path != "/some/path" {
 		t.Fatalf("web.test: %d %+v", status, s)
+	}
+	if len(s.AddrHeaders) != 1 || s.AddrHeaders[0] != "X-Site-User: admin" {
+		t.Errorf("the back-end received %q; want the client-address headers stripped (and X-Site-User, not on this listener's list, kept)", s.AddrHeaders)
 	}
 	if s.XFF != "127.0.0.1" || s.XFProto != "http" || s.XFHost != "web.test" {
 		t.Errorf("forwarded headers: for %q proto %q host %q; want 127.0.0.1 (the client's spoofed one dropped), http, web.test", s.XFF, s.XFProto, s.XFHost)
@@ -353,10 +372,11 @@ func TestHTTPRoutesByHost(t *testing.T) {
 		t.Errorf("back-end connections %d, %d (same client), %d (another); want the first two equal, the third new", s1.Conn, s2.Conn, s3.Conn)
 	}
 
-	// forwarded_headers: false sets none and still drops the client's.
-	_, _, s = get(t, c, "http://"+e.addr(1)+"/", "web.test", map[string]string{"X-Forwarded-For": "6.6.6.6"})
-	if s.XFF != "" || s.XFProto != "" || s.XFHost != "" {
-		t.Errorf("forwarded_headers false: back-end saw %+v", s)
+	// forwarded_headers: false sets none and still drops the client's;
+	// strip_headers drops more.
+	_, _, s = get(t, c, "http://"+e.addr(1)+"/", "web.test", map[string]string{"X-Forwarded-For": "6.6.6.6", "X-Real-IP": "6.6.6.6", "X-Site-User": "admin"})
+	if s.XFF != "" || s.XFProto != "" || s.XFHost != "" || len(s.AddrHeaders) != 0 {
+		t.Errorf("forwarded_headers false, strip_headers [X-Site-User]: back-end saw %+v", s)
 	}
 
 	out, err := curl(t, "-H", "Host: a.apps.test", "http://"+e.addr(0)+"/curl")
