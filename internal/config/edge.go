@@ -79,7 +79,14 @@ type EdgeTunnel struct {
 	// KeepaliveTimeout is how long a tunnel may go unanswered before it is
 	// closed as dead; zero means 15s. It must exceed KeepaliveInterval.
 	KeepaliveTimeout time.Duration `yaml:"keepalive_timeout"`
+	// AnswerTimeout is how long the edge waits for a connector to answer
+	// a new stream (it answers once it has dialed the back-end) before it
+	// tells the client the service is unavailable; zero means 15s.
+	AnswerTimeout time.Duration `yaml:"answer_timeout"`
 }
+
+// DefaultAnswerTimeout is EdgeTunnel.AnswerTimeout's default.
+const DefaultAnswerTimeout = 15 * time.Second
 
 // Admin configures the admin API.
 type Admin struct {
@@ -166,6 +173,9 @@ func (e *Edge) ApplyDefaults() {
 	if e.DrainTimeout == 0 {
 		e.DrainTimeout = DefaultDrainTimeout
 	}
+	if e.Tunnel.AnswerTimeout == 0 {
+		e.Tunnel.AnswerTimeout = DefaultAnswerTimeout
+	}
 	if e.Audit.Retention == 0 {
 		e.Audit.Retention = DefaultAuditRetention
 	}
@@ -188,6 +198,7 @@ func (e Edge) Validate() error {
 		}
 	}
 	c.keepalive("tunnel", e.Tunnel.KeepaliveInterval, e.Tunnel.KeepaliveTimeout)
+	c.positive("tunnel.answer_timeout", e.Tunnel.AnswerTimeout)
 	if c.listenAddr("admin.listen", e.Admin.Listen, &ls) && !e.Admin.AllowRemote && !isLoopback(e.Admin.Listen) {
 		c.add("admin.listen", "%q is not a loopback address; the admin API stays on loopback unless admin.allow_remote is true", e.Admin.Listen)
 	}

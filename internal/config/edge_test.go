@@ -257,6 +257,7 @@ func TestLoadEdgeExample(t *testing.T) {
 			Advertise:         []string{"edge.example.com:5500"},
 			KeepaliveInterval: 5 * time.Second,
 			KeepaliveTimeout:  15 * time.Second,
+			AnswerTimeout:     15 * time.Second,
 		},
 		Admin:        Admin{Listen: "127.0.0.1:5501"},
 		DrainTimeout: 30 * time.Second,
@@ -299,7 +300,7 @@ func TestDecodeEdgeDefaults(t *testing.T) {
 	got.Origin = Origin{}
 	want := Edge{
 		DataDir:      "/d",
-		Tunnel:       EdgeTunnel{Listen: ":5500", KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second},
+		Tunnel:       EdgeTunnel{Listen: ":5500", KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second, AnswerTimeout: 15 * time.Second},
 		Admin:        Admin{Listen: "127.0.0.1:5501"},
 		DrainTimeout: 30 * time.Second,
 		Log:          Log{Format: "text", Level: "info"},

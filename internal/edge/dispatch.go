@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -74,42 +75,78 @@ func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, 
 		}
 	}
 	e.conns.Unlock()
+	// Every connector is asked at once, each answer within answer_timeout,
+	// so a silent one delays nobody; the first usable answer wins, and
+	// the others are closed as they come (e.handlers waits for that).
+	type answer struct {
+		st      *tunnel.Stream
+		sess    *tunnel.Session
+		service string
+	}
+	answers := make(chan answer, len(sessions))
 	for _, sess := range sessions {
-		st, err := sess.Open(wire.StreamOpen{Client: c.Addr.String(), Address: address})
-		if err != nil {
+		e.handlers.Go(func() {
+			st, err := sess.Open(wire.StreamOpen{Client: c.Addr.String(), Address: address})
+			if err != nil {
+				answers <- answer{}
+				return
+			}
+			st.SetReadDeadline(time.Now().Add(e.cfg.Tunnel.AnswerTimeout))
+			err = st.Accepted()
+			st.SetReadDeadline(time.Time{})
+			if err != nil {
+				st.Close()
+				answers <- answer{}
+				return
+			}
+			answers <- answer{st: st, sess: sess, service: st.Answer().Service}
+		})
+	}
+	var won *answer
+	for got := 1; got <= len(sessions); got++ {
+		a := <-answers
+		if a.st == nil {
 			continue
 		}
-		if err := st.Accepted(); err != nil {
-			st.Close()
-			continue
-		}
-		service := st.Answer().Service
 		e.conns.Lock()
-		info := e.conns.tunnels[sess]
-		granted := info != nil && e.routedLocked(info, service)
+		info := e.conns.tunnels[a.sess]
+		granted := info != nil && e.routedLocked(info, a.service)
 		e.conns.Unlock()
 		if !granted {
-			st.Close()
+			a.st.Close()
 			if info != nil {
 				e.log.Warn("connector named a service it is not granted for an address: not used", "connector", info.connectorID,
-					"address", address, "service", service)
+					"address", address, "service", a.service)
 			}
 			continue
 		}
-		release, ref := e.Admit(service, c)
-		if ref != nil {
-			st.Close()
-			return nil, ref
-		}
-		e.conns.Lock()
-		connector := ""
-		if info := e.conns.tunnels[sess]; info != nil {
-			connector = info.connectorID
-		}
-		e.conns.Unlock()
-		return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector, release: release}, nil
+		won = &a
+		// The rest are closed as they answer, without the client waiting.
+		rest := len(sessions) - got
+		e.handlers.Go(func() {
+			for range rest {
+				if a := <-answers; a.st != nil {
+					a.st.Close()
+				}
+			}
+		})
+		break
 	}
-	return nil, e.Refused(admission.Refuse(admission.ReasonUnknownService, "", "no connector allows address %s", address), c)
+	if won == nil {
+		return nil, e.Refused(admission.Refuse(admission.ReasonUnknownService, "", "no connector allows address %s", address), c)
+	}
+	release, ref := e.Admit(won.service, c)
+	if ref != nil {
+		won.st.Close()
+		return nil, ref
+	}
+	e.conns.Lock()
+	connector := ""
+	if info := e.conns.tunnels[won.sess]; info != nil {
+		connector = info.connectorID
+	}
+	e.conns.Unlock()
+	return &streamConn{Stream: won.st, e: e, sess: won.sess, service: won.service, connector: connector, release: release}, nil
 }
 
 // Admit applies service's policy to c; see admission.Policy.Admit. An
@@ -213,9 +250,24 @@ func (s *streamConn) TryRead(b []byte) (int, bool, error) {
 	return n, wait, s.checkRefusal(err)
 }
 
-// Accepted waits for the connector's answer; see tunnel.Stream.Accepted.
+// Accepted waits for the connector's answer, for at most the tunnel's
+// answer_timeout (a connector silent for longer is reported to the client
+// as unavailable);
+// see tunnel.Stream.Accepted. A connector that stays silent is an
+// *admission.Refusal (ReasonConnectorTimeout), counted and logged.
 func (s *streamConn) Accepted() error {
-	return s.checkRefusal(s.Stream.Accepted())
+	wait := s.e.cfg.Tunnel.AnswerTimeout
+	s.Stream.SetReadDeadline(time.Now().Add(wait))
+	err := s.Stream.Accepted()
+	s.Stream.SetReadDeadline(time.Time{})
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		s.e.log.Warn("client refused: the connector did not answer", "service", s.service, "connector", s.connector, "waited", wait.String())
+		s.e.refusals.Add(admission.ReasonConnectorTimeout)
+		return admission.Refuse(admission.ReasonConnectorTimeout, s.service,
+			"service %s: its connector did not answer within %s; try again later", s.service, wait)
+	}
+	return s.checkRefusal(err)
 }
 
 // checkRefusal handles the connector's refusal, once, if err is one, and

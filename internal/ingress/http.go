@@ -235,6 +235,12 @@ func (hc *httpConn) transport(f *httpListener) *http.Transport {
 				if ref != nil {
 					return nil, ref
 				}
+				// Dialed once the connector has answered, within its
+				// bounded wait: a silent connector fails the dial.
+				if err := st.Accepted(); err != nil {
+					st.Close()
+					return nil, err
+				}
 				return st, nil
 			},
 			MaxIdleConnsPerHost:   4,

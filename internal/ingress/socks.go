@@ -124,7 +124,9 @@ func (f *socksListener) handle(c net.Conn) (joined bool) {
 	// back-end: a client must learn of a refusal from the reply code.
 	if err := st.Accepted(); err != nil {
 		writeSOCKSReply(c, answerFor(err).socks)
-		f.s.log.Warn("client refused by connector", "via", cl.Via, "service", st.Service(), "client", cl.Addr.String(), "connector", st.Connector(), "err", err)
+		if !errors.As(err, new(*admission.Refusal)) { // the edge's own refusals are logged where they are made
+			f.s.log.Warn("client refused by connector", "via", cl.Via, "service", st.Service(), "client", cl.Addr.String(), "connector", st.Connector(), "err", err)
+		}
 		st.Close()
 		c.Close()
 		return false

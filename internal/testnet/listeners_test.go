@@ -52,8 +52,8 @@ func testLogger(logs *logbuf.Buffer, role string) *slog.Logger {
 }
 
 // startListenerEdge starts an edge with listeners and services on loopback
-// and stops it when the test ends.
-func startListenerEdge(t *testing.T, listeners []config.Listener, services map[string]config.EdgeService) *listenerEdge {
+// and stops it when the test ends; tune, if any, changes its config first.
+func startListenerEdge(t *testing.T, listeners []config.Listener, services map[string]config.EdgeService, tune ...func(*config.Edge)) *listenerEdge {
 	t.Helper()
 	for i := range listeners {
 		if listeners[i].Listen == "" {
@@ -67,6 +67,9 @@ func startListenerEdge(t *testing.T, listeners []config.Listener, services map[s
 		DrainTimeout: 2 * time.Second,
 		Listeners:    listeners,
 		Services:     services,
+	}
+	for _, f := range tune {
+		f(&cfg)
 	}
 	logs := &logbuf.Buffer{}
 	e, err := edge.New(cfg, testLogger(logs, "edge"))
@@ -101,20 +104,27 @@ func startListenerEdge(t *testing.T, listeners []config.Listener, services map[s
 // addr is the address of listener i.
 func (e *listenerEdge) addr(i int) string { return e.ListenerAddr(i).String() }
 
-// keyfile writes an enrollment keyfile for a new connector granted
-// services.
+// keyfile writes an enrollment keyfile for a new connector named site,
+// granted services.
 func (e *listenerEdge) keyfile(t *testing.T, services ...string) string {
+	t.Helper()
+	return e.keyfileFor(t, "site", services...)
+}
+
+// keyfileFor writes an enrollment keyfile for a new connector called name,
+// granted services.
+func (e *listenerEdge) keyfileFor(t *testing.T, name string, services ...string) string {
 	t.Helper()
 	token, err := e.AdminToken()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &admin.Client{Addr: e.AdminAddr().String(), Token: token}
-	kf, err := c.CreateKeyfile(context.Background(), admin.TokenRequest{Name: "site", TTL: "1h", Services: services})
+	kf, err := c.CreateKeyfile(context.Background(), admin.TokenRequest{Name: name, TTL: "1h", Services: services})
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "site.keyfile")
+	path := filepath.Join(t.TempDir(), name+".keyfile")
 	if err := os.WriteFile(path, kf, 0o600); err != nil {
 		t.Fatal(err)
 	}
