@@ -40,6 +40,8 @@ func newEdgeCmd() *cobra.Command {
 			set("admin-listen", "admin.listen", func() { c.Admin.Listen = cfg.Admin.Listen })
 			set("admin-allow-remote", "admin.allow_remote", func() { c.Admin.AllowRemote = allowRA })
 			set("drain-timeout", "drain_timeout", func() { c.DrainTimeout = cfg.DrainTimeout })
+			set("max-clients", "limits.max_clients", func() { c.Limits.MaxClients = cfg.Limits.MaxClients })
+			set("max-clients-per-source", "limits.max_clients_per_source", func() { c.Limits.MaxClientsPerSource = cfg.Limits.MaxClientsPerSource })
 			set("log-format", "log.format", func() { c.Log.Format = logs.format })
 			set("log-level", "log.level", func() { c.Log.Level = logs.level })
 			for _, e := range expose {
@@ -83,6 +85,8 @@ func newEdgeCmd() *cobra.Command {
 	f.StringVar(&cfg.Admin.Listen, "admin-listen", "", "admin API address (default "+config.DefaultAdminListen+")")
 	f.BoolVar(&allowRA, "admin-allow-remote", false, "allow a non-loopback admin API address")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long live connections may finish after SIGTERM (default 30s)")
+	f.IntVar(&cfg.Limits.MaxClients, "max-clients", 0, "client connections of all public listeners together (default 4096)")
+	f.IntVar(&cfg.Limits.MaxClientsPerSource, "max-clients-per-source", 0, "client connections from one IP address (default 256)")
 	f.StringArrayVar(&expose, "expose", nil, "NAME=ADDRESS: a public TCP listener for service NAME, e.g. db=:15432 (repeatable)")
 	logs.register(cmd)
 	return cmd

@@ -44,6 +44,7 @@ const (
 	ReasonConnector        Reason = "connector"         // the connector refused the stream (back-end down, draining)
 	ReasonTunnel           Reason = "tunnel"            // the tunnel failed while opening the stream
 	ReasonConnectorTimeout Reason = "connector_timeout" // the connector did not answer a new stream in time
+	ReasonTooManyClients   Reason = "too_many_clients"  // the edge's or one address's limit of client connections is reached
 )
 
 // Refusal is a client turned away by the edge: the reason it is counted

@@ -204,7 +204,10 @@ func startSallyport(ctx context.Context, exe, dir, profile string, backends map[
 	edgeData, connData := filepath.Join(dir, "edge"), filepath.Join(dir, "connector")
 	tunnelAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	args := []string{"edge", "--data", edgeData, "--tunnel-listen", tunnelAddr, "--advertise", tunnelAddr,
-		"--admin-listen", fmt.Sprintf("127.0.0.1:%d", ports[1]), "--log-level", "warn", "--drain-timeout", "1s"}
+		"--admin-listen", fmt.Sprintf("127.0.0.1:%d", ports[1]), "--log-level", "warn", "--drain-timeout", "1s",
+		// The bench holds up to 50,000 idle connections from a few
+		// loopback addresses: lift the client limits past that.
+		"--max-clients", "200000", "--max-clients-per-source", "200000"}
 	for i, n := range names {
 		s.public[n] = fmt.Sprintf("127.0.0.1:%d", ports[2+i])
 		args = append(args, "--expose", n+"="+s.public[n])

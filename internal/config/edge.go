@@ -45,6 +45,8 @@ type Edge struct {
 	Log Log `yaml:"log"`
 	// Audit configures the audit trail in the store.
 	Audit Audit `yaml:"audit"`
+	// Limits bound what clients can make the edge hold.
+	Limits Limits `yaml:"limits"`
 	// Listeners are public listeners shared by many services (http, https,
 	// tls, socks5); see Listener.
 	Listeners []Listener `yaml:"listeners"`
@@ -63,6 +65,23 @@ type Audit struct {
 	// Retention is how long events are kept; zero means 2160h (90 days).
 	Retention time.Duration `yaml:"retention"`
 }
+
+// Limits bound the client connections the edge holds. Each tunneled
+// connection may buffer up to a stream window (1 MiB) at the edge when its
+// client does not read, so MaxClients bounds that memory too.
+type Limits struct {
+	// MaxClients bounds the client connections of every public listener
+	// together; zero means 4096.
+	MaxClients int `yaml:"max_clients"`
+	// MaxClientsPerSource bounds those from one IP address; zero means 256.
+	MaxClientsPerSource int `yaml:"max_clients_per_source"`
+}
+
+// The defaults of Limits.
+const (
+	DefaultMaxClients          = 4096
+	DefaultMaxClientsPerSource = 256
+)
 
 // DefaultAuditRetention is Audit.Retention's default: 90 days.
 const DefaultAuditRetention = 90 * 24 * time.Hour
@@ -179,6 +198,12 @@ func (e *Edge) ApplyDefaults() {
 	if e.Audit.Retention == 0 {
 		e.Audit.Retention = DefaultAuditRetention
 	}
+	if e.Limits.MaxClients == 0 {
+		e.Limits.MaxClients = DefaultMaxClients
+	}
+	if e.Limits.MaxClientsPerSource == 0 {
+		e.Limits.MaxClientsPerSource = DefaultMaxClientsPerSource
+	}
 	e.Log.applyDefaults()
 }
 
@@ -207,6 +232,12 @@ func (e Edge) Validate() error {
 		c.add("audit.retention", "%s is too short; keep the audit trail at least 1h (default 2160h, 90 days)", e.Audit.Retention)
 	}
 	c.log(e.Log)
+	if e.Limits.MaxClients < 1 {
+		c.add("limits.max_clients", "must be at least 1 (got %d)", e.Limits.MaxClients)
+	}
+	if e.Limits.MaxClientsPerSource < 1 || e.Limits.MaxClientsPerSource > e.Limits.MaxClients {
+		c.add("limits.max_clients_per_source", "must be 1 to limits.max_clients (%d) (got %d)", e.Limits.MaxClients, e.Limits.MaxClientsPerSource)
+	}
 	c.listenersAndRoutes(e, &ls)
 	for _, name := range inFileOrder(e.Origin, e.Services) {
 		c.serviceName(name)

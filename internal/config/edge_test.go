@@ -51,7 +51,7 @@ func TestDecodeEdgeProblems(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "data_dir: /d\nlisten: :5500\n",
-			want: "edge.yaml:2: listen: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, listeners, services)",
+			want: "edge.yaml:2: listen: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, listeners, services)",
 		},
 		{
 			name: "unknown key in a service",
@@ -133,13 +133,13 @@ func TestDecodeEdgeProblems(t *testing.T) {
 		{
 			name: "misspelt data_dir is reported once",
 			doc:  "datadir: /d\n",
-			want: "edge.yaml:1: datadir: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, listeners, services)",
+			want: "edge.yaml:1: datadir: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, listeners, services)",
 		},
 		{
 			name: "unrelated unknown key does not hide a missing one",
 			doc:  "colour: blue\n",
 			want: "edge.yaml: data_dir: required: the directory where the edge keeps its CA, certificates and state\n" +
-				"edge.yaml:1: colour: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, listeners, services)",
+				"edge.yaml:1: colour: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, listeners, services)",
 		},
 		{
 			name: "service without listen",
@@ -263,6 +263,7 @@ func TestLoadEdgeExample(t *testing.T) {
 		DrainTimeout: 30 * time.Second,
 		Log:          Log{Format: "text", Level: "info"},
 		Audit:        Audit{Retention: 90 * 24 * time.Hour},
+		Limits:       Limits{MaxClients: 4096, MaxClientsPerSource: 256},
 		Listeners: []Listener{
 			{
 				Kind: KindHTTPS, Listen: ":443",
@@ -305,6 +306,7 @@ func TestDecodeEdgeDefaults(t *testing.T) {
 		DrainTimeout: 30 * time.Second,
 		Log:          Log{Format: "text", Level: "info"},
 		Audit:        Audit{Retention: 90 * 24 * time.Hour},
+		Limits:       Limits{MaxClients: 4096, MaxClientsPerSource: 256},
 		Services:     map[string]EdgeService{"db": {Listen: ":0"}, "web": {Listen: ":0"}},
 	}
 	if !reflect.DeepEqual(got, want) {

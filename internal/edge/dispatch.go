@@ -188,6 +188,9 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 	return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector}, nil
 }
 
+// Count counts a refusal that a listener logs itself.
+func (e *Edge) Count(r admission.Reason) { e.refusals.Add(r) }
+
 // Refused counts and logs a refusal and returns it.
 func (e *Edge) Refused(ref *admission.Refusal, c admission.Client) *admission.Refusal {
 	e.refusals.Add(ref.Reason)

@@ -50,6 +50,9 @@ type httpListener struct {
 	shutdownRun sync.WaitGroup
 }
 
+// maxH2Streams bounds the concurrent requests of one HTTP/2 connection.
+const maxH2Streams = 32
+
 type ctxKey int
 
 const (
@@ -93,6 +96,9 @@ func newHTTPListener(s *Set, lc config.Listener, l net.Listener, certs *tlsfiles
 		ErrorLog:          errLog,
 		ConnContext:       f.connContext,
 		ConnState:         f.connState,
+		// Each stream of an HTTP/2 connection is a request that may hold
+		// a tunnel stream's window: a few tens bound one client's share.
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: maxH2Streams},
 	}
 	if lc.Kind == config.KindHTTPS {
 		tc := &tls.Config{

@@ -56,6 +56,9 @@ type Dispatcher interface {
 	// Refused counts and logs a refusal a listener made itself, and
 	// returns it.
 	Refused(ref *admission.Refusal, c admission.Client) *admission.Refusal
+	// Count counts a refusal that a listener logs itself (in summary,
+	// when a flood would make a line per refusal too many).
+	Count(r admission.Reason)
 }
 
 // Stream is a stream to a service's back-end, opened for one client. It is
@@ -112,14 +115,17 @@ type Set struct {
 	// connection and every exchange that join started.
 	loops    sync.WaitGroup
 	handlers sync.WaitGroup
-	// clients tracks live client connections for the drain.
+	// clients tracks live client connections for the drain; caps bounds
+	// them.
 	clients pipe.Tracker
+	caps    *caps
 }
 
 // Open opens every public listener of cfg (a validated config) with
 // listen, which the caller may use to close them all if Open fails.
 func Open(cfg config.Edge, d Dispatcher, listen ListenFunc, log *slog.Logger) (*Set, error) {
-	s := &Set{d: d, log: log, now: time.Now, known: map[string]bool{}, svc: map[string]net.Addr{}}
+	s := &Set{d: d, log: log, now: time.Now, known: map[string]bool{}, svc: map[string]net.Addr{},
+		caps: newCaps(cfg.Limits.MaxClients, cfg.Limits.MaxClientsPerSource)}
 	for name, svc := range cfg.Services {
 		s.known[name] = true
 		for _, h := range svc.Hosts {
@@ -275,6 +281,8 @@ func (s *Set) join(c net.Conn, st Stream, cl admission.Client, start time.Time, 
 	s.handlers.Add(1)
 	x := pipe.Start(c, st, func(res pipe.Result) {
 		defer s.handlers.Done()
+		// Its place is free before the line that says it ended.
+		s.untrack(c)
 		args := []any{"via", cl.Via, "service", st.Service(), "client", cl.Addr.String(), "connector", st.Connector(),
 			"bytes_in", res.AToB, "bytes_out", res.BToA, "duration", s.now().Sub(start).Round(time.Microsecond).String()}
 		var ref *wire.Refusal
@@ -286,13 +294,40 @@ func (s *Set) join(c net.Conn, st Stream, cl admission.Client, start time.Time, 
 		default:
 			s.log.Info("client connection closed", args...)
 		}
-		s.clients.Done(c)
 		if then != nil {
 			then()
 		}
 	})
 	// A drain that times out cuts the whole exchange off, not just c.
 	s.clients.Attach(c, x)
+}
+
+// track counts a new client connection against the caps and tracks it for
+// the drain. Over a cap, it closes c at once, counts the refusal and
+// reports false.
+func (s *Set) track(c net.Conn, via string) bool {
+	if ok, which := s.caps.take(c); !ok {
+		c.Close()
+		s.d.Count(admission.ReasonTooManyClients)
+		if say, more := s.caps.sayNow(s.now()); say {
+			limit, what := s.caps.max, "the edge's limit of client connections"
+			if which == "source" {
+				limit, what = s.caps.perSource, "the limit of client connections from one address"
+			}
+			s.log.Warn("client refused: "+what+" is reached", "via", via, "client", c.RemoteAddr().String(),
+				"reason", string(admission.ReasonTooManyClients), "limit", limit, "more_refused_since_last_line", more)
+		}
+		return false
+	}
+	s.clients.Add(c)
+	return true
+}
+
+// untrack stops tracking and counting c; a connection track did not
+// count (a WebSocket's, carried by a tracked one) is ignored.
+func (s *Set) untrack(c net.Conn) {
+	s.clients.Done(c)
+	s.caps.put(c)
 }
 
 // Accept accepts the next connection on l. A transient error (out of file
@@ -329,10 +364,12 @@ func (s *Set) accept(ctx context.Context, what string, l net.Listener, serve fun
 		if !ok {
 			return
 		}
-		s.clients.Add(c)
+		if !s.track(c, what) {
+			continue
+		}
 		s.handlers.Go(func() {
 			if !serve(c) {
-				s.clients.Done(c)
+				s.untrack(c)
 			}
 		})
 	}

@@ -65,14 +65,19 @@ type sniffListener struct {
 	what   string // the protocol expected, for the log: "an HTTP request"
 }
 
-// Accept returns the next connection, wrapped. It does not read from it.
+// Accept returns the next connection within the caps, wrapped; one over
+// a cap is closed and counted here, and the next is taken. It does not
+// read from the connection.
 func (l *sniffListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.s.track(c, l.via) {
+			return &sniffConn{Conn: c, l: l}, nil
+		}
 	}
-	l.s.clients.Add(c)
-	return &sniffConn{Conn: c, l: l}, nil
 }
 
 // sniffConn checks its first bytes on its first Read; a rejected
@@ -130,6 +135,6 @@ func (c *sniffConn) check() error {
 // Close closes the connection and stops tracking it.
 func (c *sniffConn) Close() error {
 	err := c.Conn.Close()
-	c.closeOnce.Do(func() { c.l.s.clients.Done(c.Conn) })
+	c.closeOnce.Do(func() { c.l.s.untrack(c.Conn) })
 	return err
 }

@@ -49,6 +49,8 @@ type EdgeOptions struct {
 	KeepaliveInterval, KeepaliveTimeout time.Duration
 	// DrainTimeout; zero means 2s.
 	DrainTimeout time.Duration
+	// Tune, if set, changes the config last.
+	Tune func(*config.Edge)
 }
 
 // Edge is a running edge.
@@ -84,6 +86,9 @@ func StartEdge(t testing.TB, o EdgeOptions) *Edge {
 	}
 	for name, addr := range o.Expose {
 		cfg.Services[name] = config.EdgeService{Listen: or(addr, "127.0.0.1:0")}
+	}
+	if o.Tune != nil {
+		o.Tune(&cfg)
 	}
 	logs := &logbuf.Buffer{}
 	e, err := edge.New(cfg, newLogger(t, "edge", logs))
