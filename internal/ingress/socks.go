@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admission"
@@ -55,9 +57,10 @@ const (
 // configuration fixes the back-end's address. IP-address destinations are
 // refused (the edge never knows back-end addresses).
 type socksListener struct {
-	s     *Set
-	l     net.Listener
-	users map[string][sha256.Size]byte // password hashes by user; nil: no authentication
+	s       *Set
+	backoff loginBackoff
+	l       net.Listener
+	users   map[string][sha256.Size]byte // password hashes by user; nil: no authentication
 }
 
 // loadSOCKSUsers reads each user's password file: its first line.
@@ -90,7 +93,7 @@ func (f *socksListener) handle(c net.Conn) (joined bool) {
 	start := f.s.now()
 	cl := client(c, "socks5")
 	c.SetDeadline(start.Add(handshakeTimeout))
-	dest, rep, err := f.handshake(c)
+	dest, rep, err := f.handshake(c, sourceIP(c))
 	if err != nil {
 		if rep != socksSucceeded {
 			writeSOCKSReply(c, rep)
@@ -144,7 +147,7 @@ func (f *socksListener) handle(c net.Conn) (joined bool) {
 // handshake reads the greeting, authenticates and reads the request. It
 // returns the service asked for, or an error and the reply to send (zero
 // when none fits: the client gets no reply). Refusals are *refusedError.
-func (f *socksListener) handshake(c io.ReadWriter) (socksDest, socksReply, error) {
+func (f *socksListener) handshake(c io.ReadWriter, src netip.Addr) (socksDest, socksReply, error) {
 	// Read exactly what the protocol says, without buffering ahead: the
 	// bytes after the request belong to the back-end.
 	var hdr [2]byte
@@ -173,7 +176,7 @@ func (f *socksListener) handshake(c io.ReadWriter) (socksDest, socksReply, error
 		return socksDest{}, 0, err
 	}
 	if want == socksUserPass {
-		if err := f.authenticate(c); err != nil {
+		if err := f.authenticate(c, src); err != nil {
 			return socksDest{}, 0, err
 		}
 	}
@@ -233,8 +236,9 @@ type socksDest struct {
 	ip               bool
 }
 
-// authenticate runs RFC 1929's subnegotiation.
-func (f *socksListener) authenticate(c io.ReadWriter) error {
+// authenticate runs RFC 1929's subnegotiation. A failure is answered
+// after the source address's login backoff.
+func (f *socksListener) authenticate(c io.ReadWriter, src netip.Addr) error {
 	var b [256]byte
 	if _, err := io.ReadFull(c, b[:2]); err != nil {
 		return err
@@ -256,11 +260,80 @@ func (f *socksListener) authenticate(c io.ReadWriter) error {
 	got := sha256.Sum256(pw)
 	want, known := f.users[string(user)]
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !known {
+		if d := f.backoff.failed(src, time.Now()); d > 0 {
+			time.Sleep(d) // within the handshake's deadline; the client waits
+		}
 		c.Write([]byte{socksAuthVersion, 1})
 		return admission.Refuse(admission.ReasonSOCKSAuth, "", "SOCKS authentication failed for user %q", string(user))
 	}
+	f.backoff.succeeded(src)
 	_, err := c.Write([]byte{socksAuthVersion, 0})
 	return err
+}
+
+// loginBackoff slows down failed SOCKS logins from one address, so that
+// passwords cannot be guessed at the speed of the network: the n-th failure
+// in a row is answered after min(100ms·2^(n-1), 5s). A success, or a quiet
+// minute, forgets the address. At most maxBackoffSources addresses are
+// remembered. The zero value is ready; it is safe for concurrent use.
+type loginBackoff struct {
+	state struct {
+		sync.Mutex
+		fails map[netip.Addr]loginFailures
+	}
+}
+
+type loginFailures struct {
+	n    int
+	last time.Time
+}
+
+const (
+	loginBackoffFirst = 100 * time.Millisecond
+	loginBackoffMax   = 5 * time.Second
+	loginBackoffReset = time.Minute
+	maxBackoffSources = 10000
+)
+
+// failed records a failure from ip at now and returns how long to wait
+// before answering it; nothing for an unknown address (the zero Addr).
+func (b *loginBackoff) failed(ip netip.Addr, now time.Time) time.Duration {
+	if !ip.IsValid() {
+		return 0
+	}
+	b.state.Lock()
+	defer b.state.Unlock()
+	if b.state.fails == nil {
+		b.state.fails = make(map[netip.Addr]loginFailures)
+	}
+	f, ok := b.state.fails[ip]
+	if ok && now.Sub(f.last) >= loginBackoffReset {
+		f = loginFailures{}
+	}
+	if !ok && len(b.state.fails) >= maxBackoffSources {
+		for k, v := range b.state.fails {
+			if now.Sub(v.last) >= loginBackoffReset {
+				delete(b.state.fails, k)
+			}
+		}
+	}
+	f.n++
+	f.last = now
+	if ok || len(b.state.fails) < maxBackoffSources {
+		b.state.fails[ip] = f
+	}
+	d := loginBackoffFirst
+	for i := 1; i < f.n && d < loginBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, loginBackoffMax)
+}
+
+// succeeded forgets ip's failures.
+func (b *loginBackoff) succeeded(ip netip.Addr) {
+	b.state.Lock()
+	defer b.state.Unlock()
+	delete(b.state.fails, ip)
 }
 
 // writeSOCKSReply writes a reply whose bound address is 0.0.0.0:0.
