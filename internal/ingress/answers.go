@@ -2,7 +2,9 @@ package ingress
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/coder/websocket"
 	"github.com/sallyport/sallyport/internal/admission"
@@ -59,6 +61,16 @@ var connectorAnswers = map[wire.Code]answer{
 
 // connectorFallback answers a connector's refusal with another code.
 var connectorFallback = answer{http: http.StatusBadGateway, socks: socksGeneralFailure, ws: wsBadGateway, tls: alertInternalError}
+
+// connectorSays is the sentence that tells a client of the connector's
+// refusal: the service, once, and the connector's reason (which names the
+// service itself: service "wiki": back-end unreachable).
+func connectorSays(service string, wr *wire.Refusal) string {
+	if strings.HasPrefix(wr.Reason, "service ") {
+		return wr.Reason
+	}
+	return fmt.Sprintf("service %q: %s", service, wr.Reason)
+}
 
 // answerFor returns how to answer err: an *admission.Refusal, a
 // *wire.Refusal, or anything else (the fallback).

@@ -332,7 +332,7 @@ func (f *httpListener) proxyError(w http.ResponseWriter, r *http.Request, err er
 		writeRefusal(w, ref)
 	case errors.As(err, &wr):
 		f.s.log.Warn("client refused by connector", append(args, "code", wr.Code.String(), "reason", wr.Reason)...)
-		writeText(w, answerFor(wr).http, fmt.Sprintf("service %s: %s", service, wr.Reason))
+		writeText(w, answerFor(wr).http, connectorSays(service, wr))
 	case errors.Is(err, context.Canceled):
 		f.s.log.Info("http request abandoned by the client", args...)
 	default:

@@ -41,7 +41,7 @@ func (s *Set) serveWS(w http.ResponseWriter, r *http.Request, service string, c 
 	}
 	st.Hold(release)
 	st.OnRefusal(func(wr *wire.Refusal) {
-		wc.Close(answerFor(wr).ws, closeReason("service "+service+": "+wr.Reason))
+		wc.Close(answerFor(wr).ws, closeReason(connectorSays(service, wr)))
 	})
 	nc := websocket.NetConn(context.Background(), wc, websocket.MessageBinary)
 	// The HTTP handler lasts as long as the exchange.

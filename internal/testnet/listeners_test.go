@@ -369,7 +369,7 @@ func TestHTTPRoutesByHost(t *testing.T) {
 
 	// A back-end that the connector cannot reach: 502 with the reason.
 	status, body, _ = get(t, c, url, "down.test", nil)
-	if status != http.StatusBadGateway || body != "sallyport: service down: service \"down\": back-end unreachable\n" {
+	if status != http.StatusBadGateway || body != "sallyport: service \"down\": back-end unreachable\n" {
 		t.Errorf("down.test: %d %q, want 502 saying the back-end is unreachable", status, body)
 	}
 

@@ -115,7 +115,7 @@ func TestWebSocketToTCPService(t *testing.T) {
 		{"/ws/nope", websocket.StatusPolicyViolation, `no service named "nope"`},
 		{"/ws/gone", websocket.StatusTryAgainLater, "no connector offers service gone right now; try again later"},
 		{"/ws/closed", websocket.StatusPolicyViolation, "service closed does not let in clients from 127.0.0.1"},
-		{"/ws/down", websocket.StatusBadGateway, `service down: service "down": back-end unreachable`},
+		{"/ws/down", websocket.StatusBadGateway, `service "down": back-end unreachable`},
 	} {
 		c, err := dial("ws", 0, tt.path, nil)
 		if err != nil {
