@@ -28,23 +28,24 @@ type Reason string
 
 // The reasons a client is refused.
 const (
-	ReasonNotHTTP          Reason = "not_http"          // an http listener got bytes that are not an HTTP request
-	ReasonNotTLS           Reason = "not_tls"           // a tls or https listener got bytes that are not a TLS ClientHello
-	ReasonNoSNI            Reason = "no_sni"            // a tls listener got a ClientHello without a server name
-	ReasonUnroutedSNI      Reason = "unrouted_sni"      // a tls listener got a server name no service has
-	ReasonUnknownHost      Reason = "unknown_host"      // an http(s) request for a host no service has
-	ReasonUnknownService   Reason = "unknown_service"   // a SOCKS or WebSocket client named no configured service
-	ReasonNoConnector      Reason = "no_connector"      // no live tunnel offers the service
-	ReasonDenied           Reason = "address_denied"    // the client's address is not let in
-	ReasonClientCert       Reason = "client_cert"       // no client certificate from the service's CA
-	ReasonMaxConnections   Reason = "max_connections"   // the service's connection cap is reached
-	ReasonRate             Reason = "rate_limited"      // the service's rate of new connections is exceeded
-	ReasonSOCKS            Reason = "socks_protocol"    // a SOCKS client broke the protocol or asked what is not offered
-	ReasonSOCKSAuth        Reason = "socks_auth"        // a SOCKS client failed authentication
-	ReasonConnector        Reason = "connector"         // the connector refused the stream (back-end down, draining)
-	ReasonTunnel           Reason = "tunnel"            // the tunnel failed while opening the stream
-	ReasonConnectorTimeout Reason = "connector_timeout" // the connector did not answer a new stream in time
-	ReasonTooManyClients   Reason = "too_many_clients"  // the edge's or one address's limit of client connections is reached
+	ReasonNotHTTP           Reason = "not_http"            // an http listener got bytes that are not an HTTP request
+	ReasonNotTLS            Reason = "not_tls"             // a tls or https listener got bytes that are not a TLS ClientHello
+	ReasonNoSNI             Reason = "no_sni"              // a tls listener got a ClientHello without a server name
+	ReasonUnroutedSNI       Reason = "unrouted_sni"        // a tls listener got a server name no service has
+	ReasonUnknownHost       Reason = "unknown_host"        // an http(s) request for a host no service has
+	ReasonUnknownService    Reason = "unknown_service"     // a SOCKS or WebSocket client named no configured service
+	ReasonNoConnector       Reason = "no_connector"        // no live tunnel offers the service
+	ReasonDenied            Reason = "address_denied"      // the client's address is not let in
+	ReasonClientCert        Reason = "client_cert"         // no client certificate from the service's CA
+	ReasonMaxConnections    Reason = "max_connections"     // the service's connection cap is reached
+	ReasonRate              Reason = "rate_limited"        // the service's rate of new connections is exceeded
+	ReasonSOCKS             Reason = "socks_protocol"      // a SOCKS client broke the protocol or asked what is not offered
+	ReasonSOCKSAuth         Reason = "socks_auth"          // a SOCKS client failed authentication
+	ReasonConnector         Reason = "connector"           // the connector refused the stream (back-end down, draining)
+	ReasonTunnel            Reason = "tunnel"              // the tunnel failed while opening the stream
+	ReasonConnectorTimeout  Reason = "connector_timeout"   // the connector did not answer a new stream in time
+	ReasonTooManyClients    Reason = "too_many_clients"    // the edge's or one address's limit of client connections is reached
+	ReasonAddressNotAllowed Reason = "address_not_allowed" // a SOCKS client named an address no connector's allow-list holds
 )
 
 // Refusal is a client turned away by the edge: the reason it is counted

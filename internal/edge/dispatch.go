@@ -62,7 +62,7 @@ func newPolicies(services map[string]config.EdgeService, log *slog.Logger, now f
 // service's policy then decides. Only connectors that are granted a
 // service they offer are asked, and an answer naming a service the
 // connector is not granted is refused. It returns the refusal with
-// ReasonUnknownService if no connector allows the address.
+// ReasonAddressNotAllowed if no connector allows the address.
 func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, *admission.Refusal) {
 	e.conns.Lock()
 	tried := make(map[string]bool, len(e.conns.tunnels))
@@ -133,7 +133,7 @@ func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, 
 		break
 	}
 	if won == nil {
-		return nil, e.Refused(admission.Refuse(admission.ReasonUnknownService, "", "no connector allows address %s", address), c)
+		return nil, e.Refused(admission.Refuse(admission.ReasonAddressNotAllowed, "", "no connector allows address %s", address), c)
 	}
 	release, ref := e.Admit(won.service, c)
 	if ref != nil {

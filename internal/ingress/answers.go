@@ -39,17 +39,18 @@ var fallback = answer{http: http.StatusBadGateway, socks: socksGeneralFailure, w
 // ClientHello with handshake_failure, other bytes that are not TLS with a
 // plain close.
 var edgeAnswers = map[admission.Reason]answer{
-	admission.ReasonUnknownHost:      {http: http.StatusNotFound, socks: socksHostUnreachable, ws: wsPolicy, tls: alertUnrecognizedName},
-	admission.ReasonUnknownService:   {http: http.StatusNotFound, socks: socksHostUnreachable, ws: wsPolicy, tls: alertInternalError},
-	admission.ReasonNoSNI:            {http: http.StatusNotFound, socks: socksGeneralFailure, ws: wsPolicy, tls: alertUnrecognizedName},
-	admission.ReasonUnroutedSNI:      {http: http.StatusNotFound, socks: socksGeneralFailure, ws: wsPolicy, tls: alertUnrecognizedName},
-	admission.ReasonNotTLS:           {http: http.StatusBadRequest, socks: socksGeneralFailure, ws: wsPolicy, tls: 0},
-	admission.ReasonDenied:           {http: http.StatusForbidden, socks: socksNotAllowed, ws: wsPolicy, tls: alertAccessDenied},
-	admission.ReasonClientCert:       {http: http.StatusForbidden, socks: socksNotAllowed, ws: wsPolicy, tls: alertInternalError},
-	admission.ReasonMaxConnections:   {http: http.StatusServiceUnavailable, retry: true, socks: socksNotAllowed, ws: wsTryLater, tls: alertAccessDenied},
-	admission.ReasonRate:             {http: http.StatusTooManyRequests, retry: true, socks: socksNotAllowed, ws: wsTryLater, tls: alertAccessDenied},
-	admission.ReasonNoConnector:      {http: http.StatusServiceUnavailable, retry: true, socks: socksNetworkUnreachable, ws: wsTryLater, tls: alertInternalError},
-	admission.ReasonConnectorTimeout: {http: http.StatusServiceUnavailable, retry: true, socks: socksNetworkUnreachable, ws: wsTryLater, tls: alertInternalError},
+	admission.ReasonUnknownHost:       {http: http.StatusNotFound, socks: socksHostUnreachable, ws: wsPolicy, tls: alertUnrecognizedName},
+	admission.ReasonUnknownService:    {http: http.StatusNotFound, socks: socksHostUnreachable, ws: wsPolicy, tls: alertInternalError},
+	admission.ReasonNoSNI:             {http: http.StatusNotFound, socks: socksGeneralFailure, ws: wsPolicy, tls: alertUnrecognizedName},
+	admission.ReasonUnroutedSNI:       {http: http.StatusNotFound, socks: socksGeneralFailure, ws: wsPolicy, tls: alertUnrecognizedName},
+	admission.ReasonNotTLS:            {http: http.StatusBadRequest, socks: socksGeneralFailure, ws: wsPolicy, tls: 0},
+	admission.ReasonDenied:            {http: http.StatusForbidden, socks: socksNotAllowed, ws: wsPolicy, tls: alertAccessDenied},
+	admission.ReasonClientCert:        {http: http.StatusForbidden, socks: socksNotAllowed, ws: wsPolicy, tls: alertInternalError},
+	admission.ReasonMaxConnections:    {http: http.StatusServiceUnavailable, retry: true, socks: socksNotAllowed, ws: wsTryLater, tls: alertAccessDenied},
+	admission.ReasonRate:              {http: http.StatusTooManyRequests, retry: true, socks: socksNotAllowed, ws: wsTryLater, tls: alertAccessDenied},
+	admission.ReasonNoConnector:       {http: http.StatusServiceUnavailable, retry: true, socks: socksNetworkUnreachable, ws: wsTryLater, tls: alertInternalError},
+	admission.ReasonAddressNotAllowed: {http: http.StatusNotFound, socks: socksHostUnreachable, ws: wsPolicy, tls: alertInternalError},
+	admission.ReasonConnectorTimeout:  {http: http.StatusServiceUnavailable, retry: true, socks: socksNetworkUnreachable, ws: wsTryLater, tls: alertInternalError},
 }
 
 // connectorAnswers answers a connector's refusal of a stream, by its code.

@@ -51,7 +51,7 @@ type Dispatcher interface {
 	// OpenAddress opens a stream to a back-end address a client named
 	// instead of a service (SOCKS): a connector whose allow-list holds it
 	// accepts and names the service, whose policy is then applied; the
-	// stream holds its slot. ReasonUnknownService if no connector allows it.
+	// stream holds its slot. ReasonAddressNotAllowed if no connector allows it.
 	OpenAddress(address string, c admission.Client) (Stream, *admission.Refusal)
 	// Refused counts and logs a refusal a listener made itself, and
 	// returns it.

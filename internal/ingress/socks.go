@@ -116,7 +116,7 @@ func (f *socksListener) handle(c net.Conn) (joined bool) {
 	}
 	if ref != nil {
 		rep := answerFor(ref).socks
-		if dest.ip && ref.Reason == admission.ReasonUnknownService {
+		if dest.ip && ref.Reason == admission.ReasonAddressNotAllowed {
 			rep = socksNotAllowed // an address no allow-list holds
 		}
 		writeSOCKSReply(c, rep)

@@ -114,7 +114,7 @@ func TestSOCKS5(t *testing.T) {
 		t.Error("SOCKS5 without credentials got through a listener with users")
 	}
 	e.Logs.WaitFor(t, 5*time.Second, 1, `client refused: SOCKS authentication failed for user \"mallory\"`)
-	e.wantRefusals(t, map[string]int64{"unknown_service": 3, "no_connector": 1, "address_denied": 1, "socks_auth": 3, "connector": 1})
+	e.wantRefusals(t, map[string]int64{"address_not_allowed": 3, "no_connector": 1, "address_denied": 1, "socks_auth": 3, "connector": 1})
 }
 
 // proxyBackend starts a back-end that requires a PROXY protocol header and
