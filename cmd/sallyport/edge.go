@@ -40,6 +40,7 @@ func newEdgeCmd() *cobra.Command {
 			set("admin-listen", "admin.listen", func() { c.Admin.Listen = cfg.Admin.Listen })
 			set("admin-allow-remote", "admin.allow_remote", func() { c.Admin.AllowRemote = allowRA })
 			set("drain-timeout", "drain_timeout", func() { c.DrainTimeout = cfg.DrainTimeout })
+			set("connector-certificate-ttl", "connector_certificate_ttl", func() { c.ConnectorCertificateTTL = cfg.ConnectorCertificateTTL })
 			set("log-format", "log.format", func() { c.Log.Format = logs.format })
 			set("log-level", "log.level", func() { c.Log.Level = logs.level })
 			for _, e := range expose {
@@ -78,6 +79,7 @@ func newEdgeCmd() *cobra.Command {
 	f.StringVar(&cfg.Admin.Listen, "admin-listen", "", "admin API address (default "+config.DefaultAdminListen+")")
 	f.BoolVar(&allowRA, "admin-allow-remote", false, "allow a non-loopback admin API address")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long live connections may finish after SIGTERM (default 30s)")
+	f.DurationVar(&cfg.ConnectorCertificateTTL, "connector-certificate-ttl", 0, "how long a connector certificate is valid; connectors renew it online after two thirds (default 168h)")
 	f.StringArrayVar(&expose, "expose", nil, "NAME=ADDRESS: a public TCP listener for service NAME, e.g. db=:15432 (repeatable)")
 	logs.register(cmd)
 	return cmd

@@ -45,6 +45,10 @@ type Edge struct {
 	Log Log `yaml:"log"`
 	// Audit configures the audit trail in the store.
 	Audit Audit `yaml:"audit"`
+	// ConnectorCertificateTTL is how long a connector certificate the edge
+	// issues (at enrollment or renewal) is valid; zero means 168h (7
+	// days). A connector renews it online once two thirds have passed.
+	ConnectorCertificateTTL time.Duration `yaml:"connector_certificate_ttl"`
 	// Listeners are public listeners shared by many services (http, https,
 	// tls, socks5); see Listener.
 	Listeners []Listener `yaml:"listeners"`
@@ -63,6 +67,15 @@ type Audit struct {
 	// Retention is how long events are kept; zero means 2160h (90 days).
 	Retention time.Duration `yaml:"retention"`
 }
+
+// Bounds and default of Edge.ConnectorCertificateTTL. The lower bound
+// only keeps renewal meaningful; below an hour or so, a connector that is
+// offline for a little while must enroll again.
+const (
+	DefaultConnectorCertificateTTL = 7 * 24 * time.Hour
+	MinConnectorCertificateTTL     = time.Second
+	MaxConnectorCertificateTTL     = 365 * 24 * time.Hour
+)
 
 // DefaultAuditRetention is Audit.Retention's default: 90 days.
 const DefaultAuditRetention = 90 * 24 * time.Hour
@@ -168,6 +181,9 @@ func (e *Edge) ApplyDefaults() {
 	if e.Audit.Retention == 0 {
 		e.Audit.Retention = DefaultAuditRetention
 	}
+	if e.ConnectorCertificateTTL == 0 {
+		e.ConnectorCertificateTTL = DefaultConnectorCertificateTTL
+	}
 	e.Log.applyDefaults()
 }
 
@@ -193,6 +209,9 @@ func (e Edge) Validate() error {
 	c.positive("drain_timeout", e.DrainTimeout)
 	if e.Audit.Retention < time.Hour {
 		c.add("audit.retention", "%s is too short; keep the audit trail at least 1h (default 2160h, 90 days)", e.Audit.Retention)
+	}
+	if ttl := e.ConnectorCertificateTTL; ttl < MinConnectorCertificateTTL || ttl > MaxConnectorCertificateTTL {
+		c.add("connector_certificate_ttl", "%s is out of range: use %s to %s (default 168h, 7 days)", ttl, MinConnectorCertificateTTL, "8760h")
 	}
 	c.log(e.Log)
 	c.listenersAndRoutes(e, &ls)
