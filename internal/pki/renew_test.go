@@ -6,6 +6,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,5 +93,65 @@ func TestRenewAt(t *testing.T) {
 		if got, want := pki.RenewAt(cert), now.Add(ttl*2/3); !got.Equal(want) {
 			t.Errorf("ttl %v: RenewAt = %v, want %v", ttl, got, want)
 		}
+	}
+}
+
+// The edge's server certificate is reissued while the edge runs: a
+// handshake once the certificate is within 30 days of expiry gets a new
+// one (also written to disk, so a restart keeps it), which the connector
+// accepts; the handshakes before got the old one.
+func TestServerCertsReissueBeforeExpiry(t *testing.T) {
+	dir := t.TempDir()
+	real := time.Now()
+	ca, err := pki.LoadOrCreateCA(dir, real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	clock := real.Add(-340 * 24 * time.Hour) // the edge started 340 days ago
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	var renewals []*x509.Certificate
+	certs, err := pki.NewServerCerts(dir, ca, []string{"edge.example.com"}, now, func(leaf *x509.Certificate, err error) {
+		if err != nil {
+			t.Errorf("reissue failed: %v", err)
+			return
+		}
+		renewals = append(renewals, leaf)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := pki.ClientTLSConfig(ca.Certificate(), ca.Pin(), nil, nil)
+	served := func() *x509.Certificate {
+		o := handshake(t, transports()[1], certs.TLSConfig(nil), client)
+		if o.clientErr != nil || o.serverErr != nil {
+			t.Fatalf("handshake: client %v, server %v", o.clientErr, o.serverErr)
+		}
+		return o.clientState.PeerCertificates[0]
+	}
+	first := served()
+	if len(renewals) != 0 {
+		t.Fatalf("reissued %d times with 365 days left", len(renewals))
+	}
+	mu.Lock()
+	clock = real // 25 days left
+	mu.Unlock()
+	second := served()
+	if len(renewals) != 1 || second.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Fatalf("with %v left: %d reissues, serial %x (was %x); want a new certificate",
+			first.NotAfter.Sub(real).Round(time.Hour), len(renewals), second.SerialNumber, first.SerialNumber)
+	}
+	if !second.NotAfter.After(real.Add(300 * 24 * time.Hour)) {
+		t.Errorf("the new certificate expires %v", second.NotAfter)
+	}
+	if third := served(); third.SerialNumber.Cmp(second.SerialNumber) != 0 || len(renewals) != 1 {
+		t.Error("the fresh certificate was reissued again")
+	}
+	onDisk, err := pki.LoadOrCreateServerCert(dir, ca, []string{"edge.example.com"}, real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if onDisk.Leaf.SerialNumber.Cmp(second.SerialNumber) != 0 {
+		t.Error("the reissued certificate is not the one on disk")
 	}
 }
