@@ -18,11 +18,7 @@ import (
 // known by its serial, as before; a URI with a malformed id is ignored.
 func TestRenewConnectorKeepsTheID(t *testing.T) {
 	e := newEdge(t)
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, "site-a")
+	_, csr, err := pki.NewKeyAndCSR("site-a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,8 +28,7 @@ func TestRenewConnectorKeepsTheID(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, _ := x509.ParseCertificate(der)
-	key2, _ := pki.NewKey()
-	csr2, _ := pki.NewCSR(key2, "site-a")
+	_, csr2, _ := pki.NewKeyAndCSR("site-a")
 	der2, err := e.ca.RenewConnector(csr2, "site-a", id, now.Add(40*time.Minute), time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -81,8 +76,7 @@ func selfSigned(t *testing.T, serial *big.Int, uris []*url.URL) *x509.Certificat
 // the lifetime, not from the backdated NotBefore.
 func TestRenewAt(t *testing.T) {
 	e := newEdge(t)
-	key, _ := pki.NewKey()
-	csr, _ := pki.NewCSR(key, "site-a")
+	_, csr, _ := pki.NewKeyAndCSR("site-a")
 	now := time.Now().Truncate(time.Second)
 	for _, ttl := range []time.Duration{3 * time.Second, 7 * 24 * time.Hour} {
 		der, _, err := e.ca.SignConnector(csr, "site-a", now, ttl)
