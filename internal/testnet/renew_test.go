@@ -6,9 +6,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -245,5 +247,42 @@ func TestExpiredConnectorIsToldToEnrollAgain(t *testing.T) {
 	err = c3.Done(t, 20*time.Second)
 	if !errors.Is(err, connector.ErrExpired) || !strings.Contains(err.Error(), "already used") {
 		t.Fatalf("with the used keyfile: %v; want the expiry and the used token", err)
+	}
+}
+
+// A connector whose renewal the edge refuses as revoked logs it, with the
+// edge's words, and stops. (A real edge closes a revoked connector's
+// tunnels first, so the connector hears it from its reconnect; this edge
+// keeps the tunnel up so that the renewal is what says it.)
+func TestConnectorStopsWhenRenewalIsRefused(t *testing.T) {
+	r := testnet.StartRogueEdge(t)
+	dir := filepath.Join(t.TempDir(), "connector")
+	r.EnrollFor(t, dir, "site-a", 3*time.Second)
+	c := testnet.StartConnector(t, "", testnet.ConnectorOptions{DataDir: dir, Edges: []string{r.Addr()},
+		Services: map[string]string{"echo": testnet.Echo(t).Addr()}})
+	r.AcceptTunnel(t)
+	c.WaitTunnels(t, 1)
+
+	// Two seconds in, the connector asks to renew.
+	tc := r.AcceptTLS(t)
+	kind, body, err := tunnel.ReadOpening(context.Background(), tc, tunnel.Config{})
+	if err != nil || kind != wire.KindRenewRequest {
+		t.Fatalf("the connector's second connection opened with %v, %v; want a renew request", kind, err)
+	}
+	var req wire.RenewRequest
+	if err := wire.Decode(kind, body, &req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x509.ParseCertificateRequest(req.CSR); err != nil {
+		t.Fatalf("the renew request's CSR: %v", err)
+	}
+	const reason = "connector site-a was revoked at 2026-01-02T03:04:05Z by the edge's operator; ask for a new keyfile"
+	tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeRevoked, Reason: reason})
+	err = c.Done(t, 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), reason) {
+		t.Fatalf("the connector stopped with %v; want the edge's reason", err)
+	}
+	if n := c.Logs.Count("refuses to renew", "revoked", "ask for a new keyfile"); n != 1 {
+		t.Errorf("the connector logged the refused renewal %d times, want once:\n%s", n, c.Logs.Tail(10))
 	}
 }
