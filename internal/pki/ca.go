@@ -5,11 +5,15 @@
 // server certificate and one client certificate per enrolled connector:
 //
 //	ca, err := pki.LoadOrCreateCA(dataDir, time.Now())
-//	srv, err := pki.LoadOrCreateServerCert(dataDir, ca, []string{"edge.example.com"}, time.Now())
-//	ln := tls.NewListener(tcpLn, pki.ServerTLSConfig(ca, srv, nil))
+//	srv, err := pki.NewServerCerts(dataDir, ca, []string{"edge.example.com"}, time.Now, nil)
+//	ln := tls.NewListener(tcpLn, srv.TLSConfig(nil)) // reissued before it expires
 //	...
 //	leaf, err := pki.PeerConnector(conn.ConnectionState()) // tunnel: who is this?
 //	id := pki.ConnectorID(leaf)                            // check it against revocations
+//
+// A connector identity keeps its id across certificates: SignConnector
+// makes the first, RenewConnector the next ones (a new key each time, once
+// RenewAt has passed), and ConnectorID reads the id from any of them.
 //
 // A connector knows the CA only by its pin (see PinOf) from its keyfile.
 // It enrolls over EnrollTLSConfig, which accepts the edge only if it presents
