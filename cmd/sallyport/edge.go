@@ -42,6 +42,7 @@ func newEdgeCmd() *cobra.Command {
 			set("drain-timeout", "drain_timeout", func() { c.DrainTimeout = cfg.DrainTimeout })
 			set("max-clients", "limits.max_clients", func() { c.Limits.MaxClients = cfg.Limits.MaxClients })
 			set("max-clients-per-source", "limits.max_clients_per_source", func() { c.Limits.MaxClientsPerSource = cfg.Limits.MaxClientsPerSource })
+			set("connector-certificate-ttl", "connector_certificate_ttl", func() { c.ConnectorCertificateTTL = cfg.ConnectorCertificateTTL })
 			set("log-format", "log.format", func() { c.Log.Format = logs.format })
 			set("log-level", "log.level", func() { c.Log.Level = logs.level })
 			for _, e := range expose {
@@ -87,6 +88,7 @@ func newEdgeCmd() *cobra.Command {
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "how long live connections may finish after SIGTERM (default 30s)")
 	f.IntVar(&cfg.Limits.MaxClients, "max-clients", 0, "client connections of all public listeners together (default 4096)")
 	f.IntVar(&cfg.Limits.MaxClientsPerSource, "max-clients-per-source", 0, "client connections from one IP address (default 256)")
+	f.DurationVar(&cfg.ConnectorCertificateTTL, "connector-certificate-ttl", 0, "how long a connector certificate is valid; connectors renew it online after two thirds (default 168h)")
 	f.StringArrayVar(&expose, "expose", nil, "NAME=ADDRESS: a public TCP listener for service NAME, e.g. db=:15432 (repeatable)")
 	logs.register(cmd)
 	return cmd

@@ -47,6 +47,10 @@ type Edge struct {
 	Audit Audit `yaml:"audit"`
 	// Limits bound what clients can make the edge hold.
 	Limits Limits `yaml:"limits"`
+	// ConnectorCertificateTTL is how long a connector certificate the edge
+	// issues (at enrollment or renewal) is valid; zero means 168h (7
+	// days). A connector renews it online once two thirds have passed.
+	ConnectorCertificateTTL time.Duration `yaml:"connector_certificate_ttl"`
 	// Listeners are public listeners shared by many services (http, https,
 	// tls, socks5); see Listener.
 	Listeners []Listener `yaml:"listeners"`
@@ -81,6 +85,15 @@ type Limits struct {
 const (
 	DefaultMaxClients          = 4096
 	DefaultMaxClientsPerSource = 256
+)
+
+// Bounds and default of Edge.ConnectorCertificateTTL. The lower bound
+// only keeps renewal meaningful; below an hour or so, a connector that is
+// offline for a little while must enroll again.
+const (
+	DefaultConnectorCertificateTTL = 7 * 24 * time.Hour
+	MinConnectorCertificateTTL     = time.Second
+	MaxConnectorCertificateTTL     = 365 * 24 * time.Hour
 )
 
 // DefaultAuditRetention is Audit.Retention's default: 90 days.
@@ -204,6 +217,9 @@ func (e *Edge) ApplyDefaults() {
 	if e.Limits.MaxClientsPerSource == 0 {
 		e.Limits.MaxClientsPerSource = DefaultMaxClientsPerSource
 	}
+	if e.ConnectorCertificateTTL == 0 {
+		e.ConnectorCertificateTTL = DefaultConnectorCertificateTTL
+	}
 	e.Log.applyDefaults()
 }
 
@@ -230,6 +246,9 @@ func (e Edge) Validate() error {
 	c.positive("drain_timeout", e.DrainTimeout)
 	if e.Audit.Retention < time.Hour {
 		c.add("audit.retention", "%s is too short; keep the audit trail at least 1h (default 2160h, 90 days)", e.Audit.Retention)
+	}
+	if ttl := e.ConnectorCertificateTTL; ttl < MinConnectorCertificateTTL || ttl > MaxConnectorCertificateTTL {
+		c.add("connector_certificate_ttl", "%s is out of range: use %s to %s (default 168h, 7 days)", ttl, MinConnectorCertificateTTL, "8760h")
 	}
 	c.log(e.Log)
 	if e.Limits.MaxClients < 1 {

@@ -51,7 +51,7 @@ func TestDecodeEdgeProblems(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "data_dir: /d\nlisten: :5500\n",
-			want: "edge.yaml:2: listen: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, listeners, services)",
+			want: "edge.yaml:2: listen: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, connector_certificate_ttl, listeners, services)",
 		},
 		{
 			name: "unknown key in a service",
@@ -133,13 +133,13 @@ func TestDecodeEdgeProblems(t *testing.T) {
 		{
 			name: "misspelt data_dir is reported once",
 			doc:  "datadir: /d\n",
-			want: "edge.yaml:1: datadir: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, listeners, services)",
+			want: "edge.yaml:1: datadir: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, connector_certificate_ttl, listeners, services)",
 		},
 		{
 			name: "unrelated unknown key does not hide a missing one",
 			doc:  "colour: blue\n",
 			want: "edge.yaml: data_dir: required: the directory where the edge keeps its CA, certificates and state\n" +
-				"edge.yaml:1: colour: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, listeners, services)",
+				"edge.yaml:1: colour: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, connector_certificate_ttl, listeners, services)",
 		},
 		{
 			name: "service without listen",
@@ -259,11 +259,12 @@ func TestLoadEdgeExample(t *testing.T) {
 			KeepaliveTimeout:  15 * time.Second,
 			AnswerTimeout:     15 * time.Second,
 		},
-		Admin:        Admin{Listen: "127.0.0.1:5501"},
-		DrainTimeout: 30 * time.Second,
-		Log:          Log{Format: "text", Level: "info"},
-		Audit:        Audit{Retention: 90 * 24 * time.Hour},
-		Limits:       Limits{MaxClients: 4096, MaxClientsPerSource: 256},
+		Admin:                   Admin{Listen: "127.0.0.1:5501"},
+		DrainTimeout:            30 * time.Second,
+		Log:                     Log{Format: "text", Level: "info"},
+		Audit:                   Audit{Retention: 90 * 24 * time.Hour},
+		Limits:                  Limits{MaxClients: 4096, MaxClientsPerSource: 256},
+		ConnectorCertificateTTL: 7 * 24 * time.Hour,
 		Listeners: []Listener{
 			{
 				Kind: KindHTTPS, Listen: ":443",
@@ -300,14 +301,15 @@ func TestDecodeEdgeDefaults(t *testing.T) {
 	}
 	got.Origin = Origin{}
 	want := Edge{
-		DataDir:      "/d",
-		Tunnel:       EdgeTunnel{Listen: ":5500", KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second, AnswerTimeout: 15 * time.Second},
-		Admin:        Admin{Listen: "127.0.0.1:5501"},
-		DrainTimeout: 30 * time.Second,
-		Log:          Log{Format: "text", Level: "info"},
-		Audit:        Audit{Retention: 90 * 24 * time.Hour},
-		Limits:       Limits{MaxClients: 4096, MaxClientsPerSource: 256},
-		Services:     map[string]EdgeService{"db": {Listen: ":0"}, "web": {Listen: ":0"}},
+		DataDir:                 "/d",
+		Tunnel:                  EdgeTunnel{Listen: ":5500", KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second, AnswerTimeout: 15 * time.Second},
+		Admin:                   Admin{Listen: "127.0.0.1:5501"},
+		DrainTimeout:            30 * time.Second,
+		Log:                     Log{Format: "text", Level: "info"},
+		Audit:                   Audit{Retention: 90 * 24 * time.Hour},
+		Limits:                  Limits{MaxClients: 4096, MaxClientsPerSource: 256},
+		ConnectorCertificateTTL: 7 * 24 * time.Hour,
+		Services:                map[string]EdgeService{"db": {Listen: ":0"}, "web": {Listen: ":0"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded:\n got %+v\nwant %+v", got, want)
@@ -399,6 +401,29 @@ func TestListenConflicts(t *testing.T) {
 			t.Errorf("%s and %s: err = %v, want %s", tt.a, tt.b, err, want)
 		case !tt.clash && err != nil:
 			t.Errorf("%s and %s: err = %v, want none", tt.a, tt.b, err)
+		}
+	}
+}
+
+// connector_certificate_ttl is bounded: a zero or negative value after
+// defaults, or a year and more, is refused, naming the key.
+func TestEdgeConnectorCertificateTTL(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		ok   bool
+	}{
+		{"connector_certificate_ttl: 24h\n", true},
+		{"connector_certificate_ttl: 1s\n", true},
+		{"connector_certificate_ttl: 500ms\n", false},
+		{"connector_certificate_ttl: -1h\n", false},
+		{"connector_certificate_ttl: 8761h\n", false},
+	} {
+		_, err := DecodeEdge(strings.NewReader("data_dir: /d\n"+tc.yaml), "edge.yaml")
+		if tc.ok && err != nil {
+			t.Errorf("%q: %v", tc.yaml, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "connector_certificate_ttl")) {
+			t.Errorf("%q: err = %v, want one naming connector_certificate_ttl", tc.yaml, err)
 		}
 	}
 }

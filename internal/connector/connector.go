@@ -41,6 +41,7 @@ const headerTimeout = 10 * time.Second
 type Connector struct {
 	cfg      config.Connector
 	log      *slog.Logger
+	now      func() time.Time
 	instance string
 	dialer   net.Dialer
 	// byAddress maps each allowed back-end address (normalized) to its
@@ -55,6 +56,13 @@ type Connector struct {
 		draining bool
 		// changed is closed and replaced whenever up changes.
 		changed chan struct{}
+	}
+
+	// ident holds the certificate new connections are made with; renewal
+	// replaces it (live tunnels keep the one they were made with).
+	ident struct {
+		sync.Mutex
+		cert tls.Certificate
 	}
 
 	// stop ends Run with an error that retrying would not change (a
@@ -91,6 +99,7 @@ func New(cfg config.Connector, log *slog.Logger) (*Connector, error) {
 	c := &Connector{
 		cfg:       cfg,
 		log:       log,
+		now:       time.Now,
 		byAddress: byAddress,
 		instance:  hex.EncodeToString(b),
 	}
@@ -99,7 +108,8 @@ func New(cfg config.Connector, log *slog.Logger) (*Connector, error) {
 	return c, nil
 }
 
-// identity is what the connector needs to open tunnels.
+// identity is what the connector needs to open tunnels. Its certificate
+// is where it starts; currentCert is what it has now.
 type identity struct {
 	cert  tls.Certificate
 	ca    *x509.Certificate
@@ -112,7 +122,10 @@ type identity struct {
 // streams with "draining", lets live ones finish for up to the drain
 // timeout, closes the tunnels and returns. An enrollment refusal is
 // returned at once: retrying would not change it. So is a revocation: the
-// edge refuses the connector from then on, and it stops serving.
+// edge refuses the connector from then on, and it stops serving. While it
+// runs, it renews its certificate online once two thirds of its lifetime
+// have passed; one that has expired (while the connector was offline, say)
+// cannot be renewed, and Run returns an error wrapping ErrExpired.
 func (c *Connector) Run(parent context.Context) error {
 	ctx, stop := context.WithCancelCause(parent)
 	defer stop(nil)
@@ -121,9 +134,12 @@ func (c *Connector) Run(parent context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.setCert(id.cert)
 	c.log.Info("connector started", "connector", pki.ConnectorID(id.cert.Leaf), "name", id.cert.Leaf.Subject.CommonName,
-		"edges", id.edges, "services", slices.Sorted(maps.Keys(c.cfg.Services)))
+		"edges", id.edges, "services", slices.Sorted(maps.Keys(c.cfg.Services)),
+		"certificate_expires", id.cert.Leaf.NotAfter, "renew_at", pki.RenewAt(id.cert.Leaf))
 	var loops sync.WaitGroup
+	loops.Go(func() { c.keepRenewing(ctx, id) })
 	for _, addr := range id.edges {
 		for slot := range c.cfg.Tunnel.Pool {
 			loops.Go(func() { c.keepTunnel(ctx, addr, slot, id) })
@@ -175,6 +191,21 @@ func (c *Connector) identity(ctx context.Context) (identity, error) {
 		}
 		if len(id.edges) == 0 && kf != nil {
 			id.edges = kf.Edges
+		}
+		if c.expired(&id.cert) {
+			err := expiredError(&id.cert)
+			if kf == nil {
+				c.log.Error("the connector cannot start: its certificate has expired", "err", err)
+				return identity{}, err
+			}
+			// A new keyfile (made with --replace) at the configured path
+			// enrolls the connector again; the old, used one is refused.
+			c.log.Warn("the connector's certificate has expired; enrolling again with the keyfile", "keyfile", c.cfg.Keyfile, "expired", id.cert.Leaf.NotAfter)
+			fresh, eerr := c.enroll(ctx, *kf)
+			if eerr != nil {
+				return identity{}, fmt.Errorf("%w; enrolling again with %s failed: %w", err, c.cfg.Keyfile, eerr)
+			}
+			return fresh, nil
 		}
 		return id, nil
 	case !errors.Is(err, pki.ErrNoIdentity):

@@ -3,7 +3,6 @@ package connector
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -70,15 +69,11 @@ func (c *Connector) redeem(ctx context.Context, addr, pin string, req wire.Enrol
 	timeout := c.cfg.Tunnel.DialTimeout
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	raw, err := c.dialer.DialContext(dctx, "tcp", addr)
+	tc, err := c.dialTLS(dctx, addr, pki.EnrollTLSConfig(pin, nil))
 	if err != nil {
-		return resp, nil, fmt.Errorf("dial edge %s: %w", addr, err)
+		return resp, nil, err
 	}
-	defer raw.Close()
-	tc := tls.Client(raw, pki.EnrollTLSConfig(pin, nil))
-	if err := tc.HandshakeContext(dctx); err != nil {
-		return resp, nil, fmt.Errorf("TLS with edge %s: %w", addr, err)
-	}
+	defer tc.Close()
 	ca, err := pki.MatchPinnedCA(tc.ConnectionState().PeerCertificates, pin)
 	if err != nil {
 		return resp, nil, err

@@ -37,10 +37,18 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 		log = log.With("tunnel", slot+1)
 		key = fmt.Sprintf("%s#%d", addr, slot+1)
 	}
-	tlsConf := pki.ClientTLSConfig(id.ca, id.pin, &id.cert, nil)
 	failures := 0
 	for ctx.Err() == nil {
-		sess, err := c.dialTunnel(ctx, addr, tlsConf)
+		// The certificate renewal last left: a tunnel made after a
+		// renewal is made with the renewed certificate.
+		cert := c.currentCert()
+		if c.expired(&cert) {
+			err := expiredError(&cert)
+			log.Error("the connector's certificate has expired; stopping", "err", err)
+			c.stop(err)
+			return
+		}
+		sess, err := c.dialTunnel(ctx, addr, pki.ClientTLSConfig(id.ca, id.pin, &cert, nil))
 		if err == nil {
 			start := time.Now()
 			log.Info("tunnel up")
@@ -57,6 +65,11 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 		} else if ref := (*wire.Refusal)(nil); errors.As(err, &ref) && ref.Code == wire.CodeRevoked {
 			log.Error("the edge refuses this connector: it was revoked; stopping", "reason", ref.Reason)
 			c.stop(fmt.Errorf("revoked: %s", ref.Reason))
+			return
+		} else if edgeSaysExpired(err) {
+			err := expiredError(&cert)
+			log.Error("the edge refuses this connector's certificate: it has expired; stopping", "err", err)
+			c.stop(err)
 			return
 		} else if ctx.Err() == nil {
 			log.Warn("tunnel dial failed", "err", err, "attempt", failures+1)
@@ -99,14 +112,9 @@ func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Co
 	cfg := c.tunnelConfig()
 	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
-	raw, err := c.dialer.DialContext(dctx, "tcp", addr)
+	tc, err := c.dialTLS(dctx, addr, tlsConf)
 	if err != nil {
-		return nil, fmt.Errorf("dial edge %s: %w", addr, err)
-	}
-	tc := tls.Client(raw, tlsConf)
-	if err := tc.HandshakeContext(dctx); err != nil {
-		raw.Close()
-		return nil, fmt.Errorf("TLS with edge %s: %w", addr, err)
+		return nil, err
 	}
 	hello := wire.Hello{Instance: c.instance, Services: slices.Sorted(maps.Keys(c.cfg.Services))}
 	sess, welcome, err := tunnel.Client(dctx, tc, hello, cfg)
@@ -120,6 +128,21 @@ func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Co
 		}
 	}
 	return sess, nil
+}
+
+// dialTLS dials the edge at addr and runs the TLS handshake with conf,
+// both within ctx. The caller owns the connection and closes it.
+func (c *Connector) dialTLS(ctx context.Context, addr string, conf *tls.Config) (*tls.Conn, error) {
+	raw, err := c.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial edge %s: %w", addr, err)
+	}
+	tc := tls.Client(raw, conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("TLS with edge %s: %w", addr, err)
+	}
+	return tc, nil
 }
 
 // serve accepts the edge's streams on sess, the tunnel to edge kept under

@@ -211,11 +211,11 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	}
 	e.tunnelAddr = tl.Addr()
 	e.advertise = advertised(e.cfg.Tunnel.Advertise, tl.Addr())
-	cert, err := pki.LoadOrCreateServerCert(filepath.Join(dir, "pki"), e.ca, hostsOf(e.advertise), e.now())
+	certs, err := pki.NewServerCerts(filepath.Join(dir, "pki"), e.ca, hostsOf(e.advertise), e.now, e.serverCertRenewed)
 	if err != nil {
 		return err
 	}
-	e.tlsConfig = pki.ServerTLSConfig(e.ca, cert, nil)
+	e.tlsConfig = certs.TLSConfig(nil)
 
 	al, err := listen("the admin API", e.cfg.Admin.Listen)
 	if err != nil {

@@ -15,9 +15,6 @@ import (
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
-// CertificateTTL is how long a connector's certificate is valid.
-const CertificateTTL = 365 * 24 * time.Hour
-
 // MaxTokenTTL bounds an enrollment token's lifetime.
 const MaxTokenTTL = 30 * 24 * time.Hour
 
@@ -133,7 +130,7 @@ func (e *Edge) enroll(ctx context.Context, body []byte) (_ wire.EnrollResponse, 
 		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeNameTaken, Reason: fmt.Sprintf(
 			"connector name %s is enrolled already (id %s), so this keyfile can no longer be redeemed; ask the edge's operator for a new keyfile made with --replace", t.Name, holder.ID)}, subject
 	}
-	certDER, connID, err := e.ca.SignConnector(req.CSR, t.Name, now, CertificateTTL)
+	certDER, connID, err := e.ca.SignConnector(req.CSR, t.Name, now, e.cfg.ConnectorCertificateTTL)
 	if err != nil {
 		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}, subject
 	}
@@ -145,7 +142,7 @@ func (e *Edge) enroll(ctx context.Context, body []byte) (_ wire.EnrollResponse, 
 		}
 		return wire.EnrollResponse{}, tokenStoreRefusal(id, err), subject
 	}
-	rec := store.Connector{ID: connID, Name: t.Name, TokenID: id, EnrolledAt: now, NotAfter: now.Add(CertificateTTL), Grants: t.Grants}
+	rec := store.Connector{ID: connID, Name: t.Name, TokenID: id, EnrolledAt: now, NotAfter: notAfter(certDER), Grants: t.Grants}
 	if err := e.st.PutConnector(ctx, rec); err != nil {
 		e.log.Error("enrollment: token consumed but connector not recorded", "token", id, "connector", connID, "err", err)
 		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge could not record the connector; ask for a new keyfile"}, subject

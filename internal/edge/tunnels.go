@@ -75,7 +75,11 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, opened func())
 	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
-		log.Warn("tunnel port: TLS handshake failed", "err", err)
+		if expiredClientCert(err) {
+			log.Warn(expiredMessage(err))
+		} else {
+			log.Warn("tunnel port: TLS handshake failed", "err", err)
+		}
 		raw.Close()
 		return
 	}
@@ -96,9 +100,11 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, opened func())
 		e.serveEnroll(ctx, tc, body)
 	case wire.KindHello:
 		e.serveTunnel(ctx, tc, body)
+	case wire.KindRenewRequest:
+		e.serveRenew(ctx, tc, body)
 	default:
 		log.Warn("tunnel port: unexpected opening message, connection closed", "kind", kind.String())
-		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "expected hello or enroll request, got " + kind.String()})
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "expected hello, enroll request or renew request, got " + kind.String()})
 	}
 }
 

@@ -32,7 +32,8 @@ type HTTPServer struct {
 	// HugeSize is the size of /huge.bin, random bytes: more than every
 	// buffer between the back-end and a client holds, so that a slow
 	// download of it is still crossing the tunnel seconds after it began.
-	HugeSize int
+	HugeSize   int
+	HugeSHA256 string
 }
 
 // StartHTTP serves a fresh directory with /hello.txt, a random /big.bin of
@@ -52,6 +53,8 @@ func StartHTTP(t testing.TB, n *Namespace, port, bigSize, hugeSize int) *HTTPSer
 	writeFile(t, filepath.Join(dir, "big.bin"), big, 0o644)
 	huge := make([]byte, hugeSize)
 	rand.Read(huge)
+	sum = sha256.Sum256(huge)
+	h.HugeSHA256 = hex.EncodeToString(sum[:])
 	writeFile(t, filepath.Join(dir, "huge.bin"), huge, 0o644)
 	h.Process = n.Start(t, "http.server", python3(), "-m", "http.server", strconv.Itoa(port),
 		"--bind", "0.0.0.0", "--directory", dir)

@@ -69,10 +69,10 @@ func run(m *testing.M) int {
 
 // newStack builds a whole deployment for t, or skips t loudly (fails it
 // under CI=true).
-func newStack(t *testing.T) *netns.Stack {
+func newStack(t *testing.T, edgeArgs ...string) *netns.Stack {
 	t.Helper()
 	netns.SkipIfMissing(t, suite.skip)
-	s := netns.NewStack(t, suite.bin)
+	s := netns.NewStack(t, suite.bin, edgeArgs...)
 	t.Cleanup(func() { checkNoRace(t, s) })
 	return s
 }

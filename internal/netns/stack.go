@@ -60,6 +60,7 @@ type Stack struct {
 	ConnectorData string // the connector's data directory
 	scratch       string // for clients' files
 	started       []*Process
+	edgeArgs      []string // more flags for every start of the edge
 
 	// Edge and Connector are the current processes; the fault tests
 	// replace them (RestartEdge, RestartConnector). They are only read
@@ -69,11 +70,12 @@ type Stack struct {
 }
 
 // NewStack builds everything and waits until the connector's tunnel is up.
-// bin is the sallyport binary to run.
-func NewStack(t testing.TB, bin string) *Stack {
+// bin is the sallyport binary to run; edgeArgs are more flags for the
+// edge (its defaults otherwise).
+func NewStack(t testing.TB, bin string, edgeArgs ...string) *Stack {
 	t.Helper()
 	SkipIfMissing(t, Missing(BackendTools...))
-	s := &Stack{Topo: New(t), Bin: bin, scratch: t.TempDir()}
+	s := &Stack{Topo: New(t), Bin: bin, scratch: t.TempDir(), edgeArgs: edgeArgs}
 	s.Topo.Fence(t, TunnelPort, PublicPorts)
 	tr := s.Topo.Trusted
 	s.HTTP = StartHTTP(t, tr, BackendHTTPPort, BigFileSize, HugeFileSize)
@@ -96,9 +98,9 @@ func NewStack(t testing.TB, bin string) *Stack {
 
 func (s *Stack) startEdge(t testing.TB) *Process {
 	t.Helper()
-	p := s.Topo.DMZ.Start(t, "edge", s.Bin, "edge",
+	p := s.Topo.DMZ.Start(t, "edge", append([]string{s.Bin, "edge",
 		"--data", s.EdgeData,
-		"--tunnel-listen", ":"+strconv.Itoa(TunnelPort),
+		"--tunnel-listen", ":" + strconv.Itoa(TunnelPort),
 		"--advertise", net.JoinHostPort(DMZTrustedAddr, strconv.Itoa(TunnelPort)),
 		"--expose", fmt.Sprintf("web=:%d", WebPort),
 		"--expose", fmt.Sprintf("redis=:%d", RedisPort),
@@ -108,7 +110,7 @@ func (s *Stack) startEdge(t testing.TB) *Process {
 		"--keepalive-interval", KeepaliveInterval.String(),
 		"--keepalive-timeout", KeepaliveTimeout.String(),
 		"--drain-timeout", "2s",
-		"--log-level", "debug")
+		"--log-level", "debug"}, s.edgeArgs...)...)
 	s.started = append(s.started, p)
 	p.Log.WaitFor(t, 30*time.Second, 1, "edge started")
 	return p

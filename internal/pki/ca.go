@@ -5,11 +5,15 @@
 // server certificate and one client certificate per enrolled connector:
 //
 //	ca, err := pki.LoadOrCreateCA(dataDir, time.Now())
-//	srv, err := pki.LoadOrCreateServerCert(dataDir, ca, []string{"edge.example.com"}, time.Now())
-//	ln := tls.NewListener(tcpLn, pki.ServerTLSConfig(ca, srv, nil))
+//	srv, err := pki.NewServerCerts(dataDir, ca, []string{"edge.example.com"}, time.Now, nil)
+//	ln := tls.NewListener(tcpLn, srv.TLSConfig(nil)) // reissued before it expires
 //	...
 //	leaf, err := pki.PeerConnector(conn.ConnectionState()) // tunnel: who is this?
 //	id := pki.ConnectorID(leaf)                            // check it against revocations
+//
+// A connector identity keeps its id across certificates: SignConnector
+// makes the first, RenewConnector the next ones (a new key each time, once
+// RenewAt has passed), and ConnectorID reads the id from any of them.
 //
 // A connector knows the CA only by its pin (see PinOf) from its keyfile.
 // It enrolls over EnrollTLSConfig, which accepts the edge only if it presents
@@ -31,8 +35,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
@@ -172,15 +178,33 @@ func createCA(dir, certPath, keyPath string, now time.Time) (*CA, error) {
 	return &CA{cert: cert, key: key}, nil
 }
 
-// SignConnector issues a connector's client certificate from a PKCS #10
-// request. It checks the request's signature (so the requester holds the
-// key) and ignores everything else in the request: the subject's common
-// name is name, the serial is 128 random bits, the certificate serves TLS
-// client authentication only and is valid from now-5m to now+ttl (cut at
-// the CA's own expiry).
-// id is the serial as ConnectorID reports it. Errors about the request wrap
-// ErrBadCSR.
+// SignConnector issues a new connector identity's client certificate from
+// a PKCS #10 request. It checks the request's signature (so the requester
+// holds the key) and ignores everything else in the request: the subject's
+// common name is name, the serial is 128 random bits, the certificate
+// serves TLS client authentication only and is valid from now-5m to
+// now+ttl (cut at the CA's own expiry). The identity's id is the first
+// certificate's serial in hex, and the certificate carries it as a URI
+// (see ConnectorID), so that renewed certificates keep it.
+// Errors about the request wrap ErrBadCSR.
 func (ca *CA) SignConnector(csrDER []byte, name string, now time.Time, ttl time.Duration) (certDER []byte, id string, err error) {
+	return ca.signConnector(csrDER, name, "", now, ttl)
+}
+
+// RenewConnector issues a new certificate for the existing connector
+// identity id, as SignConnector does (a new serial, a new validity) but
+// carrying id, so that ConnectorID of the new certificate is id.
+func (ca *CA) RenewConnector(csrDER []byte, name, id string, now time.Time, ttl time.Duration) (certDER []byte, err error) {
+	if !validConnectorID(id) {
+		return nil, fmt.Errorf("renew connector certificate %q: bad connector id %q", name, id)
+	}
+	certDER, _, err = ca.signConnector(csrDER, name, id, now, ttl)
+	return certDER, err
+}
+
+// signConnector signs for identity id, or for a new one named by the
+// serial when id is empty.
+func (ca *CA) signConnector(csrDER []byte, name, id string, now time.Time, ttl time.Duration) (certDER []byte, _ string, err error) {
 	if name == "" || len(name) > maxCommonName {
 		return nil, "", fmt.Errorf("sign connector certificate: name must be 1 to %d bytes, got %d", maxCommonName, len(name))
 	}
@@ -202,6 +226,9 @@ func (ca *CA) SignConnector(csrDER []byte, name string, now time.Time, ttl time.
 	if err != nil {
 		return nil, "", fmt.Errorf("sign connector certificate %q: %w", name, err)
 	}
+	if id == "" {
+		id = serialID(serial)
+	}
 	notAfter := now.Add(ttl)
 	if notAfter.After(ca.cert.NotAfter) {
 		notAfter = ca.cert.NotAfter // a leaf cannot outlive its CA usefully
@@ -214,17 +241,48 @@ func (ca *CA) SignConnector(csrDER []byte, name string, now time.Time, ttl time.
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
+		URIs:                  []*url.URL{{Scheme: "urn", Opaque: connectorURNPrefix + id}},
 	}
 	certDER, err = x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {
 		return nil, "", fmt.Errorf("sign connector certificate %q: %w", name, err)
 	}
-	return certDER, serialID(serial), nil
+	return certDER, id, nil
 }
 
-// ConnectorID returns the identifier of a connector certificate: its serial
-// number in lowercase hex, 32 digits for the serials SignConnector makes.
-func ConnectorID(cert *x509.Certificate) string { return serialID(cert.SerialNumber) }
+// connectorURNPrefix starts the URI a connector certificate carries its
+// identity's id in: urn:sallyport:connector:<id>.
+const connectorURNPrefix = "sallyport:connector:"
+
+// ConnectorID returns the identifier of a connector certificate: the id
+// its urn:sallyport:connector: URI carries (the same in every certificate
+// of one identity, renewed or not), or, for a certificate issued before
+// renewal existed, which has no such URI, its serial number in lowercase
+// hex. Ids are 32 hex digits.
+func ConnectorID(cert *x509.Certificate) string {
+	for _, u := range cert.URIs {
+		if u.Scheme == "urn" && strings.HasPrefix(u.Opaque, connectorURNPrefix) {
+			if id := strings.TrimPrefix(u.Opaque, connectorURNPrefix); validConnectorID(id) {
+				return id
+			}
+		}
+	}
+	return serialID(cert.SerialNumber)
+}
+
+// validConnectorID reports whether id looks like the ids SignConnector
+// makes: 32 lowercase hex digits.
+func validConnectorID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 func serialID(serial *big.Int) string { return fmt.Sprintf("%032x", serial) }
 

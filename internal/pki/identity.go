@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
 )
@@ -99,4 +100,16 @@ func LoadIdentity(dir string) (tls.Certificate, *x509.Certificate, error) {
 		PrivateKey:  key,
 		Leaf:        cert,
 	}, caCert, nil
+}
+
+// RenewAt returns when a connector should renew cert: once two thirds of
+// its lifetime have passed. The lifetime counts from the certificate's
+// issue, not from its NotBefore, which is backdated by a clock-skew
+// allowance that would otherwise make short lifetimes renew at once.
+func RenewAt(cert *x509.Certificate) time.Time {
+	issued := cert.NotBefore.Add(clockSkew)
+	if !issued.Before(cert.NotAfter) {
+		issued = cert.NotBefore // not one of ours: take it as it says
+	}
+	return issued.Add(cert.NotAfter.Sub(issued) * 2 / 3)
 }

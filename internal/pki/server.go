@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
@@ -26,7 +27,7 @@ const (
 	// serverValidity is how long a new edge server certificate is valid.
 	serverValidity = 365 * 24 * time.Hour
 	// serverRenewBefore is how close to expiry a server certificate is
-	// reissued at the next start.
+	// reissued: at the next start, or by ServerCerts while the edge runs.
 	serverRenewBefore = 30 * 24 * time.Hour
 )
 
@@ -182,4 +183,72 @@ func sameNames(cert *x509.Certificate, dnsNames []string, ips []net.IP) bool {
 		}
 	}
 	return true
+}
+
+// ServerCerts keeps the edge's server certificate current while the edge
+// runs, not only at its start: GetCertificate reissues it, as
+// LoadOrCreateServerCert does at a start, once it expires within 30 days.
+// Make it with NewServerCerts; it is safe for concurrent use.
+type ServerCerts struct {
+	dir   string
+	ca    *CA
+	names []string
+	now   func() time.Time
+	// renewed, when not nil, is told of each reissue (err nil) or failed
+	// attempt (the old certificate is kept while it is valid).
+	renewed func(leaf *x509.Certificate, err error)
+
+	// mu guards cert, the certificate served now.
+	mu   sync.Mutex
+	cert tls.Certificate
+}
+
+// NewServerCerts loads or issues the server certificate with
+// LoadOrCreateServerCert, and returns a ServerCerts that serves it and
+// reissues it before it expires, by the clock now. renewed may be nil.
+func NewServerCerts(dir string, ca *CA, names []string, now func() time.Time, renewed func(leaf *x509.Certificate, err error)) (*ServerCerts, error) {
+	cert, err := LoadOrCreateServerCert(dir, ca, names, now())
+	if err != nil {
+		return nil, err
+	}
+	return &ServerCerts{dir: dir, ca: ca, names: slices.Clone(names), now: now, renewed: renewed, cert: cert}, nil
+}
+
+// GetCertificate returns the certificate to serve, reissuing it first if
+// it expires within 30 days; it fits tls.Config.GetCertificate. If the
+// reissue fails, the current certificate is served while it is valid, and
+// the next handshake tries again.
+func (s *ServerCerts) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if s.cert.Leaf.NotAfter.Sub(now) > serverRenewBefore {
+		c := s.cert
+		return &c, nil
+	}
+	cert, err := LoadOrCreateServerCert(s.dir, s.ca, s.names, now)
+	if s.renewed != nil {
+		s.renewed(cert.Leaf, err)
+	}
+	if err != nil {
+		if now.After(s.cert.Leaf.NotAfter) {
+			return nil, err
+		}
+		c := s.cert
+		return &c, nil
+	}
+	s.cert = cert
+	return &cert, nil
+}
+
+// TLSConfig returns ServerTLSConfig serving the certificate GetCertificate
+// returns.
+func (s *ServerCerts) TLSConfig(nextProtos []string) *tls.Config {
+	s.mu.Lock()
+	cfg := ServerTLSConfig(s.ca, s.cert, nextProtos)
+	s.mu.Unlock()
+	cfg.Certificates = nil
+	cfg.GetCertificate = s.GetCertificate
+	cfg.Time = s.now
+	return cfg
 }

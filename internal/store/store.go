@@ -80,11 +80,11 @@ func (t Token) Revoked() bool { return !t.RevokedAt.IsZero() }
 // Connector is an enrolled connector's identity. The zero value is not valid:
 // ID is required. A zero RevokedAt means the connector is not revoked.
 type Connector struct {
-	ID         string    `json:"id"` // hex certificate serial; the KV key
+	ID         string    `json:"id"` // the identity's id (pki.ConnectorID): its first certificate's hex serial; the KV key
 	Name       string    `json:"name"`
 	TokenID    string    `json:"token_id"`
 	EnrolledAt time.Time `json:"enrolled_at"`
-	NotAfter   time.Time `json:"not_after"`
+	NotAfter   time.Time `json:"not_after"` // its current certificate's expiry, moved by each renewal
 	RevokedAt  time.Time `json:"revoked_at,omitzero"`
 	// Grants are the services the connector may offer, sorted; none
 	// grants nothing.

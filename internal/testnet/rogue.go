@@ -44,10 +44,16 @@ func StartRogueEdge(t testing.TB) *RogueEdge {
 func (r *RogueEdge) Addr() string { return r.l.Addr().String() }
 
 // Enroll writes a connector identity signed by the rogue's CA into
-// dataDir, as a real enrollment would have.
+// dataDir, as a real enrollment would have, valid for an hour.
 func (r *RogueEdge) Enroll(t testing.TB, dataDir, name string) {
 	t.Helper()
-	cert, _ := pkitest.Connector(t, r.CA, name, time.Hour)
+	r.EnrollFor(t, dataDir, name, time.Hour)
+}
+
+// EnrollFor is Enroll with a certificate valid for ttl.
+func (r *RogueEdge) EnrollFor(t testing.TB, dataDir, name string, ttl time.Duration) {
+	t.Helper()
+	cert, _ := pkitest.Connector(t, r.CA, name, ttl)
 	if err := pki.SaveIdentity(filepath.Clean(dataDir), cert.Certificate[0], cert.PrivateKey.(*ecdsa.PrivateKey), r.CA.Certificate()); err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,9 @@ type EdgeOptions struct {
 	DrainTimeout time.Duration
 	// Tune, if set, changes the config last.
 	Tune func(*config.Edge)
+	// CertificateTTL is the connector certificates' lifetime; zero means
+	// the default (7 days).
+	CertificateTTL time.Duration
 }
 
 // Edge is a running edge.
@@ -83,6 +86,8 @@ func StartEdge(t testing.TB, o EdgeOptions) *Edge {
 		Admin:        config.Admin{Listen: "127.0.0.1:0"},
 		DrainTimeout: orDur(o.DrainTimeout, 2*time.Second),
 		Services:     map[string]config.EdgeService{},
+
+		ConnectorCertificateTTL: o.CertificateTTL,
 	}
 	for name, addr := range o.Expose {
 		cfg.Services[name] = config.EdgeService{Listen: or(addr, "127.0.0.1:0")}

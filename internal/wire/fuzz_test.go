@@ -52,6 +52,10 @@ func newBody(kind Kind) any {
 		return new(EnrollRequest)
 	case KindEnrollResponse:
 		return new(EnrollResponse)
+	case KindRenewRequest:
+		return new(RenewRequest)
+	case KindRenewResponse:
+		return new(RenewResponse)
 	}
 	return nil
 }
@@ -71,11 +75,14 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(append(header(byte(KindWelcome), 25), `{"edge_id":"e","edges":[]}`...))
 	f.Add(append(header(byte(KindRefusal), 25), `{"code":99,"reason":"no"}`...))
 	f.Add(append(header(byte(KindEnrollRequest), 19), `{"csr":"AAEC\r\nAw=="}`...))
+	for kind, body := range map[Kind]string{KindRenewRequest: `{"csr":"AAEC","x":1}`, KindRenewResponse: `{"certificate":null}`} {
+		f.Add(append(header(byte(kind), uint32(len(body))), body...))
+	}
 	f.Add(header(byte(KindHello), 0xffffffff))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		kind, body, err := ReadMessage(r)
-		for want := KindHello; want <= KindEnrollResponse; want++ {
+		for want := KindHello; want <= KindRenewResponse; want++ {
 			err := ReadExpect(bytes.NewReader(data), want, newBody(want))
 			var ref *Refusal
 			if errors.As(err, &ref) && ref.Code >= codeLimit {

@@ -13,12 +13,15 @@
 //     other's and stops with a VersionError if they differ, so a mismatch
 //     is reported clearly on both ends whatever else the versions changed.
 //  2. A handshake Message from the connector: a Hello (a tunnel: it has
-//     presented its client certificate) or an EnrollRequest (enrollment:
-//     no client certificate yet, a one-time token and a CSR instead).
+//     presented its client certificate), an EnrollRequest (enrollment:
+//     no client certificate yet, a one-time token and a CSR instead) or
+//     a RenewRequest (renewal: a CSR for a new key, on a connection made
+//     with the certificate it renews, which must still be valid).
 //  3. A handshake Message from the edge: Welcome after a Hello,
-//     EnrollResponse after an EnrollRequest, or a Refusal with a Code and
-//     a reason meant for the connector's operator. After an
-//     EnrollResponse or a Refusal the connection closes.
+//     EnrollResponse after an EnrollRequest, RenewResponse after a
+//     RenewRequest, or a Refusal with a Code and a reason meant for the
+//     connector's operator. After an EnrollResponse, a RenewResponse or a
+//     Refusal the connection closes.
 //  4. After a Welcome, both sides run the stream multiplexer (yamux) on
 //     the same connection. Everything below travels in its streams.
 //  5. The connector opens the first stream at once: the control stream,
@@ -117,6 +120,8 @@ const (
 	KindRefusal
 	KindEnrollRequest
 	KindEnrollResponse
+	KindRenewRequest
+	KindRenewResponse
 )
 
 func (k Kind) String() string {
@@ -131,6 +136,10 @@ func (k Kind) String() string {
 		return "enroll request"
 	case KindEnrollResponse:
 		return "enroll response"
+	case KindRenewRequest:
+		return "renew request"
+	case KindRenewResponse:
+		return "renew response"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -174,6 +183,18 @@ type EnrollResponse struct {
 	CA          []byte   `json:"ca"`          // DER
 	ConnectorID string   `json:"connector_id"`
 	Edges       []string `json:"edges,omitempty"`
+}
+
+// RenewRequest asks for a new certificate for the identity of the client
+// certificate the connection was made with, for a new key.
+type RenewRequest struct {
+	CSR []byte `json:"csr"` // DER
+}
+
+// RenewResponse carries the renewed certificate: same identity, new key,
+// new validity.
+type RenewResponse struct {
+	Certificate []byte `json:"certificate"` // DER
 }
 
 // Code says why something was refused.
@@ -269,7 +290,7 @@ func ReadMessage(r io.Reader) (Kind, []byte, error) {
 		return 0, nil, fmt.Errorf("read message header: %w", err)
 	}
 	kind := Kind(h[0])
-	if kind < KindHello || kind > KindEnrollResponse {
+	if kind < KindHello || kind > KindRenewResponse {
 		return 0, nil, fmt.Errorf("%w: unknown message kind %d", ErrMalformed, h[0])
 	}
 	n := binary.BigEndian.Uint32(h[1:])

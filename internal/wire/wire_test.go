@@ -89,6 +89,8 @@ func messages() []struct {
 		{KindRefusal, &Refusal{Code: CodeRevoked, Reason: "connector \"site-a\" was revoked"}},
 		{KindEnrollRequest, &EnrollRequest{Token: "sp1.abc.def", CSR: []byte{0x30, 0x82, 0x01, 0x00, 0xff}}},
 		{KindEnrollResponse, &EnrollResponse{Certificate: []byte{1, 2, 3}, CA: []byte{4, 5, 6}, ConnectorID: "site-a", Edges: []string{"e:1"}}},
+		{KindRenewRequest, &RenewRequest{CSR: []byte{0x30, 0x82, 0x01, 0x00, 0xfe}}},
+		{KindRenewResponse, &RenewResponse{Certificate: []byte{7, 8, 9}}},
 	}
 }
 
@@ -129,7 +131,7 @@ func TestMessageRoundTrip(t *testing.T) {
 
 func TestKindAndCodeNames(t *testing.T) {
 	seen := map[string]bool{}
-	for k := KindHello; k <= KindEnrollResponse; k++ {
+	for k := KindHello; k <= KindRenewResponse; k++ {
 		s := k.String()
 		if strings.HasPrefix(s, "kind(") || seen[s] {
 			t.Errorf("kind %d has no name of its own: %q", k, s)
@@ -175,7 +177,7 @@ func TestReadMessageRejects(t *testing.T) {
 		is   error
 	}{
 		{"kind 0", append(header(0, 2), "{}"...), ErrMalformed},
-		{"kind after the last", append(header(byte(KindEnrollResponse)+1, 2), "{}"...), ErrMalformed},
+		{"kind after the last", append(header(byte(KindRenewResponse)+1, 2), "{}"...), ErrMalformed},
 		{"kind 255", append(header(255, 2), "{}"...), ErrMalformed},
 		{"one byte over the limit", header(byte(KindHello), MaxMessage+1), ErrMalformed},
 		{"4 GiB", header(byte(KindHello), 0xffffffff), ErrMalformed},
