@@ -15,10 +15,6 @@ import (
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
-// stableAfter is how long a tunnel must have lived for the next reconnect
-// to start again from the shortest backoff.
-const stableAfter = 10 * time.Second
-
 func (c *Connector) tunnelConfig() tunnel.Config {
 	return tunnel.Config{
 		KeepaliveInterval: c.cfg.Tunnel.KeepaliveInterval,
@@ -59,9 +55,12 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 				return
 			}
 			log.Warn("tunnel down", "up_for", upFor, "edge_silent", sess.PeerSilent())
-			if time.Since(start) >= stableAfter {
-				failures = 0
-			}
+			// The edge answered a handshake: it is up now, however
+			// short this tunnel's life, so the next try starts again
+			// from the shortest wait. (Counting short tunnels as
+			// failures made a connector wait up to backoff_max for an
+			// edge that had been back for long after a crash loop.)
+			failures = 0
 		} else if ref := (*wire.Refusal)(nil); errors.As(err, &ref) && ref.Code == wire.CodeRevoked {
 			log.Error("the edge refuses this connector: it was revoked; stopping", "reason", ref.Reason)
 			c.stop(fmt.Errorf("revoked: %s", ref.Reason))

@@ -367,3 +367,31 @@ func TestDrainTimeoutEndsAHalfClosedExchange(t *testing.T) {
 	}
 	e.Logs.WaitFor(t, time.Second, 1, "drain timeout")
 }
+
+// An edge that crash-loops (each tunnel ends right after its handshake)
+// does not leave the connector waiting its longest backoff once the edge
+// is stable: every successful handshake starts the backoff again from
+// its shortest wait.
+func TestReconnectAfterCrashLoopIsPrompt(t *testing.T) {
+	rogue := testnet.StartRogueEdge(t)
+	dir := filepath.Join(t.TempDir(), "connector")
+	rogue.Enroll(t, dir, "site-a")
+	// Counted as failures, ten short tunnels would make the next wait
+	// 50ms·2^10, capped at backoff_max: 10 to 20s.
+	testnet.StartConnector(t, "", testnet.ConnectorOptions{DataDir: dir, Edges: []string{rogue.Addr()}, Services: map[string]string{"echo": testnet.Echo(t).Addr()},
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 20 * time.Second})
+	for range 10 {
+		sess, _ := rogue.AcceptTunnel(t)
+		sess.Close()
+	}
+	up := make(chan struct{})
+	go func() {
+		rogue.AcceptTunnel(t)
+		close(up)
+	}()
+	select {
+	case <-up:
+	case <-time.After(5 * time.Second):
+		t.Fatal("after ten short-lived tunnels the connector had not reconnected within 5s; a successful handshake must reset its backoff")
+	}
+}
