@@ -37,10 +37,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// maxOpenings is how many tunnel-port connections may be in their
-// unauthenticated opening at once.
-const maxOpenings = 1024
-
 // Files in the edge's data directory.
 const (
 	AdminTokenFile = "admin.token" // the admin API's bearer token, mode 0600
@@ -92,8 +88,8 @@ type Edge struct {
 
 	// handlers counts every goroutine serving a tunnel-port connection.
 	handlers sync.WaitGroup
-	// maxOpenings bounds the tunnel-port connections in their opening.
-	maxOpenings int
+	// openings bounds the tunnel-port connections in their opening.
+	openings *openings
 	// auditRefusals bounds the refusals strangers can make the edge audit.
 	auditRefusals *rate.Limiter
 }
@@ -122,11 +118,11 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &Edge{
-		cfg:         cfg,
-		log:         log,
-		now:         time.Now,
-		ready:       make(chan struct{}),
-		maxOpenings: maxOpenings,
+		cfg:      cfg,
+		log:      log,
+		now:      time.Now,
+		ready:    make(chan struct{}),
+		openings: newOpenings(maxOpenings, maxOpeningsPerSource),
 
 		auditRefusals: newAuditLimiter(),
 	}

@@ -35,10 +35,11 @@ func heard(c net.Conn) bool {
 	return err == nil || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
-// Silent connections on the tunnel port take at most maxOpenings places;
-// beyond that the edge closes new ones at once, and frees places as the
-// silent ones go.
-func TestTunnelPortBoundsConnectionsInTheirOpening(t *testing.T) {
+// Silent connections on the tunnel port take at most the openings' places;
+// at the bound a new connection pushes out the oldest, so a flood cannot
+// keep a connector out; and a connection that sends no TLS record within
+// firstRecordTimeout is closed.
+func TestTunnelPortShedsTheOldestOpening(t *testing.T) {
 	logs := &logbuf.Buffer{}
 	cfg := config.Edge{
 		DataDir: filepath.Join(t.TempDir(), "edge"),
@@ -49,7 +50,7 @@ func TestTunnelPortBoundsConnectionsInTheirOpening(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.maxOpenings = 3
+	e.openings = newOpenings(3, maxOpeningsPerSource)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
@@ -69,37 +70,33 @@ func TestTunnelPortBoundsConnectionsInTheirOpening(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	var silent []net.Conn
-	for range 3 {
-		c := dial()
-		defer c.Close()
-		silent = append(silent, c)
+	first := dial()
+	for range 2 {
+		dial()
 	}
-	// The edge accepts in order, and gives each connection its place
-	// before it accepts the next: the fourth finds none.
-	extra := dial()
-	defer extra.Close()
-	if !closedUnheard(extra) {
-		t.Fatal("a fourth silent connection was kept while three were in their opening")
+	// The edge accepts in order and records each opening before the
+	// next: the fourth finds the places taken and pushes out the first.
+	fourth := dial()
+	if !closedUnheard(first) {
+		t.Fatal("the oldest silent connection was kept when a fourth came")
 	}
-	for _, c := range silent {
-		c.Close()
+	if !heard(fourth) {
+		t.Fatal("the newest connection was not taken into its opening")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c := dial()
-		kept := heard(c)
-		c.Close()
-		if kept {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("places were not freed after the silent connections went away")
-		}
+	if !strings.Contains(logs.String(), "the oldest closed") {
+		t.Errorf("the edge did not say why it closed a connection:\n%s", logs)
 	}
-	if !strings.Contains(logs.String(), "too many connections in their opening") {
-		t.Errorf("the edge did not say why it closed connections:\n%s", logs)
+	// A connection that says nothing is closed once the first record's
+	// time is up.
+	quiet := dial()
+	start := time.Now()
+	if !closedUnheard(quiet) {
+		t.Fatal("a silent connection was kept past the first record's deadline")
+	}
+	if waited := time.Since(start); waited < firstRecordTimeout/2 {
+		t.Errorf("a silent connection was closed after %v, before its first record's time (%v) was up", waited, firstRecordTimeout)
 	}
 }

@@ -32,12 +32,11 @@ func (e *Edge) tunnelConfig() tunnel.Config {
 
 // acceptTunnels accepts connections on the tunnel port until l is closed.
 // A transient accept error (out of file descriptors) is retried after a
-// pause. At most maxOpenings connections may be in their unauthenticated
-// opening (TLS handshake and first message) at once; beyond that a new
-// connection is closed at once, so a flood of silent connections cannot
-// use up the edge's file descriptors or memory.
+// pause. Connections in their unauthenticated opening are bounded in all
+// and per source address, shedding the oldest at a bound (see openings),
+// so a flood of silent connections can neither use up the edge's file
+// descriptors or memory nor lock a connector out.
 func (e *Edge) acceptTunnels(ctx context.Context, l net.Listener) {
-	openings := make(chan struct{}, e.maxOpenings)
 	var shed int
 	var lastShed time.Time
 	for {
@@ -45,18 +44,16 @@ func (e *Edge) acceptTunnels(ctx context.Context, l net.Listener) {
 		if !ok {
 			return
 		}
-		select {
-		case openings <- struct{}{}:
-		default:
-			c.Close()
+		if old := e.openings.admit(c); old != nil {
+			old.Close()
 			// Say it once a second, not once a connection.
 			if shed++; time.Since(lastShed) >= time.Second {
-				e.log.Warn("tunnel port: too many connections in their opening; new ones closed", "limit", e.maxOpenings, "closed", shed)
+				e.log.Warn("tunnel port: too many connections in their opening; the oldest closed", "limit", e.openings.max,
+					"per_source", e.openings.perSource, "closed", shed, "from", remoteIP(old).String())
 				shed, lastShed = 0, time.Now()
 			}
-			continue
 		}
-		e.handlers.Go(func() { e.serveTunnelPort(ctx, c, func() { <-openings }) })
+		e.handlers.Go(func() { e.serveTunnelPort(ctx, c, func() { e.openings.done(c) }) })
 	}
 }
 
@@ -70,7 +67,10 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, opened func())
 	defer done()
 	remote := raw.RemoteAddr().String()
 	log := e.log.With("remote", remote)
-	tc := tls.Server(raw, e.tlsConfig)
+	// The ClientHello must come soon; the rest of the handshake may take
+	// up to its own bound.
+	raw.SetReadDeadline(time.Now().Add(firstRecordTimeout))
+	tc := tls.Server(&firstRecordConn{Conn: raw}, e.tlsConfig)
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := tc.HandshakeContext(hctx)
 	cancel()

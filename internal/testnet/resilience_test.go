@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -393,5 +394,46 @@ func TestReconnectAfterCrashLoopIsPrompt(t *testing.T) {
 	case <-up:
 	case <-time.After(5 * time.Second):
 		t.Fatal("after ten short-lived tunnels the connector had not reconnected within 5s; a successful handshake must reset its backoff")
+	}
+}
+
+// A flood of silent connections on the tunnel port from one address,
+// more than the edge's openings, cannot keep a real connector out: the
+// edge keeps at most a few of that address's openings (pushing out the
+// oldest) and drops each once its first TLS record is overdue (2s, where
+// it used to hold them 10s and keep everyone else out meanwhile), and the
+// connector enrolls and brings its tunnel up while the flood holds on.
+func TestTunnelPortFloodDoesNotLockOutAConnector(t *testing.T) {
+	echo := testnet.Echo(t)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
+	tunnelAddr := e.TunnelAddr().String()
+	flooder := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	flood := make([]net.Conn, 0, 1100)
+	for range cap(flood) {
+		c, err := flooder.Dial("tcp", tunnelAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flood = append(flood, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	})
+	dialed := time.Now()
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
+	c.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 1, 10*time.Second)
+	if got := roundTrip(t, e.Dial(t, "echo"), []byte("through the flood")); string(got) != "through the flood" {
+		t.Fatalf("echo: %q", got)
+	}
+	// Every flood connection is dropped within a few first-record
+	// timeouts of the flood (the edge used to hold 1,024 for 10s).
+	for i, fc := range flood {
+		fc.SetReadDeadline(dialed.Add(6 * time.Second))
+		if _, err := fc.Read(make([]byte, 1)); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("flood connection %d of %d still held 6s after the flood began", i+1, len(flood))
+		}
 	}
 }

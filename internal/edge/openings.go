@@ -1,0 +1,124 @@
+package edge
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Openings on the tunnel port: a connection is in its opening from accept
+// until its first message has been read (TLS handshake, then a hello, an
+// enrollment or a renewal). Strangers can hold openings, so they are
+// bounded in all (maxOpenings) and per source address
+// (maxOpeningsPerSource); at a bound the oldest opening is shed, not the
+// newest, so a flood of silent connections cannot lock a connector out:
+// its fresh connection pushes out the flood's stale ones. And the first
+// TLS record must come within firstRecordTimeout.
+const (
+	maxOpenings          = 1024
+	maxOpeningsPerSource = 32
+	firstRecordTimeout   = 2 * time.Second
+)
+
+// openings tracks the tunnel-port connections in their opening. Its
+// methods are safe for concurrent use.
+type openings struct {
+	max, perSource int
+
+	state struct {
+		sync.Mutex
+		conns    map[net.Conn]opening
+		bySource map[netip.Addr]int
+		next     uint64 // order of arrival
+	}
+}
+
+type opening struct {
+	ip  netip.Addr
+	seq uint64
+}
+
+func newOpenings(max, perSource int) *openings {
+	o := &openings{max: max, perSource: perSource}
+	o.state.conns = make(map[net.Conn]opening)
+	o.state.bySource = make(map[netip.Addr]int)
+	return o
+}
+
+// admit records c's opening. If that passes a bound, it first sheds the
+// oldest opening (of c's source when that source is at its bound, else of
+// all), which it returns for the caller to close; nil when none is shed.
+func (o *openings) admit(c net.Conn) (shed net.Conn) {
+	ip := remoteIP(c)
+	o.state.Lock()
+	defer o.state.Unlock()
+	switch {
+	case o.perSource > 0 && o.state.bySource[ip] >= o.perSource:
+		shed = o.oldestLocked(func(op opening) bool { return op.ip == ip })
+	case o.max > 0 && len(o.state.conns) >= o.max:
+		shed = o.oldestLocked(func(opening) bool { return true })
+	}
+	if shed != nil {
+		o.removeLocked(shed)
+	}
+	o.state.next++
+	o.state.conns[c] = opening{ip: ip, seq: o.state.next}
+	o.state.bySource[ip]++
+	return shed
+}
+
+// done ends c's opening; one already shed is ignored.
+func (o *openings) done(c net.Conn) {
+	o.state.Lock()
+	defer o.state.Unlock()
+	o.removeLocked(c)
+}
+
+func (o *openings) removeLocked(c net.Conn) {
+	op, ok := o.state.conns[c]
+	if !ok {
+		return
+	}
+	delete(o.state.conns, c)
+	if o.state.bySource[op.ip]--; o.state.bySource[op.ip] <= 0 {
+		delete(o.state.bySource, op.ip)
+	}
+}
+
+// oldestLocked returns the oldest opening that match accepts.
+func (o *openings) oldestLocked(match func(opening) bool) net.Conn {
+	var oldest net.Conn
+	var seq uint64
+	for c, op := range o.state.conns {
+		if match(op) && (oldest == nil || op.seq < seq) {
+			oldest, seq = c, op.seq
+		}
+	}
+	return oldest
+}
+
+// remoteIP is a connection's remote IP address, unmapped, without zone.
+func remoteIP(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap().WithZone("")
+	}
+	return netip.Addr{}
+}
+
+// firstRecordConn fails a read that waits longer than its deadline for
+// the connection's first bytes (a TLS ClientHello), then waits as long as
+// its caller's own deadline says.
+type firstRecordConn struct {
+	net.Conn
+	seen bool // read by one goroutine at a time, as TLS does
+}
+
+func (c *firstRecordConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.seen {
+		c.seen = true
+		c.Conn.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
