@@ -41,7 +41,7 @@ func (c *Connector) enroll(ctx context.Context, kf enroll.Keyfile) (identity, er
 		for _, addr := range edges {
 			resp, ca, err := c.redeem(ctx, addr, kf.CAPin, req)
 			if err == nil {
-				return c.saveIdentity(resp, ca, key, kf, edges)
+				return c.saveIdentity(resp, ca, key, kf, addr)
 			}
 			var ref *wire.Refusal
 			var pin *pki.PinMismatchError
@@ -87,11 +87,12 @@ func (c *Connector) redeem(ctx context.Context, addr, pin string, req wire.Enrol
 	return resp, ca, err
 }
 
-// saveIdentity checks the edge's answer and keeps it in the data directory.
-func (c *Connector) saveIdentity(resp wire.EnrollResponse, ca *x509.Certificate, key *ecdsa.PrivateKey, kf enroll.Keyfile, edges []string) (identity, error) {
-	if len(resp.Edges) > 0 {
-		edges = resp.Edges
-	}
+// saveIdentity checks the edge's answer and keeps it in the data
+// directory, with the edge address the connector enrolled through: it is
+// known to reach the edge, where the addresses the edge advertises may not
+// resolve from this side (a short host name).
+func (c *Connector) saveIdentity(resp wire.EnrollResponse, ca *x509.Certificate, key *ecdsa.PrivateKey, kf enroll.Keyfile, through string) (identity, error) {
+	edges := []string{through}
 	if err := pki.SaveIdentity(c.cfg.DataDir, resp.Certificate, key, ca); err != nil {
 		return identity{}, err
 	}

@@ -206,7 +206,12 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		return err
 	}
 	e.tunnelAddr = tl.Addr()
-	e.advertise = advertised(e.cfg.Tunnel.Advertise, tl.Addr())
+	var guessed bool
+	e.advertise, guessed = advertised(e.cfg.Tunnel.Advertise, tl.Addr(), net.InterfaceAddrs)
+	if guessed {
+		e.log.Warn("tunnel.advertise is not set: keyfiles carry this host's IP addresses, which connectors may not reach; set --advertise to the name or address they dial",
+			"advertise", strings.Join(e.advertise, ","))
+	}
 	certs, err := pki.NewServerCerts(filepath.Join(dir, "pki"), e.ca, hostsOf(e.advertise), e.now, e.serverCertRenewed)
 	if err != nil {
 		return err
@@ -291,21 +296,30 @@ func (e *Edge) closeTunnels() {
 }
 
 // advertised returns the tunnel addresses to put into keyfiles: the
-// configured ones, or else the listener's own address (with this host's
-// name when it listens on every interface).
-func advertised(cfg []string, l net.Addr) []string {
+// configured ones, or else the listener's own address. When it listens on
+// every interface, that is this host's non-loopback IP addresses (a host
+// name is often not resolvable from the trusted side), or 127.0.0.1 if it
+// has none; guessed says so, for a warning.
+func advertised(cfg []string, l net.Addr, ifaceAddrs func() ([]net.Addr, error)) (addrs []string, guessed bool) {
 	if len(cfg) > 0 {
-		return cfg
+		return cfg, false
 	}
 	host, port, _ := net.SplitHostPort(l.String())
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		if h, err := os.Hostname(); err == nil && h != "" {
-			host = h
-		} else {
-			host = "127.0.0.1"
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsUnspecified() {
+		return []string{l.String()}, false
+	}
+	if ias, err := ifaceAddrs(); err == nil {
+		for _, a := range ias {
+			if n, ok := a.(*net.IPNet); ok && n.IP.IsGlobalUnicast() && (ip.To4() == nil || n.IP.To4() != nil) {
+				addrs = append(addrs, net.JoinHostPort(n.IP.String(), port))
+			}
 		}
 	}
-	return []string{net.JoinHostPort(host, port)}
+	if len(addrs) == 0 {
+		addrs = []string{net.JoinHostPort("127.0.0.1", port)}
+	}
+	return addrs, true
 }
 
 func hostsOf(addrs []string) []string {

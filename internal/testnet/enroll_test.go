@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/testnet"
@@ -174,5 +175,32 @@ func TestKeyfileIsReadableAndSecret(t *testing.T) {
 	info, err := os.Stat(filepath.Join(e.Cfg.DataDir, "admin.token"))
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Fatalf("admin.token: %v, mode %v; want 0600", err, info.Mode().Perm())
+	}
+}
+
+// A connector keeps the edge address it enrolled through: when the edge
+// advertises a name this side cannot resolve, a connector enrolled with a
+// keyfile made for a reachable address (token create --edge) dials that
+// address again after a restart, without its keyfile.
+func TestConnectorKeepsTheAddressItEnrolledThrough(t *testing.T) {
+	echo := testnet.Echo(t)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}, Advertise: []string{"edge.unresolvable.invalid:5500"}})
+	kf, err := e.AdminClient(t).CreateKeyfile(context.Background(), admin.TokenRequest{Name: "site-a", TTL: "1h",
+		Edges: []string{e.TunnelAddr().String()}, Services: []string{"echo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "site-a.keyfile")
+	if err := os.WriteFile(path, kf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := testnet.ConnectorOptions{DataDir: filepath.Join(t.TempDir(), "connector"), Services: map[string]string{"echo": echo.Addr()}}
+	first := testnet.StartConnector(t, path, opts)
+	first.WaitTunnels(t, 1)
+	first.Stop()
+	again := testnet.StartConnector(t, "", opts)
+	again.WaitTunnels(t, 1)
+	if n := again.Logs.Count("edge.unresolvable.invalid"); n != 0 {
+		t.Errorf("the restarted connector dialed the advertised name %d times; it must keep the address it enrolled through", n)
 	}
 }

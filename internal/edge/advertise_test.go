@@ -1,0 +1,45 @@
+package edge
+
+import (
+	"net"
+	"slices"
+	"testing"
+)
+
+// Keyfiles carry the configured addresses, else the listener's own; an
+// edge that listens on every interface advertises its non-loopback IP
+// addresses (a host name is often not resolvable where connectors run),
+// and says it guessed.
+func TestAdvertised(t *testing.T) {
+	ifaces := func() ([]net.Addr, error) {
+		var out []net.Addr
+		for _, s := range []string{"127.0.0.1/8", "192.0.2.10/24", "::1/128", "fe80::1/64", "2001:db8::5/64"} {
+			ip, n, _ := net.ParseCIDR(s)
+			n.IP = ip
+			out = append(out, n)
+		}
+		return out, nil
+	}
+	none := func() ([]net.Addr, error) { return nil, nil }
+	tcp := func(s string) net.Addr { a, _ := net.ResolveTCPAddr("tcp", s); return a }
+	tests := []struct {
+		name    string
+		cfg     []string
+		l       net.Addr
+		ifaces  func() ([]net.Addr, error)
+		want    []string
+		guessed bool
+	}{
+		{"configured", []string{"edge.example.com:5500"}, tcp("[::]:5500"), ifaces, []string{"edge.example.com:5500"}, false},
+		{"one address", nil, tcp("192.0.2.10:5500"), ifaces, []string{"192.0.2.10:5500"}, false},
+		{"every interface", nil, tcp("[::]:5500"), ifaces, []string{"192.0.2.10:5500", "[2001:db8::5]:5500"}, true},
+		{"every IPv4 interface", nil, tcp("0.0.0.0:5500"), ifaces, []string{"192.0.2.10:5500"}, true},
+		{"only loopback", nil, tcp("[::]:5500"), none, []string{"127.0.0.1:5500"}, true},
+	}
+	for _, tt := range tests {
+		got, guessed := advertised(tt.cfg, tt.l, tt.ifaces)
+		if !slices.Equal(got, tt.want) || guessed != tt.guessed {
+			t.Errorf("%s: %v, guessed %v; want %v, %v", tt.name, got, guessed, tt.want, tt.guessed)
+		}
+	}
+}
