@@ -206,6 +206,13 @@ func (e *Edge) Refused(ref *admission.Refusal, c admission.Client) *admission.Re
 	if ref.Service != "" {
 		args = append(args, "service", ref.Service)
 	}
+	say, unsaid := e.refusalLines.allow(ref.Reason, e.now())
+	if !say {
+		return ref
+	}
+	if unsaid > 0 {
+		args = append(args, "more_refused_unlogged", unsaid)
+	}
 	e.log.Warn(msg, args...)
 	return ref
 }

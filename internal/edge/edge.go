@@ -83,8 +83,10 @@ type Edge struct {
 		lastSeen map[string]time.Time
 	}
 
-	// refusals counts clients turned away, by reason.
-	refusals admission.Counters
+	// refusals counts clients turned away, by reason; refusalLines
+	// bounds the lines that log them.
+	refusals     admission.Counters
+	refusalLines lineLimit
 
 	// handlers counts every goroutine serving a tunnel-port connection.
 	handlers sync.WaitGroup
