@@ -139,6 +139,33 @@ func TestPromise(t *testing.T) {
 		}
 	})
 
+	t.Run("the edge listens only where configured", func(t *testing.T) {
+		socks, err := s.Topo.DMZ.Sockets()
+		if err != nil {
+			t.Fatal(err)
+		}
+		configured := map[string]bool{strconv.Itoa(netns.TunnelPort): true, "5501": true} // the admin API's default
+		for _, p := range netns.PublicPorts {
+			configured[strconv.Itoa(p)] = true
+		}
+		seen := map[string]bool{}
+		for _, so := range socks {
+			if !so.HeldBy(s.Edge.Pid()) || so.State != "LISTEN" && !(so.Proto == "udp" && so.State == "UNCONN") {
+				continue
+			}
+			_, port, _ := net.SplitHostPort(so.Local)
+			if !configured[port] {
+				t.Errorf("the edge listens where nothing configures it to: %s", so)
+			}
+			seen[port] = true
+		}
+		for port := range configured {
+			if !seen[port] {
+				t.Errorf("ss shows no listening socket of the edge on its configured port %s", port)
+			}
+		}
+	})
+
 	t.Run("the connector only dials out", func(t *testing.T) {
 		// A slow download keeps a stream, and so a back-end socket, open
 		// while ss looks.
