@@ -366,3 +366,31 @@ func edgeSendQueue(t *testing.T, s *netns.Stack, peer string) int {
 	}
 	return 0
 }
+
+// TestEdgeCrashLoop: the edge crashes right after each connector tunnel
+// comes up, eight times, then stays up. With its default backoff cap (30
+// s), the connector reconnects to the stable edge within about two
+// seconds: every successful handshake started its backoff again (counted
+// as failures, those short tunnels had it wait 6 to 13 s).
+func TestEdgeCrashLoop(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.Connector.Kill()
+	s.RestartConnector(t, "--backoff-max", "30s")
+	s.Connector.Log.WaitFor(t, 15*time.Second, 1, "tunnel up")
+	for i := 1; i <= 8; i++ {
+		s.Edge.Kill()
+		s.RestartEdge(t)
+		s.Connector.Log.WaitFor(t, 40*time.Second, i+1, "tunnel up")
+	}
+	s.Edge.Kill()
+	s.RestartEdge(t)
+	ready := time.Now()
+	s.Connector.Log.WaitFor(t, 40*time.Second, 10, "tunnel up")
+	back := time.Since(ready)
+	t.Logf("after eight crashes the connector reconnected %s after the stable edge was serving", back.Round(time.Millisecond))
+	if back > 3*time.Second {
+		t.Errorf("the connector took %s to reconnect to the stable edge after a crash loop; a successful handshake must reset its backoff (want about 2s)", back)
+	}
+	checkClients(t, s, "after the edge's crash loop")
+}

@@ -166,10 +166,11 @@ func (s *Stack) RestartEdge(t testing.TB) {
 
 // RestartConnector starts the connector again on the same data directory,
 // without the keyfile: it must come back with the identity it enrolled.
-func (s *Stack) RestartConnector(t testing.TB) {
+// extra flags follow the stack's own (a later value of a flag wins).
+func (s *Stack) RestartConnector(t testing.TB, extra ...string) {
 	t.Helper()
 	s.Connector.waitEnded(t)
-	s.Connector = s.startConnector(t)
+	s.Connector = s.startConnector(t, extra...)
 }
 
 // PublicAddr is the address clients in outside use for a public port.
