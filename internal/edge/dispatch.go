@@ -188,6 +188,11 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 	return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector}, nil
 }
 
+// refusalLinesPerSecond is how many refusals of one reason are logged in
+// one second; the rest are counted (status shows every one) and the next
+// line for that reason says how many went unlogged.
+const refusalLinesPerSecond = 10
+
 // Count counts a refusal that a listener logs itself.
 func (e *Edge) Count(r admission.Reason) { e.refusals.Add(r) }
 
@@ -206,7 +211,7 @@ func (e *Edge) Refused(ref *admission.Refusal, c admission.Client) *admission.Re
 	if ref.Service != "" {
 		args = append(args, "service", ref.Service)
 	}
-	say, unsaid := e.refusalLines.allow(ref.Reason, e.now())
+	say, unsaid := e.refusalLines.Allow(ref.Reason, e.now())
 	if !say {
 		return ref
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/ingress"
+	"github.com/sallyport/sallyport/internal/loglimit"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/store"
@@ -86,7 +87,7 @@ type Edge struct {
 	// refusals counts clients turned away, by reason; refusalLines
 	// bounds the lines that log them.
 	refusals     admission.Counters
-	refusalLines lineLimit
+	refusalLines loglimit.Limiter
 
 	// handlers counts every goroutine serving a tunnel-port connection.
 	handlers sync.WaitGroup
@@ -127,6 +128,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		openings: newOpenings(maxOpenings, maxOpeningsPerSource),
 
 		auditRefusals: newAuditLimiter(),
+		refusalLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
 	}
 	e.conns.tunnels = make(map[*tunnel.Session]*tunnelInfo)
 	e.conns.ids = make(map[string]store.Connector)

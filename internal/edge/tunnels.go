@@ -14,6 +14,7 @@ import (
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/ingress"
+	"github.com/sallyport/sallyport/internal/loglimit"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -37,8 +38,7 @@ func (e *Edge) tunnelConfig() tunnel.Config {
 // so a flood of silent connections can neither use up the edge's file
 // descriptors or memory nor lock a connector out.
 func (e *Edge) acceptTunnels(ctx context.Context, l net.Listener) {
-	var shed int
-	var lastShed time.Time
+	var said loglimit.Limiter // a line a second, not one a connection
 	for {
 		c, ok := ingress.Accept(ctx, l, "tunnel port", e.log)
 		if !ok {
@@ -46,11 +46,9 @@ func (e *Edge) acceptTunnels(ctx context.Context, l net.Listener) {
 		}
 		if old := e.openings.admit(c); old != nil {
 			old.Close()
-			// Say it once a second, not once a connection.
-			if shed++; time.Since(lastShed) >= time.Second {
+			if ok, unsaid := said.Allow(nil, time.Now()); ok {
 				e.log.Warn("tunnel port: too many connections in their opening; the oldest closed", "limit", e.openings.max,
-					"per_source", e.openings.perSource, "closed", shed, "from", remoteIP(old).String())
-				shed, lastShed = 0, time.Now()
+					"per_source", e.openings.perSource, "from", remoteIP(old).String(), "more_closed_unlogged", unsaid)
 			}
 		}
 		e.handlers.Go(func() { e.serveTunnelPort(ctx, c, func() { e.openings.done(c) }) })

@@ -4,7 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"time"
+
+	"github.com/sallyport/sallyport/internal/loglimit"
 )
 
 // caps bounds the client connections the edge holds: in all, and from one
@@ -19,10 +20,9 @@ type caps struct {
 		sync.Mutex
 		conns    map[net.Conn]netip.Addr // the connections counted, by conn
 		bySource map[netip.Addr]int
-		// lastSaid and unsaid make the refusal log one line a second.
-		lastSaid time.Time
-		unsaid   int
 	}
+	// said makes the refusals' log one line a second.
+	said loglimit.Limiter
 }
 
 func newCaps(max, perSource int) *caps {
@@ -61,20 +61,6 @@ func (c *caps) put(conn net.Conn) {
 	if c.state.bySource[ip]--; c.state.bySource[ip] <= 0 {
 		delete(c.state.bySource, ip)
 	}
-}
-
-// sayNow reports whether a refusal may be logged now (once a second), and
-// how many were not logged since the last line.
-func (c *caps) sayNow(now time.Time) (bool, int) {
-	c.state.Lock()
-	defer c.state.Unlock()
-	if now.Sub(c.state.lastSaid) < time.Second {
-		c.state.unsaid++
-		return false, 0
-	}
-	n := c.state.unsaid
-	c.state.lastSaid, c.state.unsaid = now, 0
-	return true, n
 }
 
 // sourceIP is a connection's remote IP address, unmapped, without zone.

@@ -309,7 +309,7 @@ func (s *Set) track(c net.Conn, via string) bool {
 	if ok, which := s.caps.take(c); !ok {
 		c.Close()
 		s.d.Count(admission.ReasonTooManyClients)
-		if say, more := s.caps.sayNow(s.now()); say {
+		if say, more := s.caps.said.Allow(nil, s.now()); say {
 			limit, what := s.caps.max, "the edge's limit of client connections"
 			if which == "source" {
 				limit, what = s.caps.perSource, "the limit of client connections from one address"
