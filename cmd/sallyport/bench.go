@@ -17,31 +17,38 @@ func newBenchCmd() *cobra.Command {
 		reps     int
 		jsonPath string
 		idle     []int
-		echoAt   []string
+		backends []string
 		profile  string
 		keep     string
+		compare  string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure sallyport against a direct loopback connection (throughput, latency, memory, CPU)",
-		Long: `bench starts an edge and a connector as separate processes of this binary on
-loopback, with back-ends and load generators in the bench process (the idle
-connections' echo back-end in a process of its own), and measures each figure through sallyport and directly against the same
-back-end in the same run: bulk throughput (1 and 8 streams, each way),
-100-byte requests on 50 kept-alive connections, a new connection per request,
-the RSS of edge and connector while they hold idle connections, and the CPU
-time per GB carried. It prints a table with each figure's ratio to direct.
+		Short: "Measure sallyport against a direct loopback connection and OpenSSH's ssh -R (throughput, latency, memory, CPU)",
+		Long: `bench starts an edge, a connector and the back-ends as separate processes on
+loopback and measures each figure through sallyport and directly against the
+same back-end in the same run: bulk throughput (1 and 8 streams, each way),
+small HTTP requests on 50 kept-alive connections and on a new connection per
+request, the RSS of edge and connector while they hold idle connections, and
+the CPU time per GB that edge and connector spend. The load comes from iperf3
+(bulk) and wrk (requests) where they are installed (Debian packages iperf3,
+wrk), otherwise from the benchmark's own generators; the report says which.
+With --compare ssh the same phases also run through OpenSSH's remote
+forwarding (a throwaway sshd on loopback and ssh -R, both held to
+aes128-gcm@openssh.com), in rotated order. It prints a table with each
+figure's ratio to direct (and to ssh) and its target.
 
 It raises its open-file limit itself (up to the hard limit, or beyond as
 root); idle counts that do not fit are skipped with a note saying how to
 raise the hard limit.`,
 		Example: `  sallyport bench --quick
+  sallyport bench --compare ssh
   sallyport bench --reps 5 --json bench.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(echoAt) > 0 {
-				// The benchmark's idle back-end, run by the benchmark itself.
-				return bench.ServeEcho(cmd.Context(), echoAt, cmd.OutOrStdout())
+			if len(backends) > 0 {
+				// The benchmark's back-end process, run by the benchmark itself.
+				return bench.ServeBackends(cmd.Context(), backends, cmd.OutOrStdout())
 			}
 			exe, err := os.Executable()
 			if err != nil {
@@ -55,7 +62,11 @@ raise the hard limit.`,
 					return fmt.Errorf("--profile: %w", err)
 				}
 			}
-			rep, err := bench.Run(cmd.Context(), bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Profile: profile, Keep: keep, Progress: cmd.ErrOrStderr()})
+			if compare != "" && compare != "ssh" {
+				return fmt.Errorf("--compare %q: the peer to compare with is ssh (OpenSSH's ssh -R)", compare)
+			}
+			rep, err := bench.Run(cmd.Context(), bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Profile: profile, Keep: keep,
+				CompareSSH: compare == "ssh", Progress: cmd.ErrOrStderr()})
 			if err != nil {
 				if cmd.Context().Err() != nil {
 					return errors.New("bench interrupted; its edge, connector and back-end processes are stopped")
@@ -79,8 +90,9 @@ raise the hard limit.`,
 	f.StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
 	f.IntSliceVar(&idle, "idle", nil, "idle connection counts to hold (default 1000,10000,50000, or 200,1000 with --quick)")
 	f.StringVar(&profile, "profile", "", "write CPU and heap profiles of the edge and the connector into this directory (edge.cpu, connector.cpu, ...)")
+	f.StringVar(&compare, "compare", "", "also run every load phase through a peer and show sallyport's ratio to it: ssh (a throwaway sshd on loopback and ssh -R, both held to aes128-gcm)")
 	f.StringVar(&keep, "keep", "", "keep the run's data and logs (edge.log, connector.log, backend.log) in this directory")
-	f.StringSliceVar(&echoAt, "echo-backend", nil, "serve only an echo back-end on these addresses (the benchmark runs itself so)")
-	f.MarkHidden("echo-backend")
+	f.StringSliceVar(&backends, "serve-backends", nil, "serve only the benchmark's back-ends, kind=addr (the benchmark runs itself so)")
+	f.MarkHidden("serve-backends")
 	return cmd
 }

@@ -3,18 +3,29 @@ package main_test
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
 
 // The shipped benchmark's quick mode runs end to end: edge and connector
-// come up as processes, every phase carries its bytes through the tunnel
-// and directly, and every idle connection still carries a byte. It checks
-// that the run completed and what it carried, never a speed.
+// come up as processes, every phase carries its bytes through the tunnel,
+// directly and (where OpenSSH is installed, as in CI) through ssh -R, with
+// iperf3 and wrk where they are installed, and every idle connection still
+// carries a byte. It checks that the run completed and what it carried,
+// never a speed.
 func TestBenchQuick(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "bench.json")
-	code, stdout, stderr := sallyport(t, "bench", "--quick", "--idle", "100,300", "--json", out)
+	args := []string{"bench", "--quick", "--idle", "100,300", "--json", out}
+	_, sshdErr := exec.LookPath("/usr/sbin/sshd")
+	_, sshErr := exec.LookPath("ssh")
+	compare := sshdErr == nil && sshErr == nil
+	if compare {
+		args = append(args, "--compare", "ssh")
+	}
+	code, stdout, stderr := sallyport(t, args...)
 	if code != 0 {
 		t.Fatalf("sallyport bench --quick: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -28,10 +39,13 @@ func TestBenchQuick(t *testing.T) {
 		t.Fatalf("--json wrote no report: %v", err)
 	}
 	var rep struct {
-		Rows []struct {
+		Tools string
+		Paths []string
+		Rows  []struct {
 			Key       string
 			Direct    float64
 			Sallyport float64
+			SSH       float64
 		}
 		TunneledBytes int64 `json:"tunneled_bytes"`
 		Idle          []struct {
@@ -45,8 +59,19 @@ func TestBenchQuick(t *testing.T) {
 		t.Errorf("the report has %d rows, want 10 (bulk ×4, kept-alive ×3, new connection ×3):\n%s", len(rep.Rows), b)
 	}
 	for _, r := range rep.Rows {
-		if r.Direct <= 0 || r.Sallyport <= 0 {
-			t.Errorf("row %s: direct %v, sallyport %v: a phase measured nothing", r.Key, r.Direct, r.Sallyport)
+		if r.Direct <= 0 || r.Sallyport <= 0 || (compare && r.SSH <= 0) {
+			t.Errorf("row %s: direct %v, sallyport %v, ssh %v: a phase measured nothing", r.Key, r.Direct, r.Sallyport, r.SSH)
+		}
+	}
+	if compare && !slices.Equal(rep.Paths, []string{"direct", "sallyport", "ssh"}) {
+		t.Errorf("paths %v, want direct, sallyport and ssh", rep.Paths)
+	}
+	// The report says which load generators it used, and uses the
+	// installed ones.
+	for tool, phase := range map[string]string{"iperf3": "bulk", "wrk": "requests"} {
+		_, err := exec.LookPath(tool)
+		if installed, used := err == nil, strings.Contains(rep.Tools, phase+": "+tool); installed != used {
+			t.Errorf("%s installed: %v, but the report's load says %q", tool, installed, rep.Tools)
 		}
 	}
 	if rep.TunneledBytes < 1<<20 {

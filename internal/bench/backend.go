@@ -6,20 +6,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 )
 
-// The back-ends run in the benchmark's own process, each on its own
-// loopback listener; the direct runs and the connector dial the same ones.
+// The back-ends run in a process of their own (ServeBackends), each on its
+// own loopback listener; the direct runs and the connector dial the same
+// ones.
 //
 //   - echo writes back what it reads (request/response, new connection
 //     per request, idle connections);
 //   - sink reads until end of stream, then writes the byte count as 8
 //     bytes (upload);
-//   - source writes until the client goes away (download).
+//   - source writes until the client goes away (download);
+//   - http answers small HTTP requests (wrk).
+//
+// iperf3's server, where installed, is the bulk back-end instead of sink
+// and source.
 type backend struct {
 	ls   []net.Listener
 	wg   sync.WaitGroup
@@ -81,25 +89,87 @@ func (b *backend) close() {
 	b.wg.Wait()
 }
 
-// ServeEcho serves an echo back-end on each of addrs until ctx ends. It
-// writes "listening " and the bound addresses, separated by spaces, as
-// one line to out once all are listening. It is the benchmark's idle
-// back-end process (sallyport bench --echo-backend).
-func ServeEcho(ctx context.Context, addrs []string, out io.Writer) error {
+// ServeBackends serves the benchmark's back-ends until ctx ends: each of
+// specs is kind=addr, kind one of echo, sink, source and http. It writes
+// "listening " and the bound kind=addr pairs, separated by spaces, as one
+// line to out once all are listening. It is the benchmark's back-end
+// process (sallyport bench --serve-backends), apart from the load
+// generators and from what it measures.
+func ServeBackends(ctx context.Context, specs []string, out io.Writer) error {
 	b := newBackend()
 	defer b.close()
-	bound := make([]string, len(addrs))
-	for i, a := range addrs {
-		var err error
-		if bound[i], err = b.listen(a, echoSmall); err != nil {
+	bound := make([]string, len(specs))
+	for i, spec := range specs {
+		kind, addr, ok := strings.Cut(spec, "=")
+		fn, known := serveFuncs[kind]
+		if !ok || !known {
+			return fmt.Errorf("bench back-end %q: want kind=addr, kind one of echo, sink, source, http", spec)
+		}
+		a, err := b.listen(addr, fn)
+		if err != nil {
 			return err
 		}
+		bound[i] = kind + "=" + a
 	}
 	if _, err := fmt.Fprintf(out, "listening %s\n", strings.Join(bound, " ")); err != nil {
 		return err
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// serveFuncs are the back-ends by kind.
+var serveFuncs = map[string]serveFunc{"echo": echoSmall, "sink": sink, "source": source, "http": httpSmall}
+
+// httpSmall answers HTTP/1.1 requests on c with a fixed 100-byte body
+// (wrk's small requests), keeping the connection unless the client asks
+// to close it. A real HTTP server (net/http) so that wrk meets ordinary
+// HTTP behaviour, Connection: close included.
+func httpSmall(c net.Conn) {
+	srv := &http.Server{Handler: smallBody, ReadHeaderTimeout: ioTimeout, ErrorLog: log.New(io.Discard, "", 0)}
+	srv.Serve(&oneConn{c: c})
+}
+
+var smallBody = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(messageSize))
+	w.Write(message())
+})
+
+// oneConn is a listener that yields one connection, then waits until that
+// connection is closed: net/http serves a single accepted connection so.
+type oneConn struct {
+	c    net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (l *oneConn) Accept() (net.Conn, error) {
+	var c net.Conn
+	l.once.Do(func() {
+		l.done = make(chan struct{})
+		c = &closeNotify{Conn: l.c, done: l.done}
+	})
+	if c != nil {
+		return c, nil
+	}
+	<-l.done
+	return nil, net.ErrClosed
+}
+func (l *oneConn) Close() error   { return nil }
+func (l *oneConn) Addr() net.Addr { return l.c.LocalAddr() }
+
+// closeNotify closes done when the connection is closed.
+type closeNotify struct {
+	net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (c *closeNotify) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.done) })
+	return err
 }
 
 // echoSmall echoes with a small buffer: its connections carry short

@@ -22,6 +22,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -50,6 +51,9 @@ type Options struct {
 	// connector.log, backend.log), kept afterwards; by default a temporary
 	// one is removed.
 	Keep string
+	// CompareSSH also runs every load phase through OpenSSH's remote
+	// forwarding (ssh -R, see ssh.go) and reports sallyport's ratio to it.
+	CompareSSH bool
 	// Progress, if set, receives a line as each phase starts.
 	Progress io.Writer
 }
@@ -59,15 +63,18 @@ type phases struct {
 	bulk, requests, conns time.Duration
 	clients, connWorkers  int
 	settle                time.Duration
+	// toolSecs is how long each iperf3 and wrk run lasts: whole seconds,
+	// the unit both take.
+	toolSecs int
 }
 
 func (o Options) phases() phases {
 	if o.Quick {
 		return phases{bulk: 300 * time.Millisecond, requests: 300 * time.Millisecond, conns: 300 * time.Millisecond,
-			clients: 50, connWorkers: 16, settle: 200 * time.Millisecond}
+			clients: 50, connWorkers: 16, settle: 200 * time.Millisecond, toolSecs: 1}
 	}
 	return phases{bulk: 2 * time.Second, requests: 2 * time.Second, conns: 2 * time.Second,
-		clients: 50, connWorkers: 16, settle: time.Second}
+		clients: 50, connWorkers: 16, settle: time.Second, toolSecs: 3}
 }
 
 func (o Options) withDefaults() Options {
@@ -138,25 +145,30 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 
-	be := newBackend()
-	defer be.close()
-	backends := map[string]string{}
-	for name, fn := range map[string]serveFunc{"echo": echoSmall, "sink": sink, "source": source} {
-		if backends[name], err = be.listen("127.0.0.1:0", fn); err != nil {
-			return nil, err
-		}
-	}
+	tl := findTools()
+	rep.Tools = tl.describe()
+	// The back-ends, in a process of their own: the load services, then
+	// one echo per group of idle connections.
+	specs := []string{"echo=127.0.0.1:0", "sink=127.0.0.1:0", "source=127.0.0.1:0", "http=127.0.0.1:0"}
 	groups := (maxIdle + perSource - 1) / perSource
-	idleAddrs := make([]string, groups)
 	for g := range groups {
-		idleAddrs[g] = fmt.Sprintf("127.0.0.%d:0", 10+g)
+		specs = append(specs, fmt.Sprintf("echo=127.0.0.%d:0", 10+g))
 	}
-	idleBackend, bound, err := startEchoProc(o.Exe, dir, idleAddrs)
+	beProc, bound, err := startBackendProc(o.Exe, dir, specs)
 	if err != nil {
 		return nil, err
 	}
-	defer idleBackend.stop()
-	for g, a := range bound {
+	defer beProc.stop()
+	load := map[string]string{"echo": bound[0], "sink": bound[1], "source": bound[2], "http": bound[3]}
+	if tl.iperf3 != "" {
+		if tl.iperfSrv, err = startIperf3Server(tl.iperf3, dir); err != nil {
+			return nil, err
+		}
+		defer tl.iperfSrv.stop()
+		load["iperf"] = tl.iperfSrv.addr
+	}
+	backends := maps.Clone(load)
+	for g, a := range bound[4:] {
 		backends[fmt.Sprintf("idle%d", g)] = a
 	}
 
@@ -166,14 +178,32 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer sp.stop()
-	stopOnCancel := context.AfterFunc(ctx, func() { sp.stop(); idleBackend.stop() })
+	stopOnCancel := context.AfterFunc(ctx, func() { sp.stop(); beProc.stop() })
 	defer stopOnCancel()
 	rep.EdgePID, rep.ConnectorPID = sp.pids()
+	paths := []path{
+		{name: direct, public: load},
+		{name: sallyportPath, public: sp.public, cpu: sp.cpu, alive: sp.alive},
+	}
+	if o.CompareSSH {
+		fmt.Fprintf(o.Progress, "bench: starting the peer, sshd and ssh -R (%s)\n", sshCipher)
+		peer, err := startSSH(ctx, dir, load, "echo")
+		if err != nil {
+			return nil, err
+		}
+		defer peer.stop()
+		stopPeer := context.AfterFunc(ctx, peer.stop)
+		defer stopPeer()
+		paths = append(paths, path{name: sshPath, public: peer.public, cpu: peer.cpu, alive: peer.alive})
+	}
+	for _, p := range paths {
+		rep.Paths = append(rep.Paths, p.name)
+	}
 
 	if err := measureIdle(ctx, o, ph, rep, sp, groups); err != nil {
 		return rep, err
 	}
-	if err := measureLoad(ctx, o, ph, rep, sp, backends); err != nil {
+	if err := measureLoad(ctx, o, ph, rep, tl, paths); err != nil {
 		return rep, err
 	}
 	rep.finish()
@@ -226,108 +256,146 @@ func measureIdle(ctx context.Context, o Options, ph phases, rep *Report, sp *sal
 // idle connections.
 const reserveFDs = 1000
 
-// measureLoad runs the throughput and latency phases, direct and through
-// the tunnel in turn, o.Reps times.
-func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, sp *sallyport, backends map[string]string) error {
+// A path is one way from the load generators to the same back-ends:
+// direct, through sallyport, or through the peer (ssh -R).
+type path struct {
+	name string
+	// public maps each load service to the address a client dials.
+	public map[string]string
+	// cpu returns the CPU seconds the path's own processes have used;
+	// nil for direct. alive names a process of the path that died.
+	cpu   func() (float64, error)
+	alive func() error
+}
+
+// The paths' names, as the report's columns.
+const (
+	direct        = "direct"
+	sallyportPath = "sallyport"
+	sshPath       = "ssh"
+)
+
+func (p path) died(err error) error {
+	if p.alive != nil {
+		return firstErr(p.alive(), err)
+	}
+	return err
+}
+
+// measureLoad runs the throughput and latency phases on every path,
+// o.Reps times, each repetition with the paths in another order so that
+// none always runs first (or last, on a warmer machine).
+func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tools, paths []path) error {
 	type bulkCase struct {
 		key     string
 		streams int
-		fn      func(addr string, d time.Duration) (int64, error)
-		svc     string
+		reverse bool // back-end → client
 	}
-	cases := []bulkCase{
-		{"bulk_1_up", 1, upload, "sink"}, {"bulk_1_down", 1, download, "source"},
-		{"bulk_8_up", 8, upload, "sink"}, {"bulk_8_down", 8, download, "source"},
-	}
-	samples := map[string]*[2][]float64{} // key → [direct, tunnel] samples
-	add := func(key string, tunneled bool, v float64) {
-		s := samples[key]
-		if s == nil {
-			s = &[2][]float64{}
-			samples[key] = s
+	cases := []bulkCase{{"bulk_1_up", 1, false}, {"bulk_1_down", 1, true}, {"bulk_8_up", 8, false}, {"bulk_8_down", 8, true}}
+	bulkRun := func(p path, bc bulkCase) (bulk, error) {
+		if tl.iperf3 != "" {
+			return iperf3Bulk(ctx, tl.iperf3, tl.iperfSrv, p.public["iperf"], bc.streams, ph.toolSecs, bc.reverse)
 		}
-		i := 0
-		if tunneled {
-			i = 1
+		fn, svc := upload, "sink"
+		if bc.reverse {
+			fn, svc = download, "source"
 		}
-		s[i] = append(s[i], v)
+		return parallel(bc.streams, func() (int64, error) { return fn(p.public[svc], ph.bulk) })
 	}
-	var cpuPerGB []float64
+	type reqCase struct {
+		key, what string
+		conns     int
+		closeEach bool
+	}
+	reqCases := []reqCase{
+		{"rr", fmt.Sprintf("%d kept-alive clients, 100-byte requests", ph.clients), ph.clients, false},
+		{"conn", fmt.Sprintf("new connection per request, %d clients", ph.connWorkers), ph.connWorkers, true},
+	}
+	reqRun := func(p path, rc reqCase) (requests, error) {
+		if tl.wrk != "" {
+			return wrkRequests(ctx, tl.wrk, p.public["http"], rc.conns, ph.toolSecs, rc.closeEach)
+		}
+		run := keptAlive
+		if rc.closeEach {
+			run = newConns
+		}
+		l, err := run(p.public["echo"], rc.conns, ph.requests)
+		return l.requests(), err
+	}
+
+	samples := map[string]map[string][]float64{} // key → path → samples
+	add := func(key, path string, v float64) {
+		if samples[key] == nil {
+			samples[key] = map[string][]float64{}
+		}
+		samples[key][path] = append(samples[key][path], v)
+	}
+	cpuPerGB := map[string][]float64{}
 	var carried int64
 	for r := range o.Reps {
+		order := slices.Concat(paths[r%len(paths):], paths[:r%len(paths)])
 		for _, bc := range cases {
-			for _, tunneled := range []bool{false, true} {
+			for _, p := range order {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				addr := backends[bc.svc]
-				if tunneled {
-					addr = sp.public[bc.svc]
-				}
-				fmt.Fprintf(o.Progress, "bench: rep %d/%d: %s %s\n", r+1, o.Reps, bc.key, via(tunneled))
-				cpu0, err := sp.cpu()
-				if err != nil {
-					return err
-				}
-				b, err := parallel(bc.streams, func() (int64, error) { return bc.fn(addr, ph.bulk) })
-				if err != nil {
-					return firstErr(sp.alive(), err)
-				}
-				cpu1, err := sp.cpu()
-				if err != nil {
-					return err
-				}
-				add(bc.key, tunneled, b.mbps())
-				if tunneled {
-					carried += b.bytes
-					if bc.streams == 1 {
-						cpuPerGB = append(cpuPerGB, (cpu1-cpu0)/(float64(b.bytes)/1e9))
+				fmt.Fprintf(o.Progress, "bench: rep %d/%d: %s %s\n", r+1, o.Reps, bc.key, p.name)
+				var cpu0 float64
+				if p.cpu != nil {
+					var err error
+					if cpu0, err = p.cpu(); err != nil {
+						return p.died(err)
 					}
+				}
+				b, err := bulkRun(p, bc)
+				if err != nil {
+					return p.died(err)
+				}
+				add(bc.key, p.name, b.mbps())
+				if p.cpu == nil {
+					continue
+				}
+				cpu1, err := p.cpu()
+				if err != nil {
+					return p.died(err)
+				}
+				if bc.streams == 1 {
+					cpuPerGB[p.name] = append(cpuPerGB[p.name], (cpu1-cpu0)/(float64(b.bytes)/1e9))
+				}
+				if p.name == sallyportPath {
+					carried += b.bytes
 				}
 			}
 		}
-		for _, tunneled := range []bool{false, true} {
-			addr := backends["echo"]
-			if tunneled {
-				addr = sp.public["echo"]
-			}
-			runs := []struct {
-				key, what string
-				run       func() (latencies, error)
-			}{
-				{"rr", fmt.Sprintf("%d kept-alive clients, 100-byte requests", ph.clients),
-					func() (latencies, error) { return keptAlive(addr, ph.clients, ph.requests) }},
-				{"conn", fmt.Sprintf("new connection per request, %d workers", ph.connWorkers),
-					func() (latencies, error) { return newConns(addr, ph.connWorkers, ph.conns) }},
-			}
-			for _, p := range runs {
-				fmt.Fprintf(o.Progress, "bench: rep %d/%d: %s %s\n", r+1, o.Reps, p.what, via(tunneled))
-				l, err := p.run()
-				if err != nil {
-					return firstErr(sp.alive(), err)
+		for _, rc := range reqCases {
+			for _, p := range order {
+				if err := ctx.Err(); err != nil {
+					return err
 				}
-				add(p.key+"_rate", tunneled, l.rate())
-				add(p.key+"_p50", tunneled, micros(l.pct(0.50)))
-				add(p.key+"_p99", tunneled, micros(l.pct(0.99)))
-				if tunneled {
-					carried += int64(2 * messageSize * l.count)
+				fmt.Fprintf(o.Progress, "bench: rep %d/%d: %s %s\n", r+1, o.Reps, rc.what, p.name)
+				q, err := reqRun(p, rc)
+				if err != nil {
+					return p.died(err)
+				}
+				add(rc.key+"_rate", p.name, q.rate)
+				add(rc.key+"_p50", p.name, micros(q.p50))
+				add(rc.key+"_p99", p.name, micros(q.p99))
+				if p.name == sallyportPath {
+					carried += 2 * messageSize * q.count
 				}
 			}
 		}
 	}
 	for key, s := range samples {
-		rep.set(key, median(s[0]), median(s[1]))
+		for p, v := range s {
+			rep.set(key, p, median(v))
+		}
 	}
-	rep.CPUPerGB = median(cpuPerGB)
+	for p, v := range cpuPerGB {
+		rep.set("cpu_per_gb", p, median(v))
+	}
 	rep.TunneledBytes = carried
 	return nil
-}
-
-func via(tunneled bool) string {
-	if tunneled {
-		return "through sallyport"
-	}
-	return "direct"
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -130,6 +130,14 @@ type latencies struct {
 
 func (l latencies) rate() float64 { return float64(l.count) / l.elapsed.Seconds() }
 
+// requests summarizes l as the tools' runs are.
+func (l latencies) requests() requests {
+	if l.count == 0 {
+		return requests{}
+	}
+	return requests{count: int64(l.count), rate: l.rate(), p50: l.pct(0.50), p99: l.pct(0.99)}
+}
+
 func (l latencies) pct(p float64) time.Duration {
 	if len(l.sorted) == 0 {
 		return 0

@@ -78,12 +78,13 @@ func (p *proc) tail() string {
 	return strings.TrimSpace(string(b))
 }
 
-// startEchoProc runs exe as an echo back-end on each of addrs (see
-// ServeEcho) and returns the addresses it bound. The idle connections'
-// back-end runs in its own process so that the benchmark's open-file
-// limit holds only the clients.
-func startEchoProc(exe, dir string, addrs []string) (*proc, []string, error) {
-	p, err := startProc(exe, dir, "backend", "bench", "--echo-backend", strings.Join(addrs, ","))
+// startBackendProc runs exe as the back-end process (see ServeBackends)
+// serving specs (kind=addr) and returns the addresses it bound, in
+// order. The back-ends run in their own process so that what they cost
+// is neither the load generators' nor the measured processes', and so
+// that the benchmark's open-file limit holds only the clients.
+func startBackendProc(exe, dir string, specs []string) (*proc, []string, error) {
+	p, err := startProc(exe, dir, "backend", "bench", "--serve-backends", strings.Join(specs, ","))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -91,16 +92,23 @@ func startEchoProc(exe, dir string, addrs []string) (*proc, []string, error) {
 	for time.Now().Before(deadline) && !p.Exited() {
 		b, _ := os.ReadFile(p.log)
 		if line, _, ok := strings.Cut(string(b), "\n"); ok {
-			if bound, ok := strings.CutPrefix(line, "listening "); ok {
-				return p, strings.Fields(bound), nil
+			if rest, ok := strings.CutPrefix(line, "listening "); ok {
+				var bound []string
+				for _, f := range strings.Fields(rest) {
+					_, addr, _ := strings.Cut(f, "=")
+					bound = append(bound, addr)
+				}
+				if len(bound) == len(specs) {
+					return p, bound, nil
+				}
 			}
 			p.stop()
-			return nil, nil, fmt.Errorf("start the idle back-end: %s", strings.TrimSpace(string(b)))
+			return nil, nil, fmt.Errorf("start the bench back-ends: %s", strings.TrimSpace(string(b)))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	p.stop()
-	return nil, nil, fmt.Errorf("start the idle back-end: no addresses within 10s; its output:\n%s", p.tail())
+	return nil, nil, fmt.Errorf("start the bench back-ends: no addresses within 10s; its output:\n%s", p.tail())
 }
 
 // rss returns the process's resident set size in bytes (VmRSS).

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -18,18 +20,25 @@ type Report struct {
 	LoadStart string `json:"load_start"`
 	LoadEnd   string `json:"load_end"`
 	Reps      int    `json:"reps"`
-	Quick     bool   `json:"quick"`
-	Duration  string `json:"duration"`
+	// Tools says which load generators measured (iperf3 and wrk, or the
+	// benchmark's own).
+	Tools string `json:"tools"`
+	// Paths lists the columns: direct, sallyport and, compared, ssh.
+	Paths    []string `json:"paths"`
+	Quick    bool     `json:"quick"`
+	Duration string   `json:"duration"`
 
 	EdgePID      int `json:"edge_pid"`
 	ConnectorPID int `json:"connector_pid"`
 
 	Rows []Row `json:"rows"`
 	// CPUPerGB is the CPU seconds edge and connector used per GB carried
-	// on one stream (both directions' runs).
-	CPUPerGB float64     `json:"cpu_s_per_gb"`
-	IdleRSS  RSS         `json:"idle_rss"`
-	Idle     []IdleLevel `json:"idle"`
+	// on one stream (both directions' runs); CPUPerGBSSH the same for
+	// sshd and ssh, when compared.
+	CPUPerGB    float64     `json:"cpu_s_per_gb"`
+	CPUPerGBSSH float64     `json:"cpu_s_per_gb_ssh,omitempty"`
+	IdleRSS     RSS         `json:"idle_rss"`
+	Idle        []IdleLevel `json:"idle"`
 	// SkippedIdle lists the idle counts that the open-file limit left out.
 	SkippedIdle []int `json:"skipped_idle,omitempty"`
 	// TunneledBytes is the payload carried through sallyport and checked.
@@ -37,7 +46,7 @@ type Report struct {
 	Notes         []string `json:"notes,omitempty"`
 
 	start  time.Time
-	values map[string][2]float64
+	values map[string]map[string]float64 // key → path → median
 }
 
 // Row is one figure measured direct and through sallyport.
@@ -47,8 +56,10 @@ type Row struct {
 	Unit   string  `json:"unit"`
 	Direct float64 `json:"direct"`
 	Tunnel float64 `json:"sallyport"`
-	// Ratio is sallyport's figure over direct's.
-	Ratio float64 `json:"ratio"`
+	SSH    float64 `json:"ssh,omitempty"`
+	// Ratio is sallyport's figure over direct's; RatioSSH over ssh's.
+	Ratio    float64 `json:"ratio"`
+	RatioSSH float64 `json:"ratio_ssh,omitempty"`
 	// Target is the goal in words; Met says whether the run reached it.
 	Target string `json:"target,omitempty"`
 	Met    *bool  `json:"met,omitempty"`
@@ -75,31 +86,38 @@ type IdleLevel struct {
 func newReport(o Options) *Report {
 	now := time.Now()
 	return &Report{Date: now.UTC(), start: now, Machine: machine(), LoadStart: loadavg(), Reps: o.Reps, Quick: o.Quick,
-		values: map[string][2]float64{}}
+		values: map[string]map[string]float64{}}
 }
 
-func (r *Report) set(key string, direct, tunnel float64) { r.values[key] = [2]float64{direct, tunnel} }
+func (r *Report) set(key, path string, v float64) {
+	if r.values[key] == nil {
+		r.values[key] = map[string]float64{}
+	}
+	r.values[key][path] = v
+}
 
-// rowSpec names a figure and its target: at least min of direct (a
-// rate), or at most max times direct (a latency).
+// rowSpec names a figure and its targets: at least min of direct (a
+// rate), or at most max times direct (a latency); and, when ssh is
+// compared, at least minSSH times ssh's.
 type rowSpec struct {
 	key, name, unit string
 	min, max        float64
+	minSSH          float64
 }
 
 // rowSpecs lists the rows in table order.
 func rowSpecs() []rowSpec {
 	return []rowSpec{
-		{"bulk_1_up", "bulk, 1 stream, client → back-end", "MB/s", 0.40, 0},
-		{"bulk_1_down", "bulk, 1 stream, back-end → client", "MB/s", 0.40, 0},
-		{"bulk_8_up", "bulk, 8 streams, client → back-end", "MB/s", 0.45, 0},
-		{"bulk_8_down", "bulk, 8 streams, back-end → client", "MB/s", 0.45, 0},
-		{"rr_rate", "100 B req/resp, 50 kept-alive clients", "req/s", 0.45, 0},
-		{"rr_p50", "  latency p50", "µs", 0, 0},
-		{"rr_p99", "  latency p99", "µs", 0, 1.2},
-		{"conn_rate", "new connection per request", "conn/s", 0.50, 0},
-		{"conn_p50", "  time to first byte p50", "µs", 0, 2.5},
-		{"conn_p99", "  time to first byte p99", "µs", 0, 0},
+		{"bulk_1_up", "bulk, 1 stream, client → back-end", "MB/s", 0.30, 0, 1.2},
+		{"bulk_1_down", "bulk, 1 stream, back-end → client", "MB/s", 0.30, 0, 1.2},
+		{"bulk_8_up", "bulk, 8 streams, client → back-end", "MB/s", 0.30, 0, 0},
+		{"bulk_8_down", "bulk, 8 streams, back-end → client", "MB/s", 0.30, 0, 0},
+		{"rr_rate", "small requests, 50 kept-alive clients", "req/s", 0.45, 0, 0},
+		{"rr_p50", "  latency p50", "µs", 0, 0, 0},
+		{"rr_p99", "  latency p99", "µs", 0, 1.0, 0},
+		{"conn_rate", "new connection per request", "conn/s", 0.40, 0, 0},
+		{"conn_p50", "  latency p50", "µs", 0, 3.0, 0},
+		{"conn_p99", "  latency p99", "µs", 0, 0, 0},
 	}
 }
 
@@ -112,20 +130,35 @@ func (r *Report) finish() {
 		if !ok {
 			continue
 		}
-		row := Row{Key: s.key, Name: s.name, Unit: s.unit, Direct: v[0], Tunnel: v[1]}
-		if v[0] > 0 {
-			row.Ratio = v[1] / v[0]
+		row := Row{Key: s.key, Name: s.name, Unit: s.unit, Direct: v[direct], Tunnel: v[sallyportPath], SSH: v[sshPath]}
+		if row.Direct > 0 {
+			row.Ratio = row.Tunnel / row.Direct
 		}
+		if row.SSH > 0 {
+			row.RatioSSH = row.Tunnel / row.SSH
+		}
+		var targets []string
+		met := true
 		switch {
 		case s.min > 0:
-			row.Target = fmt.Sprintf("≥ %.0f %% of direct", 100*s.min)
-			row.Met = ptr(row.Ratio >= s.min)
+			targets = append(targets, fmt.Sprintf("≥ %.2f of direct", s.min))
+			met = met && row.Ratio >= s.min
 		case s.max > 0:
-			row.Target = fmt.Sprintf("≤ %.1f× direct", s.max)
-			row.Met = ptr(row.Ratio <= s.max)
+			targets = append(targets, fmt.Sprintf("≤ %.1f× direct", s.max))
+			met = met && row.Ratio <= s.max
+		}
+		if s.minSSH > 0 && row.SSH > 0 {
+			targets = append(targets, fmt.Sprintf("≥ %.1f× ssh", s.minSSH))
+			met = met && row.RatioSSH >= s.minSSH
+		}
+		if len(targets) > 0 {
+			row.Target = strings.Join(targets, ", ")
+			row.Met = ptr(met)
 		}
 		r.Rows = append(r.Rows, row)
 	}
+	cpu := r.values["cpu_per_gb"]
+	r.CPUPerGB, r.CPUPerGBSSH = cpu[sallyportPath], cpu[sshPath]
 }
 
 func ptr(b bool) *bool { return &b }
@@ -142,38 +175,51 @@ func (r *Report) WriteJSON(w io.Writer) error {
 func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "sallyport bench, %s, %s\n", r.Date.Format("2006-01-02 15:04 MST"), r.Machine)
 	fmt.Fprintf(w, "load average %s at start, %s at end; %d repetition(s), medians; took %s\n\n", r.LoadStart, r.LoadEnd, r.Reps, r.Duration)
+	fmt.Fprintf(w, "load: %s\n\n", r.Tools)
+	ssh := slices.Contains(r.Paths, sshPath)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "figure\tunit\tdirect\tsallyport\tratio\ttarget\t\t")
-	for _, row := range r.Rows {
-		ratio := fmt.Sprintf("%.0f %%", 100*row.Ratio)
-		if row.Unit == "µs" {
-			ratio = fmt.Sprintf("%.2f×", row.Ratio)
+	// cols are the figure's name, unit, then one cell per path and ratio.
+	cols := func(name, unit, d, sp, sh, ratio, ratioSSH, target, verdict string) {
+		cells := []string{name, unit, d, sp}
+		if ssh {
+			cells = append(cells, sh)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", row.Name, row.Unit, num(row.Direct), num(row.Tunnel), ratio, row.Target, verdict(row.Met))
+		cells = append(cells, ratio)
+		if ssh {
+			cells = append(cells, ratioSSH)
+		}
+		cells = append(cells, target, verdict)
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	cols("figure", "unit", "direct", "sallyport", "ssh -R", "vs direct", "vs ssh", "target", "")
+	for _, row := range r.Rows {
+		ratio := fmt.Sprintf("%.2f", row.Ratio)
+		ratioSSH := fmt.Sprintf("%.2f", row.RatioSSH)
+		if row.Unit == "µs" {
+			ratio, ratioSSH = ratio+"×", ratioSSH+"×"
+		}
+		cols(row.Name, row.Unit, num(row.Direct), num(row.Tunnel), num(row.SSH), ratio, ratioSSH, row.Target, verdict(row.Met))
 	}
 	if r.CPUPerGB > 0 {
-		fmt.Fprintf(tw, "edge+connector CPU, 1 stream\tCPU-s/GB\t—\t%.2f\t\t≤ 1.5\t%s\t\n", r.CPUPerGB, verdict(ptr(r.CPUPerGB <= 1.5)))
+		target, met, vs := "", (*bool)(nil), ""
+		if r.CPUPerGBSSH > 0 {
+			target, met, vs = "≤ 0.9× ssh", ptr(r.CPUPerGB <= 0.9*r.CPUPerGBSSH), fmt.Sprintf("%.2f×", r.CPUPerGB/r.CPUPerGBSSH)
+		}
+		cols("CPU per GB, 1 stream (edge+connector; sshd+ssh)", "CPU-s", "—", fmt.Sprintf("%.2f", r.CPUPerGB), fmt.Sprintf("%.2f", r.CPUPerGBSSH), "", vs, target, verdict(met))
 	}
-	fmt.Fprintf(tw, "RSS at rest, edge + connector\tMiB\t—\t%s\t\t\t\t\n", mib(r.IdleRSS.Edge+r.IdleRSS.Connector))
+	row := func(name, unit, v, target, v2 string) { cols(name, unit, "—", v, "", "", "", target, v2) }
+	row("RSS at rest, edge + connector", "MiB", mib(r.IdleRSS.Edge+r.IdleRSS.Connector), "", "")
 	for _, l := range r.Idle {
 		target, met := "", (*bool)(nil)
 		if l.Conns == 10000 {
-			target, met = "≤ 20 KB", ptr(l.PerConn <= 20000)
+			target, met = "≤ 10 KB", ptr(l.PerConn <= 10000)
 		}
-		fmt.Fprintf(tw, "%d idle conns: RSS edge + connector\tMiB\t—\t%s + %s\t\t\t\t\n", l.Conns, mib(l.RSS.Edge), mib(l.RSS.Connector))
-		fmt.Fprintf(tw, "  per idle connection\tKB\t—\t%.1f\t\t%s\t%s\t\n", l.PerConn/1000, target, verdict(met))
-		target, met = "", nil
-		if l.Conns == 50000 {
-			target, met = "all held", ptr(l.Carried == l.Conns)
-		}
-		fmt.Fprintf(tw, "  still carrying a byte\tconns\t—\t%d\t\t%s\t%s\t\n", l.Carried, target, verdict(met))
+		row(fmt.Sprintf("%d idle conns: RSS edge + connector", l.Conns), "MiB", mib(l.RSS.Edge)+" + "+mib(l.RSS.Connector), "", "")
+		row("  per idle connection", "KB", fmt.Sprintf("%.1f", l.PerConn/1000), target, verdict(met))
+		row("  still carrying a byte", "conns", strconv.Itoa(l.Carried), "all", verdict(ptr(l.Carried == l.Conns)))
 	}
 	for _, n := range r.SkippedIdle {
-		target, met := "", (*bool)(nil)
-		if n == 50000 {
-			target, met = "all held", ptr(false)
-		}
-		fmt.Fprintf(tw, "%d idle conns\tconns\t—\tnot run: open-file limit\t\t%s\t%s\t\n", n, target, verdict(met))
+		row(fmt.Sprintf("%d idle conns", n), "conns", "not run: open-file limit", "", "")
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -6,13 +6,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/throwawaysshd"
 )
 
 // BackendTools are the programs the back-ends and clients need, from
@@ -103,46 +104,12 @@ type SSHD struct {
 // every address of n, port port, with its own config file.
 func StartSSHD(t testing.TB, n *Namespace, port int) *SSHD {
 	t.Helper()
-	dir := t.TempDir()
-	hostKey := filepath.Join(dir, "host_ed25519")
-	clientKey := filepath.Join(dir, "client_ed25519")
-	for _, k := range []string{hostKey, clientKey} {
-		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sallyport-netns-test", "-f", k).CombinedOutput(); err != nil {
-			t.Fatalf("ssh-keygen: %v: %s", err, out)
-		}
-	}
-	pub, err := os.ReadFile(clientKey + ".pub")
+	srv, err := throwawaysshd.Prepare(t.TempDir(), "0.0.0.0", port, "LogLevel VERBOSE")
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, "authorized_keys"), pub, 0o600)
-	config := fmt.Sprintf(`Port %d
-ListenAddress 0.0.0.0
-HostKey %s
-AuthorizedKeysFile %s
-PidFile none
-UsePAM no
-StrictModes no
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UseDNS no
-LogLevel VERBOSE
-`, port, hostKey, filepath.Join(dir, "authorized_keys"))
-	cfgPath := filepath.Join(dir, "sshd_config")
-	writeFile(t, cfgPath, []byte(config), 0o600)
-	// sshd's privilege separation needs this directory, which the
-	// package's service would create at boot.
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin, err := exec.LookPath("sshd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &SSHD{Port: port, ClientKey: clientKey}
-	s.Process = n.Start(t, "sshd", bin, "-D", "-e", "-f", cfgPath)
+	s := &SSHD{Port: port, ClientKey: srv.ClientKey}
+	s.Process = n.Start(t, "sshd", srv.Command()...)
 	WaitListening(t, n, "127.0.0.1:"+strconv.Itoa(port), s.Process)
 	return s
 }
