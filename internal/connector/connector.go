@@ -45,7 +45,7 @@ type Connector struct {
 	instance string
 	dialer   net.Dialer
 	// byAddress maps each allowed back-end address (normalized) to its
-	// service, for streams that name an address instead of a service.
+	// service, to answer lookups (streams that name an address).
 	byAddress map[string]string
 
 	tunnels struct {
@@ -268,11 +268,11 @@ func (c *Connector) isDraining() bool {
 	return c.tunnels.draining
 }
 
-// handleStream serves one stream: it checks the service against the
-// allow-list, dials the back-end, answers the edge and joins the two. It
-// owns st and closes it. It returns true if it joined them: the join
-// then stops tracking st when the exchange ends (see serve), and
-// Shutdown's wait for handlers includes it.
+// handleStream serves one stream: it answers a lookup (see lookup), or
+// checks the service against the allow-list, dials the back-end, answers
+// the edge and joins the two. It owns st and closes it. It returns true
+// if it joined them: the join then stops tracking st when the exchange
+// ends (see serve), and Shutdown's wait for handlers includes it.
 func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 	start := time.Now()
 	h, err := st.ReadHeader(headerTimeout)
@@ -281,17 +281,10 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 		st.Close()
 		return false
 	}
-	if h.Address != "" {
-		// A client named a host and port: served only if the allow-list
-		// holds exactly that address, as the service that has it.
-		name, ok := c.byAddress[normalizeAddress(h.Address)]
-		if !ok {
-			c.log.Warn("stream refused: address not in this connector's allow-list", "address", h.Address, "client", h.Client, "edge", edge)
-			st.Reply(wire.StreamReply{Code: wire.CodeUnknownService, Reason: fmt.Sprintf("address %q is not in this connector's allow-list", h.Address)})
-			st.Close()
-			return false
-		}
-		h.Service = name
+	if h.Lookup() {
+		st.Reply(c.lookup(h, edge))
+		st.Close()
+		return false
 	}
 	log := c.log.With("service", h.Service, "client", h.Client, "edge", edge)
 	svc, ok := c.cfg.Services[h.Service]
@@ -320,8 +313,6 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 		st.Close()
 		return false
 	}
-	// An accepting reply names the service, so that the edge can apply
-	// its policy to a stream that named an address.
 	if err := st.Reply(wire.StreamReply{Code: wire.CodeOK, Service: h.Service}); err != nil {
 		log.Warn("stream lost before it started", "err", err)
 		st.Close()
@@ -343,6 +334,25 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 	// A drain that times out cuts the whole exchange off, not just st.
 	c.streams.Attach(st, x)
 	return true
+}
+
+// lookup answers a stream that names an address (step 7 of the wire
+// protocol): the service the allow-list serves exactly that address as,
+// or a refusal. It dials nothing, so the edge can apply that service's
+// policy to the client before any back-end hears of it; the edge then
+// opens a stream for the service, which is served as any other.
+func (c *Connector) lookup(h wire.StreamOpen, edge string) wire.StreamReply {
+	if c.isDraining() {
+		// The edge asks other connectors, and routes no more to this one.
+		return wire.StreamReply{Code: wire.CodeDraining, Reason: "connector is shutting down"}
+	}
+	name, ok := c.byAddress[normalizeAddress(h.Address)]
+	if !ok {
+		c.log.Warn("address lookup refused: address not in this connector's allow-list", "address", h.Address, "client", h.Client, "edge", edge)
+		return wire.StreamReply{Code: wire.CodeUnknownService, Reason: fmt.Sprintf("address %q is not in this connector's allow-list", h.Address)}
+	}
+	c.log.Debug("address lookup answered", "address", h.Address, "service", name, "client", h.Client, "edge", edge)
+	return wire.StreamReply{Code: wire.CodeOK, Service: name}
 }
 
 // normalizeAddress puts a host:port in one spelling: a lowercase host

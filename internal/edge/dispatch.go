@@ -56,97 +56,99 @@ func newPolicies(services map[string]config.EdgeService, log *slog.Logger, now f
 }
 
 // OpenAddress opens a stream to a destination address that a client named
-// instead of a service (SOCKS). The edge never knows back-end addresses: it
-// asks each live tunnel in turn, and only a connector whose allow-list
-// holds the address accepts, naming the service it serves it as; that
-// service's policy then decides. Only connectors that are granted a
-// service they offer are asked, and an answer naming a service the
-// connector is not granted is refused. It returns the refusal with
-// ReasonAddressNotAllowed if no connector allows the address.
+// instead of a service (SOCKS). The edge never knows back-end addresses:
+// it looks the address up with the connectors (lookupAddress), which
+// dials nothing, and the service a connector's allow-list serves it as
+// then applies its policy. Only an admitted client gets a stream: to that
+// service, on the tunnel that answered (another connector may serve the
+// same name from another back-end). The stream holds the policy slot. It
+// returns the refusal with ReasonAddressNotAllowed if no connector allows
+// the address.
 func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, *admission.Refusal) {
+	sess, service := e.lookupAddress(address, c)
+	if sess == nil {
+		return nil, e.Refused(admission.Refuse(admission.ReasonAddressNotAllowed, "", "no connector allows address %s", address), c)
+	}
+	release, ref := e.Admit(service, c)
+	if ref != nil {
+		return nil, ref
+	}
+	st, ref := e.openOn(sess, service, c)
+	if ref != nil {
+		release()
+		return nil, ref
+	}
+	st.Hold(release)
+	return st, nil
+}
+
+// lookupAddress asks every connector that is granted a service it
+// offers, at once, which service its allow-list serves address as (one
+// tunnel per connector is enough to learn its answer), and returns the
+// tunnel of the first answer that names a service, with that service. An
+// answer naming a service the connector is not granted is not used. It
+// returns a nil tunnel if no connector names one.
+func (e *Edge) lookupAddress(address string, c admission.Client) (*tunnel.Session, string) {
 	e.conns.Lock()
 	tried := make(map[string]bool, len(e.conns.tunnels))
 	var sessions []*tunnel.Session
 	for sess, info := range e.conns.tunnels {
-		// One tunnel per connector is enough to learn its answer.
 		if routed := e.routedLocked(info, ""); routed && !tried[info.connectorID] {
 			tried[info.connectorID] = true
 			sessions = append(sessions, sess)
 		}
 	}
 	e.conns.Unlock()
-	// Every connector is asked at once, each answer within answer_timeout,
-	// so a silent one delays nobody; the first usable answer wins, and
-	// the others are closed as they come (e.handlers waits for that).
+	// Each answer comes within answer_timeout, so a silent connector
+	// delays nobody; the client waits for the first usable one only, and
+	// the others end as they come (e.handlers waits for them).
 	type answer struct {
-		st      *tunnel.Stream
 		sess    *tunnel.Session
 		service string
 	}
 	answers := make(chan answer, len(sessions))
 	for _, sess := range sessions {
-		e.handlers.Go(func() {
-			st, err := sess.Open(wire.StreamOpen{Client: c.Addr.String(), Address: address})
-			if err != nil {
-				answers <- answer{}
-				return
-			}
-			st.SetReadDeadline(time.Now().Add(e.cfg.Tunnel.AnswerTimeout))
-			err = st.Accepted()
-			st.SetReadDeadline(time.Time{})
-			if err != nil {
-				st.Close()
-				answers <- answer{}
-				return
-			}
-			answers <- answer{st: st, sess: sess, service: st.Answer().Service}
-		})
+		e.handlers.Go(func() { answers <- answer{sess, e.askAddress(sess, address, c)} })
 	}
-	var won *answer
-	for got := 1; got <= len(sessions); got++ {
+	for range sessions {
 		a := <-answers
-		if a.st == nil {
+		if a.service == "" {
 			continue
 		}
 		e.conns.Lock()
 		info := e.conns.tunnels[a.sess]
 		granted := info != nil && e.routedLocked(info, a.service)
 		e.conns.Unlock()
-		if !granted {
-			a.st.Close()
-			if info != nil {
-				e.log.Warn("connector named a service it is not granted for an address: not used", "connector", info.connectorID,
-					"address", address, "service", a.service)
-			}
-			continue
+		if granted {
+			return a.sess, a.service
 		}
-		won = &a
-		// The rest are closed as they answer, without the client waiting.
-		rest := len(sessions) - got
-		e.handlers.Go(func() {
-			for range rest {
-				if a := <-answers; a.st != nil {
-					a.st.Close()
-				}
-			}
-		})
-		break
+		if info != nil {
+			e.log.Warn("connector named a service it is not granted for an address: not used", "connector", info.connectorID,
+				"address", address, "service", a.service)
+		}
 	}
-	if won == nil {
-		return nil, e.Refused(admission.Refuse(admission.ReasonAddressNotAllowed, "", "no connector allows address %s", address), c)
+	return nil, ""
+}
+
+// askAddress asks the connector at the other end of sess which service
+// its allow-list serves address as (step 7 of the wire protocol),
+// waiting at most answer_timeout. It returns "" for a refusal, a silence
+// or a lost tunnel. It closes the lookup's stream before it returns.
+func (e *Edge) askAddress(sess *tunnel.Session, address string, c admission.Client) string {
+	st, err := sess.Open(wire.StreamOpen{Client: c.Addr.String(), Address: address})
+	if err != nil {
+		return ""
 	}
-	release, ref := e.Admit(won.service, c)
-	if ref != nil {
-		won.st.Close()
-		return nil, ref
+	defer st.Close()
+	st.SetReadDeadline(time.Now().Add(e.cfg.Tunnel.AnswerTimeout))
+	err = st.Accepted()
+	if ref := (*wire.Refusal)(nil); errors.As(err, &ref) && ref.Code == wire.CodeDraining {
+		e.drained(sess, e.connectorOf(sess))
 	}
-	e.conns.Lock()
-	connector := ""
-	if info := e.conns.tunnels[won.sess]; info != nil {
-		connector = info.connectorID
+	if err != nil {
+		return ""
 	}
-	e.conns.Unlock()
-	return &streamConn{Stream: won.st, e: e, sess: won.sess, service: won.service, connector: connector, release: release}, nil
+	return st.Answer().Service
 }
 
 // Admit applies service's policy to c; see admission.Policy.Admit. An
@@ -171,13 +173,16 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 	if !ok {
 		return nil, e.Refused(admission.Refuse(admission.ReasonNoConnector, service, "no connector offers service %s right now; try again later", service), c)
 	}
-	e.conns.Lock()
-	info := e.conns.tunnels[sess]
-	e.conns.Unlock()
-	connector := ""
-	if info != nil {
-		connector = info.connectorID
+	st, ref := e.openOn(sess, service, c)
+	if ref != nil {
+		return nil, ref
 	}
+	return st, nil
+}
+
+// openOn opens a stream to service on the tunnel sess, for c; see Open.
+func (e *Edge) openOn(sess *tunnel.Session, service string, c admission.Client) (*streamConn, *admission.Refusal) {
+	connector := e.connectorOf(sess)
 	st, err := sess.Open(wire.StreamOpen{Service: service, Client: c.Addr.String()})
 	if err != nil {
 		ref := admission.Refuse(admission.ReasonTunnel, service, "service %s: the tunnel to its connector failed; try again", service)
@@ -186,6 +191,26 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 		return nil, ref
 	}
 	return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector}, nil
+}
+
+// connectorOf names the connector at the other end of sess; "" once the
+// tunnel is gone.
+func (e *Edge) connectorOf(sess *tunnel.Session) string {
+	e.conns.Lock()
+	defer e.conns.Unlock()
+	if info := e.conns.tunnels[sess]; info != nil {
+		return info.connectorID
+	}
+	return ""
+}
+
+// drained stops routing clients to sess, whose connector has said it is
+// draining, and logs it the first time.
+func (e *Edge) drained(sess *tunnel.Session, connector string) {
+	if e.stopRouting(sess) {
+		// The connector is shutting down: send later clients elsewhere.
+		e.log.Info("connector draining: no more clients routed to this tunnel", "connector", connector)
+	}
 }
 
 // refusalLinesPerSecond is how many refusals of one reason are logged in
@@ -317,9 +342,8 @@ func (s *streamConn) Write(b []byte) (int, error) {
 func (s *streamConn) connectorRefused(ref *wire.Refusal) {
 	e := s.e
 	e.refusals.Add(admission.ReasonConnector)
-	if ref.Code == wire.CodeDraining && e.stopRouting(s.sess) {
-		// The connector is shutting down: send later clients elsewhere.
-		e.log.Info("connector draining: no more clients routed to this tunnel", "connector", s.connector)
+	if ref.Code == wire.CodeDraining {
+		e.drained(s.sess, s.connector)
 	}
 	if s.onRefusal != nil {
 		s.onRefusal(ref)

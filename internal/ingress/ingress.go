@@ -50,8 +50,9 @@ type Dispatcher interface {
 	Open(service string, c admission.Client) (Stream, *admission.Refusal)
 	// OpenAddress opens a stream to a back-end address a client named
 	// instead of a service (SOCKS): a connector whose allow-list holds it
-	// accepts and names the service, whose policy is then applied; the
-	// stream holds its slot. ReasonAddressNotAllowed if no connector allows it.
+	// names the service, dialling nothing; that service's policy is
+	// applied, and only then is the stream opened. The stream holds the
+	// slot. ReasonAddressNotAllowed if no connector allows it.
 	OpenAddress(address string, c admission.Client) (Stream, *admission.Refusal)
 	// Refused counts and logs a refusal a listener made itself, and
 	// returns it.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,4 +191,139 @@ func dialTCP(t *testing.T, addr string) *net.TCPConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c.(*net.TCPConn)
+}
+
+// countingEcho starts an echo back-end that counts, in *got, the bytes
+// its connections send.
+func countingEcho(t *testing.T, got *atomic.Int64) *testnet.Backend {
+	t.Helper()
+	return testnet.Serve(t, func(c *net.TCPConn) {
+		n, _ := io.Copy(c, c)
+		got.Add(n)
+		c.CloseWrite()
+	})
+}
+
+// probeBackend dials b directly and waits for its echo of a probe. A
+// listener accepts connections in the order they came, so every
+// connection made to b before the probe has been accepted by then, and
+// b.Accepted() counts it.
+func probeBackend(t *testing.T, b *testnet.Backend) {
+	t.Helper()
+	if got := roundTrip(t, dialTCP(t, b.Addr()), []byte("probe")); string(got) != "probe" {
+		t.Fatalf("probe of back-end %s: echoed %q", b.Addr(), got)
+	}
+}
+
+// Played as an attacker: a SOCKS client that names a back-end's address
+// is refused by the policy of the service that address belongs to before
+// anything is dialed. The back-end sees no connection and no PROXY header
+// from a denied client, nor from one over max_connections, and the
+// client holding the slot keeps working. (The edge used to learn the
+// service from a connector that had already dialed the back-end and
+// written the PROXY header, and applied the policy only then.)
+func TestSOCKSAddressPolicyBeforeAnyDial(t *testing.T) {
+	var guardedBytes, limitedBytes atomic.Int64
+	guarded, limited := countingEcho(t, &guardedBytes), countingEcho(t, &limitedBytes)
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindSOCKS5}}, map[string]config.EdgeService{
+		"guarded": {Policy: config.Policy{Deny: []string{"127.0.0.0/8"}}},
+		"limited": {Policy: config.Policy{MaxConnections: 1}},
+	})
+	e.connect(t, map[string]string{"guarded": guarded.Addr(), "limited": limited.Addr()},
+		map[string]string{"guarded": config.ProxyV2, "limited": config.ProxyV1})
+	d, err := proxy.SOCKS5("tcp", e.addr(0), nil, &net.Dialer{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := func(address string) {
+		t.Helper()
+		c, err := d.Dial("tcp", address)
+		if err == nil {
+			c.Write([]byte("attack"))
+			c.Close()
+			t.Fatalf("SOCKS5 CONNECT %s succeeded; want refused by the policy", address)
+		}
+		if !strings.Contains(err.Error(), "connection not allowed by ruleset") {
+			t.Fatalf("SOCKS5 CONNECT %s: %v; want connection not allowed by ruleset", address, err)
+		}
+	}
+
+	// A denied client.
+	refused(guarded.Addr())
+	probeBackend(t, guarded)
+	if n := guarded.Accepted(); n != 1 {
+		t.Errorf("a denied client made the connector connect to the back-end %d times", n-1)
+	}
+	if n := guardedBytes.Load() - int64(len("probe")); n != 0 {
+		t.Errorf("the back-end of a denied client received %d bytes (a PROXY header)", n)
+	}
+
+	// A client over max_connections, while another holds the one slot.
+	holder, err := d.Dial("tcp", limited.Addr())
+	if err != nil {
+		t.Fatalf("SOCKS5 CONNECT %s for the first client: %v", limited.Addr(), err)
+	}
+	defer holder.Close()
+	// The back-end echoes the PROXY v1 line first, which says who the
+	// client is.
+	holder.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(io.LimitReader(holder, 108)).ReadString('\n')
+	if want := fmt.Sprintf("PROXY TCP4 127.0.0.1 127.0.0.1 %d %s\r\n", holder.LocalAddr().(*net.TCPAddr).Port, portOf(limited.Addr())); err != nil || line != want {
+		t.Fatalf("the slot holder's back-end got the PROXY line %q, %v; want %q", line, err, want)
+	}
+	holder.SetDeadline(time.Time{})
+	refused(limited.Addr())
+	probeBackend(t, limited)
+	if n := limited.Accepted(); n != 2 {
+		t.Errorf("the back-end accepted %d connections for one admitted client; a refused one reached it", n-1)
+	}
+	data := randomBytes(1<<20, 11)
+	if got := roundTrip(t, holder.(*net.TCPConn), data); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Errorf("the slot holder got %d bytes back of %d, or altered", len(got), len(data))
+	}
+	e.wantRefusals(t, map[string]int64{"address_denied": 1, "max_connections": 1})
+}
+
+// portOf is the port of a host:port.
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
+// A SOCKS client that names an allowed address is served as before the
+// lookup came first: its bytes both ways intact, and a back-end with the
+// PROXY protocol sees the client's own address.
+func TestSOCKSAddressModeServes(t *testing.T) {
+	echo := testnet.Echo(t)
+	pp := proxyBackend(t)
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindSOCKS5}}, map[string]config.EdgeService{"echo": {}, "pp": {}})
+	e.connect(t, map[string]string{"echo": echo.Addr(), "pp": pp}, map[string]string{"pp": config.ProxyV2})
+	d, err := proxy.SOCKS5("tcp", e.addr(0), nil, &net.Dialer{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.Dial("tcp", echo.Addr())
+	if err != nil {
+		t.Fatalf("SOCKS5 CONNECT %s: %v", echo.Addr(), err)
+	}
+	defer c.Close()
+	data := randomBytes(4<<20, 12)
+	if got := roundTrip(t, c.(*net.TCPConn), data); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Errorf("echo by address: %d bytes back of %d, or altered", len(got), len(data))
+	}
+	if n := echo.Accepted(); n != 1 {
+		t.Errorf("one client by address made %d back-end connections", n)
+	}
+
+	c, err = d.Dial("tcp", pp)
+	if err != nil {
+		t.Fatalf("SOCKS5 CONNECT %s: %v", pp, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("x")) // the back-end answers once it has read the header and one byte
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if want := c.LocalAddr().String() + "\n"; err != nil || line != want {
+		t.Errorf("by address, the PROXY v2 back-end saw client %q, %v; want %q", line, err, want)
+	}
 }

@@ -2,6 +2,7 @@ package testnet_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -11,10 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/connector"
+	"github.com/sallyport/sallyport/internal/logbuf"
 	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/testnet"
 	"github.com/sallyport/sallyport/internal/wire"
@@ -68,6 +72,97 @@ func TestConnectorRefusesWhatItDoesNotOffer(t *testing.T) {
 	st.Close()
 }
 
+// A stream that names an address is a lookup: the connector answers with
+// the service its allow-list serves the address as, or a refusal, and
+// ends the stream. It dials nothing and writes no PROXY header, so the
+// edge can apply that service's policy before any back-end hears of the
+// client. While it drains, it answers "draining", so the edge asks
+// elsewhere.
+func TestConnectorAnswersAnAddressLookupWithoutDialling(t *testing.T) {
+	var got atomic.Int64
+	backend := countingEcho(t, &got)
+	rogue := testnet.StartRogueEdge(t)
+	dir := filepath.Join(t.TempDir(), "connector")
+	rogue.Enroll(t, dir, "site-a")
+	cfg := testnet.ConnectorConfig(t, "", testnet.ConnectorOptions{
+		DataDir: dir, Edges: []string{rogue.Addr()}, Services: map[string]string{"db": backend.Addr()},
+	})
+	cfg.DrainTimeout = time.Minute // the drain lasts while the test holds a stream
+	logs := &logbuf.Buffer{}
+	c, err := connector.New(cfg, testLogger(logs, "connector"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	sess, _ := rogue.AcceptTunnel(t)
+
+	lookup := func(address string) wire.StreamReply {
+		t.Helper()
+		st, err := sess.Open(wire.StreamOpen{Client: "198.18.0.9:4000", Address: address})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		st.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var ref *wire.Refusal
+		if err := st.Accepted(); err != nil && !errors.As(err, &ref) {
+			t.Fatalf("lookup of %s: %v", address, err)
+		}
+		// The answer is all: the connector then ends the stream.
+		var timeout net.Error
+		if n, err := st.Read(make([]byte, 1)); n != 0 || err == nil || errors.As(err, &timeout) && timeout.Timeout() {
+			t.Fatalf("lookup of %s: after the answer, read %d bytes, %v; want the stream ended", address, n, err)
+		}
+		return st.Answer()
+	}
+	if r := lookup(backend.Addr()); r != (wire.StreamReply{Code: wire.CodeOK, Service: "db"}) {
+		t.Errorf("lookup of the allowed address: %+v; want OK as service db", r)
+	}
+	if r := lookup("127.0.0.1:1"); r.Code != wire.CodeUnknownService || !strings.Contains(r.Reason, "allow-list") {
+		t.Errorf("lookup of an address the allow-list lacks: %+v; want unknown service", r)
+	}
+	probeBackend(t, backend)
+	if n := backend.Accepted(); n != 1 {
+		t.Fatalf("lookups made the connector connect to the back-end %d times", n-1)
+	}
+	if n := got.Load() - int64(len("probe")); n != 0 {
+		t.Fatalf("lookups sent the back-end %d bytes", n)
+	}
+
+	// The service the lookup named is then opened by name, on the same
+	// tunnel.
+	st, err := sess.Open(wire.StreamOpen{Service: "db", Client: "198.18.0.9:4001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, len("served"))
+	if _, err := st.Write([]byte("served")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(st, b); err != nil || string(b) != "served" {
+		t.Fatalf("service stream after the lookup: %q, %v", b, err)
+	}
+
+	// Draining, with that stream still open: a lookup is told so.
+	cancel()
+	logs.WaitFor(t, 10*time.Second, 1, "connector stopping: refusing new streams")
+	if r := lookup(backend.Addr()); r.Code != wire.CodeDraining {
+		t.Errorf("lookup while the connector drains: %+v; want draining", r)
+	}
+	st.CloseWrite()
+	if rest, err := io.ReadAll(st); err != nil || len(rest) != 0 {
+		t.Errorf("end of the held stream: %q, %v", rest, err)
+	}
+	if n := backend.Accepted(); n != 2 {
+		t.Errorf("the back-end accepted %d connections, want 2 (the probe and the one service stream)", n)
+	}
+}
+
 func TestVersionMismatchIsClearOnBothSides(t *testing.T) {
 	// A connector from the future meets this edge.
 	e := testnet.StartEdge(t, testnet.EdgeOptions{})
@@ -94,7 +189,7 @@ func TestVersionMismatchIsClearOnBothSides(t *testing.T) {
 	})
 	tc := rogue.AcceptTLS(t)
 	wire.WritePreamble(tc, wire.Version+1)
-	c.Logs.WaitFor(t, 10*time.Second, 1, "protocol version mismatch: peer speaks version 2, this build speaks version 1")
+	c.Logs.WaitFor(t, 10*time.Second, 1, fmt.Sprintf("protocol version mismatch: peer speaks version %d, this build speaks version %d", wire.Version+1, wire.Version))
 }
 
 func TestEdgeRestartConnectorReconnects(t *testing.T) {

@@ -37,6 +37,30 @@ func TestStreamOpenRoundTrip(t *testing.T) {
 	}
 }
 
+// A header that names an address is a lookup, whichever side reads it.
+func TestStreamOpenLookup(t *testing.T) {
+	for _, tc := range []struct {
+		h      StreamOpen
+		lookup bool
+	}{
+		{StreamOpen{Service: "db", Client: "203.0.113.9:51234"}, false},
+		{StreamOpen{Client: "198.18.0.7:4000", Address: "db.internal:5432"}, true},
+		{StreamOpen{Address: "[2001:db8::1]:22"}, true},
+	} {
+		b, err := AppendStreamOpen(nil, tc.h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadStreamOpen(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.h.Lookup() != tc.lookup || got.Lookup() != tc.lookup {
+			t.Errorf("%+v: Lookup() = %v, read back %v; want %v", tc.h, tc.h.Lookup(), got.Lookup(), tc.lookup)
+		}
+	}
+}
+
 func TestAppendStreamOpenBounds(t *testing.T) {
 	for _, h := range []StreamOpen{
 		{Service: "", Client: "1.2.3.4:5"},

@@ -39,14 +39,25 @@
 //     finished or reset (its resets go first); streams the peer has not
 //     read to their end yet are then complete, not cut off.
 //  6. For each client connection the edge opens one stream and writes a
-//     StreamOpen header (a service name, or a destination address for a
-//     SOCKS client, and the client's address), then the client's bytes
-//     at once, without waiting; the connector keeps them queued until the
-//     back-end is dialed. The connector answers with a StreamReply:
-//     accepted (naming the service it serves the stream as) or refused (a
-//     Code and a reason), then the back-end's bytes. A half-close is the
-//     multiplexer's FIN. The connector opens no stream but the control
-//     stream; the edge closes any other.
+//     StreamOpen header naming a service and the client's address, then
+//     the client's bytes at once, without waiting; the connector keeps
+//     them queued until the back-end is dialed. The connector answers
+//     with a StreamReply: accepted (naming the service it serves the
+//     stream as) or refused (a Code and a reason), then the back-end's
+//     bytes. A half-close is the multiplexer's FIN. The connector opens
+//     no stream but the control stream; the edge closes any other.
+//  7. A SOCKS client may name a destination address instead of a
+//     service. The edge then first opens a lookup: a stream whose
+//     StreamOpen names the address (and the client's address) and is
+//     followed by nothing. The connector answers with a StreamReply and
+//     ends the stream: accepted, naming the service its allow-list serves
+//     that address as, or refused (CodeUnknownService if the allow-list
+//     lacks the address, CodeDraining while it shuts down). It dials
+//     nothing and writes no PROXY header for a lookup. The edge applies
+//     the named service's policy to the client and only then, on the
+//     same tunnel, opens a stream for that service as in step 6. (Version
+//     1 had the connector dial the address at once, before the edge's
+//     policy had been applied.)
 //
 // Every parser here reads untrusted bytes: sizes are bounded before
 // anything is allocated, and malformed input yields an error wrapping
@@ -63,8 +74,11 @@ import (
 	"time"
 )
 
-// Version is the tunnel protocol version this build speaks.
-const Version uint16 = 1
+// Version is the tunnel protocol version this build speaks. Version 2
+// made a StreamOpen that names an address a lookup (step 7 of the
+// protocol flow): the same bytes as in version 1, which dialed at once,
+// so the two must refuse each other.
+const Version uint16 = 2
 
 // Magic opens every tunnel connection, in both directions.
 const Magic = "SALLYPRT"
@@ -432,14 +446,20 @@ const MaxAddress = 255
 //	| n    | service | m    | client | k    | address |
 //	+------+---------+------+--------+------+---------+
 //
-// Exactly one of service and address is set: a stream names a service,
-// or (for a SOCKS client that named a host and port) an address that the
-// connector serves only if its allow-list holds it.
+// Exactly one of service and address is set. A stream that names a
+// service carries a client connection (step 6 of the protocol flow); one
+// that names an address (for a SOCKS client that named a host and port)
+// is a lookup (step 7): the connector only says which of its services,
+// if any, its allow-list serves that address as, and dials nothing.
 type StreamOpen struct {
 	Service string // a service name the connector may offer
 	Client  string // the client's address as the edge saw it, "ip:port"
-	Address string // a destination "host:port" a client asked for, instead of Service
+	Address string // a destination "host:port" a client asked for, to look up instead of Service
 }
+
+// Lookup reports whether the header opens a lookup (it names an address)
+// rather than a stream to a service.
+func (h StreamOpen) Lookup() bool { return h.Address != "" }
 
 // AppendStreamOpen appends the encoded header to b.
 func AppendStreamOpen(b []byte, h StreamOpen) ([]byte, error) {
@@ -504,7 +524,7 @@ func ReadStreamOpen(r io.Reader) (StreamOpen, error) {
 	return h, nil
 }
 
-// StreamReply is the connector's answer to a StreamOpen (step 6):
+// StreamReply is the connector's answer to a StreamOpen (steps 6 and 7):
 //
 //	+------+--------+---------+
 //	| 1 B  | 2 B    | n bytes |
@@ -517,9 +537,10 @@ func ReadStreamOpen(r io.Reader) (StreamOpen, error) {
 type StreamReply struct {
 	Code Code
 	// Service is, in an acceptance, the service the connector serves the
-	// stream as: the one a stream that named an address is then admitted
-	// under. Empty means the one the StreamOpen named. At most
-	// MaxServiceName bytes; empty in a refusal.
+	// stream as or, for a lookup, the service its allow-list serves the
+	// address as: the one the client is then admitted under. Empty means
+	// the one the StreamOpen named. At most MaxServiceName bytes; empty
+	// in a refusal.
 	Service string
 	// Reason says why a refusal refused, for the client's operator. An
 	// encoder cuts it to MaxReason bytes; empty in an acceptance.

@@ -68,10 +68,33 @@ func TestReadPreambleOtherVersion(t *testing.T) {
 		t.Fatal("a version mismatch must not be reported as malformed input")
 	}
 	msg := err.Error()
-	for _, s := range []string{"peer speaks version 7", "this build speaks version 1", "same sallyport release"} {
+	for _, s := range []string{"peer speaks version 7", "this build speaks version " + strconv.Itoa(int(Version)), "same sallyport release"} {
 		if !strings.Contains(msg, s) {
 			t.Errorf("error %q does not say %q", msg, s)
 		}
+	}
+}
+
+// Version 2 made a StreamOpen that names an address a lookup instead of a
+// dial, with the same bytes: a version 1 peer, which would dial on such a
+// header before the edge applies any policy, is refused by version, in
+// words, at the preamble.
+func TestVersion2RefusesVersion1(t *testing.T) {
+	if Version != 2 {
+		t.Fatalf("Version = %d; a change of the protocol's meaning bumps it, and this test with it", Version)
+	}
+	var buf bytes.Buffer
+	WritePreamble(&buf, Version)
+	if want := "SALLYPRT\x00\x02"; buf.String() != want {
+		t.Fatalf("preamble %q, want %q", buf.String(), want)
+	}
+	err := ReadPreamble(strings.NewReader("SALLYPRT\x00\x01"), Version)
+	var ve *VersionError
+	if !errors.As(err, &ve) || *ve != (VersionError{Local: 2, Remote: 1}) {
+		t.Fatalf("a version 1 preamble: %v; want a VersionError local 2, remote 1", err)
+	}
+	if want := "peer speaks version 1, this build speaks version 2; run the same sallyport release on edge and connector"; !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not say %q", err, want)
 	}
 }
 
