@@ -181,7 +181,14 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
 	e.conns.lastSeen[id] = e.now().UTC()
 	e.conns.Unlock()
 	sess.Close()
-	log.Info("connector tunnel down", "up_for", e.now().Sub(info.since).Round(time.Millisecond).String())
+	upFor := e.now().Sub(info.since).Round(time.Millisecond).String()
+	if cause := sess.Cause(); cause != nil {
+		// The connector broke the tunnel: it went silent, stopped
+		// reading, or flooded the multiplexer.
+		log.Warn("connector tunnel down", "up_for", upFor, "cause", cause.Error())
+		return
+	}
+	log.Info("connector tunnel down", "up_for", upFor)
 }
 
 // checkHello returns a refusal for a Hello the edge cannot accept.

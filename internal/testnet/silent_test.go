@@ -22,6 +22,25 @@ import (
 // a stream: a connector that hangs.
 func silentConnector(t *testing.T, e *listenerEdge, name string, services ...string) {
 	t.Helper()
+	tc := enrolledConn(t, e, name, services...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Alive (it answers pings, as the edge's keepalive wants), silent about
+	// streams.
+	cfg := tunnel.Config{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: time.Second}
+	sess, _, err := tunnel.Client(ctx, tc, wire.Hello{Instance: name, Services: services}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close() })
+	e.waitTunnelsOf(t, name, 1)
+}
+
+// enrolledConn enrolls a connector granted services, stops it, and
+// returns a TLS connection to the edge's tunnel port with its identity,
+// for the test to speak on as it likes. The caller closes it.
+func enrolledConn(t *testing.T, e *listenerEdge, name string, services ...string) *tls.Conn {
+	t.Helper()
 	dir := t.TempDir()
 	backends := map[string]string{}
 	for _, s := range services {
@@ -39,18 +58,7 @@ func silentConnector(t *testing.T, e *listenerEdge, name string, services ...str
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := tls.Client(raw, pki.ClientTLSConfig(ca, pki.PinOf(ca), &cert, nil))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	// Alive (it answers pings, as the edge's keepalive wants), silent about
-	// streams.
-	cfg := tunnel.Config{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: time.Second}
-	sess, _, err := tunnel.Client(ctx, tc, wire.Hello{Instance: name, Services: services}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sess.Close() })
-	e.waitTunnelsOf(t, name, 1)
+	return tls.Client(raw, pki.ClientTLSConfig(ca, pki.PinOf(ca), &cert, nil))
 }
 
 // waitTunnelsOf waits until connector name holds n tunnels at the edge.

@@ -2,8 +2,12 @@ package tunnel
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,11 +25,19 @@ import (
 // each frame at once. A data header is never written without its body.
 //
 // At most maxPending bytes wait; beyond that Write blocks (the
-// connection's own back-pressure). An error from the connection is
-// returned by every Write after it. Write is called by yamux's single send
-// goroutine; Close may be called from any goroutine.
+// connection's own back-pressure). The flusher writes to the connection
+// in pieces of at most writeChunk bytes, each under a deadline of stall
+// from its start: a slow peer that goes on reading may take as long as it
+// needs for the whole, but one that takes nothing for stall has stopped
+// reading (ErrPeerNotReading). An error from the connection closes it at
+// once (abort: so that its reader fails too) and is returned by every
+// Write after it. Write is called by yamux's single send goroutine; Close may
+// be called from any goroutine.
 type batchWriter struct {
 	net.Conn
+	stall time.Duration
+	// answered counts the ping answers written (readTap.answered).
+	answered *atomic.Uint64
 
 	// mu guards the fields below; wake is signalled when pending grows,
 	// when it is taken for writing, and on close or error.
@@ -40,6 +52,8 @@ type batchWriter struct {
 	closing bool
 	// writing is set while the flusher writes to the connection.
 	writing bool
+	// flushBy is the deadline of a Flush under way, else zero.
+	flushBy time.Time
 
 	done chan struct{} // closed when the flusher has returned
 }
@@ -53,8 +67,11 @@ const (
 	muxTypeData   = 0
 )
 
-func newBatchWriter(c net.Conn) *batchWriter {
-	w := &batchWriter{Conn: c, done: make(chan struct{})}
+// newBatchWriter starts a batch writer on c that takes a peer which
+// takes nothing for stall for one that has stopped reading, and counts
+// the ping answers it writes in answered.
+func newBatchWriter(c net.Conn, stall time.Duration, answered *atomic.Uint64) *batchWriter {
+	w := &batchWriter{Conn: c, stall: stall, answered: answered, done: make(chan struct{})}
 	w.wake = sync.NewCond(&w.mu)
 	go w.flush()
 	return w
@@ -76,11 +93,15 @@ func (w *batchWriter) Write(p []byte) (int, error) {
 	w.pending = append(w.pending, p...)
 	// After a held header comes its body, whatever it looks like: a
 	// 12-byte body that resembled a header must not be held in turn.
-	if w.held == 0 && len(p) == muxHeaderSize && p[1] == muxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
+	header := w.held == 0 && len(p) == muxHeaderSize
+	w.held = 0
+	switch {
+	case header && p[1] == muxTypeData && binary.BigEndian.Uint32(p[8:]) > 0:
 		w.held = muxHeaderSize
 		return len(p), nil
+	case header && p[1] == muxTypePing && binary.BigEndian.Uint16(p[2:])&muxFlagACK != 0:
+		w.answered.Add(1)
 	}
-	w.held = 0
 	w.wake.Broadcast()
 	return len(p), nil
 }
@@ -109,15 +130,23 @@ func (w *batchWriter) flush() {
 		w.wake.Broadcast()
 		w.mu.Unlock()
 
-		_, err := w.Conn.Write(out)
+		err := w.writeOut(out)
 
 		w.mu.Lock()
 		w.writing = false
 		w.wake.Broadcast()
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && w.flushBy.IsZero() {
+				err = fmt.Errorf("%w (%s): %w", ErrPeerNotReading, w.stall, err)
+			}
 			w.err = err
-			w.wake.Broadcast()
+			closing := w.closing
 			w.mu.Unlock()
+			if !closing {
+				// Its reader fails too, and the multiplexer ends the
+				// session even if it has nothing more to write.
+				abort(w.Conn)
+			}
 			return
 		}
 		if cap(out) <= 2*maxPending {
@@ -125,6 +154,34 @@ func (w *batchWriter) flush() {
 		}
 		w.mu.Unlock()
 	}
+}
+
+// writeOut writes out to the connection in pieces of at most writeChunk
+// bytes, each with a deadline of stall from its start, or Flush's if it
+// is sooner.
+func (w *batchWriter) writeOut(out []byte) error {
+	for len(out) > 0 {
+		w.mu.Lock()
+		deadline := time.Now().Add(w.stall)
+		if !w.flushBy.IsZero() && w.flushBy.Before(deadline) {
+			deadline = w.flushBy
+		}
+		w.Conn.SetWriteDeadline(deadline)
+		w.mu.Unlock()
+		n, err := w.Conn.Write(out[:min(len(out), writeChunk)])
+		if err != nil {
+			return err
+		}
+		out = out[n:]
+	}
+	return nil
+}
+
+// failure returns the error that stopped the flusher, if any.
+func (w *batchWriter) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
 }
 
 // Close closes the connection at once and stops the flusher. Bytes still
@@ -144,10 +201,13 @@ func (w *batchWriter) Close() error {
 // Flush waits until every byte written so far has been handed to the
 // connection, for at most timeout.
 func (w *batchWriter) Flush(timeout time.Duration) error {
-	w.Conn.SetWriteDeadline(time.Now().Add(timeout))
-	defer w.Conn.SetWriteDeadline(time.Time{})
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// The deadline applies to a write under way too; the flusher gives
+	// the next ones their own.
+	w.flushBy = time.Now().Add(timeout)
+	w.Conn.SetWriteDeadline(w.flushBy)
+	defer func() { w.flushBy = time.Time{} }()
 	for (len(w.pending) > 0 || w.writing) && w.err == nil && !w.closing {
 		w.wake.Wait()
 	}

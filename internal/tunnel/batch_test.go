@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,7 +68,7 @@ func TestBatchWriterSendsEachFrameWhole(t *testing.T) {
 
 	// The same, through a batchWriter, with that header as the body.
 	a, b = net.Pipe()
-	client, server = muxPair(t, newBatchWriter(a), b, 256)
+	client, server = muxPair(t, newBatchWriter(a, time.Minute, new(atomic.Uint64)), b, 256)
 	if got := muxStreamBytes(t, client, server, header); !bytes.Equal(got, header) {
 		t.Fatalf("through the batch writer, the peer got % x of a body shaped like a data header, % x", got, header)
 	}

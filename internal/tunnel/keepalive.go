@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"errors"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/wire"
@@ -26,8 +27,7 @@ func (s *Session) keepalive(interval, timeout time.Duration) {
 			return
 		case now := <-t.C:
 			if silent := s.reads.silentFor(now); silent >= timeout {
-				s.deadPeer.Store(true)
-				s.end()
+				s.endFor(ErrPeerSilent)
 				return
 			}
 			s.sweepSoon()
@@ -53,6 +53,10 @@ func (s *Session) pinger() {
 	}
 }
 
+// ErrPeerSilent is the cause of a session whose peer sent nothing for
+// the keepalive timeout.
+var ErrPeerSilent = errors.New("the peer sent nothing for the keepalive timeout")
+
 // PeerSilent reports whether the session ended because the peer went
 // silent for longer than the keepalive timeout.
-func (s *Session) PeerSilent() bool { return s.deadPeer.Load() }
+func (s *Session) PeerSilent() bool { return errors.Is(s.Cause(), ErrPeerSilent) }

@@ -86,7 +86,6 @@ func tlsPair(t testing.TB) (net.Conn, net.Conn) { return tlsPairVia(t, nil) }
 // address via returns for the server's address (a relay).
 func tlsPairVia(t testing.TB, via func(target string) string) (net.Conn, net.Conn) {
 	t.Helper()
-	ccfg, scfg := tlsConfigs(t)
 	l := loopback.Listen(t)
 	addr := l.Addr().String()
 	if via != nil {
@@ -96,6 +95,14 @@ func tlsPairVia(t testing.TB, via func(target string) string) (net.Conn, net.Con
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tlsOver(t, raw, sraw)
+}
+
+// tlsOver runs TLS 1.3 over the two ends of a connection, a client on
+// raw and a server on sraw, and completes the TLS handshake.
+func tlsOver(t testing.TB, raw, sraw net.Conn) (net.Conn, net.Conn) {
+	t.Helper()
+	ccfg, scfg := tlsConfigs(t)
 	cc, sc := tls.Client(raw, ccfg), tls.Server(sraw, scfg)
 	t.Cleanup(func() { cc.Close(); sc.Close() })
 	errs := make(chan error, 2)
@@ -136,17 +143,7 @@ func handshake(t testing.TB, connC, edgeC net.Conn, cfg Config) (connector, edge
 		s, w, err := Client(context.Background(), connC, testHello, cfg)
 		ch <- result{s, w, err}
 	}()
-	kind, body, err := ReadOpening(context.Background(), edgeC, cfg)
-	if err != nil || kind != wire.KindHello {
-		t.Fatalf("ReadOpening = %v, %v", kind, err)
-	}
-	if err := wire.Decode(kind, body, &hello); err != nil {
-		t.Fatal(err)
-	}
-	edge, err = Server(edgeC, cfg, testWelcome)
-	if err != nil {
-		t.Fatalf("Server: %v", err)
-	}
+	edge, hello = admit(t, edgeC, cfg)
 	r := <-ch
 	if r.err != nil {
 		edge.Close()
@@ -157,6 +154,25 @@ func handshake(t testing.TB, connC, edgeC net.Conn, cfg Config) (connector, edge
 		edge.Close()
 	})
 	return r.s, edge, hello, r.w
+}
+
+// admit runs the edge's side of the handshake on edgeC: ReadOpening,
+// which must find a Hello, and Server.
+func admit(t testing.TB, edgeC net.Conn, cfg Config) (*Session, wire.Hello) {
+	t.Helper()
+	var hello wire.Hello
+	kind, body, err := ReadOpening(context.Background(), edgeC, cfg)
+	if err != nil || kind != wire.KindHello {
+		t.Fatalf("ReadOpening = %v, %v", kind, err)
+	}
+	if err := wire.Decode(kind, body, &hello); err != nil {
+		t.Fatal(err)
+	}
+	edge, err := Server(edgeC, cfg, testWelcome)
+	if err != nil {
+		t.Fatalf("Server: %v", err)
+	}
+	return edge, hello
 }
 
 // sessions connects a connector and an edge session over pair.

@@ -25,6 +25,9 @@ import (
 // yamux frame types and flags, as on the wire.
 const (
 	muxTypeWindowUpdate = 1
+	muxTypePing         = 2
+	muxFlagSYN          = 1
+	muxFlagACK          = 2
 	muxFlagFIN          = 4
 	muxFlagRST          = 8
 )
@@ -38,6 +41,9 @@ type frameTap struct {
 	id   uint32 // the current data frame's stream
 	// done lists the streams with a frame completed since the last Read.
 	done []uint32
+	// pings counts the peer's ping requests, opens the streams it
+	// opened (frames with SYN); see guard.go.
+	pings, opens uint64
 }
 
 // feed follows p, the next bytes read.
@@ -59,6 +65,12 @@ func (t *frameTap) feed(p []byte) {
 		t.hn = 0
 		typ, flags := t.hdr[1], binary.BigEndian.Uint16(t.hdr[2:])
 		id, length := binary.BigEndian.Uint32(t.hdr[4:]), binary.BigEndian.Uint32(t.hdr[8:])
+		switch {
+		case typ == muxTypePing && flags&muxFlagSYN != 0:
+			t.pings++
+		case typ <= muxTypeWindowUpdate && flags&muxFlagSYN != 0:
+			t.opens++
+		}
 		switch {
 		case typ == muxTypeData && length > 0:
 			t.body, t.id = length, id

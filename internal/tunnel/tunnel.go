@@ -24,8 +24,10 @@
 // The session owns the connection. Close (or Shutdown, which tells the
 // peer first) ends it and returns once every goroutine it started has
 // ended; Done is closed as soon as it ends for any reason, and the owner
-// then still calls Close. The frames themselves, and the protocol flow,
-// are defined in package wire.
+// then still calls Close. Cause then says why, if the peer was at fault:
+// silent, not reading, or breaking the protocol (a connector that opens
+// streams, a flood of the multiplexer's pings). The frames themselves,
+// and the protocol flow, are defined in package wire.
 //
 // # Streams, half-close and reset
 //
@@ -62,7 +64,8 @@ type Config struct {
 	// wire.DefaultKeepaliveInterval.
 	KeepaliveInterval time.Duration
 	// KeepaliveTimeout is the longest a dead peer (no FIN, no answer) goes
-	// unnoticed: a peer silent this long ends the session. Zero means
+	// unnoticed: a peer silent this long ends the session, and so does a
+	// peer that takes nothing it is sent for this long. Zero means
 	// wire.DefaultKeepaliveTimeout. It must exceed KeepaliveInterval.
 	KeepaliveTimeout time.Duration
 	// HandshakeTimeout bounds the handshake; zero means 10s.
@@ -137,8 +140,9 @@ type Session struct {
 	ctrl    net.Conn
 	done    chan struct{}
 	pingNow chan struct{}
-	// deadPeer is set when keepalive ended the session.
-	deadPeer atomic.Bool
+	// cause is why the session ended (see Cause); it is set before done
+	// is closed.
+	cause error
 	// sweeping is set while a shrinkIdle sweep runs (sweepSoon).
 	sweeping atomic.Bool
 	// goodbye is set when the peer said it closes the session on purpose;
@@ -164,21 +168,26 @@ type Session struct {
 
 	closeOnce sync.Once
 	// wg counts every goroutine the session starts: readControl,
-	// keepalive, pinger, rejectStreams, the watcher of the multiplexer,
-	// the reset finishers and the buffer sweeps. Close waits for it.
+	// keepalive, pinger, the watcher of the multiplexer, the reset
+	// finishers and the buffer sweeps. Close waits for it.
 	wg sync.WaitGroup
 }
 
-func newSession(conn net.Conn, reads *readTap, bw *batchWriter, m *yamux.Session, ctrl net.Conn, rejectStreams bool, cfg Config) *Session {
+// taps puts the tunnel's watchers between conn and the multiplexer: it
+// reads conn through a readTap and writes it through a batchWriter. The
+// peer may open maxOpens streams; 0 means any.
+func taps(conn net.Conn, cfg Config, maxOpens uint64) (*readTap, *batchWriter) {
+	reads := newReadTap(conn, maxOpens)
+	return reads, newBatchWriter(reads, cfg.KeepaliveTimeout, &reads.answered)
+}
+
+func newSession(conn net.Conn, reads *readTap, bw *batchWriter, m *yamux.Session, ctrl net.Conn, accepts bool, cfg Config) *Session {
 	s := &Session{conn: conn, reads: reads, bw: bw, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
-		streams: make(map[uint32]*Stream), resetting: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: !rejectStreams}
+		streams: make(map[uint32]*Stream), resetting: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: accepts}
 	reads.sess.Store(s)
 	s.wg.Go(s.readControl)
 	s.wg.Go(func() { s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout) })
 	s.wg.Go(s.pinger)
-	if rejectStreams {
-		s.wg.Go(s.rejectStreams)
-	}
 	s.wg.Go(func() {
 		select {
 		case <-m.CloseChan():
@@ -209,8 +218,7 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		conn.Close()
 		return nil, welcome, err
 	}
-	reads := newReadTap(conn)
-	bw := newBatchWriter(reads)
+	reads, bw := taps(conn, cfg, 0)
 	m, err := yamux.Client(bw, cfg.mux())
 	if err != nil {
 		bw.Close()
@@ -221,7 +229,7 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		m.Close()
 		return nil, welcome, fmt.Errorf("open control stream: %w", err)
 	}
-	return newSession(conn, reads, bw, m, ctrl, false, cfg), welcome, nil
+	return newSession(conn, reads, bw, m, ctrl, true, cfg), welcome, nil
 }
 
 // ReadOpening is the edge's first step on a new tunnel-port connection:
@@ -265,8 +273,8 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		return nil, fmt.Errorf("send welcome: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	reads := newReadTap(conn)
-	bw := newBatchWriter(reads)
+	// The connector opens its control stream, and no other.
+	reads, bw := taps(conn, cfg, 1)
 	m, err := yamux.Server(bw, cfg.mux())
 	if err != nil {
 		bw.Close()
@@ -279,7 +287,7 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		m.Close()
 		return nil, fmt.Errorf("accept control stream: %w", err)
 	}
-	return newSession(conn, reads, bw, m, ctrl, true, cfg), nil
+	return newSession(conn, reads, bw, m, ctrl, false, cfg), nil
 }
 
 // Handshake runs the opening of a tunnel connection under a deadline: it
@@ -381,18 +389,6 @@ func (s *Session) untrack(id uint32) {
 	s.mu.Unlock()
 }
 
-// rejectStreams closes streams the peer opens: on the edge, only the
-// control stream may come from the connector.
-func (s *Session) rejectStreams() {
-	for {
-		ms, err := s.mux.AcceptStream()
-		if err != nil {
-			return
-		}
-		ms.Close()
-	}
-}
-
 // sendReset tells the peer that stream id is aborted.
 func (s *Session) sendReset(id uint32) {
 	if err := s.writeControl(wire.Control{Type: wire.ControlReset, Stream: id}); err != nil {
@@ -488,6 +484,18 @@ func (s *Session) NumStreams() int {
 // Done is closed when the session has ended, for any reason.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
+// Cause reports why the session ended when the peer was at fault:
+// ErrPeerSilent, ErrPeerNotReading, or an error that wraps ErrProtocol
+// and says what the peer did. It is nil while the session runs, and when
+// it ended otherwise: closed by this side or the peer, or a broken
+// connection.
+func (s *Session) Cause() error {
+	if !s.IsClosed() {
+		return nil
+	}
+	return s.cause
+}
+
 // IsClosed reports whether the session has ended.
 func (s *Session) IsClosed() bool {
 	select {
@@ -516,16 +524,29 @@ func (s *Session) Close() error {
 
 // end ends the session and every stream on it without waiting for the
 // session's goroutines, which call it themselves.
-func (s *Session) end() {
+func (s *Session) end() { s.endFor(nil) }
+
+// endFor ends the session as end does, for cause, or if cause is nil,
+// for what the connection's reader or writer found wrong with the peer,
+// if anything. The first call's cause is the session's.
+func (s *Session) endFor(cause error) {
 	first := false
 	s.closeOnce.Do(func() {
+		if cause == nil {
+			cause = s.peerFault()
+		}
 		s.mu.Lock()
+		s.cause = cause
 		close(s.done)
 		s.mu.Unlock()
 		first = true
 	})
 	if !first {
 		return
+	}
+	if s.cause != nil {
+		// A peer at fault gets no goodbye: it may not read it.
+		abort(s.conn)
 	}
 	s.mux.Close()
 	s.conn.Close()
