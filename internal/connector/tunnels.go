@@ -136,7 +136,7 @@ func (c *Connector) dialTLS(ctx context.Context, addr string, conf *tls.Config) 
 	if err != nil {
 		return nil, fmt.Errorf("dial edge %s: %w", addr, err)
 	}
-	tc := tls.Client(raw, conf)
+	tc := tls.Client(tunnel.NewTransport(raw), conf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("TLS with edge %s: %w", addr, err)

@@ -68,7 +68,7 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, opened func())
 	// The ClientHello must come soon; the rest of the handshake may take
 	// up to its own bound.
 	raw.SetReadDeadline(time.Now().Add(firstRecordTimeout))
-	tc := tls.Server(&firstRecordConn{Conn: raw}, e.tlsConfig)
+	tc := tls.Server(tunnel.NewTransport(&firstRecordConn{Conn: raw}), e.tlsConfig)
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := tc.HandshakeContext(hctx)
 	cancel()

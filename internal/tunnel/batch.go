@@ -56,6 +56,8 @@ type batchWriter struct {
 	flushBy time.Time
 
 	done chan struct{} // closed when the flusher has returned
+	// tr is the Transport beneath the connection's TLS, if any.
+	tr *Transport
 }
 
 // maxPending bounds the bytes that wait to be flushed.
@@ -71,7 +73,7 @@ const (
 // takes nothing for stall for one that has stopped reading, and counts
 // the ping answers it writes in answered.
 func newBatchWriter(c net.Conn, stall time.Duration, answered *atomic.Uint64) *batchWriter {
-	w := &batchWriter{Conn: c, stall: stall, answered: answered, done: make(chan struct{})}
+	w := &batchWriter{Conn: c, stall: stall, answered: answered, done: make(chan struct{}), tr: transportOf(c)}
 	w.wake = sync.NewCond(&w.mu)
 	go w.flush()
 	return w
@@ -168,7 +170,17 @@ func (w *batchWriter) writeOut(out []byte) error {
 		}
 		w.Conn.SetWriteDeadline(deadline)
 		w.mu.Unlock()
+		// Beneath TLS, the records of a chunk are gathered and written
+		// as one (transport.go).
+		if w.tr != nil {
+			w.tr.cork()
+		}
 		n, err := w.Conn.Write(out[:min(len(out), writeChunk)])
+		if w.tr != nil {
+			if uerr := w.tr.uncork(); err == nil {
+				err = uerr
+			}
+		}
 		if err != nil {
 			return err
 		}

@@ -99,11 +99,12 @@ func tlsPairVia(t testing.TB, via func(target string) string) (net.Conn, net.Con
 }
 
 // tlsOver runs TLS 1.3 over the two ends of a connection, a client on
-// raw and a server on sraw, and completes the TLS handshake.
+// raw and a server on sraw, each on a Transport as edge and connector
+// run it, and completes the TLS handshake.
 func tlsOver(t testing.TB, raw, sraw net.Conn) (net.Conn, net.Conn) {
 	t.Helper()
 	ccfg, scfg := tlsConfigs(t)
-	cc, sc := tls.Client(raw, ccfg), tls.Server(sraw, scfg)
+	cc, sc := tls.Client(NewTransport(raw), ccfg), tls.Server(NewTransport(sraw), scfg)
 	t.Cleanup(func() { cc.Close(); sc.Close() })
 	errs := make(chan error, 2)
 	for _, c := range []*tls.Conn{cc, sc} {
