@@ -54,7 +54,13 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 				log.Info("tunnel closed", "up_for", upFor)
 				return
 			}
-			log.Warn("tunnel down", "up_for", upFor, "edge_silent", sess.PeerSilent())
+			// Why, when the edge broke it: silent, not reading, or
+			// breaking the multiplexer's rules.
+			args := []any{"up_for", upFor}
+			if cause := sess.Cause(); cause != nil {
+				args = append(args, "cause", cause.Error())
+			}
+			log.Warn("tunnel down", args...)
 			// The edge answered a handshake: it is up now, however
 			// short this tunnel's life, so the next try starts again
 			// from the shortest wait. (Counting short tunnels as
