@@ -216,7 +216,32 @@ func trustedRuleset(tunnelPort int, input, output bool) string {
 // everything through; with both true it is the fence of Fence again.
 func (topo *Topology) SetTrustedFence(t testing.TB, tunnelPort int, input, output bool) {
 	t.Helper()
-	topo.Trusted.Nft(t, "table inet sallyport\ndelete table inet sallyport\n"+trustedRuleset(tunnelPort, input, output))
+	topo.Trusted.replaceFence(t, trustedRuleset(tunnelPort, input, output))
+}
+
+// SetDMZFence replaces the DMZ's fence, atomically: with on false its
+// input chain lets everything through, so that what answers on the DMZ's
+// addresses is the edge's own doing; with on true it is the fence of
+// Fence again.
+func (topo *Topology) SetDMZFence(t testing.TB, tunnelPort int, publicPorts []int, on bool) {
+	t.Helper()
+	ruleset := DMZRuleset(tunnelPort, publicPorts)
+	if !on {
+		ruleset = `table inet sallyport {
+	chain input {
+		type filter hook input priority filter; policy accept;
+	}
+}
+`
+	}
+	topo.DMZ.replaceFence(t, ruleset)
+}
+
+// replaceFence loads ruleset in place of the namespace's fence table, in
+// one transaction.
+func (n *Namespace) replaceFence(t testing.TB, ruleset string) {
+	t.Helper()
+	n.Nft(t, "table "+FenceTable+"\ndelete table "+FenceTable+"\n"+ruleset)
 }
 
 // InboundDropped returns how many packets trusted's fence has dropped on
