@@ -30,6 +30,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -161,6 +162,29 @@ func New(t testing.TB) *Topology {
 	// whatever the kernel's defaults are.
 	topo.Outside.Must(t, "sh", "-c", fmt.Sprintf("echo 4096 131072 %d > /proc/sys/net/ipv4/tcp_rmem", OutsideReceiveBufferMax))
 	return topo
+}
+
+// AddOutsideAddrs gives the outside host count more addresses on its
+// link, 198.18.1.100 onwards, and returns them: clients (or attackers)
+// that the DMZ tells apart by address. They go when the namespace does.
+func (topo *Topology) AddOutsideAddrs(t testing.TB, count int) []netip.Addr {
+	t.Helper()
+	if count > 150 {
+		t.Fatalf("AddOutsideAddrs: %d addresses; the link's /24 has room for 150 from .100", count)
+	}
+	var addrs []netip.Addr
+	var batch strings.Builder
+	for i := range count {
+		a := netip.AddrFrom4([4]byte{198, 18, 1, byte(100 + i)})
+		addrs = append(addrs, a)
+		fmt.Fprintf(&batch, "addr add %s/24 dev %s\n", a, ifOutside)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := topo.Outside.RunInput(ctx, []byte(batch.String()), "ip", "-batch", "-"); err != nil {
+		t.Fatalf("add addresses to outside: %v", err)
+	}
+	return addrs
 }
 
 // Fence loads the firewalls. In trusted: no new inbound connection from
