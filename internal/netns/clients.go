@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -153,19 +154,35 @@ func (s *Stack) CheckHello() error {
 	return nil
 }
 
-// CheckBig fetches /big.bin through the edge and returns an error unless
-// every byte arrives intact.
+// WikiURL is the URL of path at service "wiki", through the edge's http
+// listener; curl finds WikiHost with the options WikiResolve.
+func WikiURL(path string) string {
+	return "http://" + net.JoinHostPort(WikiHost, strconv.Itoa(HTTPPort)) + path
+}
+
+// WikiResolve are the curl options that point WikiHost at the edge, as a
+// name server would.
+var WikiResolve = []string{"--resolve", fmt.Sprintf("%s:%d:%s", WikiHost, HTTPPort, DMZOutsideAddr)}
+
+// CheckBig fetches /big.bin through the edge's web port and returns an
+// error unless every byte arrives intact.
 func (s *Stack) CheckBig(timeout time.Duration, extra ...string) (Download, error) {
-	d, err := s.Curl(timeout, WebURL("/big.bin"), extra...)
+	return s.CheckBigAt(timeout, WebURL("/big.bin"), extra...)
+}
+
+// CheckBigAt is CheckBig with the URL of /big.bin through any way in,
+// such as WikiURL("/big.bin") with WikiResolve among extra.
+func (s *Stack) CheckBigAt(timeout time.Duration, url string, extra ...string) (Download, error) {
+	d, err := s.Curl(timeout, url, extra...)
 	if err != nil {
 		return d, err
 	}
 	if d.ExitCode != 0 {
-		return d, fmt.Errorf("curl /big.bin through the edge: exit %d after %d bytes: %s", d.ExitCode, d.Bytes, d.Stderr)
+		return d, fmt.Errorf("curl %s through the edge: exit %d after %d bytes: %s", url, d.ExitCode, d.Bytes, d.Stderr)
 	}
 	if d.Bytes != int64(s.HTTP.BigSize) || d.SHA256 != s.HTTP.BigSHA256 {
-		return d, fmt.Errorf("curl /big.bin through the edge: got %d bytes (sha256 %s), want %d (sha256 %s)",
-			d.Bytes, d.SHA256, s.HTTP.BigSize, s.HTTP.BigSHA256)
+		return d, fmt.Errorf("curl %s through the edge: got %d bytes (sha256 %s), want %d (sha256 %s)",
+			url, d.Bytes, d.SHA256, s.HTTP.BigSize, s.HTTP.BigSHA256)
 	}
 	return d, nil
 }

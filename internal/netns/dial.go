@@ -57,9 +57,18 @@ func (n *Namespace) Do(fn func() error) error {
 // Dial opens a TCP connection from the namespace, as a process on that
 // host would.
 func (n *Namespace) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	return n.DialFrom(ctx, netip.Addr{}, addr)
+}
+
+// DialFrom is Dial from the local address src, one of the namespace's
+// addresses; the zero Addr lets the kernel choose, as Dial does.
+func (n *Namespace) DialFrom(ctx context.Context, src netip.Addr, addr string) (net.Conn, error) {
 	var c net.Conn
 	err := n.Do(func() error {
 		var d net.Dialer
+		if src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
 		var err error
 		c, err = d.DialContext(ctx, "tcp", addr)
 		return err

@@ -5,7 +5,9 @@ package netns_test
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +33,27 @@ func TestPromise(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("curl: %d bytes intact in %s", d.Bytes, d.Took.Round(time.Millisecond))
+	})
+
+	t.Run("a service without a port of its own, by Host", func(t *testing.T) {
+		// Service "wiki" has hosts and no listen: the edge's http listener
+		// reaches it by Host...
+		d, err := s.CheckBigAt(60*time.Second, netns.WikiURL("/big.bin"), netns.WikiResolve...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("curl http://%s:%d/big.bin: %d bytes intact in %s", netns.WikiHost, netns.HTTPPort, d.Bytes, d.Took.Round(time.Millisecond))
+		// ...and only by Host: the same listener without it refuses.
+		other, err := s.Curl(10*time.Second, "http://"+netns.PublicAddr(netns.HTTPPort)+"/big.bin", "--fail")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other.ExitCode != 22 || other.SHA256 == s.HTTP.BigSHA256 {
+			t.Errorf("the http listener asked for %s (no service's host) answered curl exit %d with %d bytes; want an HTTP error (exit 22), not the file",
+				netns.PublicAddr(netns.HTTPPort), other.ExitCode, other.Bytes)
+		}
+		// The edge's listening sockets and a port scan ("the edge listens
+		// only where configured") show that it has no other way in.
 	})
 
 	t.Run("redis-cli", func(t *testing.T) {
@@ -164,6 +187,29 @@ func TestPromise(t *testing.T) {
 				t.Errorf("ss shows no listening socket of the edge on its configured port %s", port)
 			}
 		}
+
+		// A port scan of the edge's address from outside finds the same
+		// ports, and no more (a service without listen, "wiki", used to
+		// get a random port on every interface). The DMZ's fence is
+		// lifted meanwhile, so that every port answers: what the scan
+		// sees is the edge's doing, not the fence's.
+		s.Topo.SetDMZFence(t, netns.TunnelPort, netns.PublicPorts, false)
+		defer s.Topo.SetDMZFence(t, netns.TunnelPort, netns.PublicPorts, true)
+		start := time.Now()
+		open, unanswered, err := s.Topo.Outside.ScanPorts(netip.MustParseAddr(netns.DMZOutsideAddr), 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(unanswered) > 0 {
+			t.Errorf("with the DMZ's fence lifted, %d ports of %s gave no answer to the scan (%v...): it cannot tell what listens there",
+				len(unanswered), netns.DMZOutsideAddr, unanswered[:min(len(unanswered), 10)])
+		}
+		want := append([]int{netns.TunnelPort}, netns.PublicPorts...)
+		slices.Sort(want)
+		if !slices.Equal(open, want) {
+			t.Errorf("a scan of every port of %s from outside finds %v open; want exactly the tunnel port and the public ports %v", netns.DMZOutsideAddr, open, want)
+		}
+		t.Logf("a scan of ports 1-65535 of %s from outside took %s and found %v open", netns.DMZOutsideAddr, time.Since(start).Round(time.Millisecond), open)
 	})
 
 	t.Run("the connector only dials out", func(t *testing.T) {

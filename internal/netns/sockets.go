@@ -48,28 +48,49 @@ var ssUser = regexp.MustCompile(`\("([^"]*)",pid=(\d+),`)
 func (n *Namespace) Sockets() ([]Socket, error) {
 	var all []Socket
 	for _, proto := range []string{"tcp", "udp"} {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := n.Run(ctx, "ss", "-H", "-n", "-a", "-p", "--"+proto)
-		cancel()
+		socks, err := n.ss(proto, "-a", "-p", "--"+proto)
 		if err != nil {
 			return nil, err
 		}
-		for _, line := range strings.Split(out, "\n") {
-			f := strings.Fields(line)
-			if len(f) < 5 {
-				continue
-			}
-			s := Socket{Proto: proto, State: f[0], Local: unmap(f[3]), Peer: unmap(f[4])}
-			s.RecvQ, _ = strconv.Atoi(f[1])
-			s.SendQ, _ = strconv.Atoi(f[2])
-			for _, m := range ssUser.FindAllStringSubmatch(line, -1) {
-				pid, _ := strconv.Atoi(m[2])
-				s.Users = append(s.Users, SocketUser{Name: m[1], Pid: pid})
-			}
-			all = append(all, s)
-		}
+		all = append(all, socks...)
 	}
 	return all, nil
+}
+
+// TCPOn lists the namespace's TCP sockets on local port port, in every
+// state, without the processes that hold them: one quick dump of ss (the
+// processes make Sockets read every process's files first, long enough
+// for a busy port to change meanwhile). A LISTEN socket's RecvQ is its
+// queue of connections that no process has accepted yet.
+func (n *Namespace) TCPOn(port int) ([]Socket, error) {
+	return n.ss("tcp", "-a", "-t", "sport", "=", ":"+strconv.Itoa(port))
+}
+
+// ss runs ss -H -n with args, which list proto's sockets with their
+// state, and parses its lines.
+func (n *Namespace) ss(proto string, args ...string) ([]Socket, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := n.Run(ctx, append([]string{"ss", "-H", "-n"}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	var socks []Socket
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		s := Socket{Proto: proto, State: f[0], Local: unmap(f[3]), Peer: unmap(f[4])}
+		s.RecvQ, _ = strconv.Atoi(f[1])
+		s.SendQ, _ = strconv.Atoi(f[2])
+		for _, m := range ssUser.FindAllStringSubmatch(line, -1) {
+			pid, _ := strconv.Atoi(m[2])
+			s.Users = append(s.Users, SocketUser{Name: m[1], Pid: pid})
+		}
+		socks = append(socks, s)
+	}
+	return socks, nil
 }
 
 // unmap turns ss's "[::ffff:198.18.1.2]:80" into "198.18.1.2:80".

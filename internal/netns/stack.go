@@ -23,6 +23,7 @@ const (
 	SSHPort    = 2222 // public port of service "ssh"
 	ClosedPort = 7000 // public port of service "closed", whose back-end refuses connections
 	ProbePort  = 7100 // public port of service "probe", which no real connector offers
+	HTTPPort   = 8090 // the edge's http listener, routing by Host: the only way to service "wiki"
 
 	BackendHTTPPort   = 8000
 	BackendRedisPort  = 6380
@@ -31,7 +32,15 @@ const (
 )
 
 // PublicPorts are the edge's public ports.
-var PublicPorts = []int{WebPort, RedisPort, SSHPort, ClosedPort, ProbePort}
+var PublicPorts = []int{WebPort, RedisPort, SSHPort, ClosedPort, ProbePort, HTTPPort}
+
+// WikiHost is the Host name of service "wiki", the HTTP back-end again,
+// which has no port of its own: clients reach it only through the http
+// listener on HTTPPort, by Host.
+const WikiHost = "wiki.test"
+
+// Services are the services the stack's connectors offer and are granted.
+var Services = []string{"web", "redis", "ssh", "closed", "wiki"}
 
 // Timing of the tunnel, short so that faults are noticed quickly.
 const (
@@ -60,6 +69,7 @@ type Stack struct {
 	ConnectorData string // the connector's data directory
 	scratch       string // for clients' files
 	started       []*Process
+	edgeConfig    string   // the edge's config file: its http listener and service "wiki"
 	edgeArgs      []string // more flags for every start of the edge
 
 	// Edge and Connector are the current processes; the fault tests
@@ -83,22 +93,40 @@ func NewStack(t testing.TB, bin string, edgeArgs ...string) *Stack {
 	s.SSHD = StartSSHD(t, tr, BackendSSHPort)
 
 	s.EdgeData = t.TempDir()
+	s.edgeConfig = filepath.Join(t.TempDir(), "edge.yaml")
+	writeFile(t, s.edgeConfig, []byte(fmt.Sprintf(`listeners:
+  - kind: http
+    listen: ":%d"
+services:
+  wiki:
+    hosts: [%s]
+`, HTTPPort, WikiHost)), 0o600)
 	s.Edge = s.startEdge(t)
-	keyfile := s.CreateKeyfile(t, "trusted-site", "web", "redis", "ssh", "closed")
 	s.ConnectorData = t.TempDir()
-	// The keyfile travels to the connector's host as an operator would
-	// copy it: a file of its own there, mode 0600.
-	connKeyfile := filepath.Join(t.TempDir(), "trusted-site.keyfile")
-	writeFile(t, connKeyfile, keyfile, 0o600)
-	s.Connector = s.startConnector(t, "--keyfile", connKeyfile)
+	s.Connector = s.EnrollConnector(t, "trusted-site", s.ConnectorData)
 	s.Connector.Log.WaitFor(t, 30*time.Second, 1, "tunnel up")
 	s.Edge.Log.WaitFor(t, 10*time.Second, 1, "connector tunnel up")
 	return s
 }
 
+// EnrollConnector starts a connector in trusted on the data directory
+// data with a new keyfile named name, granted Services, which it redeems:
+// it enrolls, then opens its tunnel. The caller waits for that. The
+// connector ends with t (its cleanup kills it), as RestartConnector's does.
+func (s *Stack) EnrollConnector(t testing.TB, name, data string) *Process {
+	t.Helper()
+	keyfile := s.CreateKeyfile(t, name, Services...)
+	// The keyfile travels to the connector's host as an operator would
+	// copy it: a file of its own there, mode 0600.
+	connKeyfile := filepath.Join(t.TempDir(), name+".keyfile")
+	writeFile(t, connKeyfile, keyfile, 0o600)
+	return s.startConnector(t, data, "--keyfile", connKeyfile)
+}
+
 func (s *Stack) startEdge(t testing.TB) *Process {
 	t.Helper()
 	p := s.Topo.DMZ.Start(t, "edge", append([]string{s.Bin, "edge",
+		"--config", s.edgeConfig,
 		"--data", s.EdgeData,
 		"--tunnel-listen", ":" + strconv.Itoa(TunnelPort),
 		"--advertise", net.JoinHostPort(DMZTrustedAddr, strconv.Itoa(TunnelPort)),
@@ -116,14 +144,17 @@ func (s *Stack) startEdge(t testing.TB) *Process {
 	return p
 }
 
-func (s *Stack) startConnector(t testing.TB, extra ...string) *Process {
+// startConnector starts a connector in trusted on the data directory
+// data, offering the stack's services.
+func (s *Stack) startConnector(t testing.TB, data string, extra ...string) *Process {
 	t.Helper()
 	args := append([]string{s.Bin, "connector",
-		"--data", s.ConnectorData,
+		"--data", data,
 		"--service", fmt.Sprintf("web=127.0.0.1:%d", BackendHTTPPort),
 		"--service", fmt.Sprintf("redis=127.0.0.1:%d", BackendRedisPort),
 		"--service", fmt.Sprintf("ssh=127.0.0.1:%d", BackendSSHPort),
 		"--service", fmt.Sprintf("closed=127.0.0.1:%d", BackendClosedPort),
+		"--service", fmt.Sprintf("wiki=127.0.0.1:%d", BackendHTTPPort),
 		"--keepalive-interval", KeepaliveInterval.String(),
 		"--keepalive-timeout", KeepaliveTimeout.String(),
 		"--backoff-max", BackoffMax.String(),
@@ -166,11 +197,12 @@ func (s *Stack) RestartEdge(t testing.TB) {
 
 // RestartConnector starts the connector again on the same data directory,
 // without the keyfile: it must come back with the identity it enrolled.
-// extra flags follow the stack's own (a later value of a flag wins).
+// extra flags follow the stack's own (a later value of a flag wins). The
+// new process ends with t: a subtest's t ends it with the subtest.
 func (s *Stack) RestartConnector(t testing.TB, extra ...string) {
 	t.Helper()
 	s.Connector.waitEnded(t)
-	s.Connector = s.startConnector(t, extra...)
+	s.Connector = s.startConnector(t, s.ConnectorData, extra...)
 }
 
 // PublicAddr is the address clients in outside use for a public port.

@@ -30,6 +30,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -163,6 +164,29 @@ func New(t testing.TB) *Topology {
 	return topo
 }
 
+// AddOutsideAddrs gives the outside host count more addresses on its
+// link, 198.18.1.100 onwards, and returns them: clients (or attackers)
+// that the DMZ tells apart by address. They go when the namespace does.
+func (topo *Topology) AddOutsideAddrs(t testing.TB, count int) []netip.Addr {
+	t.Helper()
+	if count > 150 {
+		t.Fatalf("AddOutsideAddrs: %d addresses; the link's /24 has room for 150 from .100", count)
+	}
+	var addrs []netip.Addr
+	var batch strings.Builder
+	for i := range count {
+		a := netip.AddrFrom4([4]byte{198, 18, 1, byte(100 + i)})
+		addrs = append(addrs, a)
+		fmt.Fprintf(&batch, "addr add %s/24 dev %s\n", a, ifOutside)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := topo.Outside.RunInput(ctx, []byte(batch.String()), "ip", "-batch", "-"); err != nil {
+		t.Fatalf("add addresses to outside: %v", err)
+	}
+	return addrs
+}
+
 // Fence loads the firewalls. In trusted: no new inbound connection from
 // anywhere (only loopback and established/related traffic comes in), and
 // out only to the edge's tunnel port on the DMZ, plus loopback. In the DMZ:
@@ -216,7 +240,32 @@ func trustedRuleset(tunnelPort int, input, output bool) string {
 // everything through; with both true it is the fence of Fence again.
 func (topo *Topology) SetTrustedFence(t testing.TB, tunnelPort int, input, output bool) {
 	t.Helper()
-	topo.Trusted.Nft(t, "table inet sallyport\ndelete table inet sallyport\n"+trustedRuleset(tunnelPort, input, output))
+	topo.Trusted.replaceFence(t, trustedRuleset(tunnelPort, input, output))
+}
+
+// SetDMZFence replaces the DMZ's fence, atomically: with on false its
+// input chain lets everything through, so that what answers on the DMZ's
+// addresses is the edge's own doing; with on true it is the fence of
+// Fence again.
+func (topo *Topology) SetDMZFence(t testing.TB, tunnelPort int, publicPorts []int, on bool) {
+	t.Helper()
+	ruleset := DMZRuleset(tunnelPort, publicPorts)
+	if !on {
+		ruleset = `table inet sallyport {
+	chain input {
+		type filter hook input priority filter; policy accept;
+	}
+}
+`
+	}
+	topo.DMZ.replaceFence(t, ruleset)
+}
+
+// replaceFence loads ruleset in place of the namespace's fence table, in
+// one transaction.
+func (n *Namespace) replaceFence(t testing.TB, ruleset string) {
+	t.Helper()
+	n.Nft(t, "table "+FenceTable+"\ndelete table "+FenceTable+"\n"+ruleset)
 }
 
 // InboundDropped returns how many packets trusted's fence has dropped on
