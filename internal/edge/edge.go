@@ -88,6 +88,9 @@ type Edge struct {
 	// bounds the lines that log them.
 	refusals     admission.Counters
 	refusalLines loglimit.Limiter
+	// openingLines bounds the lines about tunnel-port connections that
+	// failed before they authenticated (strangerWarn).
+	openingLines loglimit.Limiter
 
 	// handlers counts every goroutine serving a tunnel-port connection.
 	handlers sync.WaitGroup
@@ -129,6 +132,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 
 		auditRefusals: newAuditLimiter(),
 		refusalLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
+		openingLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
 	}
 	e.conns.tunnels = make(map[*tunnel.Session]*tunnelInfo)
 	e.conns.ids = make(map[string]store.Connector)

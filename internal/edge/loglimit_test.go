@@ -1,11 +1,12 @@
 package edge
 
 import (
+	"fmt"
+	"log/slog"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
-
-	"log/slog"
 
 	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
@@ -41,5 +42,39 @@ func TestRefusalLinesAreBounded(t *testing.T) {
 	e.Refused(admission.Refuse(admission.ReasonDenied, "db", "service db does not let in clients from 192.0.2.1"), client)
 	if n := logs.Count("reason=address_denied", "more_refused_unlogged=990"); n != 1 {
 		t.Errorf("the next second's first line does not say that 990 went unlogged:\n%s", logs.Tail(3))
+	}
+}
+
+// Strangers that fail the tunnel port's TLS handshake write a few lines a
+// second, not one a connection, and the next line counts the rest.
+func TestTunnelPortStrangerLinesAreBounded(t *testing.T) {
+	logs := &logbuf.Buffer{}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	e := runTunnelEdge(t, logs, func(e *Edge) { e.now = func() time.Time { return time.Unix(0, clock.Load()) } })
+	// Each stranger speaks HTTP to the tunnel port; the edge logs, then
+	// closes it: once it is closed, its line is written.
+	stranger := func() {
+		c, err := net.DialTimeout("tcp", e.TunnelAddr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+		if !closedUnheard(c) {
+			t.Fatal("the edge kept a connection that failed its TLS handshake")
+		}
+	}
+	const strangers = 50
+	for range strangers {
+		stranger()
+	}
+	if n := logs.Count("TLS handshake failed"); n != refusalLinesPerSecond {
+		t.Errorf("%d failed handshakes in one second wrote %d lines, want %d", strangers, n, refusalLinesPerSecond)
+	}
+	clock.Add(int64(time.Second))
+	stranger()
+	if n := logs.Count("TLS handshake failed", fmt.Sprintf("more_unlogged=%d", strangers-refusalLinesPerSecond)); n != 1 {
+		t.Errorf("the next second's first line does not count the %d unlogged:\n%s", strangers-refusalLinesPerSecond, logs.Tail(3))
 	}
 }

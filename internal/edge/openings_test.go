@@ -17,6 +17,39 @@ import (
 	"github.com/sallyport/sallyport/internal/logbuf"
 )
 
+// runTunnelEdge runs an edge with a tunnel port on loopback, logging to
+// logs, until the test ends; tune, if set, adjusts it before it runs.
+func runTunnelEdge(t *testing.T, logs *logbuf.Buffer, tune func(*Edge)) *Edge {
+	t.Helper()
+	cfg := config.Edge{
+		DataDir: filepath.Join(t.TempDir(), "edge"),
+		Tunnel:  config.EdgeTunnel{Listen: "127.0.0.1:0"},
+		Admin:   config.Admin{Listen: "127.0.0.1:0"},
+	}
+	e, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(e)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	select {
+	case <-e.Ready():
+	case err := <-done:
+		t.Fatal(err)
+	}
+	return e
+}
+
 // closedUnheard reports whether the edge closed c without a word: its
 // read ends (EOF or reset) within a bound that only a failure reaches.
 func closedUnheard(c net.Conn) bool {
@@ -41,30 +74,7 @@ func heard(c net.Conn) bool {
 // firstRecordTimeout is closed.
 func TestTunnelPortShedsTheOldestOpening(t *testing.T) {
 	logs := &logbuf.Buffer{}
-	cfg := config.Edge{
-		DataDir: filepath.Join(t.TempDir(), "edge"),
-		Tunnel:  config.EdgeTunnel{Listen: "127.0.0.1:0"},
-		Admin:   config.Admin{Listen: "127.0.0.1:0"},
-	}
-	e, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.openings = newOpenings(3, maxOpeningsPerSource)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	select {
-	case <-e.Ready():
-	case err := <-done:
-		t.Fatal(err)
-	}
+	e := runTunnelEdge(t, logs, func(e *Edge) { e.openings = newOpenings(3, maxOpeningsPerSource) })
 	dial := func() net.Conn {
 		c, err := net.DialTimeout("tcp", e.TunnelAddr().String(), 5*time.Second)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"sync"
@@ -76,7 +77,7 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, opened func())
 		if expiredClientCert(err) {
 			log.Warn(expiredMessage(err))
 		} else {
-			log.Warn("tunnel port: TLS handshake failed", "err", err)
+			e.strangerWarn(log, "tunnel port: TLS handshake failed", "err", err)
 		}
 		raw.Close()
 		return
@@ -88,7 +89,7 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, opened func())
 		if errors.As(err, &ve) {
 			log.Error("connector refused: it speaks another protocol version", "err", err)
 		} else {
-			log.Warn("tunnel port: bad opening, connection closed", "err", err)
+			e.strangerWarn(log, "tunnel port: bad opening, connection closed", "err", err)
 		}
 		tc.Close()
 		return
@@ -101,9 +102,24 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, opened func())
 	case wire.KindRenewRequest:
 		e.serveRenew(ctx, tc, body)
 	default:
-		log.Warn("tunnel port: unexpected opening message, connection closed", "kind", kind.String())
+		e.strangerWarn(log, "tunnel port: unexpected opening message, connection closed", "kind", kind.String())
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "expected hello, enroll request or renew request, got " + kind.String()})
 	}
+}
+
+// strangerWarn logs msg for a tunnel-port connection that failed before
+// it authenticated, at most refusalLinesPerSecond lines a second for each
+// msg: a flood of strangers writes a few lines with a count, not one a
+// connection. The next line says how many went unlogged.
+func (e *Edge) strangerWarn(log *slog.Logger, msg string, args ...any) {
+	ok, unsaid := e.openingLines.Allow(msg, e.now())
+	if !ok {
+		return
+	}
+	if unsaid > 0 {
+		args = append(args, "more_unlogged", unsaid)
+	}
+	log.Warn(msg, args...)
 }
 
 // serveTunnel admits a connector's tunnel and keeps its routes while it lives.
