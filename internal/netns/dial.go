@@ -9,11 +9,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/nsenter"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,37 +21,7 @@ import (
 // created in, whichever thread uses it later). Do returns fn's error. The
 // thread goes back to the test's own namespace before it is released; if
 // it cannot, it stays locked and the Go runtime ends it with its goroutine.
-func (n *Namespace) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open this thread's network namespace: %w", err)
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open(filepath.Join("/run/netns", n.Name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open namespace %s: %w", n.Name, err)
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", n.Name, err)
-			return
-		}
-		err = fn()
-		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
+func (n *Namespace) Do(fn func() error) error { return nsenter.Do(n.Name, fn) }
 
 // Dial opens a TCP connection from the namespace, as a process on that
 // host would.

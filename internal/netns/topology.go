@@ -34,12 +34,12 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/nsenter"
 )
 
 // Addresses of the three hosts.
@@ -338,9 +338,7 @@ type Namespace struct {
 
 // Command returns a command that runs argv in the namespace.
 func (n *Namespace) Command(ctx context.Context, argv ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name}, argv...)...)
-	cmd.WaitDelay = 2 * time.Second
-	return cmd
+	return nsenter.Command(ctx, n.Name, argv...)
 }
 
 // Run runs argv in the namespace to completion (killed when ctx ends) and
@@ -387,52 +385,14 @@ func (n *Namespace) Nft(t testing.TB, script string) {
 }
 
 // Pids lists every process in the namespace.
-func (n *Namespace) Pids() ([]int, error) {
-	out, err := exec.Command("ip", "netns", "pids", n.Name).Output()
-	if err != nil {
-		return nil, fmt.Errorf("list processes in namespace %s: %w", n.Name, err)
-	}
-	var pids []int
-	for _, f := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
-}
+func (n *Namespace) Pids() ([]int, error) { return nsenter.Pids(n.Name) }
 
-// remove kills every process left in the namespace, by pid, and deletes it.
+// remove kills every process left in the namespace, by pid (never this
+// test process, whose goroutines may be visiting it through Do), and
+// deletes it.
 func (n *Namespace) remove(t testing.TB) {
-	if err := killAll(n.Name); err != nil {
-		t.Errorf("remove namespace %s: %v", n.Name, err)
-	}
-	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
-		t.Errorf("remove namespace %s: %v: %s", n.Name, err, out)
-	}
-}
-
-// killAll sends SIGKILL to every process in namespace name, by pid, and
-// waits up to 5s for them to be gone.
-func killAll(name string) error {
-	n := &Namespace{Name: name}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		pids, err := n.Pids()
-		pids = slices.DeleteFunc(pids, func(p int) bool { return p == os.Getpid() })
-		if err != nil || len(pids) == 0 {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes %v still in namespace %s after SIGKILL", pids, name)
-		}
-		for _, pid := range pids {
-			// A goroutine of this process may be visiting the namespace
-			// (Namespace.Do) on its main thread: never kill ourselves.
-			if pid != os.Getpid() {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := nsenter.Remove(n.Name); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -441,26 +401,8 @@ func killAll(name string) error {
 // creating process no longer exists.
 func RemoveStale(t testing.TB) {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatalf("list network namespaces: %v", err)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || !strings.HasPrefix(f[0], namePrefix) {
-			continue
-		}
-		rest := strings.TrimPrefix(f[0], namePrefix)
-		pidText, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
-			continue
-		}
-		t.Logf("removing namespace %s left by an earlier run (pid %d is gone)", f[0], pid)
-		if err := killAll(f[0]); err != nil {
-			t.Log(err)
-		}
-		exec.Command("ip", "netns", "del", f[0]).Run()
+	if err := nsenter.RemoveStale(namePrefix, t.Logf); err != nil {
+		t.Fatal(err)
 	}
 }
 
