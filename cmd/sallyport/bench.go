@@ -8,6 +8,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/bench"
+	"github.com/sallyport/sallyport/internal/wanlink"
 	"github.com/spf13/cobra"
 )
 
@@ -21,6 +22,7 @@ func newBenchCmd() *cobra.Command {
 		profile  string
 		keep     string
 		compare  string
+		wan      string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -43,6 +45,7 @@ root); idle counts that do not fit are skipped with a note saying how to
 raise the hard limit.`,
 		Example: `  sallyport bench --quick
   sallyport bench --compare ssh
+  sallyport bench --wan 50ms,0%,1gbit
   sallyport bench --reps 5 --json bench.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -65,8 +68,24 @@ raise the hard limit.`,
 			if compare != "" && compare != "ssh" {
 				return fmt.Errorf("--compare %q: the peer to compare with is ssh (OpenSSH's ssh -R)", compare)
 			}
-			rep, err := bench.Run(cmd.Context(), bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Profile: profile, Keep: keep,
-				CompareSSH: compare == "ssh", Progress: cmd.ErrOrStderr()})
+			opts := bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Profile: profile, Keep: keep,
+				CompareSSH: compare == "ssh", Progress: cmd.ErrOrStderr()}
+			var rep *bench.Report
+			if wan != "" {
+				spec, perr := wanlink.ParseSpec(wan)
+				if perr != nil {
+					return fmt.Errorf("--wan: %w", perr)
+				}
+				if compare != "" {
+					return errors.New("--wan and --compare: the WAN mode compares with a direct connection only")
+				}
+				if os.Geteuid() != 0 {
+					return errors.New("--wan builds network namespaces and needs root")
+				}
+				rep, err = bench.RunWAN(cmd.Context(), opts, spec)
+			} else {
+				rep, err = bench.Run(cmd.Context(), opts)
+			}
 			if err != nil {
 				if cmd.Context().Err() != nil {
 					return errors.New("bench interrupted; its edge, connector and back-end processes are stopped")
@@ -91,6 +110,7 @@ raise the hard limit.`,
 	f.IntSliceVar(&idle, "idle", nil, "idle connection counts to hold (default 1000,10000,50000, or 200,1000 with --quick)")
 	f.StringVar(&profile, "profile", "", "write CPU and heap profiles of the edge and the connector into this directory (edge.cpu, connector.cpu, ...)")
 	f.StringVar(&compare, "compare", "", "also run every load phase through a peer and show sallyport's ratio to it: ssh (a throwaway sshd on loopback and ssh -R, both held to aes128-gcm)")
+	f.StringVar(&wan, "wan", "", "measure across an emulated WAN link instead of loopback (root): RTT[,loss][,rate], e.g. 50ms,1%,1gbit")
 	f.StringVar(&keep, "keep", "", "keep the run's data and logs (edge.log, connector.log, backend.log) in this directory")
 	f.StringSliceVar(&backends, "serve-backends", nil, "serve only the benchmark's back-ends, kind=addr (the benchmark runs itself so)")
 	f.MarkHidden("serve-backends")

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The shipped benchmark's quick mode runs end to end: edge and connector
@@ -25,7 +26,7 @@ func TestBenchQuick(t *testing.T) {
 	if compare {
 		args = append(args, "--compare", "ssh")
 	}
-	code, stdout, stderr := sallyport(t, args...)
+	code, stdout, stderr := sallyportWithin(t, 3*time.Minute, args...)
 	if code != 0 {
 		t.Fatalf("sallyport bench --quick: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -84,5 +85,60 @@ func TestBenchQuick(t *testing.T) {
 		if l.Carried != l.Conns {
 			t.Errorf("%d of %d idle connections carried a byte after being held", l.Carried, l.Conns)
 		}
+	}
+}
+
+// The WAN mode runs end to end across the emulated link (root): every
+// phase carries its bytes directly and through sallyport, and the link
+// and its namespaces are gone afterwards. It checks what ran and what was
+// carried, never a speed.
+func TestBenchWANQuick(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("bench --wan needs root, and CI runs as root")
+		}
+		t.Skip("bench --wan needs root")
+	}
+	out := filepath.Join(t.TempDir(), "bench.json")
+	code, stdout, stderr := sallyportWithin(t, 3*time.Minute, "bench", "--wan", "20ms,0%,200mbit", "--quick", "--json", out)
+	if code != 0 {
+		t.Fatalf("sallyport bench --wan --quick: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("--json wrote no report: %v", err)
+	}
+	var rep struct {
+		WAN  string
+		Rows []struct {
+			Key       string
+			Direct    float64
+			Sallyport float64
+		}
+		TunneledBytes int64 `json:"tunneled_bytes"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("the JSON report does not parse: %v\n%s", err, b)
+	}
+	if rep.WAN != "20ms,200mbit" {
+		t.Errorf("the report's link is %q, want 20ms,200mbit", rep.WAN)
+	}
+	keys := map[string]bool{}
+	for _, r := range rep.Rows {
+		keys[r.Key] = true
+		if r.Direct <= 0 || r.Sallyport <= 0 {
+			t.Errorf("row %s: direct %v, sallyport %v: a phase measured nothing", r.Key, r.Direct, r.Sallyport)
+		}
+	}
+	for _, k := range []string{"wan_1_up", "wan_1_down", "wan_8_up", "wan_8_down", "wan_ttfb"} {
+		if !keys[k] {
+			t.Errorf("the report lacks row %s", k)
+		}
+	}
+	if rep.TunneledBytes < 1<<20 {
+		t.Errorf("%d bytes carried through sallyport, want at least 1 MiB", rep.TunneledBytes)
+	}
+	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil && strings.Contains(string(out), "-wan-") {
+		t.Errorf("the run left namespaces behind:\n%s", out)
 	}
 }

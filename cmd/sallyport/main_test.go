@@ -127,8 +127,15 @@ func (p *proc) waitLog(t *testing.T, s string, n int, timeout time.Duration) {
 // to its end and returns its exit code, stdout and stderr.
 func sallyport(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return sallyportWithin(t, 30*time.Second, args...)
+}
+
+// sallyportWithin is sallyport for a command that may take up to timeout
+// (the benchmark).
+func sallyportWithin(t *testing.T, timeout time.Duration, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	p := start(t, "sallyport "+strings.Join(args, " "), nil, args...)
-	code = p.wait(t, 30*time.Second)
+	code = p.wait(t, timeout)
 	return code, p.stdout.String(), p.stderr.String()
 }
 

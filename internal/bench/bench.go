@@ -135,15 +135,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				"/etc/security/limits.conf; in a container, start it with --ulimit nofile=1048576)", limit, fit))
 	}
 
-	dir := o.Keep
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "sallyport-bench-"); err != nil {
-			return nil, fmt.Errorf("bench: make a temporary directory: %w", err)
-		}
-		defer os.RemoveAll(dir)
-	} else if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
+	dir, cleanup, err := o.runDir()
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 
 	tl := findTools()
 	rep.Tools = tl.describe()
@@ -154,14 +150,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for g := range groups {
 		specs = append(specs, fmt.Sprintf("echo=127.0.0.%d:0", 10+g))
 	}
-	beProc, bound, err := startBackendProc(o.Exe, dir, specs)
+	beProc, bound, err := startBackendProc(local, o.Exe, dir, specs)
 	if err != nil {
 		return nil, err
 	}
 	defer beProc.stop()
 	load := map[string]string{"echo": bound[0], "sink": bound[1], "source": bound[2], "http": bound[3]}
 	if tl.iperf3 != "" {
-		if tl.iperfSrv, err = startIperf3Server(tl.iperf3, dir); err != nil {
+		if tl.iperfSrv, err = startIperf3Server(local, tl.iperf3, dir); err != nil {
 			return nil, err
 		}
 		defer tl.iperfSrv.stop()
@@ -173,7 +169,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	fmt.Fprintf(o.Progress, "bench: starting edge and connector (%s)\n", o.Exe)
-	sp, err := startSallyport(ctx, o.Exe, dir, o.Profile, backends, "echo")
+	sp, err := startSallyport(ctx, local, local, o.Exe, dir, o.Profile, backends, "echo")
 	if err != nil {
 		return nil, err
 	}
@@ -286,15 +282,10 @@ func (p path) died(err error) error {
 // o.Reps times, each repetition with the paths in another order so that
 // none always runs first (or last, on a warmer machine).
 func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tools, paths []path) error {
-	type bulkCase struct {
-		key     string
-		streams int
-		reverse bool // back-end → client
-	}
 	cases := []bulkCase{{"bulk_1_up", 1, false}, {"bulk_1_down", 1, true}, {"bulk_8_up", 8, false}, {"bulk_8_down", 8, true}}
 	bulkRun := func(p path, bc bulkCase) (bulk, error) {
 		if tl.iperf3 != "" {
-			return iperf3Bulk(ctx, tl.iperf3, tl.iperfSrv, p.public["iperf"], bc.streams, ph.toolSecs, bc.reverse)
+			return iperf3Bulk(ctx, local, tl.iperf3, tl.iperfSrv, p.public["iperf"], bc.streams, ph.toolSecs, 0, bc.reverse)
 		}
 		fn, svc := upload, "sink"
 		if bc.reverse {
@@ -323,23 +314,17 @@ func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tool
 		return l.requests(), err
 	}
 
-	samples := map[string]map[string][]float64{} // key → path → samples
-	add := func(key, path string, v float64) {
-		if samples[key] == nil {
-			samples[key] = map[string][]float64{}
-		}
-		samples[key][path] = append(samples[key][path], v)
-	}
+	samples := samples{}
+	add := samples.add
 	cpuPerGB := map[string][]float64{}
 	var carried int64
 	for r := range o.Reps {
-		order := slices.Concat(paths[r%len(paths):], paths[:r%len(paths)])
+		order := rotate(paths, r)
 		for _, bc := range cases {
 			for _, p := range order {
-				if err := ctx.Err(); err != nil {
+				if err := bc.announce(ctx, o, r, p); err != nil {
 					return err
 				}
-				fmt.Fprintf(o.Progress, "bench: rep %d/%d: %s %s\n", r+1, o.Reps, bc.key, p.name)
 				var cpu0 float64
 				if p.cpu != nil {
 					var err error
@@ -386,16 +371,70 @@ func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tool
 			}
 		}
 	}
-	for key, s := range samples {
-		for p, v := range s {
-			rep.set(key, p, median(v))
-		}
-	}
+	samples.medians(rep)
 	for p, v := range cpuPerGB {
 		rep.set("cpu_per_gb", p, median(v))
 	}
 	rep.TunneledBytes = carried
 	return nil
+}
+
+// bulkCase is one bulk phase.
+type bulkCase struct {
+	key     string
+	streams int
+	reverse bool // back-end → client
+}
+
+// announce says that the phase starts on p in repetition r, unless ctx
+// has ended.
+func (bc bulkCase) announce(ctx context.Context, o Options, r int, p path) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Progress, "bench: rep %d/%d: %s %s\n", r+1, o.Reps, bc.key, p.name)
+	return nil
+}
+
+// rotate returns paths in the order repetition r runs them: each
+// repetition starts with another, so that none always runs first (or
+// last, on a warmer machine).
+func rotate(paths []path, r int) []path {
+	return slices.Concat(paths[r%len(paths):], paths[:r%len(paths)])
+}
+
+// runDir returns the run's directory for data and logs: o.Keep, kept, or
+// a temporary one that cleanup removes.
+func (o Options) runDir() (dir string, cleanup func(), err error) {
+	if o.Keep != "" {
+		if err := os.MkdirAll(o.Keep, 0o700); err != nil {
+			return "", nil, fmt.Errorf("bench: %w", err)
+		}
+		return o.Keep, func() {}, nil
+	}
+	if dir, err = os.MkdirTemp("", "sallyport-bench-"); err != nil {
+		return "", nil, fmt.Errorf("bench: make a temporary directory: %w", err)
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}
+
+// samples holds a run's measurements: key → path → one per repetition.
+type samples map[string]map[string][]float64
+
+func (s samples) add(key, path string, v float64) {
+	if s[key] == nil {
+		s[key] = map[string][]float64{}
+	}
+	s[key][path] = append(s[key][path], v)
+}
+
+// medians sets each figure's median in rep.
+func (s samples) medians(rep *Report) {
+	for key, paths := range s {
+		for p, v := range paths {
+			rep.set(key, p, median(v))
+		}
+	}
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -28,17 +28,51 @@ type proc struct {
 	gentle bool
 }
 
-// startProc runs exe with args; stdout and stderr go to dir/name.log.
-// The child is killed (SIGKILL) should the benchmark die without its
-// cleanup running.
-func startProc(exe, dir, name string, args ...string) (*proc, error) {
-	return startProcEnv(exe, dir, name, nil, args...)
+// A host is where a process of the run lives: this machine's own network
+// (loopback), or one side of an emulated WAN link (wan.go).
+type host struct {
+	// addr is the address its processes bind: 127.0.0.1, or the side's
+	// address.
+	addr string
+	// command makes a command that runs there; ctx ends it.
+	command func(ctx context.Context, argv ...string) *exec.Cmd
+	// dial connects from there.
+	dial func(ctx context.Context, addr string) (net.Conn, error)
+	// ports returns n ports free on addr.
+	ports func(n int) ([]int, error)
 }
 
-// startProcEnv is startProc with env added to the child's environment.
-// A child given an environment is stopped with SIGTERM first (see stop),
-// so that it can write its profiles.
-func startProcEnv(exe, dir, name string, env []string, args ...string) (*proc, error) {
+// local is this machine's loopback.
+var local = &host{
+	addr: "127.0.0.1",
+	command: func(ctx context.Context, argv ...string) *exec.Cmd {
+		return exec.CommandContext(ctx, argv[0], argv[1:]...)
+	},
+	dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	},
+	ports: freePorts,
+}
+
+// dialTimeout dials addr from h within timeout.
+func (h *host) dialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return h.dial(ctx, addr)
+}
+
+// startProc runs exe with args on this machine; stdout and stderr go to
+// dir/name.log. The child is killed (SIGKILL) should the benchmark die
+// without its cleanup running.
+func startProc(exe, dir, name string, args ...string) (*proc, error) {
+	return startProcOn(local, exe, dir, name, nil, args...)
+}
+
+// startProcOn is startProc on h, with env added to the child's
+// environment. A child given an environment is stopped with SIGTERM
+// first (see stop), so that it can write its profiles.
+func startProcOn(h *host, exe, dir, name string, env []string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -47,7 +81,8 @@ func startProcEnv(exe, dir, name string, env []string, args ...string) (*proc, e
 	// The child writes the log through its own descriptor; ours is not
 	// needed once it has started.
 	defer f.Close()
-	cmd := exec.Command(exe, args...)
+	// The process lives until stopped, not until a context ends.
+	cmd := h.command(context.Background(), append([]string{exe}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
@@ -83,8 +118,8 @@ func (p *proc) tail() string {
 // order. The back-ends run in their own process so that what they cost
 // is neither the load generators' nor the measured processes', and so
 // that the benchmark's open-file limit holds only the clients.
-func startBackendProc(exe, dir string, specs []string) (*proc, []string, error) {
-	p, err := startProc(exe, dir, "backend", "bench", "--serve-backends", strings.Join(specs, ","))
+func startBackendProc(h *host, exe, dir string, specs []string) (*proc, []string, error) {
+	p, err := startProcOn(h, exe, dir, "backend", nil, "bench", "--serve-backends", strings.Join(specs, ","))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -189,38 +224,41 @@ type sallyport struct {
 	exe, dir  string
 	edge      *proc
 	connector *proc
+	// client is where the clients are: beside the edge.
+	client *host
 	// public maps each service to the edge's client address for it.
 	public map[string]string
 }
 
-// startSallyport starts the edge exposing each of services on its own
-// port, enrolls a connector that offers each at backends[name], starts
-// it and waits until a round trip on probe passes through the tunnel.
+// startSallyport starts the edge on edge, exposing each of services on
+// its own port, enrolls a connector that offers each at backends[name],
+// starts it on site and waits until a round trip on probe passes through
+// the tunnel from a client beside the edge.
 //
 // With profile set, edge and connector write CPU and heap profiles there
 // (edge.cpu, edge.heap, connector.cpu, connector.heap) when stopped.
-func startSallyport(ctx context.Context, exe, dir, profile string, backends map[string]string, probe string) (*sallyport, error) {
+func startSallyport(ctx context.Context, edge, site *host, exe, dir, profile string, backends map[string]string, probe string) (*sallyport, error) {
 	names := make([]string, 0, len(backends))
 	for n := range backends {
 		names = append(names, n)
 	}
-	ports, err := freePorts(2 + len(names))
+	ports, err := edge.ports(2 + len(names))
 	if err != nil {
 		return nil, err
 	}
-	s := &sallyport{exe: exe, dir: dir, public: map[string]string{}}
+	s := &sallyport{exe: exe, dir: dir, public: map[string]string{}, client: edge}
 	edgeData, connData := filepath.Join(dir, "edge"), filepath.Join(dir, "connector")
-	tunnelAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	tunnelAddr := net.JoinHostPort(edge.addr, strconv.Itoa(ports[0]))
 	args := []string{"edge", "--data", edgeData, "--tunnel-listen", tunnelAddr, "--advertise", tunnelAddr,
 		"--admin-listen", fmt.Sprintf("127.0.0.1:%d", ports[1]), "--log-level", "warn", "--drain-timeout", "1s",
 		// The bench holds up to 50,000 idle connections from a few
 		// loopback addresses: lift the client limits past that.
 		"--max-clients", "200000", "--max-clients-per-source", "200000"}
 	for i, n := range names {
-		s.public[n] = fmt.Sprintf("127.0.0.1:%d", ports[2+i])
+		s.public[n] = net.JoinHostPort(edge.addr, strconv.Itoa(ports[2+i]))
 		args = append(args, "--expose", n+"="+s.public[n])
 	}
-	if s.edge, err = startProcEnv(exe, dir, "edge", profileEnv(profile, "edge"), args...); err != nil {
+	if s.edge, err = startProcOn(edge, exe, dir, "edge", profileEnv(profile, "edge"), args...); err != nil {
 		return nil, err
 	}
 	keyfile := filepath.Join(dir, "bench.keyfile")
@@ -232,7 +270,7 @@ func startSallyport(ctx context.Context, exe, dir, profile string, backends map[
 	for _, n := range names {
 		args = append(args, "--service", n+"="+backends[n])
 	}
-	if s.connector, err = startProcEnv(exe, dir, "connector", profileEnv(profile, "connector"), args...); err != nil {
+	if s.connector, err = startProcOn(site, exe, dir, "connector", profileEnv(profile, "connector"), args...); err != nil {
 		s.stop()
 		return nil, err
 	}
@@ -287,7 +325,7 @@ func (s *sallyport) waitReady(ctx context.Context, addr string) error {
 		if s.connector.Exited() {
 			return fmt.Errorf("the connector exited during start-up; its log:\n%s", s.connector.tail())
 		}
-		if last = roundTrip(addr); last == nil {
+		if last = roundTrip(s.client, addr); last == nil {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -298,9 +336,10 @@ func (s *sallyport) waitReady(ctx context.Context, addr string) error {
 	return fmt.Errorf("no round trip through the tunnel within 30s (last: %v); connector log:\n%s", last, s.connector.tail())
 }
 
-// roundTrip sends one byte to an echo service at addr and reads it back.
-func roundTrip(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+// roundTrip sends one byte from h to an echo service at addr and reads
+// it back.
+func roundTrip(h *host, addr string) error {
+	c, err := h.dialTimeout(addr, 2*time.Second)
 	if err != nil {
 		return err
 	}

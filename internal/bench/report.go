@@ -24,9 +24,12 @@ type Report struct {
 	// benchmark's own).
 	Tools string `json:"tools"`
 	// Paths lists the columns: direct, sallyport and, compared, ssh.
-	Paths    []string `json:"paths"`
-	Quick    bool     `json:"quick"`
-	Duration string   `json:"duration"`
+	Paths []string `json:"paths"`
+	// WAN is the emulated link's spec (RTT, loss, rate) in the WAN
+	// mode; empty on loopback.
+	WAN      string `json:"wan,omitempty"`
+	Quick    bool   `json:"quick"`
+	Duration string `json:"duration"`
 
 	EdgePID      int `json:"edge_pid"`
 	ConnectorPID int `json:"connector_pid"`
@@ -47,6 +50,7 @@ type Report struct {
 
 	start  time.Time
 	values map[string]map[string]float64 // key → path → median
+	lossy  bool                          // the WAN link loses packets
 }
 
 // Row is one figure measured direct and through sallyport.
@@ -121,11 +125,32 @@ func rowSpecs() []rowSpec {
 	}
 }
 
+// wanRowSpecs lists the WAN mode's rows. The targets: at least 0.9 of
+// direct's throughput on a clean link, 0.7 with loss; a first byte no
+// later than direct's.
+func wanRowSpecs(lossy bool) []rowSpec {
+	min := 0.9
+	if lossy {
+		min = 0.7
+	}
+	return []rowSpec{
+		{"wan_1_up", "WAN bulk, 1 stream, client → back-end", "Mbit/s", min, 0, 0},
+		{"wan_1_down", "WAN bulk, 1 stream, back-end → client", "Mbit/s", min, 0, 0},
+		{"wan_8_up", "WAN bulk, 8 streams, client → back-end", "Mbit/s", min, 0, 0},
+		{"wan_8_down", "WAN bulk, 8 streams, back-end → client", "Mbit/s", min, 0, 0},
+		{"wan_ttfb", "new connection: first byte, p50", "ms", 0, 1.0, 0},
+	}
+}
+
 // finish turns the measured values into rows and checks the targets.
 func (r *Report) finish() {
 	r.LoadEnd = loadavg()
 	r.Duration = time.Since(r.start).Round(time.Second).String()
-	for _, s := range rowSpecs() {
+	specs := rowSpecs()
+	if r.WAN != "" {
+		specs = wanRowSpecs(r.lossy)
+	}
+	for _, s := range specs {
 		v, ok := r.values[s.key]
 		if !ok {
 			continue
@@ -175,6 +200,9 @@ func (r *Report) WriteJSON(w io.Writer) error {
 func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "sallyport bench, %s, %s\n", r.Date.Format("2006-01-02 15:04 MST"), r.Machine)
 	fmt.Fprintf(w, "load average %s at start, %s at end; %d repetition(s), medians; took %s\n\n", r.LoadStart, r.LoadEnd, r.Reps, r.Duration)
+	if r.WAN != "" {
+		fmt.Fprintf(w, "emulated WAN link: %s (edge and clients on one side, connector and back-ends on the other)\n", r.WAN)
+	}
 	fmt.Fprintf(w, "load: %s\n\n", r.Tools)
 	ssh := slices.Contains(r.Paths, sshPath)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -195,7 +223,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	for _, row := range r.Rows {
 		ratio := fmt.Sprintf("%.2f", row.Ratio)
 		ratioSSH := fmt.Sprintf("%.2f", row.RatioSSH)
-		if row.Unit == "µs" {
+		if row.Unit == "µs" || row.Unit == "ms" {
 			ratio, ratioSSH = ratio+"×", ratioSSH+"×"
 		}
 		cols(row.Name, row.Unit, num(row.Direct), num(row.Tunnel), num(row.SSH), ratio, ratioSSH, row.Target, verdict(row.Met))
@@ -208,7 +236,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		cols("CPU per GB, 1 stream (edge+connector; sshd+ssh)", "CPU-s", "—", fmt.Sprintf("%.2f", r.CPUPerGB), fmt.Sprintf("%.2f", r.CPUPerGBSSH), "", vs, target, verdict(met))
 	}
 	row := func(name, unit, v, target, v2 string) { cols(name, unit, "—", v, "", "", "", target, v2) }
-	row("RSS at rest, edge + connector", "MiB", mib(r.IdleRSS.Edge+r.IdleRSS.Connector), "", "")
+	if r.IdleRSS.Edge > 0 {
+		row("RSS at rest, edge + connector", "MiB", mib(r.IdleRSS.Edge+r.IdleRSS.Connector), "", "")
+	}
 	for _, l := range r.Idle {
 		target, met := "", (*bool)(nil)
 		if l.Conns == 10000 {

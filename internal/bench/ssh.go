@@ -85,7 +85,7 @@ func startSSH(ctx context.Context, dir string, backends map[string]string, probe
 			return nil, err
 		}
 		for time.Now().Before(deadline) && ctx.Err() == nil && !p.ssh.Exited() {
-			if last = roundTrip(p.public[probe]); last == nil {
+			if last = roundTrip(local, p.public[probe]); last == nil {
 				return p, nil
 			}
 			time.Sleep(100 * time.Millisecond)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -64,17 +65,17 @@ type iperf3Server struct {
 	tests int // tests run so far
 }
 
-func startIperf3Server(bin, dir string) (*iperf3Server, error) {
-	ports, err := freePorts(1)
+func startIperf3Server(h *host, bin, dir string) (*iperf3Server, error) {
+	ports, err := h.ports(1)
 	if err != nil {
 		return nil, err
 	}
 	// --forceflush: the log is read to know when the server is ready.
-	p, err := startProc(bin, dir, "iperf3-server", "--server", "--bind", "127.0.0.1", "--port", strconv.Itoa(ports[0]), "--forceflush")
+	p, err := startProcOn(h, bin, dir, "iperf3-server", nil, "--server", "--bind", h.addr, "--port", strconv.Itoa(ports[0]), "--forceflush")
 	if err != nil {
 		return nil, err
 	}
-	return &iperf3Server{proc: p, addr: fmt.Sprintf("127.0.0.1:%d", ports[0])}, nil
+	return &iperf3Server{proc: p, addr: net.JoinHostPort(h.addr, strconv.Itoa(ports[0]))}, nil
 }
 
 // ready waits until the server listens for its next test.
@@ -94,10 +95,11 @@ func (s *iperf3Server) ready(ctx context.Context) error {
 	return nil
 }
 
-// iperf3Bulk runs one iperf3 test to addr: streams parallel streams for
-// secs seconds, client → server, or server → client with reverse. It
-// returns what the receiver counted.
-func iperf3Bulk(ctx context.Context, bin string, srv *iperf3Server, addr string, streams, secs int, reverse bool) (bulk, error) {
+// iperf3Bulk runs one iperf3 test from h to addr: streams parallel
+// streams for secs seconds after omit seconds not counted (TCP's slow
+// start on a long link), client → server, or server → client with
+// reverse. It returns what the receiver counted.
+func iperf3Bulk(ctx context.Context, h *host, bin string, srv *iperf3Server, addr string, streams, secs, omit int, reverse bool) (bulk, error) {
 	if err := srv.ready(ctx); err != nil {
 		return bulk{}, err
 	}
@@ -107,13 +109,16 @@ func iperf3Bulk(ctx context.Context, bin string, srv *iperf3Server, addr string,
 	}
 	args := []string{"--client", host, "--port", port, "--time", strconv.Itoa(secs), "--parallel", strconv.Itoa(streams),
 		"--json", "--connect-timeout", "10000"}
+	if omit > 0 {
+		args = append(args, "--omit", strconv.Itoa(omit))
+	}
 	if reverse {
 		args = append(args, "--reverse")
 	}
 	// A stalled test fails instead of hanging the benchmark.
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+ioTimeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+omit)*time.Second+ioTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	out, err := h.command(ctx, append([]string{bin}, args...)...).Output()
 	var res struct {
 		Error string `json:"error"`
 		End   struct {
