@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/bench"
@@ -23,6 +24,7 @@ func newBenchCmd() *cobra.Command {
 		keep     string
 		compare  string
 		wan      string
+		only     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -69,7 +71,12 @@ raise the hard limit.`,
 				return fmt.Errorf("--compare %q: the peer to compare with is ssh (OpenSSH's ssh -R)", compare)
 			}
 			opts := bench.Options{Exe: exe, Quick: quick, Reps: reps, Idle: idle, Profile: profile, Keep: keep,
-				CompareSSH: compare == "ssh", Progress: cmd.ErrOrStderr()}
+				CompareSSH: compare == "ssh", Only: only, Progress: cmd.ErrOrStderr()}
+			for _, p := range only {
+				if !slices.Contains([]string{"bulk", "rr", "conn", "idle"}, p) {
+					return fmt.Errorf("--only %q: the phases are bulk, rr, conn and idle", p)
+				}
+			}
 			var rep *bench.Report
 			if wan != "" {
 				spec, perr := wanlink.ParseSpec(wan)
@@ -110,6 +117,7 @@ raise the hard limit.`,
 	f.IntSliceVar(&idle, "idle", nil, "idle connection counts to hold (default 1000,10000,50000, or 200,1000 with --quick)")
 	f.StringVar(&profile, "profile", "", "write CPU and heap profiles of the edge and the connector into this directory (edge.cpu, connector.cpu, ...)")
 	f.StringVar(&compare, "compare", "", "also run every load phase through a peer and show sallyport's ratio to it: ssh (a throwaway sshd on loopback and ssh -R, both held to aes128-gcm)")
+	f.StringSliceVar(&only, "only", nil, "run only these phases: bulk, rr (kept-alive requests), conn (a new connection per request), idle; with --profile, a profile of one")
 	f.StringVar(&wan, "wan", "", "measure across an emulated WAN link instead of loopback (root): RTT[,loss][,rate], e.g. 50ms,1%,1gbit")
 	f.StringVar(&keep, "keep", "", "keep the run's data and logs (edge.log, connector.log, backend.log) in this directory")
 	f.StringSliceVar(&backends, "serve-backends", nil, "serve only the benchmark's back-ends, kind=addr (the benchmark runs itself so)")

@@ -54,6 +54,10 @@ type Options struct {
 	// CompareSSH also runs every load phase through OpenSSH's remote
 	// forwarding (ssh -R, see ssh.go) and reports sallyport's ratio to it.
 	CompareSSH bool
+	// Only, if set, runs only the phases it names: bulk, rr (kept-alive
+	// requests), conn (a new connection per request), idle; for a
+	// profile of one of them.
+	Only []string
 	// Progress, if set, receives a line as each phase starts.
 	Progress io.Writer
 }
@@ -196,6 +200,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Paths = append(rep.Paths, p.name)
 	}
 
+	if !o.runs("idle") {
+		o.Idle = nil
+	}
 	if err := measureIdle(ctx, o, ph, rep, sp, groups); err != nil {
 		return rep, err
 	}
@@ -271,6 +278,14 @@ const (
 	sshPath       = "ssh"
 )
 
+// cpuSeconds is p.cpu, or 0 for a path without processes of its own.
+func (p path) cpuSeconds() (float64, error) {
+	if p.cpu == nil {
+		return 0, nil
+	}
+	return p.cpu()
+}
+
 func (p path) died(err error) error {
 	if p.alive != nil {
 		return firstErr(p.alive(), err)
@@ -321,6 +336,9 @@ func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tool
 	for r := range o.Reps {
 		order := rotate(paths, r)
 		for _, bc := range cases {
+			if !o.runs("bulk") {
+				break
+			}
 			for _, p := range order {
 				if err := bc.announce(ctx, o, r, p); err != nil {
 					return err
@@ -353,14 +371,29 @@ func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tool
 			}
 		}
 		for _, rc := range reqCases {
+			if !o.runs(rc.key) {
+				continue
+			}
 			for _, p := range order {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 				fmt.Fprintf(o.Progress, "bench: rep %d/%d: %s %s\n", r+1, o.Reps, rc.what, p.name)
+				cpu0, err := p.cpuSeconds()
+				if err != nil {
+					return p.died(err)
+				}
 				q, err := reqRun(p, rc)
 				if err != nil {
 					return p.died(err)
+				}
+				cpu1, err := p.cpuSeconds()
+				if err != nil {
+					return p.died(err)
+				}
+				if p.cpu != nil && q.count > 0 {
+					// CPU milliseconds of the path's processes per request.
+					add(rc.key+"_cpu", p.name, (cpu1-cpu0)*1000/float64(q.count))
 				}
 				add(rc.key+"_rate", p.name, q.rate)
 				add(rc.key+"_p50", p.name, micros(q.p50))
@@ -402,6 +435,9 @@ func (bc bulkCase) announce(ctx context.Context, o Options, r int, p path) error
 func rotate(paths []path, r int) []path {
 	return slices.Concat(paths[r%len(paths):], paths[:r%len(paths)])
 }
+
+// runs reports whether the run includes phase.
+func (o Options) runs(phase string) bool { return len(o.Only) == 0 || slices.Contains(o.Only, phase) }
 
 // runDir returns the run's directory for data and logs: o.Keep, kept, or
 // a temporary one that cleanup removes.

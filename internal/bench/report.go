@@ -119,9 +119,11 @@ func rowSpecs() []rowSpec {
 		{"rr_rate", "small requests, 50 kept-alive clients", "req/s", 0.45, 0, 0},
 		{"rr_p50", "  latency p50", "µs", 0, 0, 0},
 		{"rr_p99", "  latency p99", "µs", 0, 1.0, 0},
+		{"rr_cpu", "  CPU per request (edge+connector; sshd+ssh)", "ms", 0, 0, 0},
 		{"conn_rate", "new connection per request", "conn/s", 0.40, 0, 0},
 		{"conn_p50", "  latency p50", "µs", 0, 3.0, 0},
 		{"conn_p99", "  latency p99", "µs", 0, 0, 0},
+		{"conn_cpu", "  CPU per connection (edge+connector; sshd+ssh)", "ms", 0, 0, 0},
 	}
 }
 
@@ -226,7 +228,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if row.Unit == "µs" || row.Unit == "ms" {
 			ratio, ratioSSH = ratio+"×", ratioSSH+"×"
 		}
-		cols(row.Name, row.Unit, num(row.Direct), num(row.Tunnel), num(row.SSH), ratio, ratioSSH, row.Target, verdict(row.Met))
+		d := num(row.Direct)
+		if strings.HasSuffix(row.Key, "_cpu") {
+			// A direct connection has no process of its own.
+			d, ratio = "—", ""
+		}
+		cols(row.Name, row.Unit, d, num(row.Tunnel), num(row.SSH), ratio, ratioSSH, row.Target, verdict(row.Met))
 	}
 	if r.CPUPerGB > 0 {
 		target, met, vs := "", (*bool)(nil), ""
