@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"fmt"
 	"io"
 	"runtime"
 	"strings"
@@ -116,5 +117,103 @@ func TestCloseLeavesNothingRunning(t *testing.T) {
 			}
 			eventually(t, time.Second, func() bool { return len(sessionGoroutines(true)) == 0 }, "the multiplexers' goroutines end")
 		})
+	}
+}
+
+// windowWaits counts the writers blocked on a stream's send window (not
+// on the session's send queue).
+func windowWaits() int {
+	n := 0
+	for _, g := range goroutineStacks() {
+		if strings.Contains(g, "go-yamux/v5.(*Stream).write(") && !strings.Contains(g, "sendMsg(") {
+			n++
+		}
+	}
+	return n
+}
+
+// A thousand idle streams, each waiting to be told it is readable as a
+// relay at rest waits, hold no goroutine on either side; each is told
+// once its peer sends, and reads what was sent.
+func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
+	const n = 1000
+	connector, edge := sessions(t, tlsPair, Config{})
+	accepted := make(chan *Stream, n)
+	go func() {
+		for range n {
+			st, err := connector.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- st
+		}
+	}()
+	runtime.GC()
+	before, heapBefore := runtime.NumGoroutine(), heapNow()
+	told := make(chan int, n)
+	var es, cs []*Stream
+	for i := range n {
+		st, err := edge.Open(wire.StreamOpen{Service: "svc", Client: fmt.Sprintf("192.0.2.2:%d", i+1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, st)
+		t.Cleanup(func() { st.Close() })
+	}
+	for range n {
+		var st *Stream
+		select {
+		case st = <-accepted:
+		case <-time.After(10 * time.Second):
+			t.Fatal("streams not accepted within 10s")
+		}
+		if st == nil {
+			t.Fatal("the session ended")
+		}
+		if _, err := st.ReadHeader(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		st.Reply(wire.StreamReply{Code: wire.CodeOK})
+		cs = append(cs, st)
+		t.Cleanup(func() { st.Close() })
+	}
+	settled(t, connector, edge)
+	for i, st := range es {
+		if err := st.Accepted(); err != nil {
+			t.Fatal(err)
+		}
+		st.NotifyRead(func() { told <- i })
+	}
+	select {
+	case i := <-told:
+		t.Fatalf("idle stream %d told it is readable", i)
+	default:
+	}
+	goroutines, heap := runtime.NumGoroutine()-before, heapNow()-heapBefore
+	t.Logf("%d idle streams: %+d goroutines, %.0f bytes of heap per stream (both ends)", n, goroutines, float64(heap)/n)
+	if goroutines > 0 {
+		t.Errorf("%d idle streams added %d goroutines; want none", n, goroutines)
+	}
+	for i := range n {
+		if _, err := cs[i].Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := make([]bool, n)
+	for range n {
+		select {
+		case i := <-told:
+			if seen[i] {
+				t.Fatalf("stream %d told twice", i)
+			}
+			seen[i] = true
+			b := make([]byte, 2)
+			if k, wait, err := es[i].TryRead(b); k != 1 || wait || err != nil || b[0] != byte(i) {
+				t.Fatalf("stream %d after it was told: %d bytes %x, wait %v, %v", i, k, b[:k], wait, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("not every stream told within 10s of its byte")
+		}
 	}
 }

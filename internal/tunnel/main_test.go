@@ -214,11 +214,11 @@ func eventually(t testing.TB, d time.Duration, cond func() bool, what string) {
 	}
 }
 
-// settled waits until the connector has handled every frame the edge has
-// written so far: the multiplexer handles frames in the order they came.
-func settled(t testing.TB, edge, connector *Session) {
+// settled waits until to has handled every frame that from has written
+// so far: the multiplexer handles frames in the order they came.
+func settled(t testing.TB, from, to *Session) {
 	t.Helper()
-	n := edge.tap.written.Load()
-	eventually(t, 5*time.Second, func() bool { return connector.tap.handled.Load() >= n },
-		"the connector handles the frames the edge has written")
+	n := from.tap.written.Load()
+	eventually(t, 5*time.Second, func() bool { return to.tap.handled.Load() >= n },
+		"the peer handles the frames written to it")
 }
