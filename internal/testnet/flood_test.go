@@ -35,7 +35,7 @@ func TestPingFloodingConnectorIsCutOff(t *testing.T) {
 		h := binary.BigEndian.AppendUint16([]byte{0, typ}, flags)
 		return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(h, stream), length)
 	}
-	if _, err := tc.Write(frame(1, 1, 1, 0)); err != nil { // the control stream's SYN
+	if _, err := tc.Write(frame(2, 2, 0, 0)); err != nil { // a first frame, which the edge waits for
 		t.Fatal(err)
 	}
 	e.waitTunnelsOf(t, "flooder", 1)

@@ -6,28 +6,27 @@ import (
 	"net"
 )
 
-// The multiplexer's own floods.
+// What a peer may make the multiplexer do, and how the tunnel bounds it.
 //
-// yamux v0.1.2 answers some frames by itself, and a peer can make it hold
-// goroutines and memory with them. It answers each ping request from a
-// goroutine of its own, which waits up to ConnectionWriteTimeout (a
-// minute) for room in the send queue: a peer that sends pings and reads
-// none of the answers makes it hold a goroutine per ping (300,000 pings
-// took an edge to 350 MiB). It keeps every stream the peer opens until
-// the peer closes it, closed by this side or not: an edge that turns a
-// connector's streams away still holds each one (about 700 bytes) for as
-// long as the connector likes. And a write to a peer that has stopped
-// reading waits a minute in yamux, with everything that gathers behind it.
+// go-yamux bounds most of it itself: it answers a ping from its send loop
+// through a queue of Config.PingBacklog answers and drops the rest; it
+// refuses a stream the peer opens beyond MaxIncomingStreams with a reset
+// and keeps nothing of it; it forgets a stream this side has closed at
+// once, discarding what the peer still sends on it; a window update only
+// adds to a counter; and each write to the connection has a deadline
+// (ConnectionWriteTimeout, the keepalive timeout here): a peer that takes
+// nothing for that long has stopped reading, and the session ends
+// (ErrPeerNotReading).
 //
-// So the tunnel bounds them itself. The readTap counts the pings and the
-// stream openings in the frames before yamux reads them, and ends the
-// session as a protocol violation (ErrProtocol) once the peer has more
-// than maxPeerPings pings unanswered (a sallyport peer sends none: its
-// liveness is keepalive.go's) or opens more streams than it may (a
-// connector opens its control stream only). The batch writer gives each
-// write to the connection a deadline of the keepalive timeout, renewed
-// as the write goes on: a peer that takes nothing for that long has
-// stopped reading, and the session ends (ErrPeerNotReading).
+// The tunnel adds rules that no sallyport peer comes near, so that a peer
+// that floods is cut off and the edge can say why instead of serving the
+// flood for as long as it lasts: a peer with more than maxPeerPings pings
+// not yet answered (a sallyport peer has at most two in flight: its
+// keepalive's and the multiplexer's round-trip probe), a connector that
+// opens a stream (only the edge opens streams), and a data frame longer
+// than any window (go-yamux would skip one for a stream it does not know,
+// byte by byte), break the protocol (ErrProtocol). The tap finds them in
+// the frames before the multiplexer reads them.
 
 // ErrProtocol is wrapped by the cause of a session (Session.Cause) that
 // ended because the peer broke the protocol.
@@ -41,32 +40,17 @@ var ErrPeerNotReading = errors.New("the peer stopped reading: a write to it made
 // not been answered yet.
 const maxPeerPings = 16
 
-// writeChunk is the most the batch writer hands the connection in one
-// write, under one deadline: a peer that takes in less than writeChunk
-// bytes in a keepalive timeout (4 KiB/s at the default 15s) is taken for
-// one that has stopped reading.
-const writeChunk = 64 << 10
-
 // check returns the protocol violation in the frames the peer has sent
 // so far, if any.
-func (r *readTap) check() error {
-	if pings, answered := r.frames.pings, r.answered.Load(); pings > answered+maxPeerPings {
-		return fmt.Errorf("%w: the peer has sent %d multiplexer pings that are not answered yet, more than the %d allowed (a sallyport peer sends none)", ErrProtocol, pings-answered, maxPeerPings)
+func (t *tap) check() error {
+	if pings, answered := t.frames.pings, t.answered.Load(); pings > answered+maxPeerPings {
+		return fmt.Errorf("%w: the peer has sent %d multiplexer pings that are not answered yet, more than the %d allowed (a sallyport peer has at most 2 in flight)", ErrProtocol, pings-answered, maxPeerPings)
 	}
-	if r.maxOpens > 0 && r.frames.opens > r.maxOpens {
-		return fmt.Errorf("%w: the peer opened %d streams, more than the %d it may (a connector opens only its control stream)", ErrProtocol, r.frames.opens, r.maxOpens)
+	if t.refuseOpens && t.frames.opens > 0 {
+		return fmt.Errorf("%w: the peer opened %d streams (a connector opens none)", ErrProtocol, t.frames.opens)
 	}
-	return nil
-}
-
-// peerFault returns what the connection's reader or writer found wrong
-// with the peer, if anything.
-func (s *Session) peerFault() error {
-	if err := s.reads.violation(); err != nil {
-		return err
-	}
-	if err := s.bw.failure(); errors.Is(err, ErrPeerNotReading) {
-		return err
+	if t.frames.longest > MaxWindow {
+		return fmt.Errorf("%w: the peer sent a data frame of %d bytes, longer than any stream's window (%d)", ErrProtocol, t.frames.longest, MaxWindow)
 	}
 	return nil
 }
@@ -74,7 +58,7 @@ func (s *Session) peerFault() error {
 // abort closes c at once, without a goodbye: a TLS connection is closed
 // beneath TLS, whose Close first writes a close_notify alert and, to a
 // peer that does not read, waits up to 5s for room to write it.
-func abort(c net.Conn) {
+func abort(c net.Conn) error {
 	for {
 		u, ok := c.(interface{ NetConn() net.Conn })
 		if !ok {
@@ -82,5 +66,5 @@ func abort(c net.Conn) {
 		}
 		c = u.NetConn()
 	}
-	c.Close()
+	return c.Close()
 }

@@ -28,10 +28,10 @@ func muxFrame(typ byte, flags uint16, id, length uint32) []byte {
 }
 
 // handConnector plays a connector by hand against a real edge session,
-// over TLS on loopback: the handshake, then the control stream's SYN,
-// which Server waits for. From then on the test writes raw yamux frames
-// on c, and reads c only if it wants to. The edge session is closed when
-// the test ends.
+// over TLS on loopback: the handshake, then a first frame (an answer to no
+// ping), which Server waits for. From then on the test writes raw yamux
+// frames on c, and reads c only if it wants to. The edge session is closed
+// when the test ends.
 func handConnector(t *testing.T, cfg Config) (c net.Conn, edge *Session) {
 	t.Helper()
 	c, e := tlsPair(t)
@@ -45,7 +45,7 @@ func handConnector(t *testing.T, cfg Config) (c net.Conn, edge *Session) {
 			if err := wire.ReadExpect(c, wire.KindWelcome, &w); err != nil {
 				return err
 			}
-			_, err := c.Write(muxFrame(muxTypeWindowUpdate, muxFlagSYN, 1, 0))
+			_, err := c.Write(muxFrame(muxTypePing, muxFlagACK, 0, 0))
 			return err
 		})
 	}()
@@ -107,22 +107,32 @@ func flood(c net.Conn, n int, frame func(i uint32) []byte) error {
 	return nil
 }
 
-// An enrolled connector that floods the multiplexer's own frames ends its
-// session at once, as a protocol violation that says what it did, and
-// costs the edge next to nothing meanwhile. With yamux alone, 300,000
-// pings from a peer that does not read the answers held 24,000 to 44,000
-// goroutines at once (one per ping) and 70 to 115 MiB, and 300,000
-// streams opened by a peer that reads, each refused by the edge, stayed
-// in the multiplexer's table (145 to 175 MiB); the session stayed up.
-func TestFloodsEndTheSession(t *testing.T) {
+// An enrolled connector that floods the multiplexer's own frames costs
+// the edge next to nothing: pings, stream openings and data frames longer
+// than any window break the protocol and end its session at once, with a
+// cause that says what it did; window
+// updates, for a stream the edge opened and for streams that do not
+// exist, only add to counters, and the session stays up. With hashicorp's
+// yamux alone, 300,000 pings from a peer that does not read the answers
+// held 24,000 to 44,000 goroutines at once (one per ping) and 70 to 115
+// MiB, and 300,000 streams opened by a peer that reads, each refused by
+// the edge, stayed in the multiplexer's table (145 to 175 MiB).
+func TestFloodsAreBounded(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		frame func(i uint32) []byte
-		reads bool // the flooding peer reads what it is sent
-		want  string
+		frame func(id, i uint32) []byte // id: a stream the edge opened
+		reads bool                      // the flooding peer reads what it is sent
+		want  string                    // what the cause names; "" if the session stays up
 	}{
-		{"pings", func(i uint32) []byte { return muxFrame(muxTypePing, muxFlagSYN, 0, i) }, false, "pings"},
-		{"stream opens", func(i uint32) []byte { return muxFrame(muxTypeWindowUpdate, muxFlagSYN, 3+2*i, 0) }, true, "opened"},
+		{"pings", func(_, i uint32) []byte { return muxFrame(muxTypePing, muxFlagSYN, 0, i) }, false, "pings"},
+		{"stream opens", func(_, i uint32) []byte { return muxFrame(muxTypeWindowUpdate, muxFlagSYN, 1+2*i, 0) }, true, "opened"},
+		{"oversized data frames", func(_, i uint32) []byte { return muxFrame(muxTypeData, 0, 1000, MaxWindow+1) }, true, "longer than any"},
+		{"window updates", func(id, i uint32) []byte {
+			if i%2 == 0 {
+				return muxFrame(muxTypeWindowUpdate, 0, id, 1<<20)
+			}
+			return muxFrame(muxTypeWindowUpdate, 0, 1000+2*i, 1<<20)
+		}, false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var wg sync.WaitGroup
@@ -131,21 +141,45 @@ func TestFloodsEndTheSession(t *testing.T) {
 			if tc.reads {
 				wg.Go(func() { io.Copy(io.Discard, c) })
 			}
+			es, err := edge.Open(wire.StreamOpen{Service: "db", Client: "192.0.2.1:1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := es.ms.StreamID()
 			runtime.GC()
 			base := usageNow()
-			var sent error
-			wg.Go(func() { sent = flood(c, 300_000, tc.frame) })
-			peak := peakAbove(base, edge.Done(), 5*time.Second)
-			ended := edge.IsClosed()
+			sent := make(chan error, 1)
+			wg.Go(func() { sent <- flood(c, 300_000, func(i uint32) []byte { return tc.frame(id, i) }) })
+			ended := edge.Done()
+			if tc.want == "" {
+				ended = nil // the flood runs to its end
+			}
+			var peak usage
+			flooded := make(chan struct{})
+			wg.Go(func() { peak = peakAbove(base, flooded, 10*time.Second) })
+			var floodErr error
+			select {
+			case floodErr = <-sent:
+			case <-ended:
+			case <-time.After(10 * time.Second):
+			}
+			close(flooded)
+			closed := edge.IsClosed()
 			c.Close() // ends the flood, if it still runs
 			wg.Wait()
 			t.Logf("peak above the start: %d goroutines, %d KiB of heap and stacks; session ended %v, cause: %v; the flood's writes: %v",
-				peak.goroutines, peak.mem>>10, ended, edge.Cause(), sent)
+				peak.goroutines, peak.mem>>10, closed, edge.Cause(), floodErr)
 			if peak.goroutines > 200 || peak.mem > 32<<20 {
 				t.Errorf("the flood cost %d goroutines and %d MiB at its peak; want at most 200 and 32 MiB", peak.goroutines, peak.mem>>20)
 			}
-			if !ended {
-				t.Fatal("the session still runs 5s into the flood")
+			if tc.want == "" {
+				if closed {
+					t.Fatalf("the session ended (cause %v); window updates are no reason to", edge.Cause())
+				}
+				return
+			}
+			if !closed {
+				t.Fatal("the session still runs 10s into the flood")
 			}
 			if cause := edge.Cause(); !errors.Is(cause, ErrProtocol) || !strings.Contains(cause.Error(), tc.want) {
 				t.Errorf("the session's cause is %v; want a protocol violation that names the %s", cause, tc.want)
@@ -170,11 +204,11 @@ func TestPeerThatStopsReadingIsDead(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The peer lets the stream's bytes come (1 GiB of window) and reads
-	// none; it pings on the control stream all along.
+	// none; it sends all along (ping answers that nobody asked for).
 	if _, err := c.Write(muxFrame(muxTypeWindowUpdate, 0, es.ms.StreamID(), 1<<30)); err != nil {
 		t.Fatal(err)
 	}
-	ping := wire.AppendControl(muxFrame(muxTypeData, 0, 1, wire.ControlSize), wire.Control{Type: wire.ControlPing})
+	ping := muxFrame(muxTypePing, muxFlagACK, 0, 0)
 	wg.Go(func() {
 		tick := time.NewTicker(cfg.KeepaliveInterval)
 		defer tick.Stop()

@@ -3,17 +3,16 @@ package tunnel
 import (
 	"errors"
 	"time"
-
-	"github.com/sallyport/sallyport/internal/wire"
 )
 
-// Liveness: each side writes a ping on the control stream every
-// KeepaliveInterval, and closes the session once it has received nothing
-// at all (no data, no ping: readTap stamps each read) for KeepaliveTimeout. Any byte from the peer
-// proves it alive, so a busy tunnel needs no ping round trip, and a ping
-// stuck behind bulk data on a slow link does not count against the peer.
-// yamux's own keepalive is off: it fails the session when one ping waits
-// longer than its write timeout, which bulk traffic alone can cause.
+// Liveness: each side sends a multiplexer ping every KeepaliveInterval,
+// and closes the session once it has received nothing at all (no data, no
+// ping, no answer: the tap stamps each read) for KeepaliveTimeout. Any
+// byte from the peer proves it alive, so a busy tunnel needs no ping
+// round trip, and an answer stuck behind bulk data on a slow link does not
+// count against the peer. go-yamux's own keepalive is off: it fails the
+// session when one answer takes longer than its write timeout, which bulk
+// traffic alone can cause.
 
 // keepalive closes the session once the peer has been silent for timeout,
 // and asks the pinger for a ping every interval. It runs until the
@@ -26,21 +25,20 @@ func (s *Session) keepalive(interval, timeout time.Duration) {
 		case <-s.done:
 			return
 		case now := <-t.C:
-			if silent := s.reads.silentFor(now); silent >= timeout {
+			if silent := s.tap.silentFor(now); silent >= timeout {
 				s.endFor(ErrPeerSilent)
 				return
 			}
-			s.sweepSoon()
 			select {
 			case s.pingNow <- struct{}{}:
-			default: // the last ping is still being written
+			default: // the last ping still waits for its answer
 			}
 		}
 	}
 }
 
-// pinger writes the pings that keepalive asks for. A ping is written by
-// its own goroutine because the write may wait behind bulk data, and the
+// pinger sends the pings that keepalive asks for. A ping is sent by its
+// own goroutine because go-yamux's Ping waits for the answer, and the
 // silence check must go on meanwhile.
 func (s *Session) pinger() {
 	for {
@@ -48,7 +46,7 @@ func (s *Session) pinger() {
 		case <-s.done:
 			return
 		case <-s.pingNow:
-			s.writeControl(wire.Control{Type: wire.ControlPing})
+			s.mux.Ping() // a late or lost answer is the silence check's business
 		}
 	}
 }

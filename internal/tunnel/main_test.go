@@ -11,7 +11,6 @@ import (
 	"math/big"
 	mrand "math/rand/v2"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,28 +214,11 @@ func eventually(t testing.TB, d time.Duration, cond func() bool, what string) {
 	}
 }
 
-// settled waits until the connector has read every control frame the
-// edge has written so far, and so every stream byte the edge sent before
-// them: the multiplexer handles frames in the order they came. The edge
-// writes a reset for a stream that does not exist yet; the connector
-// keeps it as an early reset, which is what the wait looks for, and
-// which it then forgets.
-func settled(t testing.TB, edge, connector *Session) {
+// settled waits until to has handled every frame that from has written
+// so far: the multiplexer handles frames in the order they came.
+func settled(t testing.TB, from, to *Session) {
 	t.Helper()
-	id := uint32(1<<31) + 2*uint32(markers.Add(1))
-	if err := edge.writeControl(wire.Control{Type: wire.ControlReset, Stream: id}); err != nil {
-		t.Fatalf("write a marker reset: %v", err)
-	}
-	eventually(t, 5*time.Second, func() bool {
-		connector.mu.Lock()
-		defer connector.mu.Unlock()
-		if !connector.early[id] {
-			return false
-		}
-		delete(connector.early, id)
-		return true
-	}, "the connector reads the edge's control frames")
+	n := from.tap.written.Load()
+	eventually(t, 5*time.Second, func() bool { return to.tap.handled.Load() >= n },
+		"the peer handles the frames written to it")
 }
-
-// markers numbers the marker resets of settled.
-var markers atomic.Uint32

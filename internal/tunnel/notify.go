@@ -4,28 +4,31 @@ import (
 	"encoding/binary"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	yamux "github.com/libp2p/go-yamux/v5"
 )
 
 // Read readiness without a waiting goroutine (Stream.NotifyRead).
 //
-// yamux wakes a stream's reader through a channel inside the stream, so
-// whoever wants to know that a stream has bytes would have to wait in its
-// Read: a goroutine per idle stream. Instead the tunnel watches the frames
-// as the multiplexer reads them off the connection (frameTap, in the
-// readTap under yamux's read buffer). A frame that ends in bytes for a
-// stream, or in its end (FIN) or reset (RST), makes the stream readable. The multiplexer
-// has handled every frame that came in one Read of the connection by the
-// time it asks for the next, so the streams whose frames completed are
-// told at the start of the next Read, before it waits, unless that Read
-// is for the rest of a data frame's body: yamux holds that stream's
-// receive lock then, and a stream told might take it (a deadlock). They
-// are told at the next frame boundary instead.
+// go-yamux wakes a stream's reader through a channel inside the stream,
+// so whoever wants to know that a stream has bytes would have to wait in
+// its Read: a goroutine per idle stream. Instead the tunnel watches the
+// frames as the multiplexer reads them off the connection (frameTap, in
+// the tap under go-yamux's read buffer). A frame that ends in bytes for a
+// stream, or in its end (FIN) or reset (RST), makes the stream readable.
+// The multiplexer has handled every frame that came whole in the bytes of
+// earlier reads by the time it asks for more, so the streams whose frames
+// completed are told at the start of the next read, before it waits.
+// (go-yamux holds no lock of a stream while it reads a frame's body, so a
+// stream told may read at once.)
 
-// yamux frame types and flags, as on the wire.
+// yamux v0 frame header (version, type, flags, stream id, length); frame
+// types and flags, as on the wire.
 const (
+	muxHeaderSize       = 12
+	muxTypeData         = 0
 	muxTypeWindowUpdate = 1
 	muxTypePing         = 2
+	muxTypeGoAway       = 3
 	muxFlagSYN          = 1
 	muxFlagACK          = 2
 	muxFlagFIN          = 4
@@ -41,9 +44,11 @@ type frameTap struct {
 	id   uint32 // the current data frame's stream
 	// done lists the streams with a frame completed since the last Read.
 	done []uint32
-	// pings counts the peer's ping requests, opens the streams it
-	// opened (frames with SYN); see guard.go.
-	pings, opens uint64
+	// n counts the frames completed; pings the peer's ping requests,
+	// opens the streams it opened (frames with SYN; see guard.go).
+	n, pings, opens uint64
+	// longest is the longest data frame's length.
+	longest uint32
 }
 
 // feed follows p, the next bytes read.
@@ -53,7 +58,8 @@ func (t *frameTap) feed(p []byte) {
 			k := uint32(min(len(p), int(min(t.body, 1<<30))))
 			p, t.body = p[k:], t.body-k
 			if t.body == 0 {
-				t.completed(t.id)
+				t.n++
+				t.readable(t.id)
 			}
 			continue
 		}
@@ -71,16 +77,20 @@ func (t *frameTap) feed(p []byte) {
 		case typ <= muxTypeWindowUpdate && flags&muxFlagSYN != 0:
 			t.opens++
 		}
-		switch {
-		case typ == muxTypeData && length > 0:
+		if typ == muxTypeData && length > 0 {
 			t.body, t.id = length, id
-		case typ == muxTypeData, typ == muxTypeWindowUpdate && flags&(muxFlagFIN|muxFlagRST) != 0:
-			t.completed(id)
+			t.longest = max(t.longest, length)
+			continue
+		}
+		t.n++
+		if typ == muxTypeData || typ == muxTypeWindowUpdate && flags&(muxFlagFIN|muxFlagRST) != 0 {
+			t.readable(id)
 		}
 	}
 }
 
-func (t *frameTap) completed(id uint32) {
+// readable notes that stream id has become readable.
+func (t *frameTap) readable(id uint32) {
 	if n := len(t.done); n > 0 && t.done[n-1] == id {
 		return
 	}
@@ -163,32 +173,17 @@ func (s *Stream) WaitReadFor(d time.Duration) bool { return s.readableBy(time.No
 
 // readableBy waits until deadline for a Read that would not block.
 func (s *Stream) readableBy(deadline time.Time) bool {
-	if s.reset.Load() || s.sess.IsClosed() {
-		return true
-	}
-	s.ms.SetReadDeadline(deadline)
-	_, err := s.ms.Read(nil)
-	s.ms.SetReadDeadline(time.Time{})
-	return err != yamux.ErrTimeout || s.reset.Load()
+	return s.sess.IsClosed() || s.wait(deadline) != yamux.ErrTimeout
 }
 
 // TryRead reads what the stream holds without waiting: wait reports that
 // it holds nothing yet (call NotifyRead). Otherwise it is Read, with the
-// edge side's first read of the connector's reply.
+// edge side's first read of the connector's reply (which waits for the
+// rest of a reply that has begun to come).
 func (s *Stream) TryRead(b []byte) (n int, wait bool, err error) {
-	if s.needReply && !s.replied.Load() && !s.wouldNotBlock() {
+	if !s.wouldNotBlock() {
 		return 0, true, nil
 	}
-	// The reply has come, or is coming: Accepted (in Read) waits for the
-	// rest of it, without the deadline below.
-	if err := s.Accepted(); err != nil {
-		return 0, false, err
-	}
-	s.ms.SetReadDeadline(time.Unix(1, 0))
 	n, err = s.Read(b)
-	s.ms.SetReadDeadline(time.Time{})
-	if err == yamux.ErrTimeout {
-		return n, true, nil
-	}
 	return n, false, err
 }

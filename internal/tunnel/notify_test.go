@@ -1,6 +1,8 @@
 package tunnel
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -9,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	yamux "github.com/libp2p/go-yamux/v5"
 )
 
 // recordConn records every byte written through it.
@@ -44,11 +46,11 @@ func muxPair(t testing.TB, a, b net.Conn, backlog int) (client, server *yamux.Se
 		c.LogOutput = io.Discard
 		return c
 	}
-	client, err := yamux.Client(a, cfg(backlog))
+	client, err := yamux.Client(a, cfg(backlog), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err = yamux.Server(b, cfg(256))
+	server, err = yamux.Server(b, cfg(256), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +89,7 @@ func muxTraffic(t testing.TB) (traffic []byte, readable []uint32) {
 	}
 	open := func() *yamux.Stream {
 		t.Helper()
-		st, err := client.OpenStream()
+		st, err := client.OpenStream(context.Background())
 		must("open a stream", err)
 		return st
 	}
@@ -111,16 +113,20 @@ func muxTraffic(t testing.TB) (traffic []byte, readable []uint32) {
 	must("close a stream", s3.Close())
 	// The client accepts one stream from the server, and refuses the next
 	// with a reset.
-	_, err = server.OpenStream()
+	_, err = server.OpenStream(context.Background())
 	must("open a server stream", err)
-	refused, err := server.OpenStream()
+	refused, err := server.OpenStream(context.Background())
 	must("open a second server stream", err)
 	refused.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := refused.Read(make([]byte, 1)); !errors.Is(err, yamux.ErrConnectionReset) {
+	if _, err := refused.Read(make([]byte, 1)); !errors.Is(err, yamux.ErrStreamReset) {
 		t.Fatalf("a stream beyond the client's backlog: read = %v, want a reset", err)
 	}
 	_, err = s1.Write([]byte("x"))
 	must("write again", err)
+	// go-yamux's Write returns once the frame is queued: wait for it to
+	// be written.
+	last := append(muxFrame(muxTypeData, 0, s1.StreamID(), 1), 'x')
+	eventually(t, 5*time.Second, func() bool { return bytes.Contains(rec.written(), last) }, "the last frame is written")
 	return rec.written(), []uint32{s1.StreamID(), s2.StreamID(), s3.StreamID(), refused.StreamID(), s1.StreamID()}
 }
 
@@ -143,7 +149,7 @@ func tapAll(b []byte, pieces []int) []uint32 {
 }
 
 // The tap finds the streams whose data, end or reset has come in, in the
-// frames yamux itself writes, however the connection's reads split them.
+// frames go-yamux itself writes, however the connection's reads split them.
 func TestFrameTapFindsReadableStreams(t *testing.T) {
 	traffic, want := muxTraffic(t)
 	for _, pieces := range [][]int{nil, {1}, {5, 7, 11}, {12}, {13, 4096}} {

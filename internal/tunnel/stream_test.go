@@ -55,11 +55,11 @@ func openPair(t testing.TB, edge, connector *Session, h wire.StreamOpen) (es, cs
 }
 
 // noStreams waits until neither session tracks a client stream and the
-// multiplexer holds nothing but the control stream.
+// multiplexer holds none.
 func noStreams(t testing.TB, sessions ...*Session) {
 	t.Helper()
 	for _, s := range sessions {
-		eventually(t, 5*time.Second, func() bool { return s.NumStreams() == 0 && s.mux.NumStreams() == 1 },
+		eventually(t, 5*time.Second, func() bool { return s.NumStreams() == 0 && s.mux.NumStreams() == 0 },
 			fmt.Sprintf("streams released (NumStreams %d, multiplexer %d)", s.NumStreams(), s.mux.NumStreams()))
 	}
 }
@@ -71,7 +71,7 @@ func TestStreamCarriesBytesBothWays(t *testing.T) {
 	for _, tr := range transports() {
 		t.Run(tr.name, func(t *testing.T) {
 			connector, edge := sessions(t, tr.pair, Config{})
-			request, response := randomBytes(3*Window+5, 1), randomBytes(2*Window+7, 2)
+			request, response := randomBytes(3*InitialWindow+5, 1), randomBytes(2*InitialWindow+7, 2)
 			h := wire.StreamOpen{Service: "db", Client: "198.51.100.7:4242"}
 
 			es, err := edge.Open(h)
@@ -118,7 +118,7 @@ func TestStreamHalfCloseKeepsTheResponse(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			connector, edge := sessions(t, tr.pair, Config{})
 			es, cs := openPair(t, edge, connector, wire.StreamOpen{Service: "db", Client: "c:1"})
-			request, response := []byte("SELECT 1;"), randomBytes(Window+Window/2, 3)
+			request, response := []byte("SELECT 1;"), randomBytes(InitialWindow+InitialWindow/2, 3)
 			if _, err := es.Write(request); err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +150,7 @@ func TestStreamNormalCloseSendsNoReset(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			connector, edge := sessions(t, tr.pair, Config{})
 			es, cs := openPair(t, edge, connector, wire.StreamOpen{Service: "db", Client: "c:1"})
-			request := randomBytes(Window/2, 4)
+			request := randomBytes(InitialWindow/2, 4)
 			sent := make(chan struct{})
 			go func() {
 				es.Write(request)
@@ -272,16 +272,12 @@ func TestStreamResetBeforeAccept(t *testing.T) {
 				t.Fatal(err)
 			}
 			es.Close()
-			eventually(t, 5*time.Second, func() bool {
-				connector.mu.Lock()
-				defer connector.mu.Unlock()
-				return connector.early[es.ms.StreamID()]
-			}, "the reset arrives before Accept")
+			settled(t, edge, connector) // the reset arrives before Accept
 			cs := accept(t, connector)
 			cs.ReadHeader(time.Second)
 			cs.Reply(wire.StreamReply{Code: wire.CodeOK})
 			werr, rerr := make(chan error, 1), make(chan error, 1)
-			go func() { _, err := cs.Write(make([]byte, 4*Window)); werr <- err }()
+			go func() { _, err := cs.Write(make([]byte, 4*MaxWindow)); werr <- err }()
 			go func() { _, err := io.Copy(io.Discard, cs); rerr <- err }()
 			for what, ch := range map[string]chan error{"Write": werr, "Read": rerr} {
 				select {

@@ -10,8 +10,8 @@ import (
 // records travel in few, large system calls. TLS reads and writes one
 // record (at most 16 KiB) at a time; on its own it would make a system
 // call for each. Here reads fill a large buffer from which TLS takes its
-// records, and the records of one batch of frames (batch.go) are gathered
-// and written with one call. Both ends wrap the raw connection before
+// records, and the records of one multiplexer message (up to 64 KiB, tap.go) are
+// gathered and written with one call. Both ends wrap the raw connection before
 // starting TLS:
 //
 //	tc := tls.Client(tunnel.NewTransport(raw), conf)
@@ -30,6 +30,9 @@ type Transport struct {
 
 // transportReadSize is how much one read of the connection may take.
 const transportReadSize = 128 << 10
+
+// maxCorked is the largest gathering buffer kept between writes.
+const maxCorked = 512 << 10
 
 // NewTransport wraps c.
 func NewTransport(c net.Conn) *Transport {
@@ -66,7 +69,7 @@ func (t *Transport) uncork() error {
 		return nil
 	}
 	_, err := t.Conn.Write(t.out)
-	if cap(t.out) > 2*maxPending {
+	if cap(t.out) > maxCorked {
 		t.out = nil
 	} else {
 		t.out = t.out[:0]
@@ -76,9 +79,6 @@ func (t *Transport) uncork() error {
 
 // transportOf returns the Transport beneath conn's TLS, if any.
 func transportOf(conn net.Conn) *Transport {
-	if r, ok := conn.(*readTap); ok {
-		conn = r.Conn
-	}
 	nc, ok := conn.(interface{ NetConn() net.Conn })
 	if !ok {
 		return nil

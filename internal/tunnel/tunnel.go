@@ -1,8 +1,7 @@
 // Package tunnel runs one edge⇄connector session on an established TLS
-// connection: the versioned handshake, keepalives, the control stream, and
-// the multiplexed streams that carry client connections. It is the only
-// package that knows the multiplexer (hashicorp/yamux; see
-// docs/decisions.md).
+// connection: the versioned handshake, keepalives, and the multiplexed
+// streams that carry client connections. It is the only package that
+// knows the multiplexer (libp2p's go-yamux; see docs/decisions.md).
 //
 // The connector side:
 //
@@ -33,26 +32,33 @@
 //
 // Stream.CloseWrite is a half-close: the peer reads EOF and may go on
 // sending. Stream.Close is a full close; if the peer may still be sending,
-// Close also tells it so on the control stream (a reset, as TCP's RST), and
-// the peer's stream fails with ErrReset instead of blocking on a window that
-// nobody will open again. The multiplexer's FIN for a reset stream waits
-// until the peer has closed its side, so that the peer never takes the
-// abort for a clean end of stream. A stream of a session that has ended
-// fails with ErrClosed, never with a clean EOF.
+// Close resets the stream (the multiplexer's RST, as TCP's), and the
+// peer's stream fails with ErrReset instead of blocking on a window that
+// nobody will open again, and never passes for a clean end of stream. A
+// stream of a session that has ended fails with ErrClosed, never with a
+// clean EOF, unless the peer had finished it.
+//
+// # Memory
+//
+// The bytes a peer can make a session hold for streams that nobody reads
+// are bounded by Config.ReceiveBudget plus InitialWindow per stream; a
+// stream at rest holds no goroutine and no buffer (see budget.go and
+// notify.go).
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	"math"
 	"net"
+	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	yamux "github.com/libp2p/go-yamux/v5"
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
@@ -70,6 +76,10 @@ type Config struct {
 	KeepaliveTimeout time.Duration
 	// HandshakeTimeout bounds the handshake; zero means 10s.
 	HandshakeTimeout time.Duration
+	// ReceiveBudget bounds, in bytes, how far the streams' receive
+	// windows may grow beyond InitialWindow each, all streams of the
+	// session together (see budget.go); zero means DefaultReceiveBudget.
+	ReceiveBudget int64
 }
 
 // defaultHandshakeTimeout is Config.HandshakeTimeout's default.
@@ -81,6 +91,9 @@ func (c Config) resolve() (Config, error) {
 	if c.KeepaliveInterval < 0 || c.KeepaliveTimeout < 0 || c.HandshakeTimeout < 0 {
 		return c, fmt.Errorf("tunnel config: negative duration (keepalive interval %s, keepalive timeout %s, handshake timeout %s)", c.KeepaliveInterval, c.KeepaliveTimeout, c.HandshakeTimeout)
 	}
+	if c.ReceiveBudget < 0 {
+		return c, fmt.Errorf("tunnel config: negative receive budget (%d bytes)", c.ReceiveBudget)
+	}
 	if c.KeepaliveInterval == 0 {
 		c.KeepaliveInterval = wire.DefaultKeepaliveInterval
 	}
@@ -90,38 +103,50 @@ func (c Config) resolve() (Config, error) {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = defaultHandshakeTimeout
 	}
+	if c.ReceiveBudget == 0 {
+		c.ReceiveBudget = DefaultReceiveBudget
+	}
 	if c.KeepaliveTimeout <= c.KeepaliveInterval {
 		return c, fmt.Errorf("tunnel config: the keepalive timeout (%s) must be longer than the keepalive interval (%s), or a live peer's ping could come too late", c.KeepaliveTimeout, c.KeepaliveInterval)
 	}
 	return c, nil
 }
 
-// Window is each stream's receive window: the bytes a peer may send ahead
-// of the reader. See docs/decisions.md for the measurements behind it.
-const Window = 1 << 20
+// InitialWindow is each stream's receive window when it opens: the bytes
+// a peer may send ahead of the reader. The protocol fixes it.
+const InitialWindow = 256 << 10
 
-func (c Config) mux() *yamux.Config {
+// MaxWindow is the largest a stream's receive window grows to, when its
+// reader keeps up with a long fat link: 16 MiB carries 1 Gbit/s at up to
+// 130 ms of round trip.
+const MaxWindow = 16 << 20
+
+// mux returns the multiplexer's settings for the side that opens streams
+// (the edge: server) or accepts them (the connector).
+func (c Config) mux(server bool) *yamux.Config {
 	m := yamux.DefaultConfig()
 	m.AcceptBacklog = acceptBacklog
-	// Liveness is ours (keepalive.go): yamux's keepalive and its stream
-	// open timeout both end a healthy session that is merely busy.
+	// Liveness is ours (keepalive.go): go-yamux's keepalive ends a
+	// healthy session that is merely busy.
 	m.EnableKeepAlive = false
-	m.KeepAliveInterval = c.KeepaliveInterval // unused, but must be set
-	m.StreamOpenTimeout = 0
-	// How long a frame may wait to be handed to the connection: only a
-	// safety valve, since a dead peer is noticed by its silence first.
-	m.ConnectionWriteTimeout = max(time.Minute, 4*c.KeepaliveTimeout)
-	m.MaxStreamWindowSize = Window
-	// A half-closed stream may carry a long response: never time it out.
-	// Aborted streams are reset on the control stream instead.
-	m.StreamCloseTimeout = 0
-	m.LogOutput = nil
-	m.Logger = log.New(io.Discard, "", 0)
+	// Each write of a message (at most 64 KiB) must make progress within
+	// the keepalive timeout (go-yamux allows between half of it and all
+	// of it), or the peer has stopped reading.
+	m.ConnectionWriteTimeout = c.KeepaliveTimeout
+	m.InitialStreamWindowSize = InitialWindow
+	m.MaxStreamWindowSize = MaxWindow
+	// Only the edge opens streams (guard.go).
+	m.MaxIncomingStreams = math.MaxUint32 - 1
+	if server {
+		m.MaxIncomingStreams = 0
+	}
+	m.LogOutput = io.Discard
 	return m
 }
 
 // acceptBacklog bounds the streams the peer has opened that Accept has
-// not returned yet.
+// not returned yet, and the streams this side has opened that the peer
+// has not accepted yet.
 const acceptBacklog = 4096
 
 // ErrClosed is returned by a closed session and by the streams it carried.
@@ -134,58 +159,47 @@ var ErrReset = errors.New("stream reset by peer")
 // methods are safe for concurrent use.
 type Session struct {
 	conn    net.Conn
-	reads   *readTap     // conn, as the multiplexer reads it
-	bw      *batchWriter // conn, as the multiplexer writes it
+	tap     *tap // conn, as the multiplexer reads and writes it
 	mux     *yamux.Session
-	ctrl    net.Conn
+	budget  *budget
 	done    chan struct{}
 	pingNow chan struct{}
 	// cause is why the session ended (see Cause); it is set before done
 	// is closed.
 	cause error
-	// sweeping is set while a shrinkIdle sweep runs (sweepSoon).
-	sweeping atomic.Bool
-	// goodbye is set when the peer said it closes the session on purpose;
-	// ctrlDone is closed when the control stream has been read to its end.
-	goodbye  atomic.Bool
-	ctrlDone chan struct{}
 
-	// ctrlMu serializes writes on the control stream.
-	ctrlMu sync.Mutex
-
-	// mu guards streams, resetting, early, accepted and the closing of done.
+	// mu guards streams and the closing of done.
 	mu      sync.Mutex
 	streams map[uint32]*Stream
-	// resetting holds the streams this side has reset and closed, until
-	// the peer closes its side too; see finishReset.
-	resetting map[uint32]*yamux.Stream
-	// early holds resets for streams the peer opened that Accept has not
-	// returned yet (at most acceptBacklog); accepted is the highest stream
-	// id Accept returned. Only a client session accepts streams.
-	early    map[uint32]bool
-	accepted uint32
-	accepts  bool
 
 	closeOnce sync.Once
-	// wg counts every goroutine the session starts: readControl,
-	// keepalive, pinger, the watcher of the multiplexer, the reset
-	// finishers and the buffer sweeps. Close waits for it.
+	// wg counts every goroutine the session starts: keepalive, pinger,
+	// the watcher of the multiplexer and Shutdown's go-away. Close waits
+	// for it.
 	wg sync.WaitGroup
 }
 
-// taps puts the tunnel's watchers between conn and the multiplexer: it
-// reads conn through a readTap and writes it through a batchWriter. The
-// peer may open maxOpens streams; 0 means any.
-func taps(conn net.Conn, cfg Config, maxOpens uint64) (*readTap, *batchWriter) {
-	reads := newReadTap(conn, maxOpens)
-	return reads, newBatchWriter(reads, cfg.KeepaliveTimeout, &reads.answered)
-}
-
-func newSession(conn net.Conn, reads *readTap, bw *batchWriter, m *yamux.Session, ctrl net.Conn, accepts bool, cfg Config) *Session {
-	s := &Session{conn: conn, reads: reads, bw: bw, mux: m, ctrl: ctrl, done: make(chan struct{}), pingNow: make(chan struct{}, 1), ctrlDone: make(chan struct{}),
-		streams: make(map[uint32]*Stream), resetting: make(map[uint32]*yamux.Stream), early: make(map[uint32]bool), accepts: accepts}
-	reads.sess.Store(s)
-	s.wg.Go(s.readControl)
+// start runs the multiplexer on conn, through a tap, with a receive
+// budget. The session owns conn.
+func start(conn net.Conn, cfg Config, server bool) (*Session, error) {
+	t := newTap(conn, server)
+	b := newBudget(cfg.ReceiveBudget)
+	run := yamux.Client
+	if server {
+		run = yamux.Server
+	}
+	m, err := run(t, cfg.mux(server), b.span)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("start multiplexer: %w", err)
+	}
+	s := &Session{conn: conn, tap: t, mux: m, budget: b, done: make(chan struct{}), pingNow: make(chan struct{}, 1),
+		streams: make(map[uint32]*Stream)}
+	t.sess.Store(s)
+	if !server {
+		// The connector speaks first (see Server).
+		s.pingNow <- struct{}{}
+	}
 	s.wg.Go(func() { s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout) })
 	s.wg.Go(s.pinger)
 	s.wg.Go(func() {
@@ -195,12 +209,12 @@ func newSession(conn net.Conn, reads *readTap, bw *batchWriter, m *yamux.Session
 		case <-s.done:
 		}
 	})
-	return s
+	return s, nil
 }
 
-// Client runs the connector's side of the handshake on conn, starts the
-// multiplexer and opens the control stream. The session owns conn from
-// then on; on error conn is closed.
+// Client runs the connector's side of the handshake on conn and starts
+// the multiplexer. The session owns conn from then on; on error conn is
+// closed.
 func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*Session, wire.Welcome, error) {
 	var welcome wire.Welcome
 	cfg, err := cfg.resolve()
@@ -218,18 +232,8 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		conn.Close()
 		return nil, welcome, err
 	}
-	reads, bw := taps(conn, cfg, 0)
-	m, err := yamux.Client(bw, cfg.mux())
-	if err != nil {
-		bw.Close()
-		return nil, welcome, fmt.Errorf("start multiplexer: %w", err)
-	}
-	ctrl, err := m.OpenStream()
-	if err != nil {
-		m.Close()
-		return nil, welcome, fmt.Errorf("open control stream: %w", err)
-	}
-	return newSession(conn, reads, bw, m, ctrl, true, cfg), welcome, nil
+	s, err := start(conn, cfg, false)
+	return s, welcome, err
 }
 
 // ReadOpening is the edge's first step on a new tunnel-port connection:
@@ -259,8 +263,11 @@ func Refuse(conn net.Conn, r *wire.Refusal) error {
 }
 
 // Server answers a Hello that the edge has admitted with welcome, starts
-// the multiplexer and accepts the connector's control stream. The session
-// owns conn; on error conn is closed.
+// the multiplexer and waits, within the handshake timeout, for the
+// connector's first frame (a ping it sends at once): so a connector that
+// goes silent after the Welcome, or answers it with bytes that are no
+// multiplexer frame, fails the handshake. The session owns conn; on error
+// conn is closed.
 func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 	cfg, err := cfg.resolve()
 	if err != nil {
@@ -273,21 +280,22 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		return nil, fmt.Errorf("send welcome: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	// The connector opens its control stream, and no other.
-	reads, bw := taps(conn, cfg, 1)
-	m, err := yamux.Server(bw, cfg.mux())
+	s, err := start(conn, cfg, true)
 	if err != nil {
-		bw.Close()
-		return nil, fmt.Errorf("start multiplexer: %w", err)
+		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.HandshakeTimeout)
-	defer cancel()
-	ctrl, err := m.AcceptStreamWithContext(ctx)
-	if err != nil {
-		m.Close()
-		return nil, fmt.Errorf("accept control stream: %w", err)
+	timer := time.NewTimer(cfg.HandshakeTimeout)
+	defer timer.Stop()
+	select {
+	case <-s.tap.spoke:
+		return s, nil
+	case <-s.done:
+		s.Close()
+		return nil, fmt.Errorf("start multiplexer: %w", cmp.Or(s.Cause(), ErrClosed))
+	case <-timer.C:
+		s.Close()
+		return nil, fmt.Errorf("start multiplexer: no frame from the connector within %s: %w", cfg.HandshakeTimeout, os.ErrDeadlineExceeded)
 	}
-	return newSession(conn, reads, bw, m, ctrl, false, cfg), nil
 }
 
 // Handshake runs the opening of a tunnel connection under a deadline: it
@@ -344,14 +352,16 @@ func (s *Session) Open(h wire.StreamOpen) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	ms, err := s.mux.OpenStream()
+	// It waits only while acceptBacklog streams wait for the peer's
+	// Accept, and ends with the session.
+	ms, err := s.mux.OpenStream(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", s.closedErr(err))
 	}
 	st := s.track(ms, true)
 	if _, err := ms.Write(hdr); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("send stream header: %w", s.closedErr(err))
+		return nil, fmt.Errorf("send stream header: %w", st.err(err))
 	}
 	return st, nil
 }
@@ -368,18 +378,9 @@ func (s *Session) Accept() (*Stream, error) {
 
 func (s *Session) track(ms *yamux.Stream, needReply bool) *Stream {
 	st := &Stream{ms: ms, sess: s, needReply: needReply}
-	id := ms.StreamID()
 	s.mu.Lock()
-	s.streams[id] = st
-	reset := s.early[id]
-	delete(s.early, id)
-	if !needReply && id > s.accepted {
-		s.accepted = id
-	}
+	s.streams[ms.StreamID()] = st
 	s.mu.Unlock()
-	if reset {
-		st.resetByPeer()
-	}
 	return st
 }
 
@@ -387,91 +388,6 @@ func (s *Session) untrack(id uint32) {
 	s.mu.Lock()
 	delete(s.streams, id)
 	s.mu.Unlock()
-}
-
-// sendReset tells the peer that stream id is aborted.
-func (s *Session) sendReset(id uint32) {
-	if err := s.writeControl(wire.Control{Type: wire.ControlReset, Stream: id}); err != nil {
-		// A control stream that cannot take five bytes means a broken
-		// session: end it rather than leave the peer's stream hanging.
-		s.end()
-	}
-}
-
-// writeControl writes one control frame.
-func (s *Session) writeControl(c wire.Control) error {
-	var b [wire.ControlSize]byte
-	s.ctrlMu.Lock()
-	defer s.ctrlMu.Unlock()
-	_, err := s.ctrl.Write(wire.AppendControl(b[:0], c))
-	return err
-}
-
-// finishReset closes ms, which this side has reset, once the peer has
-// closed its side or reset it too, and discards what the peer sends until
-// then. A FIN sent at once could reach the peer's reader before the reset
-// does, and pass there for a clean end of stream.
-func (s *Session) finishReset(ms *yamux.Stream) {
-	id := ms.StreamID()
-	s.mu.Lock()
-	closed := s.IsClosed()
-	if !closed {
-		s.resetting[id] = ms
-		// done is open, so the goroutine that waits for it holds wg
-		// above zero.
-		s.wg.Go(func() {
-			ms.SetReadDeadline(time.Time{})
-			io.Copy(io.Discard, ms)
-			ms.Close()
-			s.mu.Lock()
-			delete(s.resetting, id)
-			s.mu.Unlock()
-		})
-	}
-	s.mu.Unlock()
-	if closed {
-		ms.Close()
-	}
-}
-
-// readControl reads control frames until the session ends. A frame it
-// does not understand ends the session: the peer is broken.
-func (s *Session) readControl() {
-	defer close(s.ctrlDone)
-	for {
-		c, err := wire.ReadControl(s.ctrl)
-		if err != nil {
-			s.end()
-			return
-		}
-		switch c.Type {
-		case wire.ControlPing:
-			// Its arrival was the point.
-		case wire.ControlGoodbye:
-			s.goodbye.Store(true)
-		case wire.ControlReset:
-			s.resetByPeer(c.Stream)
-		}
-	}
-}
-
-// resetByPeer handles the peer's reset of stream id.
-func (s *Session) resetByPeer(id uint32) {
-	s.mu.Lock()
-	st, ms := s.streams[id], s.resetting[id]
-	// A stream the peer (a yamux server: even ids) opened that Accept
-	// has not returned yet starts out reset.
-	if st == nil && ms == nil && s.accepts && id%2 == 0 && id > s.accepted && len(s.early) < acceptBacklog {
-		s.early[id] = true
-	}
-	s.mu.Unlock()
-	if st != nil {
-		st.resetByPeer()
-	}
-	if ms != nil {
-		// Both sides reset the stream: neither waits for the other.
-		ms.Close()
-	}
 }
 
 // NumStreams reports the client streams open on the session.
@@ -510,13 +426,15 @@ func (s *Session) IsClosed() bool {
 func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 
 // Close ends the session and every stream on it, and returns once every
-// goroutine the session started has ended: its own, the batch writer's
-// and the multiplexer's. It is idempotent. It must not be called from a
-// function the session calls (a NotifyRead callback).
+// goroutine the session started has ended. It is idempotent. It must not
+// be called from a function the session calls (a NotifyRead callback).
+//
+// go-yamux's Close waits for its receive and send loops unless the
+// multiplexer is closing itself already (a broken connection, a peer's
+// go-away), and never for its round-trip probe; those end on their own
+// at once.
 func (s *Session) Close() error {
 	s.end()
-	// The multiplexer's Close waits for its receive and send loops, also
-	// when another goroutine is closing it already.
 	s.mux.Close()
 	s.wg.Wait()
 	return nil
@@ -533,7 +451,7 @@ func (s *Session) endFor(cause error) {
 	first := false
 	s.closeOnce.Do(func() {
 		if cause == nil {
-			cause = s.peerFault()
+			cause = s.tap.fault()
 		}
 		s.mu.Lock()
 		s.cause = cause
@@ -549,35 +467,31 @@ func (s *Session) endFor(cause error) {
 		abort(s.conn)
 	}
 	s.mux.Close()
-	s.conn.Close()
 	// Outside closeOnce: a stream told may close itself, and so call end.
 	s.readableAll()
 }
 
-// shutDownByPeer reports, once the session has ended, whether the peer
-// ended it on purpose (see Shutdown). It waits for the control stream to
-// be read to its end, which a closed session's is at once.
-func (s *Session) shutDownByPeer() bool {
-	<-s.ctrlDone
-	return s.goodbye.Load()
-}
-
 // Shutdown closes the session on purpose, after its streams have
-// finished or been closed: it tells the peer first, so that the peer takes
-// the ends of streams it has not read yet for complete ones, not cut off.
+// finished or been closed: it sends the multiplexer's go-away behind
+// everything the streams have sent, and closes once that has been
+// written (or after a second). The peer ends the session on it; the
+// streams it has not read to their end yet end cleanly if this side
+// finished them, and fail with ErrClosed if not.
 func (s *Session) Shutdown() error {
 	if !s.IsClosed() {
-		s.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
-		s.writeControl(wire.Control{Type: wire.ControlGoodbye})
-		// Close drops what is still gathered for writing: the goodbye
-		// and the streams' last bytes must leave first.
-		s.bw.Flush(time.Second)
+		s.wg.Go(func() { s.mux.GoAway() })
+		select {
+		case <-s.tap.goneAway:
+		case <-s.done:
+		case <-time.After(time.Second):
+		}
 	}
 	return s.Close()
 }
 
 func (s *Session) closedErr(err error) error {
-	if s.IsClosed() || errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrRemoteGoAway) {
+	var gone *yamux.GoAwayError
+	if s.IsClosed() || s.mux.IsClosed() || errors.As(err, &gone) {
 		return fmt.Errorf("%w: %v", ErrClosed, err)
 	}
 	return err

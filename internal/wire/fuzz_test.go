@@ -184,26 +184,3 @@ func FuzzReadStreamReply(f *testing.F) {
 		}
 	})
 }
-
-// FuzzReadControl: no input panics ReadControl, and a frame it accepts
-// has a known type and encodes back to exactly the bytes it consumed.
-func FuzzReadControl(f *testing.F) {
-	f.Add(AppendControl(nil, Control{Type: ControlReset, Stream: 4}))
-	f.Add(AppendControl(nil, Control{Type: ControlPing}))
-	f.Add(AppendControl(AppendControl(nil, Control{Type: ControlReset, Stream: 1 << 31}), Control{Type: ControlGoodbye}))
-	f.Add([]byte{0x7f, 0, 0, 0, 1})
-	f.Add([]byte{byte(ControlReset), 0})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		r := bytes.NewReader(data)
-		c, err := ReadControl(r)
-		if err != nil {
-			return
-		}
-		if c.Type < ControlReset || c.Type > ControlGoodbye {
-			t.Fatalf("accepted a frame of unknown type %v", c.Type)
-		}
-		if consumed := data[:len(data)-r.Len()]; !bytes.Equal(AppendControl(nil, c), consumed) {
-			t.Fatalf("read % x, encodes as % x", consumed, AppendControl(nil, c))
-		}
-	})
-}

@@ -1,7 +1,7 @@
 // Package wire defines every byte that sallyport's edge and connector
 // exchange on a tunnel connection, apart from the multiplexer's own
-// framing: the preamble, the handshake messages, the control frames and
-// the stream headers, with the protocol version. The tunnel package
+// framing: the preamble, the handshake messages and the stream headers,
+// with the protocol version. The tunnel package
 // moves these frames; nothing else writes or parses them.
 //
 // # Protocol flow
@@ -22,30 +22,32 @@
 //     RenewRequest, or a Refusal with a Code and a reason meant for the
 //     connector's operator. After an EnrollResponse, a RenewResponse or a
 //     Refusal the connection closes.
-//  4. After a Welcome, both sides run the stream multiplexer (yamux) on
-//     the same connection. Everything below travels in its streams.
-//  5. The connector opens the first stream at once: the control stream,
-//     which carries Control frames both ways for the session's life.
-//     ControlPing: each side sends one every keepalive interval
+//  4. After a Welcome, both sides run the stream multiplexer (yamux v0
+//     framing, as libp2p's go-yamux speaks it) on the same connection.
+//     Everything below travels in its streams. Liveness: each side sends
+//     a multiplexer ping every keepalive interval
 //     (DefaultKeepaliveInterval), and a side that has read nothing at all
 //     from its peer for its keepalive timeout (DefaultKeepaliveTimeout)
 //     ends the session; any byte proves the peer alive, so a ping that
-//     waits behind bulk data costs nothing. ControlReset: the sender has
-//     aborted a stream its peer may still be sending on; the peer's reads
-//     and writes on it fail at once, and the multiplexer's end of stream
-//     (FIN) for it follows only once the peer has closed its side too, so
-//     that the abort never passes for a clean end. ControlGoodbye: the
-//     sender is ending the session on purpose, and every stream it had is
-//     finished or reset (its resets go first); streams the peer has not
-//     read to their end yet are then complete, not cut off.
+//     waits behind bulk data costs nothing. A side that aborts a stream
+//     its peer may still be sending on resets it (the multiplexer's RST):
+//     the peer's reads and writes on it fail at once, and never end as a
+//     clean end of stream. A side that ends the session on purpose sends
+//     the multiplexer's go-away after everything else; streams the peer
+//     has not read to their end yet are then complete if their sender
+//     finished them (FIN), and cut off if not.
+//  5. (Version 2 had the connector open a control stream here, for pings,
+//     resets and a goodbye; version 3 has none.)
 //  6. For each client connection the edge opens one stream and writes a
 //     StreamOpen header naming a service and the client's address, then
 //     the client's bytes at once, without waiting; the connector keeps
 //     them queued until the back-end is dialed. The connector answers
 //     with a StreamReply: accepted (naming the service it serves the
 //     stream as) or refused (a Code and a reason), then the back-end's
-//     bytes. A half-close is the multiplexer's FIN. The connector opens
-//     no stream but the control stream; the edge closes any other.
+//     bytes. A half-close is the multiplexer's FIN. A refusal, and the
+//     answer to a lookup (step 7), end the connector's sending (FIN). The
+//     connector opens no stream: a connector that does breaks the protocol,
+//     and the edge ends its session.
 //  7. A SOCKS client may name a destination address instead of a
 //     service. The edge then first opens a lookup: a stream whose
 //     StreamOpen names the address (and the client's address) and is
@@ -77,8 +79,10 @@ import (
 // Version is the tunnel protocol version this build speaks. Version 2
 // made a StreamOpen that names an address a lookup (step 7 of the
 // protocol flow): the same bytes as in version 1, which dialed at once,
-// so the two must refuse each other.
-const Version uint16 = 2
+// so the two must refuse each other. Version 3 moved pings, resets and
+// the goodbye from a control stream into the multiplexer's own frames
+// (step 4).
+const Version uint16 = 3
 
 // Magic opens every tunnel connection, in both directions.
 const Magic = "SALLYPRT"
@@ -364,67 +368,6 @@ const (
 	DefaultKeepaliveInterval = 5 * time.Second
 	DefaultKeepaliveTimeout  = 15 * time.Second
 )
-
-// Control is one frame on the control stream (step 5):
-//
-//	+------+-----------+
-//	| 1 B  | 4 B (BE)  |
-//	| type | stream id |
-//	+------+-----------+
-type Control struct {
-	Type ControlType
-	// Stream is the stream a ControlReset aborts. A ping or goodbye
-	// carries zero, and its receiver ignores the field.
-	Stream uint32
-}
-
-// ControlType says what a Control frame means.
-type ControlType uint8
-
-// Control frame types.
-const (
-	// ControlReset: the sender has aborted Stream.
-	ControlReset ControlType = iota + 1
-	// ControlPing: the sender is alive; its arrival is the whole message.
-	ControlPing
-	// ControlGoodbye: the sender is ending the session on purpose, and
-	// every stream it had is finished or reset.
-	ControlGoodbye
-)
-
-func (t ControlType) String() string {
-	switch t {
-	case ControlReset:
-		return "reset"
-	case ControlPing:
-		return "ping"
-	case ControlGoodbye:
-		return "goodbye"
-	}
-	return fmt.Sprintf("control(%d)", uint8(t))
-}
-
-// ControlSize is the size of every Control frame.
-const ControlSize = 5
-
-// AppendControl appends the encoded frame to b.
-func AppendControl(b []byte, c Control) []byte {
-	return binary.BigEndian.AppendUint32(append(b, byte(c.Type)), c.Stream)
-}
-
-// ReadControl reads one Control frame. A type this version does not know
-// is malformed: the peer is broken, and the session should end.
-func ReadControl(r io.Reader) (Control, error) {
-	var b [ControlSize]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return Control{}, fmt.Errorf("read control frame: %w", err)
-	}
-	c := Control{Type: ControlType(b[0]), Stream: binary.BigEndian.Uint32(b[1:])}
-	if c.Type < ControlReset || c.Type > ControlGoodbye {
-		return Control{}, fmt.Errorf("%w: unknown control frame type %d", ErrMalformed, b[0])
-	}
-	return c, nil
-}
 
 // MaxServiceName bounds a service name on the wire.
 const MaxServiceName = 63
