@@ -56,11 +56,12 @@ func loggedOnce(t *testing.T, s *netns.Stack, probe *netns.Probe, mark int, want
 // that serves it, one after the other, while the barrier needs a new
 // connection accepted and its tunnel admitted after the first line was
 // seen. (Not a stranger's failed handshake: those lines are rate-limited,
-// and a bad-input test writes many.)
+// and a bad-input test writes many.) The tunnel offers nothing, so that
+// no client of the tests is routed to it while it closes.
 func logBarrier(t *testing.T, s *netns.Stack, probe *netns.Probe) {
 	t.Helper()
 	tc := s.DialTunnelPort(t, probe.TLSConfig())
-	sess, _, err := tunnel.Client(context.Background(), tc, wire.Hello{Instance: "barrier", Services: []string{"probe"}},
+	sess, _, err := tunnel.Client(context.Background(), tc, wire.Hello{Instance: "barrier"},
 		tunnel.Config{KeepaliveInterval: netns.KeepaliveInterval, KeepaliveTimeout: netns.KeepaliveTimeout})
 	if err != nil {
 		t.Fatalf("log barrier: tunnel session: %v", err)
@@ -251,8 +252,9 @@ func TestBadInput(t *testing.T) {
 	t.Run("oversized multiplexer frame after the handshake", func(t *testing.T) {
 		mark := s.Edge.Log.Mark()
 		tc := probe.Hello(t, "probe")
-		// Open the control stream properly, so that the tunnel is up...
-		tc.Write(netns.MuxHeader(0, netns.MuxTypeWindowUpdate, netns.MuxFlagSYN, 1, 0))
+		// Send the first frame the edge waits for (a ping's answer), so
+		// that the tunnel is up...
+		tc.Write(netns.MuxHeader(0, netns.MuxTypePing, netns.MuxFlagACK, 0, 0))
 		s.Edge.Log.WaitForSince(t, mark, 10*time.Second, 1, "connector tunnel up", remote(tc))
 		// ...then send a data frame far beyond the stream's window.
 		tc.Write(netns.MuxHeader(0, netns.MuxTypeData, 0, 1, 64<<20))

@@ -129,12 +129,14 @@ func (s *Stack) DialTunnelPort(t testing.TB, cfg *tls.Config) *tls.Conn {
 	return tc
 }
 
-// Multiplexer frames (hashicorp/yamux): a 12-byte header of version, type,
-// flags, stream id and length.
+// Multiplexer frames (yamux's framing, as go-yamux speaks it): a 12-byte
+// header of version, type, flags, stream id and length.
 const (
 	MuxTypeData         = 0
 	MuxTypeWindowUpdate = 1
+	MuxTypePing         = 2
 	MuxFlagSYN          = 1
+	MuxFlagACK          = 2
 )
 
 // MuxHeader encodes a multiplexer frame header.
