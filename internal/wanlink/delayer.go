@@ -213,13 +213,16 @@ func (d *delayer) drop() bool {
 	return true
 }
 
+// write writes pkt back, counting it first: whoever has seen a packet come
+// out of the link finds it counted.
 func (d *delayer) write(pkt []byte) {
-	if _, err := d.tun.Write(pkt); err != nil {
-		d.errors.Add(1)
-		return
-	}
 	d.packets.Add(1)
 	d.bytes.Add(uint64(len(pkt)))
+	if _, err := d.tun.Write(pkt); err != nil {
+		d.packets.Add(^uint64(0))
+		d.bytes.Add(^uint64(len(pkt) - 1))
+		d.errors.Add(1)
+	}
 }
 
 // stats returns the counters.
