@@ -71,8 +71,9 @@ type Audit struct {
 }
 
 // Limits bound the client connections the edge holds. Each tunneled
-// connection may buffer up to a stream window (1 MiB) at the edge when its
-// client does not read, so MaxClients bounds that memory too.
+// connection may buffer its stream's window at the edge when its client
+// does not read: 256 KiB, and more only within the tunnel's receive budget
+// (tunnel.receive_budget_mib), so MaxClients bounds that memory too.
 type Limits struct {
 	// MaxClients bounds the client connections of every public listener
 	// together; zero means 4096.
@@ -115,10 +116,23 @@ type EdgeTunnel struct {
 	// a new stream (it answers once it has dialed the back-end) before it
 	// tells the client the service is unavailable; zero means 15s.
 	AnswerTimeout time.Duration `yaml:"answer_timeout"`
+	// ReceiveBudgetMiB bounds, in MiB, how far the streams of one tunnel
+	// may grow their receive windows together: what clients that stop
+	// reading can make the edge hold beyond 256 KiB a stream; zero means
+	// 64. Within it a stream's window grows to what its link needs (up
+	// to 16 MiB); past it, windows stop growing, and no stream waits for
+	// another.
+	ReceiveBudgetMiB int `yaml:"receive_budget_mib"`
 }
 
 // DefaultAnswerTimeout is EdgeTunnel.AnswerTimeout's default.
 const DefaultAnswerTimeout = 15 * time.Second
+
+// Bounds and default of EdgeTunnel.ReceiveBudgetMiB.
+const (
+	DefaultReceiveBudgetMiB = 64
+	MaxReceiveBudgetMiB     = 64 << 10
+)
 
 // Admin configures the admin API.
 type Admin struct {
@@ -208,6 +222,9 @@ func (e *Edge) ApplyDefaults() {
 	if e.Tunnel.AnswerTimeout == 0 {
 		e.Tunnel.AnswerTimeout = DefaultAnswerTimeout
 	}
+	if e.Tunnel.ReceiveBudgetMiB == 0 {
+		e.Tunnel.ReceiveBudgetMiB = DefaultReceiveBudgetMiB
+	}
 	if e.Audit.Retention == 0 {
 		e.Audit.Retention = DefaultAuditRetention
 	}
@@ -240,6 +257,9 @@ func (e Edge) Validate() error {
 	}
 	c.keepalive("tunnel", e.Tunnel.KeepaliveInterval, e.Tunnel.KeepaliveTimeout)
 	c.positive("tunnel.answer_timeout", e.Tunnel.AnswerTimeout)
+	if b := e.Tunnel.ReceiveBudgetMiB; b < 1 || b > MaxReceiveBudgetMiB {
+		c.add("tunnel.receive_budget_mib", "must be 1 to %d (got %d)", MaxReceiveBudgetMiB, b)
+	}
 	if c.listenAddr("admin.listen", e.Admin.Listen, &ls) && !e.Admin.AllowRemote && !isLoopback(e.Admin.Listen) {
 		c.add("admin.listen", "%q is not a loopback address; the admin API stays on loopback unless admin.allow_remote is true", e.Admin.Listen)
 	}

@@ -167,6 +167,11 @@ func TestDecodeEdgeProblems(t *testing.T) {
 			want: "edge.yaml:4: tunnel.keepalive_timeout: must be longer than keepalive_interval (got 20s, interval 20s)",
 		},
 		{
+			name: "receive budget out of range",
+			doc:  "data_dir: /d\ntunnel:\n  receive_budget_mib: -1\n",
+			want: "edge.yaml:3: tunnel.receive_budget_mib: must be 1 to 65536 (got -1)",
+		},
+		{
 			name: "negative duration",
 			doc:  "data_dir: /d\ndrain_timeout: -1s\n",
 			want: "edge.yaml:2: drain_timeout: must be greater than zero (got -1s)",
@@ -258,6 +263,7 @@ func TestLoadEdgeExample(t *testing.T) {
 			KeepaliveInterval: 5 * time.Second,
 			KeepaliveTimeout:  15 * time.Second,
 			AnswerTimeout:     15 * time.Second,
+			ReceiveBudgetMiB:  64,
 		},
 		Admin:                   Admin{Listen: "127.0.0.1:5501"},
 		DrainTimeout:            30 * time.Second,
@@ -302,7 +308,7 @@ func TestDecodeEdgeDefaults(t *testing.T) {
 	got.Origin = Origin{}
 	want := Edge{
 		DataDir:                 "/d",
-		Tunnel:                  EdgeTunnel{Listen: ":5500", KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second, AnswerTimeout: 15 * time.Second},
+		Tunnel:                  EdgeTunnel{Listen: ":5500", KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second, AnswerTimeout: 15 * time.Second, ReceiveBudgetMiB: 64},
 		Admin:                   Admin{Listen: "127.0.0.1:5501"},
 		DrainTimeout:            30 * time.Second,
 		Log:                     Log{Format: "text", Level: "info"},

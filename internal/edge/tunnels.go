@@ -29,6 +29,7 @@ func (e *Edge) tunnelConfig() tunnel.Config {
 	return tunnel.Config{
 		KeepaliveInterval: e.cfg.Tunnel.KeepaliveInterval,
 		KeepaliveTimeout:  e.cfg.Tunnel.KeepaliveTimeout,
+		ReceiveBudget:     int64(e.cfg.Tunnel.ReceiveBudgetMiB) << 20,
 	}
 }
 

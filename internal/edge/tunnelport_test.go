@@ -2,6 +2,7 @@ package edge
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -76,5 +77,16 @@ func TestTunnelPortStrangerLinesAreBounded(t *testing.T) {
 	stranger()
 	if n := logs.Count("TLS handshake failed", fmt.Sprintf("more_unlogged=%d", strangers-refusalLinesPerSecond)); n != 1 {
 		t.Errorf("the next second's first line does not count the %d unlogged:\n%s", strangers-refusalLinesPerSecond, logs.Tail(3))
+	}
+}
+
+// tunnel.receive_budget_mib reaches the tunnels the edge serves.
+func TestReceiveBudgetReachesTunnels(t *testing.T) {
+	e, err := New(config.Edge{DataDir: t.TempDir(), Tunnel: config.EdgeTunnel{ReceiveBudgetMiB: 8}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.tunnelConfig().ReceiveBudget; got != 8<<20 {
+		t.Errorf("the tunnels' receive budget is %d bytes, want 8 MiB from tunnel.receive_budget_mib", got)
 	}
 }
