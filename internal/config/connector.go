@@ -55,6 +55,11 @@ type ConnectorTunnel struct {
 	// are spread over them, and so over the edge's and the connector's
 	// cores. Zero means 1; at most MaxPool.
 	Pool int `yaml:"pool"`
+	// ReceiveBudgetMiB bounds, in MiB, how far the streams of one tunnel
+	// may grow their receive windows together: what back-ends that stop
+	// reading can make the connector hold beyond 256 KiB a stream; zero
+	// means 64 (as the edge's tunnel.receive_budget_mib).
+	ReceiveBudgetMiB int `yaml:"receive_budget_mib"`
 }
 
 // MaxPool bounds tunnel.pool.
@@ -129,6 +134,9 @@ func (c *Connector) ApplyDefaults() {
 	if t.Pool == 0 {
 		t.Pool = 1
 	}
+	if t.ReceiveBudgetMiB == 0 {
+		t.ReceiveBudgetMiB = DefaultReceiveBudgetMiB
+	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
@@ -161,6 +169,9 @@ func (c Connector) Validate() error {
 	k.positive("tunnel.backoff_max", t.BackoffMax)
 	if t.BackoffMin > 0 && t.BackoffMax > 0 && t.BackoffMax < t.BackoffMin {
 		k.add("tunnel.backoff_max", "must be at least backoff_min (got %s, backoff_min %s)", t.BackoffMax, t.BackoffMin)
+	}
+	if b := t.ReceiveBudgetMiB; b < 1 || b > MaxReceiveBudgetMiB {
+		k.add("tunnel.receive_budget_mib", "must be 1 to %d (got %d)", MaxReceiveBudgetMiB, b)
 	}
 	if t.Pool < 1 || t.Pool > MaxPool {
 		k.add("tunnel.pool", "must be 1 to %d tunnels per edge (got %d)", MaxPool, t.Pool)

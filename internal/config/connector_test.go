@@ -80,6 +80,11 @@ func TestDecodeConnectorProblems(t *testing.T) {
 			want: "connector.yaml:6: tunnel.keepalive_timeout: must be longer than keepalive_interval (got 2s, interval 5s)",
 		},
 		{
+			name: "receive budget out of range",
+			doc:  ok + "tunnel:\n  receive_budget_mib: 100000\n",
+			want: "connector.yaml:6: tunnel.receive_budget_mib: must be 1 to 65536 (got 100000)",
+		},
+		{
 			name: "every problem in one file, in file order",
 			doc: "keyfile: k\n" +
 				"tunnel:\n" +
@@ -132,6 +137,7 @@ func TestLoadConnectorExample(t *testing.T) {
 			BackoffMin:        250 * time.Millisecond,
 			BackoffMax:        30 * time.Second,
 			Pool:              1,
+			ReceiveBudgetMiB:  64,
 		},
 		DrainTimeout: 30 * time.Second,
 		Log:          Log{Format: "text", Level: "info"},
@@ -161,6 +167,7 @@ func TestDecodeConnectorMinimalGetsDefaults(t *testing.T) {
 			BackoffMin:        DefaultBackoffMin,
 			BackoffMax:        DefaultBackoffMax,
 			Pool:              1,
+			ReceiveBudgetMiB:  64,
 		},
 		DrainTimeout: DefaultDrainTimeout,
 		Log:          Log{Format: "text", Level: "info"},

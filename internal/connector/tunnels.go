@@ -20,6 +20,7 @@ func (c *Connector) tunnelConfig() tunnel.Config {
 		KeepaliveInterval: c.cfg.Tunnel.KeepaliveInterval,
 		KeepaliveTimeout:  c.cfg.Tunnel.KeepaliveTimeout,
 		HandshakeTimeout:  c.cfg.Tunnel.DialTimeout,
+		ReceiveBudget:     int64(c.cfg.Tunnel.ReceiveBudgetMiB) << 20,
 	}
 }
 
