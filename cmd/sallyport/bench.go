@@ -9,6 +9,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/bench"
+	"github.com/sallyport/sallyport/internal/bench/traffic"
 	"github.com/sallyport/sallyport/internal/wanlink"
 	"github.com/spf13/cobra"
 )
@@ -53,7 +54,7 @@ raise the hard limit.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(backends) > 0 {
 				// The benchmark's back-end process, run by the benchmark itself.
-				return bench.ServeBackends(cmd.Context(), backends, cmd.OutOrStdout())
+				return traffic.ServeBackends(cmd.Context(), backends, cmd.OutOrStdout())
 			}
 			exe, err := os.Executable()
 			if err != nil {

@@ -28,6 +28,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/bench/traffic"
 )
 
 // Options configure a run. The zero value of a field means its default.
@@ -150,7 +152,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// The back-ends, in a process of their own: the load services, then
 	// one echo per group of idle connections.
 	specs := []string{"echo=127.0.0.1:0", "sink=127.0.0.1:0", "source=127.0.0.1:0", "http=127.0.0.1:0"}
-	groups := (maxIdle + perSource - 1) / perSource
+	groups := (maxIdle + traffic.PerSource - 1) / traffic.PerSource
 	for g := range groups {
 		specs = append(specs, fmt.Sprintf("echo=127.0.0.%d:0", 10+g))
 	}
@@ -231,15 +233,15 @@ func measureIdle(ctx context.Context, o Options, ph phases, rep *Report, sp *sal
 	for _, n := range o.Idle {
 		fmt.Fprintf(o.Progress, "bench: holding %d idle connections through the tunnel\n", n)
 		timeout := 60*time.Second + time.Duration(n)*2*time.Millisecond
-		conns, err := openIdle(ctx, addrs, n, timeout)
+		conns, err := traffic.OpenIdle(ctx, addrs, n, timeout)
 		if err != nil {
 			return firstErr(sp.alive(), err)
 		}
 		time.Sleep(ph.settle)
 		e, err1 := rss(sp.edge.Pid())
 		c, err2 := rss(sp.connector.Pid())
-		carried := checkIdle(conns)
-		closeAll(conns)
+		carried := traffic.CheckIdle(conns)
+		traffic.CloseAll(conns)
 		if err := firstErr(err1, err2); err != nil {
 			return err
 		}
@@ -298,15 +300,15 @@ func (p path) died(err error) error {
 // none always runs first (or last, on a warmer machine).
 func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tools, paths []path) error {
 	cases := []bulkCase{{"bulk_1_up", 1, false}, {"bulk_1_down", 1, true}, {"bulk_8_up", 8, false}, {"bulk_8_down", 8, true}}
-	bulkRun := func(p path, bc bulkCase) (bulk, error) {
+	bulkRun := func(p path, bc bulkCase) (traffic.Bulk, error) {
 		if tl.iperf3 != "" {
 			return iperf3Bulk(ctx, local, tl.iperf3, tl.iperfSrv, p.public["iperf"], bc.streams, ph.toolSecs, 0, bc.reverse)
 		}
-		fn, svc := upload, "sink"
+		fn, svc := traffic.Upload, "sink"
 		if bc.reverse {
-			fn, svc = download, "source"
+			fn, svc = traffic.Download, "source"
 		}
-		return parallel(bc.streams, func() (int64, error) { return fn(p.public[svc], ph.bulk) })
+		return traffic.Parallel(bc.streams, func() (int64, error) { return fn(p.public[svc], ph.bulk) })
 	}
 	type reqCase struct {
 		key, what string
@@ -317,16 +319,16 @@ func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tool
 		{"rr", fmt.Sprintf("%d kept-alive clients, 100-byte requests", ph.clients), ph.clients, false},
 		{"conn", fmt.Sprintf("new connection per request, %d clients", ph.connWorkers), ph.connWorkers, true},
 	}
-	reqRun := func(p path, rc reqCase) (requests, error) {
+	reqRun := func(p path, rc reqCase) (traffic.Requests, error) {
 		if tl.wrk != "" {
 			return wrkRequests(ctx, tl.wrk, p.public["http"], rc.conns, ph.toolSecs, rc.closeEach)
 		}
-		run := keptAlive
+		run := traffic.KeptAlive
 		if rc.closeEach {
-			run = newConns
+			run = traffic.NewConns
 		}
 		l, err := run(p.public["echo"], rc.conns, ph.requests)
-		return l.requests(), err
+		return l.Requests(), err
 	}
 
 	samples := samples{}
@@ -354,7 +356,7 @@ func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tool
 				if err != nil {
 					return p.died(err)
 				}
-				add(bc.key, p.name, b.mbps())
+				add(bc.key, p.name, b.MBps())
 				if p.cpu == nil {
 					continue
 				}
@@ -363,10 +365,10 @@ func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tool
 					return p.died(err)
 				}
 				if bc.streams == 1 {
-					cpuPerGB[p.name] = append(cpuPerGB[p.name], (cpu1-cpu0)/(float64(b.bytes)/1e9))
+					cpuPerGB[p.name] = append(cpuPerGB[p.name], (cpu1-cpu0)/(float64(b.Bytes)/1e9))
 				}
 				if p.name == sallyportPath {
-					carried += b.bytes
+					carried += b.Bytes
 				}
 			}
 		}
@@ -391,15 +393,15 @@ func measureLoad(ctx context.Context, o Options, ph phases, rep *Report, tl tool
 				if err != nil {
 					return p.died(err)
 				}
-				if p.cpu != nil && q.count > 0 {
+				if p.cpu != nil && q.Count > 0 {
 					// CPU milliseconds of the path's processes per request.
-					add(rc.key+"_cpu", p.name, (cpu1-cpu0)*1000/float64(q.count))
+					add(rc.key+"_cpu", p.name, (cpu1-cpu0)*1000/float64(q.Count))
 				}
-				add(rc.key+"_rate", p.name, q.rate)
-				add(rc.key+"_p50", p.name, micros(q.p50))
-				add(rc.key+"_p99", p.name, micros(q.p99))
+				add(rc.key+"_rate", p.name, q.Rate)
+				add(rc.key+"_p50", p.name, micros(q.P50))
+				add(rc.key+"_p99", p.name, micros(q.P99))
 				if p.name == sallyportPath {
-					carried += 2 * messageSize * q.count
+					carried += 2 * traffic.MessageSize * q.Count
 				}
 			}
 		}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/bench/traffic"
 )
 
 // The load comes from the tools users measure with, where installed:
@@ -81,13 +83,13 @@ func startIperf3Server(h *host, bin, dir string) (*iperf3Server, error) {
 // ready waits until the server listens for its next test.
 func (s *iperf3Server) ready(ctx context.Context) error {
 	want := fmt.Sprintf("(test #%d)", s.tests+1)
-	deadline := time.Now().Add(ioTimeout)
+	deadline := time.Now().Add(traffic.IOTimeout)
 	for !strings.Contains(s.tail(), want) {
 		if s.Exited() {
 			return fmt.Errorf("the iperf3 server exited; its log:\n%s", s.tail())
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return firstErr(ctx.Err(), fmt.Errorf("the iperf3 server is not ready for test %d after %s; its log:\n%s", s.tests+1, ioTimeout, s.tail()))
+			return firstErr(ctx.Err(), fmt.Errorf("the iperf3 server is not ready for test %d after %s; its log:\n%s", s.tests+1, traffic.IOTimeout, s.tail()))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -99,13 +101,13 @@ func (s *iperf3Server) ready(ctx context.Context) error {
 // streams for secs seconds after omit seconds not counted (TCP's slow
 // start on a long link), client → server, or server → client with
 // reverse. It returns what the receiver counted.
-func iperf3Bulk(ctx context.Context, h *host, bin string, srv *iperf3Server, addr string, streams, secs, omit int, reverse bool) (bulk, error) {
+func iperf3Bulk(ctx context.Context, h *host, bin string, srv *iperf3Server, addr string, streams, secs, omit int, reverse bool) (traffic.Bulk, error) {
 	if err := srv.ready(ctx); err != nil {
-		return bulk{}, err
+		return traffic.Bulk{}, err
 	}
 	host, port, ok := strings.Cut(addr, ":")
 	if !ok {
-		return bulk{}, fmt.Errorf("iperf3: bad address %q", addr)
+		return traffic.Bulk{}, fmt.Errorf("iperf3: bad address %q", addr)
 	}
 	args := []string{"--client", host, "--port", port, "--time", strconv.Itoa(secs), "--parallel", strconv.Itoa(streams),
 		"--json", "--connect-timeout", "10000"}
@@ -116,7 +118,7 @@ func iperf3Bulk(ctx context.Context, h *host, bin string, srv *iperf3Server, add
 		args = append(args, "--reverse")
 	}
 	// A stalled test fails instead of hanging the benchmark.
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+omit)*time.Second+ioTimeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+omit)*time.Second+traffic.IOTimeout)
 	defer cancel()
 	out, err := h.command(ctx, append([]string{bin}, args...)...).Output()
 	var res struct {
@@ -132,48 +134,41 @@ func iperf3Bulk(ctx context.Context, h *host, bin string, srv *iperf3Server, add
 		if err == nil {
 			err = jerr
 		}
-		return bulk{}, fmt.Errorf("iperf3 %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+		return traffic.Bulk{}, fmt.Errorf("iperf3 %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	if res.Error != "" {
-		return bulk{}, fmt.Errorf("iperf3 to %s: %s", addr, res.Error)
+		return traffic.Bulk{}, fmt.Errorf("iperf3 to %s: %s", addr, res.Error)
 	}
 	if err != nil {
-		return bulk{}, fmt.Errorf("iperf3 to %s: %w", addr, err)
+		return traffic.Bulk{}, fmt.Errorf("iperf3 to %s: %w", addr, err)
 	}
 	r := res.End.SumReceived
 	if r.Bytes <= 0 || r.Seconds <= 0 {
-		return bulk{}, fmt.Errorf("iperf3 to %s: the receiver counted %d bytes in %.2fs", addr, r.Bytes, r.Seconds)
+		return traffic.Bulk{}, fmt.Errorf("iperf3 to %s: the receiver counted %d bytes in %.2fs", addr, r.Bytes, r.Seconds)
 	}
-	return bulk{bytes: r.Bytes, elapsed: time.Duration(r.Seconds * float64(time.Second))}, nil
-}
-
-// requests is the result of a request/response run, by whichever tool.
-type requests struct {
-	count    int64
-	rate     float64 // requests a second
-	p50, p99 time.Duration
+	return traffic.Bulk{Bytes: r.Bytes, Elapsed: time.Duration(r.Seconds * float64(time.Second))}, nil
 }
 
 // wrkRequests runs wrk against the http back-end at addr: conns
 // connections over two threads for secs seconds, each request on a new
 // connection with closeEach. Any socket error or non-2xx answer fails the
 // run: every request must have been carried.
-func wrkRequests(ctx context.Context, bin, addr string, conns, secs int, closeEach bool) (requests, error) {
+func wrkRequests(ctx context.Context, bin, addr string, conns, secs int, closeEach bool) (traffic.Requests, error) {
 	args := []string{"--threads", "2", "--connections", strconv.Itoa(conns), "--duration", strconv.Itoa(secs) + "s",
 		"--timeout", "10s", "--latency"}
 	if closeEach {
 		args = append(args, "--header", "Connection: close")
 	}
 	args = append(args, "http://"+addr+"/")
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+ioTimeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+traffic.IOTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
 	if err != nil {
-		return requests{}, fmt.Errorf("wrk %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+		return traffic.Requests{}, fmt.Errorf("wrk %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	r, err := parseWrk(string(out))
 	if err != nil {
-		return requests{}, fmt.Errorf("wrk %s: %w; its output:\n%s", strings.Join(args, " "), err, out)
+		return traffic.Requests{}, fmt.Errorf("wrk %s: %w; its output:\n%s", strings.Join(args, " "), err, out)
 	}
 	return r, nil
 }
@@ -190,27 +185,27 @@ var (
 // parseWrk reads wrk's summary (with --latency): the request count and
 // rate, and the 50th and 99th latency percentiles. It refuses a run with
 // socket errors or non-2xx answers.
-func parseWrk(out string) (requests, error) {
-	var r requests
+func parseWrk(out string) (traffic.Requests, error) {
+	var r traffic.Requests
 	m := wrkCount.FindStringSubmatch(out)
 	if m == nil {
 		return r, fmt.Errorf("no request count")
 	}
-	r.count, _ = strconv.ParseInt(m[1], 10, 64)
+	r.Count, _ = strconv.ParseInt(m[1], 10, 64)
 	if m = wrkRate.FindStringSubmatch(out); m == nil {
 		return r, fmt.Errorf("no Requests/sec line")
 	}
-	r.rate, _ = strconv.ParseFloat(m[1], 64)
+	r.Rate, _ = strconv.ParseFloat(m[1], 64)
 	for _, p := range wrkPct.FindAllStringSubmatch(out, -1) {
 		v, _ := strconv.ParseFloat(p[2], 64)
 		d := time.Duration(v * float64(wrkUnitDur[p[3]]))
 		if p[1] == "50" {
-			r.p50 = d
+			r.P50 = d
 		} else {
-			r.p99 = d
+			r.P99 = d
 		}
 	}
-	if r.p50 == 0 || r.p99 == 0 {
+	if r.P50 == 0 || r.P99 == 0 {
 		return r, fmt.Errorf("no latency distribution (50%% and 99%%)")
 	}
 	if m = wrkErrors.FindStringSubmatch(out); m != nil {
@@ -219,7 +214,7 @@ func parseWrk(out string) (requests, error) {
 	if m = wrkNon2xx.FindStringSubmatch(out); m != nil {
 		return r, fmt.Errorf("%s answers were not 2xx", m[1])
 	}
-	if r.count == 0 {
+	if r.Count == 0 {
 		return r, fmt.Errorf("no requests completed")
 	}
 	return r, nil

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/bench/traffic"
 )
 
 // wrk 4.1's summary with --latency, as Debian's wrk prints it.
@@ -27,7 +29,7 @@ func TestParseWrk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := requests{count: 35276, rate: 35241.20, p50: 842 * time.Microsecond, p99: 11200 * time.Microsecond}
+	want := traffic.Requests{Count: 35276, Rate: 35241.20, P50: 842 * time.Microsecond, P99: 11200 * time.Microsecond}
 	if r != want {
 		t.Errorf("parsed %+v, want %+v", r, want)
 	}

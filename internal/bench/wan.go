@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/bench/traffic"
 	"github.com/sallyport/sallyport/internal/wanlink"
 )
 
@@ -132,9 +133,9 @@ func RunWAN(ctx context.Context, o Options, spec wanlink.Spec) (*Report, error) 
 				if err != nil {
 					return rep, p.died(err)
 				}
-				add(bc.key, p.name, b.mbps()*8)
+				add(bc.key, p.name, b.MBps()*8)
 				if p.name == sallyportPath {
-					carried += b.bytes
+					carried += b.Bytes
 				}
 			}
 		}
@@ -164,7 +165,7 @@ func RunWAN(ctx context.Context, o Options, spec wanlink.Spec) (*Report, error) 
 func firstBytes(ctx context.Context, h *host, curl, addr string, n int) ([]time.Duration, error) {
 	var out []time.Duration
 	for range n {
-		ctx, cancel := context.WithTimeout(ctx, ioTimeout)
+		ctx, cancel := context.WithTimeout(ctx, traffic.IOTimeout)
 		b, err := h.command(ctx, curl, "--silent", "--show-error", "--fail", "--output", "/dev/null",
 			"--write-out", "%{time_starttransfer} %{size_download}", "http://"+addr+"/").CombinedOutput()
 		cancel()
@@ -172,8 +173,8 @@ func firstBytes(ctx context.Context, h *host, curl, addr string, n int) ([]time.
 			return nil, fmt.Errorf("curl http://%s/: %v: %s", addr, err, strings.TrimSpace(string(b)))
 		}
 		f := strings.Fields(string(b))
-		if len(f) != 2 || f[1] != strconv.Itoa(messageSize) {
-			return nil, fmt.Errorf("curl http://%s/: got %q, want the time and %d bytes", addr, b, messageSize)
+		if len(f) != 2 || f[1] != strconv.Itoa(traffic.MessageSize) {
+			return nil, fmt.Errorf("curl http://%s/: got %q, want the time and %d bytes", addr, b, traffic.MessageSize)
 		}
 		secs, err := strconv.ParseFloat(f[0], 64)
 		if err != nil {

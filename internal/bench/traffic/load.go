@@ -1,4 +1,8 @@
-package bench
+// Package traffic is the benchmark's own traffic: the back-ends it measures
+// against (echo, sink, source, a small HTTP server; ServeBackends, run as a
+// process of its own) and its Go load generators, used where iperf3 and wrk
+// are not installed, and for the idle connections.
+package traffic
 
 import (
 	"bytes"
@@ -13,23 +17,23 @@ import (
 	"time"
 )
 
-// ioTimeout bounds any one read or write of the load generators: a run
+// IOTimeout bounds any one read or write of the load generators: a run
 // that stalls fails instead of hanging.
-const ioTimeout = 20 * time.Second
+const IOTimeout = 20 * time.Second
 
-// bulk is the result of a throughput run.
-type bulk struct {
-	bytes   int64
-	elapsed time.Duration
+// Bulk is the result of a throughput run.
+type Bulk struct {
+	Bytes   int64
+	Elapsed time.Duration
 }
 
-func (b bulk) mbps() float64 { return float64(b.bytes) / b.elapsed.Seconds() / 1e6 }
+func (b Bulk) MBps() float64 { return float64(b.Bytes) / b.Elapsed.Seconds() / 1e6 }
 
-// upload writes to a sink at addr for dur, then half-closes and checks
+// Upload writes to a sink at addr for dur, then half-closes and checks
 // that the sink counted every byte.
-func upload(addr string, dur time.Duration) (int64, error) {
+func Upload(addr string, dur time.Duration) (int64, error) {
 	c, n, err := stream(addr, "upload to", dur, func(c net.Conn, buf []byte) (int, error) {
-		c.SetWriteDeadline(time.Now().Add(ioTimeout))
+		c.SetWriteDeadline(time.Now().Add(IOTimeout))
 		return c.Write(buf)
 	})
 	if err != nil {
@@ -39,7 +43,7 @@ func upload(addr string, dur time.Duration) (int64, error) {
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		return n, fmt.Errorf("upload to %s: half-close: %w", addr, err)
 	}
-	c.SetReadDeadline(time.Now().Add(ioTimeout))
+	c.SetReadDeadline(time.Now().Add(IOTimeout))
 	var got int64
 	if err := binary.Read(c, binary.BigEndian, &got); err != nil {
 		return n, fmt.Errorf("upload to %s: read the sink's count: %w", addr, err)
@@ -50,10 +54,10 @@ func upload(addr string, dur time.Duration) (int64, error) {
 	return n, nil
 }
 
-// download reads from a source at addr for dur.
-func download(addr string, dur time.Duration) (int64, error) {
+// Download reads from a source at addr for dur.
+func Download(addr string, dur time.Duration) (int64, error) {
 	c, n, err := stream(addr, "download from", dur, func(c net.Conn, buf []byte) (int, error) {
-		c.SetReadDeadline(time.Now().Add(ioTimeout))
+		c.SetReadDeadline(time.Now().Add(IOTimeout))
 		return c.Read(buf)
 	})
 	if err != nil {
@@ -70,7 +74,7 @@ func download(addr string, dur time.Duration) (int64, error) {
 // passed, counting what each call moved. It returns the connection, open,
 // unless it fails; what names the direction in errors ("upload to").
 func stream(addr, what string, dur time.Duration, step func(net.Conn, []byte) (int, error)) (net.Conn, int64, error) {
-	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	c, err := net.DialTimeout("tcp", addr, IOTimeout)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s %s: dial: %w", what, addr, err)
 	}
@@ -87,8 +91,8 @@ func stream(addr, what string, dur time.Duration, step func(net.Conn, []byte) (i
 	return c, n, nil
 }
 
-// parallel runs fn on streams connections at once and sums their bytes.
-func parallel(streams int, fn func() (int64, error)) (bulk, error) {
+// Parallel runs fn on streams connections at once and sums their bytes.
+func Parallel(streams int, fn func() (int64, error)) (Bulk, error) {
 	var total atomic.Int64
 	errs := make([]error, streams)
 	var wg sync.WaitGroup
@@ -101,7 +105,7 @@ func parallel(streams int, fn func() (int64, error)) (bulk, error) {
 		})
 	}
 	wg.Wait()
-	b := bulk{bytes: total.Load(), elapsed: time.Since(start)}
+	b := Bulk{Bytes: total.Load(), Elapsed: time.Since(start)}
 	for _, err := range errs {
 		if err != nil {
 			return b, err
@@ -110,15 +114,22 @@ func parallel(streams int, fn func() (int64, error)) (bulk, error) {
 	return b, nil
 }
 
-// message is the small request and response body.
-const messageSize = 100
+// MessageSize is the small request and response body.
+const MessageSize = 100
 
 func message() []byte {
-	b := make([]byte, messageSize)
+	b := make([]byte, MessageSize)
 	for i := range b {
 		b[i] = 'a' + byte(i%26)
 	}
 	return b
+}
+
+// Requests is the result of a request/response run, by whichever tool.
+type Requests struct {
+	Count    int64
+	Rate     float64 // requests a second
+	P50, P99 time.Duration
 }
 
 // latencies is the result of a request/response run.
@@ -130,12 +141,12 @@ type latencies struct {
 
 func (l latencies) rate() float64 { return float64(l.count) / l.elapsed.Seconds() }
 
-// requests summarizes l as the tools' runs are.
-func (l latencies) requests() requests {
+// Requests summarizes l as the tools' runs are.
+func (l latencies) Requests() Requests {
 	if l.count == 0 {
-		return requests{}
+		return Requests{}
 	}
-	return requests{count: int64(l.count), rate: l.rate(), p50: l.pct(0.50), p99: l.pct(0.99)}
+	return Requests{Count: int64(l.count), Rate: l.rate(), P50: l.pct(0.50), P99: l.pct(0.99)}
 }
 
 func (l latencies) pct(p float64) time.Duration {
@@ -171,23 +182,23 @@ func collect(n int, dur time.Duration, worker func(end time.Time) ([]time.Durati
 	return l, nil
 }
 
-// keptAlive runs clients connections to an echo service at addr, each
+// KeptAlive runs clients connections to an echo service at addr, each
 // sending a 100-byte request and reading the 100-byte response in turn.
-func keptAlive(addr string, clients int, dur time.Duration) (latencies, error) {
+func KeptAlive(addr string, clients int, dur time.Duration) (latencies, error) {
 	return collect(clients, dur, func(end time.Time) ([]time.Duration, error) {
-		c, err := net.DialTimeout("tcp", addr, ioTimeout)
+		c, err := net.DialTimeout("tcp", addr, IOTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("request/response: dial %s: %w", addr, err)
 		}
 		defer c.Close()
-		req, resp := message(), make([]byte, messageSize)
+		req, resp := message(), make([]byte, MessageSize)
 		var lat []time.Duration
 		for {
 			t0 := time.Now()
 			if !t0.Before(end) {
 				return lat, nil
 			}
-			c.SetDeadline(t0.Add(ioTimeout))
+			c.SetDeadline(t0.Add(IOTimeout))
 			if _, err := c.Write(req); err != nil {
 				return lat, fmt.Errorf("request/response via %s: write: %w", addr, err)
 			}
@@ -202,13 +213,13 @@ func keptAlive(addr string, clients int, dur time.Duration) (latencies, error) {
 	})
 }
 
-// newConns runs workers that each connect to an echo service at addr,
+// NewConns runs workers that each connect to an echo service at addr,
 // send 100 bytes, read them back and close, over and over. The latency
 // is the time to first byte: from the start of the dial to the first
 // byte of the response.
-func newConns(addr string, workers int, dur time.Duration) (latencies, error) {
+func NewConns(addr string, workers int, dur time.Duration) (latencies, error) {
 	return collect(workers, dur, func(end time.Time) ([]time.Duration, error) {
-		req, resp := message(), make([]byte, messageSize)
+		req, resp := message(), make([]byte, MessageSize)
 		var lat []time.Duration
 		for {
 			t0 := time.Now()
@@ -225,12 +236,12 @@ func newConns(addr string, workers int, dur time.Duration) (latencies, error) {
 }
 
 func oneRequest(addr string, req, resp []byte, t0 time.Time) (time.Duration, error) {
-	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	c, err := net.DialTimeout("tcp", addr, IOTimeout)
 	if err != nil {
 		return 0, fmt.Errorf("new connection per request: dial %s: %w", addr, err)
 	}
 	defer c.Close()
-	c.SetDeadline(t0.Add(ioTimeout))
+	c.SetDeadline(t0.Add(IOTimeout))
 	if _, err := c.Write(req); err != nil {
 		return 0, fmt.Errorf("new connection per request via %s: write: %w", addr, err)
 	}
@@ -247,16 +258,16 @@ func oneRequest(addr string, req, resp []byte, t0 time.Time) (time.Duration, err
 	return ttfb, nil
 }
 
-// perSource is how many connections the idle run opens from one source
+// PerSource is how many connections the idle run opens from one source
 // address to one destination: below the ~28,000 ephemeral ports that
 // one address pair has.
-const perSource = 20000
+const PerSource = 20000
 
-// openIdle opens n connections, the i-th to addrs[i/perSource] from
-// source address 127.0.0.(2+i/perSource), and sends a byte on each and
+// OpenIdle opens n connections, the i-th to addrs[i/PerSource] from
+// source address 127.0.0.(2+i/PerSource), and sends a byte on each and
 // reads it back, so that every one is set up end to end (through the
 // tunnel: a stream and a back-end connection) before it goes idle.
-func openIdle(ctx context.Context, addrs []string, n int, timeout time.Duration) ([]net.Conn, error) {
+func OpenIdle(ctx context.Context, addrs []string, n int, timeout time.Duration) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	var next atomic.Int64
 	var firstErr error
@@ -271,7 +282,7 @@ func openIdle(ctx context.Context, addrs []string, n int, timeout time.Duration)
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				g := i / perSource
+				g := i / PerSource
 				d := net.Dialer{Deadline: deadline, Control: bindNoPort,
 					LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+g))}}
 				c, err := d.Dial("tcp", addrs[g])
@@ -296,15 +307,15 @@ func openIdle(ctx context.Context, addrs []string, n int, timeout time.Duration)
 		firstErr = ctx.Err()
 	}
 	if firstErr != nil {
-		closeAll(conns)
+		CloseAll(conns)
 		return nil, firstErr
 	}
 	return conns, nil
 }
 
-// checkIdle sends one byte on every connection and reads it back; it
+// CheckIdle sends one byte on every connection and reads it back; it
 // returns how many carried it.
-func checkIdle(conns []net.Conn) int {
+func CheckIdle(conns []net.Conn) int {
 	var ok atomic.Int64
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -317,7 +328,7 @@ func checkIdle(conns []net.Conn) int {
 					return
 				}
 				c := conns[i]
-				c.SetDeadline(time.Now().Add(ioTimeout))
+				c.SetDeadline(time.Now().Add(IOTimeout))
 				if _, err := c.Write([]byte{'i'}); err != nil {
 					continue
 				}
@@ -331,7 +342,7 @@ func checkIdle(conns []net.Conn) int {
 	return int(ok.Load())
 }
 
-func closeAll(conns []net.Conn) {
+func CloseAll(conns []net.Conn) {
 	for _, c := range conns {
 		if c != nil {
 			c.Close()

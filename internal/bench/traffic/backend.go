@@ -1,4 +1,4 @@
-package bench
+package traffic
 
 import (
 	"context"
@@ -22,8 +22,8 @@ import (
 //   - echo writes back what it reads (request/response, new connection
 //     per request, idle connections);
 //   - sink reads until end of stream, then writes the byte count as 8
-//     bytes (upload);
-//   - source writes until the client goes away (download);
+//     bytes (Upload);
+//   - source writes until the client goes away (Download);
 //   - http answers small HTTP requests (wrk).
 //
 // iperf3's server, where installed, is the bulk back-end instead of sink
@@ -126,13 +126,13 @@ var serveFuncs = map[string]serveFunc{"echo": echoSmall, "sink": sink, "source":
 // to close it. A real HTTP server (net/http) so that wrk meets ordinary
 // HTTP behaviour, Connection: close included.
 func httpSmall(c net.Conn) {
-	srv := &http.Server{Handler: smallBody, ReadHeaderTimeout: ioTimeout, ErrorLog: log.New(io.Discard, "", 0)}
+	srv := &http.Server{Handler: smallBody, ReadHeaderTimeout: IOTimeout, ErrorLog: log.New(io.Discard, "", 0)}
 	srv.Serve(&oneConn{c: c})
 }
 
 var smallBody = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.Itoa(messageSize))
+	w.Header().Set("Content-Length", strconv.Itoa(MessageSize))
 	w.Write(message())
 })
 
