@@ -408,7 +408,11 @@ func (s *Session) fail(cause error) {
 	if !first {
 		return
 	}
-	s.conn.Close()
+	if c, ok := s.conn.(CloserFor); ok {
+		c.CloseFor(cause)
+	} else {
+		s.conn.Close()
+	}
 	s.w.mu.Lock()
 	select {
 	case <-s.w.goAway:
@@ -426,6 +430,13 @@ func (s *Session) fail(cause error) {
 	for _, st := range sts {
 		st.sessionEnded()
 	}
+}
+
+// CloserFor is a connection that is closed with the session's error, the
+// cause of its end (the tunnel's closes beneath TLS, with no goodbye, if
+// the peer was at fault).
+type CloserFor interface {
+	CloseFor(cause error) error
 }
 
 // wake signals a cap-1 channel without waiting.

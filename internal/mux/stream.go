@@ -78,6 +78,12 @@ func (st *Stream) frame(h header) error {
 		wake(st.wwake)
 	}
 	readable := false
+	if h.typ == typeData && h.length > 0 && (st.closed || st.rstRecv || st.ended) {
+		// Closed or reset here and not forgotten yet: skipped, as if it
+		// had been.
+		st.mu.Unlock()
+		return s.skip(h)
+	}
 	if h.typ == typeData && h.length > 0 {
 		if st.finRecv {
 			st.mu.Unlock()

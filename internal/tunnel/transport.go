@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/mux"
@@ -127,14 +126,11 @@ func transportOf(conn net.Conn) *Transport {
 // there in one system call; a write makes progress within the keepalive
 // timeout or the peer has stopped reading (ErrPeerNotReading). On a
 // connection with no Transport (tests over TCP or pipes), the batch is
-// written in pieces with a deadline each. Close closes beneath TLS if the
-// peer was at fault (see abort).
+// written in pieces with a deadline each.
 type muxConn struct {
 	net.Conn
 	tr      *Transport
 	timeout time.Duration
-	// sess is the session, once started, whose cause Close looks at.
-	sess atomic.Pointer[Session]
 }
 
 // plainChunk is the piece a batch is written in, with a deadline each,
@@ -172,8 +168,10 @@ func (c *muxConn) WriteBatch(a, b []byte) error {
 	return err
 }
 
-func (c *muxConn) Close() error {
-	if s := c.sess.Load(); s != nil && s.Cause() != nil {
+// CloseFor closes the connection at the session's end
+// (mux.CloserFor): beneath TLS, with no goodbye, if the peer was at fault.
+func (c *muxConn) CloseFor(cause error) error {
+	if fault(cause) != nil {
 		return abort(c.Conn)
 	}
 	return c.Conn.Close()

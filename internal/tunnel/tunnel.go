@@ -154,9 +154,7 @@ type Session struct {
 // start runs the multiplexer on conn. The session owns conn.
 func start(conn net.Conn, cfg Config, server bool) *Session {
 	mc := &muxConn{Conn: conn, tr: transportOf(conn), timeout: cfg.KeepaliveTimeout}
-	s := &Session{conn: conn}
-	mc.sess.Store(s)
-	s.mux = mux.New(mc, cfg.mux(server))
+	s := &Session{conn: conn, mux: mux.New(mc, cfg.mux(server))}
 	s.wg.Go(func() { s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout) })
 	return s
 }
@@ -332,8 +330,10 @@ func (s *Session) Done() <-chan struct{} { return s.mux.Done() }
 // and says what the peer did. It is nil while the session runs, and when
 // it ended otherwise: closed by this side or the peer, or a broken
 // connection.
-func (s *Session) Cause() error {
-	err := s.mux.Err()
+func (s *Session) Cause() error { return fault(s.mux.Err()) }
+
+// fault returns err if it says the peer was at fault, else nil.
+func fault(err error) error {
 	if errors.Is(err, ErrPeerSilent) || errors.Is(err, ErrPeerNotReading) || errors.Is(err, ErrProtocol) {
 		return err
 	}
