@@ -96,10 +96,13 @@ func (st *Stream) creditBack() {
 // commitment. The caller holds st.mu.
 func (st *Stream) trim() {
 	need := int64(0)
-	if !st.closed && !st.ended && !st.rstRecv {
-		need = max(st.win, st.credit+int64(st.buf.n)) - InitialWindow
-	} else if !st.closed && st.finRecv {
+	switch {
+	case st.closed:
+	case st.finRecv:
+		// Nothing more comes: only what is buffered counts.
 		need = int64(st.buf.n) - InitialWindow
+	case !st.ended && !st.rstRecv:
+		need = max(st.win, st.credit+int64(st.buf.n)) - InitialWindow
 	}
 	need = max(need, 0)
 	if st.res > need {

@@ -96,6 +96,10 @@ func (s *Session) streamOf(h header) (*Stream, error) {
 		return nil, fmt.Errorf("%w: the peer opened a stream (id %d); only this side opens streams", ErrProtocol, h.stream)
 	}
 	s.mu.Lock()
+	if s.ended() {
+		s.mu.Unlock()
+		return nil, s.err
+	}
 	if h.stream <= s.lastID {
 		last := s.lastID
 		s.mu.Unlock()
