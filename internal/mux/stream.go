@@ -365,7 +365,7 @@ func (st *Stream) Write(p []byte) (int, error) {
 			continue
 		}
 		st.mu.Unlock()
-		if err := st.sess.waitRoom(deadline, &timer); err != nil {
+		if err := st.sess.waitRoom(deadline, &timer, st.wwake); err != nil {
 			if err == errTimeout {
 				return n, err
 			}
@@ -446,7 +446,7 @@ func (st *Stream) SetReadDeadline(t time.Time) error {
 
 // SetWriteDeadline sets the time after which a Write fails with a
 // timeout; zero means none. It moves the deadline of a Write that waits
-// for credit already.
+// already, for credit or for room in the session's outgoing buffer.
 func (st *Stream) SetWriteDeadline(t time.Time) error {
 	st.mu.Lock()
 	st.wdl = t

@@ -355,3 +355,43 @@ func TestNotifyRead(t *testing.T) {
 		t.Fatal("told twice")
 	}
 }
+
+// A Write waiting for room in the session's outgoing buffer (the peer
+// reads nothing) follows its deadline as it moves, and a Close.
+func TestWriteDeadlineMovesWhileWaitingForRoom(t *testing.T) {
+	c, peer := pipePair(t)
+	s := New(c, Config{Opens: true})
+	t.Cleanup(func() { s.Close() })
+	st, err := s.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Credit enough; the peer then reads nothing.
+	if _, err := peer.Write(frame(typeWindowUpdate, flagACK, st.ID(), 16<<20)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool { return s.FramesHandled() >= 1 }, "the credit is handled")
+	st.SetWriteDeadline(time.Now().Add(time.Hour))
+	done := make(chan error, 1)
+	go func() { _, err := st.Write(make([]byte, 4<<20)); done <- err }()
+	st.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Write = %v; want a timeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a Write whose deadline moved nearer still waits for room")
+	}
+	st.SetWriteDeadline(time.Time{})
+	go func() { _, err := st.Write(make([]byte, 4<<20)); done <- err }()
+	st.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrStreamClosed) {
+			t.Fatalf("Write on a stream closed meanwhile = %v; want ErrStreamClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a Write still waits for room after its stream was closed")
+	}
+}

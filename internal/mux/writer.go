@@ -108,9 +108,10 @@ func (w *writer) tryAppendData(flags uint16, stream uint32, p []byte) bool {
 }
 
 // waitRoom waits until the outgoing buffer has room for data, the
-// deadline passes (zero: none) or the session ends. timer is the
-// caller's, created on demand.
-func (s *Session) waitRoom(deadline time.Time, timer **time.Timer) error {
+// deadline passes (zero: none), the session ends, or retry is signalled
+// (the stream's: its deadline moved, it was closed); it returns nil when
+// the caller should look again. timer is the caller's, made on demand.
+func (s *Session) waitRoom(deadline time.Time, timer **time.Timer, retry chan struct{}) error {
 	w := &s.w
 	w.mu.Lock()
 	if len(w.out) < outLimit {
@@ -137,6 +138,8 @@ func (s *Session) waitRoom(deadline time.Time, timer **time.Timer) error {
 	}
 	select {
 	case <-w.room:
+		return nil
+	case <-retry:
 		return nil
 	case <-s.done:
 		return s.err
