@@ -25,8 +25,9 @@
 // ended; Done is closed as soon as it ends for any reason, and the owner
 // then still calls Close. Cause then says why, if the peer was at fault:
 // silent, not reading, or breaking the protocol (a connector that opens
-// streams, a flood of the multiplexer's pings). The frames themselves,
-// and the protocol flow, are defined in package wire.
+// streams, a flood of the multiplexer's pings). The handshake's messages,
+// the stream headers and the protocol flow are defined in package wire,
+// the multiplexer's frames in package mux.
 //
 // # Streams, half-close and reset
 //
