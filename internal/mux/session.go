@@ -380,9 +380,14 @@ func (s *Session) ended() bool {
 	}
 }
 
-// Abort ends the session for cause, without waiting for its goroutines
-// (Close still does).
-func (s *Session) Abort(cause error) { s.fail(cause) }
+// Abort ends the session for cause (nil: ErrClosed), without waiting for
+// its goroutines (Close still does).
+func (s *Session) Abort(cause error) {
+	if cause == nil {
+		cause = ErrClosed
+	}
+	s.fail(cause)
+}
 
 // Close ends the session and every stream, and returns once the
 // session's goroutines have ended. It is idempotent. It must not be
