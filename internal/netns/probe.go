@@ -129,7 +129,7 @@ func (s *Stack) DialTunnelPort(t testing.TB, cfg *tls.Config) *tls.Conn {
 	return tc
 }
 
-// Multiplexer frames (yamux's framing, as go-yamux speaks it): a 12-byte
+// Multiplexer frames (yamux v0 framing, as internal/mux speaks it): a 12-byte
 // header of version, type, flags, stream id and length.
 const (
 	MuxTypeData         = 0

@@ -20,6 +20,15 @@ import (
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
+// yamux v0 frame types and flags, as on the wire (see package mux).
+const (
+	muxTypeData         = 0
+	muxTypeWindowUpdate = 1
+	muxTypePing         = 2
+	muxFlagSYN          = 1
+	muxFlagACK          = 2
+)
+
 // muxFrame is a yamux frame header, written by hand.
 func muxFrame(typ byte, flags uint16, id, length uint32) []byte {
 	h := binary.BigEndian.AppendUint16([]byte{0, typ}, flags)
@@ -145,7 +154,7 @@ func TestFloodsAreBounded(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			id := es.ms.StreamID()
+			id := es.ms.ID()
 			runtime.GC()
 			base := usageNow()
 			sent := make(chan error, 1)
@@ -205,7 +214,7 @@ func TestPeerThatStopsReadingIsDead(t *testing.T) {
 	}
 	// The peer lets the stream's bytes come (1 GiB of window) and reads
 	// none; it sends all along (ping answers that nobody asked for).
-	if _, err := c.Write(muxFrame(muxTypeWindowUpdate, 0, es.ms.StreamID(), 1<<30)); err != nil {
+	if _, err := c.Write(muxFrame(muxTypeWindowUpdate, 0, es.ms.ID(), 1<<30)); err != nil {
 		t.Fatal(err)
 	}
 	ping := muxFrame(muxTypePing, muxFlagACK, 0, 0)

@@ -38,25 +38,19 @@ func entry(g string) string {
 }
 
 // sessionGoroutines returns the stacks of the goroutines that sessions
-// started, their own and (if mux) the multiplexer's, that are still at
-// work. A multiplexer's receive or send goroutine that has left its loop
-// is not at work any more: it is returning from the multiplexer's Close,
-// which the session's Close has waited for.
-func sessionGoroutines(mux bool) []string {
+// started, their own and the multiplexer's.
+func sessionGoroutines() []string {
 	const tunnel = "github.com/sallyport/sallyport/internal/tunnel."
-	const yamux = "github.com/libp2p/go-yamux/v5."
+	const mux = "github.com/sallyport/sallyport/internal/mux."
 	var at []string
 	for _, g := range goroutineStacks() {
 		fn := entry(g)
 		switch {
 		case strings.HasPrefix(fn, tunnel+"(*Session)."),
 			strings.HasPrefix(fn, tunnel+"start"),
-			strings.HasPrefix(fn, tunnel+"Preambles"):
-		case mux && strings.HasPrefix(fn, yamux):
-			if (strings.HasPrefix(fn, yamux+"(*Session).recv(") || strings.HasPrefix(fn, yamux+"(*Session).send(")) &&
-				!strings.Contains(g, "go-yamux/v5.(*Session).recvLoop") && !strings.Contains(g, "go-yamux/v5.(*Session).sendLoop") {
-				continue
-			}
+			strings.HasPrefix(fn, tunnel+"Preambles"),
+			strings.HasPrefix(fn, mux+"(*Session)."),
+			strings.HasPrefix(fn, mux+"New"):
 		default:
 			continue
 		}
@@ -78,9 +72,7 @@ func blockedIn(fn string) int {
 
 // Close returns only once everything the session started has ended, even
 // on a busy session: pings every few milliseconds, readers blocked on a
-// stream, and a stream reset while its peer is still sending. go-yamux's
-// round-trip probe is not waited for (see Session.Close): it ends at once
-// on its own.
+// stream, and a stream reset while its peer is still sending.
 func TestCloseLeavesNothingRunning(t *testing.T) {
 	for _, tr := range transports() {
 		t.Run(tr.name, func(t *testing.T) {
@@ -106,16 +98,15 @@ func TestCloseLeavesNothingRunning(t *testing.T) {
 				t.Fatal(err)
 			}
 			rs.Close()
-			// Each session's keepalive, pinger and watcher, and its
-			// multiplexer's receive, send and probe loops, once running:
-			// the check below sees what it looks for.
-			eventually(t, 5*time.Second, func() bool { return len(sessionGoroutines(true)) >= 12 }, "the sessions' 12 goroutines run")
+			// Each session's keepalive, and its multiplexer's reader and
+			// writer, once running: the check below sees what it looks
+			// for.
+			eventually(t, 5*time.Second, func() bool { return len(sessionGoroutines()) >= 6 }, "the sessions' 6 goroutines run")
 			edge.Close()
 			connector.Close()
-			if left := sessionGoroutines(false); len(left) > 0 {
+			if left := sessionGoroutines(); len(left) > 0 {
 				t.Fatalf("after Close, %d goroutines the sessions started still run:\n\n%s", len(left), strings.Join(left, "\n\n"))
 			}
-			eventually(t, time.Second, func() bool { return len(sessionGoroutines(true)) == 0 }, "the multiplexers' goroutines end")
 		})
 	}
 }
@@ -125,7 +116,7 @@ func TestCloseLeavesNothingRunning(t *testing.T) {
 func windowWaits() int {
 	n := 0
 	for _, g := range goroutineStacks() {
-		if strings.Contains(g, "go-yamux/v5.(*Stream).write(") && !strings.Contains(g, "sendMsg(") {
+		if strings.Contains(g, "internal/mux.(*Stream).Write(") && strings.Contains(g, "internal/mux.(*Stream).sleep(") {
 			n++
 		}
 	}

@@ -218,7 +218,7 @@ func eventually(t testing.TB, d time.Duration, cond func() bool, what string) {
 // so far: the multiplexer handles frames in the order they came.
 func settled(t testing.TB, from, to *Session) {
 	t.Helper()
-	n := from.tap.written.Load()
-	eventually(t, 5*time.Second, func() bool { return to.tap.handled.Load() >= n },
+	n := from.mux.FramesQueued()
+	eventually(t, 5*time.Second, func() bool { return to.mux.FramesHandled() >= n },
 		"the peer handles the frames written to it")
 }

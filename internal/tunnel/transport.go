@@ -2,17 +2,23 @@ package tunnel
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"net"
+	"os"
 	"sync"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/mux"
 )
 
 // Transport is a tunnel's connection beneath TLS, made so that TLS
 // records travel in few, large system calls. TLS reads and writes one
 // record (at most 16 KiB) at a time; on its own it would make a system
 // call for each. Here reads fill a large buffer from which TLS takes its
-// records, and the records of one multiplexer message (up to 64 KiB, tap.go) are
-// gathered and written with one call. Both ends wrap the raw connection before
-// starting TLS:
+// records, and the records of one batch of the multiplexer's frames are
+// gathered and written with one call (see muxConn). Both ends wrap the
+// raw connection before starting TLS:
 //
 //	tc := tls.Client(tunnel.NewTransport(raw), conf)
 //
@@ -32,7 +38,7 @@ type Transport struct {
 const transportReadSize = 128 << 10
 
 // maxCorked is the largest gathering buffer kept between writes.
-const maxCorked = 512 << 10
+const maxCorked = 2 << 20
 
 // NewTransport wraps c.
 func NewTransport(c net.Conn) *Transport {
@@ -60,21 +66,49 @@ func (t *Transport) cork() {
 	t.mu.Unlock()
 }
 
-// uncork writes what was gathered in one call and stops gathering.
-func (t *Transport) uncork() error {
+// uncork writes what was gathered, in one call as long as the peer takes
+// it, and stops gathering. Each write has a deadline of timeout, and a
+// write that times out having written something goes on: only a peer
+// that takes nothing for timeout fails it (ErrPeerNotReading). TLS above
+// never sees the timeout (a tls.Conn whose write timed out is broken for
+// good).
+func (t *Transport) uncork(timeout time.Duration) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.corked = false
 	if len(t.out) == 0 {
 		return nil
 	}
-	_, err := t.Conn.Write(t.out)
+	err := writeProgressing(t.Conn, t.out, timeout)
 	if cap(t.out) > maxCorked {
 		t.out = nil
 	} else {
 		t.out = t.out[:0]
 	}
 	return err
+}
+
+// writeProgressing writes b to c in writes of at most chunk bytes (all of
+// it if chunk is 0), each with a deadline of timeout: it fails only when
+// the peer takes nothing for timeout.
+func writeProgressing(c net.Conn, b []byte, timeout time.Duration) error {
+	defer c.SetWriteDeadline(time.Time{})
+	for len(b) > 0 {
+		c.SetWriteDeadline(time.Now().Add(timeout))
+		n, err := c.Write(b)
+		b = b[n:]
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if n > 0 {
+				continue
+			}
+			return fmt.Errorf("%w: %w", ErrPeerNotReading, err)
+		}
+		return err
+	}
+	return nil
 }
 
 // transportOf returns the Transport beneath conn's TLS, if any.
@@ -85,4 +119,84 @@ func transportOf(conn net.Conn) *Transport {
 	}
 	t, _ := nc.NetConn().(*Transport)
 	return t
+}
+
+// muxConn is the tunnel connection as the multiplexer writes it: each
+// batch of frames goes through TLS into the Transport, corked, and from
+// there in one system call; a write makes progress within the keepalive
+// timeout or the peer has stopped reading (ErrPeerNotReading). On a
+// connection with no Transport (tests over TCP or pipes), the batch is
+// written in pieces with a deadline each.
+type muxConn struct {
+	net.Conn
+	tr      *Transport
+	timeout time.Duration
+}
+
+// plainChunk is the piece a batch is written in, with a deadline each,
+// on a connection with no Transport.
+const plainChunk = 64 << 10
+
+func (c *muxConn) Write(b []byte) (int, error) {
+	if err := c.WriteBatch(b, nil); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// WriteBatch writes a, then b, through TLS and in one system call if the
+// connection lies on a Transport (mux.BatchWriter).
+func (c *muxConn) WriteBatch(a, b []byte) error {
+	if c.tr == nil {
+		for _, p := range [][]byte{a, b} {
+			for off := 0; off < len(p); off += plainChunk {
+				if err := writeProgressing(c.Conn, p[off:min(len(p), off+plainChunk)], c.timeout); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	c.tr.cork()
+	_, err := c.Conn.Write(a)
+	if err == nil && len(b) > 0 {
+		_, err = c.Conn.Write(b)
+	}
+	if uerr := c.tr.uncork(c.timeout); err == nil {
+		err = uerr
+	}
+	return err
+}
+
+// CloseFor closes the connection at the session's end
+// (mux.CloserFor): beneath TLS, with no goodbye, if the peer was at fault.
+func (c *muxConn) CloseFor(cause error) error {
+	if fault(cause) != nil {
+		return abort(c.Conn)
+	}
+	return c.Conn.Close()
+}
+
+// ErrPeerNotReading is the cause of a session whose peer stopped reading:
+// a write to it made no progress for the keepalive timeout.
+var ErrPeerNotReading = errors.New("the peer stopped reading: a write to it made no progress for the keepalive timeout")
+
+// ErrProtocol is wrapped by the cause of a session (Session.Cause) that
+// ended because the peer broke the protocol: more pings unanswered than
+// a sallyport peer ever has, a connector that opens a stream, a data
+// frame longer than any window, a frame the multiplexer cannot parse.
+var ErrProtocol = mux.ErrProtocol
+
+// abort closes c at once, without a goodbye: a TLS connection is closed
+// beneath TLS, whose Close first writes a close_notify alert and, to a
+// peer that does not read, waits up to 5s for room to write it.
+func abort(c net.Conn) error {
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
+	}
+	return c.Close()
 }

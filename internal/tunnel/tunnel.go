@@ -1,7 +1,7 @@
 // Package tunnel runs one edge⇄connector session on an established TLS
 // connection: the versioned handshake, keepalives, and the multiplexed
 // streams that carry client connections. It is the only package that
-// knows the multiplexer (libp2p's go-yamux; see docs/decisions.md).
+// knows the multiplexer (package mux; see docs/decisions.md).
 //
 // The connector side:
 //
@@ -25,8 +25,9 @@
 // ended; Done is closed as soon as it ends for any reason, and the owner
 // then still calls Close. Cause then says why, if the peer was at fault:
 // silent, not reading, or breaking the protocol (a connector that opens
-// streams, a flood of the multiplexer's pings). The frames themselves,
-// and the protocol flow, are defined in package wire.
+// streams, a flood of the multiplexer's pings). The handshake's messages,
+// the stream headers and the protocol flow are defined in package wire,
+// the multiplexer's frames in package mux.
 //
 // # Streams, half-close and reset
 //
@@ -42,7 +43,7 @@
 //
 // The bytes a peer can make a session hold for streams that nobody reads
 // are bounded by Config.ReceiveBudget plus InitialWindow per stream; a
-// stream at rest holds no goroutine and no buffer (see budget.go and
+// stream at rest holds no goroutine and no buffer (see package mux and
 // notify.go).
 package tunnel
 
@@ -51,14 +52,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"math"
 	"net"
 	"os"
 	"sync"
 	"time"
 
-	yamux "github.com/libp2p/go-yamux/v5"
+	"github.com/sallyport/sallyport/internal/mux"
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
@@ -78,7 +77,8 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// ReceiveBudget bounds, in bytes, how far the streams' receive
 	// windows may grow beyond InitialWindow each, all streams of the
-	// session together (see budget.go); zero means DefaultReceiveBudget.
+	// session together (see package mux); zero means
+	// DefaultReceiveBudget.
 	ReceiveBudget int64
 }
 
@@ -114,34 +114,22 @@ func (c Config) resolve() (Config, error) {
 
 // InitialWindow is each stream's receive window when it opens: the bytes
 // a peer may send ahead of the reader. The protocol fixes it.
-const InitialWindow = 256 << 10
+const InitialWindow = mux.InitialWindow
 
 // MaxWindow is the largest a stream's receive window grows to, when its
 // reader keeps up with a long fat link: 16 MiB carries 1 Gbit/s at up to
 // 130 ms of round trip.
-const MaxWindow = 16 << 20
+const MaxWindow = mux.MaxWindow
+
+// DefaultReceiveBudget is Config.ReceiveBudget's default: room for four
+// streams at their largest window (MaxWindow, enough for 1 Gbit/s at
+// 130 ms), or eight at the window a 1 Gbit/s, 50 ms link needs.
+const DefaultReceiveBudget = 64 << 20
 
 // mux returns the multiplexer's settings for the side that opens streams
 // (the edge: server) or accepts them (the connector).
-func (c Config) mux(server bool) *yamux.Config {
-	m := yamux.DefaultConfig()
-	m.AcceptBacklog = acceptBacklog
-	// Liveness is ours (keepalive.go): go-yamux's keepalive ends a
-	// healthy session that is merely busy.
-	m.EnableKeepAlive = false
-	// Each write of a message (at most 64 KiB) must make progress within
-	// the keepalive timeout (go-yamux allows between half of it and all
-	// of it), or the peer has stopped reading.
-	m.ConnectionWriteTimeout = c.KeepaliveTimeout
-	m.InitialStreamWindowSize = InitialWindow
-	m.MaxStreamWindowSize = MaxWindow
-	// Only the edge opens streams (guard.go).
-	m.MaxIncomingStreams = math.MaxUint32 - 1
-	if server {
-		m.MaxIncomingStreams = 0
-	}
-	m.LogOutput = io.Discard
-	return m
+func (c Config) mux(server bool) mux.Config {
+	return mux.Config{Opens: server, ReceiveBudget: c.ReceiveBudget, AcceptBacklog: acceptBacklog}
 }
 
 // acceptBacklog bounds the streams the peer has opened that Accept has
@@ -149,67 +137,27 @@ func (c Config) mux(server bool) *yamux.Config {
 // has not accepted yet.
 const acceptBacklog = 4096
 
-// ErrClosed is returned by a closed session and by the streams it carried.
-var ErrClosed = errors.New("tunnel closed")
+// ErrClosed is wrapped by the errors of a closed session and of the
+// streams it carried.
+var ErrClosed = mux.ErrClosed
 
 // ErrReset is returned by a stream that the peer has aborted.
-var ErrReset = errors.New("stream reset by peer")
+var ErrReset = mux.ErrReset
 
 // Session is one tunnel connection after a successful handshake. Its
 // methods are safe for concurrent use.
 type Session struct {
-	conn    net.Conn
-	tap     *tap // conn, as the multiplexer reads and writes it
-	mux     *yamux.Session
-	budget  *budget
-	done    chan struct{}
-	pingNow chan struct{}
-	// cause is why the session ended (see Cause); it is set before done
-	// is closed.
-	cause error
-
-	// mu guards streams and the closing of done.
-	mu      sync.Mutex
-	streams map[uint32]*Stream
-
-	closeOnce sync.Once
-	// wg counts every goroutine the session starts: keepalive, pinger,
-	// the watcher of the multiplexer and Shutdown's go-away. Close waits
-	// for it.
-	wg sync.WaitGroup
+	conn net.Conn
+	mux  *mux.Session
+	wg   sync.WaitGroup // keepalive
 }
 
-// start runs the multiplexer on conn, through a tap, with a receive
-// budget. The session owns conn.
-func start(conn net.Conn, cfg Config, server bool) (*Session, error) {
-	t := newTap(conn, server)
-	b := newBudget(cfg.ReceiveBudget)
-	run := yamux.Client
-	if server {
-		run = yamux.Server
-	}
-	m, err := run(t, cfg.mux(server), b.span)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("start multiplexer: %w", err)
-	}
-	s := &Session{conn: conn, tap: t, mux: m, budget: b, done: make(chan struct{}), pingNow: make(chan struct{}, 1),
-		streams: make(map[uint32]*Stream)}
-	t.sess.Store(s)
-	if !server {
-		// The connector speaks first (see Server).
-		s.pingNow <- struct{}{}
-	}
+// start runs the multiplexer on conn. The session owns conn.
+func start(conn net.Conn, cfg Config, server bool) *Session {
+	mc := &muxConn{Conn: conn, tr: transportOf(conn), timeout: cfg.KeepaliveTimeout}
+	s := &Session{conn: conn, mux: mux.New(mc, cfg.mux(server))}
 	s.wg.Go(func() { s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout) })
-	s.wg.Go(s.pinger)
-	s.wg.Go(func() {
-		select {
-		case <-m.CloseChan():
-			s.end()
-		case <-s.done:
-		}
-	})
-	return s, nil
+	return s
 }
 
 // Client runs the connector's side of the handshake on conn and starts
@@ -232,8 +180,7 @@ func Client(ctx context.Context, conn net.Conn, hello wire.Hello, cfg Config) (*
 		conn.Close()
 		return nil, welcome, err
 	}
-	s, err := start(conn, cfg, false)
-	return s, welcome, err
+	return start(conn, cfg, false), welcome, nil
 }
 
 // ReadOpening is the edge's first step on a new tunnel-port connection:
@@ -280,16 +227,13 @@ func Server(conn net.Conn, cfg Config, welcome wire.Welcome) (*Session, error) {
 		return nil, fmt.Errorf("send welcome: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	s, err := start(conn, cfg, true)
-	if err != nil {
-		return nil, err
-	}
+	s := start(conn, cfg, true)
 	timer := time.NewTimer(cfg.HandshakeTimeout)
 	defer timer.Stop()
 	select {
-	case <-s.tap.spoke:
+	case <-s.mux.Spoke():
 		return s, nil
-	case <-s.done:
+	case <-s.mux.Done():
 		s.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", cmp.Or(s.Cause(), ErrClosed))
 	case <-timer.C:
@@ -354,14 +298,14 @@ func (s *Session) Open(h wire.StreamOpen) (*Stream, error) {
 	}
 	// It waits only while acceptBacklog streams wait for the peer's
 	// Accept, and ends with the session.
-	ms, err := s.mux.OpenStream(context.Background())
+	ms, err := s.mux.Open(context.Background())
 	if err != nil {
-		return nil, fmt.Errorf("open stream: %w", s.closedErr(err))
+		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	st := s.track(ms, true)
+	st := &Stream{ms: ms, sess: s, needReply: true}
 	if _, err := ms.Write(hdr); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("send stream header: %w", st.err(err))
+		return nil, fmt.Errorf("send stream header: %w", err)
 	}
 	return st, nil
 }
@@ -369,106 +313,47 @@ func (s *Session) Open(h wire.StreamOpen) (*Stream, error) {
 // Accept waits for the edge to open a stream. The caller owns the stream:
 // it reads the header with ReadHeader and answers with Reply.
 func (s *Session) Accept() (*Stream, error) {
-	ms, err := s.mux.AcceptStream()
+	ms, err := s.mux.Accept()
 	if err != nil {
-		return nil, s.closedErr(err)
+		return nil, err
 	}
-	return s.track(ms, false), nil
-}
-
-func (s *Session) track(ms *yamux.Stream, needReply bool) *Stream {
-	st := &Stream{ms: ms, sess: s, needReply: needReply}
-	s.mu.Lock()
-	s.streams[ms.StreamID()] = st
-	s.mu.Unlock()
-	return st
-}
-
-func (s *Session) untrack(id uint32) {
-	s.mu.Lock()
-	delete(s.streams, id)
-	s.mu.Unlock()
+	return &Stream{ms: ms, sess: s}, nil
 }
 
 // NumStreams reports the client streams open on the session.
-func (s *Session) NumStreams() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.streams)
-}
+func (s *Session) NumStreams() int { return s.mux.NumStreams() }
 
 // Done is closed when the session has ended, for any reason.
-func (s *Session) Done() <-chan struct{} { return s.done }
+func (s *Session) Done() <-chan struct{} { return s.mux.Done() }
 
 // Cause reports why the session ended when the peer was at fault:
 // ErrPeerSilent, ErrPeerNotReading, or an error that wraps ErrProtocol
 // and says what the peer did. It is nil while the session runs, and when
 // it ended otherwise: closed by this side or the peer, or a broken
 // connection.
-func (s *Session) Cause() error {
-	if !s.IsClosed() {
-		return nil
+func (s *Session) Cause() error { return fault(s.mux.Err()) }
+
+// fault returns err if it says the peer was at fault, else nil.
+func fault(err error) error {
+	if errors.Is(err, ErrPeerSilent) || errors.Is(err, ErrPeerNotReading) || errors.Is(err, ErrProtocol) {
+		return err
 	}
-	return s.cause
+	return nil
 }
 
 // IsClosed reports whether the session has ended.
-func (s *Session) IsClosed() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
+func (s *Session) IsClosed() bool { return s.mux.Err() != nil }
 
 // RemoteAddr is the peer's network address.
 func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 
 // Close ends the session and every stream on it, and returns once every
-// goroutine the session started has ended. It is idempotent. It must not
-// be called from a function the session calls (a NotifyRead callback).
-//
-// go-yamux's Close waits for its receive and send loops unless the
-// multiplexer is closing itself already (a broken connection, a peer's
-// go-away), and never for its round-trip probe; those end on their own
-// at once.
+// goroutine it started has ended. It is idempotent. It must not be
+// called from a function the session calls (a NotifyRead callback).
 func (s *Session) Close() error {
-	s.end()
 	s.mux.Close()
 	s.wg.Wait()
 	return nil
-}
-
-// end ends the session and every stream on it without waiting for the
-// session's goroutines, which call it themselves.
-func (s *Session) end() { s.endFor(nil) }
-
-// endFor ends the session as end does, for cause, or if cause is nil,
-// for what the connection's reader or writer found wrong with the peer,
-// if anything. The first call's cause is the session's.
-func (s *Session) endFor(cause error) {
-	first := false
-	s.closeOnce.Do(func() {
-		if cause == nil {
-			cause = s.tap.fault()
-		}
-		s.mu.Lock()
-		s.cause = cause
-		close(s.done)
-		s.mu.Unlock()
-		first = true
-	})
-	if !first {
-		return
-	}
-	if s.cause != nil {
-		// A peer at fault gets no goodbye: it may not read it.
-		abort(s.conn)
-	}
-	s.mux.Close()
-	// Outside closeOnce: a stream told may close itself, and so call end.
-	s.readableAll()
 }
 
 // Shutdown closes the session on purpose, after its streams have
@@ -479,20 +364,12 @@ func (s *Session) endFor(cause error) {
 // finished them, and fail with ErrClosed if not.
 func (s *Session) Shutdown() error {
 	if !s.IsClosed() {
-		s.wg.Go(func() { s.mux.GoAway() })
+		timer := time.NewTimer(time.Second)
+		defer timer.Stop()
 		select {
-		case <-s.tap.goneAway:
-		case <-s.done:
-		case <-time.After(time.Second):
+		case <-s.mux.GoAway():
+		case <-timer.C:
 		}
 	}
 	return s.Close()
-}
-
-func (s *Session) closedErr(err error) error {
-	var gone *yamux.GoAwayError
-	if s.IsClosed() || s.mux.IsClosed() || errors.As(err, &gone) {
-		return fmt.Errorf("%w: %v", ErrClosed, err)
-	}
-	return err
 }

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	yamux "github.com/libp2p/go-yamux/v5"
-
 	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/wire"
 )
@@ -241,11 +239,6 @@ func TestConfigDefaultsAndRefusals(t *testing.T) {
 	if err != nil || got != want {
 		t.Errorf("zero Config = %+v, %v; want %+v", got, err, want)
 	}
-	for _, server := range []bool{false, true} {
-		if err := yamux.VerifyConfig(got.mux(server)); err != nil {
-			t.Error(err)
-		}
-	}
 	for _, tc := range []struct {
 		cfg  Config
 		want string
@@ -284,12 +277,12 @@ func TestSessionCloseClosesEveryStream(t *testing.T) {
 				es, cs := openPair(t, edge, connector, wire.StreamOpen{Service: "db", Client: fmt.Sprintf("10.0.0.%d:1", i)})
 				streams = append(streams, es, cs)
 			}
-			before := blockedIn("go-yamux/v5.(*Stream).Read(")
+			before := blockedIn("internal/mux.(*Stream).Read(")
 			errs := make(chan error, len(streams))
 			for _, s := range streams {
 				go func() { _, err := s.Read(make([]byte, 1)); errs <- err }()
 			}
-			eventually(t, 5*time.Second, func() bool { return blockedIn("go-yamux/v5.(*Stream).Read(") >= before+len(streams) }, "every Read blocks")
+			eventually(t, 5*time.Second, func() bool { return blockedIn("internal/mux.(*Stream).Read(") >= before+len(streams) }, "every Read blocks")
 			if err := edge.Close(); err != nil {
 				t.Fatal(err)
 			}

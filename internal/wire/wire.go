@@ -23,7 +23,8 @@
 //     connector's operator. After an EnrollResponse, a RenewResponse or a
 //     Refusal the connection closes.
 //  4. After a Welcome, both sides run the stream multiplexer (yamux v0
-//     framing, as libp2p's go-yamux speaks it) on the same connection.
+//     framing, as package mux speaks it, with its 256 KiB initial
+//     window) on the same connection.
 //     Everything below travels in its streams. Liveness: each side sends
 //     a multiplexer ping every keepalive interval
 //     (DefaultKeepaliveInterval), and a side that has read nothing at all
