@@ -16,15 +16,13 @@ var errReplyLost = errors.New("reply lost after half-close")
 // halfCloseCase is one way a client and a back-end end a stream: the client
 // sends a request and half-closes (smux CloseWrite, yamux Close), the
 // back-end reads the request to EOF or to its length, replies and
-// half-closes in turn.
+// half-closes in turn. (A case where the client half-closed after the
+// back-end's FIN was dropped: it ordered the two FINs with a sleep, and
+// under load smux sometimes got them the other way round.)
 type halfCloseCase struct {
 	name string
 	// replySize is how many bytes the back-end answers.
 	replySize int
-	// clientFirst: the client half-closes right after its request, before
-	// the back-end replies. Otherwise it half-closes after the back-end's
-	// FIN is in, with the reply still unread.
-	clientFirst bool
 	// readerBehind: the client reads only once both FINs have been
 	// exchanged, as a proxy does whose outbound client is slow. Otherwise
 	// the client reads the whole reply before the back-end's FIN.
@@ -43,18 +41,11 @@ type halfCloseCase struct {
 // that behaviour, and if one starts passing the decision should be revisited.
 func TestHalfClose(t *testing.T) {
 	cases := []halfCloseCase{{
-		name:        "reader keeps up, reply larger than the window",
-		replySize:   3 * streamWindow,
-		clientFirst: true,
-		wantIntact:  map[string]bool{"yamux": true, "yamux+coalesce": true, "smux": true},
+		name:       "reader keeps up, reply larger than the window",
+		replySize:  3 * streamWindow,
+		wantIntact: map[string]bool{"yamux": true, "yamux+coalesce": true, "smux": true},
 	}, {
 		name:         "reply and FIN buffered before the client reads",
-		replySize:    64 << 10,
-		clientFirst:  true,
-		readerBehind: true,
-		wantIntact:   map[string]bool{"yamux": true, "yamux+coalesce": true, "smux": false},
-	}, {
-		name:         "client half-closes after the back-end's FIN, reply unread",
 		replySize:    64 << 10,
 		readerBehind: true,
 		wantIntact:   map[string]bool{"yamux": true, "yamux+coalesce": true, "smux": false},
@@ -102,7 +93,7 @@ func halfClose(t *testing.T, lib muxLib, tc halfCloseCase) error {
 	defer markRead()
 	serverDone := make(chan error, 1) // the back-end has replied and half-closed
 	wg.Go(func() {
-		serverDone <- backend(server, request, reply, tc.clientFirst, clientRead)
+		serverDone <- backend(server, request, reply, true, clientRead)
 	})
 
 	c, err := client.OpenStream()
@@ -116,13 +107,11 @@ func halfClose(t *testing.T, lib muxLib, tc halfCloseCase) error {
 	if _, err := c.Write(request); err != nil {
 		return fmt.Errorf("client: write request: %w", err)
 	}
-	if tc.clientFirst {
-		if err := c.CloseWrite(); err != nil {
-			return fmt.Errorf("client: half-close after the request: %w", err)
-		}
-		if _, err := c.Write([]byte("late")); err == nil {
-			return errors.New("client: write after the half-close succeeded; want an error")
-		}
+	if err := c.CloseWrite(); err != nil {
+		return fmt.Errorf("client: half-close after the request: %w", err)
+	}
+	if _, err := c.Write([]byte("late")); err == nil {
+		return errors.New("client: write after the half-close succeeded; want an error")
 	}
 
 	if !tc.readerBehind {
@@ -145,14 +134,6 @@ func halfClose(t *testing.T, lib muxLib, tc halfCloseCase) error {
 
 	if err := <-serverDone; err != nil {
 		return err
-	}
-	if !tc.clientFirst {
-		// Let the back-end's FIN arrive first; its order against the
-		// client's FIN is what this case is about.
-		time.Sleep(100 * time.Millisecond)
-		if err := c.CloseWrite(); err != nil {
-			return fmt.Errorf("client: half-close after the back-end's FIN: %w", err)
-		}
 	}
 	// Both FINs are exchanged once the client session forgets the stream.
 	for start := time.Now(); client.NumStreams() > 0; {
