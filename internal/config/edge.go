@@ -120,7 +120,7 @@ type EdgeTunnel struct {
 	// may grow their receive windows together: what clients that stop
 	// reading can make the edge hold beyond 256 KiB a stream; zero means
 	// 64. Within it a stream's window grows to what its link needs (up
-	// to 16 MiB); past it, windows stop growing, and no stream waits for
+	// to 32 MiB); past it, windows stop growing, and no stream waits for
 	// another.
 	ReceiveBudgetMiB int `yaml:"receive_budget_mib"`
 }

@@ -43,10 +43,12 @@ import (
 // back. The protocol fixes it.
 const InitialWindow = 256 << 10
 
-// MaxWindow is the largest a stream's receive window grows to: 16 MiB
-// carries 1 Gbit/s at up to 130 ms of round trip. A longer data frame
-// breaks the protocol.
-const MaxWindow = 16 << 20
+// MaxWindow is the largest a stream's receive window grows to: 32 MiB
+// carries 1 Gbit/s at up to 260 ms of round trip, or at 50 ms with room
+// for the round trips a lossy link's recoveries add (data behind a lost
+// segment waits for its retransmission before the reader sees it, and
+// with it the credit). A longer data frame breaks the protocol.
+const MaxWindow = 32 << 20
 
 // DefaultAcceptBacklog is Config.AcceptBacklog's default.
 const DefaultAcceptBacklog = 4096

@@ -117,13 +117,12 @@ func (c Config) resolve() (Config, error) {
 const InitialWindow = mux.InitialWindow
 
 // MaxWindow is the largest a stream's receive window grows to, when its
-// reader keeps up with a long fat link: 16 MiB carries 1 Gbit/s at up to
-// 130 ms of round trip.
+// reader keeps up with a long fat link (see mux.MaxWindow).
 const MaxWindow = mux.MaxWindow
 
-// DefaultReceiveBudget is Config.ReceiveBudget's default: room for four
-// streams at their largest window (MaxWindow, enough for 1 Gbit/s at
-// 130 ms), or eight at the window a 1 Gbit/s, 50 ms link needs.
+// DefaultReceiveBudget is Config.ReceiveBudget's default: room for two
+// streams at their largest window (MaxWindow), or eight at the 8 MiB a
+// 1 Gbit/s, 50 ms link needs without loss.
 const DefaultReceiveBudget = 64 << 20
 
 // mux returns the multiplexer's settings for the side that opens streams
