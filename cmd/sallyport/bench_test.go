@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/wanlink"
 )
 
 // The shipped benchmark's quick mode runs end to end: edge and connector
@@ -101,7 +104,9 @@ func TestBenchWANQuick(t *testing.T) {
 		t.Skip("bench --wan needs root")
 	}
 	out := filepath.Join(t.TempDir(), "bench.json")
-	code, stdout, stderr := sallyportWithin(t, 3*time.Minute, "bench", "--wan", "20ms,0%,200mbit", "--quick", "--json", out)
+	p := start(t, "sallyport bench --wan", nil, "bench", "--wan", "20ms,0%,200mbit", "--quick", "--json", out)
+	code := p.wait(t, 3*time.Minute)
+	stdout, stderr := p.stdout.String(), p.stderr.String()
 	if code != 0 {
 		t.Fatalf("sallyport bench --wan --quick: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -139,7 +144,10 @@ func TestBenchWANQuick(t *testing.T) {
 	if rep.TunneledBytes < 1<<20 {
 		t.Errorf("%d bytes carried through sallyport, want at least 1 MiB", rep.TunneledBytes)
 	}
-	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil && strings.Contains(string(out), "-wan-") {
-		t.Errorf("the run left namespaces behind:\n%s", out)
+	// Its own namespaces only (named after its PID): another bench may
+	// run beside the test.
+	own := fmt.Sprintf("%s%d-", wanlink.NamePrefix, p.Pid())
+	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil && strings.Contains(string(out), own) {
+		t.Errorf("the run left namespaces behind (%s*):\n%s", own, out)
 	}
 }
