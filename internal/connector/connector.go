@@ -108,10 +108,10 @@ func New(cfg config.Connector, log *slog.Logger) (*Connector, error) {
 	c := &Connector{
 		cfg:        cfg,
 		edgeDialer: edgeDialer,
-		log:       log,
-		now:       time.Now,
-		byAddress: byAddress,
-		instance:  hex.EncodeToString(b),
+		log:        log,
+		now:        time.Now,
+		byAddress:  byAddress,
+		instance:   hex.EncodeToString(b),
 	}
 	c.tunnels.up = make(map[string]*tunnel.Session)
 	c.tunnels.changed = make(chan struct{})
