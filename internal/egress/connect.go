@@ -50,7 +50,8 @@ func connectHTTP(ctx context.Context, c net.Conn, p *url.URL, addr string) (net.
 	}
 	if status < 200 || status > 299 {
 		return nil, &RefusedError{Proxy: p.Host, Target: addr, Status: status, Reason: reason,
-			Auth: status == 407, Credentials: p.User != nil}
+			// tinyproxy answers a wrong password with 401.
+			Auth: status == 407 || status == 401, Credentials: p.User != nil}
 	}
 	if n := br.Buffered(); n > 0 {
 		// The proxy's reader took bytes of the tunnel's stream with the
