@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/egress"
 )
 
 // Connector is the configuration of the connector, the role that runs in
@@ -60,7 +62,18 @@ type ConnectorTunnel struct {
 	// reading can make the connector hold beyond 256 KiB a stream; zero
 	// means 64 (as the edge's tunnel.receive_budget_mib).
 	ReceiveBudgetMiB int `yaml:"receive_budget_mib"`
+	// Proxy is the proxy the connector reaches the edges through:
+	// http://[USER:PASSWORD@]HOST:PORT (HTTP CONNECT), socks5://… (the
+	// edge's name resolved here) or socks5h://… (resolved by the proxy).
+	// "direct" dials the edges directly whatever the environment says;
+	// empty means the environment's HTTPS_PROXY, ALL_PROXY and NO_PROXY.
+	// Back-ends are always dialled directly.
+	Proxy string `yaml:"proxy"`
 }
+
+// ProxyDirect, as tunnel.proxy, dials the edges directly whatever the
+// environment's proxy variables say.
+const ProxyDirect = "direct"
 
 // MaxPool bounds tunnel.pool.
 const MaxPool = 16
@@ -175,6 +188,11 @@ func (c Connector) Validate() error {
 	}
 	if t.Pool < 1 || t.Pool > MaxPool {
 		k.add("tunnel.pool", "must be 1 to %d tunnels per edge (got %d)", MaxPool, t.Pool)
+	}
+	if t.Proxy != "" && t.Proxy != ProxyDirect {
+		if _, err := egress.ParseProxy(t.Proxy); err != nil {
+			k.add("tunnel.proxy", "%v (or %q to ignore the environment)", err, ProxyDirect)
+		}
 	}
 	k.positive("drain_timeout", c.DrainTimeout)
 	k.log(c.Log)

@@ -25,6 +25,16 @@ func TestDecodeConnectorProblems(t *testing.T) {
 			want: "connector.yaml:5: listen: unknown key (known: keyfile, data_dir, edges, tunnel, drain_timeout, log, services)",
 		},
 		{
+			name: "proxy with another scheme",
+			doc:  ok + "tunnel:\n  proxy: ftp://u:hunter2@proxy.example:21\n",
+			want: `connector.yaml:6: tunnel.proxy: proxy ftp://u:xxxxx@proxy.example:21: the scheme must be http, socks5 or socks5h (or "direct" to ignore the environment)`,
+		},
+		{
+			name: "proxy without a port",
+			doc:  ok + "tunnel:\n  proxy: socks5h://proxy.example\n",
+			want: `connector.yaml:6: tunnel.proxy: proxy socks5h://proxy.example: needs HOST:PORT, e.g. socks5h://proxy.example.com:1080 (or "direct" to ignore the environment)`,
+		},
+		{
 			name: "bad duration in a service",
 			doc:  "data_dir: /d\nservices:\n  db:\n    address: 127.0.0.1:5432\n    dial_timeout: soon\n",
 			want: `connector.yaml:5: services.db.dial_timeout: invalid duration "soon" (use e.g. 15s)`,

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/egress"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/pipe"
 	"github.com/sallyport/sallyport/internal/pki"
@@ -43,7 +44,11 @@ type Connector struct {
 	log      *slog.Logger
 	now      func() time.Time
 	instance string
-	dialer   net.Dialer
+	// dialer dials the back-ends, always directly.
+	dialer net.Dialer
+	// edgeDialer reaches the edges: directly or through the proxy
+	// that tunnel.proxy or the environment names.
+	edgeDialer *egress.Dialer
 	// byAddress maps each allowed back-end address (normalized) to its
 	// service, to answer lookups (streams that name an address).
 	byAddress map[string]string
@@ -96,16 +101,61 @@ func New(cfg config.Connector, log *slog.Logger) (*Connector, error) {
 			byAddress[a] = name
 		}
 	}
+	edgeDialer, err := EdgeDialer(cfg.Tunnel.Proxy)
+	if err != nil {
+		return nil, err
+	}
 	c := &Connector{
-		cfg:       cfg,
-		log:       log,
-		now:       time.Now,
-		byAddress: byAddress,
-		instance:  hex.EncodeToString(b),
+		cfg:        cfg,
+		edgeDialer: edgeDialer,
+		log:        log,
+		now:        time.Now,
+		byAddress:  byAddress,
+		instance:   hex.EncodeToString(b),
 	}
 	c.tunnels.up = make(map[string]*tunnel.Session)
 	c.tunnels.changed = make(chan struct{})
 	return c, nil
+}
+
+// EdgeDialer returns the dialer that reaches the edges for the value of
+// tunnel.proxy: a proxy URL, "direct", or empty for the environment's
+// HTTPS_PROXY, ALL_PROXY and NO_PROXY.
+func EdgeDialer(proxy string) (*egress.Dialer, error) {
+	switch proxy {
+	case "":
+		d, err := egress.FromEnvironment()
+		if err != nil {
+			return nil, fmt.Errorf("reaching the edges: %w (set tunnel.proxy or --proxy, %q to ignore the environment)", err, config.ProxyDirect)
+		}
+		return d, nil
+	case config.ProxyDirect:
+		return &egress.Dialer{}, nil
+	}
+	u, err := egress.ParseProxy(proxy)
+	if err != nil {
+		return nil, err
+	}
+	return &egress.Dialer{Proxy: u}, nil
+}
+
+// EdgeDial is how the connector opens a TCP connection to an edge,
+// through its proxy if it has one: for transports other than TLS over TCP
+// to dial with.
+func (c *Connector) EdgeDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return c.edgeDialer.DialContext(ctx, network, addr)
+}
+
+// logEgress says, once, how the edges are reached (a password redacted).
+func (c *Connector) logEgress() {
+	from := "tunnel.proxy"
+	switch c.cfg.Tunnel.Proxy {
+	case "":
+		from = "environment"
+	case config.ProxyDirect:
+		from = "tunnel.proxy: direct"
+	}
+	c.log.Info("reaching the edges", "proxy", c.edgeDialer.String(), "from", from)
 }
 
 // identity is what the connector needs to open tunnels. Its certificate
@@ -130,6 +180,7 @@ func (c *Connector) Run(parent context.Context) error {
 	ctx, stop := context.WithCancelCause(parent)
 	defer stop(nil)
 	c.stop = stop
+	c.logEgress()
 	id, err := c.identity(ctx)
 	if err != nil {
 		return err

@@ -139,7 +139,7 @@ func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Co
 // dialTLS dials the edge at addr and runs the TLS handshake with conf,
 // both within ctx. The caller owns the connection and closes it.
 func (c *Connector) dialTLS(ctx context.Context, addr string, conf *tls.Config) (*tls.Conn, error) {
-	raw, err := c.dialer.DialContext(ctx, "tcp", addr)
+	raw, err := c.EdgeDial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial edge %s: %w", addr, err)
 	}
