@@ -70,7 +70,7 @@ func newConnectorCmd() *cobra.Command {
 	f.StringVarP(&file, "config", "c", "", "YAML config file (flags override its values)")
 	f.StringVar(&cfg.Keyfile, "keyfile", "", "keyfile from 'sallyport token create', needed for the first run")
 	f.StringVar(&cfg.DataDir, "data", "", "data directory: the connector's key and certificate (default "+defaultConnectorData+")")
-	f.StringSliceVar(&cfg.Edges, "edge", nil, "HOST:PORT of an edge, overriding the keyfile's (repeatable)")
+	f.StringSliceVar(&cfg.Edges, "edge", nil, "HOST:PORT of an edge's tunnel port, or wss://HOST[:PORT]/.sallyport/tunnel of its https listener, overriding the keyfile's (repeatable)")
 	f.DurationVar(&cfg.Tunnel.KeepaliveInterval, "keepalive-interval", 0, "how often an idle tunnel is probed (default 5s)")
 	f.DurationVar(&cfg.Tunnel.KeepaliveTimeout, "keepalive-timeout", 0, "silence after which a tunnel is declared dead (default 15s)")
 	f.DurationVar(&cfg.Tunnel.BackoffMax, "backoff-max", 0, "longest wait between reconnects (default 30s)")

@@ -91,6 +91,8 @@ type Edge struct {
 	// openingLines bounds the lines about tunnel-port connections that
 	// failed before they authenticated (strangerWarn).
 	openingLines loglimit.Limiter
+	// sheddingLines limits the lines about openings shed at a bound.
+	sheddingLines loglimit.Limiter
 
 	// handlers counts every goroutine serving a tunnel-port connection.
 	handlers sync.WaitGroup
