@@ -111,11 +111,11 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, op
 	}
 	switch kind {
 	case wire.KindEnrollRequest:
-		e.serveEnroll(ctx, tc, body)
+		e.serveEnroll(ctx, tc, body, log)
 	case wire.KindHello:
-		e.serveTunnel(ctx, tc, body)
+		e.serveTunnel(ctx, tc, body, log)
 	case wire.KindRenewRequest:
-		e.serveRenew(ctx, tc, body)
+		e.serveRenew(ctx, tc, body, log)
 	default:
 		e.strangerWarn(log, "tunnel port: unexpected opening message, connection closed", "kind", kind.String())
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "expected hello, enroll request or renew request, got " + kind.String()})
@@ -137,10 +137,10 @@ func (e *Edge) strangerWarn(log *slog.Logger, msg string, args ...any) {
 	log.Warn(msg, args...)
 }
 
-// serveTunnel admits a connector's tunnel and keeps its routes while it lives.
-func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
+// serveTunnel admits a connector's tunnel and keeps its routes while it
+// lives; log names its remote address (and transport).
+func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *slog.Logger) {
 	remote := tc.RemoteAddr().String()
-	log := e.log.With("remote", remote)
 	cert, err := pki.PeerConnector(tc.ConnectionState())
 	if err != nil {
 		log.Warn("tunnel refused: no client certificate", "err", err)

@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,7 +71,7 @@ func ParseAddress(addr string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q: a query or fragment is not allowed", addr)
 	}
 	if p := u.Port(); p != "" {
-		if _, err := net.LookupPort("tcp", p); err != nil || strings.Trim(p, "0123456789") != "" {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
 			return nil, fmt.Errorf("%q: the port must be a number from 1 to 65535", addr)
 		}
 	}
@@ -157,8 +158,9 @@ type conn struct {
 }
 
 func newConn(wc *websocket.Conn) *conn {
-	wc.SetReadLimit(MaxMessage)
-	return &conn{Conn: websocket.NetConn(context.Background(), wc, websocket.MessageBinary), wc: wc}
+	nc := websocket.NetConn(context.Background(), wc, websocket.MessageBinary)
+	wc.SetReadLimit(MaxMessage) // after NetConn, which lifts the limit
+	return &conn{Conn: nc, wc: wc}
 }
 
 // Write sends b in binary messages of at most MaxMessage bytes.
