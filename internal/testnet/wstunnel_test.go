@@ -34,13 +34,20 @@ import (
 // routed by Host web.test on it.
 func wsTunnelEdge(t *testing.T, services ...string) (*testnet.Edge, *certs) {
 	t.Helper()
+	return wsTunnelEdgeTTL(t, 0, services...)
+}
+
+// wsTunnelEdgeTTL is wsTunnelEdge with connector certificates that live
+// ttl (0: the default).
+func wsTunnelEdgeTTL(t *testing.T, ttl time.Duration, services ...string) (*testnet.Edge, *certs) {
+	t.Helper()
 	cs := newCerts(t, "test web CA")
 	files, _, _ := cs.issue(t, "edge", false, "127.0.0.1", "web.test")
 	expose := map[string]string{}
 	for _, s := range services {
 		expose[s] = ""
 	}
-	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: expose, Tune: func(c *config.Edge) {
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: expose, CertificateTTL: ttl, Tune: func(c *config.Edge) {
 		c.Listeners = append(c.Listeners, config.Listener{Kind: config.KindHTTPS, Listen: "127.0.0.1:0",
 			Certificates: []config.CertificateFiles{files}})
 		c.Services["web"] = config.EdgeService{Hosts: []string{"web.test"}}
@@ -181,6 +188,23 @@ func TestWebSocketTunnelSilenceIsDetected(t *testing.T) {
 	e.WaitRoutes(t, "echo", 1, 10*time.Second)
 	if got := roundTrip(t, e.Dial(t, "echo"), []byte("new tunnel")); string(got) != "new tunnel" {
 		t.Fatalf("echo over the new tunnel: %q", got)
+	}
+}
+
+// A connector whose only way to the edge is the WebSocket renews its
+// certificate through it, again and again, while its tunnel carries on.
+func TestWebSocketTunnelRenewal(t *testing.T) {
+	echo := testnet.Echo(t)
+	e, cs := wsTunnelEdgeTTL(t, 3*time.Second, "echo")
+	c := testnet.StartConnector(t, wsKeyfile(t, e, "site-ws", []string{wssAddr(e)}, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": echo.Addr()},
+		Tune:     func(c *config.Connector) { c.Tunnel.WebSocketCA = cs.caFile },
+	})
+	c.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 1, 10*time.Second)
+	e.Logs.WaitFor(t, 20*time.Second, 2, "connector certificate renewed", "via=websocket")
+	if got := roundTrip(t, e.Dial(t, "echo"), []byte("after renewals")); string(got) != "after renewals" {
+		t.Fatalf("echo after the renewals: %q", got)
 	}
 }
 
