@@ -131,3 +131,29 @@ func TestParseAddress(t *testing.T) {
 		}
 	}
 }
+
+// A browser's upgrade (it sends an Origin) is refused: a web page cannot
+// open tunnels. A plain GET gets a bare 400.
+func TestAcceptRefusesBrowsersAndPlainRequests(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, err := wstunnel.Accept(w, r); err == nil {
+			c.Close()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, srv.URL+wstunnel.Path, &websocket.DialOptions{HTTPClient: srv.Client(),
+		HTTPHeader: http.Header{"Origin": {"https://evil.example"}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("upgrade with an Origin: %v, %v; want 403", resp, err)
+	}
+	r, err := srv.Client().Get(srv.URL + wstunnel.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusBadRequest {
+		t.Errorf("plain GET: %d; want 400", r.StatusCode)
+	}
+}
