@@ -27,6 +27,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -152,9 +153,19 @@ func Accept(w http.ResponseWriter, r *http.Request) (net.Conn, error) {
 // conn is a tunnel WebSocket as a net.Conn: binary messages only (a text
 // message ends it, with a close frame that says so), none larger than
 // MaxMessage. Reads and writes may run at once, as on a TCP connection.
+//
+// A write deadline bounds each message rather than the whole write: its
+// length starts again at each message, so a large write to a slow peer
+// that keeps reading goes on, as a TCP write that makes progress does
+// (tunnel.Transport relies on that), and a peer that takes nothing for
+// that long fails it. (A deadline that passes mid-message ends the
+// WebSocket: a message cannot be left half-sent.)
 type conn struct {
 	net.Conn // websocket.NetConn: reads message bodies as one stream
 	wc       *websocket.Conn
+	// writeTimeout is the length of the last write deadline set, in
+	// nanoseconds; 0 for none.
+	writeTimeout atomic.Int64
 }
 
 func newConn(wc *websocket.Conn) *conn {
@@ -166,7 +177,10 @@ func newConn(wc *websocket.Conn) *conn {
 // Write sends b in binary messages of at most MaxMessage bytes.
 func (c *conn) Write(b []byte) (int, error) {
 	var n int
-	for len(b) > 0 {
+	for i := 0; len(b) > 0; i++ {
+		if d := time.Duration(c.writeTimeout.Load()); i > 0 && d > 0 {
+			c.Conn.SetWriteDeadline(time.Now().Add(d))
+		}
 		m, err := c.Conn.Write(b[:min(len(b), MaxMessage)])
 		n += m
 		b = b[m:]
@@ -181,8 +195,25 @@ func (c *conn) Write(b []byte) (int, error) {
 // frame: the tunnel above has its own orderly end (TLS close_notify and
 // the multiplexer's), and a gone peer must not hold a close for seconds.
 func (c *conn) Close() error {
-	c.Conn.SetDeadline(time.Time{}) // stops the deadline timers
+	c.SetDeadline(time.Time{}) // stops the deadline timers
 	return c.wc.CloseNow()
+}
+
+// SetWriteDeadline sets the deadline of the next message, and the
+// length of time each further message of a write gets.
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	var d time.Duration
+	if !t.IsZero() {
+		d = max(time.Until(t), 1)
+	}
+	c.writeTimeout.Store(int64(d))
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline sets both deadlines (see SetWriteDeadline).
+func (c *conn) SetDeadline(t time.Time) error {
+	c.Conn.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
 }
 
 func (c *conn) Read(b []byte) (int, error) {
