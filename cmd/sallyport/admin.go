@@ -109,7 +109,7 @@ func newTokenCmd() *cobra.Command {
 	create.Flags().StringVar(&name, "name", "", "the connector's name, e.g. the site (required)")
 	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token may be redeemed")
 	create.Flags().StringVarP(&out, "output", "o", "", "keyfile to write, mode 0600 (default NAME.keyfile; - for standard output)")
-	create.Flags().StringSliceVar(&edges, "edge", nil, "HOST:PORT the connector should dial, instead of the edge's advertised addresses (repeatable)")
+	create.Flags().StringSliceVar(&edges, "edge", nil, "HOST:PORT (or wss://HOST[:PORT]/.sallyport/tunnel) the connector should dial, instead of the edge's advertised addresses (repeatable)")
 	create.Flags().StringArrayVar(&services, "service", nil, "a service the connector may offer, from its first tunnel (repeatable)")
 	create.Flags().BoolVar(&force, "force", false, "overwrite the -o file if it exists")
 	create.Flags().BoolVar(&replace, "replace", false, "the name is enrolled already: redeeming this keyfile revokes the connector enrolled under it")

@@ -80,7 +80,7 @@ func newEdgeCmd() *cobra.Command {
 	f.StringVarP(&file, "config", "c", "", "YAML config file (flags override its values)")
 	f.StringVar(&cfg.DataDir, "data", "", "data directory: CA, certificates, admin token, state (default "+defaultEdgeData+")")
 	f.StringVar(&cfg.Tunnel.Listen, "tunnel-listen", "", "address connectors dial (default "+config.DefaultTunnelListen+")")
-	f.StringSliceVar(&cfg.Tunnel.Advertise, "advertise", nil, "HOST:PORT connectors should dial, written into keyfiles (repeatable)")
+	f.StringSliceVar(&cfg.Tunnel.Advertise, "advertise", nil, "HOST:PORT connectors should dial (or wss://HOST[:PORT]/.sallyport/tunnel of an https listener), written into keyfiles (repeatable)")
 	f.DurationVar(&cfg.Tunnel.KeepaliveInterval, "keepalive-interval", 0, "how often an idle tunnel is probed (default 5s)")
 	f.DurationVar(&cfg.Tunnel.KeepaliveTimeout, "keepalive-timeout", 0, "silence after which a tunnel is declared dead (default 15s)")
 	f.StringVar(&cfg.Admin.Listen, "admin-listen", "", "admin API address (default "+config.DefaultAdminListen+")")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/egress"
+	"github.com/sallyport/sallyport/internal/wstunnel"
 )
 
 // Connector is the configuration of the connector, the role that runs in
@@ -21,7 +22,8 @@ type Connector struct {
 	// DataDir holds the connector's key, certificate and pinned edge CA.
 	// Required.
 	DataDir string `yaml:"data_dir"`
-	// Edges, when set, replaces the keyfile's edge addresses (host:port).
+	// Edges, when set, replaces the keyfile's edge addresses (host:port of
+	// a tunnel port, or wss://HOST[:PORT]/PATH of an https listener).
 	Edges []string `yaml:"edges"`
 	// Tunnel tunes the tunnels to the edges.
 	Tunnel ConnectorTunnel `yaml:"tunnel"`
@@ -69,6 +71,11 @@ type ConnectorTunnel struct {
 	// empty means the environment's HTTPS_PROXY, ALL_PROXY and NO_PROXY.
 	// Back-ends are always dialled directly.
 	Proxy string `yaml:"proxy"`
+	// WebSocketCA is a PEM file of the CA certificates that issue the
+	// certificate of the edge's https listener, for edges dialled at a
+	// wss:// address (the outer TLS; the tunnel's own TLS inside is pinned
+	// to the edge's CA as always). Empty means the system's roots.
+	WebSocketCA string `yaml:"websocket_ca"`
 }
 
 // ProxyDirect, as tunnel.proxy, dials the edges directly whatever the
@@ -171,6 +178,12 @@ func (c Connector) Validate() error {
 		k.require("", "data_dir", "the directory where the connector keeps its key and certificate")
 	}
 	for i, a := range c.Edges {
+		if wstunnel.IsAddress(a) {
+			if _, err := wstunnel.ParseAddress(a); err != nil {
+				k.add(fmt.Sprintf("edges[%d]", i), "%s", err.Error())
+			}
+			continue
+		}
 		if msg := checkAddr(a, dialAddr); msg != "" {
 			k.add(fmt.Sprintf("edges[%d]", i), "%s", msg)
 		}

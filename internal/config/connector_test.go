@@ -75,6 +75,11 @@ func TestDecodeConnectorProblems(t *testing.T) {
 			want: `connector.yaml:7: edges[1]: invalid address "edge.example.com" (use host:port, e.g. 127.0.0.1:5432)`,
 		},
 		{
+			name: "bad WebSocket edge address",
+			doc:  ok + "edges:\n  - wss://edge.example.com/.sallyport/tunnel\n  - wss://edge.example.com:0/t\n",
+			want: `connector.yaml:7: edges[1]: "wss://edge.example.com:0/t": the port must be a number from 1 to 65535`,
+		},
+		{
 			name: "edges as a mapping",
 			doc:  ok + "edges:\n  a: edge.example.com:5500\n",
 			want: "connector.yaml:6: edges: expected a list, got a mapping",

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/wire"
+	"github.com/sallyport/sallyport/internal/wstunnel"
 )
 
 // Log configures the process's structured log.
@@ -104,8 +105,9 @@ const DefaultAuditRetention = 90 * 24 * time.Hour
 type EdgeTunnel struct {
 	// Listen is the tunnel's listen address; empty means ":5500".
 	Listen string `yaml:"listen"`
-	// Advertise lists the host:port addresses written into keyfiles for
-	// connectors to dial; empty lets the edge derive them.
+	// Advertise lists the addresses written into keyfiles for connectors
+	// to dial: host:port of the tunnel port, or wss://HOST[:PORT]/PATH of
+	// an https listener; empty lets the edge derive them.
 	Advertise []string `yaml:"advertise"`
 	// KeepaliveInterval is how often an idle tunnel is probed; zero means 5s.
 	KeepaliveInterval time.Duration `yaml:"keepalive_interval"`
@@ -251,6 +253,12 @@ func (e Edge) Validate() error {
 	var ls []listener
 	c.listenAddr("tunnel.listen", e.Tunnel.Listen, &ls)
 	for i, a := range e.Tunnel.Advertise {
+		if wstunnel.IsAddress(a) {
+			if _, err := wstunnel.ParseAddress(a); err != nil {
+				c.add(fmt.Sprintf("tunnel.advertise[%d]", i), "%s", err.Error())
+			}
+			continue
+		}
 		if msg := checkAddr(a, dialAddr); msg != "" {
 			c.add(fmt.Sprintf("tunnel.advertise[%d]", i), "%s", msg)
 		}

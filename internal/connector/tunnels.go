@@ -3,16 +3,20 @@ package connector
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"net"
+	"os"
 	"slices"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
+	"github.com/sallyport/sallyport/internal/wstunnel"
 )
 
 func (c *Connector) tunnelConfig() tunnel.Config {
@@ -136,10 +140,17 @@ func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Co
 	return sess, nil
 }
 
-// dialTLS dials the edge at addr and runs the TLS handshake with conf,
+// dialTLS dials the edge at addr (host:port of its tunnel port, or a
+// wss:// address of its https listener: see dialWebSocket) and runs the TLS handshake with conf,
 // both within ctx. The caller owns the connection and closes it.
 func (c *Connector) dialTLS(ctx context.Context, addr string, conf *tls.Config) (*tls.Conn, error) {
-	raw, err := c.EdgeDial(ctx, "tcp", addr)
+	var raw net.Conn
+	var err error
+	if wstunnel.IsAddress(addr) {
+		raw, err = c.dialWebSocket(ctx, addr, c.EdgeDial)
+	} else {
+		raw, err = c.EdgeDial(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dial edge %s: %w", addr, err)
 	}
@@ -169,4 +180,23 @@ func (c *Connector) serve(sess *tunnel.Session, edge, key string) {
 			}
 		})
 	}
+}
+
+// dialWebSocket opens a tunnel WebSocket to addr, a wss:// address, with
+// dial for the raw connection. The outer TLS (the HTTPS port's) is
+// verified against tunnel.websocket_ca if set, else the system's roots;
+// the tunnel's own TLS inside it is pinned as on the tunnel port.
+func (c *Connector) dialWebSocket(ctx context.Context, addr string, dial wstunnel.DialFunc) (net.Conn, error) {
+	var roots *x509.CertPool
+	if file := c.cfg.Tunnel.WebSocketCA; file != "" {
+		pem, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel.websocket_ca: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tunnel.websocket_ca: %s holds no PEM certificate", file)
+		}
+	}
+	return wstunnel.Dial(ctx, addr, dial, roots)
 }

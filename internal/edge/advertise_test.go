@@ -43,3 +43,12 @@ func TestAdvertised(t *testing.T) {
 		}
 	}
 }
+
+// A wss:// address among the advertised ones names no host for the
+// edge's own certificate (the https listener's is the operator's).
+func TestHostsOfSkipsWebSocketAddresses(t *testing.T) {
+	got := hostsOf([]string{"edge.example.com:5500", "wss://edge.example.com:443/.sallyport/tunnel", "198.18.2.1:5500"})
+	if want := []string{"edge.example.com", "198.18.2.1"}; !slices.Equal(got, want) {
+		t.Fatalf("hostsOf = %q, want %q", got, want)
+	}
+}

@@ -35,6 +35,7 @@ import (
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
+	"github.com/sallyport/sallyport/internal/wstunnel"
 	"golang.org/x/time/rate"
 )
 
@@ -91,6 +92,8 @@ type Edge struct {
 	// openingLines bounds the lines about tunnel-port connections that
 	// failed before they authenticated (strangerWarn).
 	openingLines loglimit.Limiter
+	// sheddingLines limits the lines about openings shed at a bound.
+	sheddingLines loglimit.Limiter
 
 	// handlers counts every goroutine serving a tunnel-port connection.
 	handlers sync.WaitGroup
@@ -333,6 +336,9 @@ func advertised(cfg []string, l net.Addr, ifaceAddrs func() ([]net.Addr, error))
 func hostsOf(addrs []string) []string {
 	var hosts []string
 	for _, a := range addrs {
+		if wstunnel.IsAddress(a) {
+			continue // the https listener's certificate is the operator's
+		}
 		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
 			hosts = append(hosts, h)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -75,9 +76,8 @@ func (e *Edge) CreateKeyfile(ctx context.Context, req admin.TokenRequest, ttl ti
 // serveEnroll redeems an enrollment request: it checks the token, signs
 // the connector's CSR, consumes the token by compare-and-swap, and only
 // then sends the certificate. Any refusal changes nothing. It closes tc.
-func (e *Edge) serveEnroll(ctx context.Context, tc *tls.Conn, body []byte) {
+func (e *Edge) serveEnroll(ctx context.Context, tc *tls.Conn, body []byte, log *slog.Logger) {
 	defer tc.Close()
-	log := e.log.With("remote", tc.RemoteAddr().String())
 	resp, ref, subject := e.enroll(ctx, body)
 	actor := "connector at " + tc.RemoteAddr().String()
 	if ref != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -21,9 +22,8 @@ import (
 // key in the request, records the new expiry, and sends it. A revoked or
 // unknown identity is refused. The connector's live tunnels are not
 // touched: they keep the certificate they were made with. It closes tc.
-func (e *Edge) serveRenew(ctx context.Context, tc *tls.Conn, body []byte) {
+func (e *Edge) serveRenew(ctx context.Context, tc *tls.Conn, body []byte, log *slog.Logger) {
 	defer tc.Close()
-	log := e.log.With("remote", tc.RemoteAddr().String())
 	resp, ref, id, name := e.renew(ctx, tc.ConnectionState(), body)
 	actor := "connector " + id
 	if id == "" {

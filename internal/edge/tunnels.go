@@ -15,7 +15,6 @@ import (
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/ingress"
-	"github.com/sallyport/sallyport/internal/loglimit"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -40,33 +39,48 @@ func (e *Edge) tunnelConfig() tunnel.Config {
 // so a flood of silent connections can neither use up the edge's file
 // descriptors or memory nor lock a connector out.
 func (e *Edge) acceptTunnels(ctx context.Context, l net.Listener) {
-	var said loglimit.Limiter // a line a second, not one a connection
 	for {
 		c, ok := ingress.Accept(ctx, l, "tunnel port", e.log)
 		if !ok {
 			return
 		}
-		if old := e.openings.admit(c); old != nil {
-			old.Close()
-			if ok, unsaid := said.Allow(nil, time.Now()); ok {
-				e.log.Warn("tunnel port: too many connections in their opening; the oldest closed", "limit", e.openings.max,
-					"per_source", e.openings.perSource, "from", remoteIP(old).String(), "more_closed_unlogged", unsaid)
-			}
-		}
-		e.handlers.Go(func() { e.serveTunnelPort(ctx, c, func() { e.openings.done(c) }) })
+		e.takeTunnel(ctx, c, "")
 	}
+}
+
+// Tunnel serves a connector's tunnel that came in a WebSocket on an https
+// listener as one from the tunnel port, under the same bounds on
+// openings (ingress.Dispatcher). It owns c.
+func (e *Edge) Tunnel(ctx context.Context, c net.Conn) { e.takeTunnel(ctx, c, "websocket") }
+
+// takeTunnel counts c among the openings, shedding the oldest at a bound,
+// and serves it in a goroutine of e.handlers; via names its transport in
+// logs ("" for the tunnel port). It owns c.
+func (e *Edge) takeTunnel(ctx context.Context, c net.Conn, via string) {
+	if old := e.openings.admit(c); old != nil {
+		old.Close()
+		if ok, unsaid := e.sheddingLines.Allow(nil, time.Now()); ok {
+			e.log.Warn("tunnel port: too many connections in their opening; the oldest closed", "limit", e.openings.max,
+				"per_source", e.openings.perSource, "from", remoteIP(old).String(), "more_closed_unlogged", unsaid)
+		}
+	}
+	e.handlers.Go(func() { e.serveTunnelPort(ctx, c, via, func() { e.openings.done(c) }) })
 }
 
 // serveTunnelPort runs the TLS handshake and the opening exchange on a new
 // tunnel-port connection, then either enrolls the connector or serves its
-// tunnel. It owns raw and closes it (directly, or through the session).
+// tunnel; via names its transport in logs ("" for the tunnel port's
+// TCP). It owns raw and closes it (directly, or through the session).
 // It calls opened once the opening is over, whatever its outcome.
-func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, opened func()) {
+func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, opened func()) {
 	var openedOnce sync.Once
 	done := func() { openedOnce.Do(opened) }
 	defer done()
 	remote := raw.RemoteAddr().String()
 	log := e.log.With("remote", remote)
+	if via != "" {
+		log = log.With("via", via)
+	}
 	// The ClientHello must come soon; the rest of the handshake may take
 	// up to its own bound.
 	raw.SetReadDeadline(time.Now().Add(firstRecordTimeout))
@@ -97,11 +111,11 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, opened func())
 	}
 	switch kind {
 	case wire.KindEnrollRequest:
-		e.serveEnroll(ctx, tc, body)
+		e.serveEnroll(ctx, tc, body, log)
 	case wire.KindHello:
-		e.serveTunnel(ctx, tc, body)
+		e.serveTunnel(ctx, tc, body, log)
 	case wire.KindRenewRequest:
-		e.serveRenew(ctx, tc, body)
+		e.serveRenew(ctx, tc, body, log)
 	default:
 		e.strangerWarn(log, "tunnel port: unexpected opening message, connection closed", "kind", kind.String())
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "expected hello, enroll request or renew request, got " + kind.String()})
@@ -123,10 +137,10 @@ func (e *Edge) strangerWarn(log *slog.Logger, msg string, args ...any) {
 	log.Warn(msg, args...)
 }
 
-// serveTunnel admits a connector's tunnel and keeps its routes while it lives.
-func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte) {
+// serveTunnel admits a connector's tunnel and keeps its routes while it
+// lives; log names its remote address (and transport).
+func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *slog.Logger) {
 	remote := tc.RemoteAddr().String()
-	log := e.log.With("remote", remote)
 	cert, err := pki.PeerConnector(tc.ConnectionState())
 	if err != nil {
 		log.Warn("tunnel refused: no client certificate", "err", err)

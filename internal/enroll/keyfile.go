@@ -15,6 +15,7 @@ import (
 	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/wire"
+	"github.com/sallyport/sallyport/internal/wstunnel"
 )
 
 const (
@@ -77,8 +78,9 @@ type Keyfile struct {
 	// Name is the connector's name, which the edge puts in its certificate:
 	// see ValidateName.
 	Name string `json:"name"`
-	// Edges are the host:port addresses of the edges' tunnel ports, at
-	// least one.
+	// Edges are the host:port addresses of the edges' tunnel ports, or
+	// wss://HOST[:PORT]/PATH addresses of their https listeners (package
+	// wstunnel), at least one.
 	Edges []string `json:"edges"`
 	// CAPin is the pin of the edge CA (pki.PinOf): the connector trusts
 	// only an edge that presents this CA.
@@ -129,7 +131,7 @@ func (kf Keyfile) problems() []error {
 		errs = append(errs, problem("name", err))
 	}
 	if len(kf.Edges) == 0 {
-		errs = append(errs, problem("edges", errors.New("missing; want at least one host:port")))
+		errs = append(errs, problem("edges", errors.New("missing; want at least one host:port or wss:// address")))
 	}
 	for i, e := range kf.Edges {
 		if err := validateEdge(e); err != nil {
@@ -155,8 +157,13 @@ func (kf Keyfile) problems() []error {
 // the tunnel protocol.
 func ValidateName(name string) error { return wire.CheckName(name) }
 
-// validateEdge checks one host:port address with a numeric port.
+// validateEdge checks one host:port address with a numeric port, or a
+// wss://HOST[:PORT]/PATH address of an edge's https listener.
 func validateEdge(addr string) error {
+	if wstunnel.IsAddress(addr) {
+		_, err := wstunnel.ParseAddress(addr)
+		return err
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%q is not host:port (put an IPv6 address in brackets: [2001:db8::1]:5500)", addr)

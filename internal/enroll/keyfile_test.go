@@ -127,7 +127,8 @@ func TestDecodeKeyfileRefuses(t *testing.T) {
 func TestKeyfileReportsEveryProblem(t *testing.T) {
 	kf := validKeyfile()
 	kf.Name = "site a"
-	kf.Edges = []string{"edge.example.com", "edge.example.com:0", "edge.example.com:5500", "bad host:1"}
+	kf.Edges = []string{"edge.example.com", "edge.example.com:0", "edge.example.com:5500", "bad host:1",
+		"wss://edge.example.com/.sallyport/tunnel", "ws://edge.example.com/.sallyport/tunnel"}
 	kf.CAPin = "sha1:abc"
 	kf.Token = "sp1.nothex"
 	kf.Expires = time.Time{}
@@ -136,15 +137,15 @@ func TestKeyfileReportsEveryProblem(t *testing.T) {
 	if !errors.As(err, &ke) {
 		t.Fatalf("Encode = %v, want a *KeyfileError", err)
 	}
-	if len(ke.Problems) != 7 {
-		t.Errorf("%d problems reported, want 7:\n%v", len(ke.Problems), err)
+	if len(ke.Problems) != 8 {
+		t.Errorf("%d problems reported, want 8:\n%v", len(ke.Problems), err)
 	}
-	for _, s := range []string{"name:", "edges[0]:", "edges[1]:", "edges[3]:", "ca_pin:", "token:", "expires: missing"} {
+	for _, s := range []string{"name:", "edges[0]:", "edges[1]:", "edges[3]:", "edges[5]:", "ca_pin:", "token:", "expires: missing"} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("error does not mention %q:\n%v", s, err)
 		}
 	}
-	if strings.Contains(err.Error(), "edges[2]") {
+	if strings.Contains(err.Error(), "edges[2]") || strings.Contains(err.Error(), "edges[4]") {
 		t.Errorf("a good edge was reported:\n%v", err)
 	}
 	if !errors.Is(err, pki.ErrBadPin) || !errors.Is(err, enroll.ErrMalformedToken) {

@@ -16,9 +16,11 @@ import (
 
 	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/loglimit"
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/tlsfiles"
 	"github.com/sallyport/sallyport/internal/wire"
+	"github.com/sallyport/sallyport/internal/wstunnel"
 )
 
 // httpListener is an http or https listener: requests are routed by Host
@@ -34,6 +36,11 @@ type httpListener struct {
 	proxy     *httputil.ReverseProxy
 	edgeHosts route.Names
 	wsOrigins []string
+	// tunnelLines limits the lines about refused tunnel WebSockets.
+	tunnelLines loglimit.Limiter
+	// ctx is serve's, the edge's life: tunnels taken from WebSocket
+	// requests last as long (set before the server starts).
+	ctx context.Context
 
 	// state is the live connections, and whether close has begun.
 	state struct {
@@ -146,6 +153,7 @@ func (f *httpListener) clientAuth(tc *tls.Config, lc config.Listener) error {
 }
 
 func (f *httpListener) serve(ctx context.Context) {
+	f.ctx = ctx
 	var l net.Listener = &sniffListener{Listener: f.l, s: f.s, via: f.kind, sniff: sniffHTTP, reason: admission.ReasonNotHTTP, what: "an HTTP request"}
 	if f.tlsConfig != nil {
 		l = &sniffListener{Listener: f.l, s: f.s, via: f.kind, sniff: sniffTLS, reason: admission.ReasonNotTLS, what: "a TLS handshake"}
@@ -186,6 +194,7 @@ func (f *httpListener) close() {
 // logs name that client).
 type httpConn struct {
 	addr net.Addr
+	conn net.Conn // as accepted: a *tls.Conn on a *sniffConn, for https
 
 	// pool is the transport, made on first use, and whether the
 	// connection has closed.
@@ -197,7 +206,7 @@ type httpConn struct {
 }
 
 func (f *httpListener) connContext(ctx context.Context, c net.Conn) context.Context {
-	hc := &httpConn{addr: c.RemoteAddr()}
+	hc := &httpConn{addr: c.RemoteAddr(), conn: c}
 	f.state.Lock()
 	f.state.conns[c] = hc
 	f.state.Unlock()
@@ -291,6 +300,12 @@ func (f *httpListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		c.Certs = r.TLS.PeerCertificates
 	}
+	// The tunnel's path is the edge's on every host name, ahead of any
+	// service's routing: no service can take it, or be reached by it.
+	if r.URL.Path == wstunnel.Path && f.tlsConfig != nil {
+		f.serveTunnel(w, r, hc)
+		return
+	}
 	host := route.HostOnly(r.Host)
 	if _, ok := f.edgeHosts.Lookup(host); ok {
 		f.serveEdgeHost(w, r, c)
@@ -308,6 +323,31 @@ func (f *httpListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), serviceKey, service)))
+}
+
+// serveTunnel takes a connector's tunnel in a WebSocket (package
+// wstunnel) and hands it to the edge. A request that is not a WebSocket
+// upgrade gets a bare 400. The connection stops counting as a client's
+// (caps, drain): from here the edge bounds it as a tunnel in its opening.
+func (f *httpListener) serveTunnel(w http.ResponseWriter, r *http.Request, hc *httpConn) {
+	if r.ProtoMajor != 1 {
+		// A WebSocket is an HTTP/1.1 upgrade; the connector asks for no h2.
+		http.Error(w, "Bad Request", http.StatusBadRequest)
+		return
+	}
+	c, err := wstunnel.Accept(w, r)
+	if err != nil {
+		if say, more := f.tunnelLines.Allow(nil, f.s.now()); say {
+			f.s.log.Warn("tunnel WebSocket refused", "via", f.kind, "client", hc.addr.String(), "err", err, "more_unlogged", more)
+		}
+		return
+	}
+	if tc, ok := hc.conn.(*tls.Conn); ok {
+		if sc, ok := tc.NetConn().(*sniffConn); ok {
+			sc.detach()
+		}
+	}
+	f.s.d.Tunnel(f.ctx, c)
 }
 
 // serveEdgeHost serves the edge's own host names: /ws/<service> only.

@@ -60,6 +60,11 @@ type Dispatcher interface {
 	// Count counts a refusal that a listener logs itself (in summary,
 	// when a flood would make a line per refusal too many).
 	Count(r admission.Reason)
+	// Tunnel takes a connector's tunnel connection that came in a
+	// WebSocket on an https listener (wstunnel.Path), still in its
+	// opening: the edge serves it as one from its tunnel port, until ctx
+	// ends. It returns at once; the edge owns c and closes it.
+	Tunnel(ctx context.Context, c net.Conn)
 }
 
 // Stream is a stream to a service's back-end, opened for one client. It is

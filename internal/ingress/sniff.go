@@ -132,6 +132,12 @@ func (c *sniffConn) check() error {
 	}
 }
 
+// detach stops tracking the connection without closing it: it is no
+// client's any more (a tunnel WebSocket, which the edge bounds itself).
+func (c *sniffConn) detach() {
+	c.closeOnce.Do(func() { c.l.s.untrack(c.Conn) })
+}
+
 // Close closes the connection and stops tracking it.
 func (c *sniffConn) Close() error {
 	err := c.Conn.Close()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 // ports are in trusted, where nothing of sallyport listens.
 const (
 	TunnelPort = 5500 // the edge's tunnel port
+	HTTPSPort  = 443  // the edge's https listener in NewWebSocketStack, which carries the tunnel
 
 	WebPort    = 8080 // public port of service "web"
 	RedisPort  = 6379 // public port of service "redis"
@@ -38,6 +40,9 @@ var PublicPorts = []int{WebPort, RedisPort, SSHPort, ClosedPort, ProbePort, HTTP
 // which has no port of its own: clients reach it only through the http
 // listener on HTTPPort, by Host.
 const WikiHost = "wiki.test"
+
+// WebSocketEdge is the connector's edge address in NewWebSocketStack.
+const WebSocketEdge = "wss://" + DMZTrustedAddr + "/.sallyport/tunnel"
 
 // Services are the services the stack's connectors offer and are granted.
 var Services = []string{"web", "redis", "ssh", "closed", "wiki"}
@@ -71,6 +76,8 @@ type Stack struct {
 	started       []*Process
 	edgeConfig    string   // the edge's config file: its http listener and service "wiki"
 	edgeArgs      []string // more flags for every start of the edge
+	connectorArgs []string // more flags for every start of the connector
+	keyfileArgs   []string // more flags for token create
 
 	// Edge and Connector are the current processes; the fault tests
 	// replace them (RestartEdge, RestartConnector). They are only read
@@ -84,9 +91,33 @@ type Stack struct {
 // edge (its defaults otherwise).
 func NewStack(t testing.TB, bin string, edgeArgs ...string) *Stack {
 	t.Helper()
+	return newStack(t, bin, false, edgeArgs)
+}
+
+// NewWebSocketStack is NewStack with the tunnel in a WebSocket on the
+// edge's https listener (HTTPSPort) instead of on its tunnel port:
+// trusted's fence lets out only connections to the DMZ's port 443, the
+// DMZ's fence drops its tunnel port, the keyfile carries WebSocketEdge,
+// and the connector trusts the listener's certificate (--websocket-ca).
+func NewWebSocketStack(t testing.TB, bin string, edgeArgs ...string) *Stack {
+	t.Helper()
+	return newStack(t, bin, true, edgeArgs)
+}
+
+func newStack(t testing.TB, bin string, websocket bool, edgeArgs []string) *Stack {
+	t.Helper()
 	SkipIfMissing(t, Missing(BackendTools...))
 	s := &Stack{Topo: New(t), Bin: bin, scratch: t.TempDir(), edgeArgs: edgeArgs}
-	s.Topo.Fence(t, TunnelPort, PublicPorts)
+	var https string
+	if websocket {
+		s.Topo.Fence(t, HTTPSPort, PublicPorts)
+		certFile, keyFile, caFile := writeHTTPSCert(t, t.TempDir(), DMZTrustedAddr, DMZOutsideAddr)
+		https = fmt.Sprintf("  - kind: https\n    listen: \":%d\"\n    certificates:\n      - {cert: %s, key: %s}\n", HTTPSPort, certFile, keyFile)
+		s.connectorArgs = []string{"--websocket-ca", caFile}
+		s.keyfileArgs = []string{"--edge", WebSocketEdge}
+	} else {
+		s.Topo.Fence(t, TunnelPort, PublicPorts)
+	}
 	tr := s.Topo.Trusted
 	s.HTTP = StartHTTP(t, tr, BackendHTTPPort, BigFileSize, HugeFileSize)
 	s.Redis = StartRedis(t, tr, BackendRedisPort)
@@ -97,10 +128,10 @@ func NewStack(t testing.TB, bin string, edgeArgs ...string) *Stack {
 	writeFile(t, s.edgeConfig, []byte(fmt.Sprintf(`listeners:
   - kind: http
     listen: ":%d"
-services:
+%sservices:
   wiki:
     hosts: [%s]
-`, HTTPPort, WikiHost)), 0o600)
+`, HTTPPort, https, WikiHost)), 0o600)
 	s.Edge = s.startEdge(t)
 	s.ConnectorData = t.TempDir()
 	s.Connector = s.EnrollConnector(t, "trusted-site", s.ConnectorData)
@@ -159,7 +190,7 @@ func (s *Stack) startConnector(t testing.TB, data string, extra ...string) *Proc
 		"--keepalive-timeout", KeepaliveTimeout.String(),
 		"--backoff-max", BackoffMax.String(),
 		"--drain-timeout", "2s",
-		"--log-level", "debug"}, extra...)
+		"--log-level", "debug"}, append(slices.Clone(s.connectorArgs), extra...)...)
 	p := s.Topo.Trusted.Start(t, "connector", args...)
 	s.started = append(s.started, p)
 	return p
@@ -175,7 +206,7 @@ func (s *Stack) Sallyports() []*Process { return s.started }
 func (s *Stack) CreateKeyfile(t testing.TB, name string, services ...string) []byte {
 	t.Helper()
 	out := filepath.Join(s.EdgeData, name+".keyfile")
-	args := []string{s.Bin, "token", "create", "--data", s.EdgeData, "--name", name, "--ttl", "10m", "-o", out}
+	args := append([]string{s.Bin, "token", "create", "--data", s.EdgeData, "--name", name, "--ttl", "10m", "-o", out}, s.keyfileArgs...)
 	for _, svc := range services {
 		args = append(args, "--service", svc)
 	}

@@ -212,6 +212,8 @@ type ConnectorOptions struct {
 	BackoffMin, BackoffMax time.Duration
 	// Pool is the number of tunnels to each edge; zero means 1.
 	Pool int
+	// Tune, if set, changes the config last.
+	Tune func(*config.Connector)
 }
 
 // Connector is a running connector.
@@ -248,6 +250,9 @@ func ConnectorConfig(t testing.TB, keyfile string, o ConnectorOptions) config.Co
 	}
 	for name, addr := range o.Services {
 		cfg.Services[name] = config.ConnectorService{Address: addr}
+	}
+	if o.Tune != nil {
+		o.Tune(&cfg)
 	}
 	return cfg
 }

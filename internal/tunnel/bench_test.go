@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -52,11 +53,18 @@ func serveStreams(s *Session, handle func(*Stream)) *sync.WaitGroup {
 
 // BenchmarkStreamThroughput measures bytes from the edge to the connector
 // over TLS 1.3 on loopback, on one stream and spread over eight.
-func BenchmarkStreamThroughput(b *testing.B) {
+func BenchmarkStreamThroughput(b *testing.B) { benchThroughput(b, tlsPair) }
+
+// BenchmarkStreamThroughputWebSocket is BenchmarkStreamThroughput with
+// the tunnel's TLS inside a WebSocket on an HTTPS server, as the
+// wss:// transport runs it (package wstunnel).
+func BenchmarkStreamThroughputWebSocket(b *testing.B) { benchThroughput(b, wsPair) }
+
+func benchThroughput(b *testing.B, pair func(testing.TB) (net.Conn, net.Conn)) {
 	const chunk = 64 << 10
 	for _, streams := range []int{1, 8} {
 		b.Run(fmt.Sprintf("streams=%d", streams), func(b *testing.B) {
-			connector, edge := sessions(b, tlsPair, Config{})
+			connector, edge := sessions(b, pair, Config{})
 			sink := serveSink(connector)
 			buf := make([]byte, chunk)
 			b.SetBytes(chunk)

@@ -11,6 +11,8 @@ import (
 	"math/big"
 	mrand "math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/wire"
+	"github.com/sallyport/sallyport/internal/wstunnel"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -95,6 +98,29 @@ func tlsPairVia(t testing.TB, via func(target string) string) (net.Conn, net.Con
 		t.Fatal(err)
 	}
 	return tlsOver(t, raw, sraw)
+}
+
+// wsPair is tlsPair with a tunnel WebSocket (package wstunnel) beneath
+// TLS: the client dials an HTTPS server on loopback whose handler
+// accepts it.
+func wsPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	accepted := make(chan net.Conn, 1)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, err := wstunnel.Accept(w, r); err == nil {
+			accepted <- c
+		}
+	}))
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	raw, err := wstunnel.Dial(ctx, "wss://"+srv.Listener.Addr().String()+wstunnel.Path, (&net.Dialer{}).DialContext, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tlsOver(t, raw, <-accepted)
 }
 
 // tlsOver runs TLS 1.3 over the two ends of a connection, a client on
