@@ -120,8 +120,11 @@ func TestStalledStreamsStayWithinBudget(t *testing.T) {
 	if grown > cfg.ReceiveBudget {
 		t.Errorf("reserved: grown %d; want at most the budget", grown)
 	}
-	// Slack for what the streams themselves are (a few KB each).
-	if held > bound+4<<20 {
+	// Slack for what the streams themselves are (a few KB each), and for
+	// the last receive chunk of each stalled stream, which its bytes fill
+	// only in part (the multiplexer buffers in 16 KiB chunks).
+	slack := int64(4<<20 + stalled*16<<10)
+	if held > bound+slack {
 		t.Errorf("the stalled streams hold %.1f MiB at the edge, more than the budget and the initial windows (%.1f MiB)", mib(held), mib(bound))
 	}
 
@@ -130,7 +133,7 @@ func TestStalledStreamsStayWithinBudget(t *testing.T) {
 	if beside > 3*alone {
 		t.Errorf("the download beside stalled streams took %s, more than three times as long as alone (%s)", beside, alone)
 	}
-	if held := heapNow() - base; held > bound+4<<20 {
+	if held := heapNow() - base; held > bound+slack {
 		t.Errorf("after the download, the edge holds %.1f MiB more heap, over the bound %.1f MiB", mib(held), mib(bound))
 	}
 }
