@@ -8,6 +8,7 @@
 //
 //	POST /v1/tokens   {"name":"site-a","ttl":"1h"} → 201 and a keyfile (JSON)
 //	GET  /v1/status   → the edge's id, its services and its connectors
+//	POST /v1/sessions {"service":"logs","ttl":"5m"} → 201 and a one-time link
 package admin
 
 import (
@@ -116,6 +117,7 @@ type Backend interface {
 	ReadAudit(ctx context.Context, since time.Time, follow bool, fn func(store.AuditEvent) error) error
 	// Called records an admin call in the audit trail.
 	Called(ctx context.Context, method, path string, status int)
+	SessionBackend
 }
 
 type actorKey struct{}
@@ -240,6 +242,7 @@ func routes(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/audit", func(w http.ResponseWriter, r *http.Request) {
 		serveAudit(w, r, b)
 	})
+	sessionRoutes(mux, b)
 	return mux
 }
 

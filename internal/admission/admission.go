@@ -46,6 +46,8 @@ const (
 	ReasonConnectorTimeout  Reason = "connector_timeout"   // the connector did not answer a new stream in time
 	ReasonTooManyClients    Reason = "too_many_clients"    // the edge's or one address's limit of client connections is reached
 	ReasonAddressNotAllowed Reason = "address_not_allowed" // a SOCKS client named an address no connector's allow-list holds
+	ReasonSessionRequired   Reason = "session_required"    // the service lets clients in only through a one-time session
+	ReasonSession           Reason = "session"             // a session link was used, expired, revoked or unknown
 )
 
 // Refusal is a client turned away by the edge: the reason it is counted
@@ -103,6 +105,9 @@ type Client struct {
 	// Via names the listener kind, for logs: tcp, http, https, tls,
 	// socks5, and "+ws" after it for WebSocket access.
 	Via string
+	// Session is the id of the one-time session the client presented
+	// and the edge accepted; empty for every other client.
+	Session string
 }
 
 // IP returns the client's IP address, unmapped and without an IPv6 zone
@@ -133,6 +138,8 @@ type Rules struct {
 	Burst int
 	// ClientCA, if not nil, requires a client certificate it accepts.
 	ClientCA CertVerifier
+	// RequireSession lets in only clients with a Session.
+	RequireSession bool
 }
 
 // Policy is one service's rules, ready to apply. Its methods are safe for
@@ -161,6 +168,9 @@ func (p *Policy) NeedsClientCert() bool { return p.rules.ClientCA != nil }
 // (later calls do nothing).
 func (p *Policy) Admit(c Client, now time.Time) (release func(), _ *Refusal) {
 	service, r := p.service, p.rules
+	if r.RequireSession && c.Session == "" {
+		return nil, Refuse(ReasonSessionRequired, service, "service %s is reached only through a one-time session link; ask for one", service)
+	}
 	if len(r.Allow) > 0 || len(r.Deny) > 0 {
 		ip := c.IP()
 		if !ip.IsValid() {

@@ -21,6 +21,13 @@ func TestListenersProblems(t *testing.T) {
 				"edge.yaml:8: listeners[1].strip_headers: only for http and https listeners (this one is tls)",
 		},
 		{
+			name: "require_session: a bad value, and beside a listen port",
+			doc: head + "listeners:\n  - kind: https\n    listen: :443\n    certificates: [{cert: a, key: b}]\n    edge_hosts: [edge.example.com]\n" +
+				"services:\n  logs:\n    policy:\n      require_session: maybe\n  db:\n    listen: :5432\n    policy:\n      require_session: true\n",
+			want: "edge.yaml:10: services.logs.policy.require_session: expected true or false, got \"maybe\"\n" +
+				"edge.yaml:14: services.db.policy.require_session: a service that requires a session is reached only by WebSocket sessions on an edge host; remove this service's listen, hosts and sni, or require_session",
+		},
+		{
 			name: "unknown kind",
 			doc:  head + "listeners:\n  - kind: ftp\n    listen: :21\n",
 			want: `edge.yaml:3: listeners[0].kind: unknown kind "ftp" (use http, https, tls or socks5)`,

@@ -42,6 +42,7 @@ func newPolicies(services map[string]config.EdgeService, log *slog.Logger, now f
 			}
 		}
 		r.MaxConnections = p.MaxConnections
+		r.RequireSession = p.RequireSession
 		r.Every, r.Burst = p.Rate.Interval()
 		if p.ClientCA != "" {
 			ca, err := tlsfiles.LoadCAFile(p.ClientCA, log, now)

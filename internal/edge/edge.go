@@ -389,17 +389,26 @@ const (
 	pruneEvery     = time.Hour
 )
 
-// pruneTokens removes finished tokens from the store until ctx ends.
+// pruneTokens removes finished tokens and sessions from the store until
+// ctx ends.
 func (e *Edge) pruneTokens(ctx context.Context) {
 	t := time.NewTicker(pruneEvery)
 	defer t.Stop()
 	for {
-		n, err := e.st.PruneTokens(ctx, e.now().Add(-tokenRetention))
-		switch {
-		case err != nil && ctx.Err() == nil:
-			e.log.Warn("could not prune finished enrollment tokens; will try again", "err", err)
-		case n > 0:
-			e.log.Info("finished enrollment tokens pruned", "count", n, "retention", tokenRetention.String())
+		for _, p := range []struct {
+			what  string
+			prune func(context.Context) (int, error)
+		}{
+			{"enrollment tokens", func(ctx context.Context) (int, error) { return e.st.PruneTokens(ctx, e.now().Add(-tokenRetention)) }},
+			{"sessions", e.pruneSessions},
+		} {
+			n, err := p.prune(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				e.log.Warn("could not prune finished "+p.what+"; will try again", "err", err)
+			case n > 0:
+				e.log.Info("finished "+p.what+" pruned", "count", n, "retention", tokenRetention.String())
+			}
 		}
 		select {
 		case <-ctx.Done():

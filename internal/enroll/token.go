@@ -30,6 +30,9 @@ import (
 const (
 	// tokenPrefix is the token format's name and version.
 	tokenPrefix = "sp1"
+	// sessionPrefix is a session token's: the same shape as an
+	// enrollment token's, so that neither passes for the other.
+	sessionPrefix = "ss1"
 	// tokenIDBytes and tokenSecretBytes are the random bytes in a token's
 	// id and secret.
 	tokenIDBytes     = 8
@@ -42,6 +45,10 @@ func secretEncoding() *base64.Encoding { return base64.RawURLEncoding.Strict() }
 
 // ErrMalformedToken is wrapped by ParseToken when the text is not a token.
 var ErrMalformedToken = errors.New("malformed enrollment token")
+
+// ErrMalformedSession is wrapped by ParseSessionToken when the text is not
+// a session token.
+var ErrMalformedSession = errors.New("malformed session token")
 
 // Token is a one-time enrollment token: a public ID, under which the edge
 // stores the secret's hash, and the Secret itself. Its text form is
@@ -69,34 +76,52 @@ func NewToken() (Token, error) {
 // String returns the token's text form, secret included: do not log it.
 func (t Token) String() string { return tokenPrefix + "." + t.ID + "." + t.Secret }
 
+// SessionString returns the token's text form as a session token,
+// "ss1.<id>.<secret>", secret included: do not log it. A session token is
+// made by NewToken like an enrollment token; only its prefix differs.
+func (t Token) SessionString() string { return sessionPrefix + "." + t.ID + "." + t.Secret }
+
 // ParseToken splits the text form of a token into its id and secret. Its
 // errors wrap ErrMalformedToken, say what is wrong and never repeat the
 // secret.
 func ParseToken(s string) (id, secret string, err error) {
-	const want = "want sp1.<16 hex digits>.<43 base64url characters>: copy the whole token"
+	return parseToken(s, tokenPrefix, ErrMalformedToken)
+}
+
+// ParseSessionToken splits the text form of a session token
+// ("ss1.<id>.<secret>") into its id and secret, as ParseToken does; its
+// errors wrap ErrMalformedSession.
+func ParseSessionToken(s string) (id, secret string, err error) {
+	return parseToken(s, sessionPrefix, ErrMalformedSession)
+}
+
+// parseToken splits s, a token of the format prefix names; its errors
+// wrap malformed.
+func parseToken(s, prefix string, malformed error) (id, secret string, err error) {
+	want := "want " + prefix + ".<16 hex digits>.<43 base64url characters>: copy the whole token"
 	version, rest, ok := strings.Cut(s, ".")
 	if !ok {
-		return "", "", fmt.Errorf("%w: no dots in it; %s", ErrMalformedToken, want)
+		return "", "", fmt.Errorf("%w: no dots in it; %s", malformed, want)
 	}
-	if version != tokenPrefix {
-		if len(version) <= 4 && strings.HasPrefix(version, "sp") {
+	if version != prefix {
+		if len(version) <= 4 && strings.HasPrefix(version, prefix[:2]) {
 			return "", "", fmt.Errorf("%w: token version %q is not supported by this sallyport, which knows %q: upgrade it",
-				ErrMalformedToken, version, tokenPrefix)
+				malformed, version, prefix)
 		}
-		return "", "", fmt.Errorf("%w: it does not start with %q; %s", ErrMalformedToken, tokenPrefix+".", want)
+		return "", "", fmt.Errorf("%w: it does not start with %q; %s", malformed, prefix+".", want)
 	}
 	id, secret, ok = strings.Cut(rest, ".")
 	if !ok || strings.Contains(secret, ".") {
-		return "", "", fmt.Errorf("%w: want exactly three parts separated by dots; %s", ErrMalformedToken, want)
+		return "", "", fmt.Errorf("%w: want exactly three parts separated by dots; %s", malformed, want)
 	}
 	if len(id) != 2*tokenIDBytes || !isLowerHex(id) {
-		return "", "", fmt.Errorf("%w: the id is not %d lowercase hex digits; %s", ErrMalformedToken, 2*tokenIDBytes, want)
+		return "", "", fmt.Errorf("%w: the id is not %d lowercase hex digits; %s", malformed, 2*tokenIDBytes, want)
 	}
 	if n := secretEncoding().EncodedLen(tokenSecretBytes); len(secret) != n {
-		return "", "", fmt.Errorf("%w: the secret has %d characters, want %d; %s", ErrMalformedToken, len(secret), n, want)
+		return "", "", fmt.Errorf("%w: the secret has %d characters, want %d; %s", malformed, len(secret), n, want)
 	}
 	if _, err := secretEncoding().DecodeString(secret); err != nil {
-		return "", "", fmt.Errorf("%w: the secret is not base64url without padding; %s", ErrMalformedToken, want)
+		return "", "", fmt.Errorf("%w: the secret is not base64url without padding; %s", malformed, want)
 	}
 	return id, secret, nil
 }

@@ -50,6 +50,8 @@ var edgeAnswers = map[admission.Reason]answer{
 	admission.ReasonRate:              {http: http.StatusTooManyRequests, retry: true, socks: socksNotAllowed, ws: wsTryLater, tls: alertAccessDenied},
 	admission.ReasonNoConnector:       {http: http.StatusServiceUnavailable, retry: true, socks: socksNetworkUnreachable, ws: wsTryLater, tls: alertInternalError},
 	admission.ReasonAddressNotAllowed: {http: http.StatusNotFound, socks: socksHostUnreachable, ws: wsPolicy, tls: alertInternalError},
+	admission.ReasonSessionRequired:   {http: http.StatusForbidden, socks: socksNotAllowed, ws: wsPolicy, tls: alertAccessDenied},
+	admission.ReasonSession:           {http: http.StatusForbidden, socks: socksNotAllowed, ws: wsPolicy, tls: alertAccessDenied},
 	admission.ReasonConnectorTimeout:  {http: http.StatusServiceUnavailable, retry: true, socks: socksNetworkUnreachable, ws: wsTryLater, tls: alertInternalError},
 }
 

@@ -350,11 +350,17 @@ func (f *httpListener) serveTunnel(w http.ResponseWriter, r *http.Request, hc *h
 	f.s.d.Tunnel(f.ctx, c)
 }
 
-// serveEdgeHost serves the edge's own host names: /ws/<service> only.
+// serveEdgeHost serves the edge's own host names: /ws/<service> and the
+// one-time session links at /s/<token> (or /s/ with the token in a
+// subprotocol).
 func (f *httpListener) serveEdgeHost(w http.ResponseWriter, r *http.Request, c admission.Client) {
+	if token, ok := strings.CutPrefix(r.URL.Path, "/s/"); ok {
+		f.s.serveSession(w, r, token, c, f.wsOrigins)
+		return
+	}
 	service, ok := strings.CutPrefix(r.URL.Path, "/ws/")
 	if !ok || service == "" || strings.Contains(service, "/") {
-		writeText(w, http.StatusNotFound, "nothing here: WebSocket access to a service is at /ws/<service>")
+		writeText(w, http.StatusNotFound, "nothing here: WebSocket access to a service is at /ws/<service>, and by a one-time link at /s/<token>")
 		return
 	}
 	f.s.serveWS(w, r, service, c, f.wsOrigins)

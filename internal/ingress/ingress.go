@@ -54,6 +54,11 @@ type Dispatcher interface {
 	// applied, and only then is the stream opened. The stream holds the
 	// slot. ReasonAddressNotAllowed if no connector allows it.
 	OpenAddress(address string, c admission.Client) (Stream, *admission.Refusal)
+	// OpenSession redeems a one-time session token (consuming it, once)
+	// and opens a stream to the session's service that holds the
+	// policy's slot. A refusal's Msg is what the client is told; it never
+	// repeats the token.
+	OpenSession(token string, c admission.Client) (Stream, *admission.Refusal)
 	// Refused counts and logs a refusal a listener made itself, and
 	// returns it.
 	Refused(ref *admission.Refusal, c admission.Client) *admission.Refusal
@@ -125,6 +130,9 @@ type Set struct {
 	// them.
 	clients pipe.Tracker
 	caps    *caps
+	// sessionBackoff slows the refusals of session links to an address
+	// that keeps presenting bad ones.
+	sessionBackoff loginBackoff
 }
 
 // Open opens every public listener of cfg (a validated config) with

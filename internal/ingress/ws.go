@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"net/http"
+	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -40,6 +41,14 @@ func (s *Set) serveWS(w http.ResponseWriter, r *http.Request, service string, c 
 		return
 	}
 	st.Hold(release)
+	s.carryWS(wc, st, c, start)
+}
+
+// carryWS carries st over wc's binary messages, both ways, until the
+// exchange ends; a refusal by the connector closes wc with its reason.
+// It owns wc and st.
+func (s *Set) carryWS(wc *websocket.Conn, st Stream, c admission.Client, start time.Time) {
+	service := st.Service()
 	st.OnRefusal(func(wr *wire.Refusal) {
 		wc.Close(answerFor(wr).ws, closeReason(connectorSays(service, wr)))
 	})

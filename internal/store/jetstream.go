@@ -24,6 +24,7 @@ import (
 const (
 	BucketTokens     = "sallyport_tokens"
 	BucketConnectors = "sallyport_connectors"
+	BucketSessions   = "sallyport_sessions"
 )
 
 // defaultStartTimeout bounds the embedded server's start and the connection
@@ -68,6 +69,7 @@ type JetStream struct {
 
 	tokens     jetstream.KeyValue
 	connectors jetstream.KeyValue
+	sessions   jetstream.KeyValue
 	js         jetstream.JetStream
 	audit      jetstream.Stream
 
@@ -201,6 +203,10 @@ func (s *JetStream) openBuckets(ctx context.Context, auditRetention time.Duratio
 	if err != nil {
 		return err
 	}
+	s.sessions, err = bucket(ctx, js, BucketSessions, "sallyport one-time client sessions, by session id")
+	if err != nil {
+		return err
+	}
 	return s.openAudit(ctx, js, auditRetention)
 }
 
@@ -289,15 +295,21 @@ func (s *JetStream) CreateToken(ctx context.Context, t Token) error {
 	if len(t.SecretHash) != 32 {
 		return fmt.Errorf("create token %s: secret hash is %d bytes; store the SHA-256 of the secret (32 bytes), never the secret", t.ID, len(t.SecretHash))
 	}
-	b, err := json.Marshal(t)
+	return create(ctx, s.tokens, "token", t.ID, t)
+}
+
+// create stores v under key, which must be new; what names the kind of
+// value in errors.
+func create(ctx context.Context, kv jetstream.KeyValue, what, key string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("create token %s: %w", t.ID, err)
+		return fmt.Errorf("create %s %s: %w", what, key, err)
 	}
-	if _, err := s.tokens.Create(ctx, t.ID, b); err != nil {
+	if _, err := kv.Create(ctx, key, b); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("create token %s: %w; generate a new id", t.ID, ErrExists)
+			return fmt.Errorf("create %s %s: %w; generate a new id", what, key, ErrExists)
 		}
-		return fmt.Errorf("create token %s: %w", t.ID, err)
+		return fmt.Errorf("create %s %s: %w", what, key, err)
 	}
 	return nil
 }
@@ -363,38 +375,47 @@ func (s *JetStream) UpdateToken(ctx context.Context, id string, fn func(*Token) 
 	return update(ctx, s.tokens, "token", id, fn)
 }
 
-// PruneTokens implements Store. Each removal is conditional on the
-// revision that was read, so that a token written meanwhile stays.
+// PruneTokens implements Store.
 func (s *JetStream) PruneTokens(ctx context.Context, before time.Time) (int, error) {
 	if err := s.check(); err != nil {
 		return 0, fmt.Errorf("prune tokens: %w", err)
 	}
-	toks, err := s.ListTokens(ctx)
+	return prune(ctx, s.tokens, "token", before, func(t Token) string { return t.ID }, func(t Token) time.Time {
+		if t.Used() {
+			return t.UsedAt
+		}
+		return t.ExpiresAt
+	})
+}
+
+// prune removes every value in kv that finished (by finished) before
+// `before`, and returns how many it removed. Each removal is conditional
+// on the revision that was read, so that a value written meanwhile stays.
+func prune[T any](ctx context.Context, kv jetstream.KeyValue, what string, before time.Time, keyOf func(T) string, finished func(T) time.Time) (int, error) {
+	all, err := list[T](ctx, kv)
 	if err != nil {
-		return 0, fmt.Errorf("prune tokens: %w", err)
+		return 0, fmt.Errorf("prune %ss: %w", what, err)
 	}
 	n := 0
-	for _, listed := range toks {
-		t, rev, err := s.getToken(ctx, listed.ID)
+	for _, listed := range all {
+		key := keyOf(listed)
+		var v T
+		rev, err := get(ctx, kv, key, &v)
 		if errors.Is(err, ErrNotFound) {
 			continue // pruned by another edge
 		}
 		if err != nil {
-			return n, fmt.Errorf("prune token %s: %w", listed.ID, err)
+			return n, fmt.Errorf("prune %s %s: %w", what, key, err)
 		}
-		finished := t.UsedAt
-		if !t.Used() {
-			finished = t.ExpiresAt
-		}
-		if !finished.Before(before) {
+		if !finished(v).Before(before) {
 			continue
 		}
-		err = s.tokens.Purge(ctx, t.ID, jetstream.LastRevision(rev))
+		err = kv.Purge(ctx, key, jetstream.LastRevision(rev))
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue // written meanwhile: left for the next pass
 		}
 		if err != nil {
-			return n, fmt.Errorf("prune token %s: %w", t.ID, err)
+			return n, fmt.Errorf("prune %s %s: %w", what, key, err)
 		}
 		n++
 	}

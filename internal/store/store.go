@@ -138,6 +138,8 @@ type Store interface {
 	GetConnector(ctx context.Context, id string) (Connector, error)
 	// ListConnectors returns every stored connector, ordered by id.
 	ListConnectors(ctx context.Context) ([]Connector, error)
+	// Sessions keeps the one-time client sessions.
+	Sessions
 	// Audit appends an event to the audit trail.
 	Audit(ctx context.Context, ev AuditEvent) error
 	// ReadAudit calls fn with each audit event from since on, oldest
