@@ -357,16 +357,26 @@ func (s *Session) Close() error {
 
 // Shutdown closes the session on purpose, after its streams have
 // finished or been closed: it sends the multiplexer's go-away behind
-// everything the streams have sent, and closes once that has been
-// written (or after a second). The peer ends the session on it; the
-// streams it has not read to their end yet end cleanly if this side
-// finished them, and fail with ErrClosed if not.
+// everything the streams have sent, and once that has been written waits
+// for the peer to close the connection (it ends its session on the
+// go-away), all within a second; then it closes. The streams the peer has
+// not read to their end yet end cleanly if this side finished them, and
+// fail with ErrClosed if not.
+//
+// The peer closes first because a close of ours while its last frames (a
+// ping's answer, a window update) lie unread here makes the kernel reset
+// the connection, and a reset makes the peer's kernel drop what it has
+// received and not read yet: the end of a finished stream.
 func (s *Session) Shutdown() error {
 	if !s.IsClosed() {
 		timer := time.NewTimer(time.Second)
 		defer timer.Stop()
 		select {
 		case <-s.mux.GoAway():
+			select {
+			case <-s.mux.Done():
+			case <-timer.C:
+			}
 		case <-timer.C:
 		}
 	}
