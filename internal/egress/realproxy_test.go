@@ -16,87 +16,18 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/realproxy"
 )
 
-// Real proxies from Debian (.ci/packages.txt: tinyproxy, dante-server),
-// each started by the test as its own process on loopback with a config
-// in t.TempDir, and killed by pid at the end.
-
-const (
-	proxyUser = "sallyport"
-	proxyPass = "proxy-pass"
-	// proxyPassHash is proxyPass's SHA-512 crypt hash (openssl passwd -6
-	// -salt sallyportproxy proxy-pass), for dante's /etc/shadow.
-	proxyPassHash = "$6$sallyportproxy$uR100UE5ADDr07Ike8xXt2XrNUFcTooF.wfS9jK8yeVU.R5onJQjEi8amJ/1LB//ltzZQAz7haqT63vicC2Hq1"
-)
-
-// freePort returns a loopback port nothing listens on just now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startProxy runs argv in a process group of its own, waits until port
-// accepts connections, and kills the group at the end of the test.
-func startProxy(t *testing.T, port int, argv ...string) *strings.Builder {
-	t.Helper()
-	if _, err := exec.LookPath(argv[0]); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %s is missing: install the packages in .ci/packages.txt", argv[0])
-		}
-		t.Skipf("NOT RUN: %s is missing (install the packages in .ci/packages.txt)", argv[0])
-	}
-	var out strings.Builder
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = &syncWriter{b: &out}, &syncWriter{b: &out}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-		if t.Failed() {
-			t.Logf("%s output:\n%s", argv[0], out.String())
-		}
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return &out
-		}
-		select {
-		case <-exited:
-			t.Fatalf("%s exited: %v\n%s", argv[0], waitErr, out.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s does not listen on %s: %v", argv[0], addr, err)
-		}
-	}
-}
-
-type syncWriter struct{ b *strings.Builder }
-
-func (w *syncWriter) Write(p []byte) (int, error) { return w.b.Write(p) }
+// Real proxies from Debian (internal/realproxy), each started by the test
+// as its own process on loopback with a config in t.TempDir, and killed
+// by pid at the end.
 
 // echoTLS runs a TLS echo server on loopback, the edge's stand-in, and
 // returns its address and a client config that trusts only its
@@ -158,25 +89,17 @@ func dialTLSThrough(t *testing.T, d *Dialer, addr string, conf *tls.Config) erro
 func TestTinyproxy(t *testing.T) {
 	edge, conf := echoTLS(t)
 	_, edgePort, _ := net.SplitHostPort(edge)
-	port := freePort(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "tinyproxy.conf")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`Port %d
-Listen 127.0.0.1
-Timeout 30
-MaxClients 20
-LogLevel Info
-BasicAuth %s %s
-ConnectPort %s
-`, port, proxyUser, proxyPass, edgePort)), 0o600)
-	startProxy(t, port, "tinyproxy", "-d", "-c", cfg)
+	port := realproxy.FreePort(t)
+	ep, _ := strconv.Atoi(edgePort)
+	realproxy.Start(t, port, realproxy.Tinyproxy(t, t.TempDir(), realproxy.TinyproxyConfig{
+		Listen: "127.0.0.1", Port: port, ConnectPorts: []int{ep}})...)
 	proxy := fmt.Sprintf("127.0.0.1:%d", port)
 
-	d := &Dialer{Proxy: mustURL(t, "http://"+proxyUser+":"+proxyPass+"@"+proxy)}
+	d := &Dialer{Proxy: mustURL(t, "http://"+realproxy.User+":"+realproxy.Password+"@"+proxy)}
 	if err := dialTLSThrough(t, d, edge, conf); err != nil {
 		t.Fatalf("through tinyproxy: %v", err)
 	}
-	err := dialTLSThrough(t, &Dialer{Proxy: mustURL(t, "http://"+proxyUser+":wrong-pass@"+proxy)}, edge, conf)
+	err := dialTLSThrough(t, &Dialer{Proxy: mustURL(t, "http://"+realproxy.User+":wrong-pass@"+proxy)}, edge, conf)
 	var ref *RefusedError
 	if !errors.As(err, &ref) || !ref.Auth || !strings.Contains(err.Error(), "refused the credentials") || strings.Contains(err.Error(), "wrong-pass") {
 		t.Errorf("wrong password: %v", err)
@@ -185,7 +108,7 @@ ConnectPort %s
 	if !errors.As(err, &ref) || ref.Status != 407 || !strings.Contains(err.Error(), "requires credentials") {
 		t.Errorf("no credentials: %v", err)
 	}
-	err = dialTLSThrough(t, d, fmt.Sprintf("127.0.0.1:%d", freePort(t)), conf)
+	err = dialTLSThrough(t, d, fmt.Sprintf("127.0.0.1:%d", realproxy.FreePort(t)), conf)
 	if !errors.As(err, &ref) || ref.Status != 403 || !strings.Contains(err.Error(), "its rules forbid it") {
 		t.Errorf("forbidden port: %v", err)
 	}
@@ -194,7 +117,7 @@ ConnectPort %s
 // TestDante: SOCKS5 through dante with username/password carries TLS end
 // to end; a wrong password and a destination its rules block come back
 // as refusals in words. dante checks passwords against the system's
-// users: it runs in a mount namespace of its own (unshare) where
+// users: realproxy runs it in a mount namespace of its own (unshare) where
 // /etc/passwd and /etc/shadow are copies with one more user, so the
 // machine's own user database is never touched.
 func TestDante(t *testing.T) {
@@ -206,47 +129,21 @@ func TestDante(t *testing.T) {
 	}
 	edge, conf := echoTLS(t)
 	_, edgePort, _ := net.SplitHostPort(edge)
-	blocked := freePort(t)
-	port := freePort(t)
-	dir := t.TempDir()
-	passwd, _ := os.ReadFile("/etc/passwd")
-	shadow, _ := os.ReadFile("/etc/shadow")
-	os.WriteFile(filepath.Join(dir, "passwd"), append(passwd, []byte(proxyUser+":x:64999:64999::/nonexistent:/usr/sbin/nologin\n")...), 0o644)
-	os.WriteFile(filepath.Join(dir, "shadow"), append(shadow, []byte(proxyUser+":"+proxyPassHash+":20000:0:99999:7:::\n")...), 0o600)
-	cfg := filepath.Join(dir, "danted.conf")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`logoutput: stderr
-internal: 127.0.0.1 port = %d
-external: 127.0.0.1
-clientmethod: none
-socksmethod: username
-user.privileged: root
-user.unprivileged: nobody
-client pass {
-	from: 127.0.0.0/8 to: 0.0.0.0/0
-}
-socks block {
-	from: 0.0.0.0/0 to: 127.0.0.1/32 port = %d
-	log: error
-}
-socks pass {
-	from: 0.0.0.0/0 to: 127.0.0.1/32 port = %s
-	command: connect
-	log: error
-}
-`, port, blocked, edgePort)), 0o600)
-	script := fmt.Sprintf("mount --bind %s/passwd /etc/passwd && mount --bind %s/shadow /etc/shadow && exec danted -f %s -p %s/danted.pid",
-		dir, dir, cfg, dir)
-	if _, err := exec.LookPath("danted"); err != nil {
-		startProxy(t, port, "danted") // skips or fails, naming it
-	}
-	startProxy(t, port, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	blocked := realproxy.FreePort(t)
+	port := realproxy.FreePort(t)
+	realproxy.Require(t, "danted", "unshare")
+	realproxy.Start(t, port, realproxy.Dante(t, t.TempDir(), realproxy.DanteConfig{
+		Listen: "127.0.0.1", Port: port, External: "127.0.0.1", Clients: "127.0.0.0/8",
+		Block: []string{fmt.Sprintf("127.0.0.1/32 port = %d", blocked)},
+		Allow: []string{"127.0.0.1/32 port = " + edgePort},
+	})...)
 	proxy := fmt.Sprintf("127.0.0.1:%d", port)
 
-	d := &Dialer{Proxy: mustURL(t, "socks5://"+proxyUser+":"+proxyPass+"@"+proxy)}
+	d := &Dialer{Proxy: mustURL(t, "socks5://"+realproxy.User+":"+realproxy.Password+"@"+proxy)}
 	if err := dialTLSThrough(t, d, edge, conf); err != nil {
 		t.Fatalf("through dante: %v", err)
 	}
-	err := dialTLSThrough(t, &Dialer{Proxy: mustURL(t, "socks5h://"+proxyUser+":wrong-pass@"+proxy)}, edge, conf)
+	err := dialTLSThrough(t, &Dialer{Proxy: mustURL(t, "socks5h://"+realproxy.User+":wrong-pass@"+proxy)}, edge, conf)
 	var ref *RefusedError
 	if !errors.As(err, &ref) || !ref.Auth || !strings.Contains(err.Error(), "refused the credentials") || strings.Contains(err.Error(), "wrong-pass") {
 		t.Errorf("wrong password: %v", err)

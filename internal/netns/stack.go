@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/realproxy"
 )
 
 // Ports of the stack. Public ports are the edge's, in the DMZ; back-end
@@ -67,6 +69,7 @@ type Stack struct {
 	Topo  *Topology
 	Bin   string // the sallyport binary
 	HTTP  *HTTPServer
+	Proxy *ProxyHost // NewProxyStack's proxy host; nil otherwise
 	Redis *Redis
 	SSHD  *SSHD
 
@@ -91,7 +94,7 @@ type Stack struct {
 // edge (its defaults otherwise).
 func NewStack(t testing.TB, bin string, edgeArgs ...string) *Stack {
 	t.Helper()
-	return newStack(t, bin, false, edgeArgs)
+	return newStack(t, bin, false, "", edgeArgs)
 }
 
 // NewWebSocketStack is NewStack with the tunnel in a WebSocket on the
@@ -101,19 +104,42 @@ func NewStack(t testing.TB, bin string, edgeArgs ...string) *Stack {
 // and the connector trusts the listener's certificate (--websocket-ca).
 func NewWebSocketStack(t testing.TB, bin string, edgeArgs ...string) *Stack {
 	t.Helper()
-	return newStack(t, bin, true, edgeArgs)
+	return newStack(t, bin, true, "", edgeArgs)
 }
 
-func newStack(t testing.TB, bin string, websocket bool, edgeArgs []string) *Stack {
+// NewProxyStack is NewWebSocketStack behind a proxy host (AddProxyHost)
+// that runs the proxy of scheme, one of ProxySchemes, with its
+// credentials: the firewalls are FenceThroughProxy's, so trusted's only
+// way out is the proxy and the proxy's the only way to the edge's
+// HTTPSPort, and the connector is given --proxy Proxy.URL(realproxy.User,
+// realproxy.Password).
+func NewProxyStack(t testing.TB, bin, scheme string, edgeArgs ...string) *Stack {
 	t.Helper()
-	SkipIfMissing(t, Missing(BackendTools...))
+	return newStack(t, bin, true, scheme, edgeArgs)
+}
+
+func newStack(t testing.TB, bin string, websocket bool, proxy string, edgeArgs []string) *Stack {
+	t.Helper()
+	tools := BackendTools
+	if proxy != "" {
+		tools = append(slices.Clone(tools), realproxy.Tools...)
+	}
+	SkipIfMissing(t, Missing(tools...))
 	s := &Stack{Topo: New(t), Bin: bin, scratch: t.TempDir(), edgeArgs: edgeArgs}
 	var https string
 	if websocket {
-		s.Topo.Fence(t, HTTPSPort, PublicPorts)
+		if proxy != "" {
+			s.Proxy = startProxy(t, s.Topo.AddProxyHost(t), proxy)
+			s.Topo.FenceThroughProxy(t, PublicPorts)
+		} else {
+			s.Topo.Fence(t, HTTPSPort, PublicPorts)
+		}
 		certFile, keyFile, caFile := writeHTTPSCert(t, t.TempDir(), DMZTrustedAddr, DMZOutsideAddr)
 		https = fmt.Sprintf("  - kind: https\n    listen: \":%d\"\n    certificates:\n      - {cert: %s, key: %s}\n", HTTPSPort, certFile, keyFile)
 		s.connectorArgs = []string{"--websocket-ca", caFile}
+		if proxy != "" {
+			s.connectorArgs = append(s.connectorArgs, "--proxy", s.Proxy.URL(realproxy.User, realproxy.Password))
+		}
 		s.keyfileArgs = []string{"--edge", WebSocketEdge}
 	} else {
 		s.Topo.Fence(t, TunnelPort, PublicPorts)
@@ -144,14 +170,15 @@ func newStack(t testing.TB, bin string, websocket bool, edgeArgs []string) *Stac
 // data with a new keyfile named name, granted Services, which it redeems:
 // it enrolls, then opens its tunnel. The caller waits for that. The
 // connector ends with t (its cleanup kills it), as RestartConnector's does.
-func (s *Stack) EnrollConnector(t testing.TB, name, data string) *Process {
+// extra flags follow the stack's own (a later value of a flag wins).
+func (s *Stack) EnrollConnector(t testing.TB, name, data string, extra ...string) *Process {
 	t.Helper()
 	keyfile := s.CreateKeyfile(t, name, Services...)
 	// The keyfile travels to the connector's host as an operator would
 	// copy it: a file of its own there, mode 0600.
 	connKeyfile := filepath.Join(t.TempDir(), name+".keyfile")
 	writeFile(t, connKeyfile, keyfile, 0o600)
-	return s.startConnector(t, data, "--keyfile", connKeyfile)
+	return s.startConnector(t, data, append([]string{"--keyfile", connKeyfile}, extra...)...)
 }
 
 func (s *Stack) startEdge(t testing.TB) *Process {

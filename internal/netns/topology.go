@@ -2,7 +2,7 @@
 
 // Package netns proves sallyport's promise in real Linux network namespaces:
 // it builds three throwaway hosts, an outside network, a DMZ and a trusted
-// network, wires them with veth pairs, routes them, fences them with
+// network (and a proxy host with AddProxyHost), wires them with veth pairs, routes them, fences them with
 // nftables, runs real processes in them and dials from them. Everything it
 // makes is removed when the test ends, even when the test fails.
 //
