@@ -19,13 +19,17 @@
     state.className = kind;
   }
   function line(text) {
+    // Follow the tail only while the reader is at the bottom.
+    var follow = window.innerHeight + window.scrollY >= document.body.scrollHeight - 4;
     var div = document.createElement("div");
     div.textContent = text;
     log.appendChild(div);
     while (log.childNodes.length > maxLines) {
       log.removeChild(log.firstChild);
     }
-    window.scrollTo(0, document.body.scrollHeight);
+    if (follow) {
+      window.scrollTo(0, document.body.scrollHeight);
+    }
   }
   if (!token) {
     say("This page needs a session link (…/.sallyport/view#<token>).", "closed");
