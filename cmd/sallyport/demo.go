@@ -19,14 +19,15 @@ import (
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/connector"
 	"github.com/sallyport/sallyport/internal/edge"
+	"github.com/sallyport/sallyport/internal/samplelog"
 	"github.com/spf13/cobra"
 )
 
 func newDemoCmd() *cobra.Command {
 	var (
-		webPort, echoPort int
-		runFor            time.Duration
-		logs              logFlags
+		webPort, echoPort, pagePort int
+		runFor                      time.Duration
+		logs                        logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -47,19 +48,26 @@ func newDemoCmd() *cobra.Command {
 				ctx, cancel = context.WithTimeout(ctx, runFor)
 				defer cancel()
 			}
-			return runDemo(ctx, cmd.OutOrStdout(), log, webPort, echoPort)
+			return runDemo(ctx, cmd.OutOrStdout(), log, demoPorts{web: webPort, echo: echoPort, page: pagePort})
 		},
 	}
 	cmd.Flags().IntVar(&webPort, "web-port", 18080, "public port of the sample web service (0: any free port)")
 	cmd.Flags().IntVar(&echoPort, "echo-port", 17007, "public port of the sample echo service (0: any free port)")
+	cmd.Flags().IntVar(&pagePort, "page-port", 18081, "port of the edge's own host, localhost, which serves session links and their page (0: any free port)")
 	cmd.Flags().DurationVar(&runFor, "run-for", 0, "stop by itself after this long (default: run until Ctrl-C)")
 	logs.register(cmd)
 	cmd.Flags().Lookup("log-level").Usage = "log level: debug, info, warn or error (default warn)"
 	return cmd
 }
 
+// demoPorts are the public ports the demo tries first (0: any free port).
+type demoPorts struct{ web, echo, page int }
+
+// demoLogInterval is how often the demo's logs back-end writes a line.
+const demoLogInterval = 200 * time.Millisecond
+
 // runDemo runs the demo until ctx ends and cleans up after itself.
-func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, webPort, echoPort int) error {
+func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, ports demoPorts) error {
 	dir, err := os.MkdirTemp("", "sallyport-demo-")
 	if err != nil {
 		return err
@@ -86,14 +94,23 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, webPort, echo
 	}
 	defer echo.Close()
 	wg.Go(func() { serveEcho(echo) })
+	logsL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	logs := &samplelog.Log{Interval: demoLogInterval}
+	wg.Go(func() { logs.Serve(ctx, logsL) })
 
 	ecfg := config.Edge{
 		DataDir: filepath.Join(dir, "edge"),
 		Tunnel:  config.EdgeTunnel{Listen: "127.0.0.1:0"},
 		Admin:   config.Admin{Listen: "127.0.0.1:0"},
+		// The edge's own host name: session links and their page.
+		Listeners: []config.Listener{{Kind: config.KindHTTP, Listen: freeOrAny(ports.page), EdgeHosts: []string{"localhost"}}},
 		Services: map[string]config.EdgeService{
-			"web":  {Listen: freeOrAny(webPort)},
-			"echo": {Listen: freeOrAny(echoPort)},
+			"web":  {Listen: freeOrAny(ports.web)},
+			"echo": {Listen: freeOrAny(ports.echo)},
+			"logs": {Policy: config.Policy{RequireSession: true}},
 		},
 		DrainTimeout: 2 * time.Second,
 	}
@@ -114,7 +131,7 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, webPort, echo
 		return err
 	}
 	ac := &admin.Client{Addr: e.AdminAddr().String(), Token: token}
-	kf, err := ac.CreateKeyfile(ctx, admin.TokenRequest{Name: "demo-site", TTL: "10m", Services: []string{"web", "echo"}})
+	kf, err := ac.CreateKeyfile(ctx, admin.TokenRequest{Name: "demo-site", TTL: "10m", Services: []string{"web", "echo", "logs"}})
 	if err != nil {
 		return err
 	}
@@ -129,6 +146,7 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, webPort, echo
 		Services: map[string]config.ConnectorService{
 			"web":  {Address: web.Addr().String()},
 			"echo": {Address: echo.Addr().String()},
+			"logs": {Address: logsL.Addr().String()},
 		},
 		DrainTimeout: 2 * time.Second,
 	}
@@ -146,9 +164,17 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, webPort, echo
 		return fmt.Errorf("the demo connector did not come up: %w", errors.Join(err, <-connErr))
 	}
 
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	link, err := ac.CreateSession(sctx, admin.SessionRequest{Service: "logs", TTL: demoSessionTTL.String()})
+	scancel()
+	if err != nil {
+		cancel()
+		return fmt.Errorf("the demo's session link: %w", err)
+	}
+
 	fmt.Fprintf(out, `sallyport demo: an edge, a connector (enrolled with a fresh one-time keyfile
-that grants it the services web and echo) and two sample back-ends are
-running on this machine. The back-ends listen on
+that grants it the services web, echo and logs) and three sample back-ends
+are running on this machine. The back-ends listen on
 random loopback ports that only the connector knows; clients use the edge.
 
 Try, in another terminal:
@@ -165,8 +191,16 @@ Try, in another terminal:
       the edge stops routing echo through it at once; "connectors grant"
       gives it back, without a reconnect
 
+Open in a browser (one use, within %[7]s):
+
+  %[6]s
+      a live tail of the logs back-end (a line every 200ms), over a one-time
+      session link; open it a second time and the page says it was used
+  %[4]s sessions create --service logs --data %[5]s
+      another link: logs is reachable only through one (require_session)
+
 Press Ctrl-C to stop.
-`, e.ServiceAddr("web"), hostPortArgs(e.ServiceAddr("echo")), e.ServiceAddr("echo"), selfCommand(), ecfg.DataDir)
+`, e.ServiceAddr("web"), hostPortArgs(e.ServiceAddr("echo")), e.ServiceAddr("echo"), selfCommand(), ecfg.DataDir, link.Page, demoSessionTTL)
 
 	select {
 	case <-ctx.Done():
@@ -178,6 +212,9 @@ Press Ctrl-C to stop.
 	fmt.Fprintln(out, "\nstopping...")
 	return nil
 }
+
+// demoSessionTTL is how long the demo's printed link may be used.
+const demoSessionTTL = 30 * time.Minute
 
 // freeOrAny returns 127.0.0.1:port if that port is free, else 127.0.0.1:0.
 func freeOrAny(port int) string {

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"os"
@@ -10,13 +11,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // The README's first command: the demo prints what to try, what it prints
 // works, and Ctrl-C stops it cleanly and leaves nothing behind.
 func TestDemoPrintsWhatWorksAndCleansUp(t *testing.T) {
 	tmp := t.TempDir()
-	p := start(t, "demo", []string{"TMPDIR=" + tmp}, "demo", "--run-for", "20s", "--web-port", "0", "--echo-port", "0")
+	p := start(t, "demo", []string{"TMPDIR=" + tmp}, "demo", "--run-for", "20s", "--web-port", "0", "--echo-port", "0", "--page-port", "0")
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(p.stdout.String(), "Press Ctrl-C to stop.") {
 		if p.Exited() {
@@ -40,6 +43,7 @@ func TestDemoPrintsWhatWorksAndCleansUp(t *testing.T) {
 	echoAddr := find(`curl telnet://(127\.0\.0\.1:\d+)`)
 	statusCmd := find(`(?m)^\s*(\S+) status --data \S+\s*$`)
 	dataDir := find(`status --data (\S+)`)
+	pageBase, pageToken := find(`(?m)^\s*(http://localhost:\d+)/\.sallyport/view#\S+\s*$`), find(`/\.sallyport/view#(\S+)`)
 
 	// The curl line, as curl would do it.
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -54,13 +58,33 @@ func TestDemoPrintsWhatWorksAndCleansUp(t *testing.T) {
 	}
 	// The nc line.
 	echoes(t, echoAddr, []byte("a line typed into nc\n"))
+	// The page link: the page, then its WebSocket tails the logs back-end.
+	resp, err = client.Get(pageBase + "/.sallyport/view")
+	if err != nil {
+		t.Fatalf("GET the demo's page: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("GET %s/.sallyport/view: %s, want 200 with a Content-Security-Policy", pageBase, resp.Status)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(pageBase, "http")+"/s/", &websocket.DialOptions{Subprotocols: []string{"sallyport.session", "sallyport.session." + pageToken}})
+	if err != nil {
+		t.Fatalf("the page's WebSocket: %v", err)
+	}
+	_, msg, err := ws.Read(ctx)
+	ws.CloseNow()
+	if err != nil || !strings.Contains(string(msg), "log line ") {
+		t.Fatalf("the page's WebSocket read %q (%v), want log lines", msg, err)
+	}
 	// The status line, as printed: the binary the way it was invoked.
 	if statusCmd != bin {
 		t.Errorf("the demo says to run %q status; it was started as %q", statusCmd, bin)
 	}
 	st := (&edgeProc{data: dataDir}).status(t)
-	if st.tunnels["web"] != 1 || st.tunnels["echo"] != 1 || len(st.connectors) != 1 || st.connectors[0].name != "demo-site" {
-		t.Errorf("status --data %s shows:\n%s\nwant web and echo with 1 tunnel each, from demo-site", dataDir, st.text)
+	if st.tunnels["web"] != 1 || st.tunnels["echo"] != 1 || st.tunnels["logs"] != 1 || len(st.connectors) != 1 || st.connectors[0].name != "demo-site" {
+		t.Errorf("status --data %s shows:\n%s\nwant web, echo and logs with 1 tunnel each, from demo-site", dataDir, st.text)
 	}
 
 	p.signal(t, syscall.SIGINT)

@@ -25,6 +25,9 @@ func newSessionsCmd() *cobra.Command {
 			fmt.Fprintf(w, "%s\n", s.URL)
 			fmt.Fprintf(w, "session %s for service %s, one use, until %s\n", s.ID, s.Service, when(s.ExpiresAt))
 			fmt.Fprintf(w, "or connect to /s/ on the same host with the WebSocket subprotocol %s\n", s.Subprotocol)
+			if s.Page != "" {
+				fmt.Fprintf(w, "or open in a browser, for a live view of what the service sends: %s\n", s.Page)
+			}
 		})
 	create.Example = `  sallyport sessions create --service logs --ttl 5m
   sallyport sessions create --service logs --connector site-a --json`

@@ -33,13 +33,18 @@ type Session struct {
 	URL string `json:"url,omitempty"`
 	// Token is the link's token, for clients that present it in the
 	// Sec-WebSocket-Protocol header as Subprotocol, at /s/ alone.
-	Token       string    `json:"token,omitempty"`
-	Subprotocol string    `json:"subprotocol,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	UsedAt      time.Time `json:"used_at,omitzero"`
-	UsedBy      string    `json:"used_by,omitempty"`
-	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+	Token       string `json:"token,omitempty"`
+	Subprotocol string `json:"subprotocol,omitempty"`
+	// Page is a link to the edge's browser page for the session,
+	// https://EDGE_HOST/.sallyport/view#<token>: it shows what the
+	// service sends, as lines of text, and uses the session only when
+	// the page opens its WebSocket.
+	Page      string    `json:"page,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UsedAt    time.Time `json:"used_at,omitzero"`
+	UsedBy    string    `json:"used_by,omitempty"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
 }
 
 // SessionBackend is what the edge provides to the API for sessions.

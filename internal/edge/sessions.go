@@ -16,6 +16,7 @@ import (
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/ingress"
+	"github.com/sallyport/sallyport/internal/sessionpage"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
@@ -91,6 +92,7 @@ func (e *Edge) CreateSession(ctx context.Context, req admin.SessionRequest, ttl 
 	v.Token = tok.SessionString()
 	v.URL = base + "/s/" + v.Token
 	v.Subprotocol = ingress.SessionSubprotocol + v.Token
+	v.Page = sessionpage.Link(base, v.Token)
 	return v, nil
 }
 

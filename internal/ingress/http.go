@@ -18,6 +18,7 @@ import (
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/loglimit"
 	"github.com/sallyport/sallyport/internal/route"
+	"github.com/sallyport/sallyport/internal/sessionpage"
 	"github.com/sallyport/sallyport/internal/tlsfiles"
 	"github.com/sallyport/sallyport/internal/wire"
 	"github.com/sallyport/sallyport/internal/wstunnel"
@@ -350,10 +351,15 @@ func (f *httpListener) serveTunnel(w http.ResponseWriter, r *http.Request, hc *h
 	f.s.d.Tunnel(f.ctx, c)
 }
 
-// serveEdgeHost serves the edge's own host names: /ws/<service> and the
+// serveEdgeHost serves the edge's own host names: /ws/<service>, the
 // one-time session links at /s/<token> (or /s/ with the token in a
-// subprotocol).
+// subprotocol), and the browser page for those links (package
+// sessionpage), which uses no link up.
 func (f *httpListener) serveEdgeHost(w http.ResponseWriter, r *http.Request, c admission.Client) {
+	if r.URL.Path == sessionpage.Path {
+		sessionpage.Serve(w, r)
+		return
+	}
 	if token, ok := strings.CutPrefix(r.URL.Path, "/s/"); ok {
 		f.s.serveSession(w, r, token, c, f.wsOrigins)
 		return
