@@ -11,12 +11,12 @@ import (
 )
 
 func newSessionsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "sessions", Aliases: []string{"session"}, Short: "Create one-time WebSocket links to services, list and revoke them"}
+	cmd := &cobra.Command{Use: "sessions", Aliases: []string{"session"}, Short: "Create one-time links to services (WebSocket, or a browser cookie for HTTP services), list and revoke them"}
 	var (
 		service, connector string
 		ttl                time.Duration
 	)
-	create := adminCmd("create", "Create a one-time link (wss://EDGE_HOST/s/<token>) to a service; the first WebSocket client to use it is carried", cobra.NoArgs,
+	create := adminCmd("create", "Create a one-time link to a service: wss://EDGE_HOST/s/<token>, whose first WebSocket client is carried, or for a service published by Host https://HOST/.sallyport/s/<token>, whose first use sets a cookie for that host until the session ends", cobra.NoArgs,
 		func(cmd *cobra.Command, c *admin.Client, _ []string) (any, error) {
 			return c.CreateSession(cmd.Context(), admin.SessionRequest{Service: service, TTL: ttl.String(), Connector: connector})
 		},
@@ -24,7 +24,11 @@ func newSessionsCmd() *cobra.Command {
 			s := v.(admin.Session)
 			fmt.Fprintf(w, "%s\n", s.URL)
 			fmt.Fprintf(w, "session %s for service %s, one use, until %s\n", s.ID, s.Service, when(s.ExpiresAt))
-			fmt.Fprintf(w, "or connect to /s/ on the same host with the WebSocket subprotocol %s\n", s.Subprotocol)
+			if s.Subprotocol != "" {
+				fmt.Fprintf(w, "or connect to /s/ on the same host with the WebSocket subprotocol %s\n", s.Subprotocol)
+			} else {
+				fmt.Fprintf(w, "its first use sets a cookie that admits requests to %s until then\n", s.Host)
+			}
 			if s.Page != "" {
 				fmt.Fprintf(w, "or open in a browser, for a live view of what the service sends: %s\n", s.Page)
 			}
@@ -39,7 +43,7 @@ func newSessionsCmd() *cobra.Command {
 		adminCmd("list", "List sessions (never their tokens)", cobra.NoArgs,
 			func(cmd *cobra.Command, c *admin.Client, _ []string) (any, error) { return c.Sessions(cmd.Context()) },
 			func(w io.Writer, v any) { printSessions(w, v.([]admin.Session)) }),
-		adminCmd("revoke ID", "Revoke an unused session: its link can no longer be used", cobra.ExactArgs(1),
+		adminCmd("revoke ID", "Revoke a session: its link can no longer be used, and an HTTP session's cookie admits no more requests", cobra.ExactArgs(1),
 			func(cmd *cobra.Command, c *admin.Client, args []string) (any, error) {
 				return c.RevokeSession(cmd.Context(), args[0])
 			},

@@ -28,11 +28,16 @@ type Session struct {
 	ID        string `json:"id"`
 	Service   string `json:"service"`
 	Connector string `json:"connector,omitempty"`
-	State     string `json:"state"` // unused, used, expired or revoked
-	// URL is the link to hand over: wss://EDGE_HOST/s/<token>.
+	// Host is an HTTP session's host: its cookie admits requests there.
+	Host  string `json:"host,omitempty"`
+	State string `json:"state"` // unused, used, expired or revoked
+	// URL is the link to hand over: wss://EDGE_HOST/s/<token>, or for a
+	// service published by Host, https://HOST/.sallyport/s/<token>
+	// (http:// if the edge has no https listener).
 	URL string `json:"url,omitempty"`
 	// Token is the link's token, for clients that present it in the
-	// Sec-WebSocket-Protocol header as Subprotocol, at /s/ alone.
+	// Sec-WebSocket-Protocol header as Subprotocol, at /s/ alone
+	// (WebSocket sessions only; an HTTP session has no Subprotocol).
 	Token       string `json:"token,omitempty"`
 	Subprotocol string `json:"subprotocol,omitempty"`
 	// Page is a link to the edge's browser page for the session,
@@ -53,7 +58,8 @@ type SessionBackend interface {
 	CreateSession(ctx context.Context, req SessionRequest, ttl time.Duration) (Session, error)
 	// Sessions lists the sessions, newest first.
 	Sessions(ctx context.Context) ([]Session, error)
-	// RevokeSession makes an unused session useless.
+	// RevokeSession makes an unused session useless, or ends a used
+	// HTTP session.
 	RevokeSession(ctx context.Context, id string) (Session, error)
 }
 

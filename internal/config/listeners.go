@@ -102,9 +102,10 @@ type Policy struct {
 	ClientCA string `yaml:"client_ca"`
 	// RequireSession lets clients in only through a one-time session
 	// (`sallyport sessions create`): a WebSocket at /s/<token> on an
-	// edge host. Every other way in (/ws/<service>, SOCKS) is refused,
-	// and the service may have no listen, hosts or sni. False: sessions
-	// are one way in among others.
+	// edge host, or, for a service with hosts, the cookie its link's use
+	// set (other requests to its hosts get a 401 page). Every other way
+	// in (/ws/<service>, SOCKS) is refused, and the service may have no
+	// listen or sni. False: sessions are one way in among others.
 	RequireSession bool `yaml:"require_session"`
 }
 
@@ -323,8 +324,8 @@ func (c *checker) policy(key string, s EdgeService) {
 	if r.Connections == 0 && (r.Per != 0 || r.Burst != 0) {
 		c.require(key+".rate", "connections", "how many new connections are let in per period")
 	}
-	if p.RequireSession && (s.Listen != "" || len(s.Hosts) > 0 || len(s.SNI) > 0) {
-		c.add(key+".require_session", "a service that requires a session is reached only by WebSocket sessions on an edge host; remove this service's listen, hosts and sni, or require_session")
+	if p.RequireSession && (s.Listen != "" || len(s.SNI) > 0) {
+		c.add(key+".require_session", "a service that requires a session is reached only through session links (WebSocket on an edge host, or a cookie on its own hosts); remove this service's listen and sni, or require_session")
 	}
 	if p.ClientCA != "" && (s.Listen != "" || len(s.SNI) > 0) {
 		c.add(key+".client_ca", "the edge sees client certificates on https listeners only; remove this service's listen and sni, or the client_ca")

@@ -25,7 +25,7 @@ func TestListenersProblems(t *testing.T) {
 			doc: head + "listeners:\n  - kind: https\n    listen: :443\n    certificates: [{cert: a, key: b}]\n    edge_hosts: [edge.example.com]\n" +
 				"services:\n  logs:\n    policy:\n      require_session: maybe\n  db:\n    listen: :5432\n    policy:\n      require_session: true\n",
 			want: "edge.yaml:10: services.logs.policy.require_session: expected true or false, got \"maybe\"\n" +
-				"edge.yaml:14: services.db.policy.require_session: a service that requires a session is reached only by WebSocket sessions on an edge host; remove this service's listen, hosts and sni, or require_session",
+				"edge.yaml:14: services.db.policy.require_session: a service that requires a session is reached only through session links (WebSocket on an edge host, or a cookie on its own hosts); remove this service's listen and sni, or require_session",
 		},
 		{
 			name: "unknown kind",

@@ -67,6 +67,8 @@ type Edge struct {
 	listeners *ingress.Set
 	// policies holds every configured service's policy.
 	policies map[string]*admission.Policy
+	// cookies are the used HTTP sessions, fed by a watch on the store.
+	cookies cookieSessions
 
 	// conns is what the edge knows of connectors: the live tunnels, and
 	// each connector's identity as the store has it. Both change under
@@ -189,6 +191,11 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("read the enrolled connectors from the store: %w", err)
 	}
 	defer stopWatch()
+	stopSessions, err := e.watchSessions(ctx)
+	if err != nil {
+		return fmt.Errorf("read the sessions from the store: %w", err)
+	}
+	defer stopSessions()
 	e.ca, err = pki.LoadOrCreateCA(filepath.Join(dir, "pki"), e.now())
 	if err != nil {
 		return err

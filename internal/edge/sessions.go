@@ -56,7 +56,8 @@ func (e *Edge) CreateSession(ctx context.Context, req admin.SessionRequest, ttl 
 	if ttl < MinSessionTTL || ttl > MaxSessionTTL {
 		return refuse(http.StatusBadRequest, "ttl %s out of range: use %s to %s (default %s)", ttl, MinSessionTTL, MaxSessionTTL, admin.DefaultSessionTTL)
 	}
-	if _, ok := e.cfg.Services[req.Service]; !ok {
+	svc, ok := e.cfg.Services[req.Service]
+	if !ok {
 		return refuse(http.StatusNotFound, "no service named %q on this edge (see sallyport status)", req.Service)
 	}
 	if req.Connector != "" {
@@ -71,8 +72,14 @@ func (e *Edge) CreateSession(ctx context.Context, req admin.SessionRequest, ttl 
 			return refuse(http.StatusNotFound, "no connector named %s is enrolled (see sallyport connectors list)", req.Connector)
 		}
 	}
-	base, ok := e.sessionBase()
-	if !ok {
+	// A service published by Host gets an HTTP session, on its own
+	// host; any other a WebSocket session, on an edge host.
+	var base, host string
+	if len(svc.Hosts) > 0 {
+		if base, host, ok = e.httpSessionBase(svc); !ok {
+			return refuse(http.StatusConflict, "service %s has no host name a link can point at: its hosts are all wildcards (or there is no http or https listener); add an exact name to its hosts", req.Service)
+		}
+	} else if base, ok = e.sessionBase(); !ok {
 		return refuse(http.StatusConflict, "service %s is not reachable over WebSocket: no http or https listener has an edge_hosts name (a name that is not a wildcard); add one under listeners", req.Service)
 	}
 	tok, err := enroll.NewToken()
@@ -81,15 +88,19 @@ func (e *Edge) CreateSession(ctx context.Context, req admin.SessionRequest, ttl 
 	}
 	now := e.now().UTC()
 	se := store.Session{ID: tok.ID, SecretHash: enroll.HashSecret(tok.Secret), Service: req.Service, Connector: req.Connector,
-		CreatedAt: now, CreatedBy: actor, ExpiresAt: now.Add(ttl)}
+		CreatedAt: now, CreatedBy: actor, ExpiresAt: now.Add(ttl), Host: host}
 	if err := e.st.CreateSession(ctx, se); err != nil {
 		return admin.Session{}, fmt.Errorf("store the new session: %w", err)
 	}
-	e.log.Info("session created", "session", se.ID, "service", se.Service, "connector", se.Connector, "expires", se.ExpiresAt)
+	e.log.Info("session created", "session", se.ID, "service", se.Service, "connector", se.Connector, "host", se.Host, "expires", se.ExpiresAt)
 	e.audit(store.AuditEvent{Actor: actor, Action: "session.create", Subject: "session " + se.ID + " for " + se.Service, Result: "ok",
 		Detail: fmt.Sprintf("connector %q, expires %s", se.Connector, se.ExpiresAt.Format(time.RFC3339))})
 	v := sessionView(se, now)
 	v.Token = tok.SessionString()
+	if host != "" {
+		v.URL = base + ingress.SessionLinkPath + v.Token
+		return v, nil
+	}
 	v.URL = base + "/s/" + v.Token
 	v.Subprotocol = ingress.SessionSubprotocol + v.Token
 	v.Page = sessionpage.Link(base, v.Token)
@@ -145,13 +156,16 @@ func (e *Edge) Sessions(ctx context.Context) ([]admin.Session, error) {
 	return out, nil
 }
 
-// RevokeSession makes an unused session's link useless; a used one
-// cannot be revoked (its connection is already carried).
+// RevokeSession makes an unused session's link useless, and ends a used
+// HTTP session: its cookie admits no more requests, on any edge once the
+// store's watch brings the change (on this one at once). A used
+// WebSocket session cannot be revoked (its connection is already
+// carried).
 func (e *Edge) RevokeSession(ctx context.Context, id string) (admin.Session, error) {
 	now := e.now().UTC()
 	se, err := e.st.UpdateSession(ctx, id, func(se *store.Session) error {
 		switch {
-		case se.Used():
+		case se.Used() && se.Host == "":
 			return &admin.Error{Status: http.StatusConflict, Message: fmt.Sprintf(
 				"session %s was used already, at %s by %s: its connection is carried; revoking it changes nothing", se.ID, se.UsedAt.Format(time.RFC3339), se.UsedBy)}
 		case !se.Revoked():
@@ -164,18 +178,19 @@ func (e *Edge) RevokeSession(ctx context.Context, id string) (admin.Session, err
 		return admin.Session{}, storeError("revoke session "+id, err)
 	}
 	e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "session.revoke", Subject: "session " + se.ID, Result: "ok", Detail: "for " + se.Service})
+	e.cookies.put(se, now)
 	e.log.Info("session revoked", "session", se.ID, "service", se.Service)
 	return sessionView(se, now), nil
 }
 
 func sessionView(se store.Session, now time.Time) admin.Session {
 	v := admin.Session{ID: se.ID, Service: se.Service, Connector: se.Connector, CreatedAt: se.CreatedAt, ExpiresAt: se.ExpiresAt,
-		UsedAt: se.UsedAt, UsedBy: se.UsedBy, RevokedAt: se.RevokedAt}
+		UsedAt: se.UsedAt, UsedBy: se.UsedBy, RevokedAt: se.RevokedAt, Host: se.Host}
 	switch {
+	case se.Revoked(): // only an HTTP session is revoked once used
+		v.State = "revoked"
 	case se.Used():
 		v.State = "used"
-	case se.Revoked():
-		v.State = "revoked"
 	case !now.Before(se.ExpiresAt):
 		v.State = "expired"
 	default:
@@ -236,7 +251,13 @@ func (e *Edge) OpenSession(token string, c admission.Client) (ingress.Stream, *a
 		return nil, e.Refused(admission.Refuse(admission.ReasonNoConnector, "", "sessions cannot be checked right now; try again later"), c)
 	}
 	now := e.now().UTC()
-	if why := checkSession(se, secret, now); why != "" {
+	why := checkSession(se, secret, now)
+	if why == "" && se.Host != "" {
+		// An HTTP session's link is used on its host, never here.
+		e.auditRefusal(store.AuditEvent{Actor: actor, Action: "session.use", Subject: "session " + id + " for " + se.Service, Result: "refused: an HTTP session's link presented as a WebSocket one"})
+		return nil, refuse(SessionUnknown, se.Service)
+	}
+	if why != "" {
 		if why != SessionUnknown { // a real link misused; forgeries are only logged
 			e.auditRefusal(store.AuditEvent{Actor: actor, Action: "session.use", Subject: "session " + id + " for " + se.Service, Result: "refused: " + why})
 		}

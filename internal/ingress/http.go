@@ -87,6 +87,7 @@ func newHTTPListener(s *Set, lc config.Listener, l net.Listener, certs *tlsfiles
 			for _, h := range strip {
 				pr.Out.Header.Del(h)
 			}
+			stripSessionCookies(pr.Out.Header)
 			if forward {
 				pr.SetXForwarded()
 			}
@@ -284,7 +285,9 @@ func (f *httpListener) roundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // ServeHTTP routes a request by its Host: to the edge's own WebSocket
-// access, to a service's back-end, or to a 404.
+// access, to a service's back-end, or to a 404. On a service's host,
+// SessionLinkPath is the edge's (serveLink), and a valid session cookie
+// admits the request as the session's (require_session).
 func (f *httpListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.state.Lock()
 	if f.state.closing {
@@ -317,8 +320,17 @@ func (f *httpListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeRefusal(w, f.s.d.Refused(admission.Refuse(admission.ReasonUnknownHost, "", "no service is published at host %q", host), c))
 		return
 	}
+	if token, ok := strings.CutPrefix(r.URL.Path, SessionLinkPath); ok {
+		f.serveLink(w, r, token, host, c)
+		return
+	}
+	c.Session = f.sessionCookie(r, host)
 	release, ref := f.s.d.Admit(service, c)
 	if ref != nil {
+		if ref.Reason == admission.ReasonSessionRequired {
+			writeSessionRequired(w, ref)
+			return
+		}
 		writeRefusal(w, ref)
 		return
 	}

@@ -59,6 +59,14 @@ type Dispatcher interface {
 	// policy's slot. A refusal's Msg is what the client is told; it never
 	// repeats the token.
 	OpenSession(token string, c admission.Client) (Stream, *admission.Refusal)
+	// RedeemLink consumes an HTTP session's link presented on host (a
+	// service's), once, and returns the value of the cookie that stands
+	// for the session from then on, and when it ends. A refusal's Msg is
+	// what the client is told; it never repeats the token.
+	RedeemLink(token, host string, c admission.Client) (cookie string, expires time.Time, ref *admission.Refusal)
+	// SessionCookie returns the session that a session cookie's value
+	// stands for, if it admits requests to host now. It reads no store.
+	SessionCookie(host, value string) (session string, ok bool)
 	// Refused counts and logs a refusal a listener made itself, and
 	// returns it.
 	Refused(ref *admission.Refusal, c admission.Client) *admission.Refusal
@@ -110,17 +118,20 @@ type listener interface {
 // one, and the shared listeners of the config's Listeners. Open it, Serve
 // it once, then Drain and Wait.
 type Set struct {
-	d      Dispatcher
-	log    *slog.Logger
-	now    func() time.Time
-	hosts  route.Names     // http Host → service
-	sni    route.Names     // TLS server name → service
-	known  map[string]bool // every configured service
-	anyCA  bool            // some service's policy asks for a client certificate
-	list   []listener
-	nls    []net.Listener // every listener the Set opened, closed by Drain
-	svc    map[string]net.Addr
-	shared []net.Addr // by index in the config's Listeners
+	d     Dispatcher
+	log   *slog.Logger
+	now   func() time.Time
+	hosts route.Names     // http Host → service
+	sni   route.Names     // TLS server name → service
+	known map[string]bool // every configured service
+	anyCA bool            // some service's policy asks for a client certificate
+	// anyHTTPS is set if an https listener exists: HTTP session links are
+	// then redeemed over https only.
+	anyHTTPS bool
+	list     []listener
+	nls      []net.Listener // every listener the Set opened, closed by Drain
+	svc      map[string]net.Addr
+	shared   []net.Addr // by index in the config's Listeners
 
 	// loops counts the accept loops; handlers every goroutine serving a
 	// connection and every exchange that join started.
@@ -171,6 +182,9 @@ func Open(cfg config.Edge, d Dispatcher, listen ListenFunc, log *slog.Logger) (*
 		}
 		s.svc[name] = l.Addr()
 		s.list = append(s.list, &tcpListener{s: s, service: name, l: l})
+	}
+	for _, lc := range cfg.Listeners {
+		s.anyHTTPS = s.anyHTTPS || lc.Kind == config.KindHTTPS
 	}
 	for i, lc := range cfg.Listeners {
 		what := fmt.Sprintf("%s listener (listeners[%d])", lc.Kind, i)

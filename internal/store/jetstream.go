@@ -469,20 +469,31 @@ func (s *JetStream) WatchConnectors(ctx context.Context, fn func(Connector)) (st
 	if err := s.check(); err != nil {
 		return nil, fmt.Errorf("watch connectors: %w", err)
 	}
+	return watch(ctx, s, s.connectors, "connector", func(c *Connector, rev uint64) { c.Revision = rev }, fn)
+}
+
+// watch calls fn with every value of kv (records of kind what), then
+// returns; from then on a goroutine calls fn with each value written,
+// until stop (or ctx's end). A value that cannot be decoded is logged and
+// skipped; setRev, if not nil, gives each its revision. Deletions are not
+// delivered.
+func watch[T any](ctx context.Context, s *JetStream, kv jetstream.KeyValue, what string, setRev func(*T, uint64), fn func(T)) (stop func(), err error) {
 	wctx, cancel := context.WithCancel(ctx)
-	w, err := s.connectors.WatchAll(wctx, jetstream.IgnoreDeletes())
+	w, err := kv.WatchAll(wctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("watch connectors: %w", err)
+		return nil, fmt.Errorf("watch %ss: %w", what, err)
 	}
 	deliver := func(e jetstream.KeyValueEntry) {
-		var c Connector
-		if err := json.Unmarshal(e.Value(), &c); err != nil {
-			s.log.Error("store: a connector record cannot be read; ignored", "key", e.Key(), "revision", e.Revision(), "err", err)
+		var v T
+		if err := json.Unmarshal(e.Value(), &v); err != nil {
+			s.log.Error("store: a "+what+" record cannot be read; ignored", "key", e.Key(), "revision", e.Revision(), "err", err)
 			return
 		}
-		c.Revision = e.Revision()
-		fn(c)
+		if setRev != nil {
+			setRev(&v, e.Revision())
+		}
+		fn(v)
 	}
 	// The current values first, up to the marker (nil) that ends them.
 	for initial := true; initial; {
@@ -491,7 +502,7 @@ func (s *JetStream) WatchConnectors(ctx context.Context, fn func(Connector)) (st
 			switch {
 			case !ok:
 				cancel()
-				return nil, errors.New("watch connectors: the watcher closed before the values were read; retry")
+				return nil, fmt.Errorf("watch %ss: the watcher closed before the values were read; retry", what)
 			case e == nil:
 				initial = false
 			default:
@@ -500,7 +511,7 @@ func (s *JetStream) WatchConnectors(ctx context.Context, fn func(Connector)) (st
 		case <-ctx.Done():
 			cancel()
 			stopWatcher(w)
-			return nil, fmt.Errorf("watch connectors: %w", ctx.Err())
+			return nil, fmt.Errorf("watch %ss: %w", what, ctx.Err())
 		}
 	}
 	var wg sync.WaitGroup

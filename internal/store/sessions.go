@@ -25,6 +25,15 @@ type Session struct {
 	UsedAt    time.Time `json:"used_at,omitzero"`  // zero while unused
 	UsedBy    string    `json:"used_by,omitempty"` // the client's address, and the edge that carried it
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// Host, if set, makes the session an HTTP one: its link is
+	// https://Host/.sallyport/s/<token> on a host of the service, and its
+	// use sets a cookie that admits requests to that host alone until
+	// ExpiresAt. Empty: a WebSocket session (/s/<token> on an edge host).
+	Host string `json:"host,omitempty"`
+	// CookieHash is the SHA-256 of the secret of the cookie that the
+	// session's use set (an HTTP session's, once used); never the
+	// link's secret.
+	CookieHash []byte `json:"cookie_hash,omitempty"`
 }
 
 // Used reports whether the session has been redeemed.
@@ -47,6 +56,11 @@ type Sessions interface {
 	UpdateSession(ctx context.Context, id string, fn func(*Session) error) (Session, error)
 	// ListSessions returns every stored session, ordered by id.
 	ListSessions(ctx context.Context) ([]Session, error)
+	// WatchSessions calls fn with every stored session, then returns;
+	// until stop is called (or ctx ends) it calls fn, from one goroutine,
+	// with each session written (created, used, revoked). Pruned
+	// sessions are not delivered: they ended long before.
+	WatchSessions(ctx context.Context, fn func(Session)) (stop func(), err error)
 	// PruneSessions removes the sessions finished before `before` (used,
 	// revoked or expired) and returns how many it removed.
 	PruneSessions(ctx context.Context, before time.Time) (int, error)
@@ -108,6 +122,14 @@ func (s *JetStream) ListSessions(ctx context.Context) ([]Session, error) {
 	}
 	slices.SortFunc(ss, func(a, b Session) int { return strings.Compare(a.ID, b.ID) })
 	return ss, nil
+}
+
+// WatchSessions implements Sessions.
+func (s *JetStream) WatchSessions(ctx context.Context, fn func(Session)) (stop func(), err error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("watch sessions: %w", err)
+	}
+	return watch(ctx, s, s.sessions, "session", nil, fn)
 }
 
 // PruneSessions implements Sessions.

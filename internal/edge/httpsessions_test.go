@@ -1,0 +1,66 @@
+package edge
+
+import (
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/enroll"
+	"github.com/sallyport/sallyport/internal/store"
+)
+
+// TestCookieSessions: the edge's memory of used HTTP sessions admits a
+// cookie on its host until the session ends, and a revocation is never
+// undone by an older copy of the session arriving late (two edges'
+// writes, or the watch after the edge's own update).
+func TestCookieSessions(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	used := store.Session{ID: "0123456789abcdef", Service: "app", Host: "app.test", CookieHash: enroll.HashSecret("s3cret"),
+		CreatedAt: now, UsedAt: now, ExpiresAt: now.Add(time.Minute)}
+	revoked := used
+	revoked.RevokedAt = now.Add(time.Second)
+	unused := used
+	unused.UsedAt, unused.CookieHash = time.Time{}, nil
+	ws := used
+	ws.Host = ""
+
+	for _, tt := range []struct {
+		name   string
+		puts   []store.Session
+		host   string
+		cookie string
+		at     time.Time
+		want   bool
+	}{
+		{"valid", []store.Session{used}, "app.test", used.ID + ".s3cret", now, true},
+		{"host compared normalized", []store.Session{used}, "APP.test.", used.ID + ".s3cret", now, true},
+		{"other host", []store.Session{used}, "wiki.test", used.ID + ".s3cret", now, false},
+		{"wrong secret", []store.Session{used}, "app.test", used.ID + ".s3creT", now, false},
+		{"no secret", []store.Session{used}, "app.test", used.ID, now, false},
+		{"unknown id", []store.Session{used}, "app.test", "fedcba9876543210.s3cret", now, false},
+		{"expired", []store.Session{used}, "app.test", used.ID + ".s3cret", used.ExpiresAt, false},
+		{"revoked", []store.Session{used, revoked}, "app.test", used.ID + ".s3cret", now, false},
+		{"revocation not undone by an older copy", []store.Session{revoked, used}, "app.test", used.ID + ".s3cret", now, false},
+		{"unused session admits nothing", []store.Session{unused}, "app.test", used.ID + ".s3cret", now, false},
+		{"WebSocket session admits nothing", []store.Session{ws}, "app.test", used.ID + ".s3cret", now, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var cs cookieSessions
+			for _, se := range tt.puts {
+				cs.put(se, now)
+			}
+			id, ok := cs.check(tt.host, tt.cookie, tt.at)
+			if ok != tt.want || ok && id != used.ID {
+				t.Fatalf("check: %q, %v; want %v", id, ok, tt.want)
+			}
+		})
+	}
+	// Ended sessions are dropped as others come.
+	var cs cookieSessions
+	cs.put(used, now)
+	other := used
+	other.ID = "fedcba9876543210"
+	cs.put(other, used.ExpiresAt)
+	if _, ok := cs.byID[used.ID]; ok || len(cs.byID) != 0 {
+		t.Fatalf("after expiry the memory holds %d sessions, want none", len(cs.byID))
+	}
+}
