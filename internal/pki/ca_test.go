@@ -369,3 +369,73 @@ func TestIdentity(t *testing.T) {
 		t.Errorf("LoadIdentity with a damaged key = %v, want an error naming %s", err, pki.ConnectorKeyFile)
 	}
 }
+
+// A connector killed in the middle of saving a renewed identity (a new key
+// and its certificate, two files) loads a matching pair afterwards: the
+// old one if the new certificate was not written yet, the new one if it
+// was; never "enroll again".
+func TestIdentitySurvivesACrashMidRenewal(t *testing.T) {
+	e := newEdge(t)
+	saved := func(name string) string {
+		dir := filepath.Join(t.TempDir(), name)
+		cert, _ := pkitest.Connector(t, e.ca, "site-a", time.Hour)
+		if err := pki.SaveIdentity(dir, cert.Certificate[0], cert.PrivateKey.(*ecdsa.PrivateKey), e.ca.Certificate()); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	read := func(dir, name string) []byte {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	write := func(dir, name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := pki.ConnectorKeyFile + ".next" // where SaveIdentity puts a new key first
+	renewed := saved("renewed")
+	newCert, newKey := read(renewed, pki.ConnectorCertFile), read(renewed, pki.ConnectorKeyFile)
+
+	for _, tc := range []struct {
+		name     string
+		certDone bool // the new certificate was written before the kill
+	}{
+		{"killed before the certificate", false},
+		{"killed before the key moved into place", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := saved("old")
+			oldCert := read(dir, pki.ConnectorCertFile)
+			write(dir, next, newKey)
+			want := oldCert
+			if tc.certDone {
+				write(dir, pki.ConnectorCertFile, newCert)
+				want = newCert
+			}
+			cert, _, err := pki.LoadIdentity(dir)
+			if err != nil {
+				t.Fatalf("LoadIdentity after a kill mid-save: %v", err)
+			}
+			pemCert, _ := x509.ParseCertificate(cert.Certificate[0])
+			if got := read(dir, pki.ConnectorCertFile); !bytes.Equal(got, want) || pemCert == nil {
+				t.Fatal("LoadIdentity changed the certificate")
+			}
+			if tc.certDone {
+				// The save is finished: the key is in place.
+				if got := read(dir, pki.ConnectorKeyFile); !bytes.Equal(got, newKey) {
+					t.Error("the new key was not moved into place")
+				}
+				if _, err := os.Stat(filepath.Join(dir, next)); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%s is still there: %v", next, err)
+				}
+				if _, _, err := pki.LoadIdentity(dir); err != nil {
+					t.Errorf("a second load: %v", err)
+				}
+			}
+		})
+	}
+}

@@ -27,11 +27,24 @@ const (
 // connector certificate yet: the connector must enroll.
 var ErrNoIdentity = errors.New("no connector identity: enroll with a keyfile first")
 
+// connectorNextKeyFile holds a new key while SaveIdentity replaces an
+// identity (a renewal with a new key): see SaveIdentity.
+const connectorNextKeyFile = ConnectorKeyFile + ".next"
+
 // SaveIdentity writes a connector's identity into dir (created with mode
 // 0700 if missing): its certificate certDER as connector.crt, its key as
 // connector.key (mode 0600) and the edge CA certificate as ca.crt. It checks
-// that the certificate is for key and issued by caCert. connector.crt is
-// written last, so a directory with one is complete.
+// that the certificate is for key and issued by caCert.
+//
+// Each file is replaced atomically, but the pair is two files, and a
+// connector killed between them (a renewal, every two thirds of a
+// certificate's life) must not be left with a key that does not fit its
+// certificate. So the key goes first to connector.key.next, then the
+// certificate, then the key is moved into place: a directory with an old
+// certificate still has its old key, and one with the new certificate has
+// its key in connector.key or connector.key.next, which LoadIdentity
+// takes. connector.crt is written after the CA and the key, so a
+// directory with one is complete.
 func SaveIdentity(dir string, certDER []byte, key *ecdsa.PrivateKey, caCert *x509.Certificate) error {
 	cert, err := x509.ParseCertificate(certDER)
 	if err != nil {
@@ -53,10 +66,27 @@ func SaveIdentity(dir string, certDER []byte, key *ecdsa.PrivateKey, caCert *x50
 	if err := atomicfile.Write(filepath.Join(dir, ConnectorCAFile), encodeCert(caCert.Raw), certMode); err != nil {
 		return fmt.Errorf("save connector identity: %w", err)
 	}
-	if err := atomicfile.Write(filepath.Join(dir, ConnectorKeyFile), keyPEM, keyMode); err != nil {
+	next := filepath.Join(dir, connectorNextKeyFile)
+	if err := atomicfile.Write(next, keyPEM, keyMode); err != nil {
 		return fmt.Errorf("save connector identity: %w", err)
 	}
 	if err := atomicfile.Write(filepath.Join(dir, ConnectorCertFile), encodeCert(certDER), certMode); err != nil {
+		return fmt.Errorf("save connector identity: %w", err)
+	}
+	if err := os.Rename(next, filepath.Join(dir, ConnectorKeyFile)); err != nil {
+		return fmt.Errorf("save connector identity: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("save connector identity: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
 		return fmt.Errorf("save connector identity: %w", err)
 	}
 	return nil
@@ -90,7 +120,17 @@ func LoadIdentity(dir string) (tls.Certificate, *x509.Certificate, error) {
 		return tls.Certificate{}, nil, fmt.Errorf("load connector identity: %w", err)
 	}
 	if !keyMatchesCert(key, cert) {
-		return tls.Certificate{}, nil, fmt.Errorf("load connector identity: %s does not belong to %s: enroll again", keyPath, certPath)
+		// A save stopped after the certificate, before its key was moved
+		// into place (see SaveIdentity): finish it.
+		nextPath := filepath.Join(dir, connectorNextKeyFile)
+		next, nerr := readKeyFile(nextPath)
+		if nerr != nil || !keyMatchesCert(next, cert) {
+			return tls.Certificate{}, nil, fmt.Errorf("load connector identity: %s does not belong to %s: enroll again", keyPath, certPath)
+		}
+		if err := os.Rename(nextPath, keyPath); err != nil {
+			return tls.Certificate{}, nil, fmt.Errorf("load connector identity: finish replacing %s: %w", keyPath, err)
+		}
+		key = next
 	}
 	if err := cert.CheckSignatureFrom(caCert); err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("load connector identity: %s is not signed by the CA in %s: enroll again", certPath, caPath)
