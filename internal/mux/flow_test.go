@@ -84,8 +84,11 @@ func TestWindowGrowsThenShrinks(t *testing.T) {
 	if win <= InitialWindow || res != win-InitialWindow || o.Reserved() != res {
 		t.Fatalf("window %d, stream's reservation %d, session's %d; want a grown window, reserved", win, res, o.Reserved())
 	}
-	// Idle: nothing comes for more than IdleShrink.
-	time.Sleep(2 * o.cfg.IdleShrink) // the idleness itself, not an ordering
+	// Idle: nothing has come for more than IdleShrink (the stream's last
+	// receipt moved back, rather than waiting for the time to pass).
+	ost.mu.Lock()
+	ost.lastRecv -= int64(2 * o.cfg.IdleShrink)
+	ost.mu.Unlock()
 	o.Sweep()
 	ost.mu.Lock()
 	win, res, credit := ost.win, ost.res, ost.credit
