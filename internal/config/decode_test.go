@@ -159,7 +159,7 @@ func TestManyProblemsAreCapped(t *testing.T) {
 	if !errors.As(err, &ps) || len(ps) != MaxProblems {
 		t.Fatalf("got %d problems, want %d: %v", len(ps), MaxProblems, err)
 	}
-	if got, want := ps[0].Error(), "junk.yaml:2: key0: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, connector_certificate_ttl, listeners, services)"; got != want {
+	if got, want := ps[0].Error(), "junk.yaml:2: key0: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, store, cluster, limits, connector_certificate_ttl, listeners, services)"; got != want {
 		t.Errorf("first problem = %s, want %s", got, want)
 	}
 	if got, want := ps[len(ps)-1].Error(), "junk.yaml: 51 more problems not shown (is this the right file?)"; got != want {

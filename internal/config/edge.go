@@ -46,6 +46,12 @@ type Edge struct {
 	Log Log `yaml:"log"`
 	// Audit configures the audit trail in the store.
 	Audit Audit `yaml:"audit"`
+	// Store says where the shared state lives: the embedded NATS server
+	// (the default) or an external NATS cluster.
+	Store Store `yaml:"store"`
+	// Cluster makes the embedded NATS server one member of a cluster of
+	// edges (and witnesses); empty means a single edge.
+	Cluster Cluster `yaml:"cluster"`
 	// Limits bound what clients can make the edge hold.
 	Limits Limits `yaml:"limits"`
 	// ConnectorCertificateTTL is how long a connector certificate the edge
@@ -69,6 +75,44 @@ type Edge struct {
 type Audit struct {
 	// Retention is how long events are kept; zero means 2160h (90 days).
 	Retention time.Duration `yaml:"retention"`
+}
+
+// Store names an external NATS cluster holding the edge's shared state
+// (tokens, connectors, sessions, membership, audit). Empty URL means the
+// embedded NATS server, alone or in a Cluster.
+type Store struct {
+	// URL lists the external NATS servers, e.g.
+	// "tls://n1:4222,tls://n2:4222". The servers must run JetStream.
+	URL string `yaml:"url"`
+	// CA is a PEM file of the CAs that sign the NATS servers'
+	// certificates; empty means the system's roots.
+	CA string `yaml:"ca"`
+	// Cert and Key are a PEM client certificate and key for NATS servers
+	// that require mutual TLS; both or neither.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// Credentials is a NATS .creds file (a user JWT and its nkey seed).
+	Credentials string `yaml:"credentials"`
+	// Replicas is how many copies of each bucket and stream JetStream
+	// keeps: 1 or 3; zero means 3 when the cluster has three or more
+	// JetStream servers and 1 otherwise.
+	Replicas int `yaml:"replicas"`
+}
+
+// Cluster configures the embedded NATS server's cluster port, on which
+// edges and witnesses (and nothing else) connect to each other, with
+// mutual TLS from the edge CA.
+type Cluster struct {
+	// Listen is the cluster port's listen address, e.g. ":6222"; empty
+	// means no cluster (a single edge).
+	Listen string `yaml:"listen"`
+	// Advertise is the host:port the other members dial to reach this
+	// one; empty means derived from Listen as tunnel.advertise is.
+	Advertise string `yaml:"advertise"`
+	// Routes are the other members' cluster addresses (host:port). A
+	// join keyfile supplies them too; members learn the rest from each
+	// other.
+	Routes []string `yaml:"routes"`
 }
 
 // Limits bound the client connections the edge holds. Each tunneled
@@ -279,6 +323,7 @@ func (e Edge) Validate() error {
 		c.add("connector_certificate_ttl", "%s is out of range: use %s to %s (default 168h, 7 days)", ttl, MinConnectorCertificateTTL, "8760h")
 	}
 	c.log(e.Log)
+	c.store(e.Store, e.Cluster, &ls)
 	if e.Limits.MaxClients < 1 {
 		c.add("limits.max_clients", "must be at least 1 (got %d)", e.Limits.MaxClients)
 	}
@@ -299,6 +344,43 @@ func (e Edge) Validate() error {
 	}
 	c.listeners(ls)
 	return c.result()
+}
+
+// store checks the Store and Cluster sections.
+func (c *checker) store(s Store, cl Cluster, ls *[]listener) {
+	if s.URL != "" && cl.Listen != "" {
+		c.add("cluster.listen", "an edge on an external NATS (store.url) runs no embedded server to cluster; remove one of the two")
+	}
+	if s.URL == "" {
+		for _, k := range []struct{ key, v string }{{"store.ca", s.CA}, {"store.cert", s.Cert}, {"store.key", s.Key}, {"store.credentials", s.Credentials}} {
+			if k.v != "" {
+				c.add(k.key, "is for an external NATS; set store.url too, or remove it")
+			}
+		}
+	}
+	if (s.Cert == "") != (s.Key == "") {
+		c.add("store.cert", "store.cert and store.key go together: set both or neither")
+	}
+	if s.Replicas != 0 && s.Replicas != 1 && s.Replicas != 3 {
+		c.add("store.replicas", "must be 1 or 3 (got %d); 0 picks 3 when the cluster has three JetStream servers", s.Replicas)
+	}
+	if cl.Listen == "" {
+		if cl.Advertise != "" || len(cl.Routes) > 0 {
+			c.add("cluster.listen", "cluster.advertise and cluster.routes need cluster.listen, the cluster port")
+		}
+		return
+	}
+	c.listenAddr("cluster.listen", cl.Listen, ls)
+	if cl.Advertise != "" {
+		if msg := checkAddr(cl.Advertise, dialAddr); msg != "" {
+			c.add("cluster.advertise", "%s", msg)
+		}
+	}
+	for i, r := range cl.Routes {
+		if msg := checkAddr(r, dialAddr); msg != "" {
+			c.add(fmt.Sprintf("cluster.routes[%d]", i), "%s", msg)
+		}
+	}
 }
 
 // listenAddr checks a required listen address and, when it is valid, adds it

@@ -51,7 +51,7 @@ func TestDecodeEdgeProblems(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "data_dir: /d\nlisten: :5500\n",
-			want: "edge.yaml:2: listen: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, connector_certificate_ttl, listeners, services)",
+			want: "edge.yaml:2: listen: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, store, cluster, limits, connector_certificate_ttl, listeners, services)",
 		},
 		{
 			name: "unknown key in a service",
@@ -133,13 +133,13 @@ func TestDecodeEdgeProblems(t *testing.T) {
 		{
 			name: "misspelt data_dir is reported once",
 			doc:  "datadir: /d\n",
-			want: "edge.yaml:1: datadir: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, connector_certificate_ttl, listeners, services)",
+			want: "edge.yaml:1: datadir: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, store, cluster, limits, connector_certificate_ttl, listeners, services)",
 		},
 		{
 			name: "unrelated unknown key does not hide a missing one",
 			doc:  "colour: blue\n",
 			want: "edge.yaml: data_dir: required: the directory where the edge keeps its CA, certificates and state\n" +
-				"edge.yaml:1: colour: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, limits, connector_certificate_ttl, listeners, services)",
+				"edge.yaml:1: colour: unknown key (known: data_dir, tunnel, admin, drain_timeout, log, audit, store, cluster, limits, connector_certificate_ttl, listeners, services)",
 		},
 		{
 			name: "service without listen",
@@ -432,4 +432,39 @@ func TestEdgeConnectorCertificateTTL(t *testing.T) {
 			t.Errorf("%q: err = %v, want one naming connector_certificate_ttl", tc.yaml, err)
 		}
 	}
+}
+
+func TestDecodeEdgeStoreAndClusterProblems(t *testing.T) {
+	checkEdgeErrors(t, []edgeErrorCase{
+		{
+			name: "external store and a cluster port",
+			doc:  "data_dir: /d\nstore:\n  url: nats://n1:4222\ncluster:\n  listen: :6222\n",
+			want: "edge.yaml:5: cluster.listen: an edge on an external NATS (store.url) runs no embedded server to cluster; remove one of the two",
+		},
+		{
+			name: "credentials without a url",
+			doc:  "data_dir: /d\nstore:\n  credentials: /etc/s.creds\n",
+			want: "edge.yaml:3: store.credentials: is for an external NATS; set store.url too, or remove it",
+		},
+		{
+			name: "cert without key",
+			doc:  "data_dir: /d\nstore:\n  url: tls://n1:4222\n  cert: /c.pem\n",
+			want: "edge.yaml:4: store.cert: store.cert and store.key go together: set both or neither",
+		},
+		{
+			name: "two replicas",
+			doc:  "data_dir: /d\nstore:\n  replicas: 2\n",
+			want: "edge.yaml:3: store.replicas: must be 1 or 3 (got 2); 0 picks 3 when the cluster has three JetStream servers",
+		},
+		{
+			name: "routes without a cluster port",
+			doc:  "data_dir: /d\ncluster:\n  routes: [e2:6222]\n",
+			want: "edge.yaml:2: cluster.listen: cluster.advertise and cluster.routes need cluster.listen, the cluster port",
+		},
+		{
+			name: "bad route",
+			doc:  "data_dir: /d\ncluster:\n  listen: :6222\n  routes: [e2]\n",
+			want: "edge.yaml:4: cluster.routes[0]: " + checkAddr("e2", dialAddr),
+		},
+	})
 }

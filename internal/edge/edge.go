@@ -181,6 +181,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		return err
 	}
 	e.st, err = store.Open(ctx, store.Options{Dir: filepath.Join(dir, "nats"), Name: "sallyport-" + e.id, Logger: e.log,
+		URL: e.cfg.Store.URL, CAFile: e.cfg.Store.CA, CertFile: e.cfg.Store.Cert, KeyFile: e.cfg.Store.Key, CredsFile: e.cfg.Store.Credentials,
 		AuditRetention: e.cfg.Audit.Retention})
 	if err != nil {
 		return fmt.Errorf("open the edge's store: %w", err)

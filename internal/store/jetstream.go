@@ -42,6 +42,10 @@ type Options struct {
 	// "nats://n1:4222,nats://n2:4222"). Empty means: run an embedded server
 	// in this process that opens no port, with its data in Dir.
 	URL string
+	// CAFile, CertFile and KeyFile configure TLS to an external URL: the
+	// servers' CA (empty: the system's roots) and a client certificate
+	// for servers that require one. CredsFile is a NATS .creds file.
+	CAFile, CertFile, KeyFile, CredsFile string
 	// Dir is the directory where the embedded server keeps its JetStream
 	// files (created with mode 0700 if missing). Required when URL is empty;
 	// ignored otherwise. Two stores must not share a Dir at once.
@@ -98,7 +102,17 @@ func Open(ctx context.Context, opts Options) (*JetStream, error) {
 
 	s := &JetStream{log: log, name: opts.Name}
 	if opts.URL != "" {
-		nc, err := nats.Connect(opts.URL, append(s.connOptions(timeout), nats.MaxReconnects(-1))...)
+		copts := append(s.connOptions(timeout), nats.MaxReconnects(-1))
+		if opts.CAFile != "" {
+			copts = append(copts, nats.RootCAs(opts.CAFile))
+		}
+		if opts.CertFile != "" {
+			copts = append(copts, nats.ClientCert(opts.CertFile, opts.KeyFile))
+		}
+		if opts.CredsFile != "" {
+			copts = append(copts, nats.UserCredentials(opts.CredsFile))
+		}
+		nc, err := nats.Connect(opts.URL, copts...)
 		if err != nil {
 			return nil, fmt.Errorf("open store: connect to NATS at %s: %w; check the URL and that the server runs with JetStream", opts.URL, err)
 		}
