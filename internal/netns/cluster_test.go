@@ -103,3 +103,102 @@ func TestClusterTopology(t *testing.T) {
 		t.Errorf("edge 1 to edge 0 after healing: %v", err)
 	}
 }
+
+// newCluster builds a cluster deployment for t, or skips t loudly (fails
+// it under CI=true).
+func newCluster(t *testing.T, edges int, witness bool) *netns.ClusterStack {
+	t.Helper()
+	netns.SkipIfMissing(t, suite.skip)
+	s := netns.NewClusterStack(t, suite.bin, edges, witness)
+	t.Cleanup(func() {
+		for _, p := range s.Sallyports() {
+			if n := p.Log.Count("WARNING: DATA RACE"); n > 0 {
+				t.Errorf("%s reported %d data races:\n%s", p.Name, n, p.Log.String())
+			}
+		}
+	})
+	return s
+}
+
+// checkEveryEdge asserts that each edge, dialled directly, serves web.
+func checkEveryEdge(t *testing.T, s *netns.ClusterStack, edges []int, when string) {
+	t.Helper()
+	for _, i := range edges {
+		got, err := s.GetFrom(3*time.Second, netns.EdgeAddr(i), "/hello.txt")
+		if err != nil || got != s.HTTP.Hello {
+			t.Errorf("%s: edge %d serves web: %q, %v", when, i, got, err)
+		}
+	}
+}
+
+// TestClusterAnyEdgeServes: three edges behind the balancer; connectors
+// enrolled at the first edge only hold tunnels to all three, so a client
+// is served whichever edge it lands on; the two connectors are replicas,
+// both used, and one that goes away is out at once.
+func TestClusterAnyEdgeServes(t *testing.T) {
+	t.Parallel()
+	s := newCluster(t, 3, false)
+	checkEveryEdge(t, s, []int{0, 1, 2}, "at start")
+	for i := range 12 {
+		if err := s.CheckHello(1); err != nil {
+			t.Fatalf("client %d through the balancer: %v", i, err)
+		}
+	}
+	for _, c := range s.Connectors {
+		if c.Log.Count("stream closed") == 0 {
+			t.Errorf("%s served none of 12 clients: replicas are not both used", c.Name)
+		}
+	}
+
+	// A replica that goes away is out at once: once every edge has seen
+	// its tunnel go, no client fails.
+	gone := s.Connectors[1]
+	marks := make([]int, len(s.Edges))
+	for i, e := range s.Edges {
+		marks[i] = e.Log.Count("connector tunnel down")
+	}
+	gone.Kill()
+	for i, e := range s.Edges {
+		e.Log.WaitFor(t, 10*time.Second, marks[i]+1, "connector tunnel down")
+	}
+	for i := range 6 {
+		if err := s.CheckHello(1); err != nil {
+			t.Errorf("client %d after a replica died: %v", i, err)
+		}
+	}
+}
+
+// TestClusterEdgeKilled: kill -9 of one edge. Retrying clients reach
+// every service within 5 s, the connectors are not restarted, and the
+// store keeps working (a new connector enrolls at a surviving edge).
+func TestClusterEdgeKilled(t *testing.T) {
+	t.Parallel()
+	s := newCluster(t, 3, false)
+	s.Edges[1].Kill()
+	killed := time.Now()
+	for {
+		err := s.CheckHello(3)
+		if err == nil {
+			break
+		}
+		if time.Since(killed) > 5*time.Second {
+			t.Fatalf("5s after edge 1 was killed, a retrying client still fails: %v", err)
+		}
+	}
+	t.Logf("retrying clients served %s after the kill", time.Since(killed).Round(time.Millisecond))
+	for i := range 9 {
+		if err := s.CheckHello(3); err != nil {
+			t.Errorf("client %d with edge 1 dead: %v", i, err)
+		}
+	}
+	for _, c := range s.Connectors {
+		select {
+		case <-c.Done():
+			t.Errorf("%s ended when an edge died: %v", c.Name, c.Wait(0))
+		default:
+		}
+	}
+	third := s.EnrollConnector(t, "site-3")
+	s.WaitTunnels(t, third, 2)
+	checkEveryEdge(t, s, []int{0, 2}, "with edge 1 dead")
+}

@@ -56,7 +56,13 @@ func (n *Namespace) Start(t testing.TB, name string, argv ...string) *Process {
 // waitEnded fails t if p has not ended within 5 s.
 func (p *Process) waitEnded(t testing.TB) {
 	t.Helper()
-	if err := p.Wait(5 * time.Second); errors.Is(err, childproc.ErrStillRunning) {
+	p.waitEndedWithin(t, 5*time.Second)
+}
+
+// waitEndedWithin fails t if p has not ended within d.
+func (p *Process) waitEndedWithin(t testing.TB, d time.Duration) {
+	t.Helper()
+	if err := p.Wait(d); errors.Is(err, childproc.ErrStillRunning) {
 		t.Fatalf("%s: %v", p.Name, err)
 	}
 }
