@@ -5,6 +5,8 @@ package netns_test
 import (
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -201,4 +203,112 @@ func TestClusterEdgeKilled(t *testing.T) {
 	third := s.EnrollConnector(t, "site-3")
 	s.WaitTunnels(t, third, 2)
 	checkEveryEdge(t, s, []int{0, 2}, "with edge 1 dead")
+}
+
+// TestClusterPartition: edge 0 is cut off from the other members while
+// clients and connectors still reach it. It must stop serving what it can
+// no longer verify (a revocation it would not hear of), one keyfile must
+// not enroll two connectors across the cut, and it serves again once
+// healed.
+func TestClusterPartition(t *testing.T) {
+	t.Parallel()
+	s := newCluster(t, 3, false)
+	keyfile := filepath.Join(t.TempDir(), "twice.keyfile")
+	writeBytes(t, keyfile, s.CreateKeyfile(t, 1, "twice"))
+
+	fences := s.Edges[0].Log.Count(netns.FencedLine)
+	s.Topo.Partition(t, 0)
+	cut := time.Now()
+	s.Edges[0].Log.WaitFor(t, 10*time.Second, fences+1, netns.FencedLine)
+	t.Logf("edge 0 fenced itself %s after the cut", time.Since(cut).Round(time.Millisecond))
+	if got, err := s.GetFrom(3*time.Second, netns.EdgeAddr(0), "/hello.txt"); err == nil {
+		t.Errorf("the partitioned edge still serves clients: %q", got)
+	}
+	checkEveryEdge(t, s, []int{1, 2}, "the majority during the partition")
+	for i := range 6 {
+		if err := s.CheckHello(3); err != nil {
+			t.Errorf("retrying client %d during the partition: %v", i, err)
+		}
+	}
+
+	// The same keyfile at both sides of the cut: the minority cannot
+	// redeem it, the majority can, once.
+	minority := s.StartConnector(t, "twice-minority", keyfile, "--edge", netns.EdgeAddr(0)+":5500")
+	minority.Log.WaitFor(t, 20*time.Second, 1, "enroll")
+	majority := s.StartConnector(t, "twice-majority", keyfile, "--edge", netns.EdgeAddr(1)+":5500")
+	majority.Log.WaitFor(t, 20*time.Second, 1, "tunnel up")
+
+	s.Topo.Heal(t)
+	healed := time.Now()
+	for {
+		got, err := s.GetFrom(3*time.Second, netns.EdgeAddr(0), "/hello.txt")
+		if err == nil && got == s.HTTP.Hello {
+			break
+		}
+		if time.Since(healed) > 20*time.Second {
+			t.Fatalf("edge 0 does not serve 20s after the partition healed: %q, %v", got, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("edge 0 serves again %s after healing", time.Since(healed).Round(time.Millisecond))
+	// The minority's connector keeps trying its used keyfile: after the
+	// heal it must be told the token was used, never enrolled.
+	minority.Log.WaitFor(t, 30*time.Second, 1, "already used")
+	if n := minority.Log.Count("tunnel up"); n != 0 {
+		t.Errorf("a second connector enrolled with one keyfile across the partition:\n%s", minority.Log.Tail(20))
+	}
+}
+
+// TestClusterRollingRestart: every edge is stopped (SIGTERM) and started
+// again, one at a time, while a client asks through the balancer every
+// 100 ms. A client that retries at once (the balancer has no health check
+// here, so a try may land on the edge that is down) is always served.
+func TestClusterRollingRestart(t *testing.T) {
+	t.Parallel()
+	s := newCluster(t, 3, false)
+	stop := make(chan struct{})
+	done := make(chan []error)
+	go func() {
+		_, errs := netns.KeepServing(stop, 100*time.Millisecond, 1000, func() error { return s.CheckHello(3) })
+		done <- errs
+	}()
+	for i := range s.Edges {
+		marks := make([]int, len(s.Connectors))
+		for j, c := range s.Connectors {
+			marks[j] = c.Log.Count("tunnel up")
+		}
+		s.StopEdge(t, i)
+		s.RestartEdge(t, i)
+		for j, c := range s.Connectors {
+			c.Log.WaitFor(t, 60*time.Second, marks[j]+1, "tunnel up")
+		}
+	}
+	close(stop)
+	if errs := <-done; len(errs) > 0 {
+		t.Errorf("%d clients were not served during the rolling restart; first: %v", len(errs), errs[0])
+	}
+	checkEveryEdge(t, s, []int{0, 1, 2}, "after the rolling restart")
+}
+
+// TestClusterWitness: two edges and a witness make the quorum of three;
+// losing the witness costs nothing: clients are served and a connector
+// enrolls (a write to the store).
+func TestClusterWitness(t *testing.T) {
+	t.Parallel()
+	s := newCluster(t, 2, true)
+	s.Witness.Kill()
+	for i := range 6 {
+		if err := s.CheckHello(3); err != nil {
+			t.Errorf("client %d with the witness dead: %v", i, err)
+		}
+	}
+	third := s.EnrollConnector(t, "site-3")
+	s.WaitTunnels(t, third, 2)
+}
+
+func writeBytes(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -19,6 +19,10 @@ import (
 // them on the same public ports, and both connectors offer them.
 var ClusterServices = []string{"web", "redis"}
 
+// FencedLine is what an edge logs when it stops serving because it can no
+// longer reach its store.
+const FencedLine = "fenced"
+
 // ClusterPublicPorts are the ports the balancer spreads.
 var ClusterPublicPorts = []int{WebPort, RedisPort}
 
@@ -167,7 +171,14 @@ func (s *ClusterStack) EnrollConnector(t testing.TB, name string) *Process {
 	t.Helper()
 	keyfile := filepath.Join(t.TempDir(), name+".keyfile")
 	writeFile(t, keyfile, s.CreateKeyfile(t, 0, name), 0o600)
-	p := s.Topo.Trusted.Start(t, name, s.Bin, "connector",
+	return s.StartConnector(t, name, keyfile)
+}
+
+// StartConnector starts a connector in trusted on a new data directory
+// with keyfile, offering ClusterServices; extra flags follow.
+func (s *ClusterStack) StartConnector(t testing.TB, name, keyfile string, extra ...string) *Process {
+	t.Helper()
+	p := s.Topo.Trusted.Start(t, name, append([]string{s.Bin, "connector",
 		"--data", t.TempDir(),
 		"--keyfile", keyfile,
 		"--service", fmt.Sprintf("web=127.0.0.1:%d", BackendHTTPPort),
@@ -176,7 +187,7 @@ func (s *ClusterStack) EnrollConnector(t testing.TB, name string) *Process {
 		"--keepalive-timeout", KeepaliveTimeout.String(),
 		"--backoff-max", BackoffMax.String(),
 		"--drain-timeout", "2s",
-		"--log-level", "debug")
+		"--log-level", "debug"}, extra...)...)
 	s.started = append(s.started, p)
 	return p
 }
