@@ -211,9 +211,16 @@ func (ca *CA) signConnector(csrDER []byte, name, id string, now time.Time, ttl t
 	if ttl <= 0 {
 		return nil, "", fmt.Errorf("sign connector certificate %q: validity must be positive, got %v", name, ttl)
 	}
-	pub, err := csrKey(csrDER)
+	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
-		return nil, "", fmt.Errorf("sign connector certificate %q: %w", name, err)
+		return nil, "", fmt.Errorf("sign connector certificate %q: %w: %w", name, ErrBadCSR, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, "", fmt.Errorf("sign connector certificate %q: %w: signature does not verify: %w", name, ErrBadCSR, err)
+	}
+	pub, ok := csr.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, "", fmt.Errorf("sign connector certificate %q: %w: want an ECDSA P-256 key, got %T", name, ErrBadCSR, csr.PublicKey)
 	}
 	serial, err := randomSerial()
 	if err != nil {
@@ -241,24 +248,6 @@ func (ca *CA) signConnector(csrDER []byte, name, id string, now time.Time, ttl t
 		return nil, "", fmt.Errorf("sign connector certificate %q: %w", name, err)
 	}
 	return certDER, id, nil
-}
-
-// csrKey checks a PKCS #10 request's signature (so the requester holds
-// the key) and returns its ECDSA P-256 public key; its errors wrap
-// ErrBadCSR.
-func csrKey(csrDER []byte) (*ecdsa.PublicKey, error) {
-	csr, err := x509.ParseCertificateRequest(csrDER)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("%w: signature does not verify: %w", ErrBadCSR, err)
-	}
-	pub, ok := csr.PublicKey.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("%w: want an ECDSA P-256 key, got %T", ErrBadCSR, csr.PublicKey)
-	}
-	return pub, nil
 }
 
 // connectorURNPrefix starts the URI a connector certificate carries its

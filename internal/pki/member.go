@@ -11,13 +11,6 @@ import (
 	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
-// Route certificate files of a cluster member, in its pki directory
-// beside ca.crt (and ca.key for an edge).
-const (
-	routeCertFile = "route.crt"
-	routeKeyFile  = "route.key"
-)
-
 // MarshalKey returns the CA's private key as PKCS #8 DER, for a joining
 // edge (package join): whoever holds it can issue certificates every
 // member and connector of the cluster trusts. Never log it.
@@ -108,7 +101,7 @@ func SaveMember(dir string, m Member) error {
 		data []byte
 		mode os.FileMode
 	}
-	files := []file{{routeKeyFile, routeKey, keyMode}, {routeCertFile, encodeCert(m.Route), certMode}}
+	files := []file{{RouteKeyFile, routeKey, keyMode}, {RouteCertFile, encodeCert(m.Route), certMode}}
 	if m.CAKey != nil {
 		files = append(files, file{CAKeyFile, pemKey(m.CAKey), keyMode})
 	}
@@ -158,7 +151,7 @@ func JoinState(dir, pin string, needKey bool) (joined bool, err error) {
 		return false, fmt.Errorf("%w (%s, pin %s), not the cluster's (pin %s): joining would replace it, and every connector enrolled with it would be refused; use a new data directory to join",
 			ErrOtherCA, certPath, PinOf(cert), pin)
 	}
-	for _, p := range []string{filepath.Join(dir, routeCertFile), filepath.Join(dir, routeKeyFile)} {
+	for _, p := range []string{filepath.Join(dir, RouteCertFile), filepath.Join(dir, RouteKeyFile)} {
 		if ok, err := fileExists(p); err != nil || !ok {
 			return false, err
 		}

@@ -138,8 +138,8 @@ func splitServerNames(names []string) (dnsNames []string, ips []net.IP, err erro
 	return splitNames(append(slices.Clone(names), "localhost", "127.0.0.1", "::1"))
 }
 
-// splitNames sorts host names and IP addresses (no ports) into the two
-// kinds of subject alternative names, without repeats.
+// splitNames sorts names into DNS names and IP addresses, dropping
+// duplicates and empty entries; a name with a port or scheme is an error.
 func splitNames(names []string) (dnsNames []string, ips []net.IP, err error) {
 	var errs []error
 	seenDNS := map[string]bool{}
