@@ -36,7 +36,7 @@ const (
 	// refills. A join secret has 256 random bits, so this guards the
 	// store and the audit trail, not the secret.
 	joinFailuresEvery = time.Second
-	joinFailuresBurst = 10
+	joinFailuresBurst = 20
 )
 
 // newJoinLimiter makes the limiter of failed join attempts.
