@@ -1,6 +1,7 @@
 package pki_test
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -113,5 +114,35 @@ func TestSaveMemberAndJoinState(t *testing.T) {
 	other := pkitest.NewCA(t)
 	if _, err := pki.JoinState(dir, other.Pin(), true); !errors.Is(err, pki.ErrOtherCA) || !strings.Contains(err.Error(), "would replace it") {
 		t.Errorf("another cluster's keyfile: %v", err)
+	}
+}
+
+// A cluster member's route certificate serves TLS server authentication
+// and chains to the CA, but a connector (enrolled, or enrolling by pin)
+// does not take it for an edge's: a witness holds one and must not pass
+// for an edge.
+func TestConnectorRefusesRouteCertificateAsEdge(t *testing.T) {
+	e := newEdge(t)
+	route, err := pki.LoadOrIssueRoute(t.TempDir(), e.ca, "sallyport-witness-1", []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, _ := enrollConnector(t, e.ca, "site-a")
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			for name, cli := range map[string]*tls.Config{
+				"enrolled":  pki.ClientTLSConfig(e.ca.Certificate(), e.ca.Pin(), &cc, nil),
+				"enrolling": pki.EnrollTLSConfig(e.ca.Pin(), nil),
+			} {
+				o := handshake(t, tr, pki.ServerTLSConfig(e.ca, route, nil), cli)
+				if o.clientErr == nil || !strings.Contains(o.clientErr.Error(), "route certificate of member \"sallyport-witness-1\"") {
+					t.Errorf("%s connector facing a route certificate: %v", name, o.clientErr)
+				}
+			}
+			// The edge's own tunnel certificate still passes.
+			if o := handshake(t, tr, pki.ServerTLSConfig(e.ca, e.cert, nil), pki.EnrollTLSConfig(e.ca.Pin(), nil)); o.clientErr != nil {
+				t.Errorf("enrolling connector facing the edge: %v", o.clientErr)
+			}
+		})
 	}
 }
