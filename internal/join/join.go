@@ -186,7 +186,7 @@ func exchangeAny(ctx context.Context, o Options, kf enroll.JoinKeyfile, req wire
 			err = fmt.Errorf("join through edge %s: %w", addr, err)
 			var ref *wire.Refusal
 			var pin *pki.PinMismatchError
-			if errors.As(err, &ref) || errors.As(err, &pin) {
+			if errors.As(err, &ref) || errors.As(err, &pin) || errors.Is(err, errNoAnswer) {
 				return wire.JoinResponse{}, nil, "", err
 			}
 			log.Warn("join attempt failed", "edge", addr, "err", err)
@@ -198,6 +198,10 @@ func exchangeAny(ctx context.Context, o Options, kf enroll.JoinKeyfile, req wire
 	}
 	return wire.JoinResponse{}, nil, "", lastErr
 }
+
+// errNoAnswer is an edge that read the join request and closed the
+// connection without a word: it will do so again, so it is not retried.
+var errNoAnswer = errors.New("the edge closed the connection without an answer")
 
 // exchange runs one join exchange with the edge at addr: TLS pinned to
 // the keyfile's CA, no client certificate, a JoinRequest, a JoinResponse
@@ -229,7 +233,7 @@ func exchange(ctx context.Context, dial func(context.Context, string, string) (n
 		return wire.ReadExpect(tc, wire.KindJoinResponse, &resp)
 	})
 	if errors.Is(err, io.EOF) {
-		err = fmt.Errorf("the edge closed the connection without an answer: it may run a sallyport older than this one, which cannot take a join; upgrade it (%w)", err)
+		err = fmt.Errorf("%w: it may run a sallyport older than this one, which cannot take a join; upgrade it", errNoAnswer)
 	}
 	return resp, ca, err
 }
