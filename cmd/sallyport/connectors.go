@@ -112,9 +112,9 @@ func printConnectors(w io.Writer, cs []admin.Connector) {
 
 func printTokens(w io.Writer, ts []admin.Token) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tGRANTS\tCREATED\tEXPIRES\tUSED BY")
+	fmt.Fprintln(tw, "ID\tKIND\tNAME\tSTATE\tGRANTS\tCREATED\tEXPIRES\tUSED BY")
 	for _, t := range ts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.State, list(t.Grants), when(t.CreatedAt), when(t.ExpiresAt), list([]string{t.UsedBy}))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Kind, list([]string{t.Name}), t.State, list(t.Grants), when(t.CreatedAt), when(t.ExpiresAt), list([]string{t.UsedBy}))
 	}
 	tw.Flush()
 }

@@ -1,8 +1,15 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/edge"
+	"github.com/sallyport/sallyport/internal/enroll"
+	"github.com/sallyport/sallyport/internal/join"
 	"github.com/spf13/cobra"
 )
 
@@ -14,11 +21,12 @@ const (
 
 func newEdgeCmd() *cobra.Command {
 	var (
-		file    string
-		cfg     config.Edge
-		expose  []string
-		logs    logFlags
-		allowRA bool
+		file     string
+		cfg      config.Edge
+		expose   []string
+		logs     logFlags
+		allowRA  bool
+		joinFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -43,6 +51,9 @@ func newEdgeCmd() *cobra.Command {
 			set("max-clients", "limits.max_clients", func() { c.Limits.MaxClients = cfg.Limits.MaxClients })
 			set("max-clients-per-source", "limits.max_clients_per_source", func() { c.Limits.MaxClientsPerSource = cfg.Limits.MaxClientsPerSource })
 			set("connector-certificate-ttl", "connector_certificate_ttl", func() { c.ConnectorCertificateTTL = cfg.ConnectorCertificateTTL })
+			set("cluster-listen", "cluster.listen", func() { c.Cluster.Listen = cfg.Cluster.Listen })
+			set("cluster-advertise", "cluster.advertise", func() { c.Cluster.Advertise = cfg.Cluster.Advertise })
+			set("cluster-route", "cluster.routes", func() { c.Cluster.Routes = cfg.Cluster.Routes })
 			set("log-format", "log.format", func() { c.Log.Format = logs.format })
 			set("log-level", "log.level", func() { c.Log.Level = logs.level })
 			for _, e := range expose {
@@ -69,6 +80,11 @@ func newEdgeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if joinFile != "" {
+				if err := joinCluster(cmd.Context(), c, joinFile, log); err != nil {
+					return err
+				}
+			}
 			e, err := edge.New(c, log)
 			if err != nil {
 				return err
@@ -89,7 +105,28 @@ func newEdgeCmd() *cobra.Command {
 	f.IntVar(&cfg.Limits.MaxClients, "max-clients", 0, "client connections of all public listeners together (default 4096)")
 	f.IntVar(&cfg.Limits.MaxClientsPerSource, "max-clients-per-source", 0, "client connections from one IP address (default 256)")
 	f.DurationVar(&cfg.ConnectorCertificateTTL, "connector-certificate-ttl", 0, "how long a connector certificate is valid; connectors renew it online after two thirds (default 168h)")
+	f.StringVar(&joinFile, "join", "", "join keyfile (from sallyport edges join-token on an edge of the cluster): make this new edge a member of that cluster, then run; a data directory that joined already just runs")
+	f.StringVar(&cfg.Cluster.Listen, "cluster-listen", "", "the embedded NATS server's cluster port, e.g. :6222 (reachable from the other edges only)")
+	f.StringVar(&cfg.Cluster.Advertise, "cluster-advertise", "", "HOST:PORT the other members dial to reach this edge's cluster port")
+	f.StringSliceVar(&cfg.Cluster.Routes, "cluster-route", nil, "HOST:PORT of another member's cluster port (repeatable); a join supplies them too")
 	f.StringArrayVar(&expose, "expose", nil, "NAME=ADDRESS: a public TCP listener for service NAME, e.g. db=:15432 (repeatable)")
 	logs.register(cmd)
 	return cmd
+}
+
+// joinCluster makes the edge of config c a member of the cluster of the
+// join keyfile, once (join.Redeem): a data directory that joined already
+// is left as it is.
+func joinCluster(ctx context.Context, c config.Edge, keyfile string, log *slog.Logger) error {
+	if c.Cluster.Listen == "" {
+		return errors.New("--join makes this edge a member of a cluster of edges, whose embedded NATS servers talk on a cluster port: " +
+			"set it (--cluster-listen :6222, or cluster.listen in the config) and the address the other members dial (--cluster-advertise HOST:6222)")
+	}
+	id, err := edge.LoadOrCreateID(c.DataDir)
+	if err != nil {
+		return err
+	}
+	_, err = join.Redeem(ctx, join.Options{Keyfile: keyfile, DataDir: c.DataDir, Role: enroll.RoleEdge, Name: join.NamePrefix + id,
+		Advertise: edge.ClusterAdvertise(c.Cluster, net.InterfaceAddrs), Logger: log})
+	return err
 }

@@ -7,6 +7,7 @@
 // unless the operator says otherwise.
 //
 //	POST /v1/tokens   {"name":"site-a","ttl":"1h"} → 201 and a keyfile (JSON)
+//	POST /v1/join-tokens {"role":"edge","ttl":"1h"} → 201 and a join keyfile
 //	GET  /v1/status   → the edge's id, its services and its connectors
 //	POST /v1/sessions {"service":"logs","ttl":"5m"} → 201 and a one-time link
 package admin
@@ -40,6 +41,15 @@ type TokenRequest struct {
 	Replace bool `json:"replace,omitempty"`
 }
 
+// JoinTokenRequest asks for a join keyfile, for a new edge or witness of
+// the cluster.
+type JoinTokenRequest struct {
+	// Role is "edge" (the default) or "witness".
+	Role  string   `json:"role,omitempty"`
+	TTL   string   `json:"ttl,omitempty"`   // a Go duration; default 1h, at most 24h
+	Edges []string `json:"edges,omitempty"` // overrides the edge's advertised host:port addresses
+}
+
 // Connector is an enrolled connector, as GET /v1/connectors lists it.
 type Connector struct {
 	ID         string    `json:"id"`
@@ -55,8 +65,10 @@ type Connector struct {
 // Token is an enrollment token, as GET /v1/tokens lists it; never its
 // secret, which the edge does not keep.
 type Token struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
+	ID   string `json:"id"`
+	Name string `json:"name"` // the connector's; empty for a join token
+	// Kind is "enroll" (a connector's), "join-edge" or "join-witness".
+	Kind      string    `json:"kind"`
 	Grants    []string  `json:"grants,omitempty"`
 	State     string    `json:"state"` // unused, used, expired or revoked
 	CreatedAt time.Time `json:"created_at"`
@@ -100,6 +112,9 @@ type Backend interface {
 	// CreateKeyfile makes a one-time token valid for ttl and returns the
 	// keyfile's bytes.
 	CreateKeyfile(ctx context.Context, req TokenRequest, ttl time.Duration) ([]byte, error)
+	// CreateJoinKeyfile makes a one-time join token valid for ttl and
+	// returns the join keyfile's bytes.
+	CreateJoinKeyfile(ctx context.Context, req JoinTokenRequest, ttl time.Duration) ([]byte, error)
 	Status(ctx context.Context) Status
 	// Connectors lists the enrolled connectors, by name.
 	Connectors(ctx context.Context) ([]Connector, error)
@@ -193,20 +208,9 @@ func routes(b Backend, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		var req TokenRequest
-		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeError(w, &Error{http.StatusBadRequest, "bad token request: " + err.Error()})
+		ttl, ok := decodeKeyfileRequest(w, r, "token", &req, func() string { return req.TTL })
+		if !ok {
 			return
-		}
-		ttl := time.Hour
-		if req.TTL != "" {
-			d, err := time.ParseDuration(req.TTL)
-			if err != nil || d <= 0 {
-				writeError(w, &Error{http.StatusBadRequest, fmt.Sprintf("bad ttl %q: use a positive duration such as 30m or 24h", req.TTL)})
-				return
-			}
-			ttl = d
 		}
 		kf, err := b.CreateKeyfile(r.Context(), req, ttl)
 		if err != nil {
@@ -214,9 +218,21 @@ func routes(b Backend, log *slog.Logger) http.Handler {
 			return
 		}
 		log.Info("enrollment token created", "name", req.Name, "ttl", ttl, "remote", r.RemoteAddr)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusCreated)
-		w.Write(kf)
+		writeKeyfile(w, kf)
+	})
+	mux.HandleFunc("POST /v1/join-tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req JoinTokenRequest
+		ttl, ok := decodeKeyfileRequest(w, r, "join token", &req, func() string { return req.TTL })
+		if !ok {
+			return
+		}
+		kf, err := b.CreateJoinKeyfile(r.Context(), req, ttl)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		log.Info("join token created", "role", req.Role, "ttl", ttl, "remote", r.RemoteAddr)
+		writeKeyfile(w, kf)
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, b.Status(r.Context()))
@@ -244,6 +260,35 @@ func routes(b Backend, log *slog.Logger) http.Handler {
 	})
 	sessionRoutes(mux, b)
 	return mux
+}
+
+// decodeKeyfileRequest decodes a request for a keyfile (what names it)
+// into req, strictly, and returns the TTL that ttl reads from it: 1h when
+// not given. On a bad request it writes the error and returns false.
+func decodeKeyfileRequest(w http.ResponseWriter, r *http.Request, what string, req any, ttl func() string) (time.Duration, bool) {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(req); err != nil {
+		writeError(w, &Error{http.StatusBadRequest, "bad " + what + " request: " + err.Error()})
+		return 0, false
+	}
+	s := ttl()
+	if s == "" {
+		return time.Hour, true
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		writeError(w, &Error{http.StatusBadRequest, fmt.Sprintf("bad ttl %q: use a positive duration such as 30m or 24h", s)})
+		return 0, false
+	}
+	return d, true
+}
+
+// writeKeyfile answers 201 with a keyfile.
+func writeKeyfile(w http.ResponseWriter, kf []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	w.Write(kf)
 }
 
 // requireToken refuses requests to h without the bearer token with 401.
@@ -307,6 +352,12 @@ type Client struct {
 func (c *Client) CreateKeyfile(ctx context.Context, req TokenRequest) ([]byte, error) {
 	body, _ := json.Marshal(req)
 	return c.do(ctx, http.MethodPost, "/v1/tokens", body, http.StatusCreated)
+}
+
+// CreateJoinKeyfile asks the edge for a join keyfile.
+func (c *Client) CreateJoinKeyfile(ctx context.Context, req JoinTokenRequest) ([]byte, error) {
+	body, _ := json.Marshal(req)
+	return c.do(ctx, http.MethodPost, "/v1/join-tokens", body, http.StatusCreated)
 }
 
 // Audit reads the audit trail from since on (all of it if zero), calling

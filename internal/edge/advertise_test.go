@@ -4,6 +4,8 @@ import (
 	"net"
 	"slices"
 	"testing"
+
+	"github.com/sallyport/sallyport/internal/config"
 )
 
 // Keyfiles carry the configured addresses, else the listener's own; an
@@ -50,5 +52,30 @@ func TestHostsOfSkipsWebSocketAddresses(t *testing.T) {
 	got := hostsOf([]string{"edge.example.com:5500", "wss://edge.example.com:443/.sallyport/tunnel", "198.18.2.1:5500"})
 	if want := []string{"edge.example.com", "198.18.2.1"}; !slices.Equal(got, want) {
 		t.Fatalf("hostsOf = %q, want %q", got, want)
+	}
+}
+
+// A member's cluster address: cluster.advertise, else derived from
+// cluster.listen as the tunnel's is; a host name in listen is kept.
+func TestClusterAdvertise(t *testing.T) {
+	ifaces := func() ([]net.Addr, error) {
+		ip, n, _ := net.ParseCIDR("192.0.2.10/24")
+		n.IP = ip
+		return []net.Addr{n}, nil
+	}
+	for _, tt := range []struct {
+		cl   config.Cluster
+		want string
+	}{
+		{config.Cluster{}, ""},
+		{config.Cluster{Listen: ":6222", Advertise: "edge-b.example.com:6222"}, "edge-b.example.com:6222"},
+		{config.Cluster{Listen: ":6222"}, "192.0.2.10:6222"},
+		{config.Cluster{Listen: "0.0.0.0:6222"}, "192.0.2.10:6222"},
+		{config.Cluster{Listen: "198.18.0.2:6222"}, "198.18.0.2:6222"},
+		{config.Cluster{Listen: "edge-b.internal:6222"}, "edge-b.internal:6222"},
+	} {
+		if got := ClusterAdvertise(tt.cl, ifaces); got != tt.want {
+			t.Errorf("ClusterAdvertise(%+v) = %q, want %q", tt.cl, got, tt.want)
+		}
 	}
 }

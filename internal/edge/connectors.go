@@ -208,6 +208,9 @@ func (e *Edge) RevokeToken(ctx context.Context, id string) (admin.Token, error) 
 	now := e.now().UTC()
 	t, err := e.st.UpdateToken(ctx, id, func(t *store.Token) error {
 		switch {
+		case t.Used() && t.Kind != store.TokenEnroll:
+			return &admin.Error{Status: http.StatusConflict, Message: fmt.Sprintf(
+				"join token %s was used already, by %s, which holds the cluster's certificates now", t.ID, t.UsedBy)}
 		case t.Used():
 			return &admin.Error{Status: http.StatusConflict, Message: fmt.Sprintf(
 				"token %s was used already, by connector %s: revoke the connector instead (sallyport connectors revoke %s)", t.ID, t.UsedBy, t.UsedBy)}
@@ -221,12 +224,12 @@ func (e *Edge) RevokeToken(ctx context.Context, id string) (admin.Token, error) 
 		return admin.Token{}, storeError("revoke token "+id, err)
 	}
 	e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "token.revoke", Subject: "token " + t.ID, Result: "ok", Detail: "for " + t.Name})
-	e.log.Info("enrollment token revoked", "token", t.ID, "name", t.Name)
+	e.log.Info("token revoked", "token", t.ID, "name", t.Name, "kind", t.Kind)
 	return tokenView(t, now), nil
 }
 
 func tokenView(t store.Token, now time.Time) admin.Token {
-	v := admin.Token{ID: t.ID, Name: t.Name, Grants: t.Grants, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt,
+	v := admin.Token{ID: t.ID, Name: t.Name, Kind: cmp.Or(t.Kind, "enroll"), Grants: t.Grants, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt,
 		UsedAt: t.UsedAt, UsedBy: t.UsedBy, RevokedAt: t.RevokedAt}
 	switch {
 	case t.Used():

@@ -103,6 +103,8 @@ type Edge struct {
 	openings *openings
 	// auditRefusals bounds the refusals strangers can make the edge audit.
 	auditRefusals *rate.Limiter
+	// joinFailures slows failed join attempts (see serveJoin).
+	joinFailures *rate.Limiter
 }
 
 // tunnelInfo describes one live tunnel.
@@ -136,6 +138,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		openings: newOpenings(maxOpenings, maxOpeningsPerSource),
 
 		auditRefusals: newAuditLimiter(),
+		joinFailures:  newJoinLimiter(),
 		refusalLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
 		openingLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
 	}
@@ -173,11 +176,7 @@ func (e *Edge) AdminToken() (string, error) {
 // cannot be opened or the data directory cannot be used.
 func (e *Edge) Run(ctx context.Context) (err error) {
 	dir := e.cfg.DataDir
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
-	}
-	e.id, err = loadOrCreate(filepath.Join(dir, "edge.id"), "edge id", func() string { return "edge-" + randomHex(4) })
-	if err != nil {
+	if e.id, err = LoadOrCreateID(dir); err != nil {
 		return err
 	}
 	e.st, err = store.Open(ctx, store.Options{Dir: filepath.Join(dir, "nats"), Name: "sallyport-" + e.id, Logger: e.log,
@@ -377,6 +376,17 @@ func loadOrCreate(path, what string, gen func() string) (string, error) {
 		return "", fmt.Errorf("write %s: %w", what, err)
 	}
 	return v, nil
+}
+
+// LoadOrCreateID returns the edge's id, kept in dataDir/edge.id, making
+// the data directory (mode 0700) and a new id when there are none. A
+// joining edge needs it before it runs: its route certificate is for
+// sallyport-<id>.
+func LoadOrCreateID(dataDir string) (string, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("create data directory: %w", err)
+	}
+	return loadOrCreate(filepath.Join(dataDir, "edge.id"), "edge id", func() string { return "edge-" + randomHex(4) })
 }
 
 // ReadAdminToken reads the admin bearer token from an edge's data directory.

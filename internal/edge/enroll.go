@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
@@ -112,7 +113,7 @@ func (e *Edge) enroll(ctx context.Context, body []byte) (_ wire.EnrollResponse, 
 	subject = "token " + id
 	now := e.now().UTC()
 	check := func(t store.Token) error {
-		if r := checkToken(t, secret, now); r != nil {
+		if r := checkToken(t, secret, now, store.TokenEnroll); r != nil {
 			return r
 		}
 		return nil
@@ -159,20 +160,43 @@ func (e *Edge) enroll(ctx context.Context, body []byte) (_ wire.EnrollResponse, 
 	return wire.EnrollResponse{Certificate: certDER, CA: e.ca.Certificate().Raw, ConnectorID: connID, Edges: e.advertise}, nil, subject
 }
 
-// checkToken is the redemption policy; it is run again inside the
-// compare-and-swap, so a token used meanwhile is seen as used.
-func checkToken(t store.Token, secret string, now time.Time) *wire.Refusal {
+// checkToken is the redemption policy for a token of one of kinds; it is
+// run again inside the compare-and-swap, so a token used meanwhile is seen
+// as used. The kind is checked after the secret: whoever lacks the secret
+// learns nothing of the token.
+func checkToken(t store.Token, secret string, now time.Time, kinds ...string) *wire.Refusal {
 	switch {
 	case !enroll.SecretMatches(t.SecretHash, secret):
 		return &wire.Refusal{Code: wire.CodeTokenMismatch, Reason: fmt.Sprintf("token %s does not match what this edge issued: the keyfile was altered; ask the edge's operator for a new one", t.ID)}
+	case !slices.Contains(kinds, t.Kind):
+		return &wire.Refusal{Code: wire.CodeTokenKind, Reason: fmt.Sprintf("token %s is %s, not %s: it cannot be used here", t.ID, tokenKindName(t.Kind), tokenKindName(kinds[0]))}
 	case t.Used():
-		return &wire.Refusal{Code: wire.CodeTokenUsed, Reason: fmt.Sprintf("token %s was already used at %s (by connector %s); a token enrolls one connector once: ask for a new keyfile", t.ID, t.UsedAt.Format(time.RFC3339), t.UsedBy)}
+		return &wire.Refusal{Code: wire.CodeTokenUsed, Reason: fmt.Sprintf("token %s was already used at %s (by %s); a token is redeemed once: ask for a new keyfile", t.ID, t.UsedAt.Format(time.RFC3339), usedBy(t))}
 	case t.Revoked():
 		return &wire.Refusal{Code: wire.CodeRevoked, Reason: fmt.Sprintf("token %s was revoked at %s by the edge's operator; ask for a new keyfile", t.ID, t.RevokedAt.Format(time.RFC3339))}
 	case !now.Before(t.ExpiresAt):
 		return &wire.Refusal{Code: wire.CodeTokenExpired, Reason: fmt.Sprintf("token %s expired at %s; ask the edge's operator for a new keyfile", t.ID, t.ExpiresAt.Format(time.RFC3339))}
 	}
 	return nil
+}
+
+// tokenKindName names a token kind for a message.
+func tokenKindName(kind string) string {
+	switch kind {
+	case store.TokenEnroll:
+		return "a connector's enrollment token (sallyport connector --keyfile)"
+	case store.TokenJoinEdge, store.TokenJoinWitness:
+		return "a join token (sallyport edge --join)"
+	}
+	return fmt.Sprintf("a token of kind %q", kind)
+}
+
+// usedBy names who redeemed t: a connector, or a joiner.
+func usedBy(t store.Token) string {
+	if t.Kind == store.TokenEnroll {
+		return "connector " + t.UsedBy
+	}
+	return t.UsedBy
 }
 
 func tokenStoreRefusal(id string, err error) *wire.Refusal {

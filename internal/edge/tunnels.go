@@ -116,9 +116,11 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, op
 		e.serveTunnel(ctx, tc, body, log)
 	case wire.KindRenewRequest:
 		e.serveRenew(ctx, tc, body, log)
+	case wire.KindJoinRequest:
+		e.serveJoin(ctx, tc, body, log)
 	default:
 		e.strangerWarn(log, "tunnel port: unexpected opening message, connection closed", "kind", kind.String())
-		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "expected hello, enroll request or renew request, got " + kind.String()})
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "expected hello, enroll request, renew request or join request, got " + kind.String()})
 	}
 }
 

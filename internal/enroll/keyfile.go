@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/wire"
 	"github.com/sallyport/sallyport/internal/wstunnel"
@@ -25,6 +23,9 @@ const (
 	// MaxKeyfileSize bounds what DecodeKeyfile reads: a real keyfile is a
 	// few hundred bytes.
 	MaxKeyfileSize = 64 << 10
+	// keyfileMarker is the JSON key of a connector keyfile's version: it
+	// also says what kind of keyfile the file is.
+	keyfileMarker = "sallyport_keyfile"
 )
 
 // ErrBadKeyfile is matched (errors.Is) by the errors of DecodeKeyfile,
@@ -119,37 +120,63 @@ func problem(key string, err error) error { return &fieldError{key: key, label: 
 // problems lists what is wrong with kf's values, each a *fieldError.
 func (kf Keyfile) problems() []error {
 	var errs []error
-	switch {
-	case kf.Version == 0:
-		errs = append(errs, problem("sallyport_keyfile", errors.New("missing; this is not a sallyport keyfile")))
-	case kf.Version > KeyfileVersion:
-		errs = append(errs, problem("sallyport_keyfile", fmt.Errorf("version %d is newer than this sallyport reads (%d): upgrade sallyport", kf.Version, KeyfileVersion)))
-	case kf.Version < 0:
-		errs = append(errs, problem("sallyport_keyfile", fmt.Errorf("version %d is not a version", kf.Version)))
+	if err := versionProblem(kf.Version, KeyfileVersion); err != nil {
+		errs = append(errs, problem(keyfileMarker, err))
 	}
 	if err := ValidateName(kf.Name); err != nil {
 		errs = append(errs, problem("name", err))
 	}
-	if len(kf.Edges) == 0 {
-		errs = append(errs, problem("edges", errors.New("missing; want at least one host:port or wss:// address")))
-	}
-	for i, e := range kf.Edges {
-		if err := validateEdge(e); err != nil {
-			errs = append(errs, &fieldError{key: "edges", label: fmt.Sprintf("edges[%d]", i), err: err})
-		}
-	}
+	errs = append(errs, edgesProblems(kf.Edges, validateEdge, "host:port or wss://")...)
 	if _, err := pki.ParsePin(kf.CAPin); err != nil {
 		errs = append(errs, problem("ca_pin", err))
 	}
 	if _, _, err := ParseToken(kf.Token); err != nil {
 		errs = append(errs, problem("token", err))
 	}
-	if kf.Expires.IsZero() {
-		errs = append(errs, problem("expires", errors.New("missing")))
-	} else if y := kf.Expires.UTC().Year(); y < 1970 || y > 9999 {
-		errs = append(errs, problem("expires", fmt.Errorf("year %d is out of range", y)))
+	if err := expiresProblem(kf.Expires); err != nil {
+		errs = append(errs, problem("expires", err))
 	}
 	return errs
+}
+
+// versionProblem checks a keyfile's format version against the newest
+// this build reads, max; nil if it is fine.
+func versionProblem(v, max int) error {
+	switch {
+	case v == 0:
+		return errors.New("missing; this is not a sallyport keyfile")
+	case v > max:
+		return fmt.Errorf("version %d is newer than this sallyport reads (%d): upgrade sallyport", v, max)
+	case v < 0:
+		return fmt.Errorf("version %d is not a version", v)
+	}
+	return nil
+}
+
+// edgesProblems checks a keyfile's edge addresses with check; want says
+// what an address looks like, for the message about none.
+func edgesProblems(edges []string, check func(string) error, want string) []error {
+	if len(edges) == 0 {
+		return []error{problem("edges", fmt.Errorf("missing; want at least one %s address", want))}
+	}
+	var errs []error
+	for i, e := range edges {
+		if err := check(e); err != nil {
+			errs = append(errs, &fieldError{key: "edges", label: fmt.Sprintf("edges[%d]", i), err: err})
+		}
+	}
+	return errs
+}
+
+// expiresProblem checks a keyfile's expiry; nil if it is fine.
+func expiresProblem(t time.Time) error {
+	if t.IsZero() {
+		return errors.New("missing")
+	}
+	if y := t.UTC().Year(); y < 1970 || y > 9999 {
+		return fmt.Errorf("year %d is out of range", y)
+	}
+	return nil
 }
 
 // ValidateName checks a connector name against the one rule for names
@@ -164,6 +191,13 @@ func validateEdge(addr string) error {
 		_, err := wstunnel.ParseAddress(addr)
 		return err
 	}
+	return ValidateHostPort(addr)
+}
+
+// ValidateHostPort checks one host:port address with a numeric port from
+// 1 to 65535 and a host made of the characters of host names and IP
+// addresses.
+func ValidateHostPort(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%q is not host:port (put an IPv6 address in brackets: [2001:db8::1]:5500)", addr)
@@ -191,79 +225,106 @@ func (kf Keyfile) Encode() ([]byte, error) {
 		kf.Version = KeyfileVersion
 	}
 	kf.Expires = kf.Expires.UTC()
-	if err := kf.Validate(); err != nil {
-		return nil, fmt.Errorf("encode keyfile: %w", err)
-	}
-	out, err := json.MarshalIndent(kf, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("encode keyfile: %w", err)
-	}
-	return append(out, '\n'), nil
+	return encodeKeyfile(kf, kf.Validate())
 }
 
 // DecodeKeyfile reads one keyfile from r, strictly: at most MaxKeyfileSize
 // bytes, one JSON object, each field once and spelt exactly, no unknown
 // field, nothing after the object, and every field valid. Problems with
-// fields are reported all at once.
+// fields are reported all at once. A join keyfile is refused with a
+// message that says what it is for.
 func DecodeKeyfile(r io.Reader) (Keyfile, error) {
-	data, err := io.ReadAll(io.LimitReader(r, MaxKeyfileSize+1))
-	if err != nil {
-		return Keyfile{}, fmt.Errorf("read keyfile: %w", err)
-	}
-	if len(data) > MaxKeyfileSize {
-		return Keyfile{}, badKeyfile(fmt.Errorf("larger than %d KiB, so not a keyfile", MaxKeyfileSize>>10))
-	}
 	var kf Keyfile
-	problems, failed, err := decodeFields(data, &kf)
+	fields := map[string]any{
+		keyfileMarker: &kf.Version,
+		"name":        &kf.Name,
+		"edges":       &kf.Edges,
+		"ca_pin":      &kf.CAPin,
+		"token":       &kf.Token,
+		"expires":     &kf.Expires,
+	}
+	problems, failed, err := decodeKeyfileObject(r, fields, joinKeyfileMarker, errJoinKeyfileForConnector)
 	if err != nil {
 		return Keyfile{}, err
 	}
 	kf.Expires = kf.Expires.UTC()
-	if kf.Version > KeyfileVersion {
-		// A newer format may differ in any field: only the version matters.
-		return Keyfile{}, badKeyfile(kf.problems()[0])
+	if err := checkDecoded(problems, failed, kf.Version, KeyfileVersion, kf.problems()); err != nil {
+		return Keyfile{}, err
 	}
-	// A field that did not decode is reported once, not again as missing.
-	for _, p := range kf.problems() {
+	return kf, nil
+}
+
+// errJoinKeyfileForConnector and errConnectorKeyfileForJoin say what a
+// keyfile of the other kind is for.
+var (
+	errJoinKeyfileForConnector = errors.New("this is a join keyfile, which makes a new edge or witness part of a cluster " +
+		"(sallyport edge --join FILE); a connector needs a connector keyfile: sallyport token create --name NAME")
+	errConnectorKeyfileForJoin = errors.New("this is a connector keyfile (sallyport connector --keyfile FILE); " +
+		"a new edge or witness needs a join keyfile: sallyport edges join-token")
+)
+
+// decodeKeyfileObject reads the keyfile object in r into fields (JSON key
+// → destination) and returns the problems with its fields and the set of
+// fields that failed to decode. A key named other marks a keyfile of the
+// other kind: that is refused with otherErr alone.
+func decodeKeyfileObject(r io.Reader, fields map[string]any, other string, otherErr error) (problems []error, failed map[string]bool, err error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxKeyfileSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read keyfile: %w", err)
+	}
+	if len(data) > MaxKeyfileSize {
+		return nil, nil, badKeyfile(fmt.Errorf("larger than %d KiB, so not a keyfile", MaxKeyfileSize>>10))
+	}
+	problems, failed, seen, err := decodeFields(data, fields)
+	if err != nil {
+		return nil, nil, err
+	}
+	if seen[other] {
+		return nil, nil, badKeyfile(otherErr)
+	}
+	return problems, failed, nil
+}
+
+// checkDecoded joins the problems found while decoding with those of the
+// decoded values (valueProblems), leaving out a field that did not decode
+// (reported once, not again as missing). A version newer than max
+// reports only that: a newer format may differ in any field.
+func checkDecoded(problems []error, failed map[string]bool, version, max int, valueProblems []error) error {
+	if version > max {
+		return badKeyfile(valueProblems[0])
+	}
+	for _, p := range valueProblems {
 		if fe, ok := p.(*fieldError); !ok || !failed[fe.key] {
 			problems = append(problems, p)
 		}
 	}
 	if len(problems) > 0 {
-		return Keyfile{}, badKeyfile(problems...)
+		return badKeyfile(problems...)
 	}
-	return kf, nil
+	return nil
 }
 
-// decodeFields fills kf from the JSON object in data, and returns the
-// problems with its fields and the set of fields that failed to decode. Bad
-// JSON is an error of its own. encoding/json alone would match keys
-// case-insensitively and let a repeated key win silently, so the object is
-// walked key by key.
-func decodeFields(data []byte, kf *Keyfile) (problems []error, failed map[string]bool, err error) {
+// decodeFields fills fields (JSON key → destination) from the JSON object
+// in data, and returns the problems with its fields, the set of fields
+// that failed to decode and the set of keys seen. Bad JSON is an error of
+// its own. encoding/json alone would match keys case-insensitively and
+// let a repeated key win silently, so the object is walked key by key.
+func decodeFields(data []byte, fields map[string]any) (problems []error, failed, seen map[string]bool, err error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, nil, badKeyfile(errors.New("not a JSON object: a keyfile starts with {"))
+		return nil, nil, nil, badKeyfile(errors.New("not a JSON object: a keyfile starts with {"))
 	}
-	fields := map[string]any{
-		"sallyport_keyfile": &kf.Version,
-		"name":              &kf.Name,
-		"edges":             &kf.Edges,
-		"ca_pin":            &kf.CAPin,
-		"token":             &kf.Token,
-		"expires":           &kf.Expires,
-	}
-	seen := map[string]bool{}
+	seen = map[string]bool{}
 	failed = map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, nil, badKeyfile(fmt.Errorf("invalid JSON: %w", err))
+			return nil, nil, nil, badKeyfile(fmt.Errorf("invalid JSON: %w", err))
 		}
 		key, _ := tok.(string) // inside an object, the token here is a key
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return nil, nil, badKeyfile(fmt.Errorf("invalid JSON: %w", err))
+			return nil, nil, nil, badKeyfile(fmt.Errorf("invalid JSON: %w", err))
 		}
 		dst, known := fields[key]
 		switch {
@@ -280,18 +341,18 @@ func decodeFields(data []byte, kf *Keyfile) (problems []error, failed map[string
 		seen[key] = true
 	}
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return nil, nil, badKeyfile(errors.New("invalid JSON: the object is not closed properly"))
+		return nil, nil, nil, badKeyfile(errors.New("invalid JSON: the object is not closed properly"))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, nil, badKeyfile(errors.New("unexpected data after the JSON object"))
+		return nil, nil, nil, badKeyfile(errors.New("unexpected data after the JSON object"))
 	}
-	return problems, failed, nil
+	return problems, failed, seen, nil
 }
 
 // fieldTypeError rephrases a JSON type error for one field.
 func fieldTypeError(key string, err error) error {
 	switch key {
-	case "sallyport_keyfile":
+	case keyfileMarker, joinKeyfileMarker:
 		return errors.New("want a version number such as 1")
 	case "edges":
 		return errors.New(`want a list of "host:port" strings`)
@@ -305,27 +366,11 @@ func fieldTypeError(key string, err error) error {
 // WriteKeyfile encodes kf and writes it to path with mode 0600, replacing
 // any file there at once (never leaving half a keyfile).
 func WriteKeyfile(path string, kf Keyfile) error {
-	data, err := kf.Encode()
-	if err != nil {
-		return fmt.Errorf("write keyfile %s: %w", path, err)
-	}
-	if err := atomicfile.Write(path, data, 0o600); err != nil {
-		return fmt.Errorf("write keyfile: %w", err)
-	}
-	return nil
+	return writeKeyfileFile(path, kf.Encode)
 }
 
 // ReadKeyfile reads and decodes the keyfile at path. Its errors name the
 // path; content problems match ErrBadKeyfile.
 func ReadKeyfile(path string) (Keyfile, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return Keyfile{}, fmt.Errorf("read keyfile: %w", err)
-	}
-	defer f.Close()
-	kf, err := DecodeKeyfile(f)
-	if err != nil {
-		return Keyfile{}, fmt.Errorf("read keyfile %s: %w", path, err)
-	}
-	return kf, nil
+	return readKeyfileFile(path, DecodeKeyfile)
 }

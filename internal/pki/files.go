@@ -34,7 +34,12 @@ func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode private key: %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: pemPrivateKey, Bytes: der}), nil
+	return pemKey(der), nil
+}
+
+// pemKey wraps a PKCS #8 DER private key in one PEM PRIVATE KEY block.
+func pemKey(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: pemPrivateKey, Bytes: der})
 }
 
 // readCertFile reads the single PEM certificate in path. Every error names

@@ -98,6 +98,9 @@ func verifyEdge(certs []*x509.Certificate, caCert *x509.Certificate, pin string)
 		}
 		return fmt.Errorf("verify edge certificate: %w", err)
 	}
+	if err := notRoute(certs[0]); err != nil {
+		return err
+	}
 	match, err := pinMatches(caCert, pin)
 	if err != nil {
 		return fmt.Errorf("verify edge: %w", err)
@@ -105,6 +108,17 @@ func verifyEdge(certs []*x509.Certificate, caCert *x509.Certificate, pin string)
 	if !match {
 		return fmt.Errorf("verify edge: the saved CA certificate has pin %s, not the expected %s: "+
 			"the connector's data directory is mixed up; enroll again with a new keyfile", PinOf(caCert), pin)
+	}
+	return nil
+}
+
+// notRoute refuses an edge's leaf that is a cluster member's route
+// certificate: it serves TLS server authentication and chains to the CA,
+// but a witness holds one too, and a witness must not pass for an edge
+// with connectors (it gets no CA key for that very reason).
+func notRoute(leaf *x509.Certificate) error {
+	if name := routeName(leaf); name != "" {
+		return fmt.Errorf("verify edge: the peer presented the cluster route certificate of member %q, not an edge's tunnel certificate: it is no edge (a witness, or a route port dialled by mistake?)", name)
 	}
 	return nil
 }
@@ -168,6 +182,9 @@ func MatchPinnedCA(certs []*x509.Certificate, pin string) (*x509.Certificate, er
 		}
 		if err := verifyLeaf(certs, c); err != nil {
 			return nil, fmt.Errorf("verify edge certificate against the pinned CA: %w", err)
+		}
+		if err := notRoute(certs[0]); err != nil {
+			return nil, err
 		}
 		return c, nil
 	}

@@ -69,7 +69,24 @@ type Token struct {
 	// redeeming this token revokes.
 	Replaces  string    `json:"replaces,omitempty"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"` // zero unless revoked before use
+	// Kind says what redeeming the token does: TokenEnroll (empty, as
+	// every token made before join tokens), TokenJoinEdge or
+	// TokenJoinWitness. A redemption checks it, so that a token made for
+	// one purpose never serves another.
+	Kind string `json:"kind,omitempty"`
 }
+
+// Token kinds (Token.Kind).
+const (
+	// TokenEnroll enrolls a connector: it buys a client certificate.
+	TokenEnroll = ""
+	// TokenJoinEdge joins a new edge to the cluster: it buys the CA's
+	// private key and a route certificate.
+	TokenJoinEdge = "join-edge"
+	// TokenJoinWitness joins a store-only witness: it buys a route
+	// certificate and the CA certificate, never the CA key.
+	TokenJoinWitness = "join-witness"
+)
 
 // Used reports whether the token has been redeemed.
 func (t Token) Used() bool { return !t.UsedAt.IsZero() }

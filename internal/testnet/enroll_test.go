@@ -53,17 +53,6 @@ func enrollFails(t *testing.T, keyfile string) error {
 	return err
 }
 
-func wantRefusal(t *testing.T, err error, code wire.Code, text string) {
-	t.Helper()
-	var ref *wire.Refusal
-	if !errors.As(err, &ref) || ref.Code != code {
-		t.Fatalf("error = %v; want a %s refusal", err, code)
-	}
-	if !strings.Contains(err.Error(), text) {
-		t.Fatalf("error = %q; want it to say %q", err, text)
-	}
-}
-
 func TestEnrollmentRefusals(t *testing.T) {
 	e := testnet.StartEdge(t, testnet.EdgeOptions{})
 	good := e.Keyfile(t, "site-a", time.Hour)
@@ -71,7 +60,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 	t.Run("forged token", func(t *testing.T) {
 		forged, _ := enroll.NewToken()
 		err := enrollFails(t, rewriteKeyfile(t, good, func(k *enroll.Keyfile) { k.Token = forged.String() }))
-		wantRefusal(t, err, wire.CodeTokenUnknown, "never issued token "+forged.ID)
+		testnet.WantRefusal(t, err, wire.CodeTokenUnknown, "never issued token "+forged.ID)
 	})
 	t.Run("tampered secret", func(t *testing.T) {
 		other, _ := enroll.NewToken()
@@ -79,7 +68,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 			id, _, _ := enroll.ParseToken(k.Token)
 			k.Token = enroll.Token{ID: id, Secret: other.Secret}.String()
 		}))
-		wantRefusal(t, err, wire.CodeTokenMismatch, "does not match what this edge issued")
+		testnet.WantRefusal(t, err, wire.CodeTokenMismatch, "does not match what this edge issued")
 	})
 	t.Run("expired token", func(t *testing.T) {
 		short := e.Keyfile(t, "site-b", 100*time.Millisecond)
@@ -92,7 +81,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		err = enrollFails(t, short)
-		wantRefusal(t, err, wire.CodeTokenExpired, "expired at")
+		testnet.WantRefusal(t, err, wire.CodeTokenExpired, "expired at")
 	})
 	t.Run("wrong pin", func(t *testing.T) {
 		other := testnet.StartRogueEdge(t)
@@ -112,7 +101,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 	first.WaitTunnels(t, 1)
 	t.Run("reused token", func(t *testing.T) {
 		err := enrollFails(t, good)
-		wantRefusal(t, err, wire.CodeTokenUsed, "already used")
+		testnet.WantRefusal(t, err, wire.CodeTokenUsed, "already used")
 	})
 	// The wrong pin is refused by the connector during TLS, before it
 	// shows the edge its token; the four others are refused by the edge.

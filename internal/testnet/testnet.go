@@ -11,11 +11,13 @@ package testnet
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +27,7 @@ import (
 	"github.com/sallyport/sallyport/internal/connector"
 	"github.com/sallyport/sallyport/internal/edge"
 	"github.com/sallyport/sallyport/internal/logbuf"
+	"github.com/sallyport/sallyport/internal/wire"
 )
 
 func newLogger(t testing.TB, role string, logs *logbuf.Buffer) *slog.Logger {
@@ -313,6 +316,19 @@ func (c *Connector) Done(t testing.TB, timeout time.Duration) error {
 	case <-time.After(timeout):
 		t.Fatalf("connector still running after %s", timeout)
 		return nil
+	}
+}
+
+// WantRefusal fails the test unless err is (or wraps) a refusal with
+// code whose text holds text.
+func WantRefusal(t testing.TB, err error, code wire.Code, text string) {
+	t.Helper()
+	var ref *wire.Refusal
+	if !errors.As(err, &ref) || ref.Code != code {
+		t.Fatalf("error = %v; want a %s refusal", err, code)
+	}
+	if !strings.Contains(err.Error(), text) {
+		t.Fatalf("error = %q; want it to say %q", err, text)
 	}
 }
 

@@ -56,6 +56,10 @@ func newBody(kind Kind) any {
 		return new(RenewRequest)
 	case KindRenewResponse:
 		return new(RenewResponse)
+	case KindJoinRequest:
+		return new(JoinRequest)
+	case KindJoinResponse:
+		return new(JoinResponse)
 	}
 	return nil
 }
@@ -75,14 +79,16 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(append(header(byte(KindWelcome), 25), `{"edge_id":"e","edges":[]}`...))
 	f.Add(append(header(byte(KindRefusal), 25), `{"code":99,"reason":"no"}`...))
 	f.Add(append(header(byte(KindEnrollRequest), 19), `{"csr":"AAEC\r\nAw=="}`...))
-	for kind, body := range map[Kind]string{KindRenewRequest: `{"csr":"AAEC","x":1}`, KindRenewResponse: `{"certificate":null}`} {
+	for kind, body := range map[Kind]string{KindRenewRequest: `{"csr":"AAEC","x":1}`, KindRenewResponse: `{"certificate":null}`,
+		KindJoinRequest:  `{"token":"sj1.x.y","csr":"AAEC","name":"sallyport-edge-1","advertise":"a:1","x":2}`,
+		KindJoinResponse: `{"ca":"AA==","ca_key":"","certificate":null,"routes":["a:1",7]}`} {
 		f.Add(append(header(byte(kind), uint32(len(body))), body...))
 	}
 	f.Add(header(byte(KindHello), 0xffffffff))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		kind, body, err := ReadMessage(r)
-		for want := KindHello; want <= KindRenewResponse; want++ {
+		for want := KindHello; want < kindLimit; want++ {
 			err := ReadExpect(bytes.NewReader(data), want, newBody(want))
 			var ref *Refusal
 			if errors.As(err, &ref) && ref.Code >= codeLimit {

@@ -17,11 +17,14 @@
 //     no client certificate yet, a one-time token and a CSR instead) or
 //     a RenewRequest (renewal: a CSR for a new key, on a connection made
 //     with the certificate it renews, which must still be valid).
+//     2b. Or, from a new edge or witness rather than a connector, a
+//     JoinRequest (joining the cluster, see below).
 //  3. A handshake Message from the edge: Welcome after a Hello,
 //     EnrollResponse after an EnrollRequest, RenewResponse after a
-//     RenewRequest, or a Refusal with a Code and a reason meant for the
-//     connector's operator. After an EnrollResponse, a RenewResponse or a
-//     Refusal the connection closes.
+//     RenewRequest, JoinResponse after a JoinRequest, or a Refusal with
+//     a Code and a reason meant for the connector's operator. After an
+//     EnrollResponse, a RenewResponse, a JoinResponse or a Refusal the
+//     connection closes.
 //  4. After a Welcome, both sides run the stream multiplexer (yamux v0
 //     framing, as package mux speaks it, with its 256 KiB initial
 //     window) on the same connection.
@@ -61,6 +64,37 @@
 //     same tunnel, opens a stream for that service as in step 6. (Version
 //     1 had the connector dial the address at once, before the edge's
 //     policy had been applied.)
+//
+// # Joining the cluster
+//
+// A new edge or witness (the joiner) holds a join keyfile made by an
+// edge of the cluster (`sallyport edges join-token`): the edges' tunnel
+// addresses, the CA's pin, a one-time join token (sj1.<id>.<secret>, of
+// which the edge stores only the secret's hash) and its role. The joiner
+// dials an edge's tunnel port like an enrolling connector: TLS 1.3
+// without a client certificate, accepting the edge only if its chain
+// holds the pinned CA (pki.EnrollTLSConfig). After the preambles it sends
+// a JoinRequest: the token, a CSR for its new route key, its server name
+// (sallyport-<id>) and its cluster advertise address. The edge checks the
+// token (it exists, is a join token, matches, is neither used, revoked
+// nor expired), that the connection carries no client certificate (a
+// connector is no joiner), that it runs a cluster port itself, signs a
+// route certificate (server and client authentication, the name as
+// common name, the advertise host as its one name), consumes the token
+// by compare-and-swap and only then answers with a JoinResponse: the CA
+// certificate, the CA's private key for role edge only, the route
+// certificate and the routes to dial (its own cluster address, its
+// configured routes and those a join gave it). Any refusal is a Refusal
+// and changes nothing; failed attempts are slowed for everyone
+// (CodeBusy) once they come too fast. The joiner checks that the CA it
+// got is the pinned one, that the CA key fits it, that the route
+// certificate is for its key, then writes its files and starts.
+//
+// Join needs no new protocol version: its kinds are new, and an edge
+// that predates them reads a JoinRequest as malformed and closes the
+// connection without an answer, which the joiner reports as "the edge
+// may be older than this sallyport". Connectors never send or receive
+// these kinds, so edges and connectors of either release still talk.
 //
 // Every parser here reads untrusted bytes: sizes are bounded before
 // anything is allocated, and malformed input yields an error wrapping
@@ -141,6 +175,9 @@ const (
 	KindEnrollResponse
 	KindRenewRequest
 	KindRenewResponse
+	KindJoinRequest
+	KindJoinResponse
+	kindLimit
 )
 
 func (k Kind) String() string {
@@ -159,6 +196,10 @@ func (k Kind) String() string {
 		return "renew request"
 	case KindRenewResponse:
 		return "renew response"
+	case KindJoinRequest:
+		return "join request"
+	case KindJoinResponse:
+		return "join response"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -216,6 +257,40 @@ type RenewResponse struct {
 	Certificate []byte `json:"certificate"` // DER
 }
 
+// JoinRequest redeems a one-time join token (step 2b of the protocol
+// flow): a new edge or witness asks to become a member of the cluster.
+type JoinRequest struct {
+	// Token is the join token's text form (sj1.<id>.<secret>).
+	Token string `json:"token"`
+	// CSR is a PKCS #10 request (DER) for the joiner's route key.
+	CSR []byte `json:"csr"`
+	// Name is the joiner's server name, sallyport-<its id>: its route
+	// certificate's common name.
+	Name string `json:"name"`
+	// Advertise is the host:port at which the other members reach the
+	// joiner's cluster port; its host goes into the route certificate.
+	Advertise string `json:"advertise"`
+}
+
+// JoinResponse admits a joiner to the cluster.
+type JoinResponse struct {
+	// CA is the cluster CA's certificate (DER).
+	CA []byte `json:"ca"`
+	// CAKey is the CA's private key (PKCS #8 DER), for a joining edge
+	// only: an edge issues connector certificates. Empty for a witness.
+	CAKey []byte `json:"ca_key,omitempty"`
+	// Certificate is the joiner's route certificate (DER), for its CSR's
+	// key, valid for both TLS server and client authentication.
+	Certificate []byte `json:"certificate"`
+	// Routes are the cluster addresses (host:port) of the members the
+	// joiner should dial: at least the answering edge's own. At most
+	// MaxRoutes.
+	Routes []string `json:"routes"`
+}
+
+// MaxRoutes bounds the routes of a JoinResponse.
+const MaxRoutes = 64
+
 // Code says why something was refused.
 type Code uint8
 
@@ -235,6 +310,9 @@ const (
 	CodeBadRequest
 	CodeInternal
 	CodeNameTaken // enrollment: the connector name belongs to another identity
+	CodeTokenKind // a token made for another purpose (enrollment, join edge, join witness)
+	CodeNoCluster // a join at an edge that runs no cluster port
+	CodeBusy      // too many failed attempts of late: try again in a few seconds
 	codeLimit
 )
 
@@ -268,6 +346,12 @@ func (c Code) String() string {
 		return "internal error"
 	case CodeNameTaken:
 		return "name taken"
+	case CodeTokenKind:
+		return "wrong token kind"
+	case CodeNoCluster:
+		return "no cluster"
+	case CodeBusy:
+		return "busy"
 	}
 	return fmt.Sprintf("code(%d)", uint8(c))
 }
@@ -309,7 +393,7 @@ func ReadMessage(r io.Reader) (Kind, []byte, error) {
 		return 0, nil, fmt.Errorf("read message header: %w", err)
 	}
 	kind := Kind(h[0])
-	if kind < KindHello || kind > KindRenewResponse {
+	if kind < KindHello || kind >= kindLimit {
 		return 0, nil, fmt.Errorf("%w: unknown message kind %d", ErrMalformed, h[0])
 	}
 	n := binary.BigEndian.Uint32(h[1:])

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"runtime"
@@ -114,6 +115,8 @@ func messages() []struct {
 		{KindEnrollResponse, &EnrollResponse{Certificate: []byte{1, 2, 3}, CA: []byte{4, 5, 6}, ConnectorID: "site-a", Edges: []string{"e:1"}}},
 		{KindRenewRequest, &RenewRequest{CSR: []byte{0x30, 0x82, 0x01, 0x00, 0xfe}}},
 		{KindRenewResponse, &RenewResponse{Certificate: []byte{7, 8, 9}}},
+		{KindJoinRequest, &JoinRequest{Token: "sj1.abc.def", CSR: []byte{0x30, 0x82, 0x01}, Name: "sallyport-edge-1a2b3c4d", Advertise: "edge-b:6222"}},
+		{KindJoinResponse, &JoinResponse{CA: []byte{1, 2}, CAKey: []byte{3, 4}, Certificate: []byte{5, 6}, Routes: []string{"edge-a:6222"}}},
 	}
 }
 
@@ -154,15 +157,15 @@ func TestMessageRoundTrip(t *testing.T) {
 
 func TestKindAndCodeNames(t *testing.T) {
 	seen := map[string]bool{}
-	for k := KindHello; k <= KindRenewResponse; k++ {
+	for k := KindHello; k < kindLimit; k++ {
 		s := k.String()
 		if strings.HasPrefix(s, "kind(") || seen[s] {
 			t.Errorf("kind %d has no name of its own: %q", k, s)
 		}
 		seen[s] = true
 	}
-	if s := Kind(9).String(); s != "kind(9)" {
-		t.Errorf("Kind(9) = %q", s)
+	if s := kindLimit.String(); s != fmt.Sprintf("kind(%d)", kindLimit) {
+		t.Errorf("kindLimit = %q", s)
 	}
 	for c := CodeOK; c < codeLimit; c++ {
 		s := c.String()
@@ -190,7 +193,7 @@ func TestReadMessageRejects(t *testing.T) {
 		is   error
 	}{
 		{"kind 0", append(header(0, 2), "{}"...), ErrMalformed},
-		{"kind after the last", append(header(byte(KindRenewResponse)+1, 2), "{}"...), ErrMalformed},
+		{"kind after the last", append(header(byte(kindLimit), 2), "{}"...), ErrMalformed},
 		{"kind 255", append(header(255, 2), "{}"...), ErrMalformed},
 		{"one byte over the limit", header(byte(KindHello), MaxMessage+1), ErrMalformed},
 		{"4 GiB", header(byte(KindHello), 0xffffffff), ErrMalformed},

@@ -1,0 +1,270 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/enroll"
+	"github.com/sallyport/sallyport/internal/join"
+	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/tunnel"
+	"github.com/sallyport/sallyport/internal/wire"
+	"golang.org/x/time/rate"
+)
+
+const (
+	// MaxJoinTTL bounds a join token's lifetime: for an edge it buys the
+	// CA's key, so it lives hours, not the days an enrollment may.
+	MaxJoinTTL = 24 * time.Hour
+	// routeCertTTL is how long a route certificate issued at a join is
+	// valid.
+	routeCertTTL = 365 * 24 * time.Hour
+	// Failed join attempts are let through at most this fast (after a
+	// burst); beyond it every join is refused as busy until the bucket
+	// refills. A join secret has 256 random bits, so this guards the
+	// store and the audit trail, not the secret.
+	joinFailuresEvery = time.Second
+	joinFailuresBurst = 20
+)
+
+// newJoinLimiter makes the limiter of failed join attempts.
+func newJoinLimiter() *rate.Limiter {
+	return rate.NewLimiter(rate.Every(joinFailuresEvery), joinFailuresBurst)
+}
+
+// tokenKindOf is the store's token kind for a join role.
+func tokenKindOf(role enroll.Role) string {
+	if role == enroll.RoleWitness {
+		return store.TokenJoinWitness
+	}
+	return store.TokenJoinEdge
+}
+
+// CreateJoinKeyfile makes a one-time join token valid for ttl for a new
+// edge or witness (req.Role), stores its hash, and returns the join
+// keyfile that carries it. It refuses when this edge runs no cluster port:
+// a joiner needs a member to route to.
+func (e *Edge) CreateJoinKeyfile(ctx context.Context, req admin.JoinTokenRequest, ttl time.Duration) ([]byte, error) {
+	role := enroll.Role(req.Role)
+	if role == "" {
+		role = enroll.RoleEdge
+	}
+	if !role.Valid() {
+		return nil, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("bad role %q: a join keyfile is for an %q or a %q", req.Role, enroll.RoleEdge, enroll.RoleWitness)}
+	}
+	if ttl <= 0 || ttl > MaxJoinTTL {
+		return nil, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("ttl %s out of range: a join keyfile lives up to %s", ttl, MaxJoinTTL)}
+	}
+	if e.cfg.Cluster.Listen == "" {
+		e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "join-token.create", Subject: "for a new " + string(role), Result: "refused: no cluster port"})
+		return nil, &admin.Error{Status: http.StatusConflict, Message: noClusterReason}
+	}
+	edges := req.Edges
+	if len(edges) == 0 {
+		edges = tcpAddresses(e.advertise)
+	}
+	tok, err := enroll.NewToken()
+	if err != nil {
+		return nil, err
+	}
+	now := e.now().UTC()
+	t := store.Token{ID: tok.ID, SecretHash: enroll.HashSecret(tok.Secret), Kind: tokenKindOf(role), CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	kf := enroll.JoinKeyfile{Version: enroll.JoinKeyfileVersion, Role: role, Edges: edges, CAPin: e.ca.Pin(), Token: tok.JoinString(), Expires: t.ExpiresAt}
+	b, err := kf.Encode() // validates: nothing is stored for a keyfile that cannot be made
+	if err != nil {
+		return nil, &admin.Error{Status: http.StatusBadRequest, Message: err.Error() + " (a join keyfile needs host:port tunnel addresses: set tunnel.advertise, or give --edge)"}
+	}
+	if err := e.st.CreateToken(ctx, t); err != nil {
+		return nil, fmt.Errorf("store the new token: %w", err)
+	}
+	e.log.Info("join token created", "token", tok.ID, "role", role, "expires", t.ExpiresAt)
+	e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "join-token.create", Subject: "token " + tok.ID + " for a new " + string(role), Result: "ok",
+		Detail: "expires " + t.ExpiresAt.Format(time.RFC3339)})
+	return b, nil
+}
+
+// noClusterReason says why an edge without a cluster port cannot take a
+// new member.
+const noClusterReason = "this edge runs no cluster port (cluster.listen), so a new member would have nothing to route to: " +
+	"set cluster.listen (and cluster.advertise) in its config, restart it, and make a new join keyfile"
+
+// tcpAddresses keeps the host:port addresses of addrs (a joiner dials the
+// tunnel port over TCP, never through a WebSocket).
+func tcpAddresses(addrs []string) []string {
+	var out []string
+	for _, a := range addrs {
+		if enroll.ValidateHostPort(a) == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// serveJoin redeems a join request: it checks the connection and the
+// token, signs the joiner's route certificate, consumes the token by
+// compare-and-swap, and only then sends the CA (with its key, for an
+// edge) and the routes. Any refusal changes nothing. It closes tc.
+func (e *Edge) serveJoin(ctx context.Context, tc *tls.Conn, body []byte, log *slog.Logger) {
+	defer tc.Close()
+	actor := "joiner at " + tc.RemoteAddr().String()
+	if e.joinFailures.Tokens() < 1 {
+		log.Warn("join refused: too many failed join attempts of late")
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBusy, Reason: "too many failed join attempts at this edge of late: try again in a few seconds"})
+		return
+	}
+	resp, ref, subject := e.join(ctx, tc.ConnectionState(), body)
+	if ref != nil {
+		e.joinFailures.Allow() // counts the failure
+		log.Warn("join refused", "code", ref.Code.String(), "reason", ref.Reason)
+		e.auditRefusal(store.AuditEvent{Actor: actor, Action: "join", Subject: subject, Result: "refused: " + ref.Reason})
+		tunnel.Refuse(tc, ref)
+		return
+	}
+	e.audit(store.AuditEvent{Actor: actor, Action: "join", Subject: subject, Result: "ok", Detail: "routes " + strings.Join(resp.Routes, ",")})
+	tc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := wire.WriteMessage(tc, wire.KindJoinResponse, resp); err != nil {
+		log.Warn("join response not delivered; the joiner needs a new join keyfile", "subject", subject, "err", err)
+		return
+	}
+	log.Info("cluster member joined", "subject", subject)
+}
+
+// join redeems a join request that came on a connection in state cs;
+// subject names the token and the joiner, for the audit trail.
+func (e *Edge) join(ctx context.Context, cs tls.ConnectionState, body []byte) (_ wire.JoinResponse, _ *wire.Refusal, subject string) {
+	subject = "a join request"
+	if len(cs.PeerCertificates) > 0 {
+		c := cs.PeerCertificates[0]
+		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf(
+			"a join request comes from a new member, without a client certificate; this connection presented %q (id %s): a connector cannot join the cluster",
+			c.Subject.CommonName, pki.ConnectorID(c))}, subject
+	}
+	var req wire.JoinRequest
+	if err := wire.Decode(wire.KindJoinRequest, body, &req); err != nil {
+		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: err.Error()}, subject
+	}
+	id, secret, err := enroll.ParseJoinToken(req.Token)
+	if err != nil {
+		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeTokenMalformed, Reason: err.Error() + "; the join keyfile is damaged: make a new one"}, subject
+	}
+	subject = "token " + id
+	if ref := checkJoiner(req); ref != nil {
+		return wire.JoinResponse{}, ref, subject
+	}
+	subject = fmt.Sprintf("%s at %s (token %s)", req.Name, req.Advertise, id)
+	if e.cfg.Cluster.Listen == "" {
+		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeNoCluster, Reason: noClusterReason}, subject
+	}
+	now := e.now().UTC()
+	check := func(t store.Token) error {
+		if r := checkJoinToken(t, secret, now); r != nil {
+			return r
+		}
+		return nil
+	}
+	t, err := e.st.GetToken(ctx, id)
+	if err != nil {
+		return wire.JoinResponse{}, tokenStoreRefusal(id, err), subject
+	}
+	if err := check(t); err != nil {
+		return wire.JoinResponse{}, err.(*wire.Refusal), subject
+	}
+	role := enroll.RoleEdge
+	if t.Kind == store.TokenJoinWitness {
+		role = enroll.RoleWitness
+	}
+	subject = fmt.Sprintf("%s %s at %s (token %s)", role, req.Name, req.Advertise, id)
+	host, _, _ := net.SplitHostPort(req.Advertise)
+	certDER, err := e.ca.SignRoute(req.CSR, req.Name, []string{host}, now, routeCertTTL)
+	if err != nil {
+		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}, subject
+	}
+	resp := wire.JoinResponse{CA: e.ca.Certificate().Raw, Certificate: certDER, Routes: e.clusterRoutes(req.Advertise)}
+	if role == enroll.RoleEdge {
+		if resp.CAKey, err = e.ca.MarshalKey(); err != nil {
+			return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its CA key; tell its operator"}, subject
+		}
+	}
+	if _, err := e.st.ConsumeToken(ctx, id, check, req.Name, now); err != nil {
+		var ref *wire.Refusal
+		if errors.As(err, &ref) {
+			return wire.JoinResponse{}, ref, subject
+		}
+		return wire.JoinResponse{}, tokenStoreRefusal(id, err), subject
+	}
+	return resp, nil, subject
+}
+
+// checkJoiner checks what a join request says of the joiner.
+func checkJoiner(req wire.JoinRequest) *wire.Refusal {
+	rest, ok := strings.CutPrefix(req.Name, join.NamePrefix)
+	if !ok || rest == "" || !wire.ValidName(req.Name) {
+		return &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf("bad member name %q: want %s<its id>, and %s", req.Name, join.NamePrefix, wire.NameRule)}
+	}
+	if err := enroll.ValidateHostPort(req.Advertise); err != nil {
+		return &wire.Refusal{Code: wire.CodeBadRequest, Reason: "bad cluster advertise address: " + err.Error()}
+	}
+	return nil
+}
+
+// checkJoinToken is the join redemption policy: the token's own checks
+// (checkToken) for a join token of either role.
+func checkJoinToken(t store.Token, secret string, now time.Time) *wire.Refusal {
+	return checkToken(t, secret, now, store.TokenJoinEdge, store.TokenJoinWitness)
+}
+
+// clusterRoutes are the cluster addresses a joiner at advertise should
+// dial: this edge's own, its configured routes and those a join gave it,
+// once each, without the joiner's own, at most wire.MaxRoutes.
+func (e *Edge) clusterRoutes(advertise string) []string {
+	routes := []string{ClusterAdvertise(e.cfg.Cluster, net.InterfaceAddrs)}
+	routes = append(routes, e.cfg.Cluster.Routes...)
+	if joined, err := join.ReadClusterFile(e.cfg.DataDir); err != nil {
+		e.log.Warn("join: the routes of this edge's own join are not passed on", "err", err)
+	} else {
+		routes = append(routes, joined...)
+	}
+	var out []string
+	for _, r := range routes {
+		if r != "" && r != advertise && !slices.Contains(out, r) && len(out) < wire.MaxRoutes {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// ClusterAdvertise is the host:port at which the other members reach this
+// member's cluster port: cluster.advertise, or else derived from
+// cluster.listen as tunnel.advertise is (see advertised; ifaceAddrs lists
+// this host's addresses). Empty when the cluster has no port.
+func ClusterAdvertise(cl config.Cluster, ifaceAddrs func() ([]net.Addr, error)) string {
+	if cl.Advertise != "" || cl.Listen == "" {
+		return cl.Advertise
+	}
+	host, port, err := net.SplitHostPort(cl.Listen)
+	if err != nil {
+		return cl.Listen
+	}
+	ip := net.ParseIP(host)
+	if host == "" {
+		ip = net.IPv4zero
+	}
+	p, err := strconv.Atoi(port)
+	if ip == nil || err != nil {
+		return cl.Listen // a host name: the operator's choice
+	}
+	addrs, _ := advertised(nil, &net.TCPAddr{IP: ip, Port: p}, ifaceAddrs)
+	return addrs[0]
+}
