@@ -133,12 +133,18 @@ func issueServerCert(certPath, keyPath string, ca *CA, dnsNames []string, ips []
 // defaults, and drops duplicates. The first DNS name is the given one that
 // came first, or "localhost".
 func splitServerNames(names []string) (dnsNames []string, ips []net.IP, err error) {
+	// localhost and the loopback addresses are always named, so that local
+	// tools and tests can reach the edge.
+	return splitNames(append(slices.Clone(names), "localhost", "127.0.0.1", "::1"))
+}
+
+// splitNames sorts names into DNS names and IP addresses, dropping
+// duplicates and empty entries; a name with a port or scheme is an error.
+func splitNames(names []string) (dnsNames []string, ips []net.IP, err error) {
 	var errs []error
 	seenDNS := map[string]bool{}
 	seenIP := map[string]bool{}
-	// localhost and the loopback addresses are always named, so that local
-	// tools and tests can reach the edge.
-	for _, raw := range append(slices.Clone(names), "localhost", "127.0.0.1", "::1") {
+	for _, raw := range names {
 		name := strings.TrimSpace(raw)
 		if name == "" {
 			continue

@@ -46,3 +46,23 @@ func Connector(t testing.TB, ca *pki.CA, name string, ttl time.Duration) (tls.Ce
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, id
 }
+
+// Route makes a cluster member's route certificate signed by ca for name,
+// valid for a day from now, the way a join does (pki.NewKeyAndCSR,
+// CA.SignRoute), with the CA in its chain.
+func Route(t testing.TB, ca *pki.CA, name string) tls.Certificate {
+	t.Helper()
+	key, csr, err := pki.NewKeyAndCSR(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := ca.SignRoute(csr, name, []string{"127.0.0.1"}, time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der, ca.Certificate().Raw}, PrivateKey: key, Leaf: leaf}
+}
