@@ -82,3 +82,17 @@ func Pair(t testing.TB) (client, server *net.TCPConn) {
 	t.Cleanup(func() { c.Close(); s.Close() })
 	return c, s
 }
+
+// FreeAddr returns a loopback address whose port was free a moment ago:
+// listen on port 0, note the port, close. For a server that must be told
+// its port before it starts (a cluster member whose peers route to it);
+// another process may take the port in between, rarely.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
