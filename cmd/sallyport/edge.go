@@ -43,6 +43,9 @@ func newEdgeCmd() *cobra.Command {
 			set("max-clients", "limits.max_clients", func() { c.Limits.MaxClients = cfg.Limits.MaxClients })
 			set("max-clients-per-source", "limits.max_clients_per_source", func() { c.Limits.MaxClientsPerSource = cfg.Limits.MaxClientsPerSource })
 			set("connector-certificate-ttl", "connector_certificate_ttl", func() { c.ConnectorCertificateTTL = cfg.ConnectorCertificateTTL })
+			set("cluster-listen", "cluster.listen", func() { c.Cluster.Listen = cfg.Cluster.Listen })
+			set("cluster-advertise", "cluster.advertise", func() { c.Cluster.Advertise = cfg.Cluster.Advertise })
+			set("route", "cluster.routes", func() { c.Cluster.Routes = cfg.Cluster.Routes })
 			set("log-format", "log.format", func() { c.Log.Format = logs.format })
 			set("log-level", "log.level", func() { c.Log.Level = logs.level })
 			for _, e := range expose {
@@ -89,6 +92,9 @@ func newEdgeCmd() *cobra.Command {
 	f.IntVar(&cfg.Limits.MaxClients, "max-clients", 0, "client connections of all public listeners together (default 4096)")
 	f.IntVar(&cfg.Limits.MaxClientsPerSource, "max-clients-per-source", 0, "client connections from one IP address (default 256)")
 	f.DurationVar(&cfg.ConnectorCertificateTTL, "connector-certificate-ttl", 0, "how long a connector certificate is valid; connectors renew it online after two thirds (default 168h)")
+	f.StringVar(&cfg.Cluster.Listen, "cluster-listen", "", "cluster port for the embedded store, e.g. :6222: other edges and witnesses route to it with route certificates of this edge's CA")
+	f.StringVar(&cfg.Cluster.Advertise, "cluster-advertise", "", "HOST:PORT the other members dial to reach this edge's cluster port")
+	f.StringArrayVar(&cfg.Cluster.Routes, "route", nil, "HOST:PORT of another member's cluster port (repeatable)")
 	f.StringArrayVar(&expose, "expose", nil, "NAME=ADDRESS: a public TCP listener for service NAME, e.g. db=:15432 (repeatable)")
 	logs.register(cmd)
 	return cmd

@@ -180,9 +180,17 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	e.ca, err = pki.LoadOrCreateCA(filepath.Join(dir, "pki"), e.now())
+	if err != nil {
+		return err
+	}
+	cluster, err := e.clusterOptions()
+	if err != nil {
+		return err
+	}
 	e.st, err = store.Open(ctx, store.Options{Dir: filepath.Join(dir, "nats"), Name: "sallyport-" + e.id, Logger: e.log,
 		URL: e.cfg.Store.URL, CAFile: e.cfg.Store.CA, CertFile: e.cfg.Store.Cert, KeyFile: e.cfg.Store.Key, CredsFile: e.cfg.Store.Credentials,
-		AuditRetention: e.cfg.Audit.Retention})
+		AuditRetention: e.cfg.Audit.Retention, Cluster: cluster, Replicas: e.cfg.Store.Replicas})
 	if err != nil {
 		return fmt.Errorf("open the edge's store: %w", err)
 	}
@@ -197,10 +205,6 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("read the sessions from the store: %w", err)
 	}
 	defer stopSessions()
-	e.ca, err = pki.LoadOrCreateCA(filepath.Join(dir, "pki"), e.now())
-	if err != nil {
-		return err
-	}
 	token, err := loadOrCreate(filepath.Join(dir, AdminTokenFile), "admin token", func() string { return randomHex(32) })
 	if err != nil {
 		return err

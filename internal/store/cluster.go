@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -133,6 +134,22 @@ func ReadClusterFile(path string) ([]string, error) {
 		}
 	}
 	return f.Routes, nil
+}
+
+// Routes returns the configured routes followed by those in dataDir's
+// cluster file (see ClusterFile) that are not among them.
+func Routes(configured []string, dataDir string) ([]string, error) {
+	joined, err := ReadClusterFile(filepath.Join(dataDir, ClusterFile))
+	if err != nil {
+		return nil, err
+	}
+	routes := slices.Clone(configured)
+	for _, r := range joined {
+		if !slices.Contains(routes, r) {
+			routes = append(routes, r)
+		}
+	}
+	return routes, nil
 }
 
 // wasMember reports whether dir holds a cluster member's files.

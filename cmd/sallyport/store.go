@@ -1,0 +1,53 @@
+package main
+
+import (
+	"github.com/sallyport/sallyport/internal/witness"
+	"github.com/spf13/cobra"
+)
+
+// defaultWitnessData is the witness's data directory when --data is not given.
+const defaultWitnessData = "/var/lib/sallyport/store"
+
+func newStoreCmd() *cobra.Command {
+	var (
+		opts witness.Options
+		logs logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "store",
+		Short: "Run a store-only cluster member (a witness): the third JetStream server for two edges",
+		Long: `Run only the embedded NATS server, as a member of the edges' cluster: no tunnel
+port, no client listener, no admin API; only the cluster port, on which members
+accept each other by route certificates of the edge CA.
+
+Two edges cannot make a quorum of three; two edges and a witness survive the
+loss of any one of the three. The witness's route certificate, key and the edge
+CA certificate are read from DATA/pki (route.crt, route.key, ca.crt), where
+joining the cluster puts them; routes are --route and DATA/cluster.json.`,
+		Example: `  sallyport store --data /var/lib/sallyport/store --cluster-listen :6222 --route edge1.example.com:6222 --route edge2.example.com:6222`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The join engineer's --join KEYFILE goes here: redeem the
+			// join keyfile into DATA/pki and DATA/cluster.json before
+			// the witness starts, then run it as below.
+			log, err := newLogger(cmd.ErrOrStderr(), logs.format, logs.level)
+			if err != nil {
+				return err
+			}
+			w, err := witness.New(opts, log)
+			if err != nil {
+				return err
+			}
+			return runUntilDone(cmd.Context(), w.Run)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.DataDir, "data", defaultWitnessData, "data directory: pki/ (route certificate), NATS files, cluster.json")
+	f.StringVar(&opts.Listen, "cluster-listen", "", "cluster port address, e.g. :6222 (required)")
+	f.StringVar(&opts.Advertise, "cluster-advertise", "", "HOST:PORT the other members dial to reach this one (default: derived from --cluster-listen)")
+	f.StringArrayVar(&opts.Routes, "route", nil, "HOST:PORT of a member's cluster port (repeatable; DATA/cluster.json adds more)")
+	f.IntVar(&opts.Replicas, "replicas", 0, "copies of each bucket: 1, or 3 (0: 3 once the cluster has three servers)")
+	logs.register(cmd)
+	cmd.MarkFlagRequired("cluster-listen")
+	return cmd
+}
