@@ -17,6 +17,7 @@ import (
 	"github.com/sallyport/sallyport/internal/logbuf"
 	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/pki/pkitest"
 	"github.com/sallyport/sallyport/internal/testnet"
 	"github.com/sallyport/sallyport/internal/witness"
 )
@@ -51,10 +52,7 @@ func TestTwoEdgesAndAWitness(t *testing.T) {
 	for _, f := range []string{pki.CACertFile, pki.CAKeyFile} {
 		copyFile(t, filepath.Join(dirA, "pki", f), filepath.Join(dirB, "pki", f), 0o600)
 	}
-	copyFile(t, filepath.Join(dirA, "pki", pki.CACertFile), filepath.Join(dirW, "pki", pki.CACertFile), 0o644)
-	if _, err := pki.LoadOrIssueRoute(filepath.Join(dirW, "pki"), ca, "sallyport-witness", []string{"127.0.0.1"}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	pkitest.PlaceRoute(t, ca, filepath.Join(dirW, "pki"), "sallyport-witness")
 	cA, cB, cW := loopback.FreeAddr(t), loopback.FreeAddr(t), loopback.FreeAddr(t)
 
 	wlogs := &logbuf.Buffer{}
