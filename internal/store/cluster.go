@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -123,9 +122,9 @@ func ReadClusterFile(path string) ([]string, error) {
 	var f struct {
 		Routes []string `json:"routes"`
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
+	// Other fields are allowed: the join flow that writes the file may
+	// keep more there.
+	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("read cluster routes from %s: %w; it should be {\"routes\": [\"host:port\", ...]}", path, err)
 	}
 	for i, r := range f.Routes {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -330,5 +332,36 @@ func TestSingleNodeBecomesMember(t *testing.T) {
 	_, err = Open(ctx, Options{Dir: ms[0].dir, Logger: testLogger(t)})
 	if err == nil || !strings.Contains(err.Error(), "cluster member") || !strings.Contains(err.Error(), "routes") {
 		t.Fatalf("a member reopened without routes: err = %v, want a refusal that names the routes", err)
+	}
+}
+
+func TestReadClusterFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ClusterFile)
+	if rs, err := ReadClusterFile(path); err != nil || rs != nil {
+		t.Fatalf("missing file: %v, %v; want none and no error", rs, err)
+	}
+	for _, tc := range []struct{ body, want string }{
+		{`{"routes": ["10.0.0.1:6222", "edge2.example.com:6222"], "members": 3}`, ""},
+		{`{"routes": ["10.0.0.1"]}`, "routes[0]"},
+		{`["10.0.0.1:6222"]`, "should be {\"routes\""},
+	} {
+		if err := os.WriteFile(path, []byte(tc.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rs, err := ReadClusterFile(path)
+		switch {
+		case tc.want == "" && (err != nil || len(rs) != 2):
+			t.Errorf("%s: %v, %v", tc.body, rs, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path)):
+			t.Errorf("%s: err = %v, want one naming %s and the file", tc.body, err, tc.want)
+		}
+	}
+	if err := os.WriteFile(path, []byte(`{"routes": ["10.0.0.1:6222", "edge2.example.com:6222"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := Routes([]string{"edge2.example.com:6222", "10.9.9.9:6222"}, dir)
+	if err != nil || strings.Join(rs, ",") != "edge2.example.com:6222,10.9.9.9:6222,10.0.0.1:6222" {
+		t.Errorf("Routes = %v, %v; want the configured ones then the file's new ones", rs, err)
 	}
 }

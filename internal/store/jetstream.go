@@ -43,7 +43,9 @@ const maxCASAttempts = 32
 type Options struct {
 	// URL of an external NATS server or cluster (for example
 	// "nats://n1:4222,nats://n2:4222"). Empty means: run an embedded server
-	// in this process that opens no port, with its data in Dir.
+	// in this process, with its data in Dir, that opens no port (a cluster
+	// member, see Cluster, opens its cluster port and a loopback client
+	// port that only this process can use).
 	URL string
 	// CAFile, CertFile and KeyFile configure TLS to an external URL: the
 	// servers' CA (empty: the system's roots) and a client certificate

@@ -53,8 +53,9 @@ func (s *JetStream) ClusterStatus() ClusterStatus {
 	}
 	st.Leader = jsz.Meta.Leader
 	st.Servers = max(jsz.Meta.Size, 1)
-	for _, p := range jsz.Meta.Replicas {
-		if !p.Offline {
+	self := s.srv.Name()
+	for _, p := range jsz.Meta.Replicas { // without this server, but while leaderless
+		if !p.Offline && p.Name != self {
 			st.Online++
 		}
 	}
