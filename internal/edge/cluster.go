@@ -4,6 +4,7 @@ import (
 	"net"
 	"path/filepath"
 
+	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 )
@@ -51,4 +52,18 @@ func routeHosts(advertise, listen string) []string {
 		return []string{host}
 	}
 	return nil
+}
+
+// storeStatus reports the store's cluster for the admin status, or nil
+// for a single node.
+func (e *Edge) storeStatus() *admin.StoreStatus {
+	js, ok := e.st.(interface{ ClusterStatus() store.ClusterStatus })
+	if !ok {
+		return nil
+	}
+	cs := js.ClusterStatus()
+	if !cs.Member && e.cfg.Store.URL == "" {
+		return nil
+	}
+	return &admin.StoreStatus{Leader: cs.Leader, Servers: cs.Servers, Online: cs.Online}
 }

@@ -130,6 +130,9 @@ func TestTwoEdgesAndAWitness(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if st := a.Status(ctx).Store; st == nil || st.Servers != 3 || st.Online != 3 || st.Leader == "" {
+		t.Fatalf("edge A's status of its store: %+v, want 3 servers online and a leader", st)
+	}
 	stopWitness()
 	if err := <-wdone; err != nil {
 		t.Fatalf("witness: %v", err)
@@ -163,4 +166,7 @@ func TestTwoEdgesAndAWitness(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.WaitRoutes(t, "echo", 0, 2*time.Second)
+	if st := b.Status(ctx).Store; st == nil || st.Online != 2 || st.Leader == "" {
+		t.Errorf("edge B's status of its store after the witness's loss: %+v, want 2 online and a leader", st)
+	}
 }
