@@ -1,20 +1,17 @@
 package main_test
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/pki/pkitest"
-	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/store/storetest"
 )
 
 // `sallyport store` runs a witness: with two members to route to, it joins
@@ -28,25 +25,7 @@ func TestStoreWitness(t *testing.T) {
 	addrs := []string{freePort(t), freePort(t), freePort(t)}
 	w := start(t, "witness", nil, "store", "--data", dir, "--cluster-listen", addrs[2], "--route", addrs[0], "--route", addrs[1])
 
-	var wg sync.WaitGroup
-	for i, name := range []string{"sallyport-a", "sallyport-b"} {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			st, err := store.Open(ctx, store.Options{Dir: t.TempDir(), Name: name, Cluster: &store.Cluster{
-				Listen: addrs[i], Routes: []string{addrs[1-i], addrs[2]},
-				TLS: pki.RouteTLSConfig(ca.Certificate(), pkitest.Route(t, ca, name))}})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			t.Cleanup(func() { st.Close() })
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		return
-	}
+	storetest.OpenMembers(t, ca, addrs, 2) // two edges' stores; addrs[2] is the witness's
 	w.waitLog(t, "witness joined the cluster", 1, 30*time.Second)
 
 	clusterPort := portOf(t, addrs[2])

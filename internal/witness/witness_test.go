@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,9 +13,8 @@ import (
 
 	"github.com/sallyport/sallyport/internal/logbuf"
 	"github.com/sallyport/sallyport/internal/loopback"
-	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/pki/pkitest"
-	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -70,23 +68,7 @@ func TestWitnessJoinsAndStops(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 
-	// Two edges' stores, as edge.Run opens them.
-	var wg sync.WaitGroup
-	for i, name := range []string{"sallyport-a", "sallyport-b"} {
-		wg.Go(func() {
-			octx, ocancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer ocancel()
-			st, err := store.Open(octx, store.Options{Dir: t.TempDir(), Name: name, Cluster: &store.Cluster{
-				Listen: addrs[i], Routes: []string{addrs[1-i], addrs[2]},
-				TLS: pki.RouteTLSConfig(ca.Certificate(), pkitest.Route(t, ca, name))}})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			t.Cleanup(func() { st.Close() })
-		})
-	}
-	wg.Wait()
+	storetest.OpenMembers(t, ca, addrs, 2) // two edges' stores; addrs[2] is the witness's
 	select {
 	case <-w.Ready():
 	case err := <-done:
