@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pki"
@@ -139,6 +142,17 @@ func TestClusterOfThree(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Reads go to each bucket's leader, never to a replica that may lag.
+	for _, name := range []string{BucketTokens, BucketConnectors, BucketSessions} {
+		st, err := c.js.Stream(ctx, kvStream(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.CachedInfo().Config.AllowDirect {
+			t.Errorf("bucket %s answers reads from any replica (allow_direct)", name)
+		}
+	}
 
 	// A token made through one member is consumed through another, once.
 	if err := a.CreateToken(ctx, newToken("t1")); err != nil {
@@ -364,4 +378,61 @@ func TestReadClusterFile(t *testing.T) {
 	if err != nil || strings.Join(rs, ",") != "edge2.example.com:6222,10.9.9.9:6222,10.0.0.1:6222" {
 		t.Errorf("Routes = %v, %v; want the configured ones then the file's new ones", rs, err)
 	}
+}
+
+// TestExternalClusterGetsThreeReplicas: on an external NATS cluster of
+// three servers (plain, as an operator may run it), the store's buckets and
+// audit stream end up in three copies too.
+func TestExternalClusterGetsThreeReplicas(t *testing.T) {
+	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	var urls []string
+	var wg sync.WaitGroup
+	for i := range addrs {
+		host, port, _ := strings.Cut(addrs[i], ":")
+		var routes []*url.URL
+		for j, a := range addrs {
+			if j != i {
+				routes = append(routes, &url.URL{Scheme: "nats-route", Host: a})
+			}
+		}
+		var p int
+		fmt.Sscan(port, &p)
+		srv, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+			Cluster: server.ClusterOpts{Name: "ops", Host: host, Port: p}, Routes: routes,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Start()
+		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+		wg.Go(func() {
+			if !srv.ReadyForConnections(10 * time.Second) {
+				t.Error("external NATS did not start")
+			}
+		})
+		urls = append(urls, srv.ClientURL())
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Opened at once: the servers may still be electing their leader,
+	// which the store waits for.
+	st, err := Open(ctx, Options{URL: strings.Join(urls, ","), Logger: testLogger(t), ReplicaCheck: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	eventually(t, 20*time.Second, "three copies of every stream", func() error {
+		reps, err := st.StreamReplicas(ctx)
+		if err != nil {
+			return err
+		}
+		for name, n := range reps {
+			if n != 3 {
+				return fmt.Errorf("%s has %d current copies", name, n)
+			}
+		}
+		return nil
+	})
 }

@@ -356,14 +356,14 @@ func (s *JetStream) openBuckets(ctx context.Context, auditRetention time.Duratio
 // replica raiser (raiseLoop) raises it, and an edge that starts later must
 // not lower it again.
 func bucket(ctx context.Context, js jetstream.JetStream, name, desc string, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, name)
+	_, err := js.KeyValue(ctx, name)
 	if err == nil {
-		return kv, nil
+		return leaderReads(ctx, js, name)
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("open store: bucket %s: %w", name, err)
 	}
-	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      name,
 		Description: desc,
 		History:     1, // only the latest value; CAS needs the revision, not history
@@ -373,11 +373,37 @@ func bucket(ctx context.Context, js jetstream.JetStream, name, desc string, repl
 		Replicas:     replicas,
 		MaxValueSize: 64 << 10,
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, name) // another edge created it first
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, jetstream.ErrBucketExists) { // exists: another edge created it first
 		return nil, fmt.Errorf("open store: create bucket %s: %w", name, err)
+	}
+	return leaderReads(ctx, js, name)
+}
+
+// leaderReads turns off direct gets on bucket name's stream (the KV API
+// turns them on), then binds the bucket. A direct get may be answered by
+// any replica, and a replica a write has not reached yet answers with the
+// old value or none: in a cluster, a session created through one edge
+// and used a moment later through another would be "unknown" (seen in
+// TestClusterOfThree right after a member stopped). Reads from the
+// stream's leader see every acknowledged write; at sallyport's read rates
+// (no read per client connection) the leader can serve them all. On an
+// external NATS, the edge's user must be allowed to update the bucket's
+// stream (once); Open fails, saying so, otherwise.
+func leaderReads(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
+	st, err := js.Stream(ctx, kvStream(name))
+	if err != nil {
+		return nil, fmt.Errorf("open store: bucket %s: %w", name, err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.AllowDirect {
+		cfg.AllowDirect = false
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("open store: bucket %s: turn reads from any replica off (allow_direct): %w; "+
+				"allow this NATS user to update stream %s, or set allow_direct false on it yourself", name, err, kvStream(name))
+		}
+	}
+	kv, err := js.KeyValue(ctx, name) // bound after the change: reads go to the leader
+	if err != nil {
+		return nil, fmt.Errorf("open store: bucket %s: %w", name, err)
 	}
 	return kv, nil
 }

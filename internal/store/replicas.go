@@ -16,7 +16,7 @@ const (
 	defaultClusterStartTimeout = 2 * time.Minute
 	// attemptTimeout bounds one attempt of a cluster member to open its
 	// buckets.
-	attemptTimeout = 5 * time.Second
+	attemptTimeout = 2 * time.Second
 	// fullReplicas is the replica count of a cluster of three or more.
 	fullReplicas = 3
 )
@@ -76,12 +76,13 @@ func (s *JetStream) mayRaise() bool {
 	return s.replicas != 1 && (s.member || s.srv == nil)
 }
 
-// openAll opens the buckets and the audit stream. A cluster member first
-// waits, up to wait, for the cluster's JetStream meta leader (it needs a
-// quorum of the members), retrying while elections settle, and says in
-// the log every few seconds what it waits for.
+// openAll opens the buckets and the audit stream. A single node does it
+// at once. A cluster member first waits, up to wait, for the cluster's
+// JetStream meta leader (it needs a quorum of the members); a member and a
+// store on an external cluster retry while elections settle, and say in
+// the log every few seconds what they wait for.
 func (s *JetStream) openAll(ctx context.Context, retention, wait time.Duration) error {
-	if !s.member {
+	if s.srv != nil && !s.member {
 		return s.openBuckets(ctx, retention, s.newReplicas())
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
@@ -93,7 +94,7 @@ func (s *JetStream) openAll(ctx context.Context, retention, wait time.Duration) 
 	var last error
 	for {
 		st := s.ClusterStatus()
-		if st.Leader != "" {
+		if st.Leader != "" || !s.member {
 			// Each attempt has its own deadline: a request to create a
 			// stream that another member creates at the same moment may
 			// go unanswered; the next attempt finds the stream.
@@ -101,7 +102,9 @@ func (s *JetStream) openAll(ctx context.Context, retention, wait time.Duration) 
 			last = s.openBuckets(actx, retention, s.newReplicas())
 			acancel()
 			if last == nil {
-				s.log.Info("store: joined the cluster", "server", s.name, "leader", st.Leader, "servers", st.Servers, "online", st.Online)
+				if s.member {
+					s.log.Info("store: joined the cluster", "server", s.name, "leader", st.Leader, "servers", st.Servers, "online", st.Online)
+				}
 				return nil
 			}
 		}
