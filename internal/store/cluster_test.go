@@ -436,3 +436,28 @@ func TestExternalClusterGetsThreeReplicas(t *testing.T) {
 		return nil
 	})
 }
+
+// A member alone waits for its cluster; stopped meanwhile (SIGTERM), Open
+// returns the cancellation at once, so the process exits as asked.
+func TestMemberStoppedWhileWaiting(t *testing.T) {
+	ca := pkitest.NewCA(t)
+	m := newMembers(t, ca, "sallyport-a")[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		st, err := Open(ctx, m.options(t, []string{freeAddr(t)}))
+		if err == nil {
+			st.Close()
+		}
+		done <- err
+	}()
+	cancel() // before or while it waits: either way it must give up at once
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Open stopped with %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Open still waits for a quorum 5s after it was stopped")
+	}
+}

@@ -85,6 +85,7 @@ func (s *JetStream) openAll(ctx context.Context, retention, wait time.Duration) 
 	if s.srv != nil && !s.member {
 		return s.openBuckets(ctx, retention, s.newReplicas())
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	tell := time.NewTicker(5 * time.Second)
@@ -110,6 +111,9 @@ func (s *JetStream) openAll(ctx context.Context, retention, wait time.Duration) 
 		}
 		select {
 		case <-ctx.Done():
+			if parent.Err() != nil { // stopped while waiting (SIGTERM)
+				return fmt.Errorf("open store: %w", parent.Err())
+			}
 			if last == nil {
 				last = fmt.Errorf("no JetStream leader (%d of %d servers seen)", st.Online, st.Servers)
 			}
