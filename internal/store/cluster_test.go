@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/sallyport/sallyport/internal/logbuf"
 	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/pki/pkitest"
@@ -28,6 +30,7 @@ type member struct {
 	listen string
 	tls    *tls.Config
 	dir    string
+	log    *slog.Logger // nil: testLogger
 	st     *JetStream
 }
 
@@ -58,8 +61,12 @@ func (m *member) options(t *testing.T, routes []string) Options {
 			rs = append(rs, r)
 		}
 	}
+	log := m.log
+	if log == nil {
+		log = testLogger(t)
+	}
 	return Options{
-		Dir: m.dir, Name: m.name, Logger: testLogger(t), ReplicaCheck: 200 * time.Millisecond,
+		Dir: m.dir, Name: m.name, Logger: log, ReplicaCheck: 200 * time.Millisecond,
 		Cluster: &Cluster{Listen: m.listen, Routes: rs, TLS: m.tls},
 	}
 }
@@ -459,5 +466,40 @@ func TestMemberStoppedWhileWaiting(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Open still waits for a quorum 5s after it was stopped")
+	}
+}
+
+// The last member of a cluster that lost its quorum stops at once, its
+// watch included, even while the watch is replacing a consumer that lived
+// on a member now gone (the library's ordered consumer hung here).
+func TestLastMemberStopsWithoutQuorum(t *testing.T) {
+	ca := pkitest.NewCA(t)
+	ms := newMembers(t, ca, "sallyport-a", "sallyport-b", "sallyport-c")
+	logs := &logbuf.Buffer{}
+	ms[2].log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	openMembers(t, ms...)
+	c := ms[2].st
+	stop, err := c.WatchConnectors(context.Background(), func(Connector) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:2] {
+		if err := m.st.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Give the watch the time to find its consumer gone, if it lived on a
+	// or b (about two heartbeats); if it lived on c, nothing is logged.
+	deadline := time.Now().Add(3 * time.Second)
+	for logs.Count("watch interrupted") == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	began := time.Now()
+	stop()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Fatalf("the last member took %v to stop its watch and close", d)
 	}
 }
