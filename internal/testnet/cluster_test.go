@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -169,4 +170,35 @@ func TestTwoEdgesAndAWitness(t *testing.T) {
 	if st := b.Status(ctx).Store; st == nil || st.Online != 2 || st.Leader == "" {
 		t.Errorf("edge B's status of its store after the witness's loss: %+v, want 2 online and a leader", st)
 	}
+}
+
+// An edge given a cluster port but no route to another member works as a
+// single edge, as before (NATS forms no JetStream cluster of one), and
+// opens no cluster port.
+func TestEdgeWithClusterPortAndNoRoute(t *testing.T) {
+	echo := testnet.Echo(t)
+	clusterAddr := loopback.FreeAddr(t)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}, Tune: func(c *config.Edge) {
+		c.Cluster = config.Cluster{Listen: clusterAddr}
+	}})
+	c := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": echo.Addr()}})
+	c.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 1, 10*time.Second)
+	conn := e.Dial(t, "echo")
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.Write([]byte("alone"))
+	conn.CloseWrite()
+	if got, err := io.ReadAll(conn); err != nil || string(got) != "alone" {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	if st := e.Status(context.Background()).Store; st != nil {
+		t.Errorf("a single edge reports a store cluster: %+v", st)
+	}
+	if l, err := net.Listen("tcp", clusterAddr); err != nil {
+		t.Errorf("the cluster port %s is taken on a single edge: %v", clusterAddr, err)
+	} else {
+		l.Close()
+	}
+	e.Logs.WaitFor(t, time.Second, 1, "no route to another member")
 }
