@@ -125,7 +125,15 @@ func newStatusCmd() *cobra.Command {
 }
 
 func printStatus(w io.Writer, st admin.Status) {
-	fmt.Fprintf(w, "edge %s, tunnel port %s, advertised as %s\n\n", st.EdgeID, st.Tunnel, strings.Join(st.Advertise, ", "))
+	fmt.Fprintf(w, "edge %s, tunnel port %s, advertised as %s\n", st.EdgeID, st.Tunnel, strings.Join(st.Advertise, ", "))
+	if s := st.Store; s != nil {
+		leader := s.Leader
+		if leader == "" {
+			leader = "none: no quorum, nothing can be written"
+		}
+		fmt.Fprintf(w, "store cluster: %d servers, %d online, leader %s\n", s.Servers, s.Online, leader)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tLISTEN\tTUNNELS")
 	for _, s := range st.Services {

@@ -85,11 +85,18 @@ func newEdgeCmd() *cobra.Command {
 					return err
 				}
 			}
-			e, err := edge.New(c, log)
-			if err != nil {
-				return err
+			for {
+				e, err := edge.New(c, log)
+				if err != nil {
+					return err
+				}
+				err = runUntilDone(cmd.Context(), e.Run)
+				if !errors.Is(err, edge.ErrBecomeMember) {
+					return err
+				}
+				// A single edge let its first member join: it starts
+				// again, its store now a cluster member.
 			}
-			return runUntilDone(cmd.Context(), e.Run)
 		},
 	}
 	f := cmd.Flags()

@@ -53,6 +53,17 @@ func TestEdgeJoinByFlags(t *testing.T) {
 	if list := mustRun(t, "token", "list", "--data", dataA); !strings.Contains(list, "join-edge") || !strings.Contains(list, "used") {
 		t.Errorf("token list:\n%s", list)
 	}
+	// The first edge, a single node until then, started again as a
+	// member: the two make one store, which holds what the first edge
+	// wrote alone.
+	if list := mustRun(t, "token", "list", "--data", dataB); !strings.Contains(list, "join-edge") {
+		t.Errorf("token list at the joined edge does not show the first edge's join token:\n%s", list)
+	}
+	for _, data := range []string{dataA, dataB} {
+		if st := mustRun(t, "status", "--data", data); !strings.Contains(st, "store cluster: 2 servers, 2 online") {
+			t.Errorf("status of %s:\n%s", data, st)
+		}
+	}
 
 	b.signal(t, syscall.SIGTERM)
 	b.wait(t, 20*time.Second)

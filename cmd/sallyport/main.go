@@ -90,7 +90,8 @@ edge in the DMZ, and clients connect to the edge.
   sallyport demo                       try it all on this machine
   sallyport edge --data DIR ...        run the edge (DMZ)
   sallyport token create --name SITE   make a keyfile for a new connector
-  sallyport connector --keyfile FILE   run a connector (trusted network)`,
+  sallyport connector --keyfile FILE   run a connector (trusted network)
+  sallyport store --cluster-listen ... run a store-only witness for a cluster of two edges`,
 		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -98,7 +99,7 @@ edge in the DMZ, and clients connect to the edge.
 	root.SetOut(stdout)
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetErr(stderr)
-	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newEdgesCmd(), newConnectorsCmd(), newSessionsCmd(), newAuditCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd())
+	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newEdgesCmd(), newConnectorsCmd(), newSessionsCmd(), newAuditCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd(), newStoreCmd())
 	return root
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/childproc"
 	"github.com/sallyport/sallyport/internal/logbuf"
+	"github.com/sallyport/sallyport/internal/loopback"
 	"go.uber.org/goleak"
 )
 
@@ -149,18 +150,8 @@ func mustRun(t *testing.T, args ...string) string {
 	return out
 }
 
-// freePort returns a loopback address whose port was free a moment ago:
-// listen on port 0, note the port, close. The caller retries if another
-// process takes it in between.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freePort returns a loopback address whose port was free a moment ago.
+func freePort(t *testing.T) string { return loopback.FreeAddr(t) }
 
 // payload returns n bytes that are not all alike, so that a reordering or
 // a lost chunk shows.

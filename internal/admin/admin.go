@@ -88,6 +88,21 @@ type Status struct {
 	// Refusals counts the clients the edge turned away since it started,
 	// by reason (such as "not_http", "unrouted_sni", "rate_limited").
 	Refusals map[string]int64 `json:"refusals,omitempty"`
+	// Store is the edge's store as a cluster member; nil for a single
+	// node.
+	Store *StoreStatus `json:"store,omitempty"`
+}
+
+// StoreStatus is what an edge whose store is a cluster member (or on an
+// external NATS) knows of the cluster.
+type StoreStatus struct {
+	// Leader is the JetStream meta leader's server name; empty while the
+	// cluster has no quorum (nothing can be written).
+	Leader string `json:"leader"`
+	// Servers is how many JetStream servers the cluster has had; Online,
+	// how many of them were seen recently.
+	Servers int `json:"servers"`
+	Online  int `json:"online"`
 }
 
 // ServiceStatus is one exposed service.

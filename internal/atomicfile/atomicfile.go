@@ -6,11 +6,13 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Write writes data to path with mode perm (umask does not apply), replacing
@@ -66,4 +68,23 @@ func fill(f *os.File, perm fs.FileMode, write func(io.Writer) error) error {
 		return err
 	}
 	return f.Close()
+}
+
+// LoadOrCreate returns the one-line value kept in path (what names it in
+// messages), creating it with gen (mode 0600) when the file is missing or
+// empty: ids and tokens that a process keeps across restarts live this way.
+func LoadOrCreate(path, what string, gen func() string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if v := strings.TrimSpace(string(b)); v != "" {
+			return v, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	v := gen()
+	if err := Write(path, []byte(v+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", what, err)
+	}
+	return v, nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/store"
 )
 
 // Keyfiles carry the configured addresses, else the listener's own; an
@@ -77,5 +78,20 @@ func TestClusterAdvertise(t *testing.T) {
 		if got := ClusterAdvertise(tt.cl, ifaces); got != tt.want {
 			t.Errorf("ClusterAdvertise(%+v) = %q, want %q", tt.cl, got, tt.want)
 		}
+	}
+}
+
+// A joiner is told this edge's cluster address, its configured routes and
+// those its own join gave it, once each, never its own address.
+func TestClusterRoutes(t *testing.T) {
+	dir := t.TempDir()
+	if err := store.WriteClusterFile(dir, []string{"198.18.0.3:6222", "198.18.0.2:6222"}); err != nil {
+		t.Fatal(err)
+	}
+	e := &Edge{cfg: config.Edge{DataDir: dir, Cluster: config.Cluster{Listen: ":6222", Advertise: "198.18.0.1:6222",
+		Routes: []string{"198.18.0.2:6222", "198.18.0.9:6222"}}}}
+	got := e.clusterRoutes("198.18.0.9:6222")
+	if want := []string{"198.18.0.1:6222", "198.18.0.2:6222", "198.18.0.3:6222"}; !slices.Equal(got, want) {
+		t.Errorf("clusterRoutes = %v, want %v", got, want)
 	}
 }

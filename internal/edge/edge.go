@@ -103,6 +103,9 @@ type Edge struct {
 	openings *openings
 	// auditRefusals bounds the refusals strangers can make the edge audit.
 	auditRefusals *rate.Limiter
+	// becomeMember ends Run with ErrBecomeMember (see memberJoined); set
+	// at the start of Run.
+	becomeMember func()
 	// joinFailures slows failed join attempts (see serveJoin).
 	joinFailures *rate.Limiter
 }
@@ -174,14 +177,30 @@ func (e *Edge) AdminToken() (string, error) {
 // lets live client connections finish for up to the drain timeout, closes
 // what is left and returns. It returns early with an error if a listener
 // cannot be opened or the data directory cannot be used.
-func (e *Edge) Run(ctx context.Context) (err error) {
+func (e *Edge) Run(parent context.Context) (err error) {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	e.becomeMember = func() { cancel(ErrBecomeMember) }
+	defer func() {
+		if err == nil && parent.Err() == nil && errors.Is(context.Cause(ctx), ErrBecomeMember) {
+			err = ErrBecomeMember
+		}
+	}()
 	dir := e.cfg.DataDir
 	if e.id, err = LoadOrCreateID(dir); err != nil {
 		return err
 	}
+	e.ca, err = pki.LoadOrCreateCA(filepath.Join(dir, "pki"), e.now())
+	if err != nil {
+		return err
+	}
+	cluster, err := e.clusterOptions()
+	if err != nil {
+		return err
+	}
 	e.st, err = store.Open(ctx, store.Options{Dir: filepath.Join(dir, "nats"), Name: "sallyport-" + e.id, Logger: e.log,
 		URL: e.cfg.Store.URL, CAFile: e.cfg.Store.CA, CertFile: e.cfg.Store.Cert, KeyFile: e.cfg.Store.Key, CredsFile: e.cfg.Store.Credentials,
-		AuditRetention: e.cfg.Audit.Retention})
+		AuditRetention: e.cfg.Audit.Retention, Cluster: cluster, Replicas: e.cfg.Store.Replicas})
 	if err != nil {
 		return fmt.Errorf("open the edge's store: %w", err)
 	}
@@ -196,11 +215,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("read the sessions from the store: %w", err)
 	}
 	defer stopSessions()
-	e.ca, err = pki.LoadOrCreateCA(filepath.Join(dir, "pki"), e.now())
-	if err != nil {
-		return err
-	}
-	token, err := loadOrCreate(filepath.Join(dir, AdminTokenFile), "admin token", func() string { return randomHex(32) })
+	token, err := atomicfile.LoadOrCreate(filepath.Join(dir, AdminTokenFile), "admin token", func() string { return randomHex(32) })
 	if err != nil {
 		return err
 	}
@@ -283,12 +298,16 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	close(e.ready)
 
 	<-ctx.Done()
-	e.log.Info("edge stopping: no new connections; draining live ones", "timeout", e.cfg.DrainTimeout)
+	if errors.Is(context.Cause(ctx), ErrBecomeMember) {
+		e.log.Info("the first member joined: this edge restarts to make its store a cluster member; draining live connections", "timeout", e.cfg.DrainTimeout)
+	} else {
+		e.log.Info("edge stopping: no new connections; draining live ones", "timeout", e.cfg.DrainTimeout)
+	}
 	tl.Close()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	shutdownCtx, stopShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	adminSrv.Shutdown(shutdownCtx)
 	socketSrv.Shutdown(shutdownCtx)
-	cancel()
+	stopShutdown()
 	if n := e.listeners.Drain(e.cfg.DrainTimeout); n > 0 {
 		e.log.Warn("drain timeout: closing client connections still open", "count", n)
 	}
@@ -359,25 +378,6 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// loadOrCreate returns the one-line value kept in path (what names it in
-// messages), creating it with gen (mode 0600) when the file is missing or
-// empty: the edge's id and its admin token live this way.
-func loadOrCreate(path, what string, gen func() string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if v := strings.TrimSpace(string(b)); v != "" {
-			return v, nil
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read %s: %w", what, err)
-	}
-	v := gen()
-	if err := atomicfile.Write(path, []byte(v+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write %s: %w", what, err)
-	}
-	return v, nil
-}
-
 // LoadOrCreateID returns the edge's id, kept in dataDir/edge.id, making
 // the data directory (mode 0700) and a new id when there are none. A
 // joining edge needs it before it runs: its route certificate is for
@@ -386,7 +386,7 @@ func LoadOrCreateID(dataDir string) (string, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", fmt.Errorf("create data directory: %w", err)
 	}
-	return loadOrCreate(filepath.Join(dataDir, "edge.id"), "edge id", func() string { return "edge-" + randomHex(4) })
+	return atomicfile.LoadOrCreate(filepath.Join(dataDir, "edge.id"), "edge id", func() string { return "edge-" + randomHex(4) })
 }
 
 // ReadAdminToken reads the admin bearer token from an edge's data directory.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -124,7 +125,7 @@ func (e *Edge) serveJoin(ctx context.Context, tc *tls.Conn, body []byte, log *sl
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBusy, Reason: "too many failed join attempts at this edge of late: try again in a few seconds"})
 		return
 	}
-	resp, ref, subject := e.join(ctx, tc.ConnectionState(), body)
+	resp, ref, subject, advertise := e.join(ctx, tc.ConnectionState(), body)
 	if ref != nil {
 		e.joinFailures.Allow() // counts the failure
 		log.Warn("join refused", "code", ref.Code.String(), "reason", ref.Reason)
@@ -139,33 +140,35 @@ func (e *Edge) serveJoin(ctx context.Context, tc *tls.Conn, body []byte, log *sl
 		return
 	}
 	log.Info("cluster member joined", "subject", subject)
+	e.memberJoined(ctx, advertise)
 }
 
 // join redeems a join request that came on a connection in state cs;
-// subject names the token and the joiner, for the audit trail.
-func (e *Edge) join(ctx context.Context, cs tls.ConnectionState, body []byte) (_ wire.JoinResponse, _ *wire.Refusal, subject string) {
+// subject names the token and the joiner, for the audit trail; advertise
+// is the joiner's cluster address once it is accepted.
+func (e *Edge) join(ctx context.Context, cs tls.ConnectionState, body []byte) (_ wire.JoinResponse, _ *wire.Refusal, subject, advertise string) {
 	subject = "a join request"
 	if len(cs.PeerCertificates) > 0 {
 		c := cs.PeerCertificates[0]
 		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf(
 			"a join request comes from a new member, without a client certificate; this connection presented %q (id %s): a connector cannot join the cluster",
-			c.Subject.CommonName, pki.ConnectorID(c))}, subject
+			c.Subject.CommonName, pki.ConnectorID(c))}, subject, ""
 	}
 	var req wire.JoinRequest
 	if err := wire.Decode(wire.KindJoinRequest, body, &req); err != nil {
-		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: err.Error()}, subject
+		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: err.Error()}, subject, ""
 	}
 	id, secret, err := enroll.ParseJoinToken(req.Token)
 	if err != nil {
-		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeTokenMalformed, Reason: err.Error() + "; the join keyfile is damaged: make a new one"}, subject
+		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeTokenMalformed, Reason: err.Error() + "; the join keyfile is damaged: make a new one"}, subject, ""
 	}
 	subject = "token " + id
 	if ref := checkJoiner(req); ref != nil {
-		return wire.JoinResponse{}, ref, subject
+		return wire.JoinResponse{}, ref, subject, ""
 	}
 	subject = fmt.Sprintf("%s at %s (token %s)", req.Name, req.Advertise, id)
 	if e.cfg.Cluster.Listen == "" {
-		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeNoCluster, Reason: noClusterReason}, subject
+		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeNoCluster, Reason: noClusterReason}, subject, ""
 	}
 	now := e.now().UTC()
 	check := func(t store.Token) error {
@@ -176,10 +179,10 @@ func (e *Edge) join(ctx context.Context, cs tls.ConnectionState, body []byte) (_
 	}
 	t, err := e.st.GetToken(ctx, id)
 	if err != nil {
-		return wire.JoinResponse{}, tokenStoreRefusal(id, err), subject
+		return wire.JoinResponse{}, tokenStoreRefusal(id, err), subject, ""
 	}
 	if err := check(t); err != nil {
-		return wire.JoinResponse{}, err.(*wire.Refusal), subject
+		return wire.JoinResponse{}, err.(*wire.Refusal), subject, ""
 	}
 	role := enroll.RoleEdge
 	if t.Kind == store.TokenJoinWitness {
@@ -189,22 +192,22 @@ func (e *Edge) join(ctx context.Context, cs tls.ConnectionState, body []byte) (_
 	host, _, _ := net.SplitHostPort(req.Advertise)
 	certDER, err := e.ca.SignRoute(req.CSR, req.Name, []string{host}, now, routeCertTTL)
 	if err != nil {
-		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}, subject
+		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}, subject, ""
 	}
 	resp := wire.JoinResponse{CA: e.ca.Certificate().Raw, Certificate: certDER, Routes: e.clusterRoutes(req.Advertise)}
 	if role == enroll.RoleEdge {
 		if resp.CAKey, err = e.ca.MarshalKey(); err != nil {
-			return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its CA key; tell its operator"}, subject
+			return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its CA key; tell its operator"}, subject, ""
 		}
 	}
 	if _, err := e.st.ConsumeToken(ctx, id, check, req.Name, now); err != nil {
 		var ref *wire.Refusal
 		if errors.As(err, &ref) {
-			return wire.JoinResponse{}, ref, subject
+			return wire.JoinResponse{}, ref, subject, ""
 		}
-		return wire.JoinResponse{}, tokenStoreRefusal(id, err), subject
+		return wire.JoinResponse{}, tokenStoreRefusal(id, err), subject, ""
 	}
-	return resp, nil, subject
+	return resp, nil, subject, req.Advertise
 }
 
 // checkJoiner checks what a join request says of the joiner.
@@ -231,7 +234,7 @@ func checkJoinToken(t store.Token, secret string, now time.Time) *wire.Refusal {
 func (e *Edge) clusterRoutes(advertise string) []string {
 	routes := []string{ClusterAdvertise(e.cfg.Cluster, net.InterfaceAddrs)}
 	routes = append(routes, e.cfg.Cluster.Routes...)
-	if joined, err := join.ReadClusterFile(e.cfg.DataDir); err != nil {
+	if joined, err := store.ReadClusterFile(filepath.Join(e.cfg.DataDir, store.ClusterFile)); err != nil {
 		e.log.Warn("join: the routes of this edge's own join are not passed on", "err", err)
 	} else {
 		routes = append(routes, joined...)

@@ -17,7 +17,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,19 +26,15 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
 // NamePrefix starts a member's server name: sallyport-<its id>.
 const NamePrefix = "sallyport-"
-
-// ClusterFile, in a member's data directory, holds the routes its join
-// gave it: {"routes": ["host:port", ...]}.
-const ClusterFile = "cluster.json"
 
 // PKIDir is the directory, inside a data directory, of the CA and the
 // route certificate.
@@ -108,7 +103,7 @@ func Redeem(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("join with %s: %w", o.Keyfile, err)
 	}
 	if joined {
-		routes, err := ReadClusterFile(o.DataDir)
+		routes, err := store.ReadClusterFile(filepath.Join(o.DataDir, store.ClusterFile))
 		if err != nil {
 			return Result{}, err
 		}
@@ -131,7 +126,7 @@ func Redeem(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("join through edge %s: the answer is unusable: %w", through, err)
 	}
-	if err := WriteClusterFile(o.DataDir, resp.Routes); err != nil {
+	if err := store.WriteClusterFile(o.DataDir, resp.Routes); err != nil {
 		return Result{}, err
 	}
 	if err := pki.SaveMember(pkiDir, m); err != nil {
@@ -281,39 +276,4 @@ func (o Options) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return o.Logger
-}
-
-// clusterFile is ClusterFile's content.
-type clusterFile struct {
-	Routes []string `json:"routes"`
-}
-
-// ReadClusterFile returns the routes in dataDir's ClusterFile; none if
-// there is no such file.
-func ReadClusterFile(dataDir string) ([]string, error) {
-	path := filepath.Join(dataDir, ClusterFile)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read the cluster routes: %w", err)
-	}
-	var f clusterFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("read the cluster routes from %s: %w", path, err)
-	}
-	return f.Routes, nil
-}
-
-// WriteClusterFile writes routes into dataDir's ClusterFile, mode 0600.
-func WriteClusterFile(dataDir string, routes []string) error {
-	b, err := json.MarshalIndent(clusterFile{Routes: routes}, "", "  ")
-	if err != nil {
-		return fmt.Errorf("write the cluster routes: %w", err)
-	}
-	if err := atomicfile.Write(filepath.Join(dataDir, ClusterFile), append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write the cluster routes: %w", err)
-	}
-	return nil
 }

@@ -28,7 +28,6 @@ import (
 // The answering edge's cluster addresses, as its config gives them.
 const (
 	clusterAdvertise = "127.0.0.1:16222"
-	clusterRoute     = "127.0.0.1:16333"
 	joinerAdvertise  = "127.0.0.1:16444"
 	joinerName       = "sallyport-edge-0b0b0b0b"
 )
@@ -41,7 +40,9 @@ func startClusterEdge(t *testing.T) *testnet.Edge {
 }
 
 func withCluster(c *config.Edge) {
-	c.Cluster = config.Cluster{Listen: "127.0.0.1:0", Advertise: clusterAdvertise, Routes: []string{clusterRoute, joinerAdvertise}}
+	// No route: the edge is a single node (NATS clusters only with one),
+	// which answers joins as the first edge of a cluster does.
+	c.Cluster = config.Cluster{Listen: "127.0.0.1:0", Advertise: clusterAdvertise}
 }
 
 // joinKeyfile asks e's admin API for a join keyfile and writes it to a
@@ -144,7 +145,7 @@ func wantAudit(t *testing.T, e *testnet.Edge, action, subject, result string) {
 // certificates or routes.
 func wantNothingWritten(t *testing.T, dir string) {
 	t.Helper()
-	for _, name := range []string{"pki/ca.crt", "pki/ca.key", "pki/route.crt", "pki/route.key", join.ClusterFile} {
+	for _, name := range []string{"pki/ca.crt", "pki/ca.key", "pki/route.crt", "pki/route.key", store.ClusterFile} {
 		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s written despite the refusal (stat: %v)", name, err)
 		}
@@ -164,10 +165,10 @@ func TestJoinEdge(t *testing.T) {
 	}
 	// The answering edge's own cluster address, then its routes, never
 	// the joiner's own.
-	if want := []string{clusterAdvertise, clusterRoute}; !res.Joined || !slices.Equal(res.Routes, want) {
+	if want := []string{clusterAdvertise}; !res.Joined || !slices.Equal(res.Routes, want) {
 		t.Errorf("result %+v, want joined with routes %v", res, want)
 	}
-	if routes, err := join.ReadClusterFile(dir); err != nil || !slices.Equal(routes, res.Routes) {
+	if routes, err := store.ReadClusterFile(filepath.Join(dir, store.ClusterFile)); err != nil || !slices.Equal(routes, res.Routes) {
 		t.Errorf("cluster.json routes %v, %v", routes, err)
 	}
 

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -82,3 +83,27 @@ func Pair(t testing.TB) (client, server *net.TCPConn) {
 	t.Cleanup(func() { c.Close(); s.Close() })
 	return c, s
 }
+
+// FreeAddr returns a loopback address whose port was free a moment ago:
+// listen on port 0, note the port, close. For a server that must be told
+// its port before it starts (a cluster member whose peers route to it);
+// another process may take the port in between, rarely.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		// The kernel may hand a closed port out again at once: a test
+		// that asks for two free addresses must get two.
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
+	}
+}
+
+// handedOut holds every address FreeAddr has returned in this process.
+var handedOut sync.Map

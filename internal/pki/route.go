@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -96,7 +97,8 @@ func (ca *CA) SignRoute(csrDER []byte, name string, hosts []string, now time.Tim
 // CA key, from route.crt and route.key in dir (the edge's pki directory),
 // issuing a new one (RouteValidity, key mode 0600) when there is none,
 // when it is damaged, not issued by ca, for another name or other hosts,
-// or past two thirds of its life. The chain is the leaf and the CA.
+// or past two thirds of its life; dir is created (mode 0700) if missing.
+// The chain is the leaf and the CA.
 func LoadOrIssueRoute(dir string, ca *CA, name string, hosts []string, now time.Time) (tls.Certificate, error) {
 	dnsNames, ips, err := splitNames(hosts)
 	if err != nil {
@@ -119,6 +121,9 @@ func LoadOrIssueRoute(dir string, ca *CA, name string, hosts []string, now time.
 	}
 	keyPEM, err := encodeKey(key)
 	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("issue route certificate: %w", err)
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return tls.Certificate{}, fmt.Errorf("issue route certificate: %w", err)
 	}
 	// Key first: a crash between the two leaves a key that does not fit

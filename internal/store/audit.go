@@ -39,7 +39,7 @@ type AuditEvent struct {
 
 // openAudit binds (creating when missing) the audit stream, keeping events
 // for retention; an existing stream's retention is brought to it.
-func (s *JetStream) openAudit(ctx context.Context, js jetstream.JetStream, retention time.Duration) error {
+func (s *JetStream) openAudit(ctx context.Context, js jetstream.JetStream, retention time.Duration, replicas int) error {
 	if retention <= 0 {
 		retention = DefaultAuditRetention
 	}
@@ -48,7 +48,7 @@ func (s *JetStream) openAudit(ctx context.Context, js jetstream.JetStream, reten
 		Description: "sallyport audit trail: enrollments, grants, revocations, renewals, refused hellos, admin calls",
 		Subjects:    []string{subjectAudit},
 		Storage:     jetstream.FileStorage,
-		Replicas:    1,
+		Replicas:    replicas,
 		MaxAge:      retention,
 		MaxMsgSize:  maxAuditEvent,
 		Discard:     jetstream.DiscardOld,
@@ -61,7 +61,7 @@ func (s *JetStream) openAudit(ctx context.Context, js jetstream.JetStream, reten
 			st, err = js.Stream(ctx, StreamAudit) // another edge created it first
 		}
 	case err == nil && st.CachedInfo().Config.MaxAge != retention:
-		have := st.CachedInfo().Config
+		have := st.CachedInfo().Config // its replicas are the raiser's
 		have.MaxAge = retention
 		st, err = js.UpdateStream(ctx, have)
 	}

@@ -3,11 +3,14 @@ package store
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -40,7 +43,9 @@ const maxCASAttempts = 32
 type Options struct {
 	// URL of an external NATS server or cluster (for example
 	// "nats://n1:4222,nats://n2:4222"). Empty means: run an embedded server
-	// in this process that opens no port, with its data in Dir.
+	// in this process, with its data in Dir, that opens no port (a cluster
+	// member, see Cluster, opens its cluster port and a loopback client
+	// port that only this process can use).
 	URL string
 	// CAFile, CertFile and KeyFile configure TLS to an external URL: the
 	// servers' CA (empty: the system's roots) and a client certificate
@@ -60,6 +65,19 @@ type Options struct {
 	// AuditRetention is how long the audit trail keeps events; zero means
 	// DefaultAuditRetention (90 days).
 	AuditRetention time.Duration
+	// Cluster, when it names routes, makes the embedded server a member
+	// of a cluster of edges and witnesses; nil (or no routes) means a
+	// single node. Ignored with a URL.
+	Cluster *Cluster
+	// Replicas is how many copies JetStream keeps of each bucket and of
+	// the audit stream: 1 keeps one for good; 0 or 3 create them with 3
+	// when the cluster has three or more JetStream servers, else with 1,
+	// and raise those with 1 to 3 once the third server is there (checked
+	// at start and every ReplicaCheck). Replicas are never lowered.
+	Replicas int
+	// ReplicaCheck is how often a member checks whether the cluster has
+	// grown to three servers; zero means 5s.
+	ReplicaCheck time.Duration
 }
 
 // JetStream is a Store on NATS JetStream key-value buckets, one bucket per
@@ -77,9 +95,32 @@ type JetStream struct {
 	js         jetstream.JetStream
 	audit      jetstream.Stream
 
+	// replicas is Options.Replicas.
+	replicas int
+	// member is set for an embedded server that is a cluster member.
+	member bool
+	// single, while a single node's records are adopted into the cluster,
+	// is that node's server and connection (see adopt).
+	single *embedded
+	// stopRaise ends the replica raiser, raising waits for it.
+	stopRaise chan struct{}
+	raising   sync.WaitGroup
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// embedded is an in-process NATS server and the connection to it.
+type embedded struct {
+	srv *server.Server
+	nc  *nats.Conn
+}
+
+func (e *embedded) stop() {
+	e.nc.Close()
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
 }
 
 var _ Store = (*JetStream)(nil)
@@ -92,15 +133,19 @@ func Open(ctx context.Context, opts Options) (*JetStream, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	timeout := defaultStartTimeout
+	timeout, clusterWait := defaultStartTimeout, defaultClusterStartTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
+		clusterWait = timeout
 	}
 	if timeout <= 0 {
 		return nil, fmt.Errorf("open store: %w", context.DeadlineExceeded)
 	}
 
-	s := &JetStream{log: log, name: opts.Name}
+	s := &JetStream{log: log, name: opts.Name, replicas: opts.Replicas, stopRaise: make(chan struct{})}
+	if opts.Replicas != 0 && opts.Replicas != 1 && opts.Replicas != 3 {
+		return nil, fmt.Errorf("open store: Options.Replicas is %d; use 1, 3, or 0 for 3 once the cluster has three servers", opts.Replicas)
+	}
 	if opts.URL != "" {
 		copts := append(s.connOptions(timeout), nats.MaxReconnects(-1))
 		if opts.CAFile != "" {
@@ -118,21 +163,39 @@ func Open(ctx context.Context, opts Options) (*JetStream, error) {
 		}
 		s.nc = nc
 	} else {
-		if err := s.startEmbedded(opts.Dir, timeout); err != nil {
+		if err := s.startEmbedded(opts, timeout); err != nil {
 			return nil, err
 		}
 	}
 
-	if err := s.openBuckets(ctx, opts.AuditRetention); err != nil {
+	if err := s.openAll(ctx, opts.AuditRetention, clusterWait); err != nil {
 		s.shutdown()
 		return nil, err
+	}
+	if s.single != nil {
+		err := s.adopt(ctx, opts.Dir)
+		s.single.stop()
+		s.single = nil
+		if err != nil {
+			s.shutdown()
+			return nil, err
+		}
+	}
+	if s.mayRaise() {
+		every := cmp.Or(opts.ReplicaCheck, defaultReplicaCheck)
+		s.raising.Go(func() { s.raiseLoop(every) })
 	}
 	return s, nil
 }
 
 // startEmbedded starts an in-process NATS server with JetStream file
-// storage in dir and connects to it without a socket.
-func (s *JetStream) startEmbedded(dir string, timeout time.Duration) error {
+// storage in opts.Dir and connects to it. A single node opens no port. A
+// cluster member (opts.Cluster with routes) keeps its files in
+// Dir/cluster and opens its cluster port and a loopback client port (see
+// Cluster.clusterOptions); if Dir holds a single node's files, that node
+// is started too, for Open to adopt its records into the cluster.
+func (s *JetStream) startEmbedded(opts Options, timeout time.Duration) error {
+	dir := opts.Dir
 	if dir == "" {
 		return errors.New("open store: Options.Dir is empty; name a directory for the embedded NATS data or set Options.URL")
 	}
@@ -144,39 +207,102 @@ func (s *JetStream) startEmbedded(dir string, timeout time.Duration) error {
 		return err
 	}
 	s.lock = lock
-	sopts := &server.Options{
+	if !opts.Cluster.clustered() {
+		if wasMember(dir) {
+			s.unlock()
+			return fmt.Errorf("open store: %s holds the files of a cluster member, and no cluster route is configured; "+
+				"start it with its routes (cluster.routes, or the cluster.json its join wrote), "+
+				"or, to leave the cluster for good, move %s aside (its records stay with the cluster)", dir, filepath.Join(dir, clusterSubdir))
+		}
+		if opts.Cluster != nil {
+			s.log.Info("store: a cluster port is configured but no route to another member: running as a single node with no port open; " +
+				"NATS forms a cluster only with a route, so add one (cluster.routes, or join) and restart")
+		}
+		e, err := s.startServer(s.serverOptions(dir), "", timeout)
+		if err != nil {
+			s.unlock()
+			return err
+		}
+		s.srv, s.nc = e.srv, e.nc
+		return nil
+	}
+	if hasSingleNode(dir) && !adopted(dir) {
+		if s.single, err = s.startServer(s.serverOptions(dir), "", timeout); err != nil {
+			s.unlock()
+			return fmt.Errorf("open store: read this node's single-node records before joining the cluster: %w", err)
+		}
+	}
+	token := randomToken()
+	sopts := s.serverOptions(filepath.Join(dir, clusterSubdir))
+	if err := opts.Cluster.clusterOptions(sopts, token); err != nil {
+		s.stopSingle()
+		s.unlock()
+		return err
+	}
+	e, err := s.startServer(sopts, token, timeout)
+	if err != nil {
+		s.stopSingle()
+		s.unlock()
+		return err
+	}
+	s.srv, s.nc, s.member = e.srv, e.nc, true
+	return nil
+}
+
+// serverOptions are the embedded server's options as a single node with
+// its files in storeDir.
+func (s *JetStream) serverOptions(storeDir string) *server.Options {
+	return &server.Options{
 		ServerName: cmp.Or(s.name, "sallyport-edge"),
 		DontListen: true, // in-process connections only: no client port
 		NoSigs:     true, // the edge owns signal handling
 		JetStream:  true,
-		StoreDir:   dir,
+		StoreDir:   storeDir,
 		// Enrollment writes are rare and a consumed token must stay
 		// consumed after a power loss: fsync every write rather than every
 		// two minutes (the server's default).
 		SyncAlways: true,
 	}
+}
+
+// startServer starts a server with sopts and connects to it in-process
+// with token (empty: none).
+func (s *JetStream) startServer(sopts *server.Options, token string, timeout time.Duration) (*embedded, error) {
 	srv, err := server.NewServer(sopts)
 	if err != nil {
-		s.unlock()
-		return fmt.Errorf("open store: configure embedded NATS: %w", err)
+		return nil, fmt.Errorf("open store: configure embedded NATS: %w", err)
 	}
 	srv.SetLoggerV2(natsLogger{log: s.log}, s.log.Enabled(context.Background(), slog.LevelDebug), false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(timeout) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		s.unlock()
-		return fmt.Errorf("open store: embedded NATS did not start within %v; see the debug log", timeout)
+		return nil, fmt.Errorf("open store: embedded NATS did not start within %v; see the debug log", timeout)
 	}
-	nc, err := nats.Connect("", append(s.connOptions(timeout), nats.InProcessServer(srv))...)
+	copts := append(s.connOptions(timeout), nats.InProcessServer(srv))
+	if token != "" {
+		copts = append(copts, nats.Token(token))
+	}
+	nc, err := nats.Connect("", copts...)
 	if err != nil {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		s.unlock()
-		return fmt.Errorf("open store: connect to embedded NATS: %w", err)
+		return nil, fmt.Errorf("open store: connect to embedded NATS: %w", err)
 	}
-	s.srv, s.nc = srv, nc
-	return nil
+	return &embedded{srv: srv, nc: nc}, nil
+}
+
+func (s *JetStream) stopSingle() {
+	if s.single != nil {
+		s.single.stop()
+		s.single = nil
+	}
+}
+
+func randomToken() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // connOptions are the client options common to both modes: asynchronous
@@ -203,54 +329,81 @@ func (s *JetStream) connOptions(timeout time.Duration) []nats.Option {
 	}
 }
 
-// openBuckets binds (creating when missing) the key-value buckets.
-func (s *JetStream) openBuckets(ctx context.Context, auditRetention time.Duration) error {
+// openBuckets binds (creating when missing) the key-value buckets and the
+// audit stream; new ones get replicas copies.
+func (s *JetStream) openBuckets(ctx context.Context, auditRetention time.Duration, replicas int) error {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		return fmt.Errorf("open store: JetStream: %w", err)
 	}
-	s.tokens, err = bucket(ctx, js, BucketTokens, "sallyport enrollment tokens, by token id")
+	s.tokens, err = bucket(ctx, js, BucketTokens, "sallyport enrollment tokens, by token id", replicas)
 	if err != nil {
 		return err
 	}
-	s.connectors, err = bucket(ctx, js, BucketConnectors, "sallyport enrolled connectors, by certificate serial")
+	s.connectors, err = bucket(ctx, js, BucketConnectors, "sallyport enrolled connectors, by certificate serial", replicas)
 	if err != nil {
 		return err
 	}
-	s.sessions, err = bucket(ctx, js, BucketSessions, "sallyport one-time client sessions, by session id")
+	s.sessions, err = bucket(ctx, js, BucketSessions, "sallyport one-time client sessions, by session id", replicas)
 	if err != nil {
 		return err
 	}
-	return s.openAudit(ctx, js, auditRetention)
+	return s.openAudit(ctx, js, auditRetention, replicas)
 }
 
-// bucket returns the named bucket, creating it if missing. An existing
-// bucket's configuration is left as it is: a cluster raises the replica
-// count once, by hand (`nats kv edit <bucket> --replicas 3`) or by a future
-// migration, and an edge that starts later must not lower it again.
-func bucket(ctx context.Context, js jetstream.JetStream, name, desc string) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, name)
+// bucket returns the named bucket, creating it with replicas copies if
+// missing. An existing bucket's configuration is left as it is: the
+// replica raiser (raiseLoop) raises it, and an edge that starts later must
+// not lower it again.
+func bucket(ctx context.Context, js jetstream.JetStream, name, desc string, replicas int) (jetstream.KeyValue, error) {
+	_, err := js.KeyValue(ctx, name)
 	if err == nil {
-		return kv, nil
+		return leaderReads(ctx, js, name)
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("open store: bucket %s: %w", name, err)
 	}
-	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      name,
 		Description: desc,
 		History:     1, // only the latest value; CAS needs the revision, not history
 		Storage:     jetstream.FileStorage,
-		// One copy on a single node. In a cluster of three or more NATS
-		// servers this becomes 3 so that a bucket survives the loss of one.
-		Replicas:     1,
+		// One copy on a single node; three in a cluster of three or more
+		// servers, so that a bucket survives the loss of one.
+		Replicas:     replicas,
 		MaxValueSize: 64 << 10,
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, name) // another edge created it first
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, jetstream.ErrBucketExists) { // exists: another edge created it first
 		return nil, fmt.Errorf("open store: create bucket %s: %w", name, err)
+	}
+	return leaderReads(ctx, js, name)
+}
+
+// leaderReads turns off direct gets on bucket name's stream (the KV API
+// turns them on), then binds the bucket. A direct get may be answered by
+// any replica, and a replica a write has not reached yet answers with the
+// old value or none: in a cluster, a session created through one edge
+// and used a moment later through another would be "unknown" (seen in
+// TestClusterOfThree right after a member stopped). Reads from the
+// stream's leader see every acknowledged write; at sallyport's read rates
+// (no read per client connection) the leader can serve them all. On an
+// external NATS, the edge's user must be allowed to update the bucket's
+// stream (once); Open fails, saying so, otherwise.
+func leaderReads(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
+	st, err := js.Stream(ctx, kvStream(name))
+	if err != nil {
+		return nil, fmt.Errorf("open store: bucket %s: %w", name, err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.AllowDirect {
+		cfg.AllowDirect = false
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("open store: bucket %s: turn reads from any replica off (allow_direct): %w; "+
+				"allow this NATS user to update stream %s, or set allow_direct false on it yourself", name, err, kvStream(name))
+		}
+	}
+	kv, err := js.KeyValue(ctx, name) // bound after the change: reads go to the leader
+	if err != nil {
+		return nil, fmt.Errorf("open store: bucket %s: %w", name, err)
 	}
 	return kv, nil
 }
@@ -269,6 +422,9 @@ func (s *JetStream) Close() error {
 // for it, then releases the data directory. Every write a caller saw succeed
 // was acknowledged by JetStream, so nothing buffered is lost.
 func (s *JetStream) shutdown() error {
+	close(s.stopRaise)
+	s.raising.Wait()
+	s.stopSingle()
 	if s.nc != nil {
 		s.nc.Close()
 	}
@@ -486,71 +642,6 @@ func (s *JetStream) WatchConnectors(ctx context.Context, fn func(Connector)) (st
 	return watch(ctx, s, s.connectors, "connector", func(c *Connector, rev uint64) { c.Revision = rev }, fn)
 }
 
-// watch calls fn with every value of kv (records of kind what), then
-// returns; from then on a goroutine calls fn with each value written,
-// until stop (or ctx's end). A value that cannot be decoded is logged and
-// skipped; setRev, if not nil, gives each its revision. Deletions are not
-// delivered.
-func watch[T any](ctx context.Context, s *JetStream, kv jetstream.KeyValue, what string, setRev func(*T, uint64), fn func(T)) (stop func(), err error) {
-	wctx, cancel := context.WithCancel(ctx)
-	w, err := kv.WatchAll(wctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("watch %ss: %w", what, err)
-	}
-	deliver := func(e jetstream.KeyValueEntry) {
-		var v T
-		if err := json.Unmarshal(e.Value(), &v); err != nil {
-			s.log.Error("store: a "+what+" record cannot be read; ignored", "key", e.Key(), "revision", e.Revision(), "err", err)
-			return
-		}
-		if setRev != nil {
-			setRev(&v, e.Revision())
-		}
-		fn(v)
-	}
-	// The current values first, up to the marker (nil) that ends them.
-	for initial := true; initial; {
-		select {
-		case e, ok := <-w.Updates():
-			switch {
-			case !ok:
-				cancel()
-				return nil, fmt.Errorf("watch %ss: the watcher closed before the values were read; retry", what)
-			case e == nil:
-				initial = false
-			default:
-				deliver(e)
-			}
-		case <-ctx.Done():
-			cancel()
-			stopWatcher(w)
-			return nil, fmt.Errorf("watch %ss: %w", what, ctx.Err())
-		}
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					deliver(e)
-				}
-			case <-wctx.Done():
-				stopWatcher(w)
-				return
-			}
-		}
-	})
-	return func() {
-		cancel()
-		wg.Wait()
-	}, nil
-}
-
 // GetConnector implements Store.
 func (s *JetStream) GetConnector(ctx context.Context, id string) (Connector, error) {
 	if err := s.check(); err != nil {
@@ -639,31 +730,43 @@ func get(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64,
 	return e.Revision(), nil
 }
 
-// list decodes the latest value of every key in kv. It reads the bucket
-// with one watcher (one ordered consumer) rather than one request per key.
+// list decodes the latest value of every key in kv.
 func list[T any](ctx context.Context, kv jetstream.KeyValue) ([]T, error) {
+	var out []T
+	err := entries(ctx, kv, func(e jetstream.KeyValueEntry) error {
+		var v T
+		if err := json.Unmarshal(e.Value(), &v); err != nil {
+			return fmt.Errorf("decode key %s at revision %d: %w", e.Key(), e.Revision(), err)
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err
+}
+
+// entries calls fn with the latest entry of every key in kv, stopping at
+// fn's first error. It reads the bucket with one watcher (one ordered
+// consumer) rather than one request per key.
+func entries(ctx context.Context, kv jetstream.KeyValue, fn func(jetstream.KeyValueEntry) error) error {
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer stopWatcher(w)
-	var out []T
 	for {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, errors.New("watcher closed before the values were read; retry")
+				return errors.New("watcher closed before the values were read; retry")
 			}
 			if e == nil { // all current values delivered
-				return out, nil
+				return nil
 			}
-			var v T
-			if err := json.Unmarshal(e.Value(), &v); err != nil {
-				return nil, fmt.Errorf("decode key %s at revision %d: %w", e.Key(), e.Revision(), err)
+			if err := fn(e); err != nil {
+				return err
 			}
-			out = append(out, v)
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }

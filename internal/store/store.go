@@ -3,8 +3,11 @@
 // implements it on NATS JetStream key-value buckets ([JetStream]).
 //
 // A single edge embeds its own NATS server (no port opened, data under the
-// edge's data directory); a cluster of edges points [Options.URL] at a shared
-// NATS cluster instead. Either way the edge sees the same interface:
+// edge's data directory). A cluster of edges either makes their embedded
+// servers members of one NATS cluster ([Options.Cluster]: routes with mutual
+// TLS from the edge CA, buckets in three replicas once there are three
+// servers), or points [Options.URL] at a shared NATS cluster. Either way the
+// edge sees the same interface:
 //
 //	st, err := store.Open(ctx, store.Options{Dir: filepath.Join(dataDir, "nats"), Logger: log})
 //	if err != nil {

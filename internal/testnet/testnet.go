@@ -75,6 +75,27 @@ type Edge struct {
 // the test ends, if the test has not stopped it already.
 func StartEdge(t testing.TB, o EdgeOptions) *Edge {
 	t.Helper()
+	return StartEdges(t, o)[0]
+}
+
+// StartEdges starts one edge per options at once and waits until every
+// one listens: edges whose embedded stores form a cluster start only
+// together, once a quorum of them is up.
+func StartEdges(t testing.TB, os ...EdgeOptions) []*Edge {
+	t.Helper()
+	es := make([]*Edge, len(os))
+	for i, o := range os {
+		es[i] = launchEdge(t, o)
+	}
+	for _, e := range es {
+		e.waitReady(t)
+	}
+	return es
+}
+
+// launchEdge starts an edge's Run and returns without waiting for it.
+func launchEdge(t testing.TB, o EdgeOptions) *Edge {
+	t.Helper()
 	if o.DataDir == "" {
 		o.DataDir = filepath.Join(t.TempDir(), "edge")
 	}
@@ -107,16 +128,21 @@ func StartEdge(t testing.TB, o EdgeOptions) *Edge {
 	te := &Edge{Edge: e, Cfg: cfg, Logs: logs, cancel: cancel, done: make(chan error, 1)}
 	go func() { te.done <- e.Run(ctx) }()
 	t.Cleanup(func() { te.Stop() })
+	return te
+}
+
+// waitReady waits until the edge listens, failing the test if its Run
+// ends or 20s pass first.
+func (e *Edge) waitReady(t testing.TB) {
+	t.Helper()
 	select {
 	case <-e.Ready():
-	case err := <-te.done:
-		cancel()
-		t.Fatalf("edge did not start: %v", err)
+	case err := <-e.done:
+		e.done <- err
+		t.Fatalf("edge did not start: %v\nlogs:\n%s", err, e.Logs)
 	case <-time.After(20 * time.Second):
-		cancel()
-		t.Fatal("edge did not start within 20s")
+		t.Fatalf("edge did not start within 20s\nlogs:\n%s", e.Logs)
 	}
-	return te
 }
 
 // Stop stops the edge (gracefully: drain, then close) and returns Run's error.

@@ -10,6 +10,9 @@ package pkitest
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -65,4 +68,19 @@ func Route(t testing.TB, ca *pki.CA, name string) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der, ca.Certificate().Raw}, PrivateKey: key, Leaf: leaf}
+}
+
+// PlaceRoute puts into pkiDir what joining the cluster leaves for a
+// witness (which holds no CA key): a route certificate and key of ca for
+// name (route.crt, route.key) and ca's certificate (ca.crt), so that
+// pki.LoadRoute(pkiDir) reads them.
+func PlaceRoute(t testing.TB, ca *pki.CA, pkiDir, name string) {
+	t.Helper()
+	if _, err := pki.LoadOrIssueRoute(pkiDir, ca, name, []string{"127.0.0.1"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw})
+	if err := os.WriteFile(filepath.Join(pkiDir, pki.CACertFile), caPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
