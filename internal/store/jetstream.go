@@ -74,7 +74,12 @@ type JetStream struct {
 	tokens     jetstream.KeyValue
 	connectors jetstream.KeyValue
 	sessions   jetstream.KeyValue
+	edges      jetstream.KeyValue // presence: see presence.go
 	js         jetstream.JetStream
+
+	// connectorsSeen is the last stream sequence the connectors watch
+	// has delivered: the freshness fence compares it with the bucket's.
+	connectorsSeen atomic.Uint64
 	audit      jetstream.Stream
 
 	closed    atomic.Bool
@@ -219,6 +224,9 @@ func (s *JetStream) openBuckets(ctx context.Context, auditRetention time.Duratio
 	}
 	s.sessions, err = bucket(ctx, js, BucketSessions, "sallyport one-time client sessions, by session id")
 	if err != nil {
+		return err
+	}
+	if s.edges, err = edgesBucket(ctx, js); err != nil {
 		return err
 	}
 	return s.openAudit(ctx, js, auditRetention)
@@ -483,22 +491,21 @@ func (s *JetStream) WatchConnectors(ctx context.Context, fn func(Connector)) (st
 	if err := s.check(); err != nil {
 		return nil, fmt.Errorf("watch connectors: %w", err)
 	}
-	return watch(ctx, s, s.connectors, "connector", func(c *Connector, rev uint64) { c.Revision = rev }, fn)
+	return watch(ctx, s, s.connectors, "connector", &s.connectorsSeen, func(c *Connector, rev uint64) { c.Revision = rev }, fn)
 }
 
 // watch calls fn with every value of kv (records of kind what), then
 // returns; from then on a goroutine calls fn with each value written,
 // until stop (or ctx's end). A value that cannot be decoded is logged and
 // skipped; setRev, if not nil, gives each its revision. Deletions are not
-// delivered.
-func watch[T any](ctx context.Context, s *JetStream, kv jetstream.KeyValue, what string, setRev func(*T, uint64), fn func(T)) (stop func(), err error) {
-	wctx, cancel := context.WithCancel(ctx)
-	w, err := kv.WatchAll(wctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("watch %ss: %w", what, err)
-	}
-	deliver := func(e jetstream.KeyValueEntry) {
+// delivered. seen, if not nil, follows the last revision delivered,
+// deletions included.
+func watch[T any](ctx context.Context, s *JetStream, kv jetstream.KeyValue, what string, seen *atomic.Uint64, setRev func(*T, uint64), fn func(T)) (stop func(), err error) {
+	return watchEntries(ctx, kv, what, func(e jetstream.KeyValueEntry) {
+		defer seenUpTo(seen, e.Revision())
+		if e.Operation() != jetstream.KeyValuePut {
+			return
+		}
 		var v T
 		if err := json.Unmarshal(e.Value(), &v); err != nil {
 			s.log.Error("store: a "+what+" record cannot be read; ignored", "key", e.Key(), "revision", e.Revision(), "err", err)
@@ -508,6 +515,18 @@ func watch[T any](ctx context.Context, s *JetStream, kv jetstream.KeyValue, what
 			setRev(&v, e.Revision())
 		}
 		fn(v)
+	})
+}
+
+// watchEntries calls deliver with every entry of kv, deletions included,
+// then returns; from then on a goroutine calls it with each entry
+// written, until stop (or ctx's end).
+func watchEntries(ctx context.Context, kv jetstream.KeyValue, what string, deliver func(jetstream.KeyValueEntry)) (stop func(), err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	w, err := kv.WatchAll(wctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("watch %ss: %w", what, err)
 	}
 	// The current values first, up to the marker (nil) that ends them.
 	for initial := true; initial; {
