@@ -183,6 +183,9 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 
 // openOn opens a stream to service on the tunnel sess, for c; see Open.
 func (e *Edge) openOn(sess *tunnel.Session, service string, c admission.Client) (*streamConn, *admission.Refusal) {
+	if ref := e.fencedClient(service, c); ref != nil {
+		return nil, ref
+	}
 	connector := e.connectorOf(sess)
 	st, err := sess.Open(wire.StreamOpen{Service: service, Client: c.Addr.String()})
 	if err != nil {

@@ -103,6 +103,11 @@ type Edge struct {
 	openings *openings
 	// auditRefusals bounds the refusals strangers can make the edge audit.
 	auditRefusals *rate.Limiter
+
+	// members and fence: the cluster's edges, and the freshness fence
+	// (members.go, fence.go).
+	members members
+	fence   fence
 }
 
 // tunnelInfo describes one live tunnel.
@@ -278,6 +283,10 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	}
 	loops.Go(func() { e.acceptTunnels(ctx, tl) })
 	loops.Go(func() { e.pruneTokens(ctx) })
+	leave, err := e.startMembers(ctx)
+	if err != nil {
+		return fmt.Errorf("join the cluster's edge set in the store: %w", err)
+	}
 	e.listeners.Serve(ctx)
 	e.log.Info("edge started", "edge", e.id, "tunnel", tl.Addr().String(), "advertise", strings.Join(e.advertise, ","),
 		"admin", al.Addr().String(), "services", len(e.cfg.Services), "shared_listeners", e.listeners.Shared(), "ca_pin", e.ca.Pin())
@@ -285,6 +294,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 
 	<-ctx.Done()
 	e.log.Info("edge stopping: no new connections; draining live ones", "timeout", e.cfg.DrainTimeout)
+	leave()
 	tl.Close()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	adminSrv.Shutdown(shutdownCtx)
@@ -303,13 +313,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 
 // closeTunnels shuts every tunnel down; its watcher removes the routes.
 func (e *Edge) closeTunnels() {
-	e.conns.Lock()
-	sessions := make([]*tunnel.Session, 0, len(e.conns.tunnels))
-	for s := range e.conns.tunnels {
-		sessions = append(sessions, s)
-	}
-	e.conns.Unlock()
-	for _, s := range sessions {
+	for _, s := range e.sessions() {
 		s.Shutdown()
 	}
 }

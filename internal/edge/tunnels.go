@@ -109,6 +109,11 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, op
 		tc.Close()
 		return
 	}
+	if ref := e.fencedRefusal(); ref != nil {
+		log.Warn("tunnel port: "+kind.String()+" refused: the edge is fenced", "reason", ref.Reason)
+		tunnel.Refuse(tc, ref)
+		return
+	}
 	switch kind {
 	case wire.KindEnrollRequest:
 		e.serveEnroll(ctx, tc, body, log)
@@ -185,7 +190,8 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		return
 	}
 	_, ungranted := split(hello.Services, rec.Grants)
-	welcome := wire.Welcome{EdgeID: e.id, Edges: e.advertise, Refused: e.ungrantedRefusals(rec, ungranted)}
+	edges := e.edgeSet()
+	welcome := wire.Welcome{EdgeID: e.id, Edges: edgeAddresses(edges), Refused: e.ungrantedRefusals(rec, ungranted)}
 	sess, err := tunnel.Server(tc, e.tunnelConfig(), welcome)
 	if err != nil {
 		log.Warn("tunnel failed during handshake", "err", err)
@@ -199,6 +205,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		return
 	}
 	log.Info("connector tunnel up", "services", routed, "refused", ungranted, "instance", hello.Instance)
+	e.announce(sess, e.edgeSet()) // with the edges' ids, which the Welcome lacks; as it is now
 
 	select {
 	case <-sess.Done():

@@ -80,7 +80,7 @@ type JetStream struct {
 	// connectorsSeen is the last stream sequence the connectors watch
 	// has delivered: the freshness fence compares it with the bucket's.
 	connectorsSeen atomic.Uint64
-	audit      jetstream.Stream
+	audit          jetstream.Stream
 
 	closed    atomic.Bool
 	closeOnce sync.Once
