@@ -131,6 +131,7 @@ func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Co
 	if err != nil {
 		return nil, fmt.Errorf("tunnel handshake with edge %s: %w", addr, err)
 	}
+	c.learnEdge(addr, welcome.EdgeID)
 	for _, r := range welcome.Refused {
 		if _, told := c.told.LoadOrStore(addr+"/"+r.Service, true); !told {
 			c.log.Warn("the edge refuses a service this connector offers; its other services are served", "edge", addr,

@@ -213,3 +213,7 @@ func (e *Edge) sessions() []*tunnel.Session {
 	}
 	return out
 }
+
+// Members is the edge set this edge tells its connectors: this edge
+// first, then every other live edge that is not draining.
+func (e *Edge) Members() []wire.EdgeAddr { return e.edgeSet() }

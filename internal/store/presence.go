@@ -78,9 +78,11 @@ func edgesBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValu
 		// every watcher so.
 		TTL:            PresenceTTL,
 		LimitMarkerTTL: presenceMarkerTTL,
-		Storage:        jetstream.MemoryStorage, // nothing here outlives a restart of the whole cluster anyway
-		Replicas:       1,
-		MaxValueSize:   16 << 10,
+		// On file, as the other buckets: a NATS restart must not lose
+		// the bucket itself (its keys lapse anyway).
+		Storage:      jetstream.FileStorage,
+		Replicas:     1,
+		MaxValueSize: 16 << 10,
 	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		kv, err = js.KeyValue(ctx, BucketEdges)
