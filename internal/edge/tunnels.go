@@ -206,6 +206,9 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 	}
 	log.Info("connector tunnel up", "services", routed, "refused", ungranted, "instance", hello.Instance)
 	e.announce(sess, e.edgeSet()) // with the edges' ids, which the Welcome lacks; as it is now
+	if e.Fenced() {
+		sess.Shutdown() // fenced while this hello was answered
+	}
 
 	select {
 	case <-sess.Done():

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/edge"
 	"github.com/sallyport/sallyport/internal/pki"
@@ -416,4 +418,46 @@ func TestMembershipUpdateAttacks(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestFenceNeedsBothChecksToFail: an edge whose presence writes fail
+// (here: the presence bucket is gone, as when its stream has no leader)
+// but whose connectors watch is provably caught up is not fenced: one
+// bucket's leader election must not fence every edge (cluster.md §7).
+func TestFenceNeedsBothChecksToFail(t *testing.T) {
+	cl := &cluster{t: t, nats: startNATS(t)}
+	a := cl.startEdge()
+	nc, err := nats.Connect(cl.nats.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(t.Context(), store.BucketEdges); err != nil {
+		t.Fatal(err)
+	}
+	probe, err := store.Open(t.Context(), store.Options{URL: cl.nats.url()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	// Open re-created the bucket; delete it again so that writes fail.
+	if err := js.DeleteKeyValue(t.Context(), store.BucketEdges); err != nil {
+		t.Fatal(err)
+	}
+	if err := probe.PutPresence(t.Context(), store.EdgePresence{ID: "probe"}); err == nil {
+		t.Fatal("a presence write succeeded without the bucket: the test proves nothing")
+	}
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if a.Fenced() {
+			t.Fatal("the edge fenced although its connectors watch is caught up")
+		}
+	}
+	echo := testnet.Echo(t)
+	conn := testnet.StartConnector(t, a.Keyfile(t, "site", time.Hour, "echo"), testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
+	conn.WaitTunnels(t, 1)
+	echoThrough(t, a)
 }
