@@ -204,7 +204,7 @@ func (c *Connector) Run(parent context.Context) error {
 	}
 	c.closeTunnels()
 	loops.Wait()
-	c.fleet.wg.Wait()
+	c.waitFleet()
 	c.handlers.Wait()
 	if err := context.Cause(ctx); parent.Err() == nil && err != nil {
 		c.log.Error("connector stopped", "err", err)

@@ -42,8 +42,10 @@ type fleet struct {
 	// saved is the set last written to clusterFile.
 	saved []wire.EdgeAddr
 
-	// wg counts the loops' goroutines.
-	wg sync.WaitGroup
+	// wg counts the loops' goroutines; once stopped is set (under mu)
+	// no loop starts, so that wait's Wait never races a late start.
+	wg      sync.WaitGroup
+	stopped bool
 	// ctx is Run's context, and id its identity; set before any loop.
 	ctx context.Context
 	id  identity
@@ -89,6 +91,9 @@ func (c *Connector) startFleet(ctx context.Context, id identity) {
 // startLoopLocked runs l's pool of tunnel loops under key after delay;
 // c.fleet is locked.
 func (c *Connector) startLoopLocked(key string, l *edgeLoop, delay time.Duration) {
+	if c.fleet.stopped {
+		return
+	}
 	ctx, cancel := context.WithCancel(c.fleet.ctx)
 	l.cancel = cancel
 	c.fleet.loops[key] = l
@@ -104,6 +109,15 @@ func (c *Connector) startLoopLocked(key string, l *edgeLoop, delay time.Duration
 			c.keepTunnel(ctx, l.addr, slot, c.fleet.id)
 		})
 	}
+}
+
+// waitFleet waits, once Run's context has ended, for every edge loop; no
+// loop starts after it is called.
+func (c *Connector) waitFleet() {
+	c.fleet.mu.Lock()
+	c.fleet.stopped = true
+	c.fleet.mu.Unlock()
+	c.fleet.wg.Wait()
 }
 
 // learnEdge records that the edge at addr is edge id (its Welcome says

@@ -257,6 +257,12 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	if e.listeners, err = ingress.Open(e.cfg, e, listen, e.log); err != nil {
 		return err
 	}
+	// From here on nothing returns before the drain: the members' loops
+	// end with ctx, and leave waits for them.
+	leave, err := e.startMembers(ctx)
+	if err != nil {
+		return fmt.Errorf("join the cluster's edge set in the store: %w", err)
+	}
 
 	// The admin API: on the Unix socket in the data directory for the
 	// CLI (the directory's and the socket's modes are its authentication,
@@ -283,10 +289,6 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	}
 	loops.Go(func() { e.acceptTunnels(ctx, tl) })
 	loops.Go(func() { e.pruneTokens(ctx) })
-	leave, err := e.startMembers(ctx)
-	if err != nil {
-		return fmt.Errorf("join the cluster's edge set in the store: %w", err)
-	}
 	e.listeners.Serve(ctx)
 	e.log.Info("edge started", "edge", e.id, "tunnel", tl.Addr().String(), "advertise", strings.Join(e.advertise, ","),
 		"admin", al.Addr().String(), "services", len(e.cfg.Services), "shared_listeners", e.listeners.Shared(), "ca_pin", e.ca.Pin())

@@ -461,3 +461,63 @@ func TestFenceNeedsBothChecksToFail(t *testing.T) {
 	conn.WaitTunnels(t, 1)
 	echoThrough(t, a)
 }
+
+// announce sends set on a membership stream from the edge end of sess and
+// waits for the connector's acceptance.
+func announce(t *testing.T, sess *tunnel.Session, set ...wire.EdgeAddr) {
+	t.Helper()
+	body, err := wire.AppendEdgeSet(nil, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sess.Open(wire.StreamOpen{Service: wire.EdgesService})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(5 * time.Second))
+	st.Write(body)
+	st.CloseWrite()
+	if err := st.Accepted(); err != nil {
+		t.Fatalf("the connector refused a good set: %v", err)
+	}
+}
+
+// TestConnectorFollowRules: one pool per edge id whatever address names
+// it, an edge in edges: is kept when the set leaves it out, an announced
+// edge that leaves is dropped after the grace period and not before.
+func TestConnectorFollowRules(t *testing.T) {
+	rogue := testnet.StartRogueEdge(t)
+	dir := filepath.Join(t.TempDir(), "connector")
+	rogue.Enroll(t, dir, "site")
+	conn := testnet.StartConnector(t, "", testnet.ConnectorOptions{
+		DataDir: dir, Edges: []string{rogue.Addr()},
+		Services: map[string]string{"echo": testnet.Echo(t).Addr()},
+		Tune: func(cfg *config.Connector) {
+			cfg.Tunnel.JoinSpread = time.Millisecond
+			cfg.Tunnel.LeaveGrace = 500 * time.Millisecond
+		},
+	})
+	sess, _ := rogue.AcceptTunnel(t) // its Welcome says edge "rogue"
+	conn.WaitTunnels(t, 1)
+	_, port, _ := net.SplitHostPort(rogue.Addr())
+	alias := "localhost:" + port // the same edge by another name
+	x := closedPort(t)
+
+	announce(t, sess, wire.EdgeAddr{ID: "rogue", Address: alias}, wire.EdgeAddr{ID: "x", Address: x})
+	want := []string{rogue.Addr(), x}
+	slices.Sort(want)
+	eventually(t, 5*time.Second, "the connector dials x", func() bool { return slices.Equal(conn.Edges(), want) })
+
+	// The set without the pinned edge and without x: x goes after the
+	// grace period, the pinned edge stays.
+	gone := time.Now()
+	announce(t, sess, wire.EdgeAddr{ID: "y", Address: closedPort(t)})
+	eventually(t, 5*time.Second, "x dropped", func() bool { return !slices.Contains(conn.Edges(), x) })
+	if took := time.Since(gone); took < 500*time.Millisecond {
+		t.Fatalf("x dropped after %s, inside its grace period", took)
+	}
+	if !slices.Contains(conn.Edges(), rogue.Addr()) || conn.Tunnels() != 1 || sess.IsClosed() {
+		t.Fatalf("the pinned edge was dropped: edges %v, tunnels %d", conn.Edges(), conn.Tunnels())
+	}
+}
