@@ -272,6 +272,7 @@ func TestFenceWhenStoreLost(t *testing.T) {
 	echoThrough(t, a)
 	echoThrough(t, b)
 
+	later := a.Keyfile(t, "site-2", time.Hour, "echo") // redeemed while fenced
 	mark := conn.Logs.Mark()
 	cl.nats.stop()
 	for _, e := range []*testnet.Edge{a, b} {
@@ -293,6 +294,11 @@ func TestFenceWhenStoreLost(t *testing.T) {
 		e.Logs.WaitFor(t, 5*time.Second, 1, "client refused", "reason=store_lost")
 	}
 	conn.Logs.WaitForSince(t, mark, 5*time.Second, 1, "tunnel dial failed", edge.FencedReason)
+	// An enrollment is refused with the reason, and uses nothing up.
+	refused := testnet.StartConnector(t, later, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
+	if err := refused.Done(t, 10*time.Second); err == nil || !strings.Contains(err.Error(), edge.FencedReason) {
+		t.Fatalf("enrollment at a fenced edge: %v, want the fence's reason", err)
+	}
 
 	cl.nats.start()
 	for _, e := range []*testnet.Edge{a, b} {
@@ -302,6 +308,9 @@ func TestFenceWhenStoreLost(t *testing.T) {
 	conn.WaitTunnels(t, 2)
 	echoThrough(t, a)
 	echoThrough(t, b)
+	// The keyfile refused while fenced still enrolls.
+	enrolled := testnet.StartConnector(t, later, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
+	enrolled.WaitTunnels(t, 2)
 }
 
 // TestMembershipUpdateAttacks: an edge (or whoever holds a tunnel's
