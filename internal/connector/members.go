@@ -37,8 +37,6 @@ type fleet struct {
 	// loops are the running edge loops, by key: "addr " + address for
 	// the connector's own addresses, "edge " + id for announced edges.
 	loops map[string]*edgeLoop
-	// learned maps an address to the id of the edge that answered there.
-	learned map[string]string
 	// saved is the set last written to clusterFile.
 	saved []wire.EdgeAddr
 
@@ -78,7 +76,6 @@ func (c *Connector) startFleet(ctx context.Context, id identity) {
 	f.mu.Lock()
 	f.ctx, f.id = ctx, id
 	f.loops = make(map[string]*edgeLoop)
-	f.learned = make(map[string]string)
 	f.saved = saved
 	for _, addr := range id.edges {
 		c.startLoopLocked("addr "+addr, &edgeLoop{addr: addr, own: true, pinned: slices.Contains(c.cfg.Edges, addr)}, 0)
@@ -133,7 +130,6 @@ func (c *Connector) learnEdge(addr, id string) {
 	if f.loops == nil {
 		return // enrollment, before the fleet starts
 	}
-	f.learned[addr] = id
 	own, ok := f.loops["addr "+addr]
 	if !ok {
 		return
@@ -157,8 +153,11 @@ func (c *Connector) stopLoopLocked(key string, l *edgeLoop) {
 		}
 	}
 	c.tunnels.Unlock()
+	if c.fleet.stopped {
+		return // Run closes every tunnel itself
+	}
 	for _, s := range live {
-		s.Shutdown()
+		c.fleet.wg.Go(func() { s.Shutdown() }) // up to a second: not under the lock
 	}
 }
 
@@ -211,14 +210,14 @@ func (c *Connector) follow(set []wire.EdgeAddr, spread bool) {
 }
 
 // reachedLocked reports whether a loop reaches edge id already: its own
-// announced loop, or one of the connector's own addresses that is addr
-// or answered as id. c.fleet is locked.
+// announced loop, any loop that dials addr, or one of the connector's own
+// addresses that answered as id. c.fleet is locked.
 func (c *Connector) reachedLocked(id, addr string) bool {
 	if _, ok := c.fleet.loops["edge "+id]; ok {
 		return true
 	}
 	for _, l := range c.fleet.loops {
-		if l.own && (l.addr == addr || l.edgeID == id) {
+		if l.addr == addr || l.own && l.edgeID == id {
 			return true
 		}
 	}

@@ -11,15 +11,12 @@ import (
 
 // The freshness fence (docs/cluster.md §5): every fenceTick the edge
 // renews its presence and checks that its connectors watch has delivered
-// what the store held a tick earlier. If neither has succeeded for
+// what the store held a round earlier. If neither has succeeded for
 // fenceAfter, the edge can no longer learn of a revocation in time: it is
-// fenced until a tick succeeds again.
+// fenced until a round succeeds again.
 const (
 	fenceTick  = 500 * time.Millisecond
 	fenceAfter = 1500 * time.Millisecond
-	// fenceCallTimeout bounds each store call of a tick, so that a tick
-	// ends within fenceTick even when the store does not answer.
-	fenceCallTimeout = 450 * time.Millisecond
 )
 
 // FencedReason is what a fenced edge tells connectors and logs for
@@ -31,8 +28,14 @@ type fence struct {
 	mu sync.Mutex
 	// fenced is set while the edge cannot trust its view of the store.
 	fenced bool
-	// lastFresh is when a tick last succeeded (or the store opened).
+	// lastFresh is when the last successful round started (or the
+	// store opened).
 	lastFresh time.Time
+	// enabled is set when the store is shared with other edges: an
+	// embedded store that only this process runs cannot be cut off from
+	// it, and fencing it would only turn an overloaded edge into a dead
+	// one.
+	enabled bool
 }
 
 // Fenced reports whether the edge is fenced: it cannot reach its store,
@@ -44,56 +47,91 @@ func (e *Edge) Fenced() bool {
 	return e.fence.fenced
 }
 
-// fenceTicks renews the edge's presence and checks the connectors watch
-// every fenceTick until ctx ends, fencing and unfencing the edge.
-// presence writes the edge's presence record.
-func (e *Edge) fenceTicks(ctx context.Context, presence func() error) {
+// round is the outcome of one round of the fence's checks.
+type round struct {
+	started time.Time
+	fresh   bool
+	// lastSeq is the connectors bucket's last sequence, if it was read.
+	lastSeq uint64
+	seqRead bool
+}
+
+// fenceTicks renews the edge's presence (with presence) and checks the
+// connectors watch in rounds, one at a time, until ctx ends; every
+// fenceTick it fences the edge if no round that started in the last
+// fenceAfter has succeeded. A slow store that answers is not a lost one:
+// a round may take up to fenceAfter, and a success counts from its start.
+func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) error) {
 	e.fence.mu.Lock()
 	e.fence.lastFresh = e.now()
 	e.fence.mu.Unlock()
 	t := time.NewTicker(fenceTick)
 	defer t.Stop()
 	var lastSeq uint64
+	results := make(chan round, 1)
+	inFlight := false
+	start := func() {
+		inFlight = true
+		r, prev := round{started: e.now()}, lastSeq
+		go func() { results <- e.checkRound(ctx, presence, prev, r) }()
+	}
+	start()
 	for {
 		select {
 		case <-ctx.Done():
+			if inFlight {
+				<-results // the round's calls end with ctx
+			}
 			return
+		case r := <-results:
+			inFlight = false
+			if r.seqRead {
+				lastSeq = r.lastSeq
+			}
+			if r.fresh {
+				e.freshness(true, r.started)
+			}
 		case <-t.C:
+			e.freshness(false, e.now())
+			if !inFlight {
+				start()
+			}
 		}
-		fresh := e.tick(ctx, presence, &lastSeq)
-		e.freshness(fresh, e.now())
 	}
 }
 
-// tick runs one round of the fence's two checks at once and reports
-// whether either succeeded: the presence write (it needs the store's
-// leader), or the connectors bucket's last sequence read with the watch
-// caught up to the one read a tick earlier. Either alone is enough, so
-// that one bucket's leader election does not fence the edge (§7).
-func (e *Edge) tick(ctx context.Context, presence func() error, lastSeq *uint64) bool {
-	tctx, cancel := context.WithTimeout(ctx, fenceCallTimeout)
+// checkRound runs the fence's two checks at once, each for at most
+// fenceAfter, and reports whether either succeeded: the presence write
+// (it needs the store's leader), or the connectors bucket's last
+// sequence read with the watch caught up to prevSeq, the one read a round
+// earlier. Either alone is enough, so that one bucket's leader election
+// does not fence the edge (§7).
+func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) error, prevSeq uint64, r round) round {
+	rctx, cancel := context.WithTimeout(ctx, fenceAfter)
 	defer cancel()
 	put := make(chan error, 1)
-	go func() { put <- presence() }()
-	prev := *lastSeq
-	last, caughtUp, err := e.st.ConnectorsCaughtUp(tctx, prev)
+	go func() { put <- presence(rctx) }()
+	last, caughtUp, err := e.st.ConnectorsCaughtUp(rctx, prevSeq)
 	if err == nil {
-		*lastSeq = last
+		r.lastSeq, r.seqRead = last, true
 	}
-	putErr := <-put
-	return putErr == nil || (err == nil && caughtUp)
+	r.fresh = <-put == nil || (err == nil && caughtUp)
+	return r
 }
 
-// freshness applies one tick's outcome at now: a fresh tick unfences;
-// fenceAfter without one fences, once, and closes the tunnels.
+// freshness applies a round's success (fresh, now its start) or a tick's
+// check (now): a success unfences; fenceAfter without one fences, once,
+// and closes the tunnels.
 func (e *Edge) freshness(fresh bool, now time.Time) {
 	e.fence.mu.Lock()
 	was := e.fence.fenced
 	switch {
 	case fresh:
-		e.fence.lastFresh = now
+		if now.After(e.fence.lastFresh) {
+			e.fence.lastFresh = now
+		}
 		e.fence.fenced = false
-	case now.Sub(e.fence.lastFresh) >= fenceAfter:
+	case e.fence.enabled && now.Sub(e.fence.lastFresh) >= fenceAfter:
 		e.fence.fenced = true
 	}
 	is, since := e.fence.fenced, now.Sub(e.fence.lastFresh)

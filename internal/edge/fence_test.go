@@ -22,6 +22,7 @@ func TestFenceTransitions(t *testing.T) {
 	}
 	t0 := time.Unix(1_000_000, 0)
 	e.fence.lastFresh = t0
+	e.fence.enabled = true
 	e.freshness(false, t0.Add(fenceAfter-time.Millisecond))
 	if e.Fenced() {
 		t.Fatal("fenced before fenceAfter")
@@ -50,5 +51,20 @@ func TestFenceTransitions(t *testing.T) {
 	}
 	if n := logs.Count("edge unfenced"); n != 1 {
 		t.Fatalf("unfencing was logged %d times, want once", n)
+	}
+}
+
+// TestFenceOffForLoneStore: an edge whose store is its own embedded one
+// never fences, however long its store is slow.
+func TestFenceOffForLoneStore(t *testing.T) {
+	e, err := New(config.Edge{DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1_000_000, 0)
+	e.fence.lastFresh = t0
+	e.freshness(false, t0.Add(time.Hour))
+	if e.Fenced() {
+		t.Fatal("a lone edge fenced itself")
 	}
 }

@@ -46,14 +46,16 @@ func (e *Edge) startMembers(ctx context.Context) (leave func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	put := func() error {
-		pctx, cancel := context.WithTimeout(ctx, fenceCallTimeout)
-		defer cancel()
-		return e.st.PutPresence(pctx, e.presence(false))
-	}
-	if err := put(); err != nil {
+	put := func(ctx context.Context) error { return e.st.PutPresence(ctx, e.presence(false)) }
+	pctx, cancel := context.WithTimeout(ctx, fenceAfter)
+	err = put(pctx)
+	cancel()
+	if err != nil {
 		e.log.Warn("could not write this edge's presence yet; will retry", "err", err)
 	}
+	// The fence guards a store that other edges share; the embedded
+	// store of a lone edge lives and dies with it.
+	e.fence.enabled = e.cfg.Store.URL != ""
 	var loops sync.WaitGroup
 	loops.Go(func() { e.fenceTicks(ctx, put) })
 	loops.Go(func() { e.announceChanges(ctx) })

@@ -493,7 +493,7 @@ func announce(t *testing.T, sess *tunnel.Session, set ...wire.EdgeAddr) {
 }
 
 // TestConnectorFollowRules: one pool per edge id whatever address names
-// it, an edge in edges: is kept when the set leaves it out, an announced
+// it (and per address whatever ids claim it), an edge in edges: is kept when the set leaves it out, an announced
 // edge that leaves is dropped after the grace period and not before.
 func TestConnectorFollowRules(t *testing.T) {
 	rogue := testnet.StartRogueEdge(t)
@@ -513,7 +513,8 @@ func TestConnectorFollowRules(t *testing.T) {
 	alias := "localhost:" + port // the same edge by another name
 	x := closedPort(t)
 
-	announce(t, sess, wire.EdgeAddr{ID: "rogue", Address: alias}, wire.EdgeAddr{ID: "x", Address: x})
+	// x2 claims x's address: one loop per address, whatever ids say.
+	announce(t, sess, wire.EdgeAddr{ID: "rogue", Address: alias}, wire.EdgeAddr{ID: "x", Address: x}, wire.EdgeAddr{ID: "x2", Address: x})
 	want := []string{rogue.Addr(), x}
 	slices.Sort(want)
 	eventually(t, 5*time.Second, "the connector dials x", func() bool { return slices.Equal(conn.Edges(), want) })
