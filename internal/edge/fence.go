@@ -101,11 +101,14 @@ func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) er
 }
 
 // checkRound runs the fence's two checks at once, each for at most
-// fenceAfter, and reports whether either succeeded: the presence write
-// (it needs the store's leader), or the connectors bucket's last
-// sequence read with the watch caught up to prevSeq, the one read a round
-// earlier. Either alone is enough, so that one bucket's leader election
-// does not fence the edge (§7).
+// fenceAfter: the presence write (it needs the store's leader), and the
+// connectors bucket's last sequence read, with the watch caught up to
+// prevSeq, the one read a round earlier. The round is fresh if that read
+// shows the watch caught up, or if it failed and the presence write
+// succeeded: so one bucket's leader election does not fence the edge
+// (§7), but a read that shows the watch behind does, whatever the
+// presence write says — the store is there, and this edge is not
+// hearing it.
 func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) error, prevSeq uint64, r round) round {
 	rctx, cancel := context.WithTimeout(ctx, fenceAfter)
 	defer cancel()
@@ -115,7 +118,12 @@ func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) er
 	if err == nil {
 		r.lastSeq, r.seqRead = last, true
 	}
-	r.fresh = <-put == nil || (err == nil && caughtUp)
+	putErr := <-put
+	if err == nil {
+		r.fresh = caughtUp
+	} else {
+		r.fresh = putErr == nil
+	}
 	return r
 }
 

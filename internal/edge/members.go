@@ -53,9 +53,10 @@ func (e *Edge) startMembers(ctx context.Context) (leave func(), err error) {
 	if err != nil {
 		e.log.Warn("could not write this edge's presence yet; will retry", "err", err)
 	}
-	// The fence guards a store that other edges share; the embedded
-	// store of a lone edge lives and dies with it.
-	e.fence.enabled = e.cfg.Store.URL != ""
+	// The fence guards a store that other edges share (an external one,
+	// or the embedded server in a cluster); the embedded store of a lone
+	// edge lives and dies with it.
+	e.fence.enabled = e.cfg.Store.URL != "" || e.cfg.Cluster.Listen != ""
 	var loops sync.WaitGroup
 	loops.Go(func() { e.fenceTicks(ctx, put) })
 	loops.Go(func() { e.announceChanges(ctx) })

@@ -132,7 +132,7 @@ func (s *JetStream) WatchPresence(ctx context.Context, set func(EdgePresence), g
 	if err := s.check(); err != nil {
 		return nil, fmt.Errorf("watch presence: %w", err)
 	}
-	return watchEntries(ctx, s.edges, "edge presence", func(e jetstream.KeyValueEntry) {
+	return s.watchEntries(ctx, s.edges, "edge presence", func(e jetstream.KeyValueEntry) {
 		id := strings.TrimPrefix(e.Key(), "edges.")
 		if e.Operation() != jetstream.KeyValuePut {
 			gone(id) // deleted on a graceful stop, or expired: a marker

@@ -308,9 +308,20 @@ func TestFenceWhenStoreLost(t *testing.T) {
 	conn.WaitTunnels(t, 2)
 	echoThrough(t, a)
 	echoThrough(t, b)
-	// The keyfile refused while fenced still enrolls.
-	enrolled := testnet.StartConnector(t, later, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
-	enrolled.WaitTunnels(t, 2)
+	// The watches survived the outage: a grant withdrawn at b reaches a's
+	// routes, and an edge that starts now is seen by both.
+	if _, err := b.AdminClient(t).Grant(t.Context(), "site", "echo", false); err != nil {
+		t.Fatal(err)
+	}
+	a.WaitRoutes(t, "echo", 0, 5*time.Second)
+	c := cl.startEdge()
+	for _, e := range []*testnet.Edge{a, b} {
+		eventually(t, 5*time.Second, "the new edge seen after the outage", func() bool { return slices.Contains(memberIDs(e), edgeID(t, c)) })
+	}
+	// The keyfile refused while fenced still enrolls, and follows all three.
+	enrolled := testnet.StartConnector(t, later, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()},
+		Tune: func(cfg *config.Connector) { cfg.Tunnel.JoinSpread = time.Millisecond }})
+	enrolled.WaitTunnels(t, 3)
 }
 
 // TestMembershipUpdateAttacks: an edge (or whoever holds a tunnel's
