@@ -76,6 +76,7 @@ type JetStream struct {
 	sessions   jetstream.KeyValue
 	edges      jetstream.KeyValue // presence: see presence.go
 	js         jetstream.JetStream
+	audit      jetstream.Stream
 
 	// connectorsSeen is the last stream sequence the connectors watch
 	// has delivered: the freshness fence compares it with the bucket's.
@@ -88,7 +89,6 @@ type JetStream struct {
 		sync.Mutex
 		ch chan struct{}
 	}
-	audit jetstream.Stream
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -555,7 +555,7 @@ func (s *JetStream) watchEntries(ctx context.Context, kv jetstream.KeyValue, wha
 			case e == nil:
 				initial = false
 			default:
-				last = e.Revision()
+				last = max(last, e.Revision())
 				deliver(e)
 			}
 		case <-ctx.Done():
