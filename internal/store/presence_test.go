@@ -70,7 +70,7 @@ func TestPresenceExpires(t *testing.T) {
 	}
 	// edge-a is not renewed: it must lapse after PresenceTTL, not before.
 	start := time.Now()
-	ev := nextEvent(t, events, PresenceTTL+3*time.Second)
+	ev := nextEvent(t, events, PresenceTTL+5*time.Second)
 	if ev.gone != "edge-a" {
 		t.Fatalf("watcher saw %+v, want edge-a gone", ev)
 	}

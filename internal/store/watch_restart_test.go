@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
@@ -55,9 +56,17 @@ func TestWatchResumesAfterServerRestart(t *testing.T) {
 	srv.WaitForShutdown()
 	srv = start(port)
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	// The writer's client buffers the write until it has reconnected.
-	if err := writer.PutConnector(t.Context(), Connector{ID: "after", Name: "after"}); err != nil {
-		t.Fatal(err)
+	// The writer's client reconnects too; its first tries may time out.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		err := writer.PutConnector(ctx, Connector{ID: "after", Name: "after"})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no write after the restart: %v", err)
+		}
 	}
 	written := time.Now()
 	select {
