@@ -223,7 +223,7 @@ func TestConnectorFollowsTheCluster(t *testing.T) {
 	eventually(t, 5*time.Second, "the connector dials the ghost", func() bool { return slices.Contains(conn.Edges(), dead) })
 	lapsed := time.Now()
 	for _, e := range []*testnet.Edge{a, b, d} {
-		eventually(t, store.PresenceTTL+3*time.Second, "the ghost's presence lapses", func() bool { return !slices.Contains(memberIDs(e), "edge-ghost") })
+		eventually(t, store.PresenceTTL+5*time.Second, "the ghost's presence lapses", func() bool { return !slices.Contains(memberIDs(e), "edge-ghost") })
 	}
 	if took := time.Since(lapsed); took < store.PresenceTTL-time.Second {
 		t.Fatalf("the ghost left after %s, before its key's lifetime", took)
