@@ -125,7 +125,18 @@ func newStatusCmd() *cobra.Command {
 }
 
 func printStatus(w io.Writer, st admin.Status) {
-	fmt.Fprintf(w, "edge %s, tunnel port %s, advertised as %s\n\n", st.EdgeID, st.Tunnel, strings.Join(st.Advertise, ", "))
+	fmt.Fprintf(w, "edge %s, tunnel port %s, advertised as %s\n", st.EdgeID, st.Tunnel, strings.Join(st.Advertise, ", "))
+	if st.Fenced {
+		fmt.Fprintln(w, "FENCED: this edge cannot reach its store; it refuses connectors and clients until it can")
+	}
+	if len(st.Cluster) > 0 {
+		var edges []string
+		for _, e := range st.Cluster {
+			edges = append(edges, e.ID+" "+e.Address)
+		}
+		fmt.Fprintf(w, "cluster: %s\n", strings.Join(edges, ", "))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tLISTEN\tTUNNELS")
 	for _, s := range st.Services {

@@ -76,6 +76,18 @@ type Status struct {
 	// Refusals counts the clients the edge turned away since it started,
 	// by reason (such as "not_http", "unrouted_sni", "rate_limited").
 	Refusals map[string]int64 `json:"refusals,omitempty"`
+	// Fenced is set while the edge cannot reach its shared store: it then
+	// serves nothing (docs/cluster.md §5).
+	Fenced bool `json:"fenced,omitempty"`
+	// Cluster is the edge set the edge tells its connectors: itself
+	// first, then every other live edge.
+	Cluster []ClusterEdge `json:"cluster,omitempty"`
+}
+
+// ClusterEdge is one tunnel address of an edge of the cluster.
+type ClusterEdge struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
 }
 
 // ServiceStatus is one exposed service.

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
@@ -220,3 +221,12 @@ func (e *Edge) sessions() []*tunnel.Session {
 // Members is the edge set this edge tells its connectors: this edge
 // first, then every other live edge that is not draining.
 func (e *Edge) Members() []wire.EdgeAddr { return e.edgeSet() }
+
+// clusterStatus is the edge set for the admin API.
+func (e *Edge) clusterStatus() []admin.ClusterEdge {
+	var out []admin.ClusterEdge
+	for _, a := range e.edgeSet() {
+		out = append(out, admin.ClusterEdge{ID: a.ID, Address: a.Address})
+	}
+	return out
+}

@@ -247,7 +247,8 @@ func checkHello(h wire.Hello) *wire.Refusal {
 
 // Status reports the edge's tunnels and services for the admin API.
 func (e *Edge) Status(ctx context.Context) admin.Status {
-	st := admin.Status{EdgeID: e.id, Tunnel: e.tunnelAddr.String(), Advertise: e.advertise, Refusals: e.refusals.Snapshot()}
+	st := admin.Status{EdgeID: e.id, Tunnel: e.tunnelAddr.String(), Advertise: e.advertise, Refusals: e.refusals.Snapshot(),
+		Fenced: e.Fenced(), Cluster: e.clusterStatus()}
 	counts := map[string]int{}
 	for _, c := range e.routes.Count() {
 		counts[c.Service] = c.Tunnels

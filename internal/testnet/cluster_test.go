@@ -182,6 +182,14 @@ func TestConnectorFollowsTheCluster(t *testing.T) {
 	if got, want := conn.Edges(), addrsOf(a, b, c); !slices.Equal(got, want) {
 		t.Fatalf("connector keeps %v, want %v", got, want)
 	}
+	// The admin API shows the cluster.
+	st, err := b.AdminClient(t).Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Cluster) != 3 || st.Cluster[0].ID != edgeID(t, b) || st.Fenced {
+		t.Fatalf("edge b's status: cluster %+v, fenced %v; want b first of three, not fenced", st.Cluster, st.Fenced)
+	}
 	// It saved the set, for a restart.
 	saved, err := os.ReadFile(filepath.Join(conn.Cfg.DataDir, "cluster.json"))
 	if err != nil || !strings.Contains(string(saved), c.TunnelAddr().String()) {
@@ -279,6 +287,9 @@ func TestFenceWhenStoreLost(t *testing.T) {
 		// The fence takes 1.5s without a fresh tick; 3s allows for a
 		// loaded machine.
 		eventually(t, 3*time.Second, "edge fenced", e.Fenced)
+		if st, err := e.AdminClient(t).Status(t.Context()); err != nil || !st.Fenced {
+			t.Fatalf("a fenced edge's status: fenced %v, %v", st.Fenced, err)
+		}
 		if e.Logs.Count("edge fenced") != 1 {
 			t.Fatalf("fence logged %d times", e.Logs.Count("edge fenced"))
 		}
