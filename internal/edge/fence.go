@@ -148,7 +148,11 @@ func (e *Edge) freshness(fresh bool, now time.Time) {
 	case is && !was:
 		e.log.Error("edge fenced: the store has not answered; refusing tunnels, enrollments, renewals, sessions and new clients, and closing the tunnels until it does",
 			"store_silent_for", since.Round(time.Millisecond).String())
-		e.closeTunnels()
+		// At once and side by side: each Shutdown may wait a second for
+		// its connector's close, and the fence loop must go on ticking.
+		for _, s := range e.sessions() {
+			e.handlers.Go(func() { s.Shutdown() })
+		}
 	case was && !is:
 		e.log.Info("edge unfenced: the store answers again; serving")
 	}
