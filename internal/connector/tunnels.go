@@ -174,12 +174,24 @@ func (c *Connector) serve(sess *tunnel.Session, edge, key string) {
 		if err != nil {
 			return
 		}
-		c.streams.Add(st)
+		c.track(st)
 		c.handlers.Go(func() {
 			if !c.handleStream(st, edge) {
 				c.streams.Done(st)
 			}
 		})
+	}
+}
+
+// track counts st among the streams a drain waits for, unless the drain
+// has begun: Run's wait must not race a late stream's count (the edge's
+// membership stream, sent right after every hello, made that likely), and
+// a stream that comes while draining is refused, not waited for.
+func (c *Connector) track(st *tunnel.Stream) {
+	c.tunnels.Lock()
+	defer c.tunnels.Unlock()
+	if !c.tunnels.draining {
+		c.streams.Add(st)
 	}
 }
 
