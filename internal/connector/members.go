@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -37,8 +38,9 @@ type fleet struct {
 	// loops are the running edge loops, by key: "addr " + address for
 	// the connector's own addresses, "edge " + id for announced edges.
 	loops map[string]*edgeLoop
-	// saved is the set last written to clusterFile.
-	saved []wire.EdgeAddr
+	// saved and reached are what clusterFile holds (see savedCluster).
+	saved   []wire.EdgeAddr
+	reached map[string]string
 
 	// wg counts the loops' goroutines; once stopped is set (under mu)
 	// no loop starts, so that wait's Wait never races a late start.
@@ -68,7 +70,7 @@ type edgeLoop struct {
 // for each edge of the saved announced set, and the loop that stops the
 // edges that left; all end with ctx.
 func (c *Connector) startFleet(ctx context.Context, id identity) {
-	saved, err := loadCluster(c.cfg.DataDir)
+	saved, reached, err := loadCluster(c.cfg.DataDir)
 	if err != nil {
 		c.log.Warn("the saved cluster membership cannot be read; starting from the configured edges", "err", err)
 	}
@@ -76,9 +78,10 @@ func (c *Connector) startFleet(ctx context.Context, id identity) {
 	f.mu.Lock()
 	f.ctx, f.id = ctx, id
 	f.loops = make(map[string]*edgeLoop)
-	f.saved = saved
+	f.saved, f.reached = saved, reached
 	for _, addr := range id.edges {
-		c.startLoopLocked("addr "+addr, &edgeLoop{addr: addr, own: true, pinned: slices.Contains(c.cfg.Edges, addr)}, 0)
+		l := &edgeLoop{addr: addr, own: true, pinned: slices.Contains(c.cfg.Edges, addr), edgeID: reached[addr]}
+		c.startLoopLocked("addr "+addr, l, 0)
 	}
 	f.mu.Unlock()
 	c.follow(saved, false)
@@ -295,62 +298,79 @@ func checkEdgeSet(set []wire.EdgeAddr) error {
 	return nil
 }
 
-// saveCluster keeps set in the data directory when it differs from the
-// one saved; a failure is logged (the connector keeps running on it).
+// savedCluster is clusterFile's content.
+type savedCluster struct {
+	Edges []savedEdge `json:"edges"`
+	// Reached maps each of the connector's own addresses to the id of
+	// the edge that answered there, so that a restarted connector does
+	// not dial that edge a second time at its announced address before
+	// its own address has answered again.
+	Reached map[string]string `json:"reached,omitempty"`
+}
+
+type savedEdge struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+}
+
+// saveCluster keeps set, and the ids the connector's own addresses
+// answered as, in the data directory when they differ from those saved;
+// a failure is logged (the connector keeps running on them).
 func (c *Connector) saveCluster(set []wire.EdgeAddr) {
-	c.fleet.mu.Lock()
-	defer c.fleet.mu.Unlock()
-	if slices.Equal(set, c.fleet.saved) {
+	f := &c.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	reached := map[string]string{}
+	for _, l := range f.loops {
+		if l.own && l.edgeID != "" {
+			reached[l.addr] = l.edgeID
+		}
+	}
+	if slices.Equal(set, f.saved) && maps.Equal(reached, f.reached) {
 		return
 	}
-	type entry struct {
-		ID      string `json:"id"`
-		Address string `json:"address"`
-	}
-	out := make([]entry, len(set))
+	out := savedCluster{Edges: make([]savedEdge, len(set)), Reached: reached}
 	for i, e := range set {
-		out[i] = entry{e.ID, e.Address}
+		out.Edges[i] = savedEdge{e.ID, e.Address}
 	}
 	b, _ := json.Marshal(out)
 	if err := atomicfile.Write(filepath.Join(c.cfg.DataDir, clusterFile), b, 0o600); err != nil {
 		c.log.Warn("could not save the cluster's edge set; a restart starts from the configured edges", "err", err)
 		return
 	}
-	c.fleet.saved = slices.Clone(set)
+	f.saved, f.reached = slices.Clone(set), reached
 }
 
-// loadCluster reads the saved edge set; none is an empty set.
-func loadCluster(dir string) ([]wire.EdgeAddr, error) {
+// loadCluster reads the saved edge set and the ids the connector's own
+// addresses answered as; none is an empty set.
+func loadCluster(dir string) ([]wire.EdgeAddr, map[string]string, error) {
 	b, err := os.ReadFile(filepath.Join(dir, clusterFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", clusterFile, err)
+		return nil, nil, fmt.Errorf("read %s: %w", clusterFile, err)
 	}
-	var in []struct {
-		ID      string `json:"id"`
-		Address string `json:"address"`
-	}
+	var in savedCluster
 	if err := json.Unmarshal(b, &in); err != nil {
-		return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, clusterFile), err)
+		return nil, nil, fmt.Errorf("read %s: %w", filepath.Join(dir, clusterFile), err)
 	}
-	set := make([]wire.EdgeAddr, len(in))
-	for i, e := range in {
+	set := make([]wire.EdgeAddr, len(in.Edges))
+	for i, e := range in.Edges {
 		set[i] = wire.EdgeAddr{ID: e.ID, Address: e.Address}
 	}
 	// What was saved was checked when it came; check it again, as the
 	// file may have been edited: the encoder refuses what a peer could not send.
 	if _, err := wire.AppendEdgeSet(nil, set); err != nil {
-		return nil, fmt.Errorf("read %s: %w", clusterFile, err)
+		return nil, nil, fmt.Errorf("read %s: %w", clusterFile, err)
 	}
 	if len(set) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err := checkEdgeSet(set); err != nil {
-		return nil, fmt.Errorf("read %s: %w", clusterFile, err)
+		return nil, nil, fmt.Errorf("read %s: %w", clusterFile, err)
 	}
-	return set, nil
+	return set, in.Reached, nil
 }
 
 func cmpOr(a, b string) string {
