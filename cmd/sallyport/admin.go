@@ -133,6 +133,16 @@ func printStatus(w io.Writer, st admin.Status) {
 		}
 		fmt.Fprintf(w, "store cluster: %d servers, %d online, leader %s\n", s.Servers, s.Online, leader)
 	}
+	if st.Fenced {
+		fmt.Fprintln(w, "FENCED: this edge cannot reach its store; it refuses connectors and clients until it can")
+	}
+	if len(st.Cluster) > 0 {
+		var edges []string
+		for _, e := range st.Cluster {
+			edges = append(edges, e.ID+" "+e.Address)
+		}
+		fmt.Fprintf(w, "cluster: %s\n", strings.Join(edges, ", "))
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tLISTEN\tTUNNELS")

@@ -50,12 +50,15 @@ func TestEdgeJoinByFlags(t *testing.T) {
 	if !strings.Contains(string(routes), advertiseA) {
 		t.Errorf("cluster.json = %s; want the first edge's cluster address %s", routes, advertiseA)
 	}
+	// The first edge, a single node until now, starts again as a member
+	// once the new one's cluster port answers.
+	a.waitLog(t, "restarts to make its store a cluster member", 1, 30*time.Second)
+	a.waitLog(t, "edge started", 2, 60*time.Second)
 	if list := mustRun(t, "token", "list", "--data", dataA); !strings.Contains(list, "join-edge") || !strings.Contains(list, "used") {
 		t.Errorf("token list:\n%s", list)
 	}
-	// The first edge, a single node until then, started again as a
-	// member: the two make one store, which holds what the first edge
-	// wrote alone.
+	// The two make one store, which holds what the first edge wrote
+	// alone.
 	if list := mustRun(t, "token", "list", "--data", dataB); !strings.Contains(list, "join-edge") {
 		t.Errorf("token list at the joined edge does not show the first edge's join token:\n%s", list)
 	}

@@ -91,6 +91,12 @@ type Status struct {
 	// Store is the edge's store as a cluster member; nil for a single
 	// node.
 	Store *StoreStatus `json:"store,omitempty"`
+	// Fenced is set while the edge cannot reach its shared store: it then
+	// serves nothing (docs/cluster.md §5).
+	Fenced bool `json:"fenced,omitempty"`
+	// Cluster is the edge set the edge tells its connectors: itself
+	// first, then every other live edge.
+	Cluster []ClusterEdge `json:"cluster,omitempty"`
 }
 
 // StoreStatus is what an edge whose store is a cluster member (or on an
@@ -103,6 +109,12 @@ type StoreStatus struct {
 	// how many of them were seen recently.
 	Servers int `json:"servers"`
 	Online  int `json:"online"`
+}
+
+// ClusterEdge is one tunnel address of an edge of the cluster.
+type ClusterEdge struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
 }
 
 // ServiceStatus is one exposed service.

@@ -48,6 +48,7 @@ const (
 	ReasonAddressNotAllowed Reason = "address_not_allowed" // a SOCKS client named an address no connector's allow-list holds
 	ReasonSessionRequired   Reason = "session_required"    // the service lets clients in only through a one-time session
 	ReasonSession           Reason = "session"             // a session link was used, expired, revoked or unknown
+	ReasonStoreLost         Reason = "store_lost"          // the edge is fenced: it cannot reach its store, so it routes no new client
 )
 
 // Refusal is a client turned away by the edge: the reason it is counted

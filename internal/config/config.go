@@ -49,6 +49,8 @@ const (
 	DefaultTunnelDialTimeout = 10 * time.Second
 	DefaultBackoffMin        = 250 * time.Millisecond
 	DefaultBackoffMax        = 30 * time.Second
+	DefaultJoinSpread        = 30 * time.Second
+	DefaultLeaveGrace        = 30 * time.Second
 	DefaultServiceDial       = 5 * time.Second
 	DefaultLogFormat         = "text"
 	DefaultLogLevel          = "info"

@@ -24,6 +24,8 @@ type Connector struct {
 	DataDir string `yaml:"data_dir"`
 	// Edges, when set, replaces the keyfile's edge addresses (host:port of
 	// a tunnel port, or wss://HOST[:PORT]/PATH of an https listener).
+	// The connector keeps a tunnel to each of these whatever the cluster
+	// announces; it adds the edges the cluster announces.
 	Edges []string `yaml:"edges"`
 	// Tunnel tunes the tunnels to the edges.
 	Tunnel ConnectorTunnel `yaml:"tunnel"`
@@ -55,6 +57,15 @@ type ConnectorTunnel struct {
 	// BackoffMax caps the wait between redials; zero means 30s. It must be at
 	// least BackoffMin.
 	BackoffMax time.Duration `yaml:"backoff_max"`
+	// JoinSpread is the longest wait before the first dial to an edge
+	// that the cluster announces: each connector waits a uniform random
+	// time up to it, so that thousands of connectors do not hit a new
+	// edge at once. Zero means 30s.
+	JoinSpread time.Duration `yaml:"join_spread"`
+	// LeaveGrace is how long an edge may be missing from the announced
+	// set before the connector stops its tunnel to it (edges listed in
+	// Edges are always kept). Zero means 30s.
+	LeaveGrace time.Duration `yaml:"leave_grace"`
 	// Pool is how many tunnel connections to keep to each edge; streams
 	// are spread over them, and so over the edge's and the connector's
 	// cores. Zero means 1; at most MaxPool.
@@ -154,6 +165,12 @@ func (c *Connector) ApplyDefaults() {
 	if t.Pool == 0 {
 		t.Pool = 1
 	}
+	if t.JoinSpread == 0 {
+		t.JoinSpread = DefaultJoinSpread
+	}
+	if t.LeaveGrace == 0 {
+		t.LeaveGrace = DefaultLeaveGrace
+	}
 	if t.ReceiveBudgetMiB == 0 {
 		t.ReceiveBudgetMiB = DefaultReceiveBudgetMiB
 	}
@@ -193,6 +210,8 @@ func (c Connector) Validate() error {
 	k.positive("tunnel.dial_timeout", t.DialTimeout)
 	k.positive("tunnel.backoff_min", t.BackoffMin)
 	k.positive("tunnel.backoff_max", t.BackoffMax)
+	k.positive("tunnel.join_spread", t.JoinSpread)
+	k.positive("tunnel.leave_grace", t.LeaveGrace)
 	if t.BackoffMin > 0 && t.BackoffMax > 0 && t.BackoffMax < t.BackoffMin {
 		k.add("tunnel.backoff_max", "must be at least backoff_min (got %s, backoff_min %s)", t.BackoffMax, t.BackoffMin)
 	}

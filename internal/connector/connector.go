@@ -75,6 +75,8 @@ type Connector struct {
 	stop context.CancelCauseFunc
 	// told holds "edge/service" for each refused offer already logged.
 	told sync.Map
+	// fleet is the edges the connector keeps tunnels to (members.go).
+	fleet fleet
 
 	streams pipe.Tracker
 	// handlers counts stream goroutines.
@@ -191,11 +193,7 @@ func (c *Connector) Run(parent context.Context) error {
 		"certificate_expires", id.cert.Leaf.NotAfter, "renew_at", pki.RenewAt(id.cert.Leaf))
 	var loops sync.WaitGroup
 	loops.Go(func() { c.keepRenewing(ctx, id) })
-	for _, addr := range id.edges {
-		for slot := range c.cfg.Tunnel.Pool {
-			loops.Go(func() { c.keepTunnel(ctx, addr, slot, id) })
-		}
-	}
+	c.startFleet(ctx, id)
 	<-ctx.Done()
 	c.tunnels.Lock()
 	c.tunnels.draining = true
@@ -206,6 +204,7 @@ func (c *Connector) Run(parent context.Context) error {
 	}
 	c.closeTunnels()
 	loops.Wait()
+	c.waitFleet()
 	c.handlers.Wait()
 	if err := context.Cause(ctx); parent.Err() == nil && err != nil {
 		c.log.Error("connector stopped", "err", err)
@@ -329,6 +328,11 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 	h, err := st.ReadHeader(headerTimeout)
 	if err != nil {
 		c.log.Warn("stream dropped: bad or missing header from edge", "edge", edge, "err", err)
+		st.Close()
+		return false
+	}
+	if h.Membership() {
+		c.membershipUpdate(st, edge)
 		st.Close()
 		return false
 	}

@@ -131,6 +131,7 @@ func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Co
 	if err != nil {
 		return nil, fmt.Errorf("tunnel handshake with edge %s: %w", addr, err)
 	}
+	c.learnEdge(addr, welcome.EdgeID)
 	for _, r := range welcome.Refused {
 		if _, told := c.told.LoadOrStore(addr+"/"+r.Service, true); !told {
 			c.log.Warn("the edge refuses a service this connector offers; its other services are served", "edge", addr,
@@ -173,12 +174,24 @@ func (c *Connector) serve(sess *tunnel.Session, edge, key string) {
 		if err != nil {
 			return
 		}
-		c.streams.Add(st)
+		c.track(st)
 		c.handlers.Go(func() {
 			if !c.handleStream(st, edge) {
 				c.streams.Done(st)
 			}
 		})
+	}
+}
+
+// track counts st among the streams a drain waits for, unless the drain
+// has begun: Run's wait must not race a late stream's count (the edge's
+// membership stream, sent right after every hello, made that likely), and
+// a stream that comes while draining is refused, not waited for.
+func (c *Connector) track(st *tunnel.Stream) {
+	c.tunnels.Lock()
+	defer c.tunnels.Unlock()
+	if !c.tunnels.draining {
+		c.streams.Add(st)
 	}
 }
 

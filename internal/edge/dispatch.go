@@ -155,6 +155,9 @@ func (e *Edge) askAddress(sess *tunnel.Session, address string, c admission.Clie
 // Admit applies service's policy to c; see admission.Policy.Admit. An
 // unknown service is refused.
 func (e *Edge) Admit(service string, c admission.Client) (func(), *admission.Refusal) {
+	if ref := e.fencedClient(service, c); ref != nil {
+		return nil, ref
+	}
 	p, ok := e.policies[service]
 	if !ok {
 		return nil, e.Refused(admission.Refuse(admission.ReasonUnknownService, service, "no service named %q", service), c)
@@ -183,6 +186,9 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 
 // openOn opens a stream to service on the tunnel sess, for c; see Open.
 func (e *Edge) openOn(sess *tunnel.Session, service string, c admission.Client) (*streamConn, *admission.Refusal) {
+	if ref := e.fencedClient(service, c); ref != nil {
+		return nil, ref
+	}
 	connector := e.connectorOf(sess)
 	st, err := sess.Open(wire.StreamOpen{Service: service, Client: c.Addr.String()})
 	if err != nil {

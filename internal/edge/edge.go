@@ -108,6 +108,11 @@ type Edge struct {
 	becomeMember func()
 	// joinFailures slows failed join attempts (see serveJoin).
 	joinFailures *rate.Limiter
+
+	// members and fence: the cluster's edges, and the freshness fence
+	// (members.go, fence.go).
+	members members
+	fence   fence
 }
 
 // tunnelInfo describes one live tunnel.
@@ -266,6 +271,12 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	if e.listeners, err = ingress.Open(e.cfg, e, listen, e.log); err != nil {
 		return err
 	}
+	// From here on nothing returns before the drain: the members' loops
+	// end with ctx, and leave waits for them.
+	leave, err := e.startMembers(ctx)
+	if err != nil {
+		return fmt.Errorf("join the cluster's edge set in the store: %w", err)
+	}
 
 	// The admin API: on the Unix socket in the data directory for the
 	// CLI (the directory's and the socket's modes are its authentication,
@@ -304,6 +315,10 @@ func (e *Edge) Run(parent context.Context) (err error) {
 		e.log.Info("edge stopping: no new connections; draining live ones", "timeout", e.cfg.DrainTimeout)
 	}
 	tl.Close()
+	// The cluster hears of it while the listeners close: a new client
+	// must not be let in for as long as the store takes to answer.
+	var leaving sync.WaitGroup
+	leaving.Go(leave)
 	shutdownCtx, stopShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	adminSrv.Shutdown(shutdownCtx)
 	socketSrv.Shutdown(shutdownCtx)
@@ -311,6 +326,7 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	if n := e.listeners.Drain(e.cfg.DrainTimeout); n > 0 {
 		e.log.Warn("drain timeout: closing client connections still open", "count", n)
 	}
+	leaving.Wait()
 	loops.Wait()
 	e.closeTunnels()
 	e.listeners.Wait()
@@ -321,13 +337,7 @@ func (e *Edge) Run(parent context.Context) (err error) {
 
 // closeTunnels shuts every tunnel down; its watcher removes the routes.
 func (e *Edge) closeTunnels() {
-	e.conns.Lock()
-	sessions := make([]*tunnel.Session, 0, len(e.conns.tunnels))
-	for s := range e.conns.tunnels {
-		sessions = append(sessions, s)
-	}
-	e.conns.Unlock()
-	for _, s := range sessions {
+	for _, s := range e.sessions() {
 		s.Shutdown()
 	}
 }

@@ -160,6 +160,9 @@ func (e *Edge) RedeemLink(token, host string, c admission.Client) (cookie string
 	refuse := func(msg, service string) (string, time.Time, *admission.Refusal) {
 		return "", time.Time{}, e.Refused(&admission.Refusal{Reason: admission.ReasonSession, Service: service, Msg: msg}, c)
 	}
+	if ref := e.fencedClient("", c); ref != nil {
+		return "", time.Time{}, ref
+	}
 	id, secret, err := enroll.ParseSessionToken(token)
 	if err != nil {
 		return refuse(SessionUnknown, "")

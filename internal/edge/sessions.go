@@ -235,6 +235,9 @@ func (e *Edge) OpenSession(token string, c admission.Client) (ingress.Stream, *a
 	refuse := func(msg, service string) *admission.Refusal {
 		return e.Refused(&admission.Refusal{Reason: admission.ReasonSession, Service: service, Msg: msg}, c)
 	}
+	if ref := e.fencedClient("", c); ref != nil {
+		return nil, ref
+	}
 	id, secret, err := enroll.ParseSessionToken(token)
 	if err != nil {
 		return nil, refuse(SessionUnknown, "")

@@ -109,6 +109,11 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, op
 		tc.Close()
 		return
 	}
+	if ref := e.fencedRefusal(); ref != nil {
+		log.Warn("tunnel port: "+kind.String()+" refused: the edge is fenced", "reason", ref.Reason)
+		tunnel.Refuse(tc, ref)
+		return
+	}
 	switch kind {
 	case wire.KindEnrollRequest:
 		e.serveEnroll(ctx, tc, body, log)
@@ -187,7 +192,8 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		return
 	}
 	_, ungranted := split(hello.Services, rec.Grants)
-	welcome := wire.Welcome{EdgeID: e.id, Edges: e.advertise, Refused: e.ungrantedRefusals(rec, ungranted)}
+	edges := e.edgeSet()
+	welcome := wire.Welcome{EdgeID: e.id, Edges: edgeAddresses(edges), Refused: e.ungrantedRefusals(rec, ungranted)}
 	sess, err := tunnel.Server(tc, e.tunnelConfig(), welcome)
 	if err != nil {
 		log.Warn("tunnel failed during handshake", "err", err)
@@ -201,6 +207,10 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		return
 	}
 	log.Info("connector tunnel up", "services", routed, "refused", ungranted, "instance", hello.Instance)
+	e.announce(sess, e.edgeSet()) // with the edges' ids, which the Welcome lacks; as it is now
+	if e.Fenced() {
+		sess.Shutdown() // fenced while this hello was answered
+	}
 
 	select {
 	case <-sess.Done():
@@ -240,7 +250,7 @@ func checkHello(h wire.Hello) *wire.Refusal {
 // Status reports the edge's tunnels and services for the admin API.
 func (e *Edge) Status(ctx context.Context) admin.Status {
 	st := admin.Status{EdgeID: e.id, Tunnel: e.tunnelAddr.String(), Advertise: e.advertise, Refusals: e.refusals.Snapshot(),
-		Store: e.storeStatus()}
+		Store: e.storeStatus(), Fenced: e.Fenced(), Cluster: e.clusterStatus()}
 	counts := map[string]int{}
 	for _, c := range e.routes.Count() {
 		counts[c.Service] = c.Tunnels

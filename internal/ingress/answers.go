@@ -52,6 +52,7 @@ var edgeAnswers = map[admission.Reason]answer{
 	admission.ReasonAddressNotAllowed: {http: http.StatusNotFound, socks: socksHostUnreachable, ws: wsPolicy, tls: alertInternalError},
 	admission.ReasonSessionRequired:   {http: http.StatusForbidden, socks: socksNotAllowed, ws: wsPolicy, tls: alertAccessDenied},
 	admission.ReasonSession:           {http: http.StatusForbidden, socks: socksNotAllowed, ws: wsPolicy, tls: alertAccessDenied},
+	admission.ReasonStoreLost:         {http: http.StatusServiceUnavailable, retry: true, socks: socksNetworkUnreachable, ws: wsTryLater, tls: alertInternalError},
 	admission.ReasonConnectorTimeout:  {http: http.StatusServiceUnavailable, retry: true, socks: socksNetworkUnreachable, ws: wsTryLater, tls: alertInternalError},
 }
 

@@ -92,6 +92,7 @@ type JetStream struct {
 	tokens     jetstream.KeyValue
 	connectors jetstream.KeyValue
 	sessions   jetstream.KeyValue
+	edges      jetstream.KeyValue // presence: see presence.go
 	js         jetstream.JetStream
 	audit      jetstream.Stream
 
@@ -105,6 +106,9 @@ type JetStream struct {
 	// stopRaise ends the replica raiser, raising waits for it.
 	stopRaise chan struct{}
 	raising   sync.WaitGroup
+	// connectorsSeen is the last stream sequence the connectors watch
+	// has delivered: the freshness fence compares it with the bucket's.
+	connectorsSeen atomic.Uint64
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -346,6 +350,9 @@ func (s *JetStream) openBuckets(ctx context.Context, auditRetention time.Duratio
 	}
 	s.sessions, err = bucket(ctx, js, BucketSessions, "sallyport one-time client sessions, by session id", replicas)
 	if err != nil {
+		return err
+	}
+	if s.edges, err = edgesBucket(ctx, js, replicas); err != nil {
 		return err
 	}
 	return s.openAudit(ctx, js, auditRetention, replicas)
@@ -639,7 +646,7 @@ func (s *JetStream) WatchConnectors(ctx context.Context, fn func(Connector)) (st
 	if err := s.check(); err != nil {
 		return nil, fmt.Errorf("watch connectors: %w", err)
 	}
-	return watch(ctx, s, s.connectors, "connector", func(c *Connector, rev uint64) { c.Revision = rev }, fn)
+	return watch(ctx, s, s.connectors, "connector", &s.connectorsSeen, func(c *Connector, rev uint64) { c.Revision = rev }, fn)
 }
 
 // GetConnector implements Store.

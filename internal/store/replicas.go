@@ -211,7 +211,7 @@ func (s *JetStream) raise() error {
 // streamNames are the JetStream streams of the store: each bucket's and
 // the audit trail.
 func streamNames() []string {
-	return []string{kvStream(BucketTokens), kvStream(BucketConnectors), kvStream(BucketSessions), StreamAudit}
+	return []string{kvStream(BucketTokens), kvStream(BucketConnectors), kvStream(BucketSessions), kvStream(BucketEdges), StreamAudit}
 }
 
 // kvStream is the name of the stream under a key-value bucket.

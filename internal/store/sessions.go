@@ -129,7 +129,7 @@ func (s *JetStream) WatchSessions(ctx context.Context, fn func(Session)) (stop f
 	if err := s.check(); err != nil {
 		return nil, fmt.Errorf("watch sessions: %w", err)
 	}
-	return watch(ctx, s, s.sessions, "session", nil, fn)
+	return watch(ctx, s, s.sessions, "session", nil, nil, fn)
 }
 
 // PruneSessions implements Sessions.

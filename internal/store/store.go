@@ -160,6 +160,8 @@ type Store interface {
 	ListConnectors(ctx context.Context) ([]Connector, error)
 	// Sessions keeps the one-time client sessions.
 	Sessions
+	// Presence keeps the set of live edges.
+	Presence
 	// Audit appends an event to the audit trail.
 	Audit(ctx context.Context, ev AuditEvent) error
 	// ReadAudit calls fn with each audit event from since on, oldest

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,8 +46,38 @@ const (
 // returns; from then on a goroutine calls fn with each value written, in
 // order, until stop (or ctx's end). A value that cannot be decoded is
 // logged and skipped; setRev, if not nil, gives each its revision.
-// Deletions are not delivered.
-func watch[T any](ctx context.Context, s *JetStream, kv jetstream.KeyValue, what string, setRev func(*T, uint64), fn func(T)) (stop func(), err error) {
+// Deletions are not delivered. seen, if not nil, follows the last
+// revision delivered, deletions included.
+func watch[T any](ctx context.Context, s *JetStream, kv jetstream.KeyValue, what string, seen *atomic.Uint64, setRev func(*T, uint64), fn func(T)) (stop func(), err error) {
+	return s.watchEntries(ctx, kv, what, func(e watchEntry) {
+		defer seenUpTo(seen, e.rev)
+		if e.deleted {
+			return
+		}
+		var v T
+		if err := json.Unmarshal(e.value, &v); err != nil {
+			s.log.Error("store: a "+what+" record cannot be read; ignored", "key", e.key, "revision", e.rev, "err", err)
+			return
+		}
+		if setRev != nil {
+			setRev(&v, e.rev)
+		}
+		fn(v)
+	})
+}
+
+// watchEntry is one message of a bucket's stream as a watch sees it.
+type watchEntry struct {
+	key     string
+	value   []byte
+	rev     uint64
+	deleted bool // a deletion, a purge, or a key that outlived the bucket's TTL
+}
+
+// watchEntries calls deliver with every entry of kv (the last of each
+// key), deletions included, then returns; from then on a goroutine calls
+// it with each entry written, in order, until stop (or ctx's end).
+func (s *JetStream) watchEntries(ctx context.Context, kv jetstream.KeyValue, what string, deliver func(watchEntry)) (stop func(), err error) {
 	prefix := "$KV." + kv.Bucket() + "."
 	st, err := s.js.Stream(ctx, kvStream(kv.Bucket()))
 	if err != nil {
@@ -64,21 +95,16 @@ func watch[T any](ctx context.Context, s *JetStream, kv jetstream.KeyValue, what
 		cancel()
 		wg.Wait()
 	}
-	// deliver hands one message to fn and reports whether it was the last
-	// of those pending when it was read.
-	deliver := func(msg jetstream.Msg, md *jetstream.MsgMetadata) (last bool) {
-		if op := msg.Headers().Get(kvOperation); op != "" {
-			return md.NumPending == 0 // a deletion or purge
-		}
-		var v T
-		if err := json.Unmarshal(msg.Data(), &v); err != nil {
-			s.log.Error("store: a "+what+" record cannot be read; ignored", "key", strings.TrimPrefix(msg.Subject(), prefix), "revision", md.Sequence.Stream, "err", err)
-			return md.NumPending == 0
-		}
-		if setRev != nil {
-			setRev(&v, md.Sequence.Stream)
-		}
-		fn(v)
+	// hand delivers one message and reports whether it was the last of
+	// those pending when it was read.
+	hand := func(msg jetstream.Msg, md *jetstream.MsgMetadata) (last bool) {
+		h := msg.Headers()
+		deliver(watchEntry{
+			key:     strings.TrimPrefix(msg.Subject(), prefix),
+			value:   msg.Data(),
+			rev:     md.Sequence.Stream,
+			deleted: h.Get(kvOperation) != "" || h.Get(jetstream.MarkerReasonHeader) != "",
+		})
 		return md.NumPending == 0
 	}
 	// The current values first.
@@ -88,7 +114,7 @@ func watch[T any](ctx context.Context, s *JetStream, kv jetstream.KeyValue, what
 			stop()
 			return nil, fmt.Errorf("watch %ss: %w", what, err)
 		}
-		initial = !deliver(msg, md)
+		initial = !hand(msg, md)
 	}
 	wg.Go(func() {
 		for {
@@ -96,7 +122,7 @@ func watch[T any](ctx context.Context, s *JetStream, kv jetstream.KeyValue, what
 			if err != nil {
 				return // stopped
 			}
-			deliver(msg, md)
+			hand(msg, md)
 		}
 	})
 	return stop, nil

@@ -186,6 +186,17 @@ func TestConnectorKeepsTheAddressItEnrolledThrough(t *testing.T) {
 	opts := testnet.ConnectorOptions{DataDir: filepath.Join(t.TempDir(), "connector"), Services: map[string]string{"echo": echo.Addr()}}
 	first := testnet.StartConnector(t, path, opts)
 	first.WaitTunnels(t, 1)
+	// The edge announces itself at the advertised name; the connector
+	// saves that with the id its own address answered as, so that the
+	// restart below does not dial the name either.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(filepath.Join(opts.DataDir, "cluster.json")); err == nil && strings.Contains(string(b), "edge.unresolvable.invalid") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connector did not save the announced edge set")
+		}
+	}
 	first.Stop()
 	again := testnet.StartConnector(t, "", opts)
 	again.WaitTunnels(t, 1)

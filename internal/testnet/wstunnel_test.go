@@ -329,6 +329,11 @@ func TestWebSocketTunnelInnerTLSIsEndToEnd(t *testing.T) {
 		e, c := wsSetup(t, map[string]string{"echo": echo.Addr()})
 		dir := c.Cfg.DataDir
 		c.Stop()
+		// The edge set the real edge announced would have the connector
+		// dial it too: forget it, so that the impostor is all it knows.
+		if err := os.Remove(filepath.Join(dir, "cluster.json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
 		// The impostor has the https certificate the connector trusts,
 		// and its own CA for the inner TLS, as a proxy would.
 		cs := newCerts(t, "inspecting proxy CA")

@@ -39,7 +39,7 @@ func (s *Stream) ReadHeader(timeout time.Duration) (wire.StreamOpen, error) {
 	s.ms.SetReadDeadline(time.Now().Add(timeout))
 	defer s.ms.SetReadDeadline(time.Time{})
 	h, err := wire.ReadStreamOpen(s.ms)
-	s.final = h.Lookup()
+	s.final = h.Lookup() || h.Membership()
 	return h, err
 }
 

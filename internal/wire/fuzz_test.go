@@ -190,3 +190,33 @@ func FuzzReadStreamReply(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadEdgeSet: no input panics ReadEdgeSet, a set it accepts is
+// within its bounds and encodes back to exactly the bytes it read.
+func FuzzReadEdgeSet(f *testing.F) {
+	b, _ := AppendEdgeSet(nil, []EdgeAddr{{ID: "edge-a", Address: "127.0.0.1:5500"}, {ID: "edge-b", Address: "wss://b.example/tunnel"}})
+	f.Add(b)
+	f.Add(append(b, 0))
+	f.Add([]byte{0})
+	f.Add([]byte{})
+	f.Add([]byte{65})
+	f.Add([]byte{1, 1, 'a', 3, 'a', ' ', 'b'})
+	f.Add([]byte{1, 1, 'a', 255, 'x'})
+	f.Add(bytes.Repeat([]byte{255}, MaxEdgeSet+2))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		set, err := ReadEdgeSet(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if len(set) > MaxEdges {
+			t.Fatalf("accepted %d edges", len(set))
+		}
+		out, err := AppendEdgeSet(nil, set)
+		if err != nil {
+			t.Fatalf("an accepted set does not encode: %v (%+v)", err, set)
+		}
+		if !bytes.Equal(out, data) {
+			t.Fatalf("read % x, encodes as % x", data, out)
+		}
+	})
+}

@@ -64,6 +64,18 @@
 //     same tunnel, opens a stream for that service as in step 6. (Version
 //     1 had the connector dial the address at once, before the edge's
 //     policy had been applied.)
+//  8. The edge tells the connector which edges the cluster has: the
+//     Welcome's Edges first, and then, whenever the set changes, a
+//     membership stream: a StreamOpen naming the reserved service
+//     EdgesService (no client, no address), followed by the whole set
+//     (AppendEdgeSet: at most MaxEdges entries of an edge id and one of
+//     its tunnel addresses) and the edge's FIN. The connector answers
+//     with a StreamReply (accepted, or CodeBadRequest for a set it cannot
+//     read, which it then ignores) and ends the stream. Only the edge
+//     opens such a stream: the connector opens none (step 6), so it can
+//     never make an edge announce anything. A connector of an earlier
+//     release answers CodeUnknownService and keeps its tunnel, so this
+//     step needs no new protocol version.
 //
 // # Joining the cluster
 //

@@ -1,0 +1,177 @@
+package edge
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/admission"
+	"github.com/sallyport/sallyport/internal/wire"
+)
+
+// The freshness fence (docs/cluster.md §5): every fenceTick the edge
+// renews its presence and checks that its connectors watch has delivered
+// what the store held a round earlier. If neither has succeeded for
+// fenceAfter, the edge can no longer learn of a revocation in time: it is
+// fenced until a round succeeds again.
+const (
+	fenceTick  = 500 * time.Millisecond
+	fenceAfter = 1500 * time.Millisecond
+)
+
+// FencedReason is what a fenced edge tells connectors and logs for
+// clients it turns away.
+const FencedReason = "this edge has lost its store; try another edge"
+
+// fence is the edge's freshness state. Its zero value is not fenced.
+type fence struct {
+	mu sync.Mutex
+	// fenced is set while the edge cannot trust its view of the store.
+	fenced bool
+	// lastFresh is when the last successful round started (or the
+	// store opened).
+	lastFresh time.Time
+	// enabled is set when the store is shared with other edges: an
+	// embedded store that only this process runs cannot be cut off from
+	// it, and fencing it would only turn an overloaded edge into a dead
+	// one.
+	enabled bool
+}
+
+// Fenced reports whether the edge is fenced: it cannot reach its store,
+// so it refuses hellos, enrollments, renewals and session uses, routes no
+// new client and holds no tunnel. Readiness should fail while it is.
+func (e *Edge) Fenced() bool {
+	e.fence.mu.Lock()
+	defer e.fence.mu.Unlock()
+	return e.fence.fenced
+}
+
+// round is the outcome of one round of the fence's checks.
+type round struct {
+	started time.Time
+	fresh   bool
+	// lastSeq is the connectors bucket's last sequence, if it was read.
+	lastSeq uint64
+	seqRead bool
+}
+
+// fenceTicks renews the edge's presence (with presence) and checks the
+// connectors watch in rounds, one at a time, until ctx ends; every
+// fenceTick it fences the edge if no round that started in the last
+// fenceAfter has succeeded. A slow store that answers is not a lost one:
+// a round may take up to fenceAfter, and a success counts from its start.
+func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) error) {
+	e.fence.mu.Lock()
+	e.fence.lastFresh = e.now()
+	e.fence.mu.Unlock()
+	t := time.NewTicker(fenceTick)
+	defer t.Stop()
+	var lastSeq uint64
+	results := make(chan round, 1)
+	inFlight := false
+	start := func() {
+		inFlight = true
+		r, prev := round{started: e.now()}, lastSeq
+		go func() { results <- e.checkRound(ctx, presence, prev, r) }()
+	}
+	start()
+	for {
+		select {
+		case <-ctx.Done():
+			if inFlight {
+				<-results // the round's calls end with ctx
+			}
+			return
+		case r := <-results:
+			inFlight = false
+			if r.seqRead {
+				lastSeq = r.lastSeq
+			}
+			if r.fresh {
+				e.freshness(true, r.started)
+			}
+		case <-t.C:
+			e.freshness(false, e.now())
+			if !inFlight {
+				start()
+			}
+		}
+	}
+}
+
+// checkRound runs the fence's two checks at once, each for at most
+// fenceAfter: the presence write (it needs the store's leader), and the
+// connectors bucket's last sequence read, with the watch caught up to
+// prevSeq, the one read a round earlier. The round is fresh if that read
+// shows the watch caught up, or if it failed and the presence write
+// succeeded: so one bucket's leader election does not fence the edge
+// (§7), but a read that shows the watch behind does, whatever the
+// presence write says — the store is there, and this edge is not
+// hearing it.
+func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) error, prevSeq uint64, r round) round {
+	rctx, cancel := context.WithTimeout(ctx, fenceAfter)
+	defer cancel()
+	put := make(chan error, 1)
+	go func() { put <- presence(rctx) }()
+	last, caughtUp, err := e.st.ConnectorsCaughtUp(rctx, prevSeq)
+	if err == nil {
+		r.lastSeq, r.seqRead = last, true
+	}
+	putErr := <-put
+	if err == nil {
+		r.fresh = caughtUp
+	} else {
+		r.fresh = putErr == nil
+	}
+	return r
+}
+
+// freshness applies a round's success (fresh, now its start) or a tick's
+// check (now): a success unfences; fenceAfter without one fences, once,
+// and closes the tunnels.
+func (e *Edge) freshness(fresh bool, now time.Time) {
+	e.fence.mu.Lock()
+	was := e.fence.fenced
+	switch {
+	case fresh:
+		if now.After(e.fence.lastFresh) {
+			e.fence.lastFresh = now
+		}
+		e.fence.fenced = false
+	case e.fence.enabled && now.Sub(e.fence.lastFresh) >= fenceAfter:
+		e.fence.fenced = true
+	}
+	is, since := e.fence.fenced, now.Sub(e.fence.lastFresh)
+	e.fence.mu.Unlock()
+	switch {
+	case is && !was:
+		e.log.Error("edge fenced: the store has not answered; refusing tunnels, enrollments, renewals, sessions and new clients, and closing the tunnels until it does",
+			"store_silent_for", since.Round(time.Millisecond).String())
+		// At once and side by side: each Shutdown may wait a second for
+		// its connector's close, and the fence loop must go on ticking.
+		for _, s := range e.sessions() {
+			e.handlers.Go(func() { s.Shutdown() })
+		}
+	case was && !is:
+		e.log.Info("edge unfenced: the store answers again; serving")
+	}
+}
+
+// fencedRefusal is the refusal a fenced edge gives a connector's opening
+// (hello, enrollment, renewal); nil when the edge is not fenced.
+func (e *Edge) fencedRefusal() *wire.Refusal {
+	if !e.Fenced() {
+		return nil
+	}
+	return &wire.Refusal{Code: wire.CodeInternal, Reason: FencedReason}
+}
+
+// fencedClient refuses client c (for service, if named) while the edge is
+// fenced; nil when it is not.
+func (e *Edge) fencedClient(service string, c admission.Client) *admission.Refusal {
+	if !e.Fenced() {
+		return nil
+	}
+	return e.Refused(admission.Refuse(admission.ReasonStoreLost, service, "%s", FencedReason), c)
+}
