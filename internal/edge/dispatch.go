@@ -12,6 +12,7 @@ import (
 	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/ingress"
+	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/tlsfiles"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
@@ -170,7 +171,7 @@ func (e *Edge) Admit(service string, c admission.Client) (func(), *admission.Ref
 // applying a policy (the caller has). The stream's first Read returns the
 // connector's refusal, if any, as a *wire.Refusal.
 func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admission.Refusal) {
-	sess, ok := e.routes.Pick(service)
+	sess, ok := e.pick(service)
 	if !ok {
 		return nil, e.Refused(admission.Refuse(admission.ReasonNoConnector, service, "no connector offers service %s right now; try again later", service), c)
 	}
@@ -179,6 +180,27 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 		return nil, ref
 	}
 	return st, nil
+}
+
+// pick chooses the tunnel for a new stream to service: among the
+// connectors' tunnels that offer it (replicas, and each connector's
+// pool), the least loaded one that was heard from lately (see
+// route.Table.Pick and load).
+func (e *Edge) pick(service string) (*tunnel.Session, bool) {
+	return e.routes.Pick(service, e.load)
+}
+
+// load is how busy and how alive a tunnel looks from this edge's data
+// path: the streams open on it now, and whether it has ended (its routes
+// go a moment later) or the connector has been silent for more than two
+// keepalive intervals (this edge's pings go unanswered, so the tunnel may
+// be dead and not yet timed out). It takes
+// only the tunnel's own lock, so it may run under the route table's.
+func (e *Edge) load(sess *tunnel.Session) route.Load {
+	return route.Load{
+		Streams: sess.NumStreams(),
+		Stale:   sess.IsClosed() || e.now().Sub(sess.LastRead()) > 2*e.cfg.Tunnel.KeepaliveInterval,
+	}
 }
 
 // openOn opens a stream to service on the tunnel sess, for c; see Open.

@@ -310,7 +310,7 @@ func (e *Edge) OpenSession(token string, c admission.Client) (ingress.Stream, *a
 // named connector if it is not empty; nil if there is none.
 func (e *Edge) sessionRoute(service, connector string) *tunnel.Session {
 	if connector == "" {
-		sess, _ := e.routes.Pick(service)
+		sess, _ := e.pick(service)
 		return sess
 	}
 	e.conns.Lock()

@@ -94,9 +94,26 @@ func (tb *Table[T]) Remove(t T) bool {
 	return found
 }
 
-// Pick returns a tunnel offering service, spreading successive picks over
-// all of them, and false if none does.
-func (tb *Table[T]) Pick(service string) (T, bool) {
+// Load is what Pick weighs a tunnel by, as the caller sees it from its
+// own data path: no shared state and no health check of its own.
+type Load struct {
+	// Streams is the number of streams open on the tunnel now.
+	Streams int
+	// Stale is set when the tunnel has not been heard from lately (its
+	// keepalive is overdue): it may be dead without having failed yet.
+	Stale bool
+}
+
+// Pick returns a tunnel offering service, and false if none does. With a
+// nil load it spreads successive picks round-robin over all of them.
+// Otherwise it picks the least loaded: a tunnel heard from lately before
+// a stale one, then the one with the fewest open streams; ties go
+// round-robin, so that replicas at rest share new streams evenly. A stale
+// tunnel is picked only when every tunnel is stale: it may still work,
+// and a refusal surely does not. load is called under the table's lock,
+// once per tunnel offering service: it must be quick and must not call
+// the table.
+func (tb *Table[T]) Pick(service string, load func(T) Load) (T, bool) {
 	tb.state.Lock()
 	defer tb.state.Unlock()
 	ts := tb.state.offers[service]
@@ -104,9 +121,28 @@ func (tb *Table[T]) Pick(service string) (T, bool) {
 		var zero T
 		return zero, false
 	}
-	n := tb.state.next[service]
-	tb.state.next[service] = n + 1
-	return ts[int(n%uint32(len(ts)))], true
+	start := int(tb.state.next[service] % uint32(len(ts)))
+	best := start
+	if load != nil {
+		bestLoad := load(ts[start])
+		for i := 1; i < len(ts); i++ {
+			j := (start + i) % len(ts)
+			if l := load(ts[j]); less(l, bestLoad) {
+				best, bestLoad = j, l
+			}
+		}
+	}
+	tb.state.next[service] = uint32(best + 1)
+	return ts[best], true
+}
+
+// less reports whether a tunnel with load a is a better pick than one
+// with load b.
+func less(a, b Load) bool {
+	if a.Stale != b.Stale {
+		return !a.Stale
+	}
+	return a.Streams < b.Streams
 }
 
 // Count returns how many tunnels offer each service, services sorted.

@@ -322,6 +322,12 @@ func (s *Session) Accept() (*Stream, error) {
 // NumStreams reports the client streams open on the session.
 func (s *Session) NumStreams() int { return s.mux.NumStreams() }
 
+// LastRead reports when the peer was last heard from: the last read of
+// the connection that gave bytes (the session's start before that). A
+// live peer is heard from at least once a keepalive interval (its pings,
+// or its answers to ours).
+func (s *Session) LastRead() time.Time { return s.mux.LastRead() }
+
 // Done is closed when the session has ended, for any reason.
 func (s *Session) Done() <-chan struct{} { return s.mux.Done() }
 

@@ -1,0 +1,79 @@
+package testnet_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/testnet"
+)
+
+// Two connectors granted one service are replicas: a new client goes to
+// the one with fewer open streams, and once one of them is gone every new
+// client reaches the other, with no refusal in between.
+func TestReplicasTakeNewStreamsByLoad(t *testing.T) {
+	backA, backB := testnet.Echo(t), testnet.Echo(t)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
+	a := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": backA.Addr()}})
+	a.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 1, 10*time.Second)
+
+	// Site A carries long-lived connections; then site B comes up.
+	const held = 8
+	for i := range held {
+		echoHeld(t, e.Dial(t, "echo"), fmt.Sprintf("held %d", i))
+	}
+	b := testnet.StartConnector(t, e.Keyfile(t, "site-b", time.Hour, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": backB.Addr()}})
+	b.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 2, 10*time.Second)
+
+	// Short connections all go to the idle replica, B: even with the
+	// streams of the earlier ones still closing there, it holds fewer
+	// than A.
+	const short = 5
+	for range short {
+		echoOnce(t, e)
+	}
+	if got, want := backA.Accepted(), int64(held); got != want {
+		t.Errorf("site A's back-end accepted %d connections, want only the %d held ones: new clients went to the busier replica", got, want)
+	}
+	if got := backB.Accepted(); got != short {
+		t.Errorf("site B's back-end accepted %d connections, want the %d short ones", got, short)
+	}
+
+	// B goes away: at once, every new client reaches A.
+	if err := b.Stop(); err != nil {
+		t.Fatalf("stop site B: %v", err)
+	}
+	for range short {
+		echoOnce(t, e)
+	}
+	if got, want := backA.Accepted(), int64(held+short); got != want {
+		t.Errorf("site A's back-end accepted %d connections, want %d: the clients after B stopped did not all reach A", got, want)
+	}
+	if got := backB.Accepted(); got != short {
+		t.Errorf("site B's back-end accepted %d connections after it stopped, want still %d", got, short)
+	}
+}
+
+// echoHeld sends msg through conn and checks that the echo comes back
+// intact, leaving conn open.
+func echoHeld(t *testing.T, conn *net.TCPConn, msg string) {
+	t.Helper()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte(msg)); err != nil {
+		t.Fatalf("write %q: %v", msg, err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(conn, got); err != nil {
+		t.Fatalf("echo of %q: %v", msg, err)
+	}
+	if string(got) != msg {
+		t.Fatalf("echo %q, want %q", got, msg)
+	}
+	conn.SetDeadline(time.Time{})
+}
