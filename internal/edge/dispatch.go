@@ -92,12 +92,13 @@ func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, 
 // returns a nil tunnel if no connector names one.
 func (e *Edge) lookupAddress(address string, c admission.Client) (*tunnel.Session, string) {
 	e.conns.Lock()
-	tried := make(map[string]bool, len(e.conns.tunnels))
 	var sessions []*tunnel.Session
-	for sess, info := range e.conns.tunnels {
-		if routed := e.routedLocked(info, ""); routed && !tried[info.connectorID] {
-			tried[info.connectorID] = true
-			sessions = append(sessions, sess)
+	for _, tunnels := range e.conns.byID {
+		for sess, info := range tunnels {
+			if e.routedLocked(info, "") {
+				sessions = append(sessions, sess)
+				break
+			}
 		}
 	}
 	e.conns.Unlock()

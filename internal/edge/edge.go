@@ -73,15 +73,20 @@ type Edge struct {
 	// conns is what the edge knows of connectors: the live tunnels, and
 	// each connector's identity as the store has it. Both change under
 	// one lock, so a tunnel's routes always follow its connector's grants.
+	// Nothing done per hello, per watch event or per admin row walks
+	// every tunnel: they are indexed by connector (docs/cluster.md §9).
 	conns struct {
 		sync.Mutex
 		tunnels map[*tunnel.Session]*tunnelInfo
+		// byID and byName hold the same tunnels by connector id and by
+		// the name in its certificate (see addTunnelLocked).
+		byID, byName tunnelIndex
 		// ids are the enrolled connectors by id, fed by a watch on the
 		// store (a read per connection would not scale to a cluster).
 		ids map[string]store.Connector
-		// warned holds "id/service" for each ungranted offer already
-		// logged, so that a pool of tunnels or reconnects say it once.
-		warned map[string]bool
+		// warned holds, by connector id, the ungranted offers already
+		// logged, so that a pool of tunnels or reconnects say each once.
+		warned map[string]map[string]bool
 		// lastSeen is when each connector's last tunnel to this edge
 		// ended, by id.
 		lastSeen map[string]time.Time
@@ -141,7 +146,9 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 	}
 	e.conns.tunnels = make(map[*tunnel.Session]*tunnelInfo)
 	e.conns.ids = make(map[string]store.Connector)
-	e.conns.warned = make(map[string]bool)
+	e.conns.byID = make(tunnelIndex)
+	e.conns.byName = make(tunnelIndex)
+	e.conns.warned = make(map[string]map[string]bool)
 	e.conns.lastSeen = make(map[string]time.Time)
 	return e, nil
 }

@@ -315,8 +315,8 @@ func (e *Edge) sessionRoute(service, connector string) *tunnel.Session {
 	}
 	e.conns.Lock()
 	defer e.conns.Unlock()
-	for sess, info := range e.conns.tunnels {
-		if info.name == connector && e.routedLocked(info, service) {
+	for sess, info := range e.conns.byName[connector] {
+		if e.routedLocked(info, service) {
 			return sess
 		}
 	}

@@ -208,7 +208,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 	}
 	e.conns.Lock()
 	e.routes.Remove(sess)
-	delete(e.conns.tunnels, sess)
+	e.removeTunnelLocked(sess)
 	e.conns.lastSeen[id] = e.now().UTC()
 	e.conns.Unlock()
 	sess.Close()

@@ -22,21 +22,39 @@ type Table[T comparable] struct {
 		offers map[string][]T
 		// next is the round-robin position for each service.
 		next map[string]uint32
+		// of maps each tunnel to the services it offers, so that a
+		// tunnel's changes cost its own services, not every service's.
+		of map[T][]string
 	}
+}
+
+// init makes the maps of an empty table; the state is locked.
+func (tb *Table[T]) init() {
+	if tb.state.offers == nil {
+		tb.state.offers = make(map[string][]T)
+		tb.state.next = make(map[string]uint32)
+		tb.state.of = make(map[T][]string)
+	}
+}
+
+// addLocked records that t offers s, unless it does already; the state
+// is locked.
+func (tb *Table[T]) addLocked(t T, s string) bool {
+	if slices.Contains(tb.state.of[t], s) {
+		return false
+	}
+	tb.state.offers[s] = append(tb.state.offers[s], t)
+	tb.state.of[t] = append(tb.state.of[t], s)
+	return true
 }
 
 // Add records that tunnel t offers services.
 func (tb *Table[T]) Add(t T, services []string) {
 	tb.state.Lock()
 	defer tb.state.Unlock()
-	if tb.state.offers == nil {
-		tb.state.offers = make(map[string][]T)
-		tb.state.next = make(map[string]uint32)
-	}
+	tb.init()
 	for _, s := range services {
-		if !slices.Contains(tb.state.offers[s], t) {
-			tb.state.offers[s] = append(tb.state.offers[s], t)
-		}
+		tb.addLocked(t, s)
 	}
 }
 
@@ -46,19 +64,15 @@ func (tb *Table[T]) Add(t T, services []string) {
 func (tb *Table[T]) Set(t T, services []string) (added, removed []string) {
 	tb.state.Lock()
 	defer tb.state.Unlock()
-	if tb.state.offers == nil {
-		tb.state.offers = make(map[string][]T)
-		tb.state.next = make(map[string]uint32)
-	}
-	for s, ts := range tb.state.offers {
-		if i := slices.Index(ts, t); i >= 0 && !slices.Contains(services, s) {
-			tb.removeAt(s, i)
+	tb.init()
+	for _, s := range slices.Clone(tb.state.of[t]) {
+		if !slices.Contains(services, s) {
+			tb.removeLocked(t, s)
 			removed = append(removed, s)
 		}
 	}
 	for _, s := range services {
-		if !slices.Contains(tb.state.offers[s], t) {
-			tb.state.offers[s] = append(tb.state.offers[s], t)
+		if tb.addLocked(t, s) {
 			added = append(added, s)
 		}
 	}
@@ -67,31 +81,37 @@ func (tb *Table[T]) Set(t T, services []string) (added, removed []string) {
 	return added, removed
 }
 
-// removeAt removes the tunnel at index i of service s; the state is locked.
-func (tb *Table[T]) removeAt(s string, i int) {
-	ts := slices.Delete(tb.state.offers[s], i, i+1)
-	if len(ts) == 0 {
+// removeLocked removes tunnel t from service s, which it offers; the
+// state is locked.
+func (tb *Table[T]) removeLocked(t T, s string) {
+	if ts := without(tb.state.offers[s], t); len(ts) > 0 {
+		tb.state.offers[s] = ts
+	} else {
 		delete(tb.state.offers, s)
 		delete(tb.state.next, s)
-	} else {
-		tb.state.offers[s] = ts
 	}
+	if of := without(tb.state.of[t], s); len(of) > 0 {
+		tb.state.of[t] = of
+	} else {
+		delete(tb.state.of, t)
+	}
+}
+
+// without removes v from xs, where it is once.
+func without[E comparable](xs []E, v E) []E {
+	i := slices.Index(xs, v)
+	return slices.Delete(xs, i, i+1)
 }
 
 // Remove forgets tunnel t for every service; it reports whether t was there.
 func (tb *Table[T]) Remove(t T) bool {
 	tb.state.Lock()
 	defer tb.state.Unlock()
-	found := false
-	for s, ts := range tb.state.offers {
-		i := slices.Index(ts, t)
-		if i < 0 {
-			continue
-		}
-		found = true
-		tb.removeAt(s, i)
+	services := slices.Clone(tb.state.of[t])
+	for _, s := range services {
+		tb.removeLocked(t, s)
 	}
-	return found
+	return len(services) > 0
 }
 
 // Load is what Pick weighs a tunnel by, as the caller sees it from its
