@@ -102,7 +102,8 @@ type Edge struct {
 	// sheddingLines limits the lines about openings shed at a bound.
 	sheddingLines loglimit.Limiter
 
-	// handlers counts every goroutine serving a tunnel-port connection.
+	// handlers counts every goroutine serving a tunnel-port connection,
+	// and every live tunnel until its end has been handled (tunnelEnded).
 	handlers sync.WaitGroup
 	// openings bounds the tunnel-port connections in their opening.
 	openings *openings
@@ -308,7 +309,7 @@ func (e *Edge) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// closeTunnels shuts every tunnel down; its watcher removes the routes.
+// closeTunnels shuts every tunnel down; tunnelEnded removes the routes.
 func (e *Edge) closeTunnels() {
 	e.conns.Lock()
 	sessions := make([]*tunnel.Session, 0, len(e.conns.tunnels))

@@ -137,8 +137,9 @@ func (e *Edge) strangerWarn(log *slog.Logger, msg string, args ...any) {
 	log.Warn(msg, args...)
 }
 
-// serveTunnel admits a connector's tunnel and keeps its routes while it
-// lives; log names its remote address (and transport).
+// serveTunnel admits a connector's tunnel and routes to it; the routes
+// go when the tunnel ends (tunnelEnded). log names its remote address
+// (and transport).
 func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *slog.Logger) {
 	remote := tc.RemoteAddr().String()
 	cert, err := pki.PeerConnector(tc.ConnectionState())
@@ -199,19 +200,28 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		return
 	}
 	log.Info("connector tunnel up", "services", routed, "refused", ungranted, "instance", hello.Instance)
-
-	select {
-	case <-sess.Done():
-	case <-ctx.Done():
-		// Run closes tunnels itself after the drain; wait for that.
-		<-sess.Done()
+	// No goroutine waits for the tunnel's end: the session calls
+	// tunnelEnded from its own last goroutine, and e.handlers counts it
+	// until then. A tunnel registered after Run's closeTunnels took its
+	// list is closed here.
+	e.handlers.Add(1)
+	sess.AfterEnd(func() {
+		defer e.handlers.Done()
+		e.tunnelEnded(sess, info, log)
+	})
+	if ctx.Err() != nil {
+		sess.Shutdown()
 	}
+}
+
+// tunnelEnded forgets a tunnel that has ended and logs why. It runs in
+// the session's last goroutine (see tunnel.Session.AfterEnd).
+func (e *Edge) tunnelEnded(sess *tunnel.Session, info *tunnelInfo, log *slog.Logger) {
 	e.conns.Lock()
 	e.routes.Remove(sess)
 	e.removeTunnelLocked(sess)
-	e.conns.lastSeen[id] = e.now().UTC()
+	e.conns.lastSeen[info.connectorID] = e.now().UTC()
 	e.conns.Unlock()
-	sess.Close()
 	upFor := e.now().Sub(info.since).Round(time.Millisecond).String()
 	if cause := sess.Cause(); cause != nil {
 		// The connector broke the tunnel: it went silent, stopped

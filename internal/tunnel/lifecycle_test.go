@@ -208,3 +208,58 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 		}
 	}
 }
+
+// AfterEnd tells an owner that the session is over without a goroutine
+// of the owner's waiting on Done: f runs once, after the peer's close
+// ended the session, when nothing else of the session runs; and at once
+// when the session is over already.
+func TestAfterEndRunsOnceWhenNothingElseRuns(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			connector, edge := sessions(t, tr.pair, Config{})
+			type report struct {
+				done   bool
+				others []string // the session goroutines other than f's
+			}
+			got := make(chan report, 2)
+			edge.AfterEnd(func() {
+				var others []string
+				for _, g := range sessionGoroutines() {
+					if !strings.Contains(g, "TestAfterEndRunsOnceWhenNothingElseRuns") {
+						others = append(others, g)
+					}
+				}
+				got <- report{done: edge.IsClosed(), others: others}
+			})
+			select {
+			case r := <-got:
+				t.Fatalf("f ran while the session was live (ended: %v)", r.done)
+			default:
+			}
+			connector.Close() // the peer goes: the edge's session ends by itself
+			var r report
+			select {
+			case r = <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatal("f not called within 10s of the peer's close")
+			}
+			if !r.done {
+				t.Error("f ran before the session had ended")
+			}
+			if len(r.others) > 0 {
+				t.Errorf("when f ran, %d other goroutines of the sessions still ran:\n\n%s", len(r.others), strings.Join(r.others, "\n\n"))
+			}
+			called := false
+			edge.AfterEnd(func() { called = true })
+			if !called {
+				t.Error("AfterEnd on an ended session did not call f before returning")
+			}
+			edge.Close()
+			select {
+			case <-got:
+				t.Error("f was called a second time")
+			default:
+			}
+		})
+	}
+}

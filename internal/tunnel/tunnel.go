@@ -148,15 +148,61 @@ var ErrReset = mux.ErrReset
 type Session struct {
 	conn net.Conn
 	mux  *mux.Session
-	wg   sync.WaitGroup // keepalive
+	wg   sync.WaitGroup // the keepalive goroutine, which also ends the session
+
+	// end holds the function to call at the session's end (AfterEnd).
+	end struct {
+		sync.Mutex
+		// over is set once the multiplexer's goroutines have returned.
+		over bool
+		f    func()
+	}
 }
 
 // start runs the multiplexer on conn. The session owns conn.
 func start(conn net.Conn, cfg Config, server bool) *Session {
 	mc := &muxConn{Conn: conn, tr: transportOf(conn), timeout: cfg.KeepaliveTimeout}
 	s := &Session{conn: conn, mux: mux.New(mc, cfg.mux(server))}
-	s.wg.Go(func() { s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout) })
+	s.wg.Go(func() {
+		s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout)
+		// The session has ended: wait for the multiplexer's goroutines
+		// here, in a goroutine the session has anyway, so that an owner
+		// told by AfterEnd needs no goroutine of its own waiting on Done.
+		s.mux.Close()
+		s.ended()
+	})
 	return s
+}
+
+// AfterEnd arranges for f to be called once, when the session has ended
+// and the multiplexer's goroutines have returned: from the session's
+// last goroutine, or before AfterEnd returns if that is so already. It
+// lets an owner of many sessions keep no goroutine per session waiting on
+// Done. f must not call Close or Shutdown (they wait for f), and need not:
+// once f runs, the session holds no connection and no goroutine but the
+// one running f, which ends when f returns. A later call replaces an f
+// not yet called.
+func (s *Session) AfterEnd(f func()) {
+	s.end.Lock()
+	if !s.end.over {
+		s.end.f = f
+		s.end.Unlock()
+		return
+	}
+	s.end.Unlock()
+	f()
+}
+
+// ended calls the AfterEnd function, if any, once the session is over.
+func (s *Session) ended() {
+	s.end.Lock()
+	s.end.over = true
+	f := s.end.f
+	s.end.f = nil
+	s.end.Unlock()
+	if f != nil {
+		f()
+	}
 }
 
 // Client runs the connector's side of the handshake on conn and starts
