@@ -23,7 +23,7 @@ func BenchmarkIdleTunnels(b *testing.B) {
 		for range n {
 			connector, edge := sessions(b, tlsPair, cfg)
 			es, cs := openPair(b, edge, connector, wire.StreamOpen{Service: "svc", Client: "192.0.2.1:1"})
-			msg := make([]byte, 32<<10)
+			msg := make([]byte, idleBenchBytes)
 			werr := make(chan error, 1)
 			go func() { _, err := es.Write(msg); werr <- err }()
 			cs.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -41,3 +41,6 @@ func BenchmarkIdleTunnels(b *testing.B) {
 		b.ReportMetric(float64(runtime.NumGoroutine()-goroutines)/(2*n), "goroutines/end")
 	}
 }
+
+// idleBenchBytes is what each tunnel carries before it rests.
+var idleBenchBytes = 4 << 20

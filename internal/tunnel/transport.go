@@ -44,10 +44,12 @@ type Transport struct {
 	// reader.
 	lent atomic.Bool
 
-	// mu guards corked and out.
+	// mu guards corked, out and outBox.
 	mu     sync.Mutex
 	corked bool
 	out    []byte
+	// outBox holds out while it is borrowed from gatherBuffers.
+	outBox *[]byte
 }
 
 // transportReadSize is how much one read of the connection may take,
@@ -58,7 +60,7 @@ const transportReadSize = 128 << 10
 // be a large one too: more than two TLS records, so bytes are flowing.
 const flowingRead = 32 << 10
 
-// maxCorked is the largest gathering buffer kept between writes.
+// maxCorked is the largest gathering buffer given back for reuse.
 const maxCorked = 2 << 20
 
 // readBuffer is a Transport's read buffer, lent by readBuffers.
@@ -131,12 +133,20 @@ func (t *Transport) Write(b []byte) (int, error) {
 	return t.Conn.Write(b)
 }
 
-// cork starts gathering writes.
+// cork starts gathering writes, into a buffer borrowed until uncork.
 func (t *Transport) cork() {
 	t.mu.Lock()
 	t.corked = true
+	if t.outBox == nil {
+		t.outBox = gatherBuffers.Get().(*[]byte)
+		t.out = (*t.outBox)[:0]
+	}
 	t.mu.Unlock()
 }
+
+// gatherBuffers lends the buffers that corked writes gather in: a
+// Transport holds one only while it gathers a batch.
+var gatherBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 // uncork writes what was gathered, in one call as long as the peer takes
 // it, and stops gathering. Each write has a deadline of timeout, and a
@@ -148,15 +158,15 @@ func (t *Transport) uncork(timeout time.Duration) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.corked = false
-	if len(t.out) == 0 {
-		return nil
+	var err error
+	if len(t.out) > 0 {
+		err = writeProgressing(t.Conn, t.out, timeout)
 	}
-	err := writeProgressing(t.Conn, t.out, timeout)
-	if cap(t.out) > maxCorked {
-		t.out = nil
-	} else {
-		t.out = t.out[:0]
+	if cap(t.out) <= maxCorked {
+		*t.outBox = t.out[:0]
+		gatherBuffers.Put(t.outBox)
 	}
+	t.out, t.outBox = nil, nil
 	return err
 }
 
