@@ -23,7 +23,9 @@
 // The session owns the connection. Close (or Shutdown, which tells the
 // peer first) ends it and returns once every goroutine it started has
 // ended; Done is closed as soon as it ends for any reason, and the owner
-// then still calls Close. Cause then says why, if the peer was at fault:
+// then still calls Close, unless it has AfterEnd call it back once the
+// session has ended and let go of everything (an owner of thousands of
+// sessions then keeps no goroutine per session waiting). Cause then says why, if the peer was at fault:
 // silent, not reading, or breaking the protocol (a connector that opens
 // streams, a flood of the multiplexer's pings). The handshake's messages,
 // the stream headers and the protocol flow are defined in package wire,
