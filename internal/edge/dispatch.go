@@ -184,9 +184,9 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 }
 
 // pick chooses the tunnel for a new stream to service: among the
-// connectors' tunnels that offer it (replicas, and each connector's
-// pool), the least loaded one that was heard from lately (see
-// route.Table.Pick and load).
+// connectors that offer it (replicas), the one with the fewest streams
+// on its tunnels here, and its least loaded tunnel, heard from lately
+// (see route.Table.Pick, register's Group and load).
 func (e *Edge) pick(service string) (*tunnel.Session, bool) {
 	return e.routes.Pick(service, e.load)
 }

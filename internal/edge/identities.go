@@ -175,6 +175,7 @@ func (e *Edge) register(sess *tunnel.Session, info *tunnelInfo) (routed []string
 	}
 	e.addTunnelLocked(sess, info)
 	routed, _ = split(info.offered, c.Grants)
+	e.routes.Group(sess, info.connectorID) // a connector's pool is one replica
 	e.routes.Set(sess, routed)
 	return routed, true
 }

@@ -25,7 +25,20 @@ type Table[T comparable] struct {
 		// of maps each tunnel to the services it offers, so that a
 		// tunnel's changes cost its own services, not every service's.
 		of map[T][]string
+		// group maps a tunnel to its group (its connector); see Group.
+		group map[T]string
+		// loads is Pick's scratch space, reused.
+		loads []weighed
 	}
+}
+
+// weighed is a tunnel's load as Pick sees it.
+type weighed struct {
+	Load
+	group string
+	// groupStreams is the streams on every tunnel of the group that
+	// offers the service (the tunnel's own if it has no group).
+	groupStreams int
 }
 
 // init makes the maps of an empty table; the state is locked.
@@ -34,6 +47,22 @@ func (tb *Table[T]) init() {
 		tb.state.offers = make(map[string][]T)
 		tb.state.next = make(map[string]uint32)
 		tb.state.of = make(map[T][]string)
+		tb.state.group = make(map[T]string)
+	}
+}
+
+// Group puts tunnel t in group g: the tunnels of one connector (its pool)
+// are one replica, and Pick weighs a replica by the streams on all of its
+// tunnels before it weighs the tunnel's own. "" (the default) puts t in
+// a group of its own. Remove forgets it.
+func (tb *Table[T]) Group(t T, g string) {
+	tb.state.Lock()
+	defer tb.state.Unlock()
+	tb.init()
+	if g == "" {
+		delete(tb.state.group, t)
+	} else {
+		tb.state.group[t] = g
 	}
 }
 
@@ -111,6 +140,7 @@ func (tb *Table[T]) Remove(t T) bool {
 	for _, s := range services {
 		tb.removeLocked(t, s)
 	}
+	delete(tb.state.group, t)
 	return len(services) > 0
 }
 
@@ -127,12 +157,13 @@ type Load struct {
 // Pick returns a tunnel offering service, and false if none does. With a
 // nil load it spreads successive picks round-robin over all of them.
 // Otherwise it picks the least loaded: a tunnel heard from lately before
-// a stale one, then the one with the fewest open streams; ties go
-// round-robin, so that replicas at rest share new streams evenly. A stale
-// tunnel is picked only when every tunnel is stale: it may still work,
-// and a refusal surely does not. load is called under the table's lock,
-// once per tunnel offering service: it must be quick and must not call
-// the table.
+// a stale one, then the one whose group (its connector: a replica, see
+// Group) has the fewest open streams on its tunnels offering service,
+// then the one with the fewest itself; ties go round-robin, so that
+// replicas at rest share new streams evenly. A stale tunnel is picked
+// only when every tunnel is stale: it may still work, and a refusal
+// surely does not. load is called under the table's lock, once per tunnel
+// offering service: it must be quick and must not call the table.
 func (tb *Table[T]) Pick(service string, load func(T) Load) (T, bool) {
 	tb.state.Lock()
 	defer tb.state.Unlock()
@@ -144,11 +175,10 @@ func (tb *Table[T]) Pick(service string, load func(T) Load) (T, bool) {
 	start := int(tb.state.next[service] % uint32(len(ts)))
 	best := start
 	if load != nil {
-		bestLoad := load(ts[start])
+		ws := tb.weigh(ts, load)
 		for i := 1; i < len(ts); i++ {
-			j := (start + i) % len(ts)
-			if l := load(ts[j]); less(l, bestLoad) {
-				best, bestLoad = j, l
+			if j := (start + i) % len(ts); less(ws[j], ws[best]) {
+				best = j
 			}
 		}
 	}
@@ -156,11 +186,52 @@ func (tb *Table[T]) Pick(service string, load func(T) Load) (T, bool) {
 	return ts[best], true
 }
 
-// less reports whether a tunnel with load a is a better pick than one
-// with load b.
-func less(a, b Load) bool {
+// weigh returns the load of each of ts, with its group's streams; the
+// state is locked. The slice is the table's scratch space, so a pick
+// allocates nothing (a service with more than smallGroups tunnels sums
+// through a map).
+func (tb *Table[T]) weigh(ts []T, load func(T) Load) []weighed {
+	ws := tb.state.loads[:0]
+	for _, t := range ts {
+		ws = append(ws, weighed{Load: load(t), group: tb.state.group[t]})
+	}
+	tb.state.loads = ws
+	var sums map[string]int
+	if len(ws) > smallGroups {
+		sums = make(map[string]int)
+		for _, w := range ws {
+			sums[w.group] += w.Streams
+		}
+	}
+	for i := range ws {
+		switch {
+		case ws[i].group == "":
+			ws[i].groupStreams = ws[i].Streams
+		case sums != nil:
+			ws[i].groupStreams = sums[ws[i].group]
+		default:
+			for _, w := range ws {
+				if w.group == ws[i].group {
+					ws[i].groupStreams += w.Streams
+				}
+			}
+		}
+	}
+	return ws
+}
+
+// smallGroups is the most tunnels of one service whose group loads Pick
+// sums pair by pair.
+const smallGroups = 16
+
+// less reports whether a tunnel weighed a is a better pick than one
+// weighed b.
+func less(a, b weighed) bool {
 	if a.Stale != b.Stale {
 		return !a.Stale
+	}
+	if a.groupStreams != b.groupStreams {
+		return a.groupStreams < b.groupStreams
 	}
 	return a.Streams < b.Streams
 }

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -155,5 +156,58 @@ func BenchmarkPick(b *testing.B) {
 				tb.Pick("db", bc.load)
 			}
 		})
+	}
+}
+
+// A connector's pool of tunnels is one replica: Pick weighs it by the
+// streams on all of its tunnels, then by the tunnel's own; a group is
+// forgotten with its tunnel. Over more than smallGroups tunnels the sums
+// go through a map, with the same result.
+func TestPickWeighsAPoolAsOneReplica(t *testing.T) {
+	for _, extra := range []int{0, smallGroups} {
+		var tb Table[string]
+		loads := map[string]Load{}
+		for _, tun := range []string{"a1", "a2", "b1"} {
+			tb.Add(tun, []string{"db"})
+			tb.Group(tun, tun[:1])
+		}
+		// Idle connectors of other services do not count.
+		for i := range extra {
+			tb.Add(fmt.Sprint("x", i), []string{"other"})
+		}
+		// Replicas that never take a stream: only in the big table.
+		for i := range extra {
+			name := fmt.Sprint("busy", i)
+			tb.Add(name, []string{"db"})
+			loads[name] = Load{Streams: 1000}
+		}
+		// Six streams, each counted where it lands: connector a (two
+		// tunnels) and connector b (one) take three each, and a's three
+		// are spread 2 + 1 over its tunnels.
+		got := map[string]int{}
+		for range 6 {
+			tun, ok := tb.Pick("db", func(s string) Load { return loads[s] })
+			if !ok {
+				t.Fatal("no tunnel for db")
+			}
+			got[tun]++
+			l := loads[tun]
+			l.Streams++
+			loads[tun] = l
+		}
+		if a, b := got["a1"]+got["a2"], got["b1"]; a != 3 || b != 3 {
+			t.Fatalf("with %d more tunnels: connector a got %d streams over its 2 tunnels, b %d over its 1 (%v); want 3 and 3", 2*extra, a, b, got)
+		}
+		if d := got["a1"] - got["a2"]; d < -1 || d > 1 {
+			t.Errorf("a's streams not spread over its tunnels: %v", got)
+		}
+		tb.Remove("a1")
+		tb.Add("a1", []string{"db"}) // back without a group: a replica of its own
+		// Grouped, a (2 + 0) would lose to b (1); a1 alone is a replica
+		// with 2 and a2 one with 0.
+		loads["a1"], loads["a2"], loads["b1"] = Load{Streams: 2}, Load{Streams: 0}, Load{Streams: 1}
+		if tun, _ := tb.Pick("db", func(s string) Load { return loads[s] }); tun != "a2" {
+			t.Errorf("picked %s; want a2: a1's group was to be forgotten with it", tun)
+		}
 	}
 }

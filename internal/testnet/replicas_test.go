@@ -77,3 +77,29 @@ func echoHeld(t *testing.T, conn *net.TCPConn, msg string) {
 	}
 	conn.SetDeadline(time.Time{})
 }
+
+// A connector's pool of tunnels is one replica: a connector with two
+// tunnels takes as many new streams as one with a single tunnel, spread
+// over its two.
+func TestReplicaWithAPoolTakesItsShare(t *testing.T) {
+	backA, backB := testnet.Echo(t), testnet.Echo(t)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
+	a := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": backA.Addr()}, Pool: 2})
+	b := testnet.StartConnector(t, e.Keyfile(t, "site-b", time.Hour, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": backB.Addr()}})
+	a.WaitTunnels(t, 2)
+	b.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 3, 10*time.Second)
+	for i := range 6 {
+		echoHeld(t, e.Dial(t, "echo"), fmt.Sprintf("held %d", i))
+	}
+	if ga, gb := backA.Accepted(), backB.Accepted(); ga != 3 || gb != 3 {
+		t.Fatalf("site A (2 tunnels) got %d of 6 streams, site B (1 tunnel) %d; want 3 each", ga, gb)
+	}
+	for _, cs := range e.Status(t.Context()).Connectors {
+		if cs.Name == "site-a" && (cs.Streams < 1 || cs.Streams > 2) {
+			t.Errorf("site A's tunnel from %s carries %d of its 3 streams; want them spread 2 + 1", cs.Remote, cs.Streams)
+		}
+	}
+}
