@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/testnet"
 )
 
@@ -102,4 +104,66 @@ func TestReplicaWithAPoolTakesItsShare(t *testing.T) {
 			t.Errorf("site A's tunnel from %s carries %d of its 3 streams; want them spread 2 + 1", cs.Remote, cs.Streams)
 		}
 	}
+}
+
+// A replica whose tunnel has gone silent (no ping answered for two
+// keepalive intervals) gets no new client while another replica is
+// live, however loaded the live one is, and long before the keepalive
+// timeout ends the silent tunnel.
+func TestSilentReplicaIsPassedOver(t *testing.T) {
+	backA, backB := testnet.Echo(t), testnet.Echo(t)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""},
+		KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 30 * time.Second,
+		Tune: func(c *config.Edge) { c.Tunnel.AnswerTimeout = 300 * time.Millisecond }})
+	a := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": backA.Addr()}})
+	a.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 1, 10*time.Second)
+	const held = 5
+	for i := range held {
+		echoHeld(t, e.Dial(t, "echo"), fmt.Sprintf("held %d", i))
+	}
+	relay := loopback.StartRelay(t, e.TunnelAddr().String())
+	b := testnet.StartConnector(t, e.Keyfile(t, "site-b", time.Hour, "echo"), testnet.ConnectorOptions{
+		Edges: []string{relay.Addr()}, Services: map[string]string{"echo": backB.Addr()},
+		KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 30 * time.Second})
+	b.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 2, 10*time.Second)
+
+	relay.Freeze()
+	// Until the edge has missed two of B's answers, a client may still be
+	// sent to B (and refused after the answer timeout); then every client
+	// reaches A. B's tunnel stays up all along (30 s keepalive timeout).
+	deadline := time.Now().Add(5 * time.Second)
+	for !echoes(e) {
+		if time.Now().After(deadline) {
+			t.Fatal("no client reached site A within 5s of site B going silent: the silent replica is still picked")
+		}
+	}
+	for i := range 5 {
+		if !echoes(e) {
+			t.Fatalf("client %d after site B went stale was not served", i)
+		}
+	}
+	if got := backB.Accepted(); got != 0 {
+		t.Errorf("site B's back-end accepted %d connections through a frozen link", got)
+	}
+	e.WaitRoutes(t, "echo", 2, time.Second) // B was passed over, not removed
+}
+
+// echoes reports whether a new client of echo gets its bytes back
+// within two seconds.
+func echoes(e *testnet.Edge) bool {
+	conn, err := net.DialTimeout("tcp", e.ServiceAddr("echo").String(), 2*time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write([]byte("ping")); err != nil {
+		return false
+	}
+	got := make([]byte, 4)
+	_, err = io.ReadFull(conn, got)
+	return err == nil && string(got) == "ping"
 }
