@@ -16,18 +16,10 @@ import (
 // the one with fewer open streams, and once one of them is gone every new
 // client reaches the other, with no refusal in between.
 func TestReplicasTakeNewStreamsByLoad(t *testing.T) {
-	backA, backB := testnet.Echo(t), testnet.Echo(t)
-	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
-	a := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{
-		Services: map[string]string{"echo": backA.Addr()}})
-	a.WaitTunnels(t, 1)
-	e.WaitRoutes(t, "echo", 1, 10*time.Second)
-
 	// Site A carries long-lived connections; then site B comes up.
 	const held = 8
-	for i := range held {
-		echoHeld(t, e.Dial(t, "echo"), fmt.Sprintf("held %d", i))
-	}
+	e, backA := busyReplica(t, testnet.EdgeOptions{}, held)
+	backB := testnet.Echo(t)
 	b := testnet.StartConnector(t, e.Keyfile(t, "site-b", time.Hour, "echo"), testnet.ConnectorOptions{
 		Services: map[string]string{"echo": backB.Addr()}})
 	b.WaitTunnels(t, 1)
@@ -111,18 +103,10 @@ func TestReplicaWithAPoolTakesItsShare(t *testing.T) {
 // live, however loaded the live one is, and long before the keepalive
 // timeout ends the silent tunnel.
 func TestSilentReplicaIsPassedOver(t *testing.T) {
-	backA, backB := testnet.Echo(t), testnet.Echo(t)
-	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""},
+	e, _ := busyReplica(t, testnet.EdgeOptions{
 		KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 30 * time.Second,
-		Tune: func(c *config.Edge) { c.Tunnel.AnswerTimeout = 300 * time.Millisecond }})
-	a := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{
-		Services: map[string]string{"echo": backA.Addr()}})
-	a.WaitTunnels(t, 1)
-	e.WaitRoutes(t, "echo", 1, 10*time.Second)
-	const held = 5
-	for i := range held {
-		echoHeld(t, e.Dial(t, "echo"), fmt.Sprintf("held %d", i))
-	}
+		Tune: func(c *config.Edge) { c.Tunnel.AnswerTimeout = 300 * time.Millisecond }}, 5)
+	backB := testnet.Echo(t)
 	relay := loopback.StartRelay(t, e.TunnelAddr().String())
 	b := testnet.StartConnector(t, e.Keyfile(t, "site-b", time.Hour, "echo"), testnet.ConnectorOptions{
 		Edges: []string{relay.Addr()}, Services: map[string]string{"echo": backB.Addr()},
@@ -166,4 +150,21 @@ func echoes(e *testnet.Edge) bool {
 	got := make([]byte, 4)
 	_, err = io.ReadFull(conn, got)
 	return err == nil && string(got) == "ping"
+}
+
+// busyReplica starts an edge exposing echo (with o), and connector site-a
+// serving it, and holds held connections open through it.
+func busyReplica(t *testing.T, o testnet.EdgeOptions, held int) (*testnet.Edge, *testnet.Backend) {
+	t.Helper()
+	backA := testnet.Echo(t)
+	o.Expose = map[string]string{"echo": ""}
+	e := testnet.StartEdge(t, o)
+	a := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": backA.Addr()}})
+	a.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 1, 10*time.Second)
+	for i := range held {
+		echoHeld(t, e.Dial(t, "echo"), fmt.Sprintf("held %d", i))
+	}
+	return e, backA
 }
