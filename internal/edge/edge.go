@@ -139,7 +139,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		log:      log,
 		now:      time.Now,
 		ready:    make(chan struct{}),
-		openings: newOpenings(maxOpenings, maxOpeningsPerSource),
+		openings: newOpenings(config.TunnelOpenings, cfg.Tunnel.OpeningsPerSource),
 
 		auditRefusals: newAuditLimiter(),
 		refusalLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},

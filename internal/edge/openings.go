@@ -10,16 +10,12 @@ import (
 // Openings on the tunnel port: a connection is in its opening from accept
 // until its first message has been read (TLS handshake, then a hello, an
 // enrollment or a renewal). Strangers can hold openings, so they are
-// bounded in all (maxOpenings) and per source address
-// (maxOpeningsPerSource); at a bound the oldest opening is shed, not the
+// bounded in all (config.TunnelOpenings) and per source address
+// (tunnel.openings_per_source); at a bound the oldest opening is shed, not the
 // newest, so a flood of silent connections cannot lock a connector out:
 // its fresh connection pushes out the flood's stale ones. And the first
 // TLS record must come within firstRecordTimeout.
-const (
-	maxOpenings          = 1024
-	maxOpeningsPerSource = 32
-	firstRecordTimeout   = 2 * time.Second
-)
+const firstRecordTimeout = 2 * time.Second
 
 // openings tracks the tunnel-port connections in their opening. Its
 // methods are safe for concurrent use.

@@ -74,7 +74,7 @@ func heard(c net.Conn) bool {
 // firstRecordTimeout is closed.
 func TestTunnelPortShedsTheOldestOpening(t *testing.T) {
 	logs := &logbuf.Buffer{}
-	e := runTunnelEdge(t, logs, func(e *Edge) { e.openings = newOpenings(3, maxOpeningsPerSource) })
+	e := runTunnelEdge(t, logs, func(e *Edge) { e.openings = newOpenings(3, config.DefaultOpeningsPerSource) })
 	dial := func() net.Conn {
 		c, err := net.DialTimeout("tcp", e.TunnelAddr().String(), 5*time.Second)
 		if err != nil {

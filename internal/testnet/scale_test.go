@@ -1,11 +1,13 @@
 package testnet_test
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +19,12 @@ import (
 
 // scaleEnv names the number of connectors TestScaleManyConnectors runs;
 // unset, the test is skipped (it takes minutes and most of the machine).
-const scaleEnv = "SALLYPORT_SCALE_CONNECTORS"
+// perSourceEnv, if set, is the edges' tunnel.openings_per_source: every
+// connector here dials from 127.0.0.1, as a site behind one NAT would.
+const (
+	scaleEnv     = "SALLYPORT_SCALE_CONNECTORS"
+	perSourceEnv = "SALLYPORT_SCALE_OPENINGS_PER_SOURCE"
+)
 
 // TestScaleManyConnectors checks the shape of docs/cluster.md's figures
 // (§2, §9, §11) on one machine: N connectors, each with its own data
@@ -39,8 +46,13 @@ func TestScaleManyConnectors(t *testing.T) {
 	if n <= 0 || testing.Short() {
 		t.Skipf("set %s to the number of connectors to run this measurement", scaleEnv)
 	}
+	perSource, _ := strconv.Atoi(os.Getenv(perSourceEnv))
 	url := storetest.StartNATS(t)
 	echo := testnet.Echo(t)
+	tune := func(c *config.Edge) {
+		c.Store.URL = url
+		c.Tunnel.OpeningsPerSource = perSource // 0: the default
+	}
 	keepalive := func(o *testnet.EdgeOptions) {
 		o.KeepaliveInterval, o.KeepaliveTimeout = 5*time.Second, 15*time.Second
 	}
@@ -52,7 +64,7 @@ func TestScaleManyConnectors(t *testing.T) {
 			shareCA(t, caDir, filepath.Join(dir, "pki"))
 		}
 		o := testnet.EdgeOptions{DataDir: dir, Expose: map[string]string{"echo": ""},
-			Tune: func(c *config.Edge) { c.Store.URL = url }}
+			Tune: tune}
 		keepalive(&o)
 		edges = append(edges, testnet.StartEdge(t, o))
 		caDir = filepath.Join(edges[0].Cfg.DataDir, "pki")
@@ -69,15 +81,24 @@ func TestScaleManyConnectors(t *testing.T) {
 		keyfiles[i] = a.Keyfile(t, "site-"+strconv.Itoa(i), time.Hour, "echo")
 	}
 	start := time.Now()
+	var connectors []*testnet.Connector
 	for i := range n {
-		testnet.StartConnector(t, keyfiles[i], testnet.ConnectorOptions{
+		c := testnet.StartConnector(t, keyfiles[i], testnet.ConnectorOptions{
 			Services: map[string]string{"echo": echo.Addr()}, Edges: addrs,
 			KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second,
 			BackoffMin: 250 * time.Millisecond, BackoffMax: 30 * time.Second,
 		})
+		connectors = append(connectors, c)
 	}
 	for _, e := range edges {
-		waitTunnels(t, e, n, 5*time.Minute)
+		if !waitTunnels(e, n, 3*time.Minute) {
+			for i, c := range connectors {
+				if c.Tunnels() < 3 {
+					t.Errorf("connector site-%d holds %d tunnels; its log ends:\n%s", i, c.Tunnels(), c.Logs.Tail(30))
+				}
+			}
+			t.Fatalf("%d tunnels at the edge after 3 minutes, want %d", len(e.Status(context.Background()).Connectors), n)
+		}
 	}
 	upIn := time.Since(start)
 	heap, g := heapAndGoroutines()
@@ -85,7 +106,8 @@ func TestScaleManyConnectors(t *testing.T) {
 	t.Logf("%d connectors x 3 edges: %d tunnels up in %s (%.0f handshakes/s over the three edges, enrollment included)",
 		n, tunnels, upIn.Round(time.Millisecond), float64(tunnels)/upIn.Seconds())
 	for i, e := range edges {
-		t.Logf("edge %c: %d tunnels", 'A'+i, len(e.Status(context.Background()).Connectors))
+		t.Logf("edge %c: %d tunnels; %d openings shed at the bounds (openings_per_source %d)",
+			'A'+i, len(e.Status(context.Background()).Connectors), shed(e), cmp.Or(perSource, config.DefaultOpeningsPerSource))
 	}
 	t.Logf("per tunnel (both ends, in one process): %.1f KiB heap, %.2f goroutines; per connector: %.1f KiB, %.1f goroutines",
 		float64(heap-restHeap)/float64(tunnels)/1024, float64(g-restG)/float64(tunnels),
@@ -120,7 +142,7 @@ func TestScaleManyConnectors(t *testing.T) {
 	}
 	down := time.Now()
 	o := testnet.EdgeOptions{DataDir: dir, TunnelListen: port, Expose: map[string]string{"echo": ""},
-		Tune: func(c *config.Edge) { c.Store.URL = url }}
+		Tune: tune}
 	keepalive(&o)
 	c = testnet.StartEdge(t, o)
 	back := time.Now()
@@ -129,8 +151,8 @@ func TestScaleManyConnectors(t *testing.T) {
 	for _, k := range counts {
 		peak = max(peak, k)
 	}
-	t.Logf("edge C restarted after %s down: %d tunnels back in %s after it listened; peak %d handshakes in 100 ms; per 100 ms: %v",
-		back.Sub(down).Round(time.Millisecond), n-1, (time.Duration(len(counts)) * 100 * time.Millisecond), peak, counts)
+	t.Logf("edge C restarted after %s down: %d tunnels back in %s after it listened, %d openings shed; peak %d handshakes in 100 ms; per 100 ms: %v",
+		back.Sub(down).Round(time.Millisecond), n-1, (time.Duration(len(counts)) * 100 * time.Millisecond), shed(c), peak, counts)
 }
 
 // shareCA copies the CA certificate and key from one edge's pki directory
@@ -162,16 +184,17 @@ func heapAndGoroutines() (int64, int) {
 	return int64(m.HeapInuse), runtime.NumGoroutine()
 }
 
-// waitTunnels waits until e holds n tunnels.
-func waitTunnels(t *testing.T, e *testnet.Edge, n int, timeout time.Duration) {
-	t.Helper()
+// waitTunnels waits until e holds n tunnels, and reports whether it did
+// within timeout.
+func waitTunnels(e *testnet.Edge, n int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for len(e.Status(context.Background()).Connectors) < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d tunnels at the edge after %s, want %d", len(e.Status(context.Background()).Connectors), timeout, n)
+			return false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return true
 }
 
 // tunnelsNamed counts e's tunnels from the connector named name.
@@ -204,4 +227,18 @@ func herd(t *testing.T, e *testnet.Edge, n int, timeout time.Duration) []int {
 		last = now
 	}
 	return counts
+}
+
+// shed counts the tunnel-port openings e shed at its bounds, from its log
+// lines (each counts those it did not log).
+func shed(e *testnet.Edge) int {
+	n := 0
+	for _, line := range e.Logs.Lines("too many connections in their opening") {
+		n++
+		if _, after, ok := strings.Cut(line, "more_closed_unlogged="); ok {
+			k, _ := strconv.Atoi(strings.Fields(after)[0])
+			n += k
+		}
+	}
+	return n
 }
