@@ -64,22 +64,26 @@ func (o *openings) admit(c net.Conn) (shed net.Conn) {
 	return shed
 }
 
-// done ends c's opening; one already shed is ignored.
-func (o *openings) done(c net.Conn) {
+// done ends c's opening, and reports false if c was shed meanwhile (its
+// shedder closes it): then nothing c asked for may be acted on. Once done
+// has returned true, c can no longer be shed.
+func (o *openings) done(c net.Conn) bool {
 	o.state.Lock()
 	defer o.state.Unlock()
-	o.removeLocked(c)
+	return o.removeLocked(c)
 }
 
-func (o *openings) removeLocked(c net.Conn) {
+// removeLocked forgets c's opening, and reports whether it was there.
+func (o *openings) removeLocked(c net.Conn) bool {
 	op, ok := o.state.conns[c]
 	if !ok {
-		return
+		return false
 	}
 	delete(o.state.conns, c)
 	if o.state.bySource[op.ip]--; o.state.bySource[op.ip] <= 0 {
 		delete(o.state.bySource, op.ip)
 	}
+	return true
 }
 
 // oldestLocked returns the oldest opening that match accepts.

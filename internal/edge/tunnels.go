@@ -64,17 +64,23 @@ func (e *Edge) takeTunnel(ctx context.Context, c net.Conn, via string) {
 				"per_source", e.openings.perSource, "from", remoteIP(old).String(), "more_closed_unlogged", unsaid)
 		}
 	}
-	e.handlers.Go(func() { e.serveTunnelPort(ctx, c, via, func() { e.openings.done(c) }) })
+	e.handlers.Go(func() { e.serveTunnelPort(ctx, c, via, func() bool { return e.openings.done(c) }) })
 }
 
 // serveTunnelPort runs the TLS handshake and the opening exchange on a new
 // tunnel-port connection, then either enrolls the connector or serves its
 // tunnel; via names its transport in logs ("" for the tunnel port's
 // TCP). It owns raw and closes it (directly, or through the session).
-// It calls opened once the opening is over, whatever its outcome.
-func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, opened func()) {
+// It calls opened once the opening is over, whatever its outcome; opened
+// reports false if the connection was shed meanwhile, and then its first
+// message is not acted on.
+func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, opened func() bool) {
 	var openedOnce sync.Once
-	done := func() { openedOnce.Do(opened) }
+	var kept bool
+	done := func() bool {
+		openedOnce.Do(func() { kept = opened() })
+		return kept
+	}
 	defer done()
 	remote := raw.RemoteAddr().String()
 	log := e.log.With("remote", remote)
@@ -98,7 +104,14 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, op
 		return
 	}
 	kind, body, err := tunnel.ReadOpening(ctx, tc, e.tunnelConfig())
-	done() // the unauthenticated part is over
+	if !done() { // the unauthenticated part is over
+		// Shed at a bound while its first message came: its shedder
+		// closes it. Acting on the message anyway would, for an
+		// enrollment, use up the token without the connector ever
+		// getting its certificate (and its retry be refused: used).
+		tc.Close()
+		return
+	}
 	if err != nil {
 		var ve *wire.VersionError
 		if errors.As(err, &ve) {

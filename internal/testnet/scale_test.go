@@ -97,6 +97,7 @@ func TestScaleManyConnectors(t *testing.T) {
 					t.Errorf("connector site-%d holds %d tunnels; its log ends:\n%s", i, c.Tunnels(), c.Logs.Tail(30))
 				}
 			}
+			t.Logf("where the connectors' enrollments wait:\n%s", stacksWith("connector.(*Connector).enroll"))
 			t.Fatalf("%d tunnels at the edge after 3 minutes, want %d", len(e.Status(context.Background()).Connectors), n)
 		}
 	}
@@ -241,4 +242,17 @@ func shed(e *testnet.Edge) int {
 		}
 	}
 	return n
+}
+
+// stacksWith returns the stacks of the goroutines whose stack holds fn.
+func stacksWith(fn string) string {
+	buf := make([]byte, 64<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
