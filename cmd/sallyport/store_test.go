@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sallyport/sallyport/internal/pki/pkitest"
-	"github.com/sallyport/sallyport/internal/store/storetest"
+	"github.com/sallyport/sallyport/internal/store/membertest"
 )
 
 // `sallyport store` runs a witness: with two members to route to, it joins
@@ -25,7 +25,7 @@ func TestStoreWitness(t *testing.T) {
 	addrs := []string{freePort(t), freePort(t), freePort(t)}
 	w := start(t, "witness", nil, "store", "--data", dir, "--cluster-listen", addrs[2], "--cluster-route", addrs[0], "--cluster-route", addrs[1])
 
-	storetest.OpenMembers(t, ca, addrs, 2) // two edges' stores; addrs[2] is the witness's
+	membertest.OpenMembers(t, ca, addrs, 2) // two edges' stores; addrs[2] is the witness's
 	w.waitLog(t, "witness joined the cluster", 1, 30*time.Second)
 
 	clusterPort := portOf(t, addrs[2])

@@ -169,7 +169,20 @@ type EdgeTunnel struct {
 	// to 32 MiB); past it, windows stop growing, and no stream waits for
 	// another.
 	ReceiveBudgetMiB int `yaml:"receive_budget_mib"`
+	// OpeningsPerSource bounds the tunnel-port connections from one
+	// source address that may be in their opening (TLS handshake and
+	// first message) at once; at the bound the oldest is shed. Zero
+	// means 32. Raise it for sites where many connectors share one
+	// address (NAT): at an edge's return they all dial at once.
+	OpeningsPerSource int `yaml:"openings_per_source"`
 }
+
+// Bounds of the tunnel port's openings: TunnelOpenings in all (the
+// oldest shed beyond), and EdgeTunnel.OpeningsPerSource's default.
+const (
+	TunnelOpenings           = 1024
+	DefaultOpeningsPerSource = 32
+)
 
 // DefaultAnswerTimeout is EdgeTunnel.AnswerTimeout's default.
 const DefaultAnswerTimeout = 15 * time.Second
@@ -271,6 +284,9 @@ func (e *Edge) ApplyDefaults() {
 	if e.Tunnel.ReceiveBudgetMiB == 0 {
 		e.Tunnel.ReceiveBudgetMiB = DefaultReceiveBudgetMiB
 	}
+	if e.Tunnel.OpeningsPerSource == 0 {
+		e.Tunnel.OpeningsPerSource = DefaultOpeningsPerSource
+	}
 	if e.Audit.Retention == 0 {
 		e.Audit.Retention = DefaultAuditRetention
 	}
@@ -311,6 +327,9 @@ func (e Edge) Validate() error {
 	c.positive("tunnel.answer_timeout", e.Tunnel.AnswerTimeout)
 	if b := e.Tunnel.ReceiveBudgetMiB; b < 1 || b > MaxReceiveBudgetMiB {
 		c.add("tunnel.receive_budget_mib", "must be 1 to %d (got %d)", MaxReceiveBudgetMiB, b)
+	}
+	if n := e.Tunnel.OpeningsPerSource; n < 1 || n > TunnelOpenings {
+		c.add("tunnel.openings_per_source", "must be 1 to %d, the openings the edge holds in all (got %d)", TunnelOpenings, n)
 	}
 	if c.listenAddr("admin.listen", e.Admin.Listen, &ls) && !e.Admin.AllowRemote && !isLoopback(e.Admin.Listen) {
 		c.add("admin.listen", "%q is not a loopback address; the admin API stays on loopback unless admin.allow_remote is true", e.Admin.Listen)

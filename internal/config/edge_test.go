@@ -172,6 +172,11 @@ func TestDecodeEdgeProblems(t *testing.T) {
 			want: "edge.yaml:3: tunnel.receive_budget_mib: must be 1 to 65536 (got -1)",
 		},
 		{
+			name: "openings per source above the bound in all",
+			doc:  "data_dir: /d\ntunnel:\n  openings_per_source: 5000\n",
+			want: "edge.yaml:3: tunnel.openings_per_source: must be 1 to 1024, the openings the edge holds in all (got 5000)",
+		},
+		{
 			name: "negative duration",
 			doc:  "data_dir: /d\ndrain_timeout: -1s\n",
 			want: "edge.yaml:2: drain_timeout: must be greater than zero (got -1s)",
@@ -264,6 +269,7 @@ func TestLoadEdgeExample(t *testing.T) {
 			KeepaliveTimeout:  15 * time.Second,
 			AnswerTimeout:     15 * time.Second,
 			ReceiveBudgetMiB:  64,
+			OpeningsPerSource: 32,
 		},
 		Admin:                   Admin{Listen: "127.0.0.1:5501"},
 		DrainTimeout:            30 * time.Second,
@@ -308,7 +314,7 @@ func TestDecodeEdgeDefaults(t *testing.T) {
 	got.Origin = Origin{}
 	want := Edge{
 		DataDir:                 "/d",
-		Tunnel:                  EdgeTunnel{Listen: ":5500", KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second, AnswerTimeout: 15 * time.Second, ReceiveBudgetMiB: 64},
+		Tunnel:                  EdgeTunnel{Listen: ":5500", KeepaliveInterval: 5 * time.Second, KeepaliveTimeout: 15 * time.Second, AnswerTimeout: 15 * time.Second, ReceiveBudgetMiB: 64, OpeningsPerSource: 32},
 		Admin:                   Admin{Listen: "127.0.0.1:5501"},
 		DrainTimeout:            30 * time.Second,
 		Log:                     Log{Format: "text", Level: "info"},

@@ -78,11 +78,7 @@ func (e *Edge) view(c store.Connector) admin.Connector {
 	}
 	e.conns.Lock()
 	defer e.conns.Unlock()
-	for _, info := range e.conns.tunnels {
-		if info.connectorID == c.ID {
-			v.Tunnels++
-		}
-	}
+	v.Tunnels = len(e.conns.byID[c.ID])
 	if v.Tunnels > 0 {
 		v.LastSeen = e.now().UTC()
 	} else {

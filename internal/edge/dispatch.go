@@ -12,6 +12,7 @@ import (
 	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/ingress"
+	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/tlsfiles"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
@@ -91,12 +92,13 @@ func (e *Edge) OpenAddress(address string, c admission.Client) (ingress.Stream, 
 // returns a nil tunnel if no connector names one.
 func (e *Edge) lookupAddress(address string, c admission.Client) (*tunnel.Session, string) {
 	e.conns.Lock()
-	tried := make(map[string]bool, len(e.conns.tunnels))
 	var sessions []*tunnel.Session
-	for sess, info := range e.conns.tunnels {
-		if routed := e.routedLocked(info, ""); routed && !tried[info.connectorID] {
-			tried[info.connectorID] = true
-			sessions = append(sessions, sess)
+	for _, tunnels := range e.conns.byID {
+		for sess, info := range tunnels {
+			if e.routedLocked(info, "") {
+				sessions = append(sessions, sess)
+				break
+			}
 		}
 	}
 	e.conns.Unlock()
@@ -173,7 +175,7 @@ func (e *Edge) Admit(service string, c admission.Client) (func(), *admission.Ref
 // applying a policy (the caller has). The stream's first Read returns the
 // connector's refusal, if any, as a *wire.Refusal.
 func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admission.Refusal) {
-	sess, ok := e.routes.Pick(service)
+	sess, ok := e.pick(service)
 	if !ok {
 		return nil, e.Refused(admission.Refuse(admission.ReasonNoConnector, service, "no connector offers service %s right now; try again later", service), c)
 	}
@@ -182,6 +184,27 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 		return nil, ref
 	}
 	return st, nil
+}
+
+// pick chooses the tunnel for a new stream to service: among the
+// connectors that offer it (replicas), the one with the fewest streams
+// on its tunnels here, and its least loaded tunnel, heard from lately
+// (see route.Table.Pick, register's Group and load).
+func (e *Edge) pick(service string) (*tunnel.Session, bool) {
+	return e.routes.Pick(service, e.load)
+}
+
+// load is how busy and how alive a tunnel looks from this edge's data
+// path: the streams open on it now, and whether it has ended (its routes
+// go a moment later) or the connector has been silent for more than two
+// keepalive intervals (this edge's pings go unanswered, so the tunnel may
+// be dead and not yet timed out). It takes
+// only the tunnel's own lock, so it may run under the route table's.
+func (e *Edge) load(sess *tunnel.Session) route.Load {
+	return route.Load{
+		Streams: sess.NumStreams(),
+		Stale:   sess.IsClosed() || e.now().Sub(sess.LastRead()) > 2*e.cfg.Tunnel.KeepaliveInterval,
+	}
 }
 
 // openOn opens a stream to service on the tunnel sess, for c; see Open.

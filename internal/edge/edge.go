@@ -73,15 +73,20 @@ type Edge struct {
 	// conns is what the edge knows of connectors: the live tunnels, and
 	// each connector's identity as the store has it. Both change under
 	// one lock, so a tunnel's routes always follow its connector's grants.
+	// Nothing done per hello, per watch event or per admin row walks
+	// every tunnel: they are indexed by connector (docs/cluster.md §9).
 	conns struct {
 		sync.Mutex
 		tunnels map[*tunnel.Session]*tunnelInfo
+		// byID and byName hold the same tunnels by connector id and by
+		// the name in its certificate (see addTunnelLocked).
+		byID, byName tunnelIndex
 		// ids are the enrolled connectors by id, fed by a watch on the
 		// store (a read per connection would not scale to a cluster).
 		ids map[string]store.Connector
-		// warned holds "id/service" for each ungranted offer already
-		// logged, so that a pool of tunnels or reconnects say it once.
-		warned map[string]bool
+		// warned holds, by connector id, the ungranted offers already
+		// logged, so that a pool of tunnels or reconnects say each once.
+		warned map[string]map[string]bool
 		// lastSeen is when each connector's last tunnel to this edge
 		// ended, by id.
 		lastSeen map[string]time.Time
@@ -97,7 +102,8 @@ type Edge struct {
 	// sheddingLines limits the lines about openings shed at a bound.
 	sheddingLines loglimit.Limiter
 
-	// handlers counts every goroutine serving a tunnel-port connection.
+	// handlers counts every goroutine serving a tunnel-port connection,
+	// and every live tunnel until its end has been handled (tunnelEnded).
 	handlers sync.WaitGroup
 	// openings bounds the tunnel-port connections in their opening.
 	openings *openings
@@ -143,7 +149,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		log:      log,
 		now:      time.Now,
 		ready:    make(chan struct{}),
-		openings: newOpenings(maxOpenings, maxOpeningsPerSource),
+		openings: newOpenings(config.TunnelOpenings, cfg.Tunnel.OpeningsPerSource),
 
 		auditRefusals: newAuditLimiter(),
 		joinFailures:  newJoinLimiter(),
@@ -152,7 +158,9 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 	}
 	e.conns.tunnels = make(map[*tunnel.Session]*tunnelInfo)
 	e.conns.ids = make(map[string]store.Connector)
-	e.conns.warned = make(map[string]bool)
+	e.conns.byID = make(tunnelIndex)
+	e.conns.byName = make(tunnelIndex)
+	e.conns.warned = make(map[string]map[string]bool)
 	e.conns.lastSeen = make(map[string]time.Time)
 	return e, nil
 }
@@ -335,7 +343,7 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	return nil
 }
 
-// closeTunnels shuts every tunnel down; its watcher removes the routes.
+// closeTunnels shuts every tunnel down; tunnelEnded removes the routes.
 func (e *Edge) closeTunnels() {
 	for _, s := range e.sessions() {
 		s.Shutdown()

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"container/heap"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -33,9 +34,53 @@ import (
 // cookieSessions is what the edge knows of used HTTP sessions: enough to
 // check a cookie. It is safe for concurrent use.
 type cookieSessions struct {
-	// mu guards byID.
+	// mu guards byID and expiry.
 	mu   sync.Mutex
 	byID map[string]cookieSession
+	// expiry orders what byID holds by expiry, so that put drops the
+	// ended sessions without walking every live one (docs/cluster.md
+	// §9.5); an entry whose session has been stored again since, with
+	// another expiry, is skipped when it comes up.
+	expiry expiryHeap
+}
+
+// expiring is a session id and when its entry in byID expires.
+type expiring struct {
+	id string
+	at time.Time
+}
+
+// expiryHeap is a min-heap of expiries (container/heap).
+type expiryHeap []expiring
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiring)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// store records x as session id's entry; cs.mu is held.
+func (cs *cookieSessions) store(id string, x cookieSession) {
+	old, had := cs.byID[id]
+	cs.byID[id] = x
+	if !had || !old.expires.Equal(x.expires) {
+		heap.Push(&cs.expiry, expiring{id: id, at: x.expires})
+	}
+}
+
+// expire drops the entries that have expired at now; cs.mu is held.
+func (cs *cookieSessions) expire(now time.Time) {
+	for len(cs.expiry) > 0 && !now.Before(cs.expiry[0].at) {
+		e := heap.Pop(&cs.expiry).(expiring)
+		if x, ok := cs.byID[e.id]; ok && x.expires.Equal(e.at) {
+			delete(cs.byID, e.id)
+		}
+	}
 }
 
 // cookieSession is one used HTTP session, as a cookie is checked against.
@@ -55,11 +100,7 @@ func (cs *cookieSessions) put(se store.Session, now time.Time) {
 	if cs.byID == nil {
 		cs.byID = make(map[string]cookieSession)
 	}
-	for id, x := range cs.byID {
-		if !now.Before(x.expires) {
-			delete(cs.byID, id)
-		}
-	}
+	cs.expire(now)
 	if se.Host == "" || len(se.CookieHash) == 0 {
 		return
 	}
@@ -74,11 +115,11 @@ func (cs *cookieSessions) put(se store.Session, now time.Time) {
 		if se.Revoked() {
 			// Kept until it expires, so that a late older copy cannot
 			// bring it back.
-			cs.byID[se.ID] = cookieSession{revoked: true, expires: se.ExpiresAt, rev: rev}
+			cs.store(se.ID, cookieSession{revoked: true, expires: se.ExpiresAt, rev: rev})
 		}
 		return
 	}
-	cs.byID[se.ID] = cookieSession{host: route.NormalizeHost(se.Host), hash: se.CookieHash, expires: se.ExpiresAt, rev: rev}
+	cs.store(se.ID, cookieSession{host: route.NormalizeHost(se.Host), hash: se.CookieHash, expires: se.ExpiresAt, rev: rev})
 }
 
 // check returns the session id of cookie value v if it admits host at now.

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -62,5 +63,52 @@ func TestCookieSessions(t *testing.T) {
 	cs.put(other, used.ExpiresAt)
 	if _, ok := cs.byID[used.ID]; ok || len(cs.byID) != 0 {
 		t.Fatalf("after expiry the memory holds %d sessions, want none", len(cs.byID))
+	}
+}
+
+// BenchmarkCookiePutAt10k measures one session event (the watch's put)
+// while 10,000 used HTTP sessions are live.
+func BenchmarkCookiePutAt10k(b *testing.B) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	var cs cookieSessions
+	se := store.Session{Service: "app", Host: "app.test", CookieHash: enroll.HashSecret("s3cret"),
+		CreatedAt: now, UsedAt: now, ExpiresAt: now.Add(time.Hour)}
+	for i := range 10_000 {
+		se.ID = fmt.Sprintf("%016x", i)
+		cs.put(se, now)
+	}
+	i := 10_000
+	for b.Loop() {
+		se.ID = fmt.Sprintf("%016x", i%20_000)
+		cs.put(se, now)
+		i++
+	}
+}
+
+// Ended sessions are dropped as time passes, each at its own expiry,
+// without a walk over the live ones; a session stored again keeps one
+// place in the expiry order.
+func TestCookieSessionsExpireInOrder(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	var cs cookieSessions
+	const n = 1000
+	for i := range n {
+		se := store.Session{ID: fmt.Sprintf("%016x", i), Service: "app", Host: "app.test", CookieHash: enroll.HashSecret("s"),
+			CreatedAt: now, UsedAt: now, ExpiresAt: now.Add(time.Duration(i+1) * time.Second)}
+		cs.put(se, now)
+		cs.put(se, now) // the watch bringing the edge's own write back
+	}
+	if len(cs.expiry) != n {
+		t.Fatalf("%d entries in the expiry order for %d sessions", len(cs.expiry), n)
+	}
+	// Half of them have ended when the next event comes.
+	cs.put(store.Session{ID: "ffffffffffffffff"}, now.Add(n/2*time.Second))
+	if len(cs.byID) != n/2 || len(cs.expiry) != n/2 {
+		t.Fatalf("after half the sessions ended: %d kept, %d in the expiry order; want %d", len(cs.byID), len(cs.expiry), n/2)
+	}
+	for id, x := range cs.byID {
+		if !now.Add(n / 2 * time.Second).Before(x.expires) {
+			t.Fatalf("session %s kept after its expiry %s", id, x.expires)
+		}
 	}
 }

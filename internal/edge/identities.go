@@ -52,15 +52,8 @@ func (e *Edge) identityChanged(c store.Connector) {
 		return // the watch bringing a change this edge applied already
 	}
 	e.conns.ids[c.ID] = c
-	for key := range e.conns.warned {
-		if len(key) > len(c.ID) && key[:len(c.ID)] == c.ID && key[len(c.ID)] == '/' {
-			delete(e.conns.warned, key) // a later ungranted offer is news again
-		}
-	}
-	for sess, info := range e.conns.tunnels {
-		if info.connectorID != c.ID {
-			continue
-		}
+	delete(e.conns.warned, c.ID) // a later ungranted offer is news again
+	for sess, info := range e.conns.byID[c.ID] {
 		if info.draining {
 			continue
 		}
@@ -121,8 +114,11 @@ func (e *Edge) ungrantedRefusals(c store.Connector, ungranted []string) []wire.S
 	for _, s := range ungranted {
 		cmd := grantCommand(c.Name, s)
 		out = append(out, wire.ServiceRefusal{Service: s, Reason: "not granted to connector " + c.Name + "; the edge's operator can grant it: " + cmd})
-		if key := c.ID + "/" + s; !e.conns.warned[key] {
-			e.conns.warned[key] = true
+		if !e.conns.warned[c.ID][s] {
+			if e.conns.warned[c.ID] == nil {
+				e.conns.warned[c.ID] = make(map[string]bool)
+			}
+			e.conns.warned[c.ID][s] = true
 			news = append(news, s)
 			e.log.Warn("connector offers a service it was not granted: refused", "connector", c.ID, "name", c.Name,
 				"service", s, "to_grant", cmd)
@@ -160,13 +156,7 @@ func (e *Edge) stopRouting(sess *tunnel.Session) bool {
 func (e *Edge) tunnelsOf(id string) int {
 	e.conns.Lock()
 	defer e.conns.Unlock()
-	n := 0
-	for _, info := range e.conns.tunnels {
-		if info.connectorID == id {
-			n++
-		}
-	}
-	return n
+	return len(e.conns.byID[id])
 }
 
 // register records a live tunnel and routes the services its connector
@@ -180,17 +170,51 @@ func (e *Edge) register(sess *tunnel.Session, info *tunnelInfo) (routed []string
 	if c.Revoked() {
 		return nil, false
 	}
-	n := 0
-	for _, other := range e.conns.tunnels {
-		if other.connectorID == info.connectorID {
-			n++
-		}
-	}
-	if n >= config.MaxPool {
+	if len(e.conns.byID[info.connectorID]) >= config.MaxPool {
 		return nil, false // handshakes that raced past the check in serveTunnel
 	}
-	e.conns.tunnels[sess] = info
+	e.addTunnelLocked(sess, info)
 	routed, _ = split(info.offered, c.Grants)
+	e.routes.Group(sess, info.connectorID) // a connector's pool is one replica
 	e.routes.Set(sess, routed)
 	return routed, true
+}
+
+// addTunnelLocked records a live tunnel in e.conns and its indexes;
+// e.conns is locked.
+func (e *Edge) addTunnelLocked(sess *tunnel.Session, info *tunnelInfo) {
+	e.conns.tunnels[sess] = info
+	e.conns.byID.add(info.connectorID, sess, info)
+	e.conns.byName.add(info.name, sess, info)
+}
+
+// removeTunnelLocked forgets a tunnel that has ended, in e.conns and its
+// indexes, and returns what was known of it (nil if nothing); e.conns is
+// locked.
+func (e *Edge) removeTunnelLocked(sess *tunnel.Session) *tunnelInfo {
+	info := e.conns.tunnels[sess]
+	if info == nil {
+		return nil
+	}
+	delete(e.conns.tunnels, sess)
+	e.conns.byID.remove(info.connectorID, sess)
+	e.conns.byName.remove(info.name, sess)
+	return info
+}
+
+// tunnelIndex holds live tunnels by a key (a connector's id or name).
+type tunnelIndex map[string]map[*tunnel.Session]*tunnelInfo
+
+func (x tunnelIndex) add(key string, sess *tunnel.Session, info *tunnelInfo) {
+	if x[key] == nil {
+		x[key] = make(map[*tunnel.Session]*tunnelInfo)
+	}
+	x[key][sess] = info
+}
+
+func (x tunnelIndex) remove(key string, sess *tunnel.Session) {
+	delete(x[key], sess)
+	if len(x[key]) == 0 {
+		delete(x, key)
+	}
 }

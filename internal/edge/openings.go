@@ -10,16 +10,12 @@ import (
 // Openings on the tunnel port: a connection is in its opening from accept
 // until its first message has been read (TLS handshake, then a hello, an
 // enrollment or a renewal). Strangers can hold openings, so they are
-// bounded in all (maxOpenings) and per source address
-// (maxOpeningsPerSource); at a bound the oldest opening is shed, not the
+// bounded in all (config.TunnelOpenings) and per source address
+// (tunnel.openings_per_source); at a bound the oldest opening is shed, not the
 // newest, so a flood of silent connections cannot lock a connector out:
 // its fresh connection pushes out the flood's stale ones. And the first
 // TLS record must come within firstRecordTimeout.
-const (
-	maxOpenings          = 1024
-	maxOpeningsPerSource = 32
-	firstRecordTimeout   = 2 * time.Second
-)
+const firstRecordTimeout = 2 * time.Second
 
 // openings tracks the tunnel-port connections in their opening. Its
 // methods are safe for concurrent use.
@@ -68,22 +64,26 @@ func (o *openings) admit(c net.Conn) (shed net.Conn) {
 	return shed
 }
 
-// done ends c's opening; one already shed is ignored.
-func (o *openings) done(c net.Conn) {
+// done ends c's opening, and reports false if c was shed meanwhile (its
+// shedder closes it): then nothing c asked for may be acted on. Once done
+// has returned true, c can no longer be shed.
+func (o *openings) done(c net.Conn) bool {
 	o.state.Lock()
 	defer o.state.Unlock()
-	o.removeLocked(c)
+	return o.removeLocked(c)
 }
 
-func (o *openings) removeLocked(c net.Conn) {
+// removeLocked forgets c's opening, and reports whether it was there.
+func (o *openings) removeLocked(c net.Conn) bool {
 	op, ok := o.state.conns[c]
 	if !ok {
-		return
+		return false
 	}
 	delete(o.state.conns, c)
 	if o.state.bySource[op.ip]--; o.state.bySource[op.ip] <= 0 {
 		delete(o.state.bySource, op.ip)
 	}
+	return true
 }
 
 // oldestLocked returns the oldest opening that match accepts.

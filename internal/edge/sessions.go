@@ -313,13 +313,13 @@ func (e *Edge) OpenSession(token string, c admission.Client) (ingress.Stream, *a
 // named connector if it is not empty; nil if there is none.
 func (e *Edge) sessionRoute(service, connector string) *tunnel.Session {
 	if connector == "" {
-		sess, _ := e.routes.Pick(service)
+		sess, _ := e.pick(service)
 		return sess
 	}
 	e.conns.Lock()
 	defer e.conns.Unlock()
-	for sess, info := range e.conns.tunnels {
-		if info.name == connector && e.routedLocked(info, service) {
+	for sess, info := range e.conns.byName[connector] {
+		if e.routedLocked(info, service) {
 			return sess
 		}
 	}

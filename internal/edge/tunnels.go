@@ -64,17 +64,23 @@ func (e *Edge) takeTunnel(ctx context.Context, c net.Conn, via string) {
 				"per_source", e.openings.perSource, "from", remoteIP(old).String(), "more_closed_unlogged", unsaid)
 		}
 	}
-	e.handlers.Go(func() { e.serveTunnelPort(ctx, c, via, func() { e.openings.done(c) }) })
+	e.handlers.Go(func() { e.serveTunnelPort(ctx, c, via, func() bool { return e.openings.done(c) }) })
 }
 
 // serveTunnelPort runs the TLS handshake and the opening exchange on a new
 // tunnel-port connection, then either enrolls the connector or serves its
 // tunnel; via names its transport in logs ("" for the tunnel port's
 // TCP). It owns raw and closes it (directly, or through the session).
-// It calls opened once the opening is over, whatever its outcome.
-func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, opened func()) {
+// It calls opened once the opening is over, whatever its outcome; opened
+// reports false if the connection was shed meanwhile, and then its first
+// message is not acted on.
+func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, opened func() bool) {
 	var openedOnce sync.Once
-	done := func() { openedOnce.Do(opened) }
+	var kept bool
+	done := func() bool {
+		openedOnce.Do(func() { kept = opened() })
+		return kept
+	}
 	defer done()
 	remote := raw.RemoteAddr().String()
 	log := e.log.With("remote", remote)
@@ -98,7 +104,14 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, op
 		return
 	}
 	kind, body, err := tunnel.ReadOpening(ctx, tc, e.tunnelConfig())
-	done() // the unauthenticated part is over
+	if !done() { // the unauthenticated part is over
+		// Shed at a bound while its first message came: its shedder
+		// closes it. Acting on the message anyway would, for an
+		// enrollment, use up the token without the connector ever
+		// getting its certificate (and its retry be refused: used).
+		tc.Close()
+		return
+	}
 	if err != nil {
 		var ve *wire.VersionError
 		if errors.As(err, &ve) {
@@ -144,8 +157,9 @@ func (e *Edge) strangerWarn(log *slog.Logger, msg string, args ...any) {
 	log.Warn(msg, args...)
 }
 
-// serveTunnel admits a connector's tunnel and keeps its routes while it
-// lives; log names its remote address (and transport).
+// serveTunnel admits a connector's tunnel and routes to it; the routes
+// go when the tunnel ends (tunnelEnded). log names its remote address
+// (and transport).
 func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *slog.Logger) {
 	remote := tc.RemoteAddr().String()
 	cert, err := pki.PeerConnector(tc.ConnectionState())
@@ -208,22 +222,28 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 	}
 	log.Info("connector tunnel up", "services", routed, "refused", ungranted, "instance", hello.Instance)
 	e.announce(sess, e.edgeSet()) // with the edges' ids, which the Welcome lacks; as it is now
-	if e.Fenced() {
-		sess.Shutdown() // fenced while this hello was answered
+	// No goroutine waits for the tunnel's end: the session calls
+	// tunnelEnded from its own last goroutine, and e.handlers counts it
+	// until then. A tunnel registered after Run's closeTunnels took its
+	// list, or while the edge was fenced, is closed here.
+	e.handlers.Add(1)
+	sess.AfterEnd(func() {
+		defer e.handlers.Done()
+		e.tunnelEnded(sess, info, log)
+	})
+	if ctx.Err() != nil || e.Fenced() {
+		sess.Shutdown()
 	}
+}
 
-	select {
-	case <-sess.Done():
-	case <-ctx.Done():
-		// Run closes tunnels itself after the drain; wait for that.
-		<-sess.Done()
-	}
+// tunnelEnded forgets a tunnel that has ended and logs why. It runs in
+// the session's last goroutine (see tunnel.Session.AfterEnd).
+func (e *Edge) tunnelEnded(sess *tunnel.Session, info *tunnelInfo, log *slog.Logger) {
 	e.conns.Lock()
 	e.routes.Remove(sess)
-	delete(e.conns.tunnels, sess)
-	e.conns.lastSeen[id] = e.now().UTC()
+	e.removeTunnelLocked(sess)
+	e.conns.lastSeen[info.connectorID] = e.now().UTC()
 	e.conns.Unlock()
-	sess.Close()
 	upFor := e.now().Sub(info.since).Round(time.Millisecond).String()
 	if cause := sess.Cause(); cause != nil {
 		// The connector broke the tunnel: it went silent, stopped

@@ -7,8 +7,9 @@ import (
 )
 
 // The session's reader: one goroutine that owns the reading of the
-// connection. It reads each frame's header through a buffer and a data
-// frame's body straight into its stream's receive buffer, and handles
+// connection. It reads each frame's header into a 12-byte array and a
+// data frame's body straight into its stream's receive buffer (it holds
+// no read buffer of its own: the connection beneath buffers), and handles
 // the frame before it reads the next; it never waits for the writer
 // (control frames it answers with are queued, see writer.go).
 
@@ -21,7 +22,7 @@ func (s *Session) read() {
 func (s *Session) readFrames() error {
 	var hb [headerSize]byte
 	for {
-		if _, err := io.ReadFull(s.br, hb[:]); err != nil {
+		if _, err := io.ReadFull(s.rd, hb[:]); err != nil {
 			if s.ended() {
 				return s.err
 			}
@@ -125,8 +126,15 @@ func (s *Session) skip(h header) error {
 	if h.typ != typeData || h.length == 0 {
 		return nil
 	}
-	if _, err := s.br.Discard(int(h.length)); err != nil {
+	if err := s.discard(int(h.length)); err != nil {
 		return fmt.Errorf("read from the connection: %w", err)
 	}
 	return nil
+}
+
+// discard reads and drops n bytes of the connection, through a buffer
+// borrowed from io.Discard's pool.
+func (s *Session) discard(n int) error {
+	_, err := io.CopyN(io.Discard, s.rd, int64(n))
+	return err
 }

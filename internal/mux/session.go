@@ -27,7 +27,6 @@
 package mux
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -59,9 +58,6 @@ const maxPeerPings = 16
 
 // maxFrame is the longest data frame this side sends.
 const maxFrame = 64 << 10
-
-// readBufferSize is the size of the session's read buffer.
-const readBufferSize = 64 << 10
 
 // Config tunes a session. The zero value accepts streams, lets no window
 // grow, and uses the defaults below.
@@ -115,10 +111,13 @@ type Session struct {
 	conn    net.Conn
 	cfg     Config
 	backlog int
-	br      *bufio.Reader
-	w       writer
-	budget  budget
-	epoch   time.Time // the base of the monotonic times below
+	// rd reads the connection, with no buffer of its own: an idle
+	// session holds none (the tunnel's TLS connection buffers a record,
+	// and its Transport lends a larger buffer beneath while bytes flow).
+	rd     stampReader
+	w      writer
+	budget budget
+	epoch  time.Time // the base of the monotonic times below
 
 	lastRead atomic.Int64 // epoch nanoseconds of the last read with bytes
 	rtt      atomic.Int64 // nanoseconds; 0 until measured
@@ -187,7 +186,7 @@ func New(conn net.Conn, cfg Config) *Session {
 	s.w.room = make(chan struct{}, 1)
 	s.w.goAway = make(chan struct{})
 	s.w.queued = &s.queued
-	s.br = bufio.NewReaderSize(stampReader{s}, readBufferSize)
+	s.rd = stampReader{s}
 	s.lastRead.Store(0)
 	s.Ping()
 	s.wg.Add(2)

@@ -143,7 +143,7 @@ func (st *Stream) receive(n int) error {
 	for n > 0 {
 		if st.closed || st.ended || st.rstRecv {
 			st.mu.Unlock()
-			_, err := s.br.Discard(n)
+			err := s.discard(n)
 			st.mu.Lock()
 			if err != nil {
 				return fmt.Errorf("read from the connection: %w", err)
@@ -153,7 +153,7 @@ func (st *Stream) receive(n int) error {
 		dst := st.buf.space(n)
 		st.filling = true
 		st.mu.Unlock()
-		k, err := io.ReadFull(s.br, dst)
+		k, err := io.ReadFull(s.rd, dst)
 		st.mu.Lock()
 		st.filling = false
 		if err != nil {

@@ -37,6 +37,31 @@ const controlLimit = 8 << 20
 // maxKept is the largest buffer kept for the next batch.
 const maxKept = 2 << 20
 
+// batchBuffers lends the outgoing data buffers (out and spare): a session
+// holds them while it has frames to write and gives them back when its
+// writer finds nothing more to write, so that a tunnel at rest after a
+// bulk transfer holds none (it kept two of outLimit and more for good).
+// Each is lent in its box, which goes back with it: no allocation.
+var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// outBuf makes sure the outgoing buffer is there to append to; w.mu is
+// held.
+func (w *writer) outBuf() {
+	if w.outBox == nil {
+		w.outBox = batchBuffers.Get().(*[]byte)
+		w.out = (*w.outBox)[:0]
+	}
+}
+
+// giveBack returns buffer b and its box to batchBuffers, unless b has
+// grown past maxKept (the collector takes it) or there is none.
+func giveBack(b []byte, box *[]byte) {
+	if box != nil && cap(b) <= maxKept {
+		*box = b[:0]
+		batchBuffers.Put(box)
+	}
+}
+
 // writer is a session's outgoing side.
 type writer struct {
 	// wake tells the writing goroutine that the buffer has frames.
@@ -50,7 +75,10 @@ type writer struct {
 	out, prio []byte
 	spare     []byte // out's, while it is not being written
 	prioSpare []byte
-	pings     uint64 // ping answers in prio
+	// outBox and spareBox hold out and spare while they are lent by
+	// batchBuffers (nil: not lent; out is then empty).
+	outBox, spareBox *[]byte
+	pings            uint64 // ping answers in prio
 	// goAway is closed once the go-away queued (goAwayQueued) has been
 	// written.
 	goAway       chan struct{}
@@ -72,6 +100,7 @@ func (s *Session) appendControl(typ uint8, flags uint16, stream, length uint32) 
 			w.pings++
 		}
 	} else {
+		w.outBuf()
 		w.out = appendHeader(w.out, typ, flags, stream, length)
 	}
 	s.queued.Add(1)
@@ -99,6 +128,7 @@ func (w *writer) tryAppendData(flags uint16, stream uint32, p []byte) bool {
 		w.mu.Unlock()
 		return false
 	}
+	w.outBuf()
 	w.out = appendHeader(w.out, typeData, flags, stream, uint32(len(p)))
 	w.out = append(w.out, p...)
 	w.queued.Add(1)
@@ -181,6 +211,7 @@ func (s *Session) GoAway() <-chan struct{} {
 	w.mu.Lock()
 	if !w.goAwayQueued {
 		w.goAwayQueued = true
+		w.outBuf()
 		w.out = appendHeader(w.out, typeGoAway, 0, 0, goAwayNormal)
 		s.queued.Add(1)
 	}
@@ -201,8 +232,8 @@ func (s *Session) write() {
 			return
 		}
 		w.mu.Lock()
-		batch, prio, goAway := w.out, w.prio, w.goAwayQueued
-		w.out, w.spare = w.spare[:0], nil
+		batch, batchBox, prio, goAway := w.out, w.outBox, w.prio, w.goAwayQueued
+		w.out, w.outBox, w.spare, w.spareBox = w.spare[:0], w.spareBox, nil, nil
 		w.prio, w.prioSpare = w.prioSpare[:0], nil
 		// The answers taken are on their way.
 		s.answered.Add(w.pings)
@@ -229,8 +260,14 @@ func (s *Session) write() {
 			w.mu.Unlock()
 		}
 		w.mu.Lock()
-		if cap(batch) <= maxKept {
-			w.spare = batch[:0]
+		if len(w.out) == 0 {
+			// Nothing more to write: the data buffers go back until
+			// there is.
+			giveBack(batch, batchBox)
+			giveBack(w.out, w.outBox)
+			w.out, w.outBox = nil, nil
+		} else if cap(batch) <= maxKept {
+			w.spare, w.spareBox = batch[:0], batchBox
 		}
 		if cap(prio) <= maxKept {
 			w.prioSpare = prio[:0]

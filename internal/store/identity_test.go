@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/store/storetest"
 )
 
 func putConnector(t *testing.T, s *JetStream, c Connector) {
@@ -52,7 +54,7 @@ func TestUpdateConnector(t *testing.T) {
 // Concurrent updates from two edges sharing one store lose none.
 func TestUpdateConnectorConcurrent(t *testing.T) {
 	dir := t.TempDir()
-	url := startExternalNATS(t)
+	url := storetest.StartNATS(t)
 	_ = dir
 	var stores []*JetStream
 	for range 2 {

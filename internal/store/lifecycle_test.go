@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/sallyport/sallyport/internal/logbuf"
+	"github.com/sallyport/sallyport/internal/store/storetest"
 )
 
 // TestReopen: the edge restarts on the same data directory and finds its
@@ -200,28 +200,10 @@ func TestOpenListensOnNoPort(t *testing.T) {
 	}
 }
 
-// startExternalNATS runs a NATS server with JetStream on a loopback port, as
-// an operator's external cluster would be, and returns its URL.
-func startExternalNATS(t *testing.T) string {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("external NATS did not start")
-	}
-	return srv.ClientURL()
-}
-
 // TestSharedExternalNATS: two edges on one external NATS server see the same
 // tokens, and a token raced from both is still redeemed exactly once.
 func TestSharedExternalNATS(t *testing.T) {
-	url := startExternalNATS(t)
+	url := storetest.StartNATS(t)
 	var stores []*JetStream
 	for range 2 {
 		s, err := Open(t.Context(), Options{URL: url, Logger: testLogger(t)})

@@ -3,6 +3,8 @@ package store
 import (
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/store/storetest"
 )
 
 // presenceEvent is what a presence watcher saw: a set, or a gone (Gone).
@@ -41,7 +43,7 @@ func nextEvent(t *testing.T, events <-chan presenceEvent, timeout time.Duration)
 // marker the bucket's age limit leaves); a graceful stop's deletion is
 // seen at once. Both edges share one external NATS, as in a cluster.
 func TestPresenceExpires(t *testing.T) {
-	url := startExternalNATS(t)
+	url := storetest.StartNATS(t)
 	a, err := Open(t.Context(), Options{URL: url, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)

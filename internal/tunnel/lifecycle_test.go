@@ -208,3 +208,68 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 		}
 	}
 }
+
+// AfterEnd tells an owner that the session is over without a goroutine
+// of the owner's waiting on Done: f runs once, after the peer's close
+// ended the session, when nothing else of the session runs; and at once
+// when the session is over already.
+func TestAfterEndRunsOnceWhenNothingElseRuns(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			connector, edge := sessions(t, tr.pair, Config{})
+			type report struct {
+				done   bool
+				others []string // the session goroutines other than f's that still wait
+			}
+			got := make(chan report, 2)
+			called, peerClosed := make(chan struct{}), make(chan struct{})
+			edge.AfterEnd(func() {
+				close(called)
+				ended := edge.IsClosed()
+				// The edge may see the end while the connector's Close
+				// is still under way: look once that has returned.
+				<-peerClosed
+				var others []string
+				for _, g := range sessionGoroutines() {
+					// A goroutine past its WaitGroup's Done may still be
+					// on its way out (runnable): it waits for nothing.
+					exiting := strings.Contains(g, " [runnable]:") || strings.Contains(g, " [running]:")
+					if !exiting && !strings.Contains(g, "TestAfterEndRunsOnceWhenNothingElseRuns") {
+						others = append(others, g)
+					}
+				}
+				got <- report{done: ended, others: others}
+			})
+			select {
+			case <-called:
+				t.Fatal("f ran while the session was live")
+			default:
+			}
+			connector.Close() // the peer goes: the edge's session ends by itself
+			close(peerClosed)
+			var r report
+			select {
+			case r = <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatal("f not called within 10s of the peer's close")
+			}
+			if !r.done {
+				t.Error("f ran before the session had ended")
+			}
+			if len(r.others) > 0 {
+				t.Errorf("when f ran, %d other goroutines of the sessions still ran:\n\n%s", len(r.others), strings.Join(r.others, "\n\n"))
+			}
+			atOnce := false
+			edge.AfterEnd(func() { atOnce = true })
+			if !atOnce {
+				t.Error("AfterEnd on an ended session did not call f before returning")
+			}
+			edge.Close()
+			select {
+			case <-got:
+				t.Error("f was called a second time")
+			default:
+			}
+		})
+	}
+}

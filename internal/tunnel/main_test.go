@@ -128,8 +128,14 @@ func wsPair(t testing.TB) (net.Conn, net.Conn) {
 // run it, and completes the TLS handshake.
 func tlsOver(t testing.TB, raw, sraw net.Conn) (net.Conn, net.Conn) {
 	t.Helper()
+	return tlsOverTransports(t, NewTransport(raw), NewTransport(sraw))
+}
+
+// tlsOverTransports is tlsOver on Transports the caller made.
+func tlsOverTransports(t testing.TB, raw, sraw *Transport) (net.Conn, net.Conn) {
+	t.Helper()
 	ccfg, scfg := tlsConfigs(t)
-	cc, sc := tls.Client(NewTransport(raw), ccfg), tls.Server(NewTransport(sraw), scfg)
+	cc, sc := tls.Client(raw, ccfg), tls.Server(sraw, scfg)
 	t.Cleanup(func() { cc.Close(); sc.Close() })
 	errs := make(chan error, 2)
 	for _, c := range []*tls.Conn{cc, sc} {

@@ -1,12 +1,12 @@
 package tunnel
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/mux"
@@ -24,28 +24,102 @@ import (
 //
 // A session whose TLS connection lies on a Transport uses it (see
 // transportOf); any other connection works too, record by record.
+//
+// The read buffer is lent, not held: a tunnel at rest holds none (at
+// 10,000 tunnels an edge would otherwise hold 1.25 GiB for nothing; see
+// docs/cluster.md §9). A read with nothing buffered goes straight into
+// TLS's own record buffer, and only when it fills that (more bytes are
+// waiting) does the next read borrow a large buffer from a pool, which
+// goes back as soon as TLS has taken every byte of it.
 type Transport struct {
 	net.Conn
-	r *bufio.Reader
 
-	// mu guards corked and out.
+	// The reading side, used under TLS's read lock, one reader at a
+	// time. buf is borrowed while bytes flow, nil at rest; buf[r:w] is
+	// unread. flowing is set when the last read filled what it was given.
+	buf     *readBuffer
+	r, w    int
+	flowing bool
+	// lent says whether buf is borrowed, for observers other than the
+	// reader.
+	lent atomic.Bool
+
+	// mu guards corked, out and outBox.
 	mu     sync.Mutex
 	corked bool
 	out    []byte
+	// outBox holds out while it is borrowed from gatherBuffers.
+	outBox *[]byte
 }
 
-// transportReadSize is how much one read of the connection may take.
+// transportReadSize is how much one read of the connection may take,
+// once bytes flow.
 const transportReadSize = 128 << 10
 
-// maxCorked is the largest gathering buffer kept between writes.
+// flowingRead is the least a large read must bring for the next read to
+// be a large one too: more than two TLS records, so bytes are flowing.
+const flowingRead = 32 << 10
+
+// maxCorked is the largest gathering buffer given back for reuse.
 const maxCorked = 2 << 20
 
+// readBuffer is a Transport's read buffer, lent by readBuffers.
+type readBuffer [transportReadSize]byte
+
+var readBuffers = sync.Pool{New: func() any { return new(readBuffer) }}
+
 // NewTransport wraps c.
-func NewTransport(c net.Conn) *Transport {
-	return &Transport{Conn: c, r: bufio.NewReaderSize(c, transportReadSize)}
+func NewTransport(c net.Conn) *Transport { return &Transport{Conn: c} }
+
+// Read reads into b: from the borrowed buffer if it holds bytes, else
+// straight from the connection while reads come in small pieces, else
+// (the last read filled b, or brought flowingRead bytes or more into a
+// borrowed buffer: more is likely waiting) through a buffer borrowed for
+// one large read. A read that blocks holds a borrowed buffer only if the
+// bytes stopped right after such a read: it goes back with the next
+// bytes, a keepalive's at the latest.
+func (t *Transport) Read(b []byte) (int, error) {
+	if t.r < t.w {
+		return t.copyOut(b), nil
+	}
+	if !t.flowing || len(b) >= transportReadSize {
+		n, err := t.Conn.Read(b)
+		t.flowing = n == len(b)
+		return n, err
+	}
+	if t.buf == nil {
+		t.buf = readBuffers.Get().(*readBuffer)
+		t.lent.Store(true)
+	}
+	n, err := t.Conn.Read(t.buf[:])
+	t.r, t.w = 0, n
+	t.flowing = n >= flowingRead
+	if n == 0 {
+		t.giveBack()
+		return 0, err
+	}
+	// Bytes read come first; the error, if any, with the next read.
+	return t.copyOut(b), nil
 }
 
-func (t *Transport) Read(b []byte) (int, error) { return t.r.Read(b) }
+// copyOut moves buffered bytes into b, giving the buffer back once empty.
+func (t *Transport) copyOut(b []byte) int {
+	n := copy(b, t.buf[t.r:t.w])
+	t.r += n
+	if t.r == t.w {
+		t.giveBack()
+	}
+	return n
+}
+
+// giveBack returns the borrowed read buffer to the pool.
+func (t *Transport) giveBack() {
+	if t.buf != nil {
+		readBuffers.Put(t.buf)
+		t.buf, t.r, t.w = nil, 0, 0
+		t.lent.Store(false)
+	}
+}
 
 // Write writes b, or while corked gathers it to be written on uncork.
 func (t *Transport) Write(b []byte) (int, error) {
@@ -59,12 +133,20 @@ func (t *Transport) Write(b []byte) (int, error) {
 	return t.Conn.Write(b)
 }
 
-// cork starts gathering writes.
+// cork starts gathering writes, into a buffer borrowed until uncork.
 func (t *Transport) cork() {
 	t.mu.Lock()
 	t.corked = true
+	if t.outBox == nil {
+		t.outBox = gatherBuffers.Get().(*[]byte)
+		t.out = (*t.outBox)[:0]
+	}
 	t.mu.Unlock()
 }
+
+// gatherBuffers lends the buffers that corked writes gather in: a
+// Transport holds one only while it gathers a batch.
+var gatherBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 // uncork writes what was gathered, in one call as long as the peer takes
 // it, and stops gathering. Each write has a deadline of timeout, and a
@@ -76,15 +158,15 @@ func (t *Transport) uncork(timeout time.Duration) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.corked = false
-	if len(t.out) == 0 {
-		return nil
+	var err error
+	if len(t.out) > 0 {
+		err = writeProgressing(t.Conn, t.out, timeout)
 	}
-	err := writeProgressing(t.Conn, t.out, timeout)
-	if cap(t.out) > maxCorked {
-		t.out = nil
-	} else {
-		t.out = t.out[:0]
+	if cap(t.out) <= maxCorked {
+		*t.outBox = t.out[:0]
+		gatherBuffers.Put(t.outBox)
 	}
+	t.out, t.outBox = nil, nil
 	return err
 }
 

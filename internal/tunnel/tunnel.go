@@ -23,7 +23,9 @@
 // The session owns the connection. Close (or Shutdown, which tells the
 // peer first) ends it and returns once every goroutine it started has
 // ended; Done is closed as soon as it ends for any reason, and the owner
-// then still calls Close. Cause then says why, if the peer was at fault:
+// then still calls Close, unless it has AfterEnd call it back once the
+// session has ended and let go of everything (an owner of thousands of
+// sessions then keeps no goroutine per session waiting). Cause then says why, if the peer was at fault:
 // silent, not reading, or breaking the protocol (a connector that opens
 // streams, a flood of the multiplexer's pings). The handshake's messages,
 // the stream headers and the protocol flow are defined in package wire,
@@ -148,15 +150,61 @@ var ErrReset = mux.ErrReset
 type Session struct {
 	conn net.Conn
 	mux  *mux.Session
-	wg   sync.WaitGroup // keepalive
+	wg   sync.WaitGroup // the keepalive goroutine, which also ends the session
+
+	// end holds the function to call at the session's end (AfterEnd).
+	end struct {
+		sync.Mutex
+		// over is set once the multiplexer's goroutines have returned.
+		over bool
+		f    func()
+	}
 }
 
 // start runs the multiplexer on conn. The session owns conn.
 func start(conn net.Conn, cfg Config, server bool) *Session {
 	mc := &muxConn{Conn: conn, tr: transportOf(conn), timeout: cfg.KeepaliveTimeout}
 	s := &Session{conn: conn, mux: mux.New(mc, cfg.mux(server))}
-	s.wg.Go(func() { s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout) })
+	s.wg.Go(func() {
+		s.keepalive(cfg.KeepaliveInterval, cfg.KeepaliveTimeout)
+		// The session has ended: wait for the multiplexer's goroutines
+		// here, in a goroutine the session has anyway, so that an owner
+		// told by AfterEnd needs no goroutine of its own waiting on Done.
+		s.mux.Close()
+		s.ended()
+	})
 	return s
+}
+
+// AfterEnd arranges for f to be called once, when the session has ended
+// and the multiplexer's goroutines have returned: from the session's
+// last goroutine, or before AfterEnd returns if that is so already. It
+// lets an owner of many sessions keep no goroutine per session waiting on
+// Done. f must not call Close or Shutdown (they wait for f), and need not:
+// once f runs, the session holds no connection and no goroutine but the
+// one running f, which ends when f returns. A later call replaces an f
+// not yet called.
+func (s *Session) AfterEnd(f func()) {
+	s.end.Lock()
+	if !s.end.over {
+		s.end.f = f
+		s.end.Unlock()
+		return
+	}
+	s.end.Unlock()
+	f()
+}
+
+// ended calls the AfterEnd function, if any, once the session is over.
+func (s *Session) ended() {
+	s.end.Lock()
+	s.end.over = true
+	f := s.end.f
+	s.end.f = nil
+	s.end.Unlock()
+	if f != nil {
+		f()
+	}
 }
 
 // Client runs the connector's side of the handshake on conn and starts
@@ -321,6 +369,12 @@ func (s *Session) Accept() (*Stream, error) {
 
 // NumStreams reports the client streams open on the session.
 func (s *Session) NumStreams() int { return s.mux.NumStreams() }
+
+// LastRead reports when the peer was last heard from: the last read of
+// the connection that gave bytes (the session's start before that). A
+// live peer is heard from at least once a keepalive interval (its pings,
+// or its answers to ours).
+func (s *Session) LastRead() time.Time { return s.mux.LastRead() }
 
 // Done is closed when the session has ended, for any reason.
 func (s *Session) Done() <-chan struct{} { return s.mux.Done() }

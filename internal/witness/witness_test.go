@@ -14,7 +14,7 @@ import (
 	"github.com/sallyport/sallyport/internal/logbuf"
 	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/pki/pkitest"
-	"github.com/sallyport/sallyport/internal/store/storetest"
+	"github.com/sallyport/sallyport/internal/store/membertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -68,7 +68,7 @@ func TestWitnessJoinsAndStops(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 
-	storetest.OpenMembers(t, ca, addrs, 2) // two edges' stores; addrs[2] is the witness's
+	membertest.OpenMembers(t, ca, addrs, 2) // two edges' stores; addrs[2] is the witness's
 	select {
 	case <-w.Ready():
 	case err := <-done:

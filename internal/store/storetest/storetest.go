@@ -1,58 +1,28 @@
-// Package storetest starts embedded store cluster members for tests of
-// the roles built on them (a witness, an edge), the way an edge opens its
-// store, with route certificates of a test CA.
-//
-//	ca := pkitest.NewCA(t)
-//	addrs := []string{loopback.FreeAddr(t), loopback.FreeAddr(t), witnessAddr}
-//	stores := storetest.OpenMembers(t, ca, addrs, 2) // addrs[2] is the witness's
+// Package storetest runs what tests of the store need: an external NATS
+// server with JetStream, as an operator's would be, on loopback.
 package storetest
 
 import (
-	"context"
-	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/sallyport/sallyport/internal/pki"
-	"github.com/sallyport/sallyport/internal/pki/pkitest"
-	"github.com/sallyport/sallyport/internal/store"
+	"github.com/nats-io/nats-server/v2/server"
 )
 
-// OpenMembers opens n stores at once (a member waits for a quorum, so
-// they must start together), member i listening on addrs[i] with routes to
-// every other address in addrs, named sallyport-m<i>, its route certificate
-// from ca. It fails the test if one cannot open within a minute, and
-// closes them when the test ends.
-func OpenMembers(t testing.TB, ca *pki.CA, addrs []string, n int) []*store.JetStream {
+// StartNATS runs a NATS server with JetStream on a loopback port until the
+// test ends, and returns its URL (store.url for edges that share it).
+func StartNATS(t testing.TB) string {
 	t.Helper()
-	sts := make([]*store.JetStream, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		name := fmt.Sprintf("sallyport-m%d", i)
-		var routes []string
-		for j, a := range addrs {
-			if j != i {
-				routes = append(routes, a)
-			}
-		}
-		tlsCfg := pki.RouteTLSConfig(ca.Certificate(), pkitest.Route(t, ca, name))
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			sts[i], errs[i] = store.Open(ctx, store.Options{Dir: t.TempDir(), Name: name,
-				Cluster: &store.Cluster{Listen: addrs[i], Routes: routes, TLS: tlsCfg}})
-		})
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
-	for i, st := range sts {
-		if st != nil {
-			t.Cleanup(func() { st.Close() })
-		}
-		if errs[i] != nil {
-			t.Fatalf("store member %d: %v", i, errs[i])
-		}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("external NATS did not start")
 	}
-	return sts
+	return srv.ClientURL()
 }
