@@ -25,7 +25,9 @@ const edgesFile = "edges.json"
 // enroll redeems the keyfile's token with one of its edges: it makes a key
 // pair, sends a CSR with the token over TLS pinned to the keyfile's CA pin,
 // and saves the certificate it gets. Network failures are retried with
-// backoff until ctx ends; a refusal or a pin mismatch is returned at once.
+// backoff until ctx ends, and so are refusals that decide nothing (an edge
+// that cannot reach its store); any other refusal or a pin mismatch is
+// returned at once.
 func (c *Connector) enroll(ctx context.Context, kf enroll.Keyfile) (identity, error) {
 	key, csr, err := pki.NewKeyAndCSR(kf.Name)
 	if err != nil {
@@ -45,7 +47,7 @@ func (c *Connector) enroll(ctx context.Context, kf enroll.Keyfile) (identity, er
 			}
 			var ref *wire.Refusal
 			var pin *pki.PinMismatchError
-			if errors.As(err, &ref) || errors.As(err, &pin) {
+			if (errors.As(err, &ref) && !ref.Temporary()) || errors.As(err, &pin) {
 				return identity{}, fmt.Errorf("enrollment with edge %s: %w", addr, err)
 			}
 			c.log.Warn("enrollment attempt failed", "edge", addr, "err", err)

@@ -126,7 +126,7 @@ func (e *Edge) enroll(ctx context.Context, body []byte) (_ wire.EnrollResponse, 
 		return wire.EnrollResponse{}, err.(*wire.Refusal), subject
 	}
 	if holder, err := e.enrolledAs(ctx, t.Name); err != nil {
-		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its store; try again later"}, subject
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeUnavailable, Reason: "the edge cannot read its store now; try again later"}, subject
 	} else if holder.ID != "" && holder.ID != t.Replaces {
 		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeNameTaken, Reason: fmt.Sprintf(
 			"connector name %s is enrolled already (id %s), so this keyfile can no longer be redeemed; ask the edge's operator for a new keyfile made with --replace", t.Name, holder.ID)}, subject
@@ -203,5 +203,5 @@ func tokenStoreRefusal(id string, err error) *wire.Refusal {
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalidID) {
 		return &wire.Refusal{Code: wire.CodeTokenUnknown, Reason: fmt.Sprintf("this edge never issued token %s (forged, or made by another edge); check the keyfile's edge address or ask for a new keyfile", id)}
 	}
-	return &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its token store; try again later"}
+	return &wire.Refusal{Code: wire.CodeUnavailable, Reason: "the edge cannot reach its token store now; try again later"}
 }

@@ -59,7 +59,8 @@ type round struct {
 // fenceTicks renews the edge's presence (with presence) and checks the
 // connectors watch in rounds, one at a time, until ctx ends; every
 // fenceTick it fences the edge if no round that started in the last
-// fenceAfter has succeeded. A slow store that answers is not a lost one:
+// fenceAfter has succeeded and none that may still succeed is in flight
+// (so a revocation is honoured within 2 fenceAfter + fenceTick at worst). A slow store that answers is not a lost one:
 // a round may take up to fenceAfter, and a success counts from its start.
 func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) error) {
 	e.fence.mu.Lock()
@@ -70,9 +71,11 @@ func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) er
 	var lastSeq uint64
 	results := make(chan round, 1)
 	inFlight := false
+	var flightStart time.Time
 	start := func() {
 		inFlight = true
 		r, prev := round{started: e.now()}, lastSeq
+		flightStart = r.started
 		go func() { results <- e.checkRound(ctx, presence, prev, r) }()
 	}
 	start()
@@ -92,7 +95,14 @@ func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) er
 				e.freshness(true, r.started)
 			}
 		case <-t.C:
-			e.freshness(false, e.now())
+			// A round still in flight may yet succeed, and its success
+			// would count from its start: the edge is not fenced on
+			// its account before it has had its fenceAfter (fencing
+			// and unfencing a moment later would cost every tunnel).
+			now := e.now()
+			if !inFlight || now.Sub(flightStart) >= fenceAfter {
+				e.freshness(false, now)
+			}
 			if !inFlight {
 				start()
 			}
@@ -164,7 +174,7 @@ func (e *Edge) fencedRefusal() *wire.Refusal {
 	if !e.Fenced() {
 		return nil
 	}
-	return &wire.Refusal{Code: wire.CodeInternal, Reason: FencedReason}
+	return &wire.Refusal{Code: wire.CodeUnavailable, Reason: FencedReason}
 }
 
 // fencedClient refuses client c (for service, if named) while the edge is

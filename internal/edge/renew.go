@@ -70,7 +70,7 @@ func (e *Edge) renew(ctx context.Context, cs tls.ConnectionState, body []byte) (
 	case errors.Is(err, store.ErrNotFound):
 		return wire.RenewResponse{}, &wire.Refusal{Code: wire.CodeNotEnrolled, Reason: "this edge has no record of connector " + id + ": enroll it again with a new keyfile"}, id, name
 	case err != nil:
-		return wire.RenewResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its store; try again later"}, id, name
+		return wire.RenewResponse{}, &wire.Refusal{Code: wire.CodeUnavailable, Reason: "the edge cannot read its store now; try again later"}, id, name
 	case rec.Revoked():
 		return wire.RenewResponse{}, &wire.Refusal{Code: wire.CodeRevoked, Reason: revokedReason(rec)}, id, rec.Name
 	}
@@ -94,7 +94,7 @@ func (e *Edge) renew(ctx context.Context, cs tls.ConnectionState, body []byte) (
 			return wire.RenewResponse{}, ref, id, rec.Name
 		}
 		e.log.Error("certificate renewal: the new expiry could not be recorded", "connector", id, "err", err)
-		return wire.RenewResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge could not record the renewal; try again later"}, id, rec.Name
+		return wire.RenewResponse{}, &wire.Refusal{Code: wire.CodeUnavailable, Reason: "the edge could not record the renewal; try again later"}, id, rec.Name
 	}
 	return wire.RenewResponse{Certificate: der}, nil, id, rec.Name
 }

@@ -190,7 +190,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		return
 	case err != nil:
 		log.Error("tunnel refused: store unavailable", "err", err)
-		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its store; try again later"})
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeUnavailable, Reason: "the edge cannot read its store now; try again later"})
 		return
 	case rec.Revoked():
 		log.Warn("tunnel refused: connector revoked", "revoked_at", rec.RevokedAt)

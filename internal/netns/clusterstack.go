@@ -64,6 +64,11 @@ func NewClusterStack(t testing.TB, bin string, edges int, witness bool) *Cluster
 		}
 		s.edgeArgs = append(s.edgeArgs, s.edgeCommand(t, i))
 		s.Edges = append(s.Edges, s.startEdge(t, i, join...))
+		if i == 1 {
+			// The first edge, a single node until the first join,
+			// starts again as a member.
+			s.Edges[0].Log.WaitFor(t, 60*time.Second, 2, "edge started")
+		}
 	}
 	if witness {
 		data := t.TempDir()
@@ -152,17 +157,26 @@ func (s *ClusterStack) JoinKeyfile(t testing.TB, i int, role string) string {
 // named name, granted ClusterServices, and returns the keyfile.
 func (s *ClusterStack) CreateKeyfile(t testing.TB, i int, name string) []byte {
 	t.Helper()
+	b, err := s.TryCreateKeyfile(i, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TryCreateKeyfile is CreateKeyfile that returns its error.
+func (s *ClusterStack) TryCreateKeyfile(i int, name string) ([]byte, error) {
 	out := filepath.Join(s.EdgeData[i], name+".keyfile")
 	args := []string{s.Bin, "token", "create", "--data", s.EdgeData[i], "--name", name, "--ttl", "10m", "-o", out}
 	for _, svc := range ClusterServices {
 		args = append(args, "--service", svc)
 	}
-	s.Topo.Edges[i].Must(t, args...)
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.Topo.Edges[i].Run(ctx, args...); err != nil {
+		return nil, err
 	}
-	return b
+	return os.ReadFile(out)
 }
 
 // EnrollConnector starts a connector in trusted, enrolled with a keyfile
@@ -178,7 +192,12 @@ func (s *ClusterStack) EnrollConnector(t testing.TB, name string) *Process {
 // with keyfile, offering ClusterServices; extra flags follow.
 func (s *ClusterStack) StartConnector(t testing.TB, name, keyfile string, extra ...string) *Process {
 	t.Helper()
+	// A newly announced edge is dialled within half a second (not the
+	// default spread of 30 s, which keeps a herd off a new edge).
+	cfg := filepath.Join(t.TempDir(), "connector.yaml")
+	writeFile(t, cfg, []byte("tunnel:\n  join_spread: 500ms\n  leave_grace: 5s\n"), 0o600)
 	p := s.Topo.Trusted.Start(t, name, append([]string{s.Bin, "connector",
+		"--config", cfg,
 		"--data", t.TempDir(),
 		"--keyfile", keyfile,
 		"--service", fmt.Sprintf("web=127.0.0.1:%d", BackendHTTPPort),

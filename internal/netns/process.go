@@ -4,7 +4,10 @@ package netns
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -48,6 +51,14 @@ func (n *Namespace) Start(t testing.TB, name string, argv ...string) *Process {
 		}
 		if t.Failed() {
 			t.Logf("--- %s in %s (pid %d), last lines:\n%s", name, n.Role, p.Pid(), p.Log.Tail(80))
+			// The whole log, for a failure the last lines do not explain.
+			if dir := os.Getenv("SALLYPORT_NETNS_LOGS"); dir != "" {
+				path := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", t.Name(), name, p.Pid()))
+				os.MkdirAll(filepath.Dir(path), 0o700)
+				if err := os.WriteFile(path, []byte(p.Log.String()), 0o600); err == nil {
+					t.Logf("--- %s's whole log: %s", name, path)
+				}
+			}
 		}
 	})
 	return p

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -476,19 +477,46 @@ func (s *JetStream) CreateToken(ctx context.Context, t Token) error {
 }
 
 // create stores v under key, which must be new; what names the kind of
-// value in errors.
+// value in errors. A try that gets no answer is made again, up to
+// createAttempts times, each bounded by attemptTimeout: while a cluster
+// moves a bucket to new replicas (the raise to R3 when a third server
+// joins) a write can go unanswered for the client's whole timeout, and
+// succeed a second later. A write that did land before its answer was
+// lost is found on the next try as the same value under the key: done.
 func create(ctx context.Context, kv jetstream.KeyValue, what, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("create %s %s: %w", what, key, err)
 	}
-	if _, err := kv.Create(ctx, key, b); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		_, err = kv.Create(actx, key, b)
+		if errors.Is(err, jetstream.ErrKeyExists) && attempt > 1 {
+			if e, gerr := kv.Get(actx, key); gerr == nil && bytes.Equal(e.Value(), b) {
+				err = nil // our own earlier try
+			}
+		}
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, jetstream.ErrKeyExists):
 			return fmt.Errorf("create %s %s: %w; generate a new id", what, key, ErrExists)
+		case attempt < createAttempts && ctx.Err() == nil && unanswered(err):
+			continue
 		}
 		return fmt.Errorf("create %s %s: %w", what, key, err)
 	}
-	return nil
+}
+
+// createAttempts bounds create's tries.
+const createAttempts = 3
+
+// unanswered reports whether err says a request got no answer in time
+// (rather than a refusal), so that trying again may succeed.
+func unanswered(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // GetToken implements Store.

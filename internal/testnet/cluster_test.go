@@ -305,11 +305,11 @@ func TestFenceWhenStoreLost(t *testing.T) {
 		e.Logs.WaitFor(t, 5*time.Second, 1, "client refused", "reason=store_lost")
 	}
 	conn.Logs.WaitForSince(t, mark, 5*time.Second, 1, "tunnel dial failed", edge.FencedReason)
-	// An enrollment is refused with the reason, and uses nothing up.
-	refused := testnet.StartConnector(t, later, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
-	if err := refused.Done(t, 10*time.Second); err == nil || !strings.Contains(err.Error(), edge.FencedReason) {
-		t.Fatalf("enrollment at a fenced edge: %v, want the fence's reason", err)
-	}
+	// An enrollment is refused with the reason, uses nothing up, and the
+	// connector tries again (the refusal decides nothing).
+	waiting := testnet.StartConnector(t, later, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()},
+		Tune: func(cfg *config.Connector) { cfg.Tunnel.JoinSpread = time.Millisecond }})
+	waiting.Logs.WaitFor(t, 10*time.Second, 2, "enrollment attempt failed", edge.FencedReason)
 
 	cl.nats.start()
 	for _, e := range []*testnet.Edge{a, b} {
@@ -317,22 +317,26 @@ func TestFenceWhenStoreLost(t *testing.T) {
 		e.Logs.WaitFor(t, time.Second, 1, "edge unfenced")
 	}
 	conn.WaitTunnels(t, 2)
-	echoThrough(t, a)
-	echoThrough(t, b)
-	// The watches survived the outage: a grant withdrawn at b reaches a's
+	// The connector refused while fenced enrolls by itself: two
+	// connectors offer echo at each edge now.
+	waiting.WaitTunnels(t, 2)
+	for _, e := range []*testnet.Edge{a, b} {
+		e.WaitRoutes(t, "echo", 2, 10*time.Second)
+	}
+	// The watches survived the outage: grants withdrawn at b reach a's
 	// routes, and an edge that starts now is seen by both.
-	if _, err := b.AdminClient(t).Grant(t.Context(), "site", "echo", false); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"site", "site-2"} {
+		if _, err := b.AdminClient(t).Grant(t.Context(), name, "echo", false); err != nil {
+			t.Fatal(err)
+		}
 	}
 	a.WaitRoutes(t, "echo", 0, 5*time.Second)
 	c := cl.startEdge()
 	for _, e := range []*testnet.Edge{a, b} {
 		eventually(t, 5*time.Second, "the new edge seen after the outage", func() bool { return slices.Contains(memberIDs(e), edgeID(t, c)) })
 	}
-	// The keyfile refused while fenced still enrolls, and follows all three.
-	enrolled := testnet.StartConnector(t, later, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()},
-		Tune: func(cfg *config.Connector) { cfg.Tunnel.JoinSpread = time.Millisecond }})
-	enrolled.WaitTunnels(t, 3)
+	// It follows all three.
+	waiting.WaitTunnels(t, 3)
 }
 
 // TestMembershipUpdateAttacks: an edge (or whoever holds a tunnel's

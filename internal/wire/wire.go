@@ -325,6 +325,9 @@ const (
 	CodeTokenKind // a token made for another purpose (enrollment, join edge, join witness)
 	CodeNoCluster // a join at an edge that runs no cluster port
 	CodeBusy      // too many failed attempts of late: try again in a few seconds
+	// CodeUnavailable: the edge cannot reach its store now (fenced, or a
+	// store election): nothing was decided; try again, or another edge.
+	CodeUnavailable
 	codeLimit
 )
 
@@ -364,6 +367,8 @@ func (c Code) String() string {
 		return "no cluster"
 	case CodeBusy:
 		return "busy"
+	case CodeUnavailable:
+		return "unavailable"
 	}
 	return fmt.Sprintf("code(%d)", uint8(c))
 }
@@ -374,6 +379,10 @@ type Refusal struct {
 	Code   Code   `json:"code"`
 	Reason string `json:"reason"`
 }
+
+// Temporary reports whether the refusal says nothing was decided and the
+// same request may succeed later or at another edge.
+func (r *Refusal) Temporary() bool { return r.Code == CodeUnavailable || r.Code == CodeBusy }
 
 // Refused marks a Refusal for pipe.Join: the client gets a plain close.
 func (r *Refusal) Refused() bool { return true }
