@@ -33,7 +33,8 @@ Two edges cannot make a quorum of three; two edges and a witness survive the
 loss of any one of the three. The witness's route certificate, key and the edge
 CA certificate are read from DATA/pki (route.crt, route.key, ca.crt), where
 joining the cluster puts them; routes are --cluster-route and DATA/cluster.json.`,
-		Example: `  sallyport store --data /var/lib/sallyport/store --cluster-listen :6222 --cluster-route edge1.example.com:6222 --cluster-route edge2.example.com:6222`,
+		Example: `  # on an edge: sallyport edges join-token --witness -o witness.join; then, on the witness host:
+  sallyport store --data /var/lib/sallyport/store --join witness.join --cluster-listen :6222 --cluster-advertise witness.example.com:6222`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logs.format, logs.level)

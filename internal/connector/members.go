@@ -41,6 +41,10 @@ type fleet struct {
 	// saved and reached are what clusterFile holds (see savedCluster).
 	saved   []wire.EdgeAddr
 	reached map[string]string
+	// followed is set once a set has been followed: only edges announced
+	// after that are spread over tunnel.join_spread (a connector that
+	// starts knowing no set is one connector, not a herd).
+	followed bool
 
 	// wg counts the loops' goroutines; once stopped is set (under mu)
 	// no loop starts, so that wait's Wait never races a late start.
@@ -166,7 +170,7 @@ func (c *Connector) stopLoopLocked(key string, l *edgeLoop) {
 
 // follow applies an announced edge set: it starts a loop to each edge it
 // does not reach yet (after a random wait up to tunnel.join_spread when
-// spread is set), and marks the edges absent from it, which dropLeavers
+// spread is set and a set was followed before), and marks the edges absent from it, which dropLeavers
 // stops after tunnel.leave_grace. Each edge is dialled at the first of
 // its addresses.
 func (c *Connector) follow(set []wire.EdgeAddr, spread bool) {
@@ -176,6 +180,8 @@ func (c *Connector) follow(set []wire.EdgeAddr, spread bool) {
 	f := &c.fleet
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	spread = spread && f.followed
+	f.followed = true
 	first := map[string]string{} // id → first address
 	var ids []string
 	addrs := map[string]bool{}

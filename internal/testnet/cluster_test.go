@@ -557,3 +557,31 @@ func TestConnectorFollowRules(t *testing.T) {
 		t.Fatalf("the pinned edge was dropped: edges %v, tunnels %d", conn.Edges(), conn.Tunnels())
 	}
 }
+
+// TestJoinSpreadOnlyForLaterEdges: a connector that starts knowing no
+// set dials every edge of the first set it hears at once (it is one
+// connector, not a herd), and waits tunnel.join_spread only before an
+// edge announced later, when every connector hears of it at once.
+func TestJoinSpreadOnlyForLaterEdges(t *testing.T) {
+	cl := &cluster{t: t, nats: startNATS(t)}
+	a := cl.startEdge()
+	b := cl.startEdge()
+	for _, e := range []*testnet.Edge{a, b} {
+		eventually(t, 10*time.Second, "every edge sees two", func() bool { return len(memberIDs(e)) == 2 })
+	}
+	echo := testnet.Echo(t)
+	conn := testnet.StartConnector(t, a.Keyfile(t, "site", time.Hour, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": echo.Addr()},
+		Tune:     func(cfg *config.Connector) { cfg.Tunnel.JoinSpread = time.Hour },
+	})
+	conn.WaitTunnels(t, 2)
+
+	c := cl.startEdge()
+	conn.Logs.WaitFor(t, 10*time.Second, 1, "the cluster announces an edge", "edge="+edgeID(t, c))
+	if got := conn.Tunnels(); got != 2 {
+		t.Fatalf("%d tunnels right after a third edge was announced; want 2 (its dial spread over join_spread)", got)
+	}
+	if n := conn.Logs.Count("the cluster announces an edge", "edge="+edgeID(t, c), "in=0s"); n != 0 {
+		t.Fatalf("the later edge was dialled at once:\n%s", strings.Join(conn.Logs.Lines("the cluster announces an edge"), "\n"))
+	}
+}
