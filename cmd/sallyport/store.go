@@ -35,7 +35,7 @@ CA certificate are read from DATA/pki (route.crt, route.key, ca.crt), where
 joining the cluster puts them; routes are --cluster-route and DATA/cluster.json.`,
 		Example: `  # on an edge: sallyport edges join-token --witness -o witness.join; then, on the witness host:
   sallyport store --data /var/lib/sallyport/store --join witness.join --cluster-listen :6222 --cluster-advertise witness.example.com:6222`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logs.format, logs.level)
 			if err != nil {
