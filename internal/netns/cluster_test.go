@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,20 +203,7 @@ func TestClusterEdgeKilled(t *testing.T) {
 	}
 	// The store: a write waits for the streams that edge 1 led to elect
 	// a new leader among the two left (NATS's Raft: seconds).
-	var keyfile []byte
-	for {
-		var err error
-		if keyfile, err = s.TryCreateKeyfile(2, "site-3"); err == nil {
-			break
-		}
-		if time.Since(killed) > 30*time.Second {
-			t.Fatalf("30s after edge 1 was killed, the store still takes no write: %v", err)
-		}
-	}
-	t.Logf("the store took a write %s after the kill", time.Since(killed).Round(time.Millisecond))
-	path := filepath.Join(t.TempDir(), "site-3.keyfile")
-	writeBytes(t, path, keyfile)
-	third := s.StartConnector(t, "site-3", path)
+	third := enrollAfterLoss(t, s, 2, killed, "edge 1")
 	s.WaitTunnels(t, third, 2)
 	checkEveryEdge(t, s, []int{0, 2}, "with edge 1 dead")
 }
@@ -321,19 +309,46 @@ func TestClusterRollingRestart(t *testing.T) {
 func TestClusterWitness(t *testing.T) {
 	t.Parallel()
 	s := newCluster(t, 2, true)
+	if st := s.Status(t, 0); !strings.Contains(st, "store cluster: 3 servers, 3 online") {
+		t.Fatalf("two edges and a witness are not three servers:\n%s", st)
+	}
 	s.Witness.Kill()
+	killed := time.Now()
 	for i := range 6 {
 		if err := s.CheckHello(3); err != nil {
 			t.Errorf("client %d with the witness dead: %v", i, err)
 		}
 	}
-	third := s.EnrollConnector(t, "site-3")
+	// A write may wait for the election of the streams the witness led.
+	third := enrollAfterLoss(t, s, 0, killed, "the witness")
 	s.WaitTunnels(t, third, 2)
+	if st := s.Status(t, 1); !strings.Contains(st, "store cluster: 3 servers, 2 online") {
+		t.Errorf("after the witness's loss:\n%s", st)
+	}
 }
 
 func writeBytes(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// enrollAfterLoss makes a keyfile on edge i, trying until the store takes
+// the write (after a member's loss, the streams it led elect a new leader
+// first) or 30 s after lost, and starts a connector with it.
+func enrollAfterLoss(t *testing.T, s *netns.ClusterStack, i int, lost time.Time, what string) *netns.Process {
+	t.Helper()
+	for {
+		keyfile, err := s.TryCreateKeyfile(i, "site-3")
+		if err == nil {
+			t.Logf("the store took a write %s after %s was killed", time.Since(lost).Round(time.Millisecond), what)
+			path := filepath.Join(t.TempDir(), "site-3.keyfile")
+			writeBytes(t, path, keyfile)
+			return s.StartConnector(t, "site-3", path)
+		}
+		if time.Since(lost) > 30*time.Second {
+			t.Fatalf("30s after %s was killed, the store still takes no write: %v", what, err)
+		}
 	}
 }

@@ -78,6 +78,7 @@ func NewClusterStack(t testing.TB, bin string, edges int, witness bool) *Cluster
 			"--cluster-advertise", net.JoinHostPort(ClusterWitnessAddr, strconv.Itoa(ClusterPort)),
 			"--log-level", "debug")
 		s.started = append(s.started, s.Witness)
+		s.Witness.Log.WaitFor(t, 60*time.Second, 1, "witness joined the cluster")
 	}
 	for i := range 2 {
 		s.Connectors = append(s.Connectors, s.EnrollConnector(t, "site-"+strconv.Itoa(i+1)))
@@ -233,6 +234,12 @@ func (s *ClusterStack) WaitTunnels(t testing.TB, c *Process, n int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// Status runs `sallyport status` on edge i and returns what it prints.
+func (s *ClusterStack) Status(t testing.TB, i int) string {
+	t.Helper()
+	return s.Topo.Edges[i].Must(t, s.Bin, "status", "--data", s.EdgeData[i])
 }
 
 // Sallyports returns every sallyport process the stack started.
