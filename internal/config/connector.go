@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/egress"
+	"github.com/sallyport/sallyport/internal/wire"
 	"github.com/sallyport/sallyport/internal/wstunnel"
 )
 
@@ -66,6 +67,13 @@ type ConnectorTunnel struct {
 	// set before the connector stops its tunnel to it (edges listed in
 	// Edges are always kept). Zero means 30s.
 	LeaveGrace time.Duration `yaml:"leave_grace"`
+	// MaxEdges, when set, keeps tunnels to that many edges of the
+	// announced set only (K), chosen by rendezvous hashing on the
+	// connector's id so that connectors spread evenly and each keeps its
+	// choice while the set is stable; zero means every edge (needed for
+	// any edge behind a plain L4 balancer to serve every client). Edges
+	// listed in Edges are kept besides.
+	MaxEdges int `yaml:"max_edges"`
 	// Pool is how many tunnel connections to keep to each edge; streams
 	// are spread over them, and so over the edge's and the connector's
 	// cores. Zero means 1; at most MaxPool.
@@ -212,6 +220,9 @@ func (c Connector) Validate() error {
 	k.positive("tunnel.backoff_max", t.BackoffMax)
 	k.positive("tunnel.join_spread", t.JoinSpread)
 	k.positive("tunnel.leave_grace", t.LeaveGrace)
+	if t.MaxEdges < 0 || t.MaxEdges > wire.MaxEdges {
+		k.add("tunnel.max_edges", "must be 0 (every edge) to %d (got %d)", wire.MaxEdges, t.MaxEdges)
+	}
 	if t.BackoffMin > 0 && t.BackoffMax > 0 && t.BackoffMax < t.BackoffMin {
 		k.add("tunnel.backoff_max", "must be at least backoff_min (got %s, backoff_min %s)", t.BackoffMax, t.BackoffMin)
 	}

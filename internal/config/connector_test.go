@@ -269,3 +269,22 @@ func TestServiceNameLength(t *testing.T) {
 		t.Errorf("64-character name accepted")
 	}
 }
+
+func TestConnectorMaxEdgesBounds(t *testing.T) {
+	for _, tt := range []struct {
+		doc  string
+		want string
+	}{
+		{"tunnel:\n  max_edges: -1\n", "tunnel.max_edges: must be 0 (every edge) to 64 (got -1)"},
+		{"tunnel:\n  max_edges: 65\n", "tunnel.max_edges: must be 0 (every edge) to 64 (got 65)"},
+	} {
+		c, err := DecodeConnector(strings.NewReader("data_dir: /d\nservices:\n  db: 127.0.0.1:5432\n"+tt.doc), "connector.yaml")
+		if err == nil {
+			c.ApplyDefaults()
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: error %v, want one with %q", tt.doc, err, tt.want)
+		}
+	}
+}

@@ -1,7 +1,10 @@
 package connector
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
+	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
 	"github.com/sallyport/sallyport/internal/wstunnel"
@@ -192,21 +196,28 @@ func (c *Connector) follow(set []wire.EdgeAddr, spread bool) {
 			ids = append(ids, e.ID)
 		}
 	}
+	kept := c.chosenEdges(ids)
 	now := c.now()
 	for key, l := range f.loops {
 		id := l.edgeID
 		present := addrs[l.addr] || (id != "" && first[id] != "")
+		// An edge not yet known by its id stays until its Welcome says.
+		chosen := kept == nil || id == "" || kept[id]
 		switch {
-		case present:
+		case present && chosen:
 			l.missing = time.Time{}
 		case l.pinned:
 		case l.missing.IsZero():
 			l.missing = now
-			c.log.Info("an edge is missing from the cluster's set; its tunnel stops unless it returns", "edge", cmpOr(id, l.addr), "grace", c.cfg.Tunnel.LeaveGrace.String(), "loop", key)
+			why := "an edge is missing from the cluster's set; its tunnel stops unless it returns"
+			if present {
+				why = "an edge is beyond tunnel.max_edges for this connector; its tunnel stops unless another leaves"
+			}
+			c.log.Info(why, "edge", cmpOr(id, l.addr), "grace", c.cfg.Tunnel.LeaveGrace.String(), "loop", key)
 		}
 	}
 	for _, id := range ids {
-		if c.reachedLocked(id, first[id]) {
+		if kept != nil && !kept[id] || c.reachedLocked(id, first[id]) {
 			continue
 		}
 		var delay time.Duration
@@ -216,6 +227,33 @@ func (c *Connector) follow(set []wire.EdgeAddr, spread bool) {
 		c.log.Info("the cluster announces an edge: dialling it", "edge", id, "address", first[id], "in", delay.Round(time.Millisecond).String())
 		c.startLoopLocked("edge "+id, &edgeLoop{addr: first[id], edgeID: id}, delay)
 	}
+}
+
+// chosenEdges returns the tunnel.max_edges edges of ids this connector
+// keeps, or nil for all of them: those ranked first by a hash of the
+// connector's id and the edge's (rendezvous hashing), so that connectors
+// spread evenly over the edges and an edge that comes or goes moves only
+// the connectors that rank it among their first.
+func (c *Connector) chosenEdges(ids []string) map[string]bool {
+	k := c.cfg.Tunnel.MaxEdges
+	if k <= 0 || k >= len(ids) {
+		return nil
+	}
+	me := ""
+	if leaf := c.fleet.id.cert.Leaf; leaf != nil {
+		me = pki.ConnectorID(leaf)
+	}
+	rank := func(id string) uint64 {
+		h := sha256.Sum256([]byte(me + "/" + id))
+		return binary.BigEndian.Uint64(h[:8])
+	}
+	ranked := slices.Clone(ids)
+	slices.SortFunc(ranked, func(a, b string) int { return cmp.Compare(rank(a), rank(b)) })
+	kept := make(map[string]bool, k)
+	for _, id := range ranked[:k] {
+		kept[id] = true
+	}
+	return kept
 }
 
 // reachedLocked reports whether a loop reaches edge id already: its own

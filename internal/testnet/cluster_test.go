@@ -585,3 +585,52 @@ func TestJoinSpreadOnlyForLaterEdges(t *testing.T) {
 		t.Fatalf("the later edge was dialled at once:\n%s", strings.Join(conn.Logs.Lines("the cluster announces an edge"), "\n"))
 	}
 }
+
+// TestMaxEdges: a connector with tunnel.max_edges 2 of a cluster of three
+// keeps tunnels to two edges only, and takes the third when one of its
+// two leaves.
+func TestMaxEdges(t *testing.T) {
+	cl := &cluster{t: t, nats: startNATS(t)}
+	edges := []*testnet.Edge{cl.startEdge(), cl.startEdge(), cl.startEdge()}
+	for _, e := range edges {
+		eventually(t, 10*time.Second, "every edge sees three", func() bool { return len(memberIDs(e)) == 3 })
+	}
+	echo := testnet.Echo(t)
+	conn := testnet.StartConnector(t, edges[0].Keyfile(t, "site", time.Hour, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": echo.Addr()},
+		Tune: func(cfg *config.Connector) {
+			cfg.Tunnel.MaxEdges = 2
+			cfg.Tunnel.JoinSpread = time.Millisecond
+			cfg.Tunnel.LeaveGrace = 300 * time.Millisecond
+		},
+	})
+	twoOf := func(want []*testnet.Edge) {
+		t.Helper()
+		eventually(t, 10*time.Second, "tunnels to "+strings.Join(addrsOf(want...), ", "), func() bool {
+			return slices.Equal(conn.Edges(), addrsOf(want...)) && conn.Tunnels() == 2
+		})
+	}
+	var kept, other []*testnet.Edge
+	eventually(t, 10*time.Second, "two edges kept", func() bool {
+		kept, other = nil, nil
+		got := conn.Edges()
+		for _, e := range edges {
+			if slices.Contains(got, e.TunnelAddr().String()) {
+				kept = append(kept, e)
+			} else {
+				other = append(other, e)
+			}
+		}
+		return len(kept) == 2 && conn.Tunnels() == 2
+	})
+	twoOf(kept)
+	for _, e := range kept {
+		echoThrough(t, e)
+	}
+	// One of the two leaves: the third takes its place.
+	if err := kept[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	twoOf([]*testnet.Edge{kept[1], other[0]})
+	echoThrough(t, other[0])
+}
