@@ -1,0 +1,116 @@
+package join_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/enroll"
+	"github.com/sallyport/sallyport/internal/join"
+	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/store/storetest"
+	"github.com/sallyport/sallyport/internal/testnet"
+	"github.com/sallyport/sallyport/internal/wire"
+)
+
+// onStore makes an edge keep its state on the external NATS at url.
+func onStore(url string) func(*config.Edge) {
+	return func(c *config.Edge) { c.Store.URL = url }
+}
+
+func redeemExternal(keyfile, dir string) (join.Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return join.Redeem(ctx, join.Options{Keyfile: keyfile, DataDir: dir, Role: enroll.RoleEdge, Name: joinerName, External: true})
+}
+
+// Two edges on one external NATS: the second joins the first with a join
+// keyfile, without a cluster port, gets the CA with its key and no
+// routes, and trusts the connectors the first enrolled.
+func TestJoinOnExternalStore(t *testing.T) {
+	url := storetest.StartNATS(t)
+	echo := testnet.Echo(t)
+	a := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}, Tune: onStore(url)})
+	path, kf := joinKeyfile(t, a, enroll.RoleEdge, time.Hour)
+
+	dir := filepath.Join(t.TempDir(), "edge-b")
+	res, err := redeemExternal(path, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Joined || len(res.Routes) != 0 {
+		t.Errorf("result %+v, want joined without routes", res)
+	}
+	caB, err := pki.LoadOrCreateCA(filepath.Join(dir, "pki"), time.Now())
+	if err != nil || !caB.Certificate().Equal(edgeCA(t, a).Certificate()) {
+		t.Fatalf("the joined CA is not the first edge's (%v)", err)
+	}
+	if tok := tokenState(t, a, tokenID(t, kf)); tok.State != "used" || tok.UsedBy != joinerName {
+		t.Errorf("token listed as %+v", tok)
+	}
+	wantAudit(t, a, "join", "edge "+joinerName+" at the external store", "ok")
+
+	b := testnet.StartEdge(t, testnet.EdgeOptions{DataDir: dir, Expose: map[string]string{"echo": ""}, Tune: onStore(url)})
+	// A connector enrolled at the first edge, told of both: the second
+	// edge's TLS is the cluster CA's and it finds the connector in the
+	// shared store, so it takes the tunnel and routes clients through it.
+	ckf, err := a.AdminClient(t).CreateKeyfile(context.Background(), admin.TokenRequest{Name: "site-a", TTL: "1h",
+		Edges: []string{a.TunnelAddr().String(), b.TunnelAddr().String()}, Services: []string{"echo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpath := filepath.Join(t.TempDir(), "site-a.keyfile")
+	if err := os.WriteFile(cpath, ckf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := testnet.StartConnector(t, cpath, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
+	c.WaitTunnels(t, 2)
+	b.WaitRoutes(t, "echo", 1, 10*time.Second)
+	conn := b.Dial(t, "echo")
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	msg := []byte("through the joined edge")
+	if _, err := conn.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(conn, got); err != nil || string(got) != string(msg) {
+		t.Fatalf("echo through the joined edge: %q, %v", got, err)
+	}
+}
+
+// The store decides what a join may be: an edge on an external store
+// takes no witness and no joiner with a cluster port, and a joiner on an
+// external store is refused by an edge of an embedded cluster. Nothing is
+// written and no token is used by any of these.
+func TestJoinExternalStoreMismatch(t *testing.T) {
+	url := storetest.StartNATS(t)
+	a := testnet.StartEdge(t, testnet.EdgeOptions{Tune: onStore(url)})
+	_, err := a.AdminClient(t).CreateJoinKeyfile(context.Background(), admin.JoinTokenRequest{Role: string(enroll.RoleWitness), TTL: "1h"})
+	if err == nil || !strings.Contains(err.Error(), "external NATS (store.url)") {
+		t.Errorf("witness keyfile from an edge on an external store: %v", err)
+	}
+
+	path, kf := joinKeyfile(t, a, enroll.RoleEdge, time.Hour)
+	dir := t.TempDir()
+	_, err = redeem(path, dir, enroll.RoleEdge) // a joiner with a cluster port
+	testnet.WantRefusal(t, err, wire.CodeBadRequest, "same store settings (store.url")
+	wantNothingWritten(t, dir)
+	if tok := tokenState(t, a, tokenID(t, kf)); tok.State != "unused" {
+		t.Errorf("token %+v after a refused join", tok)
+	}
+
+	c := startClusterEdge(t)
+	cpath, ckf := joinKeyfile(t, c, enroll.RoleEdge, time.Hour)
+	_, err = redeemExternal(cpath, dir)
+	testnet.WantRefusal(t, err, wire.CodeBadRequest, "needs a cluster port")
+	wantNothingWritten(t, dir)
+	if tok := tokenState(t, c, tokenID(t, ckf)); tok.State != "unused" {
+		t.Errorf("token %+v after a refused join", tok)
+	}
+}
