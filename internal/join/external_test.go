@@ -9,19 +9,36 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/join"
 	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/store/storetest"
 	"github.com/sallyport/sallyport/internal/testnet"
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
-// onStore makes an edge keep its state on the external NATS at url.
-func onStore(url string) func(*config.Edge) {
-	return func(c *config.Edge) { c.Store.URL = url }
+// onStore makes an edge keep its state on the external NATS at url, as
+// the user of creds if set.
+func onStore(url string, creds ...string) func(*config.Edge) {
+	return func(c *config.Edge) {
+		c.Store.URL = url
+		if len(creds) > 0 {
+			c.Store.Credentials = creds[0]
+		}
+	}
+}
+
+// edgeUser makes a user of op with the permissions README gives an
+// edge's user, and returns its .creds file.
+func edgeUser(t *testing.T, op *storetest.Operator, name string) string {
+	p := &jwt.Permissions{}
+	p.Pub.Allow.Add(store.EdgePermissions.Publish...)
+	p.Sub.Allow.Add(store.EdgePermissions.Subscribe...)
+	return op.User(t, name, p)
 }
 
 func redeemExternal(keyfile, dir string) (join.Result, error) {
@@ -30,13 +47,15 @@ func redeemExternal(keyfile, dir string) (join.Result, error) {
 	return join.Redeem(ctx, join.Options{Keyfile: keyfile, DataDir: dir, Role: enroll.RoleEdge, Name: joinerName, External: true})
 }
 
-// Two edges on one external NATS: the second joins the first with a join
-// keyfile, without a cluster port, gets the CA with its key and no
-// routes, and trusts the connectors the first enrolled.
+// Two edges on one external NATS, each its own user with the README's
+// permissions: the second joins the first with a join keyfile, without a
+// cluster port, gets the CA with its key and no routes, and trusts the
+// connectors the first enrolled. Neither is refused a subject.
 func TestJoinOnExternalStore(t *testing.T) {
-	url := storetest.StartNATS(t)
+	op := storetest.NewOperator(t)
+	url := storetest.StartSecureNATS(t, storetest.NATSOptions{Operator: op})
 	echo := testnet.Echo(t)
-	a := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}, Tune: onStore(url)})
+	a := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}, Tune: onStore(url, edgeUser(t, op, "edge-a"))})
 	path, kf := joinKeyfile(t, a, enroll.RoleEdge, time.Hour)
 
 	dir := filepath.Join(t.TempDir(), "edge-b")
@@ -56,7 +75,7 @@ func TestJoinOnExternalStore(t *testing.T) {
 	}
 	wantAudit(t, a, "join", "edge "+joinerName+" at the external store", "ok")
 
-	b := testnet.StartEdge(t, testnet.EdgeOptions{DataDir: dir, Expose: map[string]string{"echo": ""}, Tune: onStore(url)})
+	b := testnet.StartEdge(t, testnet.EdgeOptions{DataDir: dir, Expose: map[string]string{"echo": ""}, Tune: onStore(url, edgeUser(t, op, "edge-b"))})
 	// A connector enrolled at the first edge, told of both: the second
 	// edge's TLS is the cluster CA's and it finds the connector in the
 	// shared store, so it takes the tunnel and routes clients through it.
@@ -81,6 +100,12 @@ func TestJoinOnExternalStore(t *testing.T) {
 	got := make([]byte, len(msg))
 	if _, err := io.ReadFull(conn, got); err != nil || string(got) != string(msg) {
 		t.Fatalf("echo through the joined edge: %q, %v", got, err)
+	}
+	wantAudit(t, b, "join", "edge "+joinerName, "ok") // the audit trail is shared
+	for _, e := range []*testnet.Edge{a, b} {
+		if n := e.Logs.Count("Permissions Violation"); n > 0 {
+			t.Errorf("an edge was refused a subject %d times:\n%s", n, strings.Join(e.Logs.Lines("Permissions Violation"), "\n"))
+		}
 	}
 }
 
