@@ -137,7 +137,9 @@ func joinCluster(ctx context.Context, c config.Edge, keyfile string, log *slog.L
 		return err
 	}
 	o := join.Options{Keyfile: keyfile, DataDir: c.DataDir, Role: enroll.RoleEdge, Name: join.NamePrefix + id, External: external, Logger: log}
-	if !external {
+	if external {
+		o.SameStore = func(ctx context.Context, tokenID string) error { return edge.SameStore(ctx, c, o.Name, tokenID, log) }
+	} else {
 		o.Advertise = edge.ClusterAdvertise(c.Cluster, net.InterfaceAddrs)
 	}
 	_, err = join.Redeem(ctx, o)

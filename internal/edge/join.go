@@ -248,6 +248,36 @@ func (e *Edge) join(ctx context.Context, cs tls.ConnectionState, body []byte) (_
 	return resp, nil, subject, req.Advertise
 }
 
+// storeOptions are the store settings of an edge's config c.
+func storeOptions(c config.Edge, log *slog.Logger) store.Options {
+	return store.Options{Dir: filepath.Join(c.DataDir, "nats"), Logger: log,
+		URL: c.Store.URL, CAFile: c.Store.CA, CertFile: c.Store.Cert, KeyFile: c.Store.Key, CredsFile: c.Store.Credentials,
+		AuditRetention: c.Audit.Retention, Replicas: c.Store.Replicas}
+}
+
+// SameStore checks, for a joining edge of config c on an external store
+// (store.url) named name, that its store holds join token tokenID as used
+// by it: the answering edge consumed it in its own store, so it is there
+// only if both edges use one store. An edge that joined with another
+// store.url would run with the CA and know none of the connectors.
+func SameStore(ctx context.Context, c config.Edge, name, tokenID string, log *slog.Logger) error {
+	st, err := store.Open(ctx, storeOptions(c, log))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	t, err := st.GetToken(ctx, tokenID)
+	if err == nil && t.UsedBy == name {
+		return nil
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("check that this edge's store is the answering edge's: %w", err)
+	}
+	return fmt.Errorf("the answering edge took the join, but the store at store.url %s does not show join token %s used by this edge: "+
+		"it is not the store the answering edge uses; give this edge the same store section as the other edges, and make a new join keyfile (this one is used)",
+		c.Store.URL, tokenID)
+}
+
 // checkJoiner checks what a join request says of the joiner. At an edge
 // on an external store (external) the joiner runs no cluster port and
 // advertises none; elsewhere it must advertise one.

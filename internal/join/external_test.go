@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/edge"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/join"
 	"github.com/sallyport/sallyport/internal/pki"
@@ -41,10 +42,18 @@ func edgeUser(t *testing.T, op *storetest.Operator, name string) string {
 	return op.User(t, name, p)
 }
 
-func redeemExternal(keyfile, dir string) (join.Result, error) {
+// redeemExternal joins as an edge on an external store; with tune (its
+// store settings), it checks that store as sallyport edge --join does.
+func redeemExternal(keyfile, dir string, tune ...func(*config.Edge)) (join.Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return join.Redeem(ctx, join.Options{Keyfile: keyfile, DataDir: dir, Role: enroll.RoleEdge, Name: joinerName, External: true})
+	o := join.Options{Keyfile: keyfile, DataDir: dir, Role: enroll.RoleEdge, Name: joinerName, External: true}
+	if len(tune) > 0 {
+		c := config.Edge{DataDir: dir}
+		tune[0](&c)
+		o.SameStore = func(ctx context.Context, id string) error { return edge.SameStore(ctx, c, joinerName, id, nil) }
+	}
+	return join.Redeem(ctx, o)
 }
 
 // Two edges on one external NATS, each its own user with the README's
@@ -59,7 +68,8 @@ func TestJoinOnExternalStore(t *testing.T) {
 	path, kf := joinKeyfile(t, a, enroll.RoleEdge, time.Hour)
 
 	dir := filepath.Join(t.TempDir(), "edge-b")
-	res, err := redeemExternal(path, dir)
+	bStore := onStore(url, edgeUser(t, op, "edge-b"))
+	res, err := redeemExternal(path, dir, bStore)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +85,7 @@ func TestJoinOnExternalStore(t *testing.T) {
 	}
 	wantAudit(t, a, "join", "edge "+joinerName+" at the external store", "ok")
 
-	b := testnet.StartEdge(t, testnet.EdgeOptions{DataDir: dir, Expose: map[string]string{"echo": ""}, Tune: onStore(url, edgeUser(t, op, "edge-b"))})
+	b := testnet.StartEdge(t, testnet.EdgeOptions{DataDir: dir, Expose: map[string]string{"echo": ""}, Tune: bStore})
 	// A connector enrolled at the first edge, told of both: the second
 	// edge's TLS is the cluster CA's and it finds the connector in the
 	// shared store, so it takes the tunnel and routes clients through it.
@@ -112,7 +122,8 @@ func TestJoinOnExternalStore(t *testing.T) {
 // The store decides what a join may be: an edge on an external store
 // takes no witness and no joiner with a cluster port, and a joiner on an
 // external store is refused by an edge of an embedded cluster. Nothing is
-// written and no token is used by any of these.
+// written and no token is used by any of these. A joiner on another
+// store than the answering edge's writes nothing either.
 func TestJoinExternalStoreMismatch(t *testing.T) {
 	url := storetest.StartNATS(t)
 	a := testnet.StartEdge(t, testnet.EdgeOptions{Tune: onStore(url)})
@@ -129,6 +140,15 @@ func TestJoinExternalStoreMismatch(t *testing.T) {
 	if tok := tokenState(t, a, tokenID(t, kf)); tok.State != "unused" {
 		t.Errorf("token %+v after a refused join", tok)
 	}
+
+	// A joiner whose store.url is another NATS: the answering edge takes
+	// the join (its token is used), the joiner finds that token missing
+	// from its own store and writes nothing.
+	_, err = redeemExternal(path, dir, onStore(storetest.StartNATS(t)))
+	if err == nil || !strings.Contains(err.Error(), "not the store the answering edge uses") {
+		t.Errorf("join with another store: %v", err)
+	}
+	wantNothingWritten(t, dir)
 
 	c := startClusterEdge(t)
 	cpath, ckf := joinKeyfile(t, c, enroll.RoleEdge, time.Hour)

@@ -57,6 +57,11 @@ type Options struct {
 	// NATS (store.url): it runs no cluster port, joins edges on that same
 	// store, and gets the CA but no routes.
 	External bool
+	// SameStore, if set, is called once an edge accepted the join,
+	// before anything is written, with the keyfile's token id: an edge on
+	// an external store checks there that the token is used by it, which
+	// proves its store is the answering edge's. Its error ends the join.
+	SameStore func(ctx context.Context, tokenID string) error
 	// Dial dials an edge's tunnel port; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger; nil means none.
@@ -129,6 +134,12 @@ func Redeem(ctx context.Context, o Options) (Result, error) {
 	m, err := member(resp, ca, key, kf, o)
 	if err != nil {
 		return Result{}, fmt.Errorf("join through edge %s: the answer is unusable: %w", through, err)
+	}
+	if o.SameStore != nil {
+		id, _, _ := enroll.ParseJoinToken(kf.Token) // the edge accepted it: it parses
+		if err := o.SameStore(ctx, id); err != nil {
+			return Result{}, fmt.Errorf("join through edge %s: %w", through, err)
+		}
 	}
 	if err := store.WriteClusterFile(o.DataDir, resp.Routes); err != nil {
 		return Result{}, err
