@@ -98,7 +98,8 @@ func TestJoinOnExternalStore(t *testing.T) {
 	if err := os.WriteFile(cpath, ckf, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := testnet.StartConnector(t, cpath, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}})
+	c := testnet.StartConnector(t, cpath, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()},
+		Edges: []string{a.TunnelAddr().String(), b.TunnelAddr().String()}}) // both at once, not when the cluster announces b
 	c.WaitTunnels(t, 2)
 	b.WaitRoutes(t, "echo", 1, 10*time.Second)
 	conn := b.Dial(t, "echo")
@@ -158,4 +159,24 @@ func TestJoinExternalStoreMismatch(t *testing.T) {
 	if tok := tokenState(t, c, tokenID(t, ckf)); tok.State != "unused" {
 		t.Errorf("token %+v after a refused join", tok)
 	}
+}
+
+// A joiner on an external store advertises no cluster address, and takes
+// no routes: an edge that sends some runs an embedded cluster, not the
+// joiner's store.
+func TestExternalJoinerTakesNoRoutes(t *testing.T) {
+	dir := t.TempDir()
+	r, conn, req, done := rogueJoinBy(t, dir, func(path, dir string) (join.Result, error) { return redeemExternal(path, dir) })
+	if req.Advertise != "" {
+		t.Errorf("a joiner on an external store advertised %q", req.Advertise)
+	}
+	key, _ := r.CA.MarshalKey()
+	resp := wire.JoinResponse{CA: r.CA.Certificate().Raw, CAKey: key, Certificate: routeFor(t, r.CA, req.CSR, req.Name), Routes: []string{"127.0.0.1:1"}}
+	if err := wire.WriteMessage(conn, wire.KindJoinResponse, resp); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "1 routes for an edge on an external NATS") {
+		t.Fatalf("joiner on an external store took routes: %v", err)
+	}
+	wantNothingWritten(t, dir)
 }
