@@ -21,7 +21,9 @@ func TestEdgeJoinOnExternalStore(t *testing.T) {
 	dataA := filepath.Join(t.TempDir(), "edge-a")
 	startEdge(t, dataA, nil, "--config", cfg)
 	path := filepath.Join(t.TempDir(), "edge-b.join")
-	mustRun(t, "edges", "join-token", "--data", dataA, "-o", path)
+	if out := mustRun(t, "edges", "join-token", "--data", dataA, "-o", path); !strings.Contains(out, "edges on an external NATS: --config with the same store section") {
+		t.Errorf("join-token does not say how an edge on an external NATS joins:\n%s", out)
+	}
 
 	dataB := filepath.Join(t.TempDir(), "edge-b")
 	startEdge(t, dataB, nil, "--config", cfg, "--join", path)

@@ -67,6 +67,8 @@ func TestExternalTLS(t *testing.T) {
 	wantRefused(t, url, Options{}, "signed by a CA this host does not trust", "set store.ca")
 	other := storetest.NewTLSFiles(t)
 	wantRefused(t, url, Options{CAFile: other.CA}, "not signed by the CA in store.ca ("+other.CA+")")
+	// The certificate is for 127.0.0.1, not for the name "localhost".
+	wantRefused(t, strings.Replace(url, "127.0.0.1", "localhost", 1), Options{CAFile: f.CA}, "not for the host in store.url")
 }
 
 // A NATS server that requires client certificates (tls verify): the edge
