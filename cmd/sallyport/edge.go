@@ -123,17 +123,25 @@ func newEdgeCmd() *cobra.Command {
 
 // joinCluster makes the edge of config c a member of the cluster of the
 // join keyfile, once (join.Redeem): a data directory that joined already
-// is left as it is.
+// is left as it is. An edge on an external NATS (store.url) needs no
+// cluster port: it joins edges on that store and gets the CA.
 func joinCluster(ctx context.Context, c config.Edge, keyfile string, log *slog.Logger) error {
-	if c.Cluster.Listen == "" {
+	external := c.Store.URL != ""
+	if !external && c.Cluster.Listen == "" {
 		return errors.New("--join makes this edge a member of a cluster of edges, whose embedded NATS servers talk on a cluster port: " +
-			"set it (--cluster-listen :6222, or cluster.listen in the config) and the address the other members dial (--cluster-advertise HOST:6222)")
+			"set it (--cluster-listen :6222, or cluster.listen in the config) and the address the other members dial (--cluster-advertise HOST:6222); " +
+			"or, for edges that share an external NATS, the store section (store.url) as the other edges have it")
 	}
 	id, err := edge.LoadOrCreateID(c.DataDir)
 	if err != nil {
 		return err
 	}
-	_, err = join.Redeem(ctx, join.Options{Keyfile: keyfile, DataDir: c.DataDir, Role: enroll.RoleEdge, Name: join.NamePrefix + id,
-		Advertise: edge.ClusterAdvertise(c.Cluster, net.InterfaceAddrs), Logger: log})
+	o := join.Options{Keyfile: keyfile, DataDir: c.DataDir, Role: enroll.RoleEdge, Name: join.NamePrefix + id, External: external, Logger: log}
+	if external {
+		o.SameStore = func(ctx context.Context, tokenID string) error { return edge.SameStore(ctx, c, o.Name, tokenID, log) }
+	} else {
+		o.Advertise = edge.ClusterAdvertise(c.Cluster, net.InterfaceAddrs)
+	}
+	_, err = join.Redeem(ctx, o)
 	return err
 }

@@ -41,6 +41,8 @@ the witness's route certificate.`,
 		Example: `  sallyport edges join-token -o edge-b.join
   # copy edge-b.join to the new edge's host (scp, never e-mail), then there:
   sallyport edge --join edge-b.join --cluster-listen :6222 --cluster-advertise edge-b.example.com:6222 ...
+  # edges on an external NATS: the same store section as the first edge, no cluster port
+  sallyport edge --join edge-b.join --config edge.yaml
   sallyport edges join-token --witness -o witness.join`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -79,7 +81,8 @@ the witness's route certificate.`,
 				fmt.Fprintf(w, "wrote %s (mode 0600, one use, valid for %s); on the witness's host run:\n  sallyport store --join %s --cluster-listen :6222 --cluster-advertise HOST:6222\n", out, ttl, out)
 				return nil
 			}
-			fmt.Fprintf(w, "wrote %s (mode 0600, one use, valid for %s); on the new edge's host run:\n  sallyport edge --join %s --cluster-listen :6222 --cluster-advertise HOST:6222 --advertise HOST:5500\n", out, ttl, out)
+			fmt.Fprintf(w, "wrote %s (mode 0600, one use, valid for %s); on the new edge's host run:\n  sallyport edge --join %s --cluster-listen :6222 --cluster-advertise HOST:6222 --advertise HOST:5500\n"+
+				"(edges on an external NATS: --config with the same store section as this edge's, and no cluster port)\n", out, ttl, out)
 			fmt.Fprintf(w, "warning: this keyfile carries the power of the cluster's CA key until it is used or expires: whoever redeems it can impersonate any edge to every connector. Keep it secret, move it over a trusted channel, redeem it now; if it leaks, revoke it: sallyport token revoke ID (sallyport token list shows it)\n")
 			return nil
 		},

@@ -211,9 +211,9 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	e.st, err = store.Open(ctx, store.Options{Dir: filepath.Join(dir, "nats"), Name: "sallyport-" + e.id, Logger: e.log,
-		URL: e.cfg.Store.URL, CAFile: e.cfg.Store.CA, CertFile: e.cfg.Store.Cert, KeyFile: e.cfg.Store.Key, CredsFile: e.cfg.Store.Credentials,
-		AuditRetention: e.cfg.Audit.Retention, Cluster: cluster, Replicas: e.cfg.Store.Replicas})
+	opts := storeOptions(e.cfg, e.log)
+	opts.Name, opts.Cluster = "sallyport-"+e.id, cluster
+	e.st, err = store.Open(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("open the edge's store: %w", err)
 	}

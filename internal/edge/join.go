@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -55,8 +56,10 @@ func tokenKindOf(role enroll.Role) string {
 
 // CreateJoinKeyfile makes a one-time join token valid for ttl for a new
 // edge or witness (req.Role), stores its hash, and returns the join
-// keyfile that carries it. It refuses when this edge runs no cluster port:
-// a joiner needs a member to route to.
+// keyfile that carries it. It refuses when this edge runs no cluster port
+// and no external store: a joiner needs a member to route to, or the
+// external NATS (store.url) to share. Edges on an external store have no
+// witnesses: a witness is a member of an embedded cluster.
 func (e *Edge) CreateJoinKeyfile(ctx context.Context, req admin.JoinTokenRequest, ttl time.Duration) ([]byte, error) {
 	role := enroll.Role(req.Role)
 	if role == "" {
@@ -68,9 +71,9 @@ func (e *Edge) CreateJoinKeyfile(ctx context.Context, req admin.JoinTokenRequest
 	if ttl <= 0 || ttl > MaxJoinTTL {
 		return nil, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("ttl %s out of range: a join keyfile lives up to %s", ttl, MaxJoinTTL)}
 	}
-	if e.cfg.Cluster.Listen == "" {
-		e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "join-token.create", Subject: "for a new " + string(role), Result: "refused: no cluster port"})
-		return nil, &admin.Error{Status: http.StatusConflict, Message: noClusterReason}
+	if reason := e.cannotTake(role); reason != "" {
+		e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "join-token.create", Subject: "for a new " + string(role), Result: "refused: " + reason})
+		return nil, &admin.Error{Status: http.StatusConflict, Message: reason}
 	}
 	edges := req.Edges
 	if len(edges) == 0 {
@@ -100,6 +103,24 @@ func (e *Edge) CreateJoinKeyfile(ctx context.Context, req admin.JoinTokenRequest
 // new member.
 const noClusterReason = "this edge runs no cluster port (cluster.listen), so a new member would have nothing to route to: " +
 	"set cluster.listen (and cluster.advertise) in its config, restart it, and make a new join keyfile"
+
+// noWitnessReason says why an edge on an external store takes no witness.
+const noWitnessReason = "this edge keeps its state on an external NATS (store.url): a witness is a member of a cluster of embedded NATS servers, " +
+	"which edges on an external NATS do not run; make an edge's join keyfile instead (without --witness)"
+
+// cannotTake says why this edge cannot take a new member of role, or ""
+// when it can: a cluster member (cluster.listen) takes edges and
+// witnesses, an edge on an external store (store.url) takes edges, which
+// then share that store; a single edge takes none.
+func (e *Edge) cannotTake(role enroll.Role) string {
+	switch {
+	case e.cfg.Store.URL != "" && role == enroll.RoleWitness:
+		return noWitnessReason
+	case e.cfg.Store.URL == "" && e.cfg.Cluster.Listen == "":
+		return noClusterReason
+	}
+	return ""
+}
 
 // tcpAddresses keeps the host:port addresses of addrs (a joiner dials the
 // tunnel port over TCP, never through a WebSocket).
@@ -133,14 +154,20 @@ func (e *Edge) serveJoin(ctx context.Context, tc *tls.Conn, body []byte, log *sl
 		tunnel.Refuse(tc, ref)
 		return
 	}
-	e.audit(store.AuditEvent{Actor: actor, Action: "join", Subject: subject, Result: "ok", Detail: "routes " + strings.Join(resp.Routes, ",")})
+	detail := "routes " + strings.Join(resp.Routes, ",")
+	if e.cfg.Store.URL != "" {
+		detail = "on the external store"
+	}
+	e.audit(store.AuditEvent{Actor: actor, Action: "join", Subject: subject, Result: "ok", Detail: detail})
 	tc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := wire.WriteMessage(tc, wire.KindJoinResponse, resp); err != nil {
 		log.Warn("join response not delivered; the joiner needs a new join keyfile", "subject", subject, "err", err)
 		return
 	}
 	log.Info("cluster member joined", "subject", subject)
-	e.memberJoined(ctx, advertise)
+	if e.cfg.Store.URL == "" {
+		e.memberJoined(ctx, advertise)
+	}
 }
 
 // join redeems a join request that came on a connection in state cs;
@@ -163,11 +190,12 @@ func (e *Edge) join(ctx context.Context, cs tls.ConnectionState, body []byte) (_
 		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeTokenMalformed, Reason: err.Error() + "; the join keyfile is damaged: make a new one"}, subject, ""
 	}
 	subject = "token " + id
-	if ref := checkJoiner(req); ref != nil {
+	external := e.cfg.Store.URL != ""
+	if ref := checkJoiner(req, external); ref != nil {
 		return wire.JoinResponse{}, ref, subject, ""
 	}
-	subject = fmt.Sprintf("%s at %s (token %s)", req.Name, req.Advertise, id)
-	if e.cfg.Cluster.Listen == "" {
+	subject = fmt.Sprintf("%s at %s (token %s)", req.Name, cmp.Or(req.Advertise, "the external store"), id)
+	if !external && e.cfg.Cluster.Listen == "" {
 		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeNoCluster, Reason: noClusterReason}, subject, ""
 	}
 	now := e.now().UTC()
@@ -188,13 +216,23 @@ func (e *Edge) join(ctx context.Context, cs tls.ConnectionState, body []byte) (_
 	if t.Kind == store.TokenJoinWitness {
 		role = enroll.RoleWitness
 	}
-	subject = fmt.Sprintf("%s %s at %s (token %s)", role, req.Name, req.Advertise, id)
-	host, _, _ := net.SplitHostPort(req.Advertise)
-	certDER, err := e.ca.SignRoute(req.CSR, req.Name, []string{host}, now, routeCertTTL)
+	subject = fmt.Sprintf("%s %s at %s (token %s)", role, req.Name, cmp.Or(req.Advertise, "the external store"), id)
+	if external && role == enroll.RoleWitness {
+		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeNoCluster, Reason: noWitnessReason}, subject, ""
+	}
+	var hosts []string // an edge on the external store routes nowhere: its certificate names no host
+	if !external {
+		host, _, _ := net.SplitHostPort(req.Advertise)
+		hosts = []string{host}
+	}
+	certDER, err := e.ca.SignRoute(req.CSR, req.Name, hosts, now, routeCertTTL)
 	if err != nil {
 		return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}, subject, ""
 	}
-	resp := wire.JoinResponse{CA: e.ca.Certificate().Raw, Certificate: certDER, Routes: e.clusterRoutes(req.Advertise)}
+	resp := wire.JoinResponse{CA: e.ca.Certificate().Raw, Certificate: certDER}
+	if !external {
+		resp.Routes = e.clusterRoutes(req.Advertise)
+	}
 	if role == enroll.RoleEdge {
 		if resp.CAKey, err = e.ca.MarshalKey(); err != nil {
 			return wire.JoinResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge cannot read its CA key; tell its operator"}, subject, ""
@@ -210,11 +248,53 @@ func (e *Edge) join(ctx context.Context, cs tls.ConnectionState, body []byte) (_
 	return resp, nil, subject, req.Advertise
 }
 
-// checkJoiner checks what a join request says of the joiner.
-func checkJoiner(req wire.JoinRequest) *wire.Refusal {
+// storeOptions are the store settings of an edge's config c.
+func storeOptions(c config.Edge, log *slog.Logger) store.Options {
+	return store.Options{Dir: filepath.Join(c.DataDir, "nats"), Logger: log,
+		URL: c.Store.URL, CAFile: c.Store.CA, CertFile: c.Store.Cert, KeyFile: c.Store.Key, CredsFile: c.Store.Credentials,
+		AuditRetention: c.Audit.Retention, Replicas: c.Store.Replicas}
+}
+
+// SameStore checks, for a joining edge of config c on an external store
+// (store.url) named name, that its store holds join token tokenID as used
+// by it: the answering edge consumed it in its own store, so it is there
+// only if both edges use one store. An edge that joined with another
+// store.url would run with the CA and know none of the connectors.
+func SameStore(ctx context.Context, c config.Edge, name, tokenID string, log *slog.Logger) error {
+	st, err := store.Open(ctx, storeOptions(c, log))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	t, err := st.GetToken(ctx, tokenID)
+	if err == nil && t.UsedBy == name {
+		return nil
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("check that this edge's store is the answering edge's: %w", err)
+	}
+	return fmt.Errorf("the answering edge took the join, but the store at store.url %s does not show join token %s used by this edge: "+
+		"it is not the store the answering edge uses; give this edge the same store section as the other edges, and make a new join keyfile (this one is used)",
+		c.Store.URL, tokenID)
+}
+
+// checkJoiner checks what a join request says of the joiner. At an edge
+// on an external store (external) the joiner runs no cluster port and
+// advertises none; elsewhere it must advertise one.
+func checkJoiner(req wire.JoinRequest, external bool) *wire.Refusal {
 	rest, ok := strings.CutPrefix(req.Name, join.NamePrefix)
 	if !ok || rest == "" || !wire.ValidName(req.Name) {
 		return &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf("bad member name %q: want %s<its id>, and %s", req.Name, join.NamePrefix, wire.NameRule)}
+	}
+	switch {
+	case external && req.Advertise != "":
+		return &wire.Refusal{Code: wire.CodeBadRequest, Reason: "this edge keeps its state on an external NATS (store.url) and has no cluster to route to: " +
+			"give the joining edge the same store settings (store.url, and its credentials) instead of a cluster port"}
+	case external:
+		return nil
+	case req.Advertise == "":
+		return &wire.Refusal{Code: wire.CodeBadRequest, Reason: "this edge runs an embedded NATS cluster, not an external store: " +
+			"the joining edge needs a cluster port (cluster.listen, cluster.advertise) and no store.url"}
 	}
 	if err := enroll.ValidateHostPort(req.Advertise); err != nil {
 		return &wire.Refusal{Code: wire.CodeBadRequest, Reason: "bad cluster advertise address: " + err.Error()}

@@ -51,8 +51,17 @@ type Options struct {
 	// Name is the joiner's server name, NamePrefix + its id.
 	Name string
 	// Advertise is the host:port at which the other members reach the
-	// joiner's cluster port.
+	// joiner's cluster port. Empty with External.
 	Advertise string
+	// External is set for an edge that keeps its state on an external
+	// NATS (store.url): it runs no cluster port, joins edges on that same
+	// store, and gets the CA but no routes.
+	External bool
+	// SameStore, if set, is called once an edge accepted the join,
+	// before anything is written, with the keyfile's token id: an edge on
+	// an external store checks there that the token is used by it, which
+	// proves its store is the answering edge's. Its error ends the join.
+	SameStore func(ctx context.Context, tokenID string) error
 	// Dial dials an edge's tunnel port; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger; nil means none.
@@ -126,6 +135,12 @@ func Redeem(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("join through edge %s: the answer is unusable: %w", through, err)
 	}
+	if o.SameStore != nil {
+		id, _, _ := enroll.ParseJoinToken(kf.Token) // the edge accepted it: it parses
+		if err := o.SameStore(ctx, id); err != nil {
+			return Result{}, fmt.Errorf("join through edge %s: %w", through, err)
+		}
+	}
 	if err := store.WriteClusterFile(o.DataDir, resp.Routes); err != nil {
 		return Result{}, err
 	}
@@ -150,7 +165,12 @@ func checkSelf(o Options) error {
 	if !wire.ValidName(o.Name) || len(o.Name) <= len(NamePrefix) || o.Name[:len(NamePrefix)] != NamePrefix {
 		return fmt.Errorf("join: bad member name %q: want %s<id>, and %s", o.Name, NamePrefix, wire.NameRule)
 	}
-	if o.Advertise == "" {
+	switch {
+	case o.External && o.Advertise != "":
+		return errors.New("join: an edge on an external NATS (store.url) runs no cluster port: remove cluster.listen and cluster.advertise")
+	case o.External:
+		return nil
+	case o.Advertise == "":
 		return errors.New("join: no cluster address to advertise: set cluster.listen (and cluster.advertise, the host:port the other members dial)")
 	}
 	if err := enroll.ValidateHostPort(o.Advertise); err != nil {
@@ -260,15 +280,34 @@ func member(resp wire.JoinResponse, tlsCA *x509.Certificate, key *ecdsa.PrivateK
 	if route.Subject.CommonName != o.Name {
 		return pki.Member{}, fmt.Errorf("the route certificate is for %q, not %q", route.Subject.CommonName, o.Name)
 	}
-	if len(resp.Routes) == 0 || len(resp.Routes) > wire.MaxRoutes {
-		return pki.Member{}, fmt.Errorf("%d routes: want 1 to %d", len(resp.Routes), wire.MaxRoutes)
-	}
-	for _, r := range resp.Routes {
-		if err := enroll.ValidateHostPort(r); err != nil {
-			return pki.Member{}, fmt.Errorf("route: %w", err)
-		}
+	if err := checkRoutes(resp.Routes, o.External); err != nil {
+		return pki.Member{}, err
 	}
 	return m, nil
+}
+
+// checkRoutes checks the routes of an answer: none for an edge on an
+// external store (the answering edge shares that store and runs no
+// cluster), 1 to wire.MaxRoutes host:port addresses otherwise.
+func checkRoutes(routes []string, external bool) error {
+	switch {
+	case external && len(routes) > 0:
+		return fmt.Errorf("%d routes for an edge on an external NATS (store.url): the answering edge runs an embedded cluster, not this store; "+
+			"join it with cluster.listen and no store.url, or join an edge that uses the same store.url", len(routes))
+	case external:
+		return nil
+	case len(routes) == 0:
+		return errors.New("no routes: the answering edge keeps its state on an external NATS (store.url); " +
+			"join it with the same store settings (store.url) and no cluster.listen")
+	case len(routes) > wire.MaxRoutes:
+		return fmt.Errorf("%d routes: want 1 to %d", len(routes), wire.MaxRoutes)
+	}
+	for _, r := range routes {
+		if err := enroll.ValidateHostPort(r); err != nil {
+			return fmt.Errorf("route: %w", err)
+		}
+	}
+	return nil
 }
 
 func (o Options) logger() *slog.Logger {

@@ -110,6 +110,9 @@ type JetStream struct {
 	// connectorsSeen is the last stream sequence the connectors watch
 	// has delivered: the freshness fence compares it with the bucket's.
 	connectorsSeen atomic.Uint64
+	// denied is the last subject the NATS server refused this store's
+	// user: Open names it when the buckets cannot be opened.
+	denied atomic.Pointer[error]
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -164,7 +167,7 @@ func Open(ctx context.Context, opts Options) (*JetStream, error) {
 		}
 		nc, err := nats.Connect(opts.URL, copts...)
 		if err != nil {
-			return nil, fmt.Errorf("open store: connect to NATS at %s: %w; check the URL and that the server runs with JetStream", opts.URL, err)
+			return nil, connectError(opts, err)
 		}
 		s.nc = nc
 	} else {
@@ -175,6 +178,9 @@ func Open(ctx context.Context, opts Options) (*JetStream, error) {
 
 	if err := s.openAll(ctx, opts.AuditRetention, clusterWait); err != nil {
 		s.shutdown()
+		if denied := s.denied.Load(); denied != nil {
+			err = permissionError(err, *denied)
+		}
 		return nil, err
 	}
 	if s.single != nil {
@@ -317,6 +323,12 @@ func (s *JetStream) connOptions(timeout time.Duration) []nats.Option {
 		nats.Name("sallyport edge"),
 		nats.Timeout(timeout),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				s.denied.Store(&err)
+				s.log.Error("store: the NATS server refused this edge's user a subject; grant the user the permissions in README, External NATS",
+					"err", err, "publish", EdgePermissions.Publish, "subscribe", EdgePermissions.Subscribe)
+				return
+			}
 			if sub != nil {
 				s.log.Warn("store: NATS error", "subject", sub.Subject, "err", err)
 				return
