@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -127,8 +128,22 @@ func launchEdge(t testing.TB, o EdgeOptions) *Edge {
 	ctx, cancel := context.WithCancel(context.Background())
 	te := &Edge{Edge: e, Cfg: cfg, Logs: logs, cancel: cancel, done: make(chan error, 1)}
 	go func() { te.done <- e.Run(ctx) }()
-	t.Cleanup(func() { te.Stop() })
+	t.Cleanup(func() {
+		te.Stop()
+		logTail(t, "edge", logs)
+	})
 	return te
+}
+
+// logTail puts the last lines of a failed test's role's log, the store's
+// own chatter left out, into the test's output.
+func logTail(t testing.TB, role string, logs *logbuf.Buffer) {
+	if !t.Failed() {
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	lines = slices.DeleteFunc(lines, func(l string) bool { return strings.Contains(l, "component=nats") })
+	t.Logf("--- %s log, last lines:\n%s", role, strings.Join(lines[max(0, len(lines)-40):], "\n"))
 }
 
 // waitReady waits until the edge listens, failing the test if its Run
@@ -299,7 +314,10 @@ func StartConnector(t testing.TB, keyfile string, o ConnectorOptions) *Connector
 	ctx, cancel := context.WithCancel(context.Background())
 	tc := &Connector{Connector: c, Cfg: cfg, Logs: logs, cancel: cancel, done: make(chan error, 1)}
 	go func() { tc.done <- c.Run(ctx) }()
-	t.Cleanup(func() { tc.Stop() })
+	t.Cleanup(func() {
+		tc.Stop()
+		logTail(t, "connector", logs)
+	})
 	return tc
 }
 
