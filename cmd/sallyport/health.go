@@ -40,13 +40,20 @@ connector's health.listen.`,
 			if live {
 				path = health.LivePath
 			}
-			var err error
-			if base != "" {
-				err = probeURL(cmd, base, path)
-			} else {
+			ask := func() error {
 				c := &admin.Client{Socket: filepath.Join(data, admin.SocketFile)}
-				err = c.Probe(cmd.Context(), path)
+				return c.Probe(cmd.Context(), path)
 			}
+			if base != "" {
+				u, err := probeURL(base, path)
+				if err != nil {
+					return err
+				}
+				// A redirect is an answer that is not ok, not one to follow.
+				hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+				ask = func() error { return health.Probe(cmd.Context(), hc, u, 0) }
+			}
+			err := ask()
 			out := cmd.OutOrStdout()
 			if err != nil {
 				fmt.Fprintln(out, "not ok:", err)
@@ -64,13 +71,12 @@ connector's health.listen.`,
 	return cmd
 }
 
-// probeURL asks path at base, an http:// URL with no path of its own.
-func probeURL(cmd *cobra.Command, base, path string) error {
+// probeURL returns the URL of path at base, which must be an http://
+// URL with no path of its own.
+func probeURL(base, path string) (string, error) {
 	u, err := url.Parse(base)
-	if err != nil || u.Scheme != "http" || u.Host == "" || strings.Trim(u.Path, "/") != "" {
-		return fmt.Errorf("bad --url %q: use http://HOST:PORT", base)
+	if err != nil || u.Scheme != "http" || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
+		return "", fmt.Errorf("bad --url %q: use http://HOST:PORT", base)
 	}
-	// A redirect is an answer that is not ok, not one to follow.
-	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	return health.Probe(cmd.Context(), hc, "http://"+u.Host+path, 0)
+	return "http://" + u.Host + path, nil
 }
