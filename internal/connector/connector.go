@@ -1,5 +1,5 @@
-// Package connector is sallyport's trusted-network role. It never listens:
-// it dials out to the edge(s), keeps a tunnel to each up with reconnects
+// Package connector is sallyport's trusted-network role. It never listens
+// (but for its health probes, when health.listen asks for them): it dials out to the edge(s), keeps a tunnel to each up with reconnects
 // that back off with jitter, and for each stream the edge opens it dials
 // the back-end that its own configuration names for the stream's service.
 // That configuration is the allow-list: the edge can name a service, never

@@ -233,27 +233,56 @@ func TestConnectorNoProbesByDefault(t *testing.T) {
 	}
 }
 
-// With $NOTIFY_SOCKET set, as systemd sets it for Type=notify, the edge
-// says READY=1 once it is ready and STOPPING=1 when it stops; the test's
-// own datagram socket plays systemd.
-func TestEdgeNotifiesSystemd(t *testing.T) {
+// The connector says READY=1 to systemd once it is enrolled and dialling
+// (whether or not a tunnel is up yet) and STOPPING=1 when it stops.
+func TestConnectorNotifiesSystemd(t *testing.T) {
+	sd := listenNotify(t)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
+	if got := readNotify(t, sd); got != "READY=1" { // the edge's
+		t.Fatalf("edge's first notification %q", got)
+	}
+	conn := testnet.StartConnector(t, e.Keyfile(t, "site", time.Hour, "echo"), testnet.ConnectorOptions{Services: map[string]string{"echo": testnet.Echo(t).Addr()}})
+	if got := readNotify(t, sd); got != "READY=1" {
+		t.Fatalf("connector's first notification %q, want READY=1", got)
+	}
+	conn.Stop()
+	if got := readNotify(t, sd); got != "STOPPING=1" {
+		t.Fatalf("connector's notification at stop %q, want STOPPING=1", got)
+	}
+}
+
+// listenNotify plays systemd: a datagram socket named by $NOTIFY_SOCKET
+// for the rest of the test.
+func listenNotify(t *testing.T) *net.UnixConn {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "notify")
 	sd, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sd.Close()
+	t.Cleanup(func() { sd.Close(); os.Remove(path) })
 	t.Setenv("NOTIFY_SOCKET", path)
-	read := func() string {
-		t.Helper()
-		sd.SetReadDeadline(time.Now().Add(20 * time.Second))
-		b := make([]byte, 256)
-		n, err := sd.Read(b)
-		if err != nil {
-			t.Fatalf("no notification: %v", err)
-		}
-		return string(b[:n])
+	return sd
+}
+
+// readNotify returns the next notification sd receives.
+func readNotify(t *testing.T, sd *net.UnixConn) string {
+	t.Helper()
+	sd.SetReadDeadline(time.Now().Add(20 * time.Second))
+	b := make([]byte, 256)
+	n, err := sd.Read(b)
+	if err != nil {
+		t.Fatalf("no notification: %v", err)
 	}
+	return string(b[:n])
+}
+
+// With $NOTIFY_SOCKET set, as systemd sets it for Type=notify, the edge
+// says READY=1 once it is ready and STOPPING=1 when it stops; the test's
+// own datagram socket plays systemd.
+func TestEdgeNotifiesSystemd(t *testing.T) {
+	sd := listenNotify(t)
+	read := func() string { t.Helper(); return readNotify(t, sd) }
 	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
 	if got := read(); got != "READY=1" {
 		t.Fatalf("first notification %q, want READY=1", got)
@@ -265,5 +294,4 @@ func TestEdgeNotifiesSystemd(t *testing.T) {
 	if got := read(); got != "STOPPING=1" {
 		t.Fatalf("notification at stop %q, want STOPPING=1", got)
 	}
-	os.Remove(path)
 }
