@@ -365,10 +365,12 @@ func (e *Edge) Run(parent context.Context) (err error) {
 
 	<-ctx.Done()
 	e.draining.Store(true)
-	e.notify("STOPPING=1")
 	if errors.Is(context.Cause(ctx), ErrBecomeMember) {
+		// The process runs on (a new Run): systemd would take STOPPING=1
+		// for the unit's stop and kill it at the stop timeout.
 		e.log.Info("the first member joined: this edge restarts to make its store a cluster member; draining live connections", "timeout", e.cfg.DrainTimeout)
 	} else {
+		e.notify("STOPPING=1")
 		e.log.Info("edge stopping: no new connections; draining live ones", "timeout", e.cfg.DrainTimeout)
 	}
 	tl.Close()
