@@ -42,6 +42,9 @@ func main() {
 	root := newRoot(os.Stdout, os.Stderr)
 	err = root.ExecuteContext(ctx)
 	stopProfiles()
+	if errors.As(err, new(errUnhealthy)) {
+		os.Exit(1) // its line is printed
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sallyport:", err)
 		os.Exit(1)
@@ -99,7 +102,7 @@ edge in the DMZ, and clients connect to the edge.
 	root.SetOut(stdout)
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetErr(stderr)
-	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newEdgesCmd(), newConnectorsCmd(), newSessionsCmd(), newAuditCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd(), newStoreCmd())
+	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newEdgesCmd(), newConnectorsCmd(), newSessionsCmd(), newAuditCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd(), newStoreCmd(), newHealthCmd())
 	return root
 }
 

@@ -10,6 +10,10 @@
 //	POST /v1/join-tokens {"role":"edge","ttl":"1h"} → 201 and a join keyfile
 //	GET  /v1/status   → the edge's id, its services and its connectors
 //	POST /v1/sessions {"service":"logs","ttl":"5m"} → 201 and a one-time link
+//
+// The probes GET /livez and GET /readyz need no token and are not
+// audited (a balancer asks them every few seconds): they say "ok" or a
+// short reason, nothing else.
 package admin
 
 import (
@@ -26,6 +30,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/health"
 	"github.com/sallyport/sallyport/internal/store"
 )
 
@@ -157,6 +162,9 @@ type Backend interface {
 	// ReadAudit calls fn with the audit events from since on; with follow
 	// it waits for new ones until ctx ends.
 	ReadAudit(ctx context.Context, since time.Time, follow bool, fn func(store.AuditEvent) error) error
+	// Readiness is nil when the edge is ready for clients, or else the
+	// reason it is not, which the unauthenticated /readyz shows.
+	Readiness() error
 	// Called records an admin call in the audit trail.
 	Called(ctx context.Context, method, path string, status int)
 	SessionBackend
@@ -221,13 +229,23 @@ func (e *Error) Error() string { return e.Message }
 // SocketHandler returns the API's HTTP handler for the Unix socket in the
 // edge's data directory, whose permissions are its authentication.
 func SocketHandler(b Backend, log *slog.Logger) http.Handler {
-	return audited(b, routes(b, log), func(*http.Request) string { return "admin via socket" })
+	return withProbes(b, audited(b, routes(b, log), func(*http.Request) string { return "admin via socket" }))
 }
 
 // TokenHandler returns the API's HTTP handler for a TCP listener: requests
-// without the bearer token are refused with 401 (and recorded).
+// without the bearer token are refused with 401 (and recorded), but for
+// the probes.
 func TokenHandler(b Backend, token string, log *slog.Logger) http.Handler {
-	return audited(b, requireToken(routes(b, log), token, log), func(r *http.Request) string { return "admin via api from " + r.RemoteAddr })
+	return withProbes(b, audited(b, requireToken(routes(b, log), token, log), func(r *http.Request) string { return "admin via api from " + r.RemoteAddr }))
+}
+
+// withProbes serves the probes itself, unaudited and without a token,
+// and everything else with api.
+func withProbes(b Backend, api http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	health.Routes(mux, b.Readiness)
+	mux.Handle("/", api)
+	return mux
 }
 
 // routes returns the API's routes, without authentication.
@@ -512,16 +530,10 @@ func replyError(resp *http.Response, b []byte) error {
 // request sends a request over the socket or TCP; timeout 0 means none
 // but ctx's (c.HTTP's own timeout, if set, still applies over TCP).
 func (c *Client) request(ctx context.Context, method, path string, body []byte, timeout time.Duration) (*http.Response, error) {
-	hc := c.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: timeout}
-	}
-	where, host := c.Addr, c.Addr
+	hc, host := c.httpClient(timeout)
+	where := c.Addr
 	if c.Socket != "" {
-		where, host = c.Socket, "edge"
-		hc = &http.Client{Timeout: hc.Timeout, Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return DialSocket(ctx, c.Socket) },
-		}}
+		where = c.Socket
 	}
 	var rd io.Reader
 	if body != nil {
@@ -531,7 +543,7 @@ func (c *Client) request(ctx context.Context, method, path string, body []byte, 
 	if err != nil {
 		return nil, err
 	}
-	if c.Socket == "" {
+	if c.Socket == "" && c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	if body != nil {
@@ -546,6 +558,28 @@ func (c *Client) request(ctx context.Context, method, path string, body []byte, 
 		return nil, fmt.Errorf("reach the edge's admin API at %s (is the edge running? is --admin right?): %w", where, err)
 	}
 	return resp, nil
+}
+
+// httpClient returns the HTTP client that reaches the API, over the
+// socket or TCP, and the host to put in URLs.
+func (c *Client) httpClient(timeout time.Duration) (*http.Client, string) {
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: timeout}
+	}
+	if c.Socket == "" {
+		return hc, c.Addr
+	}
+	return &http.Client{Timeout: hc.Timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return DialSocket(ctx, c.Socket) },
+	}}, "edge"
+}
+
+// Probe asks the edge's probe at path (health.LivePath or
+// health.ReadyPath): nil when it answers ok, else the reason.
+func (c *Client) Probe(ctx context.Context, path string) error {
+	hc, host := c.httpClient(0)
+	return health.Probe(ctx, hc, "http://"+host+path, 0)
 }
 
 // serveAudit writes the audit trail as JSON lines, one event a line,

@@ -35,6 +35,8 @@ type Connector struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
+	// Health is the probes' listener; off unless set.
+	Health ConnectorHealth `yaml:"health"`
 	// Services are the back-ends the edge may ask for, by service name. At
 	// least one is required.
 	Services map[string]ConnectorService `yaml:"services"`
@@ -95,6 +97,17 @@ type ConnectorTunnel struct {
 	// wss:// address (the outer TLS; the tunnel's own TLS inside is pinned
 	// to the edge's CA as always). Empty means the system's roots.
 	WebSocketCA string `yaml:"websocket_ca"`
+}
+
+// ConnectorHealth configures the connector's probes, GET /livez and
+// GET /readyz (ready: at least one tunnel up).
+type ConnectorHealth struct {
+	// Listen is where the probes listen; empty means nowhere (the
+	// connector listens on nothing by default). It must be loopback
+	// unless AllowRemote is set.
+	Listen string `yaml:"listen"`
+	// AllowRemote permits a Listen address that is not loopback.
+	AllowRemote bool `yaml:"allow_remote"`
 }
 
 // ProxyDirect, as tunnel.proxy, dials the edges directly whatever the
@@ -239,6 +252,13 @@ func (c Connector) Validate() error {
 	}
 	k.positive("drain_timeout", c.DrainTimeout)
 	k.log(c.Log)
+	if h := c.Health; h.Listen != "" {
+		if msg := checkAddr(h.Listen, listenAddr); msg != "" {
+			k.add("health.listen", "%s", msg)
+		} else if !h.AllowRemote && !isLoopback(h.Listen) {
+			k.add("health.listen", "%q is not a loopback address; the connector listens on loopback only, unless health.allow_remote is true", h.Listen)
+		}
+	}
 	if len(c.Services) == 0 {
 		k.require("", "services", "at least one service (the connector dials only the back-ends listed here)")
 	}

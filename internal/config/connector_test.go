@@ -22,7 +22,17 @@ func TestDecodeConnectorProblems(t *testing.T) {
 		{
 			name: "unknown key at top level",
 			doc:  ok + "listen: :1\n",
-			want: "connector.yaml:5: listen: unknown key (known: keyfile, data_dir, edges, tunnel, drain_timeout, log, services)",
+			want: "connector.yaml:5: listen: unknown key (known: keyfile, data_dir, edges, tunnel, drain_timeout, log, health, services)",
+		},
+		{
+			name: "health probes off loopback",
+			doc:  ok + "health:\n  listen: 0.0.0.0:5502\n",
+			want: `connector.yaml:6: health.listen: "0.0.0.0:5502" is not a loopback address; the connector listens on loopback only, unless health.allow_remote is true`,
+		},
+		{
+			name: "health probes at a bad address",
+			doc:  ok + "health:\n  listen: 5502\n",
+			want: `connector.yaml:6: health.listen: invalid address "5502" (use host:port, e.g. :15432)`,
 		},
 		{
 			name: "proxy with another scheme",

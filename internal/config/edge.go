@@ -200,6 +200,11 @@ type Admin struct {
 	Listen string `yaml:"listen"`
 	// AllowRemote permits a Listen address that is not loopback.
 	AllowRemote bool `yaml:"allow_remote"`
+	// HealthListen, when set, is a listen address that serves only the
+	// probes GET /livez and GET /readyz, for a balancer that cannot reach
+	// the admin API's loopback address; it may be on any interface, as
+	// the probes say only "ok" or why not. Empty means none.
+	HealthListen string `yaml:"health_listen"`
 }
 
 // EdgeService is one service the edge carries to connectors, and how
@@ -333,6 +338,9 @@ func (e Edge) Validate() error {
 	}
 	if c.listenAddr("admin.listen", e.Admin.Listen, &ls) && !e.Admin.AllowRemote && !isLoopback(e.Admin.Listen) {
 		c.add("admin.listen", "%q is not a loopback address; the admin API stays on loopback unless admin.allow_remote is true", e.Admin.Listen)
+	}
+	if e.Admin.HealthListen != "" {
+		c.listenAddr("admin.health_listen", e.Admin.HealthListen, &ls)
 	}
 	c.positive("drain_timeout", e.DrainTimeout)
 	if e.Audit.Retention < time.Hour {

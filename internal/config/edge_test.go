@@ -187,6 +187,11 @@ func TestDecodeEdgeProblems(t *testing.T) {
 			want: `edge.yaml:3: admin.listen: "0.0.0.0:5501" is not a loopback address; the admin API stays on loopback unless admin.allow_remote is true`,
 		},
 		{
+			name: "health listener at a bad address",
+			doc:  "data_dir: /d\nadmin:\n  health_listen: 5502\n",
+			want: `edge.yaml:3: admin.health_listen: invalid address "5502" (use host:port, e.g. :15432)`,
+		},
+		{
 			name: "bad log format",
 			doc:  "data_dir: /d\nlog:\n  format: xml\n",
 			want: `edge.yaml:3: log.format: unknown format "xml" (use text or json)`,

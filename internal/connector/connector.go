@@ -1,5 +1,5 @@
-// Package connector is sallyport's trusted-network role. It never listens:
-// it dials out to the edge(s), keeps a tunnel to each up with reconnects
+// Package connector is sallyport's trusted-network role. It never listens
+// (but for its health probes, when health.listen asks for them): it dials out to the edge(s), keeps a tunnel to each up with reconnects
 // that back off with jitter, and for each stream the edge opens it dials
 // the back-end that its own configuration names for the stream's service.
 // That configuration is the allow-list: the edge can name a service, never
@@ -20,15 +20,18 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/egress"
 	"github.com/sallyport/sallyport/internal/enroll"
+	"github.com/sallyport/sallyport/internal/health"
 	"github.com/sallyport/sallyport/internal/pipe"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -77,6 +80,9 @@ type Connector struct {
 	told sync.Map
 	// fleet is the edges the connector keeps tunnels to (members.go).
 	fleet fleet
+
+	// healthAddr is health.listen's address, once bound.
+	healthAddr atomic.Pointer[net.Addr]
 
 	streams pipe.Tracker
 	// handlers counts stream goroutines.
@@ -183,6 +189,11 @@ func (c *Connector) Run(parent context.Context) error {
 	defer stop(nil)
 	c.stop = stop
 	c.logEgress()
+	stopHealth, err := c.serveHealth()
+	if err != nil {
+		return err
+	}
+	defer stopHealth()
 	id, err := c.identity(ctx)
 	if err != nil {
 		return err
@@ -194,7 +205,13 @@ func (c *Connector) Run(parent context.Context) error {
 	var loops sync.WaitGroup
 	loops.Go(func() { c.keepRenewing(ctx, id) })
 	c.startFleet(ctx, id)
+	// Ready for systemd once enrolled and dialling, not once a tunnel is
+	// up: an edge out of reach for longer than the unit's start timeout
+	// would otherwise get the connector killed and restarted in a loop,
+	// when it should keep redialling. /readyz is what says "tunnel up".
+	c.notify("READY=1")
 	<-ctx.Done()
+	c.notify("STOPPING=1")
 	c.tunnels.Lock()
 	c.tunnels.draining = true
 	c.tunnels.Unlock()
@@ -273,6 +290,67 @@ func (c *Connector) closeTunnels() {
 	c.tunnels.Unlock()
 	for _, s := range sessions {
 		s.Shutdown()
+	}
+}
+
+// HealthAddr is the address the probes listen on (health.listen); nil
+// without one, or before Run has bound it.
+func (c *Connector) HealthAddr() net.Addr {
+	if a := c.healthAddr.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
+
+var (
+	errNoTunnel = errors.New("no tunnel up")
+	errDraining = errors.New("draining")
+)
+
+// Readiness is nil while at least one tunnel is up and the connector is
+// not draining; otherwise it is the reason it is not ready.
+func (c *Connector) Readiness() error {
+	c.tunnels.Lock()
+	defer c.tunnels.Unlock()
+	switch {
+	case c.tunnels.draining:
+		return errDraining
+	case len(c.tunnels.up) == 0:
+		return errNoTunnel
+	}
+	return nil
+}
+
+// serveHealth listens on health.listen, if set, and serves the probes
+// until the returned function is called, which waits for the server.
+func (c *Connector) serveHealth() (stop func(), err error) {
+	addr := c.cfg.Health.Listen
+	if addr == "" {
+		return func() {}, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for the health probes on %s (health.listen): %w", addr, err)
+	}
+	a := l.Addr()
+	c.healthAddr.Store(&a)
+	c.log.Info("health probes listening", "addr", a.String())
+	srv := &http.Server{Handler: health.Handler(c.Readiness), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(l)
+	}()
+	return func() {
+		srv.Close()
+		<-done
+	}, nil
+}
+
+// notify tells systemd state, when it runs the connector with Type=notify.
+func (c *Connector) notify(state string) {
+	if err := health.Notify(state); err != nil {
+		c.log.Warn("could not notify systemd", "state", state, "err", err)
 	}
 }
 

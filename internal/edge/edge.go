@@ -23,12 +23,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/health"
 	"github.com/sallyport/sallyport/internal/ingress"
 	"github.com/sallyport/sallyport/internal/loglimit"
 	"github.com/sallyport/sallyport/internal/pki"
@@ -119,6 +121,12 @@ type Edge struct {
 	// (members.go, fence.go).
 	members members
 	fence   fence
+
+	// draining is set once Run's context has ended: /readyz then fails,
+	// so that balancers send new clients elsewhere during the drain.
+	draining atomic.Bool
+	// healthAddr is admin.health_listen's address; valid after Ready.
+	healthAddr net.Addr
 }
 
 // tunnelInfo describes one live tunnel.
@@ -180,6 +188,35 @@ func (e *Edge) ServiceAddr(name string) net.Addr { return e.listeners.ServiceAdd
 // ListenerAddr is the address of the shared listener at index i of the
 // config's Listeners; valid after Ready.
 func (e *Edge) ListenerAddr(i int) net.Addr { return e.listeners.ListenerAddr(i) }
+
+// HealthAddr is the address of the probes' own listener
+// (admin.health_listen), nil without one; valid after Ready.
+func (e *Edge) HealthAddr() net.Addr { return e.healthAddr }
+
+// Errors that /readyz shows; short, and nothing an attacker could use.
+var (
+	errStarting = errors.New("starting")
+	errDraining = errors.New("draining")
+	errFenced   = errors.New("fenced: lost its store")
+)
+
+// Readiness is nil when the edge serves clients: its store is open, every
+// listener is bound, it is not fenced and not draining. Otherwise it is
+// the reason it is not ready.
+func (e *Edge) Readiness() error {
+	select {
+	case <-e.ready:
+	default:
+		return errStarting
+	}
+	switch {
+	case e.draining.Load():
+		return errDraining
+	case e.Fenced():
+		return errFenced
+	}
+	return nil
+}
 
 // AdminToken reads the admin API's bearer token from the data directory.
 func (e *Edge) AdminToken() (string, error) {
@@ -273,6 +310,14 @@ func (e *Edge) Run(parent context.Context) (err error) {
 		return fmt.Errorf("write %s: %w", AdminAddrFile, err)
 	}
 
+	var hl net.Listener
+	if a := e.cfg.Admin.HealthListen; a != "" {
+		if hl, err = listen("the health probes", a); err != nil {
+			return err
+		}
+		e.healthAddr = hl.Addr()
+	}
+
 	if e.policies, err = newPolicies(e.cfg.Services, e.log, e.now); err != nil {
 		return err
 	}
@@ -292,6 +337,7 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	alog := e.log.With("component", "admin")
 	adminSrv := &http.Server{Handler: admin.TokenHandler(e, token, alog), ReadHeaderTimeout: 10 * time.Second}
 	socketSrv := &http.Server{Handler: admin.SocketHandler(e, alog), ReadHeaderTimeout: 10 * time.Second}
+	healthSrv := &http.Server{Handler: health.Handler(e.Readiness), ReadHeaderTimeout: 10 * time.Second}
 	sl, err := admin.ListenSocket(filepath.Join(dir, admin.SocketFile))
 	if err != nil {
 		// A data directory whose path is too long for a socket, say: the
@@ -299,7 +345,7 @@ func (e *Edge) Run(parent context.Context) (err error) {
 		e.log.Warn("no admin socket; the CLI needs --admin and the token", "err", err)
 	}
 	var loops sync.WaitGroup
-	for srv, l := range map[*http.Server]net.Listener{adminSrv: al, socketSrv: sl} {
+	for srv, l := range map[*http.Server]net.Listener{adminSrv: al, socketSrv: sl, healthSrv: hl} {
 		if l == nil {
 			continue
 		}
@@ -315,11 +361,16 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	e.log.Info("edge started", "edge", e.id, "tunnel", tl.Addr().String(), "advertise", strings.Join(e.advertise, ","),
 		"admin", al.Addr().String(), "services", len(e.cfg.Services), "shared_listeners", e.listeners.Shared(), "ca_pin", e.ca.Pin())
 	close(e.ready)
+	e.notify("READY=1")
 
 	<-ctx.Done()
+	e.draining.Store(true)
 	if errors.Is(context.Cause(ctx), ErrBecomeMember) {
+		// The process runs on (a new Run): systemd would take STOPPING=1
+		// for the unit's stop and kill it at the stop timeout.
 		e.log.Info("the first member joined: this edge restarts to make its store a cluster member; draining live connections", "timeout", e.cfg.DrainTimeout)
 	} else {
+		e.notify("STOPPING=1")
 		e.log.Info("edge stopping: no new connections; draining live ones", "timeout", e.cfg.DrainTimeout)
 	}
 	tl.Close()
@@ -327,13 +378,16 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	// must not be let in for as long as the store takes to answer.
 	var leaving sync.WaitGroup
 	leaving.Go(leave)
-	shutdownCtx, stopShutdown := context.WithTimeout(context.Background(), 5*time.Second)
-	adminSrv.Shutdown(shutdownCtx)
-	socketSrv.Shutdown(shutdownCtx)
-	stopShutdown()
+	// The admin API and the probes serve through the drain: /readyz
+	// answers "draining" while balancers take the edge out.
 	if n := e.listeners.Drain(e.cfg.DrainTimeout); n > 0 {
 		e.log.Warn("drain timeout: closing client connections still open", "count", n)
 	}
+	shutdownCtx, stopShutdown := context.WithTimeout(context.Background(), 5*time.Second)
+	for _, srv := range []*http.Server{adminSrv, socketSrv, healthSrv} {
+		srv.Shutdown(shutdownCtx)
+	}
+	stopShutdown()
 	leaving.Wait()
 	loops.Wait()
 	e.closeTunnels()
@@ -341,6 +395,13 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	e.handlers.Wait()
 	e.log.Info("edge stopped")
 	return nil
+}
+
+// notify tells systemd state, when it runs the edge with Type=notify.
+func (e *Edge) notify(state string) {
+	if err := health.Notify(state); err != nil {
+		e.log.Warn("could not notify systemd", "state", state, "err", err)
+	}
 }
 
 // closeTunnels shuts every tunnel down; tunnelEnded removes the routes.
