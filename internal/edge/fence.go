@@ -118,7 +118,9 @@ func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) er
 // succeeded: so one bucket's leader election does not fence the edge
 // (§7), but a read that shows the watch behind does, whatever the
 // presence write says — the store is there, and this edge is not
-// hearing it.
+// hearing it. If both failed, a cluster member that hears a quorum of
+// its cluster is fresh too: the elections after a member's loss took
+// about 6 s, and fenced every edge of the majority.
 func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) error, prevSeq uint64, r round) round {
 	rctx, cancel := context.WithTimeout(ctx, fenceAfter)
 	defer cancel()
@@ -129,10 +131,18 @@ func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) er
 		r.lastSeq, r.seqRead = last, true
 	}
 	putErr := <-put
-	if err == nil {
+	switch {
+	case err == nil:
 		r.fresh = caughtUp
-	} else {
-		r.fresh = putErr == nil
+	case putErr == nil:
+		r.fresh = true
+	default:
+		// Neither answered: a partition, or leader elections (several
+		// seconds after a member's loss, measured). A member that hears
+		// a quorum of the cluster is in an election: no write can
+		// commit without a server it hears, so it misses nothing.
+		q, ok := e.st.(interface{ HearsQuorum(time.Duration) bool })
+		r.fresh = ok && q.HearsQuorum(fenceAfter)
 	}
 	return r
 }

@@ -503,3 +503,24 @@ func TestLastMemberStopsWithoutQuorum(t *testing.T) {
 		t.Fatalf("the last member took %v to stop its watch and close", d)
 	}
 }
+
+// TestHearsQuorum: a member hears a quorum while two of three are up
+// (whatever is being elected), and not once it is alone.
+func TestHearsQuorum(t *testing.T) {
+	ms := newMembers(t, pkitest.NewCA(t), "sallyport-q0", "sallyport-q1", "sallyport-q2")
+	openMembers(t, ms...)
+	hears := func(want bool) {
+		t.Helper()
+		eventually(t, 15*time.Second, fmt.Sprintf("HearsQuorum %v", want), func() error {
+			if got := ms[0].st.HearsQuorum(1500 * time.Millisecond); got != want {
+				return fmt.Errorf("HearsQuorum = %v", got)
+			}
+			return nil
+		})
+	}
+	hears(true)
+	ms[2].st.Close()
+	hears(true)
+	ms[1].st.Close()
+	hears(false)
+}

@@ -84,6 +84,9 @@ type Options struct {
 // JetStream is a Store on NATS JetStream key-value buckets, one bucket per
 // kind of record, keyed by id, values JSON. It is safe for concurrent use.
 type JetStream struct {
+	// heard follows the routes' inbound traffic (HearsQuorum).
+	heard heard
+
 	log  *slog.Logger
 	name string         // the embedded server's name
 	lock *os.File       // holds the data directory's lock; nil with a URL
