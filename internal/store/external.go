@@ -46,7 +46,11 @@ func connectHint(opts Options, err error) string {
 		return fmt.Sprintf("the NATS server's certificate is not signed by the CA in store.ca (%s): set store.ca to the CA that signed the servers' certificates", opts.CAFile)
 	case errors.As(err, &host):
 		return "the NATS server's certificate is not for the host in store.url: use a name (or address) the certificate holds"
-	case errors.As(err, &op) && op.Op == "remote error" && opts.CertFile != "":
+	case (errors.As(err, &op) && op.Op == "remote error" || errors.Is(err, nats.ErrTLS)) && opts.CertFile != "":
+		// The server's refusal of the certificate arrives as its TLS
+		// alert or, when the handshake ended first on this side, as the
+		// connection it closes: either way, with a certificate given,
+		// that certificate is what it refused.
 		return fmt.Sprintf("the NATS server refused the client certificate in store.cert (%s): give one signed by a CA the server trusts (its tls.ca_file)", opts.CertFile)
 	case (errors.As(err, &op) && op.Op == "remote error") || errors.Is(err, nats.ErrTLS):
 		return "the NATS server ended the TLS handshake: if it requires client certificates (tls { verify: true }), set store.cert and store.key"

@@ -84,7 +84,7 @@ type Options struct {
 // JetStream is a Store on NATS JetStream key-value buckets, one bucket per
 // kind of record, keyed by id, values JSON. It is safe for concurrent use.
 type JetStream struct {
-	// heard follows the routes' inbound traffic (HearsQuorum).
+	// heard is when the other members' heartbeats came (HearsQuorum).
 	heard heard
 
 	log  *slog.Logger
@@ -260,6 +260,10 @@ func (s *JetStream) startEmbedded(opts Options, timeout time.Duration) error {
 		return err
 	}
 	s.srv, s.nc, s.member = e.srv, e.nc, true
+	if err := s.startHeartbeats(); err != nil {
+		s.shutdown()
+		return fmt.Errorf("open store: cluster heartbeats: %w", err)
+	}
 	return nil
 }
 

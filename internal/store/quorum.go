@@ -3,60 +3,85 @@ package store
 import (
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
-// heard follows, per route peer, when a message last came in from it: a
-// route's inbound count grows with every Raft heartbeat and reply
-// (about every second from each peer that leads a group or follows one
-// this server leads) and with every write that peer forwards.
+// Cluster members tell each other they are there with a core NATS message
+// on heartbeatSubject every heartbeatEvery: no JetStream leader is needed
+// to send or receive it, so it flows during leader elections, and it
+// stops at once across a partition (a silently dropped route stays open
+// for minutes, but carries nothing). Only members can publish it: the
+// routes take route certificates of the edge CA, and each member's client
+// port is on loopback behind a token held in memory.
+const (
+	heartbeatSubject = "sallyport.members.heartbeat"
+	heartbeatEvery   = 250 * time.Millisecond
+	// maxHeard bounds the member names remembered.
+	maxHeard = 256
+)
+
+// heard is when each other member's heartbeat last came, by server name.
 type heard struct {
 	mu sync.Mutex
-	in map[string]int64     // inbound messages last seen, by peer name
-	at map[string]time.Time // when that count last changed
+	at map[string]time.Time
+}
+
+// startHeartbeats sends this member's heartbeat until the store closes
+// and notes the others'.
+func (s *JetStream) startHeartbeats() error {
+	s.heard.at = make(map[string]time.Time)
+	sub, err := s.nc.Subscribe(heartbeatSubject, func(m *nats.Msg) {
+		name := string(m.Data)
+		if name == s.name || name == "" || len(name) > 128 {
+			return
+		}
+		s.heard.mu.Lock()
+		defer s.heard.mu.Unlock()
+		if _, ok := s.heard.at[name]; ok || len(s.heard.at) < maxHeard {
+			s.heard.at[name] = time.Now()
+		}
+	})
+	if err != nil {
+		return err
+	}
+	s.raising.Go(func() {
+		defer sub.Unsubscribe()
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			s.nc.Publish(heartbeatSubject, []byte(s.name))
+			select {
+			case <-s.stopRaise:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return nil
 }
 
 // HearsQuorum reports whether this cluster member has heard, within the
-// last window, from enough servers (itself included) to make a quorum of
-// the cluster: then no write can commit without a server it hears, and a
-// store that does not answer it is electing leaders, not going on
-// without it. A member cut off from the others hears none of them (a
-// silently dropped route stays open for minutes, but brings nothing in).
-// Always false for a single node or an external store, which have no
-// routes to judge by.
+// last window, from enough members (itself included) to make a quorum of
+// the cluster: then no write can commit without a member it hears, and a
+// store that does not answer it is electing leaders, not going on without
+// it. A member cut off from the others hears none of them. Always false
+// for a single node or an external store.
 func (s *JetStream) HearsQuorum(window time.Duration) bool {
 	if s.srv == nil || !s.member {
 		return false
 	}
-	jsz, err := s.srv.Jsz(nil)
-	if err != nil || jsz.Meta == nil {
-		return false
-	}
-	rz, err := s.srv.Routez(nil)
-	if err != nil {
-		return false
-	}
-	in := map[string]int64{}
-	for _, r := range rz.Routes {
-		if r.RemoteName != "" {
-			in[r.RemoteName] += r.InMsgs
-		}
-	}
 	now := time.Now()
-	h := &s.heard
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.in == nil {
-		h.in, h.at = map[string]int64{}, map[string]time.Time{}
-	}
-	servers := 1
-	for name, n := range in {
-		if old, ok := h.in[name]; !ok || n != old { // a new route, or more in (or a reconnection's fresh count)
-			h.at[name] = now
-		}
-		h.in[name] = n
-		if now.Sub(h.at[name]) <= window {
-			servers++
+	s.heard.mu.Lock()
+	members, recent := 1+len(s.heard.at), 1
+	for _, at := range s.heard.at {
+		if now.Sub(at) <= window {
+			recent++
 		}
 	}
-	return 2*servers > max(jsz.Meta.Size, len(in)+1)
+	s.heard.mu.Unlock()
+	if jsz, err := s.srv.Jsz(nil); err == nil && jsz.Meta != nil {
+		members = max(members, jsz.Meta.Size)
+	}
+	return 2*recent > members
 }
