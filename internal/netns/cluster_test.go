@@ -108,7 +108,10 @@ func TestClusterTopology(t *testing.T) {
 }
 
 // newCluster builds a cluster deployment for t, or skips t loudly (fails
-// it under CI=true).
+// it under CI=true). The cluster tests do not run in parallel: each runs
+// three race-built edges, two connectors and their stores, and five of
+// them at once on two cores made every store call take seconds, which an
+// edge rightly takes for a lost store.
 func newCluster(t *testing.T, edges int, witness bool) *netns.ClusterStack {
 	t.Helper()
 	netns.SkipIfMissing(t, suite.skip)
@@ -139,7 +142,6 @@ func checkEveryEdge(t *testing.T, s *netns.ClusterStack, edges []int, when strin
 // is served whichever edge it lands on; the two connectors are replicas,
 // both used, and one that goes away is out at once.
 func TestClusterAnyEdgeServes(t *testing.T) {
-	t.Parallel()
 	s := newCluster(t, 3, false)
 	checkEveryEdge(t, s, []int{0, 1, 2}, "at start")
 	for i := range 12 {
@@ -175,7 +177,6 @@ func TestClusterAnyEdgeServes(t *testing.T) {
 // every service within 5 s, the connectors are not restarted, and the
 // store keeps working (a new connector enrolls at a surviving edge).
 func TestClusterEdgeKilled(t *testing.T) {
-	t.Parallel()
 	s := newCluster(t, 3, false)
 	s.Edges[1].Kill()
 	killed := time.Now()
@@ -214,7 +215,6 @@ func TestClusterEdgeKilled(t *testing.T) {
 // not enroll two connectors across the cut, and it serves again once
 // healed.
 func TestClusterPartition(t *testing.T) {
-	t.Parallel()
 	s := newCluster(t, 3, false)
 	keyfile := filepath.Join(t.TempDir(), "twice.keyfile")
 	writeBytes(t, keyfile, s.CreateKeyfile(t, 1, "twice"))
@@ -267,7 +267,6 @@ func TestClusterPartition(t *testing.T) {
 // 100 ms. A client that retries at once (the balancer has no health check
 // here, so a try may land on the edge that is down) is always served.
 func TestClusterRollingRestart(t *testing.T) {
-	t.Parallel()
 	s := newCluster(t, 3, false)
 	stop := make(chan struct{})
 	type result struct {
@@ -307,7 +306,6 @@ func TestClusterRollingRestart(t *testing.T) {
 // losing the witness costs nothing: clients are served and a connector
 // enrolls (a write to the store).
 func TestClusterWitness(t *testing.T) {
-	t.Parallel()
 	s := newCluster(t, 2, true)
 	if st := s.Status(t, 0); !strings.Contains(st, "store cluster: 3 servers, 3 online") {
 		t.Fatalf("two edges and a witness are not three servers:\n%s", st)

@@ -497,7 +497,7 @@ func (s *JetStream) CreateToken(ctx context.Context, t Token) error {
 
 // create stores v under key, which must be new; what names the kind of
 // value in errors. A try that gets no answer is made again, up to
-// createAttempts times, each bounded by attemptTimeout: while a cluster
+// writeAttempts times, each bounded by attemptTimeout: while a cluster
 // moves a bucket to new replicas (the raise to R3 when a third server
 // joins) a write can go unanswered for the client's whole timeout, and
 // succeed a second later. A write that did land before its answer was
@@ -521,15 +521,17 @@ func create(ctx context.Context, kv jetstream.KeyValue, what, key string, v any)
 			return nil
 		case errors.Is(err, jetstream.ErrKeyExists):
 			return fmt.Errorf("create %s %s: %w; generate a new id", what, key, ErrExists)
-		case attempt < createAttempts && ctx.Err() == nil && unanswered(err):
+		case attempt < writeAttempts && ctx.Err() == nil && unanswered(err):
 			continue
 		}
 		return fmt.Errorf("create %s %s: %w", what, key, err)
 	}
 }
 
-// createAttempts bounds create's tries.
-const createAttempts = 3
+// writeAttempts bounds the tries of a write that goes unanswered: 5 of
+// attemptTimeout (2 s) outlast the leader elections measured after a
+// member's loss (about 6 s).
+const writeAttempts = 5
 
 // unanswered reports whether err says a request got no answer in time
 // (rather than a refusal), so that trying again may succeed.
@@ -671,10 +673,32 @@ func (s *JetStream) PutConnector(ctx context.Context, c Connector) error {
 	if err != nil {
 		return fmt.Errorf("put connector %s: %w", c.ID, err)
 	}
-	if _, err := s.connectors.Put(ctx, c.ID, b); err != nil {
+	// A put of the same value is safe to make again: an unanswered one
+	// (an election, the raise to R3) is, up to writeAttempts times. An
+	// enrollment puts its connector after its token is consumed, so a
+	// put given up on costs the connector its keyfile.
+	err = retryUnanswered(ctx, func(actx context.Context) error {
+		_, err := s.connectors.Put(actx, c.ID, b)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("put connector %s: %w", c.ID, err)
 	}
 	return nil
+}
+
+// retryUnanswered runs try, each time bounded by attemptTimeout, until it
+// succeeds, fails otherwise than unanswered, ctx ends, or writeAttempts
+// tries have gone unanswered (about the length of a leader election).
+func retryUnanswered(ctx context.Context, try func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := try(actx)
+		cancel()
+		if err == nil || attempt >= writeAttempts || ctx.Err() != nil || !unanswered(err) {
+			return err
+		}
+	}
 }
 
 // UpdateConnector implements Store.
