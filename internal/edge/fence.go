@@ -70,7 +70,7 @@ func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) er
 	defer t.Stop()
 	var lastSeq uint64
 	results := make(chan round, 1)
-	inFlight := false
+	inFlight, lastOK := false, true
 	var flightStart time.Time
 	start := func() {
 		inFlight = true
@@ -87,7 +87,7 @@ func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) er
 			}
 			return
 		case r := <-results:
-			inFlight = false
+			inFlight, lastOK = false, r.fresh
 			if r.seqRead {
 				lastSeq = r.lastSeq
 			}
@@ -95,16 +95,22 @@ func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) er
 				e.freshness(true, r.started)
 			}
 		case <-t.C:
-			// A round still in flight may yet succeed, and its success
-			// would count from its start: the edge is not fenced on
-			// its account before it has had its fenceAfter (fencing
-			// and unfencing a moment later would cost every tunnel).
 			now := e.now()
-			if !inFlight || now.Sub(flightStart) >= fenceAfter {
-				e.freshness(false, now)
-			}
 			if !inFlight {
 				start()
+			}
+			// After a fresh round, the round in flight may be slow (one
+			// check waiting out its timeout while the other answers)
+			// and its success would count from its start: the edge is
+			// not fenced before it has had its fenceAfter. Fencing at
+			// every tick after a slow success, and unfencing at the
+			// next success, closed every tunnel every two seconds
+			// while a lost member's buckets elected leaders. After a
+			// failed round the store has had its chance.
+			// A round ends by fenceAfter (its checks' timeout); a tick
+			// later its answer is in.
+			if !(lastOK && now.Sub(flightStart) < fenceAfter+fenceTick) {
+				e.freshness(false, now)
 			}
 		}
 	}
@@ -143,6 +149,9 @@ func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) er
 		// commit without a server it hears, so it misses nothing.
 		q, ok := e.st.(interface{ HearsQuorum(time.Duration) bool })
 		r.fresh = ok && q.HearsQuorum(fenceAfter)
+	}
+	if !r.fresh {
+		e.log.Debug("fence: a round found the store not fresh", "last_seq_err", err, "caught_up", caughtUp, "presence_err", putErr)
 	}
 	return r
 }
