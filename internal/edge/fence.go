@@ -127,6 +127,13 @@ func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) er
 // hearing it. If both failed, a cluster member that hears a quorum of
 // its cluster is fresh too: the elections after a member's loss took
 // about 6 s, and fenced every edge of the majority.
+//
+// A cluster member that hears no quorum and whose write did not commit
+// is cut off, whatever its read says: if its own server leads the
+// connectors bucket, the read is answered from what that server holds,
+// and NATS's Raft leader steps down only 10 to 20 s after losing its
+// quorum. The partitioned edge kept serving for that long when it was
+// the leader.
 func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) error, prevSeq uint64, r round) round {
 	rctx, cancel := context.WithTimeout(ctx, fenceAfter)
 	defer cancel()
@@ -137,7 +144,13 @@ func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) er
 		r.lastSeq, r.seqRead = last, true
 	}
 	putErr := <-put
+	member, hears := false, false
+	if m, ok := e.st.(clusterMember); ok {
+		member, hears = m.Quorum(fenceAfter)
+	}
 	switch {
+	case member && !hears && putErr != nil:
+		r.fresh = false
 	case err == nil:
 		r.fresh = caughtUp
 	case putErr == nil:
@@ -147,13 +160,18 @@ func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) er
 		// seconds after a member's loss, measured). A member that hears
 		// a quorum of the cluster is in an election: no write can
 		// commit without a server it hears, so it misses nothing.
-		q, ok := e.st.(interface{ HearsQuorum(time.Duration) bool })
-		r.fresh = ok && q.HearsQuorum(fenceAfter)
+		r.fresh = hears
 	}
 	if !r.fresh {
-		e.log.Debug("fence: a round found the store not fresh", "last_seq_err", err, "caught_up", caughtUp, "presence_err", putErr)
+		e.log.Debug("fence: a round found the store not fresh", "last_seq_err", err, "caught_up", caughtUp, "presence_err", putErr, "member", member, "hears_quorum", hears)
 	}
 	return r
+}
+
+// clusterMember is a store that may be a member of a cluster of embedded
+// NATS servers (store.JetStream).
+type clusterMember interface {
+	Quorum(window time.Duration) (member, hears bool)
 }
 
 // freshness applies a round's success (fresh, now its start) or a tick's

@@ -504,16 +504,16 @@ func TestLastMemberStopsWithoutQuorum(t *testing.T) {
 	}
 }
 
-// TestHearsQuorum: a member hears a quorum while two of three are up
+// TestQuorum: a member hears a quorum while two of three are up
 // (whatever is being elected), and not once it is alone.
-func TestHearsQuorum(t *testing.T) {
+func TestQuorum(t *testing.T) {
 	ms := newMembers(t, pkitest.NewCA(t), "sallyport-q0", "sallyport-q1", "sallyport-q2")
 	openMembers(t, ms...)
 	hears := func(want bool) {
 		t.Helper()
-		eventually(t, 15*time.Second, fmt.Sprintf("HearsQuorum %v", want), func() error {
-			if got := ms[0].st.HearsQuorum(1500 * time.Millisecond); got != want {
-				return fmt.Errorf("HearsQuorum = %v", got)
+		eventually(t, 15*time.Second, fmt.Sprintf("hears a quorum: %v", want), func() error {
+			if member, got := ms[0].st.Quorum(1500 * time.Millisecond); !member || got != want {
+				return fmt.Errorf("Quorum = member %v, hears %v", member, got)
 			}
 			return nil
 		})

@@ -84,7 +84,7 @@ type Options struct {
 // JetStream is a Store on NATS JetStream key-value buckets, one bucket per
 // kind of record, keyed by id, values JSON. It is safe for concurrent use.
 type JetStream struct {
-	// heard is when the other members' heartbeats came (HearsQuorum).
+	// heard is when the other members' heartbeats came (Quorum).
 	heard heard
 
 	log  *slog.Logger

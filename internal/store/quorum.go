@@ -61,15 +61,16 @@ func (s *JetStream) startHeartbeats() error {
 	return nil
 }
 
-// HearsQuorum reports whether this cluster member has heard, within the
-// last window, from enough members (itself included) to make a quorum of
-// the cluster: then no write can commit without a member it hears, and a
+// Quorum reports whether this store is a member of a cluster of
+// embedded servers, and if so whether it has heard, within the last
+// window, from enough members (itself included) to make a quorum of the
+// cluster: then no write can commit without a member it hears, and a
 // store that does not answer it is electing leaders, not going on without
-// it. A member cut off from the others hears none of them. Always false
-// for a single node or an external store.
-func (s *JetStream) HearsQuorum(window time.Duration) bool {
+// it. A member cut off from the others hears none of them. A single node
+// or an external store is no member and hears no quorum.
+func (s *JetStream) Quorum(window time.Duration) (member, hears bool) {
 	if s.srv == nil || !s.member {
-		return false
+		return false, false
 	}
 	now := time.Now()
 	s.heard.mu.Lock()
@@ -83,5 +84,5 @@ func (s *JetStream) HearsQuorum(window time.Duration) bool {
 	if jsz, err := s.srv.Jsz(nil); err == nil && jsz.Meta != nil {
 		members = max(members, jsz.Meta.Size)
 	}
-	return 2*recent > members
+	return true, 2*recent > members
 }

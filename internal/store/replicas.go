@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 const (
@@ -242,4 +244,11 @@ func (s *JetStream) StreamReplicas(ctx context.Context) (map[string]int, error) 
 		out[name] = n
 	}
 	return out, nil
+}
+
+// LeadsBucket reports whether this member's server is the leader of
+// bucket's stream now: the server that answers every read of it (reads
+// go to the leader), from what it holds, until it steps down.
+func (s *JetStream) LeadsBucket(bucket string) bool {
+	return s.srv != nil && s.member && s.srv.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, kvStream(bucket))
 }
