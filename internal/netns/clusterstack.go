@@ -167,14 +167,21 @@ func (s *ClusterStack) CreateKeyfile(t testing.TB, i int, name string) []byte {
 
 // TryCreateKeyfile is CreateKeyfile that returns its error.
 func (s *ClusterStack) TryCreateKeyfile(i int, name string) ([]byte, error) {
-	out := filepath.Join(s.EdgeData[i], name+".keyfile")
-	args := []string{s.Bin, "token", "create", "--data", s.EdgeData[i], "--name", name, "--ttl", "10m", "-o", out}
-	for _, svc := range ClusterServices {
+	return createKeyfile(s.Topo.Edges[i], s.Bin, s.EdgeData[i], name, nil, ClusterServices)
+}
+
+// createKeyfile runs `sallyport token create` (bin, with extra flags) in
+// ns on the edge data directory dir, for a connector named name granted
+// services, and returns the keyfile.
+func createKeyfile(ns *Namespace, bin, dir, name string, extra, services []string) ([]byte, error) {
+	out := filepath.Join(dir, name+".keyfile")
+	args := append([]string{bin, "token", "create", "--data", dir, "--name", name, "--ttl", "10m", "-o", out}, extra...)
+	for _, svc := range services {
 		args = append(args, "--service", svc)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := s.Topo.Edges[i].Run(ctx, args...); err != nil {
+	if _, err := ns.Run(ctx, args...); err != nil {
 		return nil, err
 	}
 	return os.ReadFile(out)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -232,13 +231,7 @@ func (s *Stack) Sallyports() []*Process { return s.started }
 // grants the connector services.
 func (s *Stack) CreateKeyfile(t testing.TB, name string, services ...string) []byte {
 	t.Helper()
-	out := filepath.Join(s.EdgeData, name+".keyfile")
-	args := append([]string{s.Bin, "token", "create", "--data", s.EdgeData, "--name", name, "--ttl", "10m", "-o", out}, s.keyfileArgs...)
-	for _, svc := range services {
-		args = append(args, "--service", svc)
-	}
-	s.Topo.DMZ.Must(t, args...)
-	b, err := os.ReadFile(out)
+	b, err := createKeyfile(s.Topo.DMZ, s.Bin, s.EdgeData, name, s.keyfileArgs, services)
 	if err != nil {
 		t.Fatal(err)
 	}
