@@ -125,6 +125,9 @@ type Edge struct {
 	// draining is set once Run's context has ended: /readyz then fails,
 	// so that balancers send new clients elsewhere during the drain.
 	draining atomic.Bool
+	// warm is set once the edge holds most of its connectors' tunnels
+	// (warm.go).
+	warm atomic.Bool
 	// healthAddr is admin.health_listen's address; valid after Ready.
 	healthAddr net.Addr
 }
@@ -201,8 +204,9 @@ var (
 )
 
 // Readiness is nil when the edge serves clients: its store is open, every
-// listener is bound, it is not fenced and not draining. Otherwise it is
-// the reason it is not ready.
+// listener is bound, it is not fenced and not draining, and it holds
+// tunnels from most of the connectors the other edges hold (warm.go).
+// Otherwise it is the reason it is not ready.
 func (e *Edge) Readiness() error {
 	select {
 	case <-e.ready:
@@ -214,6 +218,8 @@ func (e *Edge) Readiness() error {
 		return errDraining
 	case e.Fenced():
 		return errFenced
+	case !e.warmedUp():
+		return errWarming
 	}
 	return nil
 }

@@ -80,7 +80,8 @@ func (e *Edge) startMembers(ctx context.Context) (leave func(), err error) {
 
 // presence is this edge's presence record.
 func (e *Edge) presence(draining bool) store.EdgePresence {
-	p := store.EdgePresence{ID: e.id, Addresses: e.advertise, Draining: draining, Started: e.members.started}
+	p := store.EdgePresence{ID: e.id, Addresses: e.advertise, Draining: draining, Started: e.members.started,
+		Connectors: e.connectorsHeld()}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		p.Version = bi.Main.Version
 	}

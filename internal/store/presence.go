@@ -37,6 +37,10 @@ type EdgePresence struct {
 	Draining bool      `json:"draining,omitempty"`
 	Version  string    `json:"version,omitempty"`
 	Started  time.Time `json:"started"`
+	// Connectors is how many connectors had a tunnel to the edge when it
+	// wrote the record: a restarted edge is ready for clients once it
+	// holds most of what the others hold.
+	Connectors int `json:"connectors,omitempty"`
 }
 
 // Presence keeps the set of live edges. Each edge renews its own key; a
