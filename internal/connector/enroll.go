@@ -29,7 +29,14 @@ const edgesFile = "edges.json"
 // that cannot reach its store); any other refusal or a pin mismatch is
 // returned at once.
 func (c *Connector) enroll(ctx context.Context, kf enroll.Keyfile) (identity, error) {
-	key, csr, err := pki.NewKeyAndCSR(kf.Name)
+	// The key outlives this process until the identity is saved: if the
+	// edge consumed the token and its answer was lost, the connector asks
+	// again with it (and only with it can).
+	key, err := pki.EnrollKey(c.cfg.DataDir)
+	if err != nil {
+		return identity{}, err
+	}
+	csr, err := pki.NewCSR(key, kf.Name)
 	if err != nil {
 		return identity{}, err
 	}
@@ -104,6 +111,9 @@ func (c *Connector) saveIdentity(resp wire.EnrollResponse, ca *x509.Certificate,
 	cert, ca2, err := pki.LoadIdentity(c.cfg.DataDir)
 	if err != nil {
 		return identity{}, fmt.Errorf("the edge's certificate does not load: %w", err)
+	}
+	if err := pki.DropEnrollKey(c.cfg.DataDir); err != nil {
+		c.log.Warn("could not remove the enrollment key, which connector.key now holds; remove it by hand", "err", err)
 	}
 	c.log.Info("connector enrolled", "connector", resp.ConnectorID, "name", kf.Name, "data", c.cfg.DataDir)
 	if len(c.cfg.Edges) > 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/enroll"
+	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
@@ -123,13 +124,24 @@ func (e *Edge) enroll(ctx context.Context, body []byte) (_ wire.EnrollResponse, 
 		return wire.EnrollResponse{}, tokenStoreRefusal(id, err), subject
 	}
 	if err := check(t); err != nil {
-		return wire.EnrollResponse{}, err.(*wire.Refusal), subject
+		ref := err.(*wire.Refusal)
+		if ref.Code != wire.CodeTokenUsed { // CodeTokenUsed: the secret matched
+			return wire.EnrollResponse{}, ref, subject
+		}
+		if resp, ok := e.enrollAgain(ctx, t, req.CSR, now); ok {
+			return resp, nil, fmt.Sprintf("%s %s (token %s, again: its first answer was lost)", t.Name, resp.ConnectorID, id)
+		}
+		return wire.EnrollResponse{}, ref, subject
 	}
 	if holder, err := e.enrolledAs(ctx, t.Name); err != nil {
 		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeUnavailable, Reason: "the edge cannot read its store now; try again later"}, subject
 	} else if holder.ID != "" && holder.ID != t.Replaces {
 		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeNameTaken, Reason: fmt.Sprintf(
 			"connector name %s is enrolled already (id %s), so this keyfile can no longer be redeemed; ask the edge's operator for a new keyfile made with --replace", t.Name, holder.ID)}, subject
+	}
+	keyPin, err := pki.KeyPinOfCSR(req.CSR)
+	if err != nil {
+		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}, subject
 	}
 	certDER, connID, err := e.ca.SignConnector(req.CSR, t.Name, now, e.cfg.ConnectorCertificateTTL)
 	if err != nil {
@@ -143,7 +155,7 @@ func (e *Edge) enroll(ctx context.Context, body []byte) (_ wire.EnrollResponse, 
 		}
 		return wire.EnrollResponse{}, tokenStoreRefusal(id, err), subject
 	}
-	rec := store.Connector{ID: connID, Name: t.Name, TokenID: id, EnrolledAt: now, NotAfter: notAfter(certDER), Grants: t.Grants}
+	rec := store.Connector{ID: connID, Name: t.Name, TokenID: id, EnrolledAt: now, NotAfter: notAfter(certDER), Grants: t.Grants, EnrollKey: keyPin}
 	if err := e.st.PutConnector(ctx, rec); err != nil {
 		e.log.Error("enrollment: token consumed but connector not recorded", "token", id, "connector", connID, "err", err)
 		return wire.EnrollResponse{}, &wire.Refusal{Code: wire.CodeInternal, Reason: "the edge could not record the connector; ask for a new keyfile"}, subject

@@ -79,6 +79,50 @@ func SaveIdentity(dir string, certDER []byte, key *ecdsa.PrivateKey, caCert *x50
 	return syncDir(dir)
 }
 
+// connectorEnrollKeyFile holds the key a connector enrolls with, from
+// before its first request until its identity is saved.
+const connectorEnrollKeyFile = "enroll.key"
+
+// EnrollKey returns the key the connector in dir enrolls with: the one
+// kept in enroll.key, or a new one written there (mode 0600) first. A
+// connector stopped after the edge consumed its token, but before the
+// answer arrived, asks again with this same key when it starts again, and
+// the edge answers it; with any other key the token stays used.
+func EnrollKey(dir string) (*ecdsa.PrivateKey, error) {
+	path := filepath.Join(dir, connectorEnrollKeyFile)
+	key, err := readKeyFile(path)
+	if err == nil {
+		return key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if key, err = NewKey(); err != nil {
+		return nil, err
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return nil, fmt.Errorf("keep the enrollment key: %w", err)
+	}
+	if err := atomicfile.Write(path, keyPEM, keyMode); err != nil {
+		return nil, fmt.Errorf("keep the enrollment key: %w", err)
+	}
+	return key, nil
+}
+
+// DropEnrollKey removes the key EnrollKey kept in dir, once the identity
+// it enrolled is saved (as connector.key).
+func DropEnrollKey(dir string) error {
+	err := os.Remove(filepath.Join(dir, connectorEnrollKeyFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 // syncDir makes a rename in dir durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

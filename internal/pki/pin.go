@@ -83,3 +83,17 @@ func (e *PinMismatchError) Error() string {
 		"so the keyfile was made for another edge (or the connection is being intercepted): "+
 		"get a new keyfile from this edge's operator", e.Want, e.Got)
 }
+
+// KeyPinOfCSR returns the pin (as PinOf) of the key a certificate request
+// is for, once its signature shows the requester holds that key.
+func KeyPinOfCSR(csrDER []byte) (string, error) {
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadCSR, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return "", fmt.Errorf("%w: signature does not verify: %w", ErrBadCSR, err)
+	}
+	sum := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
+	return pinPrefix + hex.EncodeToString(sum[:]), nil
+}

@@ -109,6 +109,10 @@ type Connector struct {
 	// Grants are the services the connector may offer, sorted; none
 	// grants nothing.
 	Grants []string `json:"grants,omitempty"`
+	// EnrollKey is the pin (pki.PinOf) of the key the connector enrolled
+	// with: a connector that lost the edge's answer redeems its used token
+	// again with the same key, and only with it.
+	EnrollKey string `json:"enroll_key,omitempty"`
 	// Revision is the store's revision of this record, set when it is
 	// read, watched or updated: of two copies, the higher is newer.
 	Revision uint64 `json:"-"`
