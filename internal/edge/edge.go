@@ -116,6 +116,8 @@ type Edge struct {
 	becomeMember func()
 	// joinFailures slows failed join attempts (see serveJoin).
 	joinFailures *rate.Limiter
+	// renewals bounds each connector's certificate renewals (renewals.go).
+	renewals *renewals
 
 	// members and fence: the cluster's edges, and the freshness fence
 	// (members.go, fence.go).
@@ -164,6 +166,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 
 		auditRefusals: newAuditLimiter(),
 		joinFailures:  newJoinLimiter(),
+		renewals:      newRenewals(cfg.ConnectorCertificateTTL),
 		refusalLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
 		openingLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
 	}

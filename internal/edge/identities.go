@@ -53,6 +53,9 @@ func (e *Edge) identityChanged(c store.Connector) {
 	}
 	e.conns.ids[c.ID] = c
 	delete(e.conns.warned, c.ID) // a later ungranted offer is news again
+	if c.Revoked() {
+		e.renewals.forget(c.ID)
+	}
 	for sess, info := range e.conns.byID[c.ID] {
 		if info.draining {
 			continue

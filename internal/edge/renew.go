@@ -75,6 +75,10 @@ func (e *Edge) renew(ctx context.Context, cs tls.ConnectionState, body []byte) (
 		return wire.RenewResponse{}, &wire.Refusal{Code: wire.CodeRevoked, Reason: revokedReason(rec)}, id, rec.Name
 	}
 	now := e.now().UTC()
+	if !e.renewals.allow(id, now) {
+		return wire.RenewResponse{}, &wire.Refusal{Code: wire.CodeUnavailable, Reason: fmt.Sprintf(
+			"connector %s renewed its certificate %d times lately; a connector renews once per two thirds of its certificate's lifetime: try again later", id, renewalBurst)}, id, rec.Name
+	}
 	der, err := e.ca.RenewConnector(req.CSR, rec.Name, id, now, e.cfg.ConnectorCertificateTTL)
 	if err != nil {
 		return wire.RenewResponse{}, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "certificate request refused: " + err.Error()}, id, rec.Name

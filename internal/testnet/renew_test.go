@@ -286,3 +286,30 @@ func TestConnectorStopsWhenRenewalIsRefused(t *testing.T) {
 		t.Errorf("the connector logged the refused renewal %d times, want once:\n%s", n, c.Logs.Tail(10))
 	}
 }
+
+// TestRenewalsBounded plays a connector that renews over and over: after
+// a few renewals in a row the edge refuses, saying to try later, without
+// signing or writing anything; the connector's tunnel is not touched.
+func TestRenewalsBounded(t *testing.T) {
+	e, _, _, c := siteA(t, 0)
+	e.WaitRoutes(t, "echo", 1, 10*time.Second)
+	refused := 0
+	for range 10 {
+		err := renewDirect(t, e, c.Cfg.DataDir)
+		var ref *wire.Refusal
+		switch {
+		case err == nil:
+		case errors.As(err, &ref) && ref.Code == wire.CodeUnavailable && strings.Contains(ref.Reason, "try again later"):
+			refused++
+		default:
+			t.Fatalf("a renewal: %v", err)
+		}
+	}
+	if refused != 10-3 {
+		t.Fatalf("%d of 10 renewals in a row refused; want all but the first 3", refused)
+	}
+	if n := len(audited(t, e, "renew")); n < 10 {
+		t.Errorf("%d renew events in the audit trail; want each renewal and refusal", n)
+	}
+	echoOnce(t, e)
+}
