@@ -35,6 +35,7 @@ import (
 	"github.com/sallyport/sallyport/internal/loglimit"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/route"
+	"github.com/sallyport/sallyport/internal/slowdown"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wstunnel"
@@ -114,8 +115,12 @@ type Edge struct {
 	// becomeMember ends Run with ErrBecomeMember (see memberJoined); set
 	// at the start of Run.
 	becomeMember func()
-	// joinFailures slows failed join attempts (see serveJoin).
-	joinFailures *rate.Limiter
+	// joinFailures slows failed join attempts by address (serveJoin):
+	// after each, that address is refused as busy for a while (100 ms,
+	// doubling up to 5 s); other addresses are not slowed. A join secret
+	// has 256 random bits, so this guards the store and the audit trail,
+	// not the secret.
+	joinFailures slowdown.Failures
 	// renewals bounds each connector's certificate renewals (renewals.go).
 	renewals *renewals
 
@@ -165,7 +170,6 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		openings: newOpenings(config.TunnelOpenings, cfg.Tunnel.OpeningsPerSource),
 
 		auditRefusals: newAuditLimiter(),
-		joinFailures:  newJoinLimiter(),
 		renewals:      newRenewals(cfg.ConnectorCertificateTTL),
 		refusalLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
 		openingLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},

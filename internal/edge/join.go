@@ -23,7 +23,6 @@ import (
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
-	"golang.org/x/time/rate"
 )
 
 const (
@@ -33,18 +32,7 @@ const (
 	// routeCertTTL is how long a route certificate issued at a join is
 	// valid.
 	routeCertTTL = 365 * 24 * time.Hour
-	// Failed join attempts are let through at most this fast (after a
-	// burst); beyond it every join is refused as busy until the bucket
-	// refills. A join secret has 256 random bits, so this guards the
-	// store and the audit trail, not the secret.
-	joinFailuresEvery = time.Second
-	joinFailuresBurst = 20
 )
-
-// newJoinLimiter makes the limiter of failed join attempts.
-func newJoinLimiter() *rate.Limiter {
-	return rate.NewLimiter(rate.Every(joinFailuresEvery), joinFailuresBurst)
-}
 
 // tokenKindOf is the store's token kind for a join role.
 func tokenKindOf(role enroll.Role) string {
@@ -141,19 +129,24 @@ func tcpAddresses(addrs []string) []string {
 func (e *Edge) serveJoin(ctx context.Context, tc *tls.Conn, body []byte, log *slog.Logger) {
 	defer tc.Close()
 	actor := "joiner at " + tc.RemoteAddr().String()
-	if e.joinFailures.Tokens() < 1 {
-		log.Warn("join refused: too many failed join attempts of late")
-		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBusy, Reason: "too many failed join attempts at this edge of late: try again in a few seconds"})
+	ip := remoteIP(tc)
+	if wait := e.joinFailures.Wait(ip, time.Now()); wait > 0 {
+		log.Warn("join refused: too many failed join attempts from this address of late")
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBusy, Reason: fmt.Sprintf(
+			"too many failed join attempts from your address of late: try again in %s", wait.Round(time.Millisecond))})
 		return
 	}
 	resp, ref, subject, advertise := e.join(ctx, tc.ConnectionState(), body)
 	if ref != nil {
-		e.joinFailures.Allow() // counts the failure
+		if !ref.Temporary() { // an edge that cannot decide is not the joiner's failure
+			e.joinFailures.Failed(ip, time.Now())
+		}
 		log.Warn("join refused", "code", ref.Code.String(), "reason", ref.Reason)
 		e.auditRefusal(store.AuditEvent{Actor: actor, Action: "join", Subject: subject, Result: "refused: " + ref.Reason})
 		tunnel.Refuse(tc, ref)
 		return
 	}
+	e.joinFailures.Succeeded(ip)
 	detail := "routes " + strings.Join(resp.Routes, ",")
 	if e.cfg.Store.URL != "" {
 		detail = "on the external store"

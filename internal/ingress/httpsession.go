@@ -50,7 +50,7 @@ func (f *httpListener) serveLink(w http.ResponseWriter, r *http.Request, token, 
 	cookie, expires, ref := f.s.d.RedeemLink(token, host, c)
 	if ref != nil {
 		if ref.Reason == admission.ReasonSession {
-			if d := f.s.sessionBackoff.failed(c.IP(), f.s.now()); d > 0 {
+			if d := f.s.sessionBackoff.Failed(c.IP(), f.s.now()); d > 0 {
 				t := time.NewTimer(d)
 				select {
 				case <-t.C:
@@ -66,7 +66,7 @@ func (f *httpListener) serveLink(w http.ResponseWriter, r *http.Request, token, 
 		writePage(w, a.http, "This link cannot be used", ref.Msg+".")
 		return
 	}
-	f.s.sessionBackoff.succeeded(c.IP())
+	f.s.sessionBackoff.Succeeded(c.IP())
 	ck := &http.Cookie{Name: sessionCookiePlain, Value: cookie, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode,
 		MaxAge: max(1, int(expires.Sub(f.s.now())/time.Second))}
 	if r.TLS != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/pipe"
 	"github.com/sallyport/sallyport/internal/route"
+	"github.com/sallyport/sallyport/internal/slowdown"
 	"github.com/sallyport/sallyport/internal/tlsfiles"
 	"github.com/sallyport/sallyport/internal/wire"
 )
@@ -143,7 +144,7 @@ type Set struct {
 	caps    *caps
 	// sessionBackoff slows the refusals of session links to an address
 	// that keeps presenting bad ones.
-	sessionBackoff loginBackoff
+	sessionBackoff slowdown.Failures
 }
 
 // Open opens every public listener of cfg (a validated config) with

@@ -68,7 +68,7 @@ func (s *Set) serveSession(w http.ResponseWriter, r *http.Request, pathToken str
 	st, ref := s.d.OpenSession(token, c)
 	if ref != nil {
 		if ref.Reason == admission.ReasonSession {
-			if d := s.sessionBackoff.failed(c.IP(), s.now()); d > 0 {
+			if d := s.sessionBackoff.Failed(c.IP(), s.now()); d > 0 {
 				t := time.NewTimer(d)
 				select {
 				case <-t.C:
@@ -80,6 +80,6 @@ func (s *Set) serveSession(w http.ResponseWriter, r *http.Request, pathToken str
 		wc.Close(answerFor(ref).ws, closeReason(ref.Msg))
 		return
 	}
-	s.sessionBackoff.succeeded(c.IP())
+	s.sessionBackoff.Succeeded(c.IP())
 	s.carryWS(wc, st, c, start)
 }

@@ -13,12 +13,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/route"
+	"github.com/sallyport/sallyport/internal/slowdown"
 )
 
 // SOCKS5 (RFC 1928) and its username/password authentication (RFC 1929).
@@ -58,7 +58,7 @@ const (
 // refused (the edge never knows back-end addresses).
 type socksListener struct {
 	s       *Set
-	backoff loginBackoff
+	backoff slowdown.Failures
 	l       net.Listener
 	users   map[string][sha256.Size]byte // password hashes by user; nil: no authentication
 }
@@ -260,80 +260,15 @@ func (f *socksListener) authenticate(c io.ReadWriter, src netip.Addr) error {
 	got := sha256.Sum256(pw)
 	want, known := f.users[string(user)]
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !known {
-		if d := f.backoff.failed(src, time.Now()); d > 0 {
+		if d := f.backoff.Failed(src, time.Now()); d > 0 {
 			time.Sleep(d) // within the handshake's deadline; the client waits
 		}
 		c.Write([]byte{socksAuthVersion, 1})
 		return admission.Refuse(admission.ReasonSOCKSAuth, "", "SOCKS authentication failed for user %q", string(user))
 	}
-	f.backoff.succeeded(src)
+	f.backoff.Succeeded(src)
 	_, err := c.Write([]byte{socksAuthVersion, 0})
 	return err
-}
-
-// loginBackoff slows down failed SOCKS logins from one address, so that
-// passwords cannot be guessed at the speed of the network: the n-th failure
-// in a row is answered after min(100ms·2^(n-1), 5s). A success, or a quiet
-// minute, forgets the address. At most maxBackoffSources addresses are
-// remembered. The zero value is ready; it is safe for concurrent use.
-type loginBackoff struct {
-	state struct {
-		sync.Mutex
-		fails map[netip.Addr]loginFailures
-	}
-}
-
-type loginFailures struct {
-	n    int
-	last time.Time
-}
-
-const (
-	loginBackoffFirst = 100 * time.Millisecond
-	loginBackoffMax   = 5 * time.Second
-	loginBackoffReset = time.Minute
-	maxBackoffSources = 10000
-)
-
-// failed records a failure from ip at now and returns how long to wait
-// before answering it; nothing for an unknown address (the zero Addr).
-func (b *loginBackoff) failed(ip netip.Addr, now time.Time) time.Duration {
-	if !ip.IsValid() {
-		return 0
-	}
-	b.state.Lock()
-	defer b.state.Unlock()
-	if b.state.fails == nil {
-		b.state.fails = make(map[netip.Addr]loginFailures)
-	}
-	f, ok := b.state.fails[ip]
-	if ok && now.Sub(f.last) >= loginBackoffReset {
-		f = loginFailures{}
-	}
-	if !ok && len(b.state.fails) >= maxBackoffSources {
-		for k, v := range b.state.fails {
-			if now.Sub(v.last) >= loginBackoffReset {
-				delete(b.state.fails, k)
-			}
-		}
-	}
-	f.n++
-	f.last = now
-	if ok || len(b.state.fails) < maxBackoffSources {
-		b.state.fails[ip] = f
-	}
-	d := loginBackoffFirst
-	for i := 1; i < f.n && d < loginBackoffMax; i++ {
-		d *= 2
-	}
-	return min(d, loginBackoffMax)
-}
-
-// succeeded forgets ip's failures.
-func (b *loginBackoff) succeeded(ip netip.Addr) {
-	b.state.Lock()
-	defer b.state.Unlock()
-	delete(b.state.fails, ip)
 }
 
 // writeSOCKSReply writes a reply whose bound address is 0.0.0.0:0.

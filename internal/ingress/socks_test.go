@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/sallyport/sallyport/internal/admission"
 )
@@ -105,31 +104,4 @@ func FuzzSOCKSHandshake(f *testing.F) {
 			t.Fatalf("handshake accepted %+v, neither a configured service nor an address", dest)
 		}
 	})
-}
-
-// Failed logins from one address are answered ever later (100ms, 200ms,
-// 400ms... at most 5s); another address, a success, or a quiet minute
-// starts again from the first step.
-func TestLoginBackoff(t *testing.T) {
-	var b loginBackoff
-	a, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	now := time.Now()
-	for i, want := range []time.Duration{100, 200, 400, 800, 1600, 3200, 5000, 5000} {
-		if got := b.failed(a, now); got != want*time.Millisecond {
-			t.Errorf("failure %d: wait %v, want %v", i+1, got, want*time.Millisecond)
-		}
-	}
-	if got := b.failed(other, now); got != 100*time.Millisecond {
-		t.Errorf("another address waits %v, want 100ms", got)
-	}
-	b.succeeded(a)
-	if got := b.failed(a, now); got != 100*time.Millisecond {
-		t.Errorf("after a success: %v, want 100ms", got)
-	}
-	if got := b.failed(a, now.Add(time.Minute)); got != 100*time.Millisecond {
-		t.Errorf("after a quiet minute: %v, want 100ms", got)
-	}
-	if got := b.failed(netip.Addr{}, now); got != 0 {
-		t.Errorf("an unknown address waits %v", got)
-	}
 }

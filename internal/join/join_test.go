@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,7 +76,20 @@ func writeJoinKeyfile(t *testing.T, kf enroll.JoinKeyfile) string {
 func redeem(keyfile, dir string, role enroll.Role) (join.Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return join.Redeem(ctx, join.Options{Keyfile: keyfile, DataDir: dir, Role: role, Name: joinerName, Advertise: joinerAdvertise})
+	return join.Redeem(ctx, join.Options{Keyfile: keyfile, DataDir: dir, Role: role, Name: joinerName, Advertise: joinerAdvertise,
+		Dial: freshSource().DialContext})
+}
+
+// sources counts the loopback source addresses handed out by freshSource.
+var sources atomic.Uint32
+
+// freshSource is a dialer from a loopback address no other join of the
+// tests came from: a failed join slows its address down
+// (TestJoinFailuresSlowed), and the refusal tests try many in a row.
+func freshSource() *net.Dialer {
+	n := sources.Add(1)
+	ip := net.IPv4(127, 1, byte(n>>8), byte(n))
+	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
 }
 
 // edgeCA loads the CA from e's data directory.
