@@ -32,6 +32,7 @@ import (
 	"github.com/sallyport/sallyport/internal/egress"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/health"
+	"github.com/sallyport/sallyport/internal/loglimit"
 	"github.com/sallyport/sallyport/internal/pipe"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -43,10 +44,12 @@ const headerTimeout = 10 * time.Second
 
 // Connector is one connector process. Create it with New, run it once.
 type Connector struct {
-	cfg      config.Connector
-	log      *slog.Logger
-	now      func() time.Time
-	instance string
+	cfg config.Connector
+	log *slog.Logger
+	// lookupLines bounds the lines about refused address lookups.
+	lookupLines loglimit.Limiter
+	now         func() time.Time
+	instance    string
 	// dialer dials the back-ends, always directly.
 	dialer net.Dialer
 	// edgeDialer reaches the edges: directly or through the proxy
@@ -481,7 +484,12 @@ func (c *Connector) lookup(h wire.StreamOpen, edge string) wire.StreamReply {
 	}
 	name, ok := c.byAddress[normalizeAddress(h.Address)]
 	if !ok {
-		c.log.Warn("address lookup refused: address not in this connector's allow-list", "address", h.Address, "client", h.Client, "edge", edge)
+		// The address is the client's choice: a few lines a second,
+		// whatever a client floods the edge's SOCKS listener with.
+		if log, unsaid := c.lookupLines.Allow(nil, time.Now()); log {
+			c.log.Warn("address lookup refused: address not in this connector's allow-list", "address", h.Address, "client", h.Client, "edge", edge,
+				"more_unlogged", unsaid)
+		}
 		return wire.StreamReply{Code: wire.CodeUnknownService, Reason: fmt.Sprintf("address %q is not in this connector's allow-list", h.Address)}
 	}
 	c.log.Debug("address lookup answered", "address", h.Address, "service", name, "client", h.Client, "edge", edge)

@@ -327,3 +327,30 @@ func TestSOCKSAddressModeServes(t *testing.T) {
 		t.Errorf("by address, the PROXY v2 back-end saw client %q, %v; want %q", line, err, want)
 	}
 }
+
+// TestSOCKSUnknownAddressesLogBounded: a client that floods the SOCKS
+// listener with addresses no allow-list holds is refused each time, and
+// the connector writes a few lines about it, not one per address it was
+// asked (the addresses are the client's choice).
+func TestSOCKSUnknownAddressesLogBounded(t *testing.T) {
+	echo := testnet.Echo(t)
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindSOCKS5}}, map[string]config.EdgeService{"echo": {}})
+	logs := e.connect(t, map[string]string{"echo": echo.Addr()}, nil)
+	d, err := proxy.SOCKS5("tcp", e.addr(0), nil, &net.Dialer{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const asked = 200
+	for i := range asked {
+		dst := fmt.Sprintf("198.18.%d.%d:9", i/250, 1+i%250)
+		if c, err := d.Dial("tcp", dst); err == nil || !strings.Contains(err.Error(), "not allowed by ruleset") {
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("SOCKS5 CONNECT %s: %v; want not allowed by ruleset", dst, err)
+		}
+	}
+	if n := logs.Count("address lookup refused"); n < 1 || n > asked/10 {
+		t.Fatalf("%d lines about %d refused lookups; want a few, at least one", n, asked)
+	}
+}

@@ -134,7 +134,10 @@ func (e *listenerEdge) keyfileFor(t *testing.T, name string, services ...string)
 // connect starts a connector offering backends (service → address, with
 // the PROXY protocol version of proxy[service], if any) and waits until
 // the edge routes every service.
-func (e *listenerEdge) connect(t *testing.T, backends map[string]string, proxy map[string]string) {
+// connect starts a connector offering backends (with the PROXY protocol
+// version proxy names, by service) and waits for their routes; it
+// returns the connector's log.
+func (e *listenerEdge) connect(t *testing.T, backends map[string]string, proxy map[string]string) *logbuf.Buffer {
 	t.Helper()
 	cfg := testnet.ConnectorConfig(t, e.keyfile(t, slices.Collect(maps.Keys(backends))...), testnet.ConnectorOptions{Services: backends})
 	for name, v := range proxy {
@@ -154,6 +157,7 @@ func (e *listenerEdge) connect(t *testing.T, backends map[string]string, proxy m
 	for name := range backends {
 		e.waitRoutes(t, name, 1)
 	}
+	return logs
 }
 
 func (e *listenerEdge) waitRoutes(t *testing.T, service string, n int) {
