@@ -126,6 +126,7 @@ func TestConnectorEnrollsAfterLostAnswer(t *testing.T) {
 	echo := testnet.Echo(t)
 	conn := testnet.StartConnector(t, keyfile, testnet.ConnectorOptions{DataDir: dir, Services: map[string]string{"echo": echo.Addr()}})
 	conn.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 1, 10*time.Second)
 	conn.Logs.WaitFor(t, 5*time.Second, 1, "connector enrolled", "connector="+lost.ConnectorID)
 	if _, err := os.Stat(filepath.Join(dir, "enroll.key")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the enrollment key is still there after the identity was saved: %v", err)

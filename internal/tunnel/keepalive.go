@@ -18,19 +18,36 @@ import (
 func (s *Session) keepalive(interval, timeout time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	prev := time.Now()
 	for {
 		select {
 		case <-s.mux.Done():
 			return
-		case now := <-t.C:
-			if now.Sub(s.mux.LastRead()) >= timeout {
+		case <-t.C:
+			now := time.Now()
+			if peerSilent(now, prev, s.mux.LastRead(), interval, timeout) {
 				s.mux.Abort(ErrPeerSilent)
 				return
 			}
+			prev = now
 			// A late or lost answer is the silence check's business.
 			s.mux.Ping()
 		}
 	}
+}
+
+// peerSilent decides, at a tick at now (the one before came at prev),
+// whether a peer last heard from at lastRead is silent. A tick that comes
+// more than an interval late means this process was not running (a
+// starved machine, a paused VM, a long stop of the world): bytes from
+// the peer may be waiting unread in the socket, and only the reader, once
+// it runs, can tell. So such a tick judges nothing, unless the silence
+// has lasted twice the timeout: a process that never runs on time must
+// still drop a dead peer.
+func peerSilent(now, prev, lastRead time.Time, interval, timeout time.Duration) bool {
+	silence := now.Sub(lastRead)
+	late := now.Sub(prev) > 2*interval
+	return silence >= 2*timeout || (silence >= timeout && !late)
 }
 
 // ErrPeerSilent is the cause of a session whose peer sent nothing for
