@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/childproc"
 	"github.com/sallyport/sallyport/internal/logbuf"
+	"github.com/sallyport/sallyport/internal/loopback"
+	"github.com/sallyport/sallyport/internal/testnet"
 )
 
 // bin is the static binary under test (CGO_ENABLED=0, as the image
@@ -265,36 +268,13 @@ func sallyport(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(loopback.FreeAddr(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
-// echo serves one-line echoes on loopback for the rest of the test.
-func echo(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			io.Copy(c, c)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { l.Close(); <-done })
-	return l.Addr().String()
-}
+// echo is a back-end on loopback that sends back what it reads.
+func echo(t *testing.T) string { return testnet.Echo(t).Addr() }
 
 // roundTrip sends a line to addr, half-closes and wants it back whole,
 // retrying for a while: routes appear once the connector's tunnel is up.
