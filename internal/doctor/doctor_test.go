@@ -2,16 +2,23 @@ package doctor_test
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/doctor"
 	"github.com/sallyport/sallyport/internal/loopback"
+	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/pki/pkitest"
 	"github.com/sallyport/sallyport/internal/realproxy"
 	"github.com/sallyport/sallyport/internal/testnet"
+	"github.com/sallyport/sallyport/internal/wstunnel"
 	"go.uber.org/goleak"
 )
 
@@ -242,4 +249,44 @@ func TestExpiredCertificate(t *testing.T) {
 	want(t, r, doctor.CheckCertificate, "", doctor.Fail, "expired", "--replace")
 	want(t, r, doctor.CheckTLS, addr, doctor.Fail, "the edge refused this connector's certificate", "expired certificate")
 	want(t, r, doctor.CheckClock, addr, doctor.Skip)
+}
+
+// An edge reached over WebSocket (a wss:// address on its https
+// listener) is checked through the WebSocket, as the connector dials it:
+// with the listener's CA every check passes; without it, the outer TLS
+// fails the reach check, saying so.
+func TestOverWebSocket(t *testing.T) {
+	webCA := pkitest.NewCA(t)
+	dir := t.TempDir()
+	if _, err := pki.LoadOrCreateServerCert(dir, webCA, []string{"127.0.0.1"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "web-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: webCA.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}, Tune: func(c *config.Edge) {
+		c.Listeners = append(c.Listeners, config.Listener{Kind: config.KindHTTPS, Listen: "127.0.0.1:0",
+			Certificates: []config.CertificateFiles{{Cert: filepath.Join(dir, pki.EdgeCertFile), Key: filepath.Join(dir, pki.EdgeKeyFile)}}})
+	}})
+	addr := "wss://" + e.ListenerAddr(0).String() + wstunnel.Path
+	kf, err := e.AdminClient(t).CreateKeyfile(context.Background(), admin.TokenRequest{Name: "site", TTL: "1h", Edges: []string{addr}, Services: []string{"echo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyfile := filepath.Join(t.TempDir(), "site.keyfile")
+	if err := os.WriteFile(keyfile, kf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	r := run(t, connectorConfig(t, keyfile, func(c *config.Connector) { c.Tunnel.WebSocketCA = caFile }))
+	if r.Failed() {
+		t.Fatal("a check failed over WebSocket")
+	}
+	want(t, r, doctor.CheckReach, addr, doctor.OK, "WebSocket upgrade at "+addr)
+	want(t, r, doctor.CheckTLS, addr, doctor.OK, "chains to the pinned CA")
+	want(t, r, doctor.CheckClock, addr, doctor.OK)
+
+	r = run(t, connectorConfig(t, keyfile, nil))
+	want(t, r, doctor.CheckReach, addr, doctor.Fail, "before the tunnel's own TLS", "unknown authority")
 }
