@@ -141,6 +141,20 @@ func TestUnitsVerify(t *testing.T) {
 	}
 }
 
+// systemd-sysusers accepts the sysusers.d line that makes the units'
+// user (without writing anything: --dry-run).
+func TestSysusers(t *testing.T) {
+	tool := requireTool(t, "systemd-sysusers")
+	path, err := filepath.Abs(filepath.Join("systemd", "sallyport.sysusers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(tool, "--dry-run", path).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "ignoring") || strings.Contains(string(out), "Failed") {
+		t.Fatalf("systemd-sysusers --dry-run %s: %v\n%s", path, err, out)
+	}
+}
+
 // The hardening each unit promises: no capability but binding low ports,
 // and that for the edge alone; a read-only system; notify readiness.
 func TestUnitsHardening(t *testing.T) {

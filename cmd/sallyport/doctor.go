@@ -11,7 +11,8 @@ func newDoctorCmd() *cobra.Command {
 		Use:   "doctor",
 		Short: "Check a connector's setup and its way to each edge, without connecting as the connector (exit 0: no check failed)",
 		Long: `Read the connector's config, keyfile and data directory as 'sallyport connector'
-with the same flags would, and check, printing a table:
+with the same flags would (a config it would refuse is refused), and check,
+printing a table:
 
   certificate  the connector's certificate: valid, due for renewal (WARN), expired
                (FAIL); before enrollment, the keyfile's token
@@ -25,7 +26,7 @@ It enrolls nothing (the keyfile's token stays unused), renews nothing and opens
 no tunnel: the edge does not count it as the connector. Exit status 1 when a
 check failed.`,
 		Example: `  sallyport doctor --config /etc/sallyport/connector.yaml
-  sallyport doctor --keyfile site-a.keyfile --data /var/lib/sallyport/connector`,
+  sallyport doctor --keyfile site-a.keyfile --service db=127.0.0.1:5432   # the connector's own command line`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := flags.config(cmd)
