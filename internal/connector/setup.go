@@ -76,3 +76,43 @@ func ReadSetup(cfg config.Connector) (Setup, error) {
 	}
 	return s, nil
 }
+
+// AnnouncedEdges returns the addresses of the edges the cluster last
+// announced (saved in the data directory) that the connector, starting
+// from s, dials besides s.Edges: one address for each edge that none of
+// s.Edges answered as, within tunnel.max_edges. They are dialled at start
+// as s.Edges are (see startFleet and follow).
+func AnnouncedEdges(cfg config.Connector, s Setup) ([]string, error) {
+	set, reached, err := loadCluster(cfg.DataDir)
+	if err != nil || len(set) == 0 {
+		return nil, err
+	}
+	own, ownIDs := map[string]bool{}, map[string]bool{}
+	for _, a := range s.Edges {
+		own[a] = true
+		if id := reached[a]; id != "" {
+			ownIDs[id] = true
+		}
+	}
+	first := map[string]string{}
+	var ids []string
+	for _, e := range set {
+		if _, ok := first[e.ID]; !ok {
+			first[e.ID] = e.Address
+			ids = append(ids, e.ID)
+		}
+	}
+	me := ""
+	if s.Cert != nil {
+		me = pki.ConnectorID(s.Cert.Leaf)
+	}
+	kept := rendezvous(me, ids, cfg.Tunnel.MaxEdges)
+	var out []string
+	for _, id := range ids {
+		if kept != nil && !kept[id] || ownIDs[id] || own[first[id]] {
+			continue
+		}
+		out = append(out, first[id])
+	}
+	return out, nil
+}

@@ -57,13 +57,16 @@ func (s Status) String() string {
 	return "skip"
 }
 
-// Check names, in the order a report lists them for each edge.
+// Check names: the connector's own first, then, in this order, each
+// edge's.
 const (
 	CheckCertificate = "certificate"
-	CheckResolve     = "resolve"
-	CheckReach       = "reach"
-	CheckTLS         = "tls"
-	CheckClock       = "clock"
+	// CheckCluster reports a saved cluster membership that cannot be read.
+	CheckCluster = "cluster"
+	CheckResolve = "resolve"
+	CheckReach   = "reach"
+	CheckTLS     = "tls"
+	CheckClock   = "clock"
 )
 
 // Result is one row of a report.
@@ -77,7 +80,8 @@ type Result struct {
 }
 
 // Report is every check's result: the connector's own first, then each
-// edge's in the order the connector dials them.
+// edge's: its own addresses in the order it dials them, then the edges
+// the cluster last announced.
 type Report []Result
 
 // Failed reports whether any check failed.
@@ -148,13 +152,19 @@ func Run(ctx context.Context, cfg config.Connector, o Options) (Report, error) {
 		return append(report, Result{Check: CheckReach, Status: Fail,
 			Detail: "no edge address: neither the config (edges, --edge), the data directory nor a keyfile names one"}), nil
 	}
+	announced, err := connector.AnnouncedEdges(cfg, setup)
+	if err != nil {
+		report = append(report, Result{Check: CheckCluster, Status: Warn,
+			Detail: fmt.Sprintf("%v: the connector starts from its own edge addresses and learns the cluster again", err)})
+	}
+	edges := append(slices.Clone(setup.Edges), announced...)
 	// The edges are checked at once, each within the dial timeout, and
 	// reported in order.
-	rows := make([][]Result, len(setup.Edges))
+	rows := make([][]Result, len(edges))
 	var wg sync.WaitGroup
-	for i, addr := range setup.Edges {
+	for i, addr := range edges {
 		wg.Go(func() {
-			p := probe{conn: conn, setup: setup, addr: addr, opts: o, timeout: cfg.Tunnel.DialTimeout}
+			p := probe{conn: conn, setup: setup, addr: addr, announced: i >= len(setup.Edges), opts: o, timeout: cfg.Tunnel.DialTimeout}
 			rows[i] = p.run(ctx)
 		})
 	}
@@ -201,16 +211,24 @@ func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // probe checks one edge.
 type probe struct {
-	conn    *connector.Connector
-	setup   connector.Setup
-	addr    string
-	opts    Options
-	timeout time.Duration
-	rows    []Result
+	conn  *connector.Connector
+	setup connector.Setup
+	addr  string
+	// announced is set for an edge the cluster announced, not one of the
+	// connector's own addresses.
+	announced bool
+	opts      Options
+	timeout   time.Duration
+	rows      []Result
 }
 
+// add adds a row for check; an announced edge's first row says so.
 func (p *probe) add(check string, s Status, format string, args ...any) {
-	p.rows = append(p.rows, Result{Check: check, Edge: p.addr, Status: s, Detail: fmt.Sprintf(format, args...)})
+	detail := fmt.Sprintf(format, args...)
+	if p.announced && len(p.rows) == 0 {
+		detail = "announced by the cluster; " + detail
+	}
+	p.rows = append(p.rows, Result{Check: check, Edge: p.addr, Status: s, Detail: detail})
 }
 
 // skipRest adds a Skip row for each check after the one that failed.

@@ -55,12 +55,22 @@ func connectorConfig(t *testing.T, keyfile string, tune func(*config.Connector))
 	})
 }
 
-// enrol runs the connector of cfg until its tunnel is up, and stops it.
-func enrol(t *testing.T, keyfile string, cfg config.Connector) {
+// enrol runs the connector of cfg until its tunnel is up and, if
+// saved is set, until it has saved the edge set the cluster announced;
+// then it stops it.
+func enrol(t *testing.T, keyfile string, cfg config.Connector, saved ...bool) {
 	t.Helper()
 	c := testnet.StartConnector(t, keyfile, testnet.ConnectorOptions{DataDir: cfg.DataDir, Services: map[string]string{"echo": "127.0.0.1:7"},
 		Tune: func(c *config.Connector) { c.Tunnel.Proxy = config.ProxyDirect }})
 	c.WaitTunnels(t, 1)
+	for deadline := time.Now().Add(10 * time.Second); len(saved) > 0; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, "cluster.json")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connector saved no cluster edge set within 10 s")
+		}
+	}
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -289,4 +299,25 @@ func TestOverWebSocket(t *testing.T) {
 
 	r = run(t, connectorConfig(t, keyfile, nil))
 	want(t, r, doctor.CheckReach, addr, doctor.Fail, "before the tunnel's own TLS", "unknown authority")
+}
+
+// The edges the cluster announced are checked too, as the connector
+// dials them at start: here the connector's own address is a relay, and
+// the edge announces its tunnel port, which the connector has not seen
+// answer as that edge through its own address.
+func TestAnnouncedEdgesAreChecked(t *testing.T) {
+	s := newSite(t, testnet.EdgeOptions{})
+	addr := s.edge.TunnelAddr().String()
+	cfg := connectorConfig(t, s.keyfile, nil)
+	enrol(t, s.keyfile, cfg, true)
+	relay := loopback.StartRelay(t, addr)
+	cfg.Edges = []string{relay.Addr()}
+
+	r := run(t, cfg)
+	if r.Failed() {
+		t.Fatal("a check failed")
+	}
+	want(t, r, doctor.CheckReach, relay.Addr(), doctor.OK)
+	want(t, r, doctor.CheckResolve, addr, doctor.OK, "announced by the cluster")
+	want(t, r, doctor.CheckClock, addr, doctor.OK)
 }
