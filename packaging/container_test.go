@@ -43,8 +43,8 @@ func podmanTry(args ...string) (string, error) {
 
 // The image as the README builds it: the static binary on an empty base,
 // as user 65532, its health check `sallyport health`. The edge runs in it
-// with its data directory on a host directory and its ports published on
-// loopback; a connector on the host enrolls with a keyfile made inside
+// with its data directory on a host directory and its ports on the
+// host's loopback; a connector on the host enrolls with a keyfile made inside
 // the container, and a client on the host reaches a back-end on the host
 // through the edge in the container.
 func TestContainerImage(t *testing.T) {
@@ -81,11 +81,14 @@ func TestContainerImage(t *testing.T) {
 	if err := os.Chown(data, 65532, 65532); err != nil {
 		t.Fatal(err)
 	}
-	tunnelPort, echoPort := freePort(t), freePort(t)
-	args := append([]string{"run", "--detach", "--volume", data + ":/data",
-		"--publish", fmt.Sprintf("127.0.0.1:%d:5500", tunnelPort),
-		"--publish", fmt.Sprintf("127.0.0.1:%d:15432", echoPort)}, podmanRunFlags...)
-	args = append(args, image, "edge", "--data", "/data", "--advertise", fmt.Sprintf("127.0.0.1:%d", tunnelPort), "--expose", "echo=:15432")
+	// The host's network, on loopback ports of the test's choosing:
+	// podman's default bridge would put a 10.88.0.0/16 network and NAT
+	// rules on the host, outside the addresses tests may use.
+	tunnelPort, echoPort, adminPort := freePort(t), freePort(t), freePort(t)
+	args := append([]string{"run", "--detach", "--volume", data + ":/data", "--network", "host"}, podmanRunFlags...)
+	args = append(args, image, "edge", "--data", "/data",
+		"--tunnel-listen", fmt.Sprintf("127.0.0.1:%d", tunnelPort), "--advertise", fmt.Sprintf("127.0.0.1:%d", tunnelPort),
+		"--admin-listen", fmt.Sprintf("127.0.0.1:%d", adminPort), "--expose", fmt.Sprintf("echo=127.0.0.1:%d", echoPort))
 	id, err := podmanTry(args...)
 	if id != "" {
 		id = strings.TrimSpace(id)
