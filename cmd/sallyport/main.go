@@ -94,6 +94,7 @@ edge in the DMZ, and clients connect to the edge.
   sallyport edge --data DIR ...        run the edge (DMZ)
   sallyport token create --name SITE   make a keyfile for a new connector
   sallyport connector --keyfile FILE   run a connector (trusted network)
+  sallyport doctor --keyfile FILE      check a connector's way to its edges first
   sallyport store --cluster-listen ... run a store-only witness for a cluster of two edges`,
 		Version:       versionLine(),
 		SilenceUsage:  true,
@@ -102,7 +103,7 @@ edge in the DMZ, and clients connect to the edge.
 	root.SetOut(stdout)
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetErr(stderr)
-	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newEdgesCmd(), newConnectorsCmd(), newSessionsCmd(), newAuditCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd(), newStoreCmd(), newHealthCmd())
+	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newEdgesCmd(), newConnectorsCmd(), newSessionsCmd(), newAuditCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd(), newStoreCmd(), newHealthCmd(), newDoctorCmd())
 	return root
 }
 

@@ -30,7 +30,6 @@ import (
 
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/egress"
-	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/health"
 	"github.com/sallyport/sallyport/internal/loglimit"
 	"github.com/sallyport/sallyport/internal/pipe"
@@ -237,53 +236,33 @@ func (c *Connector) Run(parent context.Context) error {
 // identity loads the connector's certificate from its data directory, or
 // enrolls with the keyfile and saves the result.
 func (c *Connector) identity(ctx context.Context) (identity, error) {
-	var kf *enroll.Keyfile
-	if c.cfg.Keyfile != "" {
-		k, err := enroll.ReadKeyfile(c.cfg.Keyfile)
-		if err != nil {
+	s, err := ReadSetup(c.cfg)
+	if err != nil {
+		return identity{}, err
+	}
+	if !s.Enrolled() {
+		if s.Keyfile == nil {
+			return identity{}, fmt.Errorf("connector not enrolled: %s holds no identity; start it once with --keyfile (made on the edge by 'sallyport token create')", c.cfg.DataDir)
+		}
+		return c.enroll(ctx, *s.Keyfile)
+	}
+	id := identity{cert: *s.Cert, ca: s.CA, pin: s.Pin, edges: s.Edges}
+	if c.expired(&id.cert) {
+		err := ExpiredError(&id.cert)
+		if s.Keyfile == nil {
+			c.log.Error("the connector cannot start: its certificate has expired", "err", err)
 			return identity{}, err
 		}
-		kf = &k
+		// A new keyfile (made with --replace) at the configured path
+		// enrolls the connector again; the old, used one is refused.
+		c.log.Warn("the connector's certificate has expired; enrolling again with the keyfile", "keyfile", c.cfg.Keyfile, "expired", id.cert.Leaf.NotAfter)
+		fresh, eerr := c.enroll(ctx, *s.Keyfile)
+		if eerr != nil {
+			return identity{}, fmt.Errorf("%w; enrolling again with %s failed: %w", err, c.cfg.Keyfile, eerr)
+		}
+		return fresh, nil
 	}
-	cert, ca, err := pki.LoadIdentity(c.cfg.DataDir)
-	switch {
-	case err == nil:
-		id := identity{cert: cert, ca: ca, pin: pki.PinOf(ca)}
-		id.edges = c.cfg.Edges
-		if len(id.edges) == 0 {
-			id.edges, err = loadEdges(c.cfg.DataDir)
-			if err != nil {
-				return identity{}, err
-			}
-		}
-		if kf != nil && kf.CAPin != id.pin {
-			return identity{}, fmt.Errorf("the keyfile %s is for another edge (pin %s) than the one this data directory is enrolled with (pin %s): use another --data directory to enroll again", c.cfg.Keyfile, kf.CAPin, id.pin)
-		}
-		if len(id.edges) == 0 && kf != nil {
-			id.edges = kf.Edges
-		}
-		if c.expired(&id.cert) {
-			err := expiredError(&id.cert)
-			if kf == nil {
-				c.log.Error("the connector cannot start: its certificate has expired", "err", err)
-				return identity{}, err
-			}
-			// A new keyfile (made with --replace) at the configured path
-			// enrolls the connector again; the old, used one is refused.
-			c.log.Warn("the connector's certificate has expired; enrolling again with the keyfile", "keyfile", c.cfg.Keyfile, "expired", id.cert.Leaf.NotAfter)
-			fresh, eerr := c.enroll(ctx, *kf)
-			if eerr != nil {
-				return identity{}, fmt.Errorf("%w; enrolling again with %s failed: %w", err, c.cfg.Keyfile, eerr)
-			}
-			return fresh, nil
-		}
-		return id, nil
-	case !errors.Is(err, pki.ErrNoIdentity):
-		return identity{}, err
-	case kf == nil:
-		return identity{}, fmt.Errorf("connector not enrolled: %s holds no identity; start it once with --keyfile (made on the edge by 'sallyport token create')", c.cfg.DataDir)
-	}
-	return c.enroll(ctx, *kf)
+	return id, nil
 }
 
 // closeTunnels shuts every live tunnel down.

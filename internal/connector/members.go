@@ -235,13 +235,19 @@ func (c *Connector) follow(set []wire.EdgeAddr, spread bool) {
 // spread evenly over the edges and an edge that comes or goes moves only
 // the connectors that rank it among their first.
 func (c *Connector) chosenEdges(ids []string) map[string]bool {
-	k := c.cfg.Tunnel.MaxEdges
-	if k <= 0 || k >= len(ids) {
-		return nil
-	}
 	me := ""
 	if leaf := c.fleet.id.cert.Leaf; leaf != nil {
 		me = pki.ConnectorID(leaf)
+	}
+	return rendezvous(me, ids, c.cfg.Tunnel.MaxEdges)
+}
+
+// rendezvous returns the k edges of ids that connector me ranks first
+// (see chosenEdges), or nil for all of them when k is 0 or not below
+// their number.
+func rendezvous(me string, ids []string, k int) map[string]bool {
+	if k <= 0 || k >= len(ids) {
+		return nil
 	}
 	rank := func(id string) uint64 {
 		h := sha256.Sum256([]byte(me + "/" + id))

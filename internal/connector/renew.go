@@ -31,8 +31,8 @@ func (c *Connector) setCert(cert tls.Certificate) {
 	c.ident.Unlock()
 }
 
-// expiredError says that cert has expired, and what to do.
-func expiredError(cert *tls.Certificate) error {
+// ExpiredError says that cert has expired, and what to do.
+func ExpiredError(cert *tls.Certificate) error {
 	leaf := cert.Leaf
 	name := leaf.Subject.CommonName
 	return fmt.Errorf("%w: the certificate of connector %s (id %s) expired at %s, while the connector was offline or could not reach the edge to renew it; "+
@@ -71,7 +71,7 @@ func (c *Connector) keepRenewing(ctx context.Context, id identity) {
 		case <-timer.C:
 		}
 		if c.expired(&cert) {
-			err := expiredError(&cert)
+			err := ExpiredError(&cert)
 			c.log.Error("the connector's certificate expired before it could be renewed; stopping", "err", err)
 			c.stop(err)
 			return
@@ -91,7 +91,7 @@ func (c *Connector) keepRenewing(ctx context.Context, id identity) {
 			c.stop(fmt.Errorf("revoked: %s", ref.Reason))
 			return
 		case edgeSaysExpired(err):
-			err := expiredError(&cert)
+			err := ExpiredError(&cert)
 			c.log.Error("the edge says the connector's certificate expired; stopping", "err", err)
 			c.stop(err)
 			return

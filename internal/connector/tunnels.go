@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"time"
@@ -44,7 +45,7 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 		// renewal is made with the renewed certificate.
 		cert := c.currentCert()
 		if c.expired(&cert) {
-			err := expiredError(&cert)
+			err := ExpiredError(&cert)
 			log.Error("the connector's certificate has expired; stopping", "err", err)
 			c.stop(err)
 			return
@@ -77,7 +78,7 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 			c.stop(fmt.Errorf("revoked: %s", ref.Reason))
 			return
 		} else if edgeSaysExpired(err) {
-			err := expiredError(&cert)
+			err := ExpiredError(&cert)
 			log.Error("the edge refuses this connector's certificate: it has expired; stopping", "err", err)
 			c.stop(err)
 			return
@@ -145,13 +146,7 @@ func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Co
 // wss:// address of its https listener: see dialWebSocket) and runs the TLS handshake with conf,
 // both within ctx. The caller owns the connection and closes it.
 func (c *Connector) dialTLS(ctx context.Context, addr string, conf *tls.Config) (*tls.Conn, error) {
-	var raw net.Conn
-	var err error
-	if wstunnel.IsAddress(addr) {
-		raw, err = c.dialWebSocket(ctx, addr, c.EdgeDial)
-	} else {
-		raw, err = c.EdgeDial(ctx, "tcp", addr)
-	}
+	raw, err := c.EdgeConn(ctx, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial edge %s: %w", addr, err)
 	}
@@ -161,6 +156,30 @@ func (c *Connector) dialTLS(ctx context.Context, addr string, conf *tls.Config) 
 		return nil, fmt.Errorf("TLS with edge %s: %w", addr, err)
 	}
 	return tc, nil
+}
+
+// EdgeConn opens the connection the tunnel's TLS runs on to the edge at
+// addr, within ctx: TCP to a host:port, or a WebSocket to a wss://
+// address, through the connector's proxy if it has one. The caller owns
+// the connection and closes it.
+func (c *Connector) EdgeConn(ctx context.Context, addr string) (net.Conn, error) {
+	if wstunnel.IsAddress(addr) {
+		return c.dialWebSocket(ctx, addr, c.EdgeDial)
+	}
+	return c.EdgeDial(ctx, "tcp", addr)
+}
+
+// EdgeProxy returns the proxy the connection to the edge at addr goes
+// through (see EdgeConn), nil for none.
+func (c *Connector) EdgeProxy(addr string) (*url.URL, error) {
+	hostPort := addr
+	if wstunnel.IsAddress(addr) {
+		var err error
+		if hostPort, err = wstunnel.HostPort(addr); err != nil {
+			return nil, err
+		}
+	}
+	return c.edgeDialer.ProxyFor(hostPort)
 }
 
 // serve accepts the edge's streams on sess, the tunnel to edge kept under

@@ -136,9 +136,11 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, op
 		e.serveRenew(ctx, tc, body, log)
 	case wire.KindJoinRequest:
 		e.serveJoin(ctx, tc, body, log)
+	case wire.KindTimeRequest:
+		e.serveTime(tc, body, log)
 	default:
 		e.strangerWarn(log, "tunnel port: unexpected opening message, connection closed", "kind", kind.String())
-		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "expected hello, enroll request, renew request or join request, got " + kind.String()})
+		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: "expected hello, enroll request, renew request, join request or time request, got " + kind.String()})
 	}
 }
 

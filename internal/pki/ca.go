@@ -53,9 +53,9 @@ const (
 const (
 	// caValidity is how long a new CA certificate is valid.
 	caValidity = 10 * 365 * 24 * time.Hour
-	// clockSkew backdates every certificate so that a peer whose clock is a
-	// little behind still accepts it.
-	clockSkew = 5 * time.Minute
+	// ClockSkew backdates every certificate so that a peer whose clock is a
+	// little behind still accepts it: the clock skew sallyport tolerates.
+	ClockSkew = 5 * time.Minute
 	// maxCommonName is the X.509 upper bound on a common name (RFC 5280).
 	maxCommonName = 64
 )
@@ -148,7 +148,7 @@ func createCA(dir, certPath, keyPath string, now time.Time) (*CA, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "sallyport edge CA " + hex.EncodeToString(shortID)},
-		NotBefore:             now.Add(-clockSkew),
+		NotBefore:             now.Add(-ClockSkew),
 		NotAfter:              now.Add(caValidity),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
@@ -236,7 +236,7 @@ func (ca *CA) signConnector(csrDER []byte, name, id string, now time.Time, ttl t
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             now.Add(-clockSkew),
+		NotBefore:             now.Add(-ClockSkew),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},

@@ -191,7 +191,7 @@ func LoadIdentity(dir string) (tls.Certificate, *x509.Certificate, error) {
 // issue, not from its NotBefore, which is backdated by a clock-skew
 // allowance that would otherwise make short lifetimes renew at once.
 func RenewAt(cert *x509.Certificate) time.Time {
-	issued := cert.NotBefore.Add(clockSkew)
+	issued := cert.NotBefore.Add(ClockSkew)
 	if !issued.Before(cert.NotAfter) {
 		issued = cert.NotBefore // not one of ours: take it as it says
 	}

@@ -61,7 +61,7 @@ func (m Member) Check() (*x509.Certificate, error) {
 	roots := x509.NewCertPool()
 	roots.AddCert(m.CA)
 	for _, eku := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := route.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{eku}, CurrentTime: route.NotBefore.Add(clockSkew)}); err != nil {
+		if _, err := route.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{eku}, CurrentTime: route.NotBefore.Add(ClockSkew)}); err != nil {
 			return nil, fmt.Errorf("the route certificate does not verify against the CA: %w", err)
 		}
 	}

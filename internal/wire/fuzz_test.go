@@ -60,6 +60,10 @@ func newBody(kind Kind) any {
 		return new(JoinRequest)
 	case KindJoinResponse:
 		return new(JoinResponse)
+	case KindTimeRequest:
+		return new(TimeRequest)
+	case KindTimeResponse:
+		return new(TimeResponse)
 	}
 	return nil
 }
@@ -81,7 +85,8 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(append(header(byte(KindEnrollRequest), 19), `{"csr":"AAEC\r\nAw=="}`...))
 	for kind, body := range map[Kind]string{KindRenewRequest: `{"csr":"AAEC","x":1}`, KindRenewResponse: `{"certificate":null}`,
 		KindJoinRequest:  `{"token":"sj1.x.y","csr":"AAEC","name":"sallyport-edge-1","advertise":"a:1","x":2}`,
-		KindJoinResponse: `{"ca":"AA==","ca_key":"","certificate":null,"routes":["a:1",7]}`} {
+		KindJoinResponse: `{"ca":"AA==","ca_key":"","certificate":null,"routes":["a:1",7]}`,
+		KindTimeRequest:  `{"x":1}`, KindTimeResponse: `{"time":"2026-13-01T00:00:00Z"}`} {
 		f.Add(append(header(byte(kind), uint32(len(body))), body...))
 	}
 	f.Add(header(byte(KindHello), 0xffffffff))

@@ -19,12 +19,16 @@
 //     with the certificate it renews, which must still be valid).
 //     2b. Or, from a new edge or witness rather than a connector, a
 //     JoinRequest (joining the cluster, see below).
+//     2c. Or a TimeRequest, from `sallyport doctor`: a check, with or
+//     without a client certificate, that opens no tunnel, redeems no
+//     token and stores nothing.
 //  3. A handshake Message from the edge: Welcome after a Hello,
 //     EnrollResponse after an EnrollRequest, RenewResponse after a
-//     RenewRequest, JoinResponse after a JoinRequest, or a Refusal with
+//     RenewRequest, JoinResponse after a JoinRequest, TimeResponse (the
+//     edge's clock) after a TimeRequest, or a Refusal with
 //     a Code and a reason meant for the connector's operator. After an
-//     EnrollResponse, a RenewResponse, a JoinResponse or a Refusal the
-//     connection closes.
+//     EnrollResponse, a RenewResponse, a JoinResponse, a TimeResponse or
+//     a Refusal the connection closes.
 //  4. After a Welcome, both sides run the stream multiplexer (yamux v0
 //     framing, as package mux speaks it, with its 256 KiB initial
 //     window) on the same connection.
@@ -108,6 +112,10 @@
 // may be older than this sallyport". Connectors never send or receive
 // these kinds, so edges and connectors of either release still talk.
 //
+// The time request needs no new protocol version either, for the same
+// reason: an edge that predates it closes the connection without an
+// answer, which `sallyport doctor` reports as an edge too old to say.
+//
 // Every parser here reads untrusted bytes: sizes are bounded before
 // anything is allocated, and malformed input yields an error wrapping
 // ErrMalformed.
@@ -189,6 +197,8 @@ const (
 	KindRenewResponse
 	KindJoinRequest
 	KindJoinResponse
+	KindTimeRequest
+	KindTimeResponse
 	kindLimit
 )
 
@@ -212,6 +222,10 @@ func (k Kind) String() string {
 		return "join request"
 	case KindJoinResponse:
 		return "join response"
+	case KindTimeRequest:
+		return "time request"
+	case KindTimeResponse:
+		return "time response"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -223,6 +237,20 @@ type Hello struct {
 	Instance string `json:"instance"`
 	// Services names what the connector offers; never back-end addresses.
 	Services []string `json:"services"`
+}
+
+// TimeRequest asks the edge for its clock's time (step 2c of the
+// protocol flow), so that `sallyport doctor` can measure the skew between
+// the connector's clock and the edge's, which certificates and tokens
+// are checked against. It has no fields.
+type TimeRequest struct{}
+
+// TimeResponse is the edge's answer to a TimeRequest: its clock's time
+// when it answered. The asker takes the middle of its own send and
+// receive times as the moment the edge read its clock; the error of the
+// skew it computes is at most half the round trip.
+type TimeResponse struct {
+	Time time.Time `json:"time"`
 }
 
 // Welcome is the edge's acceptance of a Hello.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPreambleRoundTrip(t *testing.T) {
@@ -117,6 +118,8 @@ func messages() []struct {
 		{KindRenewResponse, &RenewResponse{Certificate: []byte{7, 8, 9}}},
 		{KindJoinRequest, &JoinRequest{Token: "sj1.abc.def", CSR: []byte{0x30, 0x82, 0x01}, Name: "sallyport-edge-1a2b3c4d", Advertise: "edge-b:6222"}},
 		{KindJoinResponse, &JoinResponse{CA: []byte{1, 2}, CAKey: []byte{3, 4}, Certificate: []byte{5, 6}, Routes: []string{"edge-a:6222"}}},
+		{KindTimeRequest, &TimeRequest{}},
+		{KindTimeResponse, &TimeResponse{Time: time.Date(2026, 11, 26, 8, 5, 0, 123456789, time.UTC)}},
 	}
 }
 

@@ -82,6 +82,23 @@ func ParseAddress(addr string) (*url.URL, error) {
 	return u, nil
 }
 
+// HostPort returns the host:port that Dial's raw connection to addr (a
+// WebSocket tunnel address) dials: the address's port, or 443.
+func HostPort(addr string) (string, error) {
+	u, err := ParseAddress(addr)
+	if err != nil {
+		return "", err
+	}
+	return dialHostPort(u), nil
+}
+
+func dialHostPort(u *url.URL) string {
+	if u.Port() == "" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return u.Host
+}
+
 // DialFunc dials the raw connection to the edge's HTTPS port (directly,
 // or through a proxy).
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -95,10 +112,7 @@ func Dial(ctx context.Context, addr string, dial DialFunc, roots *x509.CertPool)
 	if err != nil {
 		return nil, err
 	}
-	hostPort := u.Host
-	if u.Port() == "" {
-		hostPort = net.JoinHostPort(u.Hostname(), "443")
-	}
+	hostPort := dialHostPort(u)
 	tr := &http.Transport{
 		DialTLSContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			raw, err := dial(ctx, network, hostPort)
