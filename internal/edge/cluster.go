@@ -61,7 +61,7 @@ func routeHosts(advertise, listen string) []string {
 // storeStatus reports the store's cluster for the admin status, or nil
 // for a single node.
 func (e *Edge) storeStatus() *admin.StoreStatus {
-	js, ok := e.st.(interface{ ClusterStatus() store.ClusterStatus })
+	js, ok := e.rawStore.(interface{ ClusterStatus() store.ClusterStatus })
 	if !ok {
 		return nil
 	}
@@ -92,7 +92,7 @@ func (e *Edge) memberJoined(ctx context.Context, advertise string) {
 	if err != nil {
 		e.log.Warn("join: the new member's address is not kept in this edge's cluster file; add it to cluster.routes", "member", advertise, "err", err)
 	}
-	js, ok := e.st.(interface{ ClusterStatus() store.ClusterStatus })
+	js, ok := e.rawStore.(interface{ ClusterStatus() store.ClusterStatus })
 	if !ok || js.ClusterStatus().Member || e.cfg.Store.URL != "" {
 		return
 	}

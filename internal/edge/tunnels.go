@@ -220,6 +220,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		sess.Close()
 		return
 	}
+	e.metrics.TunnelUp(info.name)
 	log.Info("connector tunnel up", "services", routed, "refused", ungranted, "instance", hello.Instance)
 	e.announce(sess, e.edgeSet()) // with the edges' ids, which the Welcome lacks; as it is now
 	// No goroutine waits for the tunnel's end: the session calls
@@ -244,6 +245,7 @@ func (e *Edge) tunnelEnded(sess *tunnel.Session, info *tunnelInfo, log *slog.Log
 	e.removeTunnelLocked(sess)
 	e.conns.lastSeen[info.connectorID] = e.now().UTC()
 	e.conns.Unlock()
+	e.metrics.TunnelDown(info.name)
 	upFor := e.now().Sub(info.since).Round(time.Millisecond).String()
 	if cause := sess.Cause(); cause != nil {
 		// The connector broke the tunnel: it went silent, stopped
