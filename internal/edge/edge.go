@@ -17,10 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
-	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -63,9 +63,9 @@ type Edge struct {
 
 	// ready is closed once every listener is up; the fields after it are
 	// set before that and read-only afterwards.
-	ready      chan struct{}
-	id         string
-	ca         *pki.CA
+	ready chan struct{}
+	id    string
+	ca    *pki.CA
 	// st is the store, its calls counted and timed; rawStore is the
 	// same store as opened, for its methods beyond store.Store's.
 	st         store.Store
