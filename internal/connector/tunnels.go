@@ -50,6 +50,7 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 			return
 		}
 		sess, err := c.dialTunnel(ctx, addr, pki.ClientTLSConfig(id.ca, id.pin, &cert, nil))
+		c.metrics.TunnelDialed(addr, err)
 		if err == nil {
 			start := time.Now()
 			log.Info("tunnel up")
@@ -168,6 +169,8 @@ func (c *Connector) dialTLS(ctx context.Context, addr string, conf *tls.Config) 
 func (c *Connector) serve(sess *tunnel.Session, edge, key string) {
 	c.setUp(key, sess)
 	defer c.setUp(key, nil)
+	c.metrics.TunnelUp(edge)
+	defer c.metrics.TunnelDown(edge)
 	defer sess.Close()
 	for {
 		st, err := sess.Accept()

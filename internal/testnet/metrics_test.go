@@ -387,3 +387,67 @@ func newKeys(a, b []string) []string {
 	}
 	return out
 }
+
+// The connector's own metrics on metrics.listen, after real traffic:
+// bytes each way exactly, the stream joined, a back-end that refuses
+// counted as a failed dial and a refused stream, the enrollment, and the
+// tunnel to the edge up, then down when the edge stops.
+func TestConnectorMetrics(t *testing.T) {
+	reply := []byte("the back-end's own words")
+	digest := testnet.Digest(t, reply)
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"db": "", "down": ""}})
+	conn := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "db", "down"), testnet.ConnectorOptions{
+		Services: map[string]string{"db": digest.Addr(), "down": testnet.Refusing(t)},
+		Tune:     func(c *config.Connector) { c.Metrics.Listen = "127.0.0.1:0" },
+	})
+	conn.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "db", 1, 10*time.Second)
+	e.WaitRoutes(t, "down", 1, 10*time.Second)
+	if conn.HealthAddr() != nil {
+		t.Fatal("metrics.listen opened the health listener too")
+	}
+	addr := conn.MetricsAddr().String()
+	edgeAddr := e.TunnelAddr().String()
+
+	data := randomBytes(200<<10, 21)
+	got := roundTrip(t, e.Dial(t, "db"), data)
+	if len(got) != sha256.Size+len(reply) {
+		t.Fatalf("reply through the tunnel: %d bytes", len(got))
+	}
+	if b, _ := io.ReadAll(e.Dial(t, "down")); len(b) != 0 {
+		t.Fatalf("a client of a service whose back-end is down read %q", b)
+	}
+	// The connector counts a stream's bytes when it ends.
+	s := eventuallyMetric(t, 10*time.Second, addr, "", `sallyport_connector_relayed_bytes_total{direction="to_backend",service="db"}`, float64(len(data)))
+	s.want(t, `sallyport_connector_relayed_bytes_total{direction="to_client",service="db"}`, float64(len(got)))
+	s.want(t, `sallyport_connector_streams_opened_total{service="db"}`, 1)
+	s.want(t, `sallyport_connector_streams_refused_total{reason="back_end_unreachable",service="down"}`, 1)
+	s.want(t, `sallyport_connector_backend_dial_failures_total{reason="refused",service="down"}`, 1)
+	s.want(t, `sallyport_connector_enrollments_total{result="ok"}`, 1)
+	s.want(t, `sallyport_connector_tunnels{edge="`+edgeAddr+`"}`, 1)
+	s.want(t, `sallyport_connector_tunnel_dials_total{edge="`+edgeAddr+`",result="ok"}`, 1)
+	if s[`go_goroutines{}`] == 0 {
+		t.Error("no Go runtime metrics")
+	}
+	if st, _ := probe(t, addr, "/", ""); st != http.StatusNotFound {
+		t.Errorf("GET / on the connector's metrics listener: %d, want 404", st)
+	}
+
+	e.Stop()
+	eventuallyMetric(t, 10*time.Second, addr, "", `sallyport_connector_tunnels{edge="`+edgeAddr+`"}`, 0)
+	conn.Stop()
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the stopped connector's metrics port still accepts")
+	}
+}
+
+// Without metrics.listen the connector serves no metrics anywhere.
+func TestConnectorNoMetricsByDefault(t *testing.T) {
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
+	conn := testnet.StartConnector(t, e.Keyfile(t, "site", time.Hour, "echo"), testnet.ConnectorOptions{Services: map[string]string{"echo": testnet.Echo(t).Addr()}})
+	conn.WaitTunnels(t, 1)
+	if a := conn.MetricsAddr(); a != nil {
+		t.Fatalf("metrics listener at %s without metrics.listen", a)
+	}
+}
