@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/metrics"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 )
@@ -70,6 +71,17 @@ func (e *Edge) storeStatus() *admin.StoreStatus {
 		return nil
 	}
 	return &admin.StoreStatus{Leader: cs.Leader, Servers: cs.Servers, Online: cs.Online}
+}
+
+// storeCluster is storeStatus for the metrics; ok is false for a single
+// node. It is read by scrapes, which the admin servers serve only once
+// the store is open.
+func (e *Edge) storeCluster() (metrics.StoreCluster, bool) {
+	st := e.storeStatus()
+	if st == nil {
+		return metrics.StoreCluster{}, false
+	}
+	return metrics.StoreCluster{Servers: st.Servers, Online: st.Online, Leader: st.Leader != ""}, true
 }
 
 // ErrBecomeMember ends Run when this edge, a single node with a cluster

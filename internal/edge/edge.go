@@ -182,7 +182,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 	e.conns.byName = make(tunnelIndex)
 	e.conns.warned = make(map[string]map[string]bool)
 	e.conns.lastSeen = make(map[string]time.Time)
-	e.metrics = metrics.NewEdge(slices.Collect(maps.Keys(cfg.Services)), e.Fenced)
+	e.metrics = metrics.NewEdge(slices.Collect(maps.Keys(cfg.Services)), e.Fenced, e.storeCluster)
 	return e, nil
 }
 

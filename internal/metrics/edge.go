@@ -38,9 +38,18 @@ type ServiceMetrics struct {
 	Duration, FirstByte prometheus.Observer
 }
 
+// StoreCluster is what an edge's store knows of its cluster (see
+// store.ClusterStatus).
+type StoreCluster struct {
+	Servers, Online int
+	Leader          bool
+}
+
 // NewEdge makes an edge's metrics for its configured services. fenced
-// tells whether the edge is fenced now, for a gauge read at each scrape.
-func NewEdge(services []string, fenced func() bool) *Edge {
+// tells whether the edge is fenced now, and cluster what its store knows
+// of its cluster (ok false for a single node, which then has no such
+// series); both are read at each scrape.
+func NewEdge(services []string, fenced func() bool, cluster func() (_ StoreCluster, ok bool)) *Edge {
 	m := &Edge{reg: newRegistry(), known: make(map[string]bool, len(services)), services: make(map[string]*ServiceMetrics, len(services)+1)}
 	f := factory{m.reg}
 	bytes := f.counterVec("sallyport_edge_relayed_bytes_total",
@@ -68,6 +77,7 @@ func NewEdge(services []string, fenced func() bool) *Edge {
 		Help: "1 while the edge is fenced (cut off from its store: it serves nothing), else 0.",
 	}, func() float64 { return boolFloat(fenced()) }))
 	m.store = newStoreMetrics(f)
+	m.reg.MustRegister(newClusterCollector(cluster))
 	for _, s := range append([]string{""}, services...) {
 		if s != "" {
 			m.known[s] = true

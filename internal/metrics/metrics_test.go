@@ -48,7 +48,7 @@ func TestTimedStoreCoversTheInterface(t *testing.T) {
 
 // Two edges in one process keep apart: each has its own registry.
 func TestEdgesHaveTheirOwnRegistries(t *testing.T) {
-	a, b := NewEdge([]string{"db"}, func() bool { return false }), NewEdge([]string{"db"}, func() bool { return true })
+	a, b := NewEdge([]string{"db"}, func() bool { return false }, noCluster), NewEdge([]string{"db"}, func() bool { return true }, noCluster)
 	a.Admitted("db", "tcp")
 	a.Service("db").ToBackend.Add(7)
 	if got := testutil.ToFloat64(a.admitted.WithLabelValues("db", "tcp")); got != 1 {
@@ -64,7 +64,7 @@ func TestEdgesHaveTheirOwnRegistries(t *testing.T) {
 
 // A name from outside is never a label of its own.
 func TestUnknownServicesShareOneLabel(t *testing.T) {
-	m := NewEdge([]string{"db"}, func() bool { return false })
+	m := NewEdge([]string{"db"}, func() bool { return false }, noCluster)
 	for _, s := range []string{"evil", "DB", "db ", "../db", strings.Repeat("x", 1000)} {
 		m.Refused(s, "socks5", "unknown_service")
 		m.Admitted(s, "tcp")
@@ -118,7 +118,7 @@ func TestCodeLabel(t *testing.T) {
 // BenchmarkRelayAdd is what the relay pays per read or write batch: one
 // add on a service's cached counter, from every core at once.
 func BenchmarkRelayAdd(b *testing.B) {
-	m := NewEdge([]string{"db"}, func() bool { return false })
+	m := NewEdge([]string{"db"}, func() bool { return false }, noCluster)
 	c := m.Service("db").ToClient
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -126,3 +126,5 @@ func BenchmarkRelayAdd(b *testing.B) {
 		}
 	})
 }
+
+func noCluster() (StoreCluster, bool) { return StoreCluster{}, false }

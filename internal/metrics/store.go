@@ -155,3 +155,35 @@ func (s *timedStore) ReadAudit(ctx context.Context, since time.Time, follow bool
 	}
 	return timedErr(s.m, "read_audit", func() error { return s.Store.ReadAudit(ctx, since, follow, fn) })
 }
+
+// clusterCollector reports a store's cluster at each scrape, or nothing
+// for a single node.
+type clusterCollector struct {
+	cluster                func() (StoreCluster, bool)
+	servers, online, leads *prometheus.Desc
+}
+
+func newClusterCollector(cluster func() (StoreCluster, bool)) *clusterCollector {
+	return &clusterCollector{
+		cluster: cluster,
+		servers: prometheus.NewDesc("sallyport_store_servers", "JetStream servers the store's cluster has had (cluster members and external stores only).", nil, nil),
+		online:  prometheus.NewDesc("sallyport_store_servers_online", "JetStream servers of the store's cluster seen recently.", nil, nil),
+		leads:   prometheus.NewDesc("sallyport_store_leader", "1 while the store's cluster has a JetStream meta leader (without one nothing can be written), else 0.", nil, nil),
+	}
+}
+
+func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.servers
+	ch <- c.online
+	ch <- c.leads
+}
+
+func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	st, ok := c.cluster()
+	if !ok {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.servers, prometheus.GaugeValue, float64(st.Servers))
+	ch <- prometheus.MustNewConstMetric(c.online, prometheus.GaugeValue, float64(st.Online))
+	ch <- prometheus.MustNewConstMetric(c.leads, prometheus.GaugeValue, boolFloat(st.Leader))
+}
