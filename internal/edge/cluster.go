@@ -62,7 +62,7 @@ func routeHosts(advertise, listen string) []string {
 // storeStatus reports the store's cluster for the admin status, or nil
 // for a single node.
 func (e *Edge) storeStatus() *admin.StoreStatus {
-	js, ok := e.rawStore.(interface{ ClusterStatus() store.ClusterStatus })
+	js, ok := e.plainStore().(interface{ ClusterStatus() store.ClusterStatus })
 	if !ok {
 		return nil
 	}
@@ -71,6 +71,16 @@ func (e *Edge) storeStatus() *admin.StoreStatus {
 		return nil
 	}
 	return &admin.StoreStatus{Leader: cs.Leader, Servers: cs.Servers, Online: cs.Online}
+}
+
+// plainStore is the store as opened, for its methods beyond
+// store.Store's (cluster status, quorum), which the timed store e.st
+// does not have.
+func (e *Edge) plainStore() store.Store {
+	if w, ok := e.st.(interface{ Unwrap() store.Store }); ok {
+		return w.Unwrap()
+	}
+	return e.st
 }
 
 // storeCluster is storeStatus for the metrics; ok is false for a single
@@ -104,7 +114,7 @@ func (e *Edge) memberJoined(ctx context.Context, advertise string) {
 	if err != nil {
 		e.log.Warn("join: the new member's address is not kept in this edge's cluster file; add it to cluster.routes", "member", advertise, "err", err)
 	}
-	js, ok := e.rawStore.(interface{ ClusterStatus() store.ClusterStatus })
+	js, ok := e.plainStore().(interface{ ClusterStatus() store.ClusterStatus })
 	if !ok || js.ClusterStatus().Member || e.cfg.Store.URL != "" {
 		return
 	}

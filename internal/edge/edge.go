@@ -66,10 +66,9 @@ type Edge struct {
 	ready chan struct{}
 	id    string
 	ca    *pki.CA
-	// st is the store, its calls counted and timed; rawStore is the
-	// same store as opened, for its methods beyond store.Store's.
-	st         store.Store
-	rawStore   store.Store
+	// st is the store, its calls counted and timed (plainStore has the
+	// store as opened).
+	st store.Store
 	tlsConfig  *tls.Config
 	tunnelAddr net.Addr
 	adminAddr  net.Addr
@@ -263,12 +262,12 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	}
 	opts := storeOptions(e.cfg, e.log)
 	opts.Name, opts.Cluster = "sallyport-"+e.id, cluster
-	e.rawStore, err = store.Open(ctx, opts)
+	st, err := store.Open(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("open the edge's store: %w", err)
 	}
-	defer e.rawStore.Close()
-	e.st = e.metrics.Store(e.rawStore)
+	defer st.Close()
+	e.st = e.metrics.Store(st)
 	stopWatch, err := e.watchIdentities(ctx)
 	if err != nil {
 		return fmt.Errorf("read the enrolled connectors from the store: %w", err)

@@ -146,7 +146,7 @@ func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) er
 	}
 	putErr := <-put
 	member, hears := false, false
-	if m, ok := e.rawStore.(clusterMember); ok {
+	if m, ok := e.plainStore().(clusterMember); ok {
 		member, hears = m.Quorum(fenceAfter)
 	}
 	switch {

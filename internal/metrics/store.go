@@ -47,8 +47,11 @@ func timedErr(m *storeMetrics, op string, call func() error) error {
 
 // Store returns st with every call counted and timed in the edge's
 // metrics. Methods beyond store.Store's (a JetStream's ClusterStatus)
-// are not on the result: assert them on st itself.
+// are not on the result: assert them on its Unwrap(), which is st.
 func (m *Edge) Store(st store.Store) store.Store { return &timedStore{Store: st, m: m.store} }
+
+// Unwrap returns the store whose calls s times.
+func (s *timedStore) Unwrap() store.Store { return s.Store }
 
 // timedStore is a store.Store whose calls are counted and timed.
 type timedStore struct {
