@@ -68,7 +68,7 @@ type Edge struct {
 	ca    *pki.CA
 	// st is the store, its calls counted and timed (plainStore has the
 	// store as opened).
-	st store.Store
+	st         store.Store
 	tlsConfig  *tls.Config
 	tunnelAddr net.Addr
 	adminAddr  net.Addr
