@@ -167,10 +167,11 @@ func (c *Connector) dialTLS(ctx context.Context, addr string, conf *tls.Config) 
 // serve accepts the edge's streams on sess, the tunnel to edge kept under
 // key, until the session ends. It owns sess and closes it.
 func (c *Connector) serve(sess *tunnel.Session, edge, key string) {
-	c.setUp(key, sess)
-	defer c.setUp(key, nil)
+	// Counted before WaitTunnels and /readyz can see it.
 	c.metrics.TunnelUp(edge)
 	defer c.metrics.TunnelDown(edge)
+	c.setUp(key, sess)
+	defer c.setUp(key, nil)
 	defer sess.Close()
 	for {
 		st, err := sess.Accept()

@@ -214,13 +214,15 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		return
 	}
 	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), offered: hello.Services}
+	// Counted before its routes show, so that whoever sees them sees it.
+	e.metrics.TunnelUp(info.name)
 	routed, ok := e.register(sess, info)
 	if !ok {
+		e.metrics.TunnelDown(info.name)
 		log.Warn("tunnel closed after its handshake: the connector was revoked meanwhile, or holds the most tunnels it may")
 		sess.Close()
 		return
 	}
-	e.metrics.TunnelUp(info.name)
 	log.Info("connector tunnel up", "services", routed, "refused", ungranted, "instance", hello.Instance)
 	e.announce(sess, e.edgeSet()) // with the edges' ids, which the Welcome lacks; as it is now
 	// No goroutine waits for the tunnel's end: the session calls

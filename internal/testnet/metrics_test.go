@@ -390,12 +390,13 @@ func newKeys(a, b []string) []string {
 
 // The connector's own metrics on metrics.listen, after real traffic:
 // bytes each way exactly, the stream joined, a back-end that refuses
-// counted as a failed dial and a refused stream, the enrollment, and the
-// tunnel to the edge up, then down when the edge stops.
+// counted as a failed dial and a refused stream, the enrollment, a
+// renewal (certificates of 3 s renew after 2), and the tunnel to the
+// edge up, then down when the edge stops.
 func TestConnectorMetrics(t *testing.T) {
 	reply := []byte("the back-end's own words")
 	digest := testnet.Digest(t, reply)
-	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"db": "", "down": ""}})
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"db": "", "down": ""}, CertificateTTL: 3 * time.Second})
 	conn := testnet.StartConnector(t, e.Keyfile(t, "site-a", time.Hour, "db", "down"), testnet.ConnectorOptions{
 		Services: map[string]string{"db": digest.Addr(), "down": testnet.Refusing(t)},
 		Tune:     func(c *config.Connector) { c.Metrics.Listen = "127.0.0.1:0" },
@@ -432,6 +433,12 @@ func TestConnectorMetrics(t *testing.T) {
 	if st, _ := probe(t, addr, "/", ""); st != http.StatusNotFound {
 		t.Errorf("GET / on the connector's metrics listener: %d, want 404", st)
 	}
+	eventuallyMetric(t, 10*time.Second, addr, "", `sallyport_connector_renewals_total{result="ok"}`, 1)
+	// The edge counts it once its answer is written, maybe just after the
+	// connector has read it.
+	eventually(t, 5*time.Second, "the edge counts the renewal", func() bool {
+		return scrape(t, e.AdminAddr().String(), metricsToken(t, e.Cfg.DataDir))[`sallyport_edge_renewals_total{result="ok"}`] >= 1
+	})
 
 	e.Stop()
 	eventuallyMetric(t, 10*time.Second, addr, "", `sallyport_connector_tunnels{edge="`+edgeAddr+`"}`, 0)
@@ -449,5 +456,31 @@ func TestConnectorNoMetricsByDefault(t *testing.T) {
 	conn.WaitTunnels(t, 1)
 	if a := conn.MetricsAddr(); a != nil {
 		t.Fatalf("metrics listener at %s without metrics.listen", a)
+	}
+}
+
+// On an http listener the policy admits each request, and the requests
+// of one client connection share a pooled stream: three requests count
+// three admissions and one stream, and their bodies among the bytes.
+func TestEdgeMetricsHTTPRequests(t *testing.T) {
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindHTTP}}, map[string]config.EdgeService{"web": {Hosts: []string{"web.test"}}})
+	e.connect(t, map[string]string{"web": httpBackend(t)}, nil)
+	client := newHTTPClient(t, nil)
+	body := 0
+	for i := range 3 {
+		status, b, seen := get(t, client, "http://"+e.addr(0)+fmt.Sprintf("/r%d", i), "web.test", nil)
+		if status != http.StatusOK || seen.Conn != 1 {
+			t.Fatalf("request %d: %d %q", i, status, b)
+		}
+		body += len(b)
+	}
+	s := scrape(t, e.AdminAddr().String(), metricsToken(t, e.DataDir))
+	s.want(t, `sallyport_edge_clients_admitted_total{listener="http",service="web"}`, 3)
+	s.want(t, `sallyport_edge_streams_opened_total{service="web"}`, 1)
+	if got := s[`sallyport_edge_relayed_bytes_total{direction="to_client",service="web"}`]; got < float64(body) {
+		t.Errorf("bytes to clients: %v, less than the bodies' %d", got, body)
+	}
+	if s[`sallyport_edge_relayed_bytes_total{direction="to_backend",service="web"}`] == 0 {
+		t.Error("no bytes counted towards the back-end")
 	}
 }
