@@ -37,6 +37,9 @@ type Connector struct {
 	Log Log `yaml:"log"`
 	// Health is the probes' listener; off unless set.
 	Health ConnectorHealth `yaml:"health"`
+	// Metrics is the listener of GET /metrics (Prometheus); off unless
+	// set, loopback unless allowed.
+	Metrics ConnectorMetrics `yaml:"metrics"`
 	// Services are the back-ends the edge may ask for, by service name. At
 	// least one is required.
 	Services map[string]ConnectorService `yaml:"services"`
@@ -109,6 +112,12 @@ type ConnectorHealth struct {
 	// AllowRemote permits a Listen address that is not loopback.
 	AllowRemote bool `yaml:"allow_remote"`
 }
+
+// ConnectorMetrics configures the connector's own Prometheus metrics,
+// GET /metrics, under the same rules as its probes: off unless Listen is
+// set, and on loopback unless AllowRemote (they name its services and
+// edges, and take no token).
+type ConnectorMetrics = ConnectorHealth
 
 // ProxyDirect, as tunnel.proxy, dials the edges directly whatever the
 // environment's proxy variables say.
@@ -252,13 +261,8 @@ func (c Connector) Validate() error {
 	}
 	k.positive("drain_timeout", c.DrainTimeout)
 	k.log(c.Log)
-	if h := c.Health; h.Listen != "" {
-		if msg := checkAddr(h.Listen, listenAddr); msg != "" {
-			k.add("health.listen", "%s", msg)
-		} else if !h.AllowRemote && !isLoopback(h.Listen) {
-			k.add("health.listen", "%q is not a loopback address; the connector listens on loopback only, unless health.allow_remote is true", h.Listen)
-		}
-	}
+	k.localListener("health", c.Health)
+	k.localListener("metrics", c.Metrics)
 	if len(c.Services) == 0 {
 		k.require("", "services", "at least one service (the connector dials only the back-ends listed here)")
 	}
@@ -275,6 +279,20 @@ func (c Connector) Validate() error {
 		k.checkProxyProtocol(key+".proxy_protocol", s.ProxyProtocol)
 	}
 	return k.result()
+}
+
+// localListener checks one of the connector's own listeners (section
+// names its keys): off, or a listen address on loopback unless
+// allow_remote.
+func (k *checker) localListener(section string, l ConnectorHealth) {
+	if l.Listen == "" {
+		return
+	}
+	if msg := checkAddr(l.Listen, listenAddr); msg != "" {
+		k.add(section+".listen", "%s", msg)
+	} else if !l.AllowRemote && !isLoopback(l.Listen) {
+		k.add(section+".listen", "%q is not a loopback address; the connector listens on loopback only, unless %s.allow_remote is true", l.Listen, section)
+	}
 }
 
 // ParseService parses the value of the --service flag, NAME=ADDRESS such as

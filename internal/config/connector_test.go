@@ -22,7 +22,17 @@ func TestDecodeConnectorProblems(t *testing.T) {
 		{
 			name: "unknown key at top level",
 			doc:  ok + "listen: :1\n",
-			want: "connector.yaml:5: listen: unknown key (known: keyfile, data_dir, edges, tunnel, drain_timeout, log, health, services)",
+			want: "connector.yaml:5: listen: unknown key (known: keyfile, data_dir, edges, tunnel, drain_timeout, log, health, metrics, services)",
+		},
+		{
+			name: "metrics off loopback",
+			doc:  ok + "metrics:\n  listen: 0.0.0.0:9464\n",
+			want: `connector.yaml:6: metrics.listen: "0.0.0.0:9464" is not a loopback address; the connector listens on loopback only, unless metrics.allow_remote is true`,
+		},
+		{
+			name: "metrics at a bad address",
+			doc:  ok + "metrics:\n  listen: 9464\n",
+			want: `connector.yaml:6: metrics.listen: invalid address "9464" (use host:port, e.g. :15432)`,
 		},
 		{
 			name: "health probes off loopback",
@@ -142,6 +152,20 @@ func TestDecodeConnectorProblems(t *testing.T) {
 				t.Errorf("got %d problems, want %d", len(ps), n)
 			}
 		})
+	}
+}
+
+// metrics.listen is off by default, and may leave loopback only when the
+// operator says so.
+func TestConnectorMetricsListen(t *testing.T) {
+	const ok = "data_dir: /d\nservices:\n  db:\n    address: 127.0.0.1:5432\n"
+	c, err := DecodeConnector(strings.NewReader(ok), "connector.yaml")
+	if err != nil || c.Metrics.Listen != "" {
+		t.Fatalf("without metrics: listen %q, %v; want none", c.Metrics.Listen, err)
+	}
+	c, err = DecodeConnector(strings.NewReader(ok+"metrics:\n  listen: 0.0.0.0:9464\n  allow_remote: true\n"), "connector.yaml")
+	if err != nil || c.Metrics.Listen != "0.0.0.0:9464" {
+		t.Fatalf("metrics on every interface, allowed: listen %q, %v", c.Metrics.Listen, err)
 	}
 }
 

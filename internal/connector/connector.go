@@ -1,5 +1,6 @@
 // Package connector is sallyport's trusted-network role. It never listens
-// (but for its health probes, when health.listen asks for them): it dials out to the edge(s), keeps a tunnel to each up with reconnects
+// (but for its health probes and metrics, when health.listen and
+// metrics.listen ask for them): it dials out to the edge(s), keeps a tunnel to each up with reconnects
 // that back off with jitter, and for each stream the edge opens it dials
 // the back-end that its own configuration names for the stream's service.
 // That configuration is the allow-list: the edge can name a service, never
@@ -32,6 +33,7 @@ import (
 	"github.com/sallyport/sallyport/internal/egress"
 	"github.com/sallyport/sallyport/internal/health"
 	"github.com/sallyport/sallyport/internal/loglimit"
+	"github.com/sallyport/sallyport/internal/metrics"
 	"github.com/sallyport/sallyport/internal/pipe"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -83,8 +85,11 @@ type Connector struct {
 	// fleet is the edges the connector keeps tunnels to (members.go).
 	fleet fleet
 
-	// healthAddr is health.listen's address, once bound.
-	healthAddr atomic.Pointer[net.Addr]
+	// healthAddr is health.listen's address, once bound; metricsAddr,
+	// metrics.listen's.
+	healthAddr, metricsAddr atomic.Pointer[net.Addr]
+	// metrics are the connector's Prometheus metrics.
+	metrics *metrics.Connector
 
 	streams pipe.Tracker
 	// handlers counts stream goroutines.
@@ -122,6 +127,7 @@ func New(cfg config.Connector, log *slog.Logger) (*Connector, error) {
 		now:        time.Now,
 		byAddress:  byAddress,
 		instance:   hex.EncodeToString(b),
+		metrics:    metrics.NewConnector(slices.Collect(maps.Keys(cfg.Services))),
 	}
 	c.tunnels.up = make(map[string]*tunnel.Session)
 	c.tunnels.changed = make(chan struct{})
@@ -191,11 +197,18 @@ func (c *Connector) Run(parent context.Context) error {
 	defer stop(nil)
 	c.stop = stop
 	c.logEgress()
-	stopHealth, err := c.serveHealth()
+	stopHealth, err := c.serveLocal("the health probes", "health.listen", c.cfg.Health.Listen, health.Handler(c.Readiness), &c.healthAddr)
 	if err != nil {
 		return err
 	}
 	defer stopHealth()
+	mux := http.NewServeMux()
+	mux.Handle("GET "+metrics.Path, c.metrics.Handler())
+	stopMetrics, err := c.serveLocal("the metrics", "metrics.listen", c.cfg.Metrics.Listen, mux, &c.metricsAddr)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	id, err := c.identity(ctx)
 	if err != nil {
 		return err
@@ -277,8 +290,14 @@ func (c *Connector) closeTunnels() {
 
 // HealthAddr is the address the probes listen on (health.listen); nil
 // without one, or before Run has bound it.
-func (c *Connector) HealthAddr() net.Addr {
-	if a := c.healthAddr.Load(); a != nil {
+func (c *Connector) HealthAddr() net.Addr { return loadAddr(&c.healthAddr) }
+
+// MetricsAddr is the address GET /metrics listens on (metrics.listen);
+// nil without one, or before Run has bound it.
+func (c *Connector) MetricsAddr() net.Addr { return loadAddr(&c.metricsAddr) }
+
+func loadAddr(p *atomic.Pointer[net.Addr]) net.Addr {
+	if a := p.Load(); a != nil {
 		return *a
 	}
 	return nil
@@ -303,21 +322,21 @@ func (c *Connector) Readiness() error {
 	return nil
 }
 
-// serveHealth listens on health.listen, if set, and serves the probes
-// until the returned function is called, which waits for the server.
-func (c *Connector) serveHealth() (stop func(), err error) {
-	addr := c.cfg.Health.Listen
+// serveLocal listens on addr (the config's key; "" for none) and serves
+// h, what it names, until the returned function is called, which waits
+// for the server. The address bound is stored in bound.
+func (c *Connector) serveLocal(what, key, addr string, h http.Handler, bound *atomic.Pointer[net.Addr]) (stop func(), err error) {
 	if addr == "" {
 		return func() {}, nil
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen for the health probes on %s (health.listen): %w", addr, err)
+		return nil, fmt.Errorf("listen for %s on %s (%s): %w", what, addr, key, err)
 	}
 	a := l.Addr()
-	c.healthAddr.Store(&a)
-	c.log.Info("health probes listening", "addr", a.String())
-	srv := &http.Server{Handler: health.Handler(c.Readiness), ReadHeaderTimeout: 10 * time.Second}
+	bound.Store(&a)
+	c.log.Info(what+" listening", "addr", a.String())
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -404,12 +423,14 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 	log := c.log.With("service", h.Service, "client", h.Client, "edge", edge)
 	svc, ok := c.cfg.Services[h.Service]
 	if !ok {
+		c.metrics.StreamRefused(h.Service, wire.CodeUnknownService.String())
 		log.Warn("stream refused: service not offered by this connector")
 		st.Reply(wire.StreamReply{Code: wire.CodeUnknownService, Reason: fmt.Sprintf("service %q is not offered by this connector", h.Service)})
 		st.Close()
 		return false
 	}
 	if c.isDraining() {
+		c.metrics.StreamRefused(h.Service, wire.CodeDraining.String())
 		st.Reply(wire.StreamReply{Code: wire.CodeDraining, Reason: "connector is shutting down"})
 		st.Close()
 		return false
@@ -417,12 +438,15 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), svc.DialTimeout)
 	backend, err := c.dialer.DialContext(ctx, "tcp", svc.Address)
 	cancel()
-	if err == nil {
+	dialed := err == nil
+	if dialed {
 		if err = writeProxyHeader(backend, svc.ProxyProtocol, h.Client); err != nil {
 			backend.Close()
 		}
 	}
 	if err != nil {
+		c.metrics.DialFailed(h.Service, err, dialed)
+		c.metrics.StreamRefused(h.Service, wire.CodeBackendUnreachable.String())
 		log.Warn("stream refused: back-end unreachable", "backend", svc.Address, "err", err)
 		st.Reply(wire.StreamReply{Code: wire.CodeBackendUnreachable, Reason: fmt.Sprintf("service %q: back-end unreachable", h.Service)})
 		st.Close()
@@ -434,9 +458,11 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 		backend.Close()
 		return false
 	}
+	c.metrics.StreamOpened(h.Service)
 	c.handlers.Add(1)
 	x := pipe.Start(st, backend, func(res pipe.Result) {
 		defer c.handlers.Done()
+		c.metrics.Relayed(h.Service, res.AToB, res.BToA)
 		// Not log, made by With: a held connection keeps no logger.
 		args := []any{"service", h.Service, "client", h.Client, "edge", edge, "backend", svc.Address, "bytes_in", res.AToB, "bytes_out", res.BToA,
 			"duration", time.Since(start).Round(time.Microsecond).String()}

@@ -49,6 +49,7 @@ func (c *Connector) enroll(ctx context.Context, kf enroll.Keyfile) (identity, er
 		var lastErr error
 		for _, addr := range edges {
 			resp, ca, err := c.redeem(ctx, addr, kf.CAPin, req)
+			c.metrics.Enrolled(attemptResult(err))
 			if err == nil {
 				return c.saveIdentity(resp, ca, key, kf, addr)
 			}

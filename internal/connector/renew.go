@@ -77,6 +77,7 @@ func (c *Connector) keepRenewing(ctx context.Context, id identity) {
 			return
 		}
 		renewed, err := c.renew(ctx, id, cert)
+		c.metrics.Renewed(attemptResult(err))
 		var ref *wire.Refusal
 		switch {
 		case err == nil:
@@ -101,6 +102,20 @@ func (c *Connector) keepRenewing(ctx context.Context, id identity) {
 				"expires", cert.Leaf.NotAfter)
 		}
 	}
+}
+
+// attemptResult names an enrollment's or renewal's result for the
+// metrics: "" for success, the edge's refusal code, or "error" for an
+// edge out of reach.
+func attemptResult(err error) string {
+	var ref *wire.Refusal
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &ref):
+		return ref.Code.String()
+	}
+	return "error"
 }
 
 // renew asks the edges in turn for a certificate renewing cert, for a

@@ -51,6 +51,7 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 			return
 		}
 		sess, err := c.dialTunnel(ctx, addr, pki.ClientTLSConfig(id.ca, id.pin, &cert, nil))
+		c.metrics.TunnelDialed(addr, err)
 		if err == nil {
 			start := time.Now()
 			log.Info("tunnel up")
@@ -185,6 +186,9 @@ func (c *Connector) EdgeProxy(addr string) (*url.URL, error) {
 // serve accepts the edge's streams on sess, the tunnel to edge kept under
 // key, until the session ends. It owns sess and closes it.
 func (c *Connector) serve(sess *tunnel.Session, edge, key string) {
+	// Counted before WaitTunnels and /readyz can see it.
+	c.metrics.TunnelUp(edge)
+	defer c.metrics.TunnelDown(edge)
 	c.setUp(key, sess)
 	defer c.setUp(key, nil)
 	defer sess.Close()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/metrics"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 )
@@ -61,7 +62,7 @@ func routeHosts(advertise, listen string) []string {
 // storeStatus reports the store's cluster for the admin status, or nil
 // for a single node.
 func (e *Edge) storeStatus() *admin.StoreStatus {
-	js, ok := e.st.(interface{ ClusterStatus() store.ClusterStatus })
+	js, ok := e.plainStore().(interface{ ClusterStatus() store.ClusterStatus })
 	if !ok {
 		return nil
 	}
@@ -70,6 +71,27 @@ func (e *Edge) storeStatus() *admin.StoreStatus {
 		return nil
 	}
 	return &admin.StoreStatus{Leader: cs.Leader, Servers: cs.Servers, Online: cs.Online}
+}
+
+// plainStore is the store as opened, for its methods beyond
+// store.Store's (cluster status, quorum), which the timed store e.st
+// does not have.
+func (e *Edge) plainStore() store.Store {
+	if w, ok := e.st.(interface{ Unwrap() store.Store }); ok {
+		return w.Unwrap()
+	}
+	return e.st
+}
+
+// storeCluster is storeStatus for the metrics; ok is false for a single
+// node. It is read by scrapes, which the admin servers serve only once
+// the store is open.
+func (e *Edge) storeCluster() (metrics.StoreCluster, bool) {
+	st := e.storeStatus()
+	if st == nil {
+		return metrics.StoreCluster{}, false
+	}
+	return metrics.StoreCluster{Servers: st.Servers, Online: st.Online, Leader: st.Leader != ""}, true
 }
 
 // ErrBecomeMember ends Run when this edge, a single node with a cluster
@@ -92,7 +114,7 @@ func (e *Edge) memberJoined(ctx context.Context, advertise string) {
 	if err != nil {
 		e.log.Warn("join: the new member's address is not kept in this edge's cluster file; add it to cluster.routes", "member", advertise, "err", err)
 	}
-	js, ok := e.st.(interface{ ClusterStatus() store.ClusterStatus })
+	js, ok := e.plainStore().(interface{ ClusterStatus() store.ClusterStatus })
 	if !ok || js.ClusterStatus().Member || e.cfg.Store.URL != "" {
 		return
 	}

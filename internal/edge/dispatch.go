@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/ingress"
+	"github.com/sallyport/sallyport/internal/metrics"
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/tlsfiles"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -168,6 +170,7 @@ func (e *Edge) Admit(service string, c admission.Client) (func(), *admission.Ref
 	if ref != nil {
 		return nil, e.Refused(ref, c)
 	}
+	e.metrics.Admitted(service, c.Via)
 	return release, nil
 }
 
@@ -217,10 +220,12 @@ func (e *Edge) openOn(sess *tunnel.Session, service string, c admission.Client) 
 	if err != nil {
 		ref := admission.Refuse(admission.ReasonTunnel, service, "service %s: the tunnel to its connector failed; try again", service)
 		e.log.Warn("client refused: tunnel failed", "via", c.Via, "service", service, "client", c.Addr.String(), "connector", connector, "err", err)
-		e.refusals.Add(ref.Reason)
+		e.countRefusal(ref.Reason, service, c.Via)
 		return nil, ref
 	}
-	return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector}, nil
+	m := e.metrics.Service(service)
+	m.Opened.Inc()
+	return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector, via: c.Via, m: m, opened: e.now()}, nil
 }
 
 // connectorOf names the connector at the other end of sess; "" once the
@@ -249,11 +254,18 @@ func (e *Edge) drained(sess *tunnel.Session, connector string) {
 const refusalLinesPerSecond = 10
 
 // Count counts a refusal that a listener logs itself.
-func (e *Edge) Count(r admission.Reason) { e.refusals.Add(r) }
+func (e *Edge) Count(r admission.Reason) { e.countRefusal(r, "", "") }
+
+// countRefusal counts a client turned away for reason, in the status and
+// in the metrics; service and via (the listener kind) may be unknown ("").
+func (e *Edge) countRefusal(reason admission.Reason, service, via string) {
+	e.refusals.Add(reason)
+	e.metrics.Refused(service, via, string(reason))
+}
 
 // Refused counts and logs a refusal and returns it.
 func (e *Edge) Refused(ref *admission.Refusal, c admission.Client) *admission.Refusal {
-	e.refusals.Add(ref.Reason)
+	e.countRefusal(ref.Reason, ref.Service, c.Via)
 	msg := "client refused: " + ref.Msg
 	if ref.Reason == admission.ReasonNoConnector {
 		msg = "client refused: no connector offers the service"
@@ -285,6 +297,16 @@ type streamConn struct {
 	sess      *tunnel.Session
 	service   string
 	connector string
+	// via is the client's listener kind, for the refusal metrics.
+	via string
+	// m are the service's metrics; opened is when the stream was opened.
+	// The relay adds each read's and write's bytes to m's counters, one
+	// atomic add each.
+	m      *metrics.ServiceMetrics
+	opened time.Time
+	// firstByte is set by the first read that returns bytes; closed by
+	// the first Close.
+	firstByte, closed atomic.Bool
 	// release gives back the policy slot; nil if none is held.
 	release func()
 	// onRefusal, if set, is called once with the connector's refusal
@@ -311,12 +333,26 @@ func (s *streamConn) Hold(release func()) { s.release = release }
 // refusal, if any, as a *wire.Refusal.
 func (s *streamConn) Read(b []byte) (int, error) {
 	n, err := s.Stream.Read(b)
+	s.received(n)
 	return n, s.checkRefusal(err)
+}
+
+// received counts n bytes read from the back-end, and observes the time
+// to the first of them.
+func (s *streamConn) received(n int) {
+	if n <= 0 {
+		return
+	}
+	s.m.ToClient.Add(float64(n))
+	if !s.firstByte.Load() && s.firstByte.CompareAndSwap(false, true) {
+		s.m.FirstByte.Observe(s.e.now().Sub(s.opened).Seconds())
+	}
 }
 
 // TryRead is Read without waiting; see tunnel.Stream.TryRead.
 func (s *streamConn) TryRead(b []byte) (int, bool, error) {
 	n, wait, err := s.Stream.TryRead(b)
+	s.received(n)
 	return n, wait, s.checkRefusal(err)
 }
 
@@ -333,7 +369,7 @@ func (s *streamConn) Accepted() error {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		s.e.log.Warn("client refused: the connector did not answer", "service", s.service, "connector", s.connector, "waited", wait.String())
-		s.e.refusals.Add(admission.ReasonConnectorTimeout)
+		s.e.countRefusal(admission.ReasonConnectorTimeout, s.service, s.via)
 		return admission.Refuse(admission.ReasonConnectorTimeout, s.service,
 			"service %s: its connector did not answer within %s; try again later", s.service, wait)
 	}
@@ -356,6 +392,9 @@ func (s *streamConn) checkRefusal(err error) error {
 // reset.
 func (s *streamConn) Write(b []byte) (int, error) {
 	n, err := s.Stream.Write(b)
+	if n > 0 {
+		s.m.ToBackend.Add(float64(n))
+	}
 	if err != nil && errors.Is(err, tunnel.ErrReset) {
 		// The reply came before the reset, and a reset stream's Read does
 		// not block.
@@ -371,7 +410,7 @@ func (s *streamConn) Write(b []byte) (int, error) {
 // draining connector, and tells the listener.
 func (s *streamConn) connectorRefused(ref *wire.Refusal) {
 	e := s.e
-	e.refusals.Add(admission.ReasonConnector)
+	e.countRefusal(admission.ReasonConnector, s.service, s.via)
 	if ref.Code == wire.CodeDraining {
 		e.drained(s.sess, s.connector)
 	}
@@ -380,8 +419,12 @@ func (s *streamConn) connectorRefused(ref *wire.Refusal) {
 	}
 }
 
-// Close closes the stream and gives back the policy slot.
+// Close closes the stream and gives back the policy slot; the first
+// Close observes how long the stream lasted.
 func (s *streamConn) Close() error {
+	if !s.closed.Swap(true) {
+		s.m.Duration.Observe(s.e.now().Sub(s.opened).Seconds())
+	}
 	err := s.Stream.Close()
 	if s.release != nil {
 		s.release()

@@ -17,10 +17,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +35,7 @@ import (
 	"github.com/sallyport/sallyport/internal/health"
 	"github.com/sallyport/sallyport/internal/ingress"
 	"github.com/sallyport/sallyport/internal/loglimit"
+	"github.com/sallyport/sallyport/internal/metrics"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/slowdown"
@@ -46,6 +49,9 @@ import (
 const (
 	AdminTokenFile = "admin.token" // the admin API's bearer token, mode 0600
 	AdminAddrFile  = "admin.addr"  // where the admin API listens, written at start
+	// MetricsTokenFile is the bearer token that reads GET /metrics and
+	// nothing else (mode 0600), for a Prometheus server.
+	MetricsTokenFile = "metrics.token"
 )
 
 // Edge is one edge process. Create it with New and run it with Run, once.
@@ -58,9 +64,11 @@ type Edge struct {
 
 	// ready is closed once every listener is up; the fields after it are
 	// set before that and read-only afterwards.
-	ready      chan struct{}
-	id         string
-	ca         *pki.CA
+	ready chan struct{}
+	id    string
+	ca    *pki.CA
+	// st is the store, its calls counted and timed (plainStore has the
+	// store as opened).
 	st         store.Store
 	tlsConfig  *tls.Config
 	tunnelAddr net.Addr
@@ -94,6 +102,9 @@ type Edge struct {
 		// ended, by id.
 		lastSeen map[string]time.Time
 	}
+
+	// metrics are the edge's Prometheus metrics (GET /metrics).
+	metrics *metrics.Edge
 
 	// refusals counts clients turned away, by reason; refusalLines
 	// bounds the lines that log them.
@@ -180,6 +191,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 	e.conns.byName = make(tunnelIndex)
 	e.conns.warned = make(map[string]map[string]bool)
 	e.conns.lastSeen = make(map[string]time.Time)
+	e.metrics = metrics.NewEdge(slices.Collect(maps.Keys(cfg.Services)), e.Fenced, e.storeCluster)
 	return e, nil
 }
 
@@ -263,11 +275,12 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	}
 	opts := storeOptions(e.cfg, e.log)
 	opts.Name, opts.Cluster = "sallyport-"+e.id, cluster
-	e.st, err = store.Open(ctx, opts)
+	st, err := store.Open(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("open the edge's store: %w", err)
 	}
-	defer e.st.Close()
+	defer st.Close()
+	e.st = e.metrics.Store(st)
 	stopWatch, err := e.watchIdentities(ctx)
 	if err != nil {
 		return fmt.Errorf("read the enrolled connectors from the store: %w", err)
@@ -279,6 +292,10 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	}
 	defer stopSessions()
 	token, err := atomicfile.LoadOrCreate(filepath.Join(dir, AdminTokenFile), "admin token", func() string { return randomHex(32) })
+	if err != nil {
+		return err
+	}
+	metricsToken, err := atomicfile.LoadOrCreate(filepath.Join(dir, MetricsTokenFile), "metrics token", func() string { return randomHex(32) })
 	if err != nil {
 		return err
 	}
@@ -348,8 +365,11 @@ func (e *Edge) Run(parent context.Context) (err error) {
 	// CLI (the directory's and the socket's modes are its authentication,
 	// so no token travels), and on a TCP listener with the bearer token.
 	alog := e.log.With("component", "admin")
-	adminSrv := &http.Server{Handler: admin.TokenHandler(e, token, alog), ReadHeaderTimeout: 10 * time.Second}
-	socketSrv := &http.Server{Handler: admin.SocketHandler(e, alog), ReadHeaderTimeout: 10 * time.Second}
+	// GET /metrics takes the admin token or the metrics token, which
+	// reads nothing else.
+	adminSrv := &http.Server{Handler: admin.WithMetrics(e, admin.TokenHandler(e, token, alog), e.metrics.Handler(), []string{token, metricsToken}, alog),
+		ReadHeaderTimeout: 10 * time.Second}
+	socketSrv := &http.Server{Handler: admin.WithMetrics(e, admin.SocketHandler(e, alog), e.metrics.Handler(), nil, alog), ReadHeaderTimeout: 10 * time.Second}
 	healthSrv := &http.Server{Handler: health.Handler(e.Readiness), ReadHeaderTimeout: 10 * time.Second}
 	sl, err := admin.ListenSocket(filepath.Join(dir, admin.SocketFile))
 	if err != nil {

@@ -84,6 +84,7 @@ func (e *Edge) serveEnroll(ctx context.Context, tc *tls.Conn, body []byte, log *
 	actor := "connector at " + tc.RemoteAddr().String()
 	if ref != nil {
 		log.Warn("enrollment refused", "code", ref.Code.String(), "reason", ref.Reason)
+		e.metrics.Enrolled(ref.Code.String())
 		if ref.Code != wire.CodeTokenUnknown && ref.Code != wire.CodeTokenMalformed && ref.Code != wire.CodeBadRequest {
 			// A real token misused; forgeries are only logged.
 			e.auditRefusal(store.AuditEvent{Actor: actor, Action: "enroll", Subject: subject, Result: "refused: " + ref.Reason})
@@ -92,6 +93,7 @@ func (e *Edge) serveEnroll(ctx context.Context, tc *tls.Conn, body []byte, log *
 		return
 	}
 	e.audit(store.AuditEvent{Actor: actor, Action: "enroll", Subject: subject, Result: "ok"})
+	e.metrics.Enrolled("")
 	tc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := wire.WriteMessage(tc, wire.KindEnrollResponse, resp); err != nil {
 		log.Warn("enrollment response not delivered", "connector", resp.ConnectorID, "err", err)

@@ -88,6 +88,7 @@ func (e *Edge) fenceTicks(ctx context.Context, presence func(context.Context) er
 			return
 		case r := <-results:
 			inFlight, lastOK = false, r.fresh
+			e.metrics.FenceRound(e.now().Sub(r.started), r.fresh)
 			if r.seqRead {
 				lastSeq = r.lastSeq
 			}
@@ -145,7 +146,7 @@ func (e *Edge) checkRound(ctx context.Context, presence func(context.Context) er
 	}
 	putErr := <-put
 	member, hears := false, false
-	if m, ok := e.st.(clusterMember); ok {
+	if m, ok := e.plainStore().(clusterMember); ok {
 		member, hears = m.Quorum(fenceAfter)
 	}
 	switch {

@@ -32,6 +32,7 @@ func (e *Edge) serveRenew(ctx context.Context, tc *tls.Conn, body []byte, log *s
 	subject := strings.TrimSpace(name + " " + id)
 	if ref != nil {
 		log.Warn("certificate renewal refused", "connector", id, "name", name, "code", ref.Code.String(), "reason", ref.Reason)
+		e.metrics.Renewed(ref.Code.String())
 		if id != "" {
 			e.auditRefusal(store.AuditEvent{Actor: actor, Action: "renew", Subject: subject, Result: "refused: " + ref.Reason})
 		}
@@ -42,10 +43,12 @@ func (e *Edge) serveRenew(ctx context.Context, tc *tls.Conn, body []byte, log *s
 	if err := wire.WriteMessage(tc, wire.KindRenewResponse, resp); err != nil {
 		// The connector keeps its old certificate and asks again.
 		log.Warn("renewed certificate not delivered", "connector", id, "err", err)
+		e.metrics.Renewed("not delivered")
 		e.audit(store.AuditEvent{Actor: actor, Action: "renew", Subject: subject, Result: "refused: not delivered: " + err.Error()})
 		return
 	}
 	until := notAfter(resp.Certificate)
+	e.metrics.Renewed("")
 	log.Info("connector certificate renewed", "connector", id, "name", name, "not_after", until)
 	e.audit(store.AuditEvent{Actor: actor, Action: "renew", Subject: subject, Result: "ok",
 		Detail: "valid until " + until.UTC().Format(time.RFC3339)})

@@ -216,8 +216,11 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		return
 	}
 	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), offered: hello.Services}
+	// Counted before its routes show, so that whoever sees them sees it.
+	e.metrics.TunnelUp(info.name)
 	routed, ok := e.register(sess, info)
 	if !ok {
+		e.metrics.TunnelDown(info.name)
 		log.Warn("tunnel closed after its handshake: the connector was revoked meanwhile, or holds the most tunnels it may")
 		sess.Close()
 		return
@@ -246,6 +249,7 @@ func (e *Edge) tunnelEnded(sess *tunnel.Session, info *tunnelInfo, log *slog.Log
 	e.removeTunnelLocked(sess)
 	e.conns.lastSeen[info.connectorID] = e.now().UTC()
 	e.conns.Unlock()
+	e.metrics.TunnelDown(info.name)
 	upFor := e.now().Sub(info.since).Round(time.Millisecond).String()
 	if cause := sess.Cause(); cause != nil {
 		// The connector broke the tunnel: it went silent, stopped

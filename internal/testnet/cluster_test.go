@@ -293,6 +293,11 @@ func TestFenceWhenStoreLost(t *testing.T) {
 		if e.Logs.Count("edge fenced") != 1 {
 			t.Fatalf("fence logged %d times", e.Logs.Count("edge fenced"))
 		}
+		s := scrape(t, e.AdminAddr().String(), metricsToken(t, e.Cfg.DataDir))
+		s.want(t, `sallyport_edge_fenced{}`, 1)
+		if s[`sallyport_edge_fence_round_duration_seconds_count{result="stale"}`] == 0 || s[`sallyport_store_operations_total{operation="put_presence",result="error"}`] == 0 {
+			t.Errorf("a fenced edge's metrics show no stale fence round or no failed presence write:\n%s", strings.Join(s.sallyport(), "\n"))
+		}
 	}
 	eventually(t, 3*time.Second, "tunnels closed", func() bool { return conn.Tunnels() == 0 })
 	for _, e := range []*testnet.Edge{a, b} {
@@ -303,6 +308,7 @@ func TestFenceWhenStoreLost(t *testing.T) {
 			t.Fatalf("a fenced edge carried a client: %q", got)
 		}
 		e.Logs.WaitFor(t, 5*time.Second, 1, "client refused", "reason=store_lost")
+		scrape(t, e.AdminAddr().String(), metricsToken(t, e.Cfg.DataDir)).want(t, `sallyport_edge_clients_refused_total{listener="tcp",reason="store_lost",service="echo"}`, 1)
 	}
 	conn.Logs.WaitForSince(t, mark, 5*time.Second, 1, "tunnel dial failed", edge.FencedReason)
 	// An enrollment is refused with the reason, uses nothing up, and the
@@ -315,6 +321,7 @@ func TestFenceWhenStoreLost(t *testing.T) {
 	for _, e := range []*testnet.Edge{a, b} {
 		eventually(t, 15*time.Second, "edge unfenced", func() bool { return !e.Fenced() })
 		e.Logs.WaitFor(t, time.Second, 1, "edge unfenced")
+		scrape(t, e.AdminAddr().String(), metricsToken(t, e.Cfg.DataDir)).want(t, `sallyport_edge_fenced{}`, 0)
 	}
 	conn.WaitTunnels(t, 2)
 	// The connector refused while fenced enrolls by itself: two

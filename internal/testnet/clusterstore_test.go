@@ -134,6 +134,10 @@ func TestTwoEdgesAndAWitness(t *testing.T) {
 	if st := a.Status(ctx).Store; st == nil || st.Servers != 3 || st.Online != 3 || st.Leader == "" {
 		t.Fatalf("edge A's status of its store: %+v, want 3 servers online and a leader", st)
 	}
+	s := scrape(t, a.AdminAddr().String(), metricsToken(t, a.Cfg.DataDir))
+	s.want(t, `sallyport_store_servers{}`, 3)
+	s.want(t, `sallyport_store_servers_online{}`, 3)
+	s.want(t, `sallyport_store_leader{}`, 1)
 	stopWitness()
 	if err := <-wdone; err != nil {
 		t.Fatalf("witness: %v", err)

@@ -112,6 +112,11 @@ func TestEnrollmentRefusals(t *testing.T) {
 	if len(st.Connectors) != 1 {
 		t.Errorf("edge has %d connectors after one good enrollment, want 1", len(st.Connectors))
 	}
+	// Each counted under its result, for an operator's alert on them.
+	s := scrape(t, e.AdminAddr().String(), metricsToken(t, e.Cfg.DataDir))
+	for result, n := range map[string]float64{"ok": 1, "token_unknown": 1, "token_mismatch": 1, "token_expired": 1, "token_used": 1} {
+		s.want(t, `sallyport_edge_enrollments_total{result="`+result+`"}`, n)
+	}
 }
 
 func TestEnrolledConnectorRestartsWithoutKeyfile(t *testing.T) {

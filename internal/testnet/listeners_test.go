@@ -38,6 +38,8 @@ import (
 type listenerEdge struct {
 	*edge.Edge
 	Logs *logbuf.Buffer
+	// DataDir is the edge's data directory.
+	DataDir string
 	// Stop stops the edge (drain, then close) and returns Run's error; it
 	// is idempotent and runs when the test ends.
 	Stop func() error
@@ -98,7 +100,7 @@ func startListenerEdge(t *testing.T, listeners []config.Listener, services map[s
 	case <-time.After(20 * time.Second):
 		t.Fatal("edge did not start within 20s")
 	}
-	return &listenerEdge{Edge: e, Logs: logs, Stop: stop}
+	return &listenerEdge{Edge: e, Logs: logs, Stop: stop, DataDir: cfg.DataDir}
 }
 
 // addr is the address of listener i.

@@ -207,6 +207,9 @@ func TestRevokedConnectorCannotRenew(t *testing.T) {
 	if len(evs) != 2 || evs[0].Result != "ok" || !strings.HasPrefix(evs[1].Result, "refused: ") || !strings.Contains(evs[1].Result, "revoked") {
 		t.Fatalf("renew events %+v; want one ok, then one refused as revoked", evs)
 	}
+	s := scrape(t, e.AdminAddr().String(), metricsToken(t, e.Cfg.DataDir))
+	s.want(t, `sallyport_edge_renewals_total{result="ok"}`, 1)
+	s.want(t, `sallyport_edge_renewals_total{result="revoked"}`, 1)
 	c2 := testnet.StartConnector(t, kf, in(opts, c.Cfg.DataDir))
 	if err := c2.Done(t, 20*time.Second); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("the revoked connector stopped with %v", err)
