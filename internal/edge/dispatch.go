@@ -217,10 +217,10 @@ func (e *Edge) openOn(sess *tunnel.Session, service string, c admission.Client) 
 	if err != nil {
 		ref := admission.Refuse(admission.ReasonTunnel, service, "service %s: the tunnel to its connector failed; try again", service)
 		e.log.Warn("client refused: tunnel failed", "via", c.Via, "service", service, "client", c.Addr.String(), "connector", connector, "err", err)
-		e.refusals.Add(ref.Reason)
+		e.note(ref, c)
 		return nil, ref
 	}
-	return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector}, nil
+	return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector, client: c}, nil
 }
 
 // connectorOf names the connector at the other end of sess; "" once the
@@ -249,11 +249,24 @@ func (e *Edge) drained(sess *tunnel.Session, connector string) {
 const refusalLinesPerSecond = 10
 
 // Count counts a refusal that a listener logs itself.
-func (e *Edge) Count(r admission.Reason) { e.refusals.Add(r) }
+func (e *Edge) Count(r admission.Reason) {
+	e.note(&admission.Refusal{Reason: r, Msg: "see the edge's log"}, admission.Client{})
+}
+
+// note counts a refusal and keeps it among the recent ones, which the
+// dashboard lists; c is the client, as far as it is known.
+func (e *Edge) note(ref *admission.Refusal, c admission.Client) {
+	e.refusals.Add(ref.Reason)
+	rec := admission.Recorded{Time: e.now(), Reason: ref.Reason, Service: ref.Service, Via: c.Via, Msg: ref.Msg}
+	if c.Addr != nil {
+		rec.Client = c.Addr.String()
+	}
+	e.recent.Add(rec)
+}
 
 // Refused counts and logs a refusal and returns it.
 func (e *Edge) Refused(ref *admission.Refusal, c admission.Client) *admission.Refusal {
-	e.refusals.Add(ref.Reason)
+	e.note(ref, c)
 	msg := "client refused: " + ref.Msg
 	if ref.Reason == admission.ReasonNoConnector {
 		msg = "client refused: no connector offers the service"
@@ -285,6 +298,7 @@ type streamConn struct {
 	sess      *tunnel.Session
 	service   string
 	connector string
+	client    admission.Client
 	// release gives back the policy slot; nil if none is held.
 	release func()
 	// onRefusal, if set, is called once with the connector's refusal
@@ -333,9 +347,10 @@ func (s *streamConn) Accepted() error {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		s.e.log.Warn("client refused: the connector did not answer", "service", s.service, "connector", s.connector, "waited", wait.String())
-		s.e.refusals.Add(admission.ReasonConnectorTimeout)
-		return admission.Refuse(admission.ReasonConnectorTimeout, s.service,
+		ref := admission.Refuse(admission.ReasonConnectorTimeout, s.service,
 			"service %s: its connector did not answer within %s; try again later", s.service, wait)
+		s.e.note(ref, s.client)
+		return ref
 	}
 	return s.checkRefusal(err)
 }
@@ -371,7 +386,7 @@ func (s *streamConn) Write(b []byte) (int, error) {
 // draining connector, and tells the listener.
 func (s *streamConn) connectorRefused(ref *wire.Refusal) {
 	e := s.e
-	e.refusals.Add(admission.ReasonConnector)
+	e.note(admission.Refuse(admission.ReasonConnector, s.service, "refused by connector: %s", ref.Reason), s.client)
 	if ref.Code == wire.CodeDraining {
 		e.drained(s.sess, s.connector)
 	}
