@@ -28,7 +28,7 @@ import (
 //	POST /ui/grant          grant or ungrant a service
 //	POST /ui/revoke         revoke a connector
 //	POST /ui/session        create a session link (shown once)
-//	GET  /ui/dashboard.css  the style sheet
+//	GET  /ui/dashboard.css  the style sheet, and /ui/favicon.svg
 
 //go:embed ui
 var uiFiles embed.FS
@@ -89,7 +89,8 @@ func parsePages() map[string]*template.Template {
 // routes adds the dashboard's routes to mux.
 func (d *dashboard) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/ui/", http.StatusSeeOther) })
-	mux.HandleFunc("GET /ui/dashboard.css", d.serveCSS)
+	mux.HandleFunc("GET /ui/dashboard.css", d.serveFile("ui/dashboard.css", "text/css; charset=utf-8"))
+	mux.HandleFunc("GET /ui/favicon.svg", d.serveFile("ui/favicon.svg", "image/svg+xml"))
 	mux.HandleFunc("GET /ui/login", d.loginForm)
 	mux.HandleFunc("POST /ui/login", d.login)
 	mux.HandleFunc("POST /ui/logout", d.action(d.logout))
@@ -115,11 +116,17 @@ func (d *dashboard) headers(w http.ResponseWriter) {
 	h.Set("Cache-Control", "no-store")
 }
 
-func (d *dashboard) serveCSS(w http.ResponseWriter, r *http.Request) {
-	d.headers(w)
-	css, _ := uiFiles.ReadFile("ui/dashboard.css")
-	w.Header().Set("Content-Type", "text/css; charset=utf-8")
-	w.Write(css)
+// serveFile serves an embedded file, to anyone: the login page needs them.
+func (d *dashboard) serveFile(name, contentType string) http.HandlerFunc {
+	b, err := uiFiles.ReadFile(name)
+	if err != nil {
+		panic("dashboard: " + err.Error()) // a file the build embeds
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		d.headers(w)
+		w.Header().Set("Content-Type", contentType)
+		w.Write(b)
+	}
 }
 
 // view is what a page's template gets.

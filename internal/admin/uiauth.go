@@ -169,27 +169,25 @@ func setSessionCookie(w http.ResponseWriter, r *http.Request, id string) {
 }
 
 // sameOrigin reports whether a state-changing request comes from the
-// dashboard's own pages: the browser says so in Sec-Fetch-Site, or its
-// Origin is the dashboard's. A request with neither header is refused:
-// every current browser sends one on a POST, and other clients have the
-// API.
+// dashboard's own pages. The browser's Sec-Fetch-Site says so where it
+// sends one (every current browser): it must be same-origin. Without it,
+// the Origin must be the dashboard's. (With Referrer-Policy no-referrer,
+// Chromium sends "Origin: null" even from the same origin, so a null
+// Origin counts only beside Sec-Fetch-Site.) A request with neither is
+// refused: other clients have the API.
 func sameOrigin(r *http.Request) (ok bool, why string) {
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
-		return false, "the request came from another site (Sec-Fetch-Site: " + site + ")"
-	}
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		if r.Header.Get("Sec-Fetch-Site") == "same-origin" {
-			return true, ""
-		}
-		return false, "the request has neither an Origin nor a Sec-Fetch-Site header: use a current browser, or the API (/v1) with the bearer token"
-	}
+	site, origin := r.Header.Get("Sec-Fetch-Site"), r.Header.Get("Origin")
 	scheme := "http://"
 	if r.TLS != nil {
 		scheme = "https://"
 	}
-	if origin != scheme+r.Host {
+	switch {
+	case site != "" && site != "same-origin":
+		return false, "the request came from another site (Sec-Fetch-Site: " + site + ")"
+	case origin != "" && origin != "null" && origin != scheme+r.Host:
 		return false, "the request came from another origin (" + origin + ")"
+	case site == "" && (origin == "" || origin == "null"):
+		return false, "the request has neither an Origin nor a Sec-Fetch-Site header: use a current browser, or the API (/v1) with the bearer token"
 	}
 	return true, ""
 }
