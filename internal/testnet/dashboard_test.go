@@ -1,9 +1,14 @@
 package testnet_test
 
 import (
+	"encoding/base64"
+	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -11,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/testnet"
 )
@@ -25,7 +31,7 @@ type ui struct {
 	csrf   string
 }
 
-func newUI(t *testing.T, e *testnet.Edge) *ui {
+func newUI(t *testing.T, e interface{ AdminAddr() net.Addr }) *ui {
 	return &ui{t: t, base: "http://" + e.AdminAddr().String()}
 }
 
@@ -355,4 +361,113 @@ func TestLiveConnectionsListedThenGone(t *testing.T) {
 		c.Close()
 	}
 	eventually(t, 10*time.Second, "no live connection after they closed", func() bool { return len(e.Live()) == 0 })
+}
+
+var (
+	shownSecret   = regexp.MustCompile(`(?s)<textarea id="secret"[^>]*>(.*?)</textarea>`)
+	shownDownload = regexp.MustCompile(`href="data:application/json;base64,([A-Za-z0-9+/=]+)" download="([^"]+)"`)
+	shownFlash    = regexp.MustCompile(`<p id="flash" class="([^"]*)"[^>]*>([^<]*)</p>`)
+)
+
+// flashOn returns the message the page at path shows, and whether it is a
+// refusal.
+func (u *ui) flashOn(path string) (string, bool) {
+	u.t.Helper()
+	_, body := u.do(http.MethodGet, path, nil)
+	m := shownFlash.FindStringSubmatch(body)
+	if m == nil {
+		return "", false
+	}
+	return html.UnescapeString(m[2]), strings.Contains(m[1], "bad")
+}
+
+// The dashboard's actions do what the API's do: a keyfile it shows once
+// (to copy or save) enrolls a real connector; grants and ungrants change
+// the connector's grants; a session link it shows once is listed as
+// unused; what the edge refuses is said on the page and changes nothing.
+func TestDashboardActions(t *testing.T) {
+	echo := testnet.Echo(t)
+	e := startListenerEdge(t, []config.Listener{{Kind: config.KindHTTP, EdgeHosts: []string{"edge.test"}}},
+		map[string]config.EdgeService{"echo": {Listen: "127.0.0.1:0"}})
+	e.connect(t, map[string]string{"echo": echo.Addr()}, nil)
+	token, err := e.AdminToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac := &admin.Client{Addr: e.AdminAddr().String(), Token: token}
+	u := newUI(t, e)
+	u.login(token)
+
+	resp, body := u.post("/ui/keyfile", url.Values{"csrf": {u.csrf}, "name": {"site-b"}, "services": {"echo, logs"}, "ttl": {"10m"}})
+	shown, dl := shownSecret.FindStringSubmatch(body), shownDownload.FindStringSubmatch(body)
+	if resp.StatusCode != http.StatusCreated || shown == nil || dl == nil {
+		t.Fatalf("create a keyfile: %s\n%s", resp.Status, body)
+	}
+	kf := html.UnescapeString(shown[1])
+	saved, err := base64.StdEncoding.DecodeString(dl[1])
+	if err != nil || string(saved) != kf || dl[2] != "site-b.keyfile" {
+		t.Fatalf("the keyfile to save (%s, %v) is not the one shown", dl[2], err)
+	}
+	path := filepath.Join(t.TempDir(), "site-b.keyfile")
+	if err := os.WriteFile(path, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testnet.StartConnector(t, path, testnet.ConnectorOptions{Services: map[string]string{"echo": echo.Addr()}}).WaitTunnels(t, 1)
+	if _, manage := u.do(http.MethodGet, "/ui/manage", nil); strings.Contains(manage, kf) || strings.Contains(manage, dl[1]) {
+		t.Fatal("the manage page shows the keyfile again")
+	}
+
+	grants := func() string {
+		t.Helper()
+		cs, err := ac.Connectors(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Name == "site-b" {
+				return strings.Join(c.Grants, ",")
+			}
+		}
+		t.Fatal("site-b is not enrolled")
+		return ""
+	}
+	for _, step := range []struct {
+		op, service, grants, says string
+		refused                   bool
+	}{
+		{"ungrant", "logs", "echo", "Connector site-b may no longer offer service logs.", false},
+		{"grant", "db", "db,echo", "Connector site-b may now offer service db.", false},
+		{"grant", "bad name!", "db,echo", `Refused: bad service name "bad name!"`, true},
+	} {
+		resp, _ := u.post("/ui/grant", url.Values{"csrf": {u.csrf}, "connector": {"site-b"}, "service": {step.service}, "op": {step.op}})
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/manage" {
+			t.Fatalf("%s %s: %s to %q", step.op, step.service, resp.Status, resp.Header.Get("Location"))
+		}
+		if msg, bad := u.flashOn("/ui/manage"); !strings.HasPrefix(msg, step.says) || bad != step.refused {
+			t.Errorf("%s %s: the page says %q (refusal: %v), want %q", step.op, step.service, msg, bad, step.says)
+		}
+		if g := grants(); g != step.grants {
+			t.Errorf("%s %s: grants %s, want %s", step.op, step.service, g, step.grants)
+		}
+	}
+
+	resp, body = u.post("/ui/session", url.Values{"csrf": {u.csrf}, "service": {"echo"}, "ttl": {"2m"}})
+	shown = shownSecret.FindStringSubmatch(body)
+	if resp.StatusCode != http.StatusCreated || shown == nil || !strings.HasPrefix(shown[1], "ws://edge.test:") || !strings.Contains(body, "/.sallyport/view#") {
+		t.Fatalf("create a session: %s\n%s", resp.Status, body)
+	}
+	ss, err := ac.Sessions(t.Context())
+	if err != nil || len(ss) != 1 || ss[0].Service != "echo" || ss[0].State != "unused" {
+		t.Fatalf("sessions after the dashboard made one: %+v, %v", ss, err)
+	}
+	if _, manage := u.do(http.MethodGet, "/ui/manage", nil); !strings.Contains(manage, ss[0].ID) || strings.Contains(manage, shown[1]) {
+		t.Error("the manage page does not list the session, or shows its link again")
+	}
+	u.post("/ui/session", url.Values{"csrf": {u.csrf}, "service": {"nope"}})
+	if msg, bad := u.flashOn("/ui/manage"); !bad || !strings.Contains(msg, `no service named "nope"`) {
+		t.Errorf("a session for an unknown service: the page says %q", msg)
+	}
+	if ss, _ := ac.Sessions(t.Context()); len(ss) != 1 {
+		t.Errorf("a refused session request left %d sessions", len(ss))
+	}
 }
