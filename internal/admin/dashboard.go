@@ -160,7 +160,7 @@ func withActor(r *http.Request) *http.Request {
 // page serves a page to a logged-in browser: fill returns its data (an
 // error is shown on the page). Without a session it sends the browser to
 // the login form. A page changes nothing.
-func (d *dashboard) page(name string, fill func(*http.Request, *view)) http.HandlerFunc {
+func (d *dashboard) page(name string, fill func(*http.Request, Status, *view)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		sess, ok := d.sessions.get(sessionID(r))
 		if !ok {
@@ -170,7 +170,7 @@ func (d *dashboard) page(name string, fill func(*http.Request, *view)) http.Hand
 		}
 		st := d.b.Status(r.Context())
 		v := view{CSRF: sess.csrf, Flash: sess.flash, Edge: st.EdgeID, Fenced: st.Fenced}
-		fill(withActor(r), &v)
+		fill(withActor(r), st, &v)
 		d.render(w, http.StatusOK, name, v)
 	}
 }

@@ -93,9 +93,9 @@ type overviewData struct {
 }
 
 // overview fills the overview: what the edge serves and carries now.
-func (d *dashboard) overview(r *http.Request, v *view) {
+func (d *dashboard) overview(r *http.Request, st Status, v *view) {
 	v.Title, v.Refresh = "Overview", uiRefresh
-	data := overviewData{Services: d.b.Status(r.Context()).Services, Live: d.b.Live(), Refusals: d.b.RecentRefusals()}
+	data := overviewData{Services: st.Services, Live: d.b.Live(), Refusals: d.b.RecentRefusals()}
 	var err error
 	if data.Connectors, err = d.b.Connectors(r.Context()); err != nil {
 		v.Error = "The connectors cannot be listed: " + err.Error()
@@ -113,11 +113,11 @@ type manageData struct {
 
 // manage fills the manage page: the forms, the sessions and the newest
 // events of the audit trail.
-func (d *dashboard) manage(r *http.Request, v *view) {
+func (d *dashboard) manage(r *http.Request, st Status, v *view) {
 	v.Title = "Manage"
 	ctx, cancel := context.WithTimeout(r.Context(), uiReadTimeout)
 	defer cancel()
-	data := manageData{Services: d.b.Status(ctx).Services}
+	data := manageData{Services: st.Services}
 	var problems []string
 	var err error
 	if data.Connectors, err = d.b.Connectors(ctx); err != nil {
@@ -165,7 +165,8 @@ type shownData struct {
 // showOnce writes the page that shows a secret the edge keeps no copy of.
 func (d *dashboard) showOnce(w http.ResponseWriter, r *http.Request, id string, data shownData) int {
 	sess, _ := d.sessions.get(id)
-	d.render(w, http.StatusCreated, "shown", view{Title: "New " + data.What, CSRF: sess.csrf, Data: data})
+	st := d.b.Status(r.Context())
+	d.render(w, http.StatusCreated, "shown", view{Title: "New " + data.What, CSRF: sess.csrf, Edge: st.EdgeID, Fenced: st.Fenced, Data: data})
 	return http.StatusCreated
 }
 

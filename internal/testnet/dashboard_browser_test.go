@@ -100,6 +100,21 @@ func TestDashboardInBrowser(t *testing.T) {
 	if n := pageValue[int](t, ctx, `document.querySelectorAll("#flash, #live tbody tr").length`); n != 0 {
 		t.Errorf("after a reload the page still shows the message or a live connection (%d)", n)
 	}
+
+	// The Manage page: its audit trail has the revoke; a new keyfile is
+	// shown once, with a link to save it.
+	if err := chromedp.Do(ctx, chromedp.Click(`nav a[href="/ui/manage"]`)); err != nil {
+		t.Fatalf("chromium: open Manage: %v", err)
+	}
+	waitPage(t, ctx, `location.pathname === "/ui/manage" && Array.from(document.querySelectorAll("#audit td"), td => td.textContent).includes("POST /ui/revoke")`, "the revoke in the audit trail")
+	checkReadable(t, ctx, "dashboard-manage", chromedp.FullScreenshot(100), []string{"#keyfile-form label", "#grant-form button", "#audit td"})
+	if err := chromedp.Do(ctx, chromedp.SetValue("#kf-name", "site-c"), chromedp.SetValue("#kf-services", "echo"),
+		chromedp.Click(`#keyfile-form button[type="submit"]`)); err != nil {
+		t.Fatalf("chromium: create a keyfile: %v", err)
+	}
+	waitPage(t, ctx, `location.pathname === "/ui/keyfile" && document.querySelector("#secret").value.includes('"name": "site-c"') && document.querySelector("#download").download === "site-c.keyfile"`,
+		"the new keyfile, with its link to save it")
+	checkReadable(t, ctx, "dashboard-keyfile", chromedp.FullScreenshot(100), []string{"h2", "p.flash", "#download"})
 }
 
 // pageValue evaluates expr on the page, failing the test on an error.
