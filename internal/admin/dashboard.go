@@ -55,7 +55,8 @@ type dashboard struct {
 
 	sessions *uiSessions
 	// backoff slows failed logins by source address; waiting holds a
-	// slot for each failed login being slowed down.
+	// slot for each login while it is checked and, if it failed, slowed
+	// down (uiLoginsWaiting).
 	backoff slowdown.Failures
 	waiting chan struct{}
 	// busyLines limits the lines about logins refused unchecked.
