@@ -471,3 +471,50 @@ func TestDashboardActions(t *testing.T) {
 		t.Errorf("a refused session request left %d sessions", len(ss))
 	}
 }
+
+// Refused clients are listed newest first with their reason, service and
+// address, on the overview too, and a flood keeps only the last 100; the
+// services table shows each service's ways in and policy.
+func TestRecentRefusalsListed(t *testing.T) {
+	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"db": ""}, Tune: func(c *config.Edge) {
+		c.Listeners = []config.Listener{{Kind: config.KindHTTP, Listen: "127.0.0.1:0"}, {Kind: config.KindTLS, Listen: "127.0.0.1:0"}}
+		c.Services["web"] = config.EdgeService{Listen: "127.0.0.1:0", Hosts: []string{"web.test"}, SNI: []string{"web.tls.test"},
+			Policy: config.Policy{Deny: []string{"127.0.0.0/8"}, MaxConnections: 7}}
+	}})
+	read := func(service string) *net.TCPConn {
+		c := e.Dial(t, service)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("a client of %s was let in", service)
+		}
+		return c
+	}
+	denied := read("web")
+	refused := read("db") // no connector offers it
+	eventually(t, 10*time.Second, "two refusals listed", func() bool { return len(e.RecentRefusals()) == 2 })
+	got := e.RecentRefusals()
+	if r := got[0]; r.Reason != "no_connector" || r.Service != "db" || r.Client != refused.LocalAddr().String() || r.Via != "tcp" || r.Time.IsZero() {
+		t.Errorf("the newest refusal: %+v, want db's no_connector from %s", r, refused.LocalAddr())
+	}
+	if r := got[1]; r.Reason != "address_denied" || r.Service != "web" || r.Client != denied.LocalAddr().String() || r.Message == "" {
+		t.Errorf("the older refusal: %+v, want web's address_denied from %s", r, denied.LocalAddr())
+	}
+	token, err := e.AdminToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := newUI(t, e)
+	u.login(token)
+	_, page := u.do(http.MethodGet, "/ui/", nil)
+	for _, want := range []string{"address_denied", html.EscapeString(denied.LocalAddr().String()), "web.test", "web.tls.test", "deny 127.0.0.0/8; at most 7 at once;"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the overview does not show %q", want)
+		}
+	}
+	for range 150 {
+		read("db").Close()
+	}
+	if got := e.RecentRefusals(); len(got) != 100 || got[99].Reason != "no_connector" {
+		t.Errorf("after 152 refusals %d are listed (the oldest %+v), want the last 100", len(got), got[len(got)-1])
+	}
+}
