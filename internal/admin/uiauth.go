@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -174,22 +175,31 @@ func setSessionCookie(w http.ResponseWriter, r *http.Request, id string) {
 // the Origin must be the dashboard's. (With Referrer-Policy no-referrer,
 // Chromium sends "Origin: null" even from the same origin, so a null
 // Origin counts only beside Sec-Fetch-Site.) A request with neither is
-// refused: other clients have the API.
+// refused: other clients have the API. The Origin's host and port are
+// compared with the request's Host, not its scheme, so that a proxy that
+// terminates TLS in front of the admin listener (and keeps the Host)
+// works.
 func sameOrigin(r *http.Request) (ok bool, why string) {
 	site, origin := r.Header.Get("Sec-Fetch-Site"), r.Header.Get("Origin")
-	scheme := "http://"
-	if r.TLS != nil {
-		scheme = "https://"
-	}
 	switch {
 	case site != "" && site != "same-origin":
 		return false, "the request came from another site (Sec-Fetch-Site: " + site + ")"
-	case origin != "" && origin != "null" && origin != scheme+r.Host:
+	case origin != "" && origin != "null" && originHost(origin) != r.Host:
 		return false, "the request came from another origin (" + origin + ")"
 	case site == "" && (origin == "" || origin == "null"):
 		return false, "the request has neither an Origin nor a Sec-Fetch-Site header: use a current browser, or the API (/v1) with the bearer token"
 	}
 	return true, ""
+}
+
+// originHost is an Origin header's host[:port]; "" if it is not an
+// http or https origin.
+func originHost(origin string) string {
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Path != "" {
+		return ""
+	}
+	return u.Host
 }
 
 // tokenEqual compares secrets in constant time.

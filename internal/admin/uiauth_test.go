@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -53,5 +55,40 @@ func TestUISessionsEnd(t *testing.T) {
 	}
 	if n := len(s.state.m); n != uiMaxSessions {
 		t.Fatalf("%d sessions held, want at most %d", n, uiMaxSessions)
+	}
+}
+
+// A state-changing request must come from the dashboard's own origin, as
+// the browser says in Sec-Fetch-Site or Origin.
+func TestSameOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		site, origin string
+		ok           bool
+	}{
+		{"same-origin", "http://127.0.0.1:5501", true},
+		{"same-origin", "null", true}, // Chromium under Referrer-Policy: no-referrer
+		{"same-origin", "", true},
+		{"", "http://127.0.0.1:5501", true},
+		{"", "https://127.0.0.1:5501", true}, // TLS ended by a proxy that keeps the Host
+		{"same-site", "http://127.0.0.1:5501", false},
+		{"cross-site", "null", false},
+		{"none", "", false},
+		{"same-origin", "http://127.0.0.1:5502", false},
+		{"", "http://evil.example", false},
+		{"", "http://127.0.0.1:5501.evil.example", false},
+		{"", "ftp://127.0.0.1:5501", false},
+		{"", "null", false},
+		{"", "", false},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:5501/ui/revoke", nil)
+		if tc.site != "" {
+			r.Header.Set("Sec-Fetch-Site", tc.site)
+		}
+		if tc.origin != "" {
+			r.Header.Set("Origin", tc.origin)
+		}
+		if ok, why := sameOrigin(r); ok != tc.ok || !ok && why == "" {
+			t.Errorf("Sec-Fetch-Site %q, Origin %q: same origin %v (%q), want %v", tc.site, tc.origin, ok, why, tc.ok)
+		}
 	}
 }
