@@ -198,9 +198,14 @@ Open in a browser (one use, within %[7]s):
       session link; open it a second time and the page says it was used
   %[4]s sessions create --service logs --data %[5]s
       another link: logs is reachable only through one (require_session)
+  http://%[8]s/ui/
+      the edge's dashboard: live connections, connectors (revoke one there),
+      keyfiles, grants, sessions, the audit trail; log in with the token
+      that "cat %[9]s" prints
 
 Press Ctrl-C to stop.
-`, e.ServiceAddr("web"), hostPortArgs(e.ServiceAddr("echo")), e.ServiceAddr("echo"), selfCommand(), ecfg.DataDir, link.Page, demoSessionTTL)
+`, e.ServiceAddr("web"), hostPortArgs(e.ServiceAddr("echo")), e.ServiceAddr("echo"), selfCommand(), ecfg.DataDir, link.Page, demoSessionTTL,
+		e.AdminAddr(), filepath.Join(ecfg.DataDir, edge.AdminTokenFile))
 
 	select {
 	case <-ctx.Done():

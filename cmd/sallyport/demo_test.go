@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -44,6 +45,7 @@ func TestDemoPrintsWhatWorksAndCleansUp(t *testing.T) {
 	statusCmd := find(`(?m)^\s*(\S+) status --data \S+\s*$`)
 	dataDir := find(`status --data (\S+)`)
 	pageBase, pageToken := find(`(?m)^\s*(http://localhost:\d+)/\.sallyport/view#\S+\s*$`), find(`/\.sallyport/view#(\S+)`)
+	dashboard, tokenFile := find(`(?m)^\s*(http://127\.0\.0\.1:\d+/ui/)\s*$`), find(`"cat (\S+)" prints`)
 
 	// The curl line, as curl would do it.
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -77,6 +79,24 @@ func TestDemoPrintsWhatWorksAndCleansUp(t *testing.T) {
 	ws.CloseNow()
 	if err != nil || !strings.Contains(string(msg), "log line ") {
 		t.Fatalf("the page's WebSocket read %q (%v), want log lines", msg, err)
+	}
+	// The dashboard line: its address logs in with the token in the file it names.
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatalf("the dashboard's token file: %v", err)
+	}
+	form := url.Values{"token": {strings.TrimSpace(string(token))}}
+	req, _ := http.NewRequest(http.MethodPost, strings.TrimSuffix(dashboard, "/")+"/login", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", strings.TrimSuffix(dashboard, "/ui/"))
+	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = noFollow.Do(req)
+	if err != nil {
+		t.Fatalf("log in to the demo's dashboard: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+		t.Fatalf("log in to %s with the token in %s: %s, cookies %v; want 303 and a session cookie", dashboard, tokenFile, resp.Status, resp.Cookies())
 	}
 	// The status line, as printed: the binary the way it was invoked.
 	if statusCmd != bin {

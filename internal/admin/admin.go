@@ -11,6 +11,8 @@
 //	GET  /v1/status   → the edge's id, its services and its connectors
 //	POST /v1/sessions {"service":"logs","ttl":"5m"} → 201 and a one-time link
 //
+// On the TCP listener, /ui/ serves a dashboard for browsers (dashboard.go).
+//
 // The probes GET /livez and GET /readyz need no token and are not
 // audited (a balancer asks them every few seconds): they say "ok" or a
 // short reason, nothing else.
@@ -127,6 +129,46 @@ type ServiceStatus struct {
 	Name    string `json:"name"`
 	Listen  string `json:"listen"`
 	Tunnels int    `json:"tunnels"` // tunnels currently offering it
+	// Hosts and SNI are its other ways in: the HTTP host names that
+	// http and https listeners route to it, the TLS server names that
+	// tls listeners pass through to it.
+	Hosts []string `json:"hosts,omitempty"`
+	SNI   []string `json:"sni,omitempty"`
+	// Policy is who may reach it; the zero value lets every client in.
+	Policy PolicyStatus `json:"policy,omitzero"`
+}
+
+// PolicyStatus is a service's policy, as the config says it.
+type PolicyStatus struct {
+	Allow          []string `json:"allow,omitempty"`
+	Deny           []string `json:"deny,omitempty"`
+	ClientCA       bool     `json:"client_ca,omitempty"` // a client certificate is required
+	RequireSession bool     `json:"require_session,omitempty"`
+	MaxConnections int      `json:"max_connections,omitempty"`
+	// Rate is the limit on new connections, such as "10 per 1s, bursts
+	// of 20"; empty for none.
+	Rate string `json:"rate,omitempty"`
+}
+
+// LiveConn is a client connection the edge carries now.
+type LiveConn struct {
+	Service   string    `json:"service"`
+	Connector string    `json:"connector"` // its name; its id if the name is not known
+	Client    string    `json:"client"`    // the client's address
+	Via       string    `json:"via"`       // the listener kind: tcp, http, https, tls, socks5, "+ws" for WebSocket access
+	Since     time.Time `json:"since"`
+	BytesIn   int64     `json:"bytes_in"`  // from the client to the service, so far
+	BytesOut  int64     `json:"bytes_out"` // from the service to the client, so far
+}
+
+// Refusal is a client the edge turned away.
+type Refusal struct {
+	Time    time.Time `json:"time"`
+	Reason  string    `json:"reason"` // such as "not_http", "policy_network"
+	Service string    `json:"service,omitempty"`
+	Client  string    `json:"client,omitempty"`
+	Via     string    `json:"via,omitempty"`
+	Message string    `json:"message"`
 }
 
 // ConnectorStatus is one live tunnel.
@@ -167,6 +209,12 @@ type Backend interface {
 	Readiness() error
 	// Called records an admin call in the audit trail.
 	Called(ctx context.Context, method, path string, status int)
+	// Live lists the client connections the edge carries now, oldest
+	// first.
+	Live() []LiveConn
+	// RecentRefusals lists the last clients the edge turned away, newest
+	// first.
+	RecentRefusals() []Refusal
 	SessionBackend
 }
 
@@ -234,9 +282,13 @@ func SocketHandler(b Backend, log *slog.Logger) http.Handler {
 
 // TokenHandler returns the API's HTTP handler for a TCP listener: requests
 // without the bearer token are refused with 401 (and recorded), but for
-// the probes.
+// the probes and the dashboard under /ui/, which has its own login with
+// the same token (a session cookie, never valid for the API).
 func TokenHandler(b Backend, token string, log *slog.Logger) http.Handler {
-	return withProbes(b, audited(b, requireToken(routes(b, log), token, log), func(r *http.Request) string { return "admin via api from " + r.RemoteAddr }))
+	mux := http.NewServeMux()
+	mux.Handle("/", audited(b, requireToken(routes(b, log), token, log), func(r *http.Request) string { return "admin via api from " + r.RemoteAddr }))
+	newDashboard(b, token, log).routes(mux)
+	return withProbes(b, mux)
 }
 
 // withProbes serves the probes itself, unaudited and without a token,
@@ -257,12 +309,11 @@ func routes(b Backend, log *slog.Logger) http.Handler {
 		if !ok {
 			return
 		}
-		kf, err := b.CreateKeyfile(r.Context(), req, ttl)
+		kf, err := createKeyfile(r, b, log, req, ttl)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
-		log.Info("enrollment token created", "name", req.Name, "ttl", ttl, "remote", r.RemoteAddr)
 		writeKeyfile(w, kf)
 	})
 	mux.HandleFunc("POST /v1/join-tokens", func(w http.ResponseWriter, r *http.Request) {
@@ -317,16 +368,35 @@ func decodeKeyfileRequest(w http.ResponseWriter, r *http.Request, what string, r
 		writeError(w, &Error{http.StatusBadRequest, "bad " + what + " request: " + err.Error()})
 		return 0, false
 	}
-	s := ttl()
-	if s == "" {
-		return time.Hour, true
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		writeError(w, &Error{http.StatusBadRequest, fmt.Sprintf("bad ttl %q: use a positive duration such as 30m or 24h", s)})
+	d, err := parseTTL(ttl(), time.Hour, "30m or 24h")
+	if err != nil {
+		writeError(w, err)
 		return 0, false
 	}
 	return d, true
+}
+
+// parseTTL reads a request's TTL: def when s is empty, else a positive
+// Go duration; the error names examples.
+func parseTTL(s string, def time.Duration, examples string) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, &Error{http.StatusBadRequest, fmt.Sprintf("bad ttl %q: use a positive duration such as %s", s, examples)}
+	}
+	return d, nil
+}
+
+// createKeyfile makes an enrollment keyfile for r (the API's or the
+// dashboard's request), and logs it.
+func createKeyfile(r *http.Request, b Backend, log *slog.Logger, req TokenRequest, ttl time.Duration) ([]byte, error) {
+	kf, err := b.CreateKeyfile(r.Context(), req, ttl)
+	if err == nil {
+		log.Info("enrollment token created", "name", req.Name, "ttl", ttl, "remote", r.RemoteAddr)
+	}
+	return kf, err
 }
 
 // writeKeyfile answers 201 with a keyfile.

@@ -77,16 +77,7 @@ func sessionRoutes(mux *http.ServeMux, b SessionBackend) {
 			writeError(w, &Error{http.StatusBadRequest, `bad session request: name the service, e.g. {"service":"logs"}`})
 			return
 		}
-		ttl := DefaultSessionTTL
-		if req.TTL != "" {
-			d, err := time.ParseDuration(req.TTL)
-			if err != nil || d <= 0 {
-				writeError(w, &Error{http.StatusBadRequest, fmt.Sprintf("bad ttl %q: use a positive duration such as 30s or 5m", req.TTL)})
-				return
-			}
-			ttl = d
-		}
-		reply(w, http.StatusCreated)(b.CreateSession(r.Context(), req, ttl))
+		reply(w, http.StatusCreated)(createSession(r.Context(), b, req))
 	})
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK)(b.Sessions(r.Context()))
@@ -94,6 +85,16 @@ func sessionRoutes(mux *http.ServeMux, b SessionBackend) {
 	mux.HandleFunc("POST /v1/sessions/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK)(b.RevokeSession(r.Context(), r.PathValue("id")))
 	})
+}
+
+// createSession makes the session req asks for (its TTL by default
+// DefaultSessionTTL), for the API or the dashboard.
+func createSession(ctx context.Context, b SessionBackend, req SessionRequest) (Session, error) {
+	ttl, err := parseTTL(req.TTL, DefaultSessionTTL, "30s or 5m")
+	if err != nil {
+		return Session{}, err
+	}
+	return b.CreateSession(ctx, req, ttl)
 }
 
 // CreateSession asks the edge for a one-time session.

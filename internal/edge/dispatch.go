@@ -220,12 +220,12 @@ func (e *Edge) openOn(sess *tunnel.Session, service string, c admission.Client) 
 	if err != nil {
 		ref := admission.Refuse(admission.ReasonTunnel, service, "service %s: the tunnel to its connector failed; try again", service)
 		e.log.Warn("client refused: tunnel failed", "via", c.Via, "service", service, "client", c.Addr.String(), "connector", connector, "err", err)
-		e.countRefusal(ref.Reason, service, c.Via)
+		e.note(ref, c)
 		return nil, ref
 	}
 	m := e.metrics.Service(service)
 	m.Opened.Inc()
-	return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector, via: c.Via, m: m, opened: e.now()}, nil
+	return &streamConn{Stream: st, e: e, sess: sess, service: service, connector: connector, client: c, m: m, opened: e.now()}, nil
 }
 
 // connectorOf names the connector at the other end of sess; "" once the
@@ -254,18 +254,27 @@ func (e *Edge) drained(sess *tunnel.Session, connector string) {
 const refusalLinesPerSecond = 10
 
 // Count counts a refusal that a listener logs itself.
-func (e *Edge) Count(r admission.Reason) { e.countRefusal(r, "", "") }
+func (e *Edge) Count(r admission.Reason) {
+	e.note(&admission.Refusal{Reason: r, Msg: "see the edge's log"}, admission.Client{})
+}
 
-// countRefusal counts a client turned away for reason, in the status and
-// in the metrics; service and via (the listener kind) may be unknown ("").
-func (e *Edge) countRefusal(reason admission.Reason, service, via string) {
-	e.refusals.Add(reason)
-	e.metrics.Refused(service, via, string(reason))
+// note counts a refusal, in the status and in the metrics, and keeps it
+// among the recent ones, which the dashboard lists; c is the client, as
+// far as it is known (the refusal's service and the listener kind may be
+// unknown: "").
+func (e *Edge) note(ref *admission.Refusal, c admission.Client) {
+	e.refusals.Add(ref.Reason)
+	e.metrics.Refused(ref.Service, c.Via, string(ref.Reason))
+	rec := admission.Recorded{Time: e.now(), Reason: ref.Reason, Service: ref.Service, Via: c.Via, Msg: ref.Msg}
+	if c.Addr != nil {
+		rec.Client = c.Addr.String()
+	}
+	e.recent.Add(rec)
 }
 
 // Refused counts and logs a refusal and returns it.
 func (e *Edge) Refused(ref *admission.Refusal, c admission.Client) *admission.Refusal {
-	e.countRefusal(ref.Reason, ref.Service, c.Via)
+	e.note(ref, c)
 	msg := "client refused: " + ref.Msg
 	if ref.Reason == admission.ReasonNoConnector {
 		msg = "client refused: no connector offers the service"
@@ -297,8 +306,9 @@ type streamConn struct {
 	sess      *tunnel.Session
 	service   string
 	connector string
-	// via is the client's listener kind, for the refusal metrics.
-	via string
+	// client is who the stream is for (the refusal metrics and the
+	// dashboard's list of refusals name its listener kind and address).
+	client admission.Client
 	// m are the service's metrics; opened is when the stream was opened.
 	// The relay adds each read's and write's bytes to m's counters, one
 	// atomic add each.
@@ -369,9 +379,10 @@ func (s *streamConn) Accepted() error {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		s.e.log.Warn("client refused: the connector did not answer", "service", s.service, "connector", s.connector, "waited", wait.String())
-		s.e.countRefusal(admission.ReasonConnectorTimeout, s.service, s.via)
-		return admission.Refuse(admission.ReasonConnectorTimeout, s.service,
+		ref := admission.Refuse(admission.ReasonConnectorTimeout, s.service,
 			"service %s: its connector did not answer within %s; try again later", s.service, wait)
+		s.e.note(ref, s.client)
+		return ref
 	}
 	return s.checkRefusal(err)
 }
@@ -410,7 +421,7 @@ func (s *streamConn) Write(b []byte) (int, error) {
 // draining connector, and tells the listener.
 func (s *streamConn) connectorRefused(ref *wire.Refusal) {
 	e := s.e
-	e.countRefusal(admission.ReasonConnector, s.service, s.via)
+	e.note(admission.Refuse(admission.ReasonConnector, s.service, "refused by connector: %s", ref.Reason), s.client)
 	if ref.Code == wire.CodeDraining {
 		e.drained(s.sess, s.connector)
 	}

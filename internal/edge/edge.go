@@ -110,6 +110,8 @@ type Edge struct {
 	// bounds the lines that log them.
 	refusals     admission.Counters
 	refusalLines loglimit.Limiter
+	// recent keeps the last refusals, for the dashboard (see note).
+	recent *admission.Recent
 	// openingLines bounds the lines about tunnel-port connections that
 	// failed before they authenticated (strangerWarn).
 	openingLines loglimit.Limiter
@@ -184,6 +186,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		renewals:      newRenewals(cfg.ConnectorCertificateTTL),
 		refusalLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
 		openingLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
+		recent:        admission.NewRecent(recentRefusals),
 	}
 	e.conns.tunnels = make(map[*tunnel.Session]*tunnelInfo)
 	e.conns.ids = make(map[string]store.Connector)

@@ -281,12 +281,13 @@ func (e *Edge) Status(ctx context.Context) admin.Status {
 	for _, c := range e.routes.Count() {
 		counts[c.Service] = c.Tunnels
 	}
-	for name := range e.cfg.Services {
+	for name, svc := range e.cfg.Services {
 		addr := "-" // no port of its own: reached through shared listeners
 		if a := e.listeners.ServiceAddr(name); a != nil {
 			addr = a.String()
 		}
-		st.Services = append(st.Services, admin.ServiceStatus{Name: name, Listen: addr, Tunnels: counts[name]})
+		st.Services = append(st.Services, admin.ServiceStatus{Name: name, Listen: addr, Tunnels: counts[name],
+			Hosts: svc.Hosts, SNI: svc.SNI, Policy: policyStatus(svc.Policy)})
 	}
 	slices.SortFunc(st.Services, func(a, b admin.ServiceStatus) int { return cmp.Compare(a.Name, b.Name) })
 	e.conns.Lock()

@@ -142,6 +142,8 @@ type Set struct {
 	// them.
 	clients pipe.Tracker
 	caps    *caps
+	// live lists the exchanges under way, for the admin dashboard.
+	live liveConns
 	// sessionBackoff slows the refusals of session links to an address
 	// that keeps presenting bad ones.
 	sessionBackoff slowdown.Failures
@@ -308,9 +310,11 @@ func (s *Set) reach(service string, cl admission.Client) (Stream, *admission.Ref
 // Wait includes it. It owns c and st and closes them.
 func (s *Set) join(c net.Conn, st Stream, cl admission.Client, start time.Time, then func()) {
 	s.handlers.Add(1)
+	entry := s.live.add(LiveConn{Service: st.Service(), Connector: st.Connector(), Client: cl.Addr.String(), Via: cl.Via, Since: start})
 	x := pipe.Start(c, st, func(res pipe.Result) {
 		defer s.handlers.Done()
 		// Its place is free before the line that says it ended.
+		s.live.remove(entry)
 		s.untrack(c)
 		args := []any{"via", cl.Via, "service", st.Service(), "client", cl.Addr.String(), "connector", st.Connector(),
 			"bytes_in", res.AToB, "bytes_out", res.BToA, "duration", s.now().Sub(start).Round(time.Microsecond).String()}
@@ -327,6 +331,7 @@ func (s *Set) join(c net.Conn, st Stream, cl admission.Client, start time.Time, 
 			then()
 		}
 	})
+	s.live.started(entry, x)
 	// A drain that times out cuts the whole exchange off, not just c.
 	s.clients.Attach(c, x)
 }

@@ -89,6 +89,13 @@ func start(a, b net.Conn, done func(Result), d time.Duration) *Exchange {
 // An Exchange is a started join.
 type Exchange struct{ j *joint }
 
+// Bytes returns the bytes carried so far in each direction, for a view
+// of live connections. A direction between two TCP connections (the
+// kernel's splice) is counted only when it ends.
+func (x *Exchange) Bytes() (aToB, bToA int64) {
+	return x.j.counts.AToB.Load(), x.j.counts.BToA.Load()
+}
+
 // Abort ends the exchange as cut off: both connections are reset (where
 // TCP) and closed, and done is called as for an error. It does nothing to
 // an exchange that has ended.
@@ -100,9 +107,9 @@ type joint struct {
 	done    func(Result)
 	watches [2]*watch    // directions read on readiness, or nil
 	left    atomic.Int32 // directions not yet ended
-	// counts are the bytes each direction carried, each written by its
-	// own direction only, and read once both have ended (left).
-	counts struct{ AToB, BToA int64 }
+	// counts are the bytes each direction carried, each added to by its
+	// own direction only as it writes, and read at any time (Bytes).
+	counts struct{ AToB, BToA atomic.Int64 }
 
 	// closed is set when a direction closed its destination for want of
 	// CloseWrite: the other direction then fails on a closed connection,
@@ -124,14 +131,13 @@ type joint struct {
 
 // run starts the direction dst←src: on readiness if w watches it,
 // else in a goroutine of its own.
-func (j *joint) run(w *watch, dst, src net.Conn, count *int64) {
+func (j *joint) run(w *watch, dst, src net.Conn, count *atomic.Int64) {
 	if w != nil {
 		w.begin()
 		return
 	}
 	go func() {
-		n, err := copyBuffered(dst, src)
-		*count = n
+		err := copyBuffered(dst, src, count)
 		j.ended(dst, src, err)
 	}()
 }
@@ -212,7 +218,7 @@ func (j *joint) finish() {
 	j.result.Lock()
 	err := j.result.err
 	j.result.Unlock()
-	j.done(Result{AToB: j.counts.AToB, BToA: j.counts.BToA, Err: err})
+	j.done(Result{AToB: j.counts.AToB.Load(), BToA: j.counts.BToA.Load(), Err: err})
 }
 
 // A Refusal is an error that ends an exchange before it began (a
@@ -274,18 +280,21 @@ func reset(c net.Conn) {
 // buffer (tunnel.Stream).
 type readWaiter interface{ WaitRead() error }
 
-// copyBuffered copies with a pooled buffer. It lets a TCP destination use
-// the kernel's splice when the source is TCP too.
+// copyBuffered copies with a pooled buffer, adding what it writes to
+// count as it goes. It lets a TCP destination use the kernel's splice
+// when the source is TCP too (counted once it ends).
 //
 // An idle connection holds no buffer. A TCP source is read through its
 // raw descriptor with a buffer borrowed only once bytes are there (see
 // tcpSource); a source that can wait without a buffer (readWaiter) is
 // waited for first. Once a read no longer fills the buffer, the source is
 // empty and the buffer goes back to the pool.
-func copyBuffered(dst, src net.Conn) (int64, error) {
+func copyBuffered(dst, src net.Conn, count *atomic.Int64) error {
 	if rf, ok := dst.(io.ReaderFrom); ok {
 		if _, srcTCP := src.(*net.TCPConn); srcTCP {
-			return rf.ReadFrom(src)
+			n, err := rf.ReadFrom(src)
+			count.Add(n)
+			return err
 		}
 	}
 	var ts *tcpSource
@@ -313,26 +322,25 @@ func copyBuffered(dst, src net.Conn) (int64, error) {
 			buffers.Put(bp)
 		}
 	}()
-	var total int64
 	for {
 		var nr int
 		var rerr error
 		bp, nr, rerr = read(bp)
 		if nr > 0 {
 			nw, werr := dst.Write((*bp)[:nr])
-			total += int64(nw)
+			count.Add(int64(nw))
 			if werr != nil {
-				return total, werr
+				return werr
 			}
 			if nw != nr {
-				return total, io.ErrShortWrite
+				return io.ErrShortWrite
 			}
 		}
 		if rerr == io.EOF {
-			return total, nil
+			return nil
 		}
 		if rerr != nil {
-			return total, rerr
+			return rerr
 		}
 		if release && bp != nil && nr < len(*bp) {
 			buffers.Put(bp)

@@ -179,3 +179,47 @@ func TestResetWhileRestingEndsTheExchange(t *testing.T) {
 		t.Errorf("other peer read %v, want EOF", err)
 	}
 }
+
+// A live exchange tells the bytes carried so far each way (the dashboard's
+// live connections show them), both through a direction read on readiness
+// (from TCP) and through one copied by a goroutine (from a net.Pipe), and
+// its result tells the same.
+func TestBytesWhileLive(t *testing.T) {
+	peerTCP, peerMem, x, res := started(t, 0)
+	want := func(aToB, bToA int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			a, b := x.Bytes()
+			if a == aToB && b == bToA {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Bytes() = %d, %d; want %d, %d", a, b, aToB, bToA)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if a, b := x.Bytes(); a != 0 || b != 0 {
+		t.Fatalf("a new exchange has carried %d, %d bytes", a, b)
+	}
+	up := []byte("hello")
+	peerTCP.Write(up)
+	got := make([]byte, 64)
+	if n, err := io.ReadAtLeast(peerMem, got, len(up)); err != nil || !bytes.Equal(got[:n], up) {
+		t.Fatalf("read %q, %v", got[:n], err)
+	}
+	want(5, 0)
+	down := []byte("a reply")
+	go peerMem.Write(down)
+	if n, err := io.ReadAtLeast(peerTCP, got, len(down)); err != nil || !bytes.Equal(got[:n], down) {
+		t.Fatalf("read %q, %v", got[:n], err)
+	}
+	want(5, 7)
+	peerTCP.CloseWrite()
+	peerMem.Close()
+	r := <-res
+	if r.AToB != 5 || r.BToA != 7 {
+		t.Fatalf("result %+v, want 5 and 7 bytes", r)
+	}
+}

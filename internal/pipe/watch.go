@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,7 +29,7 @@ type watch struct {
 	j      *joint
 	dst    net.Conn
 	src    readySource
-	count  *int64
+	count  *atomic.Int64
 	fire   func()        // w.wake, allocated once
 	linger time.Duration // how long a copier waits for more before it rests
 
@@ -83,7 +84,7 @@ type Notifier interface {
 // watch returns a watch for the direction dst←src if src can be read on
 // readiness, else nil: a Notifier, or a TCP connection on Linux (except
 // towards another TCP connection, which the kernel's splice serves).
-func (j *joint) watch(dst, src net.Conn, count *int64, linger time.Duration) *watch {
+func (j *joint) watch(dst, src net.Conn, count *atomic.Int64, linger time.Duration) *watch {
 	w := &watch{j: j, dst: dst, count: count, linger: linger}
 	w.fire = w.wake
 	if n, ok := src.(Notifier); ok {
@@ -141,7 +142,7 @@ func (w *watch) copyFrom(wait time.Duration) {
 		bp, n, err, again = w.src.read(bp, wait)
 		if n > 0 {
 			nw, werr := w.dst.Write((*bp)[:n])
-			*w.count += int64(nw)
+			w.count.Add(int64(nw))
 			if werr == nil && nw != n {
 				werr = io.ErrShortWrite
 			}

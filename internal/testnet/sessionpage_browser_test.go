@@ -157,6 +157,13 @@ func sessionState(t *testing.T, ac *admin.Client, id, state string) {
 // background it sits on, and ink in the screenshot inside that box.
 func readable(t *testing.T, ctx context.Context, name string, selectors ...string) {
 	t.Helper()
+	checkReadable(t, ctx, name, chromedp.CaptureScreenshot(), selectors)
+}
+
+// checkReadable is readable with the screenshot that shoot takes (of the
+// viewport, or of the whole page from its top).
+func checkReadable(t *testing.T, ctx context.Context, name string, shoot chromedp.Action[[]byte], selectors []string) {
+	t.Helper()
 	// Top of the page: the page follows the tail only at the bottom, so
 	// the boxes stay put while lines arrive.
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`window.scrollTo(0, 0)`)); err != nil {
@@ -185,13 +192,20 @@ func readable(t *testing.T, ctx context.Context, name string, selectors ...strin
 		}
 		boxes[i] = b
 	}
-	shot, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	shot, err := chromedp.Run(ctx, shoot)
 	if err != nil {
 		t.Fatalf("%s: screenshot: %v", name, err)
 	}
 	path := filepath.Join(t.TempDir(), name+".png")
 	if err := os.WriteFile(path, shot, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if keep := os.Getenv("SALLYPORT_TEST_SCREENSHOTS"); keep != "" {
+		// A directory to keep them in, to look at after the test.
+		path = filepath.Join(keep, name+".png")
+		if err := os.WriteFile(path, shot, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Logf("screenshot of the %s page: %s", name, path)
 	img, err := png.Decode(bytes.NewReader(shot))
