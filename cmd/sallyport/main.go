@@ -102,7 +102,7 @@ edge in the DMZ, and clients connect to the edge.
 	root.SetOut(stdout)
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetErr(stderr)
-	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newEdgesCmd(), newConnectorsCmd(), newSessionsCmd(), newAuditCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd(), newStoreCmd(), newHealthCmd())
+	root.AddCommand(newEdgeCmd(), newConnectorCmd(), newTokenCmd(), newEdgesCmd(), newConnectorsCmd(), newSessionsCmd(), newAuditCmd(), newStatusCmd(), newDemoCmd(), newVersionCmd(), newBenchCmd(), newStoreCmd(), newHealthCmd(), newReloadCmd())
 	return root
 }
 

@@ -10,6 +10,7 @@
 //	POST /v1/join-tokens {"role":"edge","ttl":"1h"} → 201 and a join keyfile
 //	GET  /v1/status   → the edge's id, its services and its connectors
 //	POST /v1/sessions {"service":"logs","ttl":"5m"} → 201 and a one-time link
+//	POST /v1/reload   → the edge reads its config again: what changed, or 422 and why not
 //
 // The probes GET /livez and GET /readyz need no token and are not
 // audited (a balancer asks them every few seconds): they say "ok" or a
@@ -168,6 +169,7 @@ type Backend interface {
 	// Called records an admin call in the audit trail.
 	Called(ctx context.Context, method, path string, status int)
 	SessionBackend
+	ReloadBackend
 }
 
 type actorKey struct{}
@@ -304,6 +306,7 @@ func routes(b Backend, log *slog.Logger) http.Handler {
 		serveAudit(w, r, b)
 	})
 	sessionRoutes(mux, b)
+	reloadRoutes(mux, b)
 	return mux
 }
 

@@ -275,7 +275,7 @@ func (e *Edge) Status(ctx context.Context) admin.Status {
 	for _, c := range e.routes.Count() {
 		counts[c.Service] = c.Tunnels
 	}
-	for name := range e.cfg.Services {
+	for name := range e.current().services {
 		addr := "-" // no port of its own: reached through shared listeners
 		if a := e.listeners.ServiceAddr(name); a != nil {
 			addr = a.String()
