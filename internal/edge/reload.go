@@ -37,9 +37,12 @@ type liveConfig struct {
 func (e *Edge) current() *liveConfig { return e.live.Load() }
 
 // LoadConfigWith sets how Reload reads the edge's config again: as at
-// start, the same file and flags. Call it before Run; without it, Reload
-// refuses.
-func (e *Edge) LoadConfigWith(load func() (config.Edge, error)) { e.reload.load = load }
+// start, the same file and flags. Without it, Reload refuses.
+func (e *Edge) LoadConfigWith(load func() (config.Edge, error)) {
+	e.reload.Lock()
+	defer e.reload.Unlock()
+	e.reload.load = load
+}
 
 // listenTCP opens a TCP listener; what names it in the error.
 func listenTCP(what, addr string) (net.Listener, error) {
