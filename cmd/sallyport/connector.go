@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"os/signal"
+
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/connector"
 	"github.com/spf13/cobra"
@@ -20,42 +23,51 @@ func newConnectorCmd() *cobra.Command {
   sallyport connector --config /etc/sallyport/connector.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := readConfig(file, config.ReadConnector)
-			if err != nil {
-				return err
-			}
-			set := overlay{cmd.Flags(), &c.Origin}.set
-			set("keyfile", "keyfile", func() { c.Keyfile = cfg.Keyfile })
-			set("data", "data_dir", func() { c.DataDir = cfg.DataDir })
-			set("edge", "edges", func() { c.Edges = cfg.Edges })
-			set("keepalive-interval", "tunnel.keepalive_interval", func() { c.Tunnel.KeepaliveInterval = cfg.Tunnel.KeepaliveInterval })
-			set("keepalive-timeout", "tunnel.keepalive_timeout", func() { c.Tunnel.KeepaliveTimeout = cfg.Tunnel.KeepaliveTimeout })
-			set("backoff-max", "tunnel.backoff_max", func() { c.Tunnel.BackoffMax = cfg.Tunnel.BackoffMax })
-			set("pool", "tunnel.pool", func() { c.Tunnel.Pool = cfg.Tunnel.Pool })
-			set("proxy", "tunnel.proxy", func() { c.Tunnel.Proxy = cfg.Tunnel.Proxy })
-			set("websocket-ca", "tunnel.websocket_ca", func() { c.Tunnel.WebSocketCA = cfg.Tunnel.WebSocketCA })
-			set("health-listen", "health.listen", func() { c.Health.Listen = cfg.Health.Listen })
-			set("drain-timeout", "drain_timeout", func() { c.DrainTimeout = cfg.DrainTimeout })
-			set("log-format", "log.format", func() { c.Log.Format = logs.format })
-			set("log-level", "log.level", func() { c.Log.Level = logs.level })
-			for _, s := range services {
-				name, svc, err := config.ParseService(s)
+			// A SIGHUP before the connector serves must not end it.
+			hup := notifyHangup()
+			defer signal.Stop(hup)
+			// load reads the file and lays the flags over it, at start
+			// and again for each reload.
+			load := func() (config.Connector, error) {
+				c, err := readConfig(file, config.ReadConnector)
 				if err != nil {
-					return err
+					return c, err
 				}
-				if c.Services == nil {
-					c.Services = map[string]config.ConnectorService{}
+				set := overlay{cmd.Flags(), &c.Origin}.set
+				set("keyfile", "keyfile", func() { c.Keyfile = cfg.Keyfile })
+				set("data", "data_dir", func() { c.DataDir = cfg.DataDir })
+				set("edge", "edges", func() { c.Edges = cfg.Edges })
+				set("keepalive-interval", "tunnel.keepalive_interval", func() { c.Tunnel.KeepaliveInterval = cfg.Tunnel.KeepaliveInterval })
+				set("keepalive-timeout", "tunnel.keepalive_timeout", func() { c.Tunnel.KeepaliveTimeout = cfg.Tunnel.KeepaliveTimeout })
+				set("backoff-max", "tunnel.backoff_max", func() { c.Tunnel.BackoffMax = cfg.Tunnel.BackoffMax })
+				set("pool", "tunnel.pool", func() { c.Tunnel.Pool = cfg.Tunnel.Pool })
+				set("proxy", "tunnel.proxy", func() { c.Tunnel.Proxy = cfg.Tunnel.Proxy })
+				set("websocket-ca", "tunnel.websocket_ca", func() { c.Tunnel.WebSocketCA = cfg.Tunnel.WebSocketCA })
+				set("health-listen", "health.listen", func() { c.Health.Listen = cfg.Health.Listen })
+				set("drain-timeout", "drain_timeout", func() { c.DrainTimeout = cfg.DrainTimeout })
+				set("log-format", "log.format", func() { c.Log.Format = logs.format })
+				set("log-level", "log.level", func() { c.Log.Level = logs.level })
+				for _, s := range services {
+					name, svc, err := config.ParseService(s)
+					if err != nil {
+						return c, err
+					}
+					if c.Services == nil {
+						c.Services = map[string]config.ConnectorService{}
+					}
+					c.Services[name] = svc
+					c.Origin.SetFlag("services."+name, "--service")
 				}
-				c.Services[name] = svc
-				c.Origin.SetFlag("services."+name, "--service")
+				if c.DataDir == "" {
+					c.DataDir = defaultConnectorData
+				}
+				c.ApplyDefaults()
+				// Every problem at once, log keys with file and line too,
+				// before the logger is built from them.
+				return c, c.Validate()
 			}
-			if c.DataDir == "" {
-				c.DataDir = defaultConnectorData
-			}
-			c.ApplyDefaults()
-			// Every problem at once, log keys with file and line too,
-			// before the logger is built from them.
-			if err := c.Validate(); err != nil {
+			c, err := load()
+			if err != nil {
 				return err
 			}
 			log, err := newLogger(cmd.ErrOrStderr(), c.Log.Format, c.Log.Level)
@@ -66,7 +78,10 @@ func newConnectorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runUntilDone(cmd.Context(), conn.Run)
+			conn.LoadConfigWith(load)
+			return runUntilDone(cmd.Context(), withHangups(hup, conn.Run, func(context.Context) {
+				conn.Reload() // logged
+			}))
 		},
 	}
 	f := cmd.Flags()

@@ -226,3 +226,71 @@ func TestReloadCommandOutput(t *testing.T) {
 		t.Errorf("reload --json: exit %d\n%s", code, out)
 	}
 }
+
+// SIGHUP to the connector with a config that removes c and adds b: c's
+// live stream goes on, a new client of c is refused, b works, and the
+// older tunnel, which the edge routes no new client to (a new client of
+// a goes by the new one), closes once c's stream is done, well before
+// the drain timeout.
+func TestConnectorSIGHUPReload(t *testing.T) {
+	dir := t.TempDir()
+	s := &reloadSite{data: filepath.Join(dir, "edge"), conf: filepath.Join(dir, "edge.yaml"), ports: map[string]string{}}
+	for _, n := range []string{"a", "b", "c"} {
+		s.ports[n] = freePort(t)
+	}
+	s.write(t, "  a: {listen: PORT_a}\n  b: {listen: PORT_b}\n  c: {listen: PORT_c}\n")
+	s.edge = start(t, "edge", nil, "edge", "--config", s.conf, "--data", s.data, "--tunnel-listen", freePort(t), "--admin-listen", freePort(t))
+	s.edge.waitLog(t, `msg="edge started"`, 1, 20*time.Second)
+	kf := filepath.Join(dir, "site.keyfile")
+	mustRun(t, "token", "create", "--name", "site", "--service", "a", "--service", "b", "--service", "c", "-o", kf, "--data", s.data)
+	echo := testnet.Echo(t)
+	connConf := filepath.Join(dir, "connector.yaml")
+	writeConn := func(services ...string) {
+		text := "drain_timeout: 30s\nservices:\n"
+		for _, n := range services {
+			text += fmt.Sprintf("  %s: {address: %q}\n", n, echo.Addr())
+		}
+		if err := os.WriteFile(connConf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConn("a", "c")
+	conn := startConnector(t, "--config", connConf, "--keyfile", kf, "--data", filepath.Join(dir, "connector"))
+	e := &edgeProc{data: s.data}
+	e.waitTunnels(t, "c", 1, 10*time.Second)
+
+	liveC := dialClient(t, s.ports["c"])
+	roundTrip(t, liveC, string(payload(16<<10)))
+
+	writeConn("a", "b")
+	conn.signal(t, syscall.SIGHUP)
+	conn.waitLog(t, `msg="config reloaded"`, 1, 10*time.Second)
+	if conn.stderr.Count(`services_added=[b] services_removed=[c]`) != 1 {
+		t.Errorf("the connector's reload line does not say what changed:\n%s", conn.stderr.String())
+	}
+	e.waitTunnels(t, "b", 1, 10*time.Second)
+	echoes(t, s.ports["b"], payload(32<<10))
+	if err := tryEcho(s.ports["c"], []byte("a new client of the removed back-end")); err == nil {
+		t.Error("a new client reached c's back-end after the connector's config removed it")
+	}
+	roundTrip(t, liveC, "c's live stream after the reload")
+
+	// Three new clients of a: were the older tunnel still routed, one
+	// would go by it (the edge spreads streams over the least loaded).
+	var liveA []net.Conn
+	for i := range 3 {
+		c := dialClient(t, s.ports["a"])
+		roundTrip(t, c, fmt.Sprintf("new client %d of a", i))
+		liveA = append(liveA, c)
+	}
+	liveC.Close()
+	// The older tunnel carried c's stream only: it closes now, not at the
+	// drain timeout (30s).
+	conn.waitLog(t, "older tunnel closed; the new one carries the services", 1, 10*time.Second)
+	for i, c := range liveA {
+		roundTrip(t, c, fmt.Sprintf("client %d of a after the older tunnel closed", i))
+	}
+	if n := conn.stderr.Count("drain timeout"); n != 0 {
+		t.Errorf("the older tunnel waited out the drain timeout:\n%s", conn.stderr.String())
+	}
+}

@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -74,4 +76,24 @@ func describeValue(v reflect.Value) string {
 		return "unset"
 	}
 	return s
+}
+
+// DiffServices names the services that next adds to running, removes from
+// it, and changes (any setting), each sorted: what a reload reports.
+func DiffServices[T any](running, next map[string]T) (added, removed, changed []string) {
+	for _, name := range slices.Sorted(maps.Keys(next)) {
+		prev, ok := running[name]
+		switch {
+		case !ok:
+			added = append(added, name)
+		case !reflect.DeepEqual(prev, next[name]):
+			changed = append(changed, name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(running)) {
+		if _, ok := next[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	return added, removed, changed
 }

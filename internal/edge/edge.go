@@ -144,6 +144,9 @@ type tunnelInfo struct {
 	// offered are the services the connector's Hello offered; those it is
 	// granted are routed.
 	offered []string
+	// instance is the connector's run (Hello.Instance): a new tunnel of
+	// the same run offering other services supersedes this one.
+	instance string
 	// draining is set when the connector said it is shutting down: the
 	// tunnel is routed no more, whatever its grants.
 	draining bool

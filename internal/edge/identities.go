@@ -159,6 +159,48 @@ func (e *Edge) tunnelsOf(id string) int {
 	return len(e.conns.byID[id])
 }
 
+// poolFullLocked reports whether connector id holds as many tunnels as
+// one identity may: config.MaxPool routed ones, and as many again no
+// longer routed (superseded by a reload's new offer, finishing their
+// streams). e.conns is locked.
+func (e *Edge) poolFullLocked(id string) bool {
+	routed := 0
+	for _, info := range e.conns.byID[id] {
+		if !info.draining {
+			routed++
+		}
+	}
+	return routed >= config.MaxPool || len(e.conns.byID[id]) >= 2*config.MaxPool
+}
+
+// poolFull is poolFullLocked for a new tunnel's hello.
+func (e *Edge) poolFull(id string) bool {
+	e.conns.Lock()
+	defer e.conns.Unlock()
+	return e.poolFullLocked(id)
+}
+
+// supersedeLocked stops routing clients to the connector's other tunnels
+// from the same run (Hello.Instance) that offered another set of
+// services than the new tunnel info: a connector whose config was
+// reloaded announces its services on new tunnels, and lets the old ones
+// finish their streams before it closes them. Only the connector's own
+// tunnels are touched. e.conns is locked.
+func (e *Edge) supersedeLocked(sess *tunnel.Session, info *tunnelInfo) {
+	if info.instance == "" {
+		return
+	}
+	for other, oi := range e.conns.byID[info.connectorID] {
+		if other == sess || oi.draining || oi.instance != info.instance || slices.Equal(oi.offered, info.offered) {
+			continue
+		}
+		oi.draining = true
+		e.routes.Remove(other)
+		e.log.Info("connector re-announced its services: no more clients routed to its older tunnel", "connector", info.connectorID,
+			"old", oi.offered, "new", info.offered)
+	}
+}
+
 // register records a live tunnel and routes the services its connector
 // offers and is granted, as the connector's record is now (which may have
 // changed since the Hello was answered). It reports false, registering
@@ -170,10 +212,11 @@ func (e *Edge) register(sess *tunnel.Session, info *tunnelInfo) (routed []string
 	if c.Revoked() {
 		return nil, false
 	}
-	if len(e.conns.byID[info.connectorID]) >= config.MaxPool {
+	if e.poolFullLocked(info.connectorID) {
 		return nil, false // handshakes that raced past the check in serveTunnel
 	}
 	e.addTunnelLocked(sess, info)
+	e.supersedeLocked(sess, info)
 	routed, _ = split(info.offered, c.Grants)
 	e.routes.Group(sess, info.connectorID) // a connector's pool is one replica
 	e.routes.Set(sess, routed)

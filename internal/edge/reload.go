@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"reflect"
-	"slices"
 	"strings"
 	"time"
 
@@ -195,20 +193,7 @@ func (e *Edge) reloadLocked() (admin.ReloadResult, error) {
 // and changes, and whether anything live changes.
 func diffLive(old *liveConfig, cfg config.Edge) admin.ReloadResult {
 	var res admin.ReloadResult
-	for _, name := range slices.Sorted(maps.Keys(cfg.Services)) {
-		prev, ok := old.services[name]
-		switch {
-		case !ok:
-			res.ServicesAdded = append(res.ServicesAdded, name)
-		case !reflect.DeepEqual(prev, cfg.Services[name]):
-			res.ServicesChanged = append(res.ServicesChanged, name)
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(old.services)) {
-		if _, ok := cfg.Services[name]; !ok {
-			res.ServicesRemoved = append(res.ServicesRemoved, name)
-		}
-	}
+	res.ServicesAdded, res.ServicesRemoved, res.ServicesChanged = config.DiffServices(old.services, cfg.Services)
 	res.Changed = len(res.ServicesAdded)+len(res.ServicesRemoved)+len(res.ServicesChanged) > 0 ||
 		!reflect.DeepEqual(old.listeners, cfg.Listeners)
 	return res

@@ -198,7 +198,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeRevoked, Reason: revokedReason(rec)})
 		return
 	}
-	if n := e.tunnelsOf(id); n >= config.MaxPool {
+	if n := e.tunnelsOf(id); e.poolFull(id) {
 		log.Warn("tunnel refused: the connector has the most tunnels one identity may hold", "tunnels", n)
 		e.auditRefusal(store.AuditEvent{Actor: "connector " + id, Action: "hello", Subject: rec.Name + " " + id, Result: fmt.Sprintf("refused: %d tunnels held already", n)})
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf(
@@ -213,7 +213,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		log.Warn("tunnel failed during handshake", "err", err)
 		return
 	}
-	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), offered: hello.Services}
+	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), offered: hello.Services, instance: hello.Instance}
 	routed, ok := e.register(sess, info)
 	if !ok {
 		log.Warn("tunnel closed after its handshake: the connector was revoked meanwhile, or holds the most tunnels it may")
