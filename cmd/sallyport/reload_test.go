@@ -262,6 +262,17 @@ func TestConnectorSIGHUPReload(t *testing.T) {
 	liveC := dialClient(t, s.ports["c"])
 	roundTrip(t, liveC, string(payload(16<<10)))
 
+	// A bad config is refused whole, at its file and line.
+	if err := os.WriteFile(connConf, []byte("services:\n  a: {address: "+echo.Addr()+"}\n  b: {adress: "+echo.Addr()+"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conn.signal(t, syscall.SIGHUP)
+	conn.waitLog(t, `msg="config reload refused; the running config stays"`, 1, 10*time.Second)
+	if conn.stderr.Count(connConf+":3: services.b.adress: unknown key") != 1 {
+		t.Errorf("the connector's refusal does not name the problem at its file and line:\n%s", conn.stderr.String())
+	}
+	echoes(t, s.ports["c"], []byte("c still served after the refused reload"))
+
 	writeConn("a", "b")
 	conn.signal(t, syscall.SIGHUP)
 	conn.waitLog(t, `msg="config reloaded"`, 1, 10*time.Second)
