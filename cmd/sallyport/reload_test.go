@@ -225,6 +225,19 @@ func TestReloadCommandOutput(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"services_removed": [`) || !strings.Contains(out, `"changed": true`) {
 		t.Errorf("reload --json: exit %d\n%s", code, out)
 	}
+
+	// Each reload is in the audit trail, a refused one with its reason.
+	s.writeRaw(t, "services:\n  b: {listen: PORT_b, polcy: {}}\n")
+	if code, _, _ := s.reload(t); code != 1 {
+		t.Fatalf("a bad config: exit %d, want 1", code)
+	}
+	audit := mustRun(t, "audit", "--data", s.data)
+	if n := strings.Count(audit, "config.reload"); n != 4 {
+		t.Errorf("%d reloads in the audit trail, want 4:\n%s", n, audit)
+	}
+	if !strings.Contains(audit, "services.b.polcy: unknown key") || !strings.Contains(audit, "services added: b") {
+		t.Errorf("the audit trail does not say what the reloads did:\n%s", audit)
+	}
 }
 
 // SIGHUP to the connector with a config that removes c and adds b: c's

@@ -72,8 +72,8 @@ func (s *Set) Prepare(cfg config.Edge, listen ListenFunc) (_ *Change, err error)
 	s.open.Unlock()
 	kept := map[string]bool{}
 	// take returns the listener at key that the Set has, or opens one
-	// with make; either way it is the config's from now on.
-	take := func(key, what, addrKey, addr string, make func(*entry) (listener, error), update func(listener) (func(), error)) (net.Addr, error) {
+	// with build; either way it is the config's from now on.
+	take := func(key, what, addrKey, addr string, build func(*entry) (listener, error), update func(listener) (func(), error)) (net.Addr, error) {
 		if en, ok := had[key]; ok && !kept[key] {
 			kept[key] = true
 			if update != nil {
@@ -88,7 +88,7 @@ func (s *Set) Prepare(cfg config.Edge, listen ListenFunc) (_ *Change, err error)
 		kept[key] = true
 		en := &entry{key: key, what: what}
 		// Settings first: a listener whose files do not load is never bound.
-		ln, err := make(en)
+		ln, err := build(en)
 		if err != nil {
 			return nil, err
 		}
@@ -122,11 +122,11 @@ func (s *Set) Prepare(cfg config.Edge, listen ListenFunc) (_ *Change, err error)
 		}
 		what := fmt.Sprintf("%s listener (listeners[%d])", lc.Kind, i)
 		at := fmt.Sprintf("listeners[%d]", i)
-		var make func(*entry) (listener, error)
+		var build func(*entry) (listener, error)
 		var update func(listener) (func(), error)
 		switch lc.Kind {
 		case config.KindHTTP, config.KindHTTPS:
-			make = func(en *entry) (listener, error) {
+			build = func(en *entry) (listener, error) {
 				conf, err := s.httpSettings(lc, at, ch.routes)
 				if err != nil {
 					return nil, err
@@ -142,9 +142,9 @@ func (s *Set) Prepare(cfg config.Edge, listen ListenFunc) (_ *Change, err error)
 				return func() { f.conf.Store(conf) }, nil
 			}
 		case config.KindTLS:
-			make = func(en *entry) (listener, error) { return &tlsListener{s: s, tr: &en.clients}, nil }
+			build = func(en *entry) (listener, error) { return &tlsListener{s: s, tr: &en.clients}, nil }
 		case config.KindSOCKS5:
-			make = func(en *entry) (listener, error) {
+			build = func(en *entry) (listener, error) {
 				users, err := loadSOCKSUsers(lc.Users)
 				if err != nil {
 					return nil, &KeyError{Key: at + ".users", Err: err}
@@ -164,7 +164,7 @@ func (s *Set) Prepare(cfg config.Edge, listen ListenFunc) (_ *Change, err error)
 		default:
 			return nil, &KeyError{Key: at + ".kind", Err: fmt.Errorf("unknown kind %q", lc.Kind)}
 		}
-		addr, err := take(key, what, at+".listen", lc.Listen, make, update)
+		addr, err := take(key, what, at+".listen", lc.Listen, build, update)
 		if err != nil {
 			return nil, err
 		}

@@ -136,6 +136,13 @@ func (e *listenerEdge) keyfileFor(t *testing.T, name string, services ...string)
 // the edge routes every service.
 func (e *listenerEdge) connect(t *testing.T, backends map[string]string, proxy map[string]string) {
 	t.Helper()
+	e.connectWaiting(t, backends, proxy, slices.Collect(maps.Keys(backends)))
+}
+
+// connectWaiting is connect, waiting for the services in wait only (the
+// others the edge's config may not have yet).
+func (e *listenerEdge) connectWaiting(t *testing.T, backends map[string]string, proxy map[string]string, wait []string) {
+	t.Helper()
 	cfg := testnet.ConnectorConfig(t, e.keyfile(t, slices.Collect(maps.Keys(backends))...), testnet.ConnectorOptions{Services: backends})
 	for name, v := range proxy {
 		s := cfg.Services[name]
@@ -151,7 +158,7 @@ func (e *listenerEdge) connect(t *testing.T, backends map[string]string, proxy m
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	for name := range backends {
+	for _, name := range wait {
 		e.waitRoutes(t, name, 1)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/testnet"
+	"golang.org/x/net/proxy"
 )
 
 // reloadable starts an edge like startListenerEdge and returns it with
@@ -236,4 +239,73 @@ func echoBytesAt(addr string, msg []byte) error {
 		return errors.New("echo: bytes changed or lost")
 	}
 	return nil
+}
+
+// A reload that changes a socks5 listener's users and adds a service
+// keeps the listener and its live connection: the new account gets in,
+// the removed one does not, and the added service is known by name.
+func TestReloadChangesSOCKSUsersAndServices(t *testing.T) {
+	echo := testnet.Echo(t)
+	dir := t.TempDir()
+	alicePW, bobPW := filepath.Join(dir, "alice"), filepath.Join(dir, "bob")
+	os.WriteFile(alicePW, []byte("one\n"), 0o600)
+	os.WriteFile(bobPW, []byte("two\n"), 0o600)
+	e, base := reloadable(t, []config.Listener{{Kind: config.KindSOCKS5, Users: []config.SOCKSUser{{Name: "alice", PasswordFile: alicePW}}}},
+		map[string]config.EdgeService{"echo": {}})
+	e.connectWaiting(t, map[string]string{"echo": echo.Addr(), "extra": echo.Addr()}, nil, []string{"echo"})
+	addr := e.addr(0)
+	dial := func(user, pw, dst string) (net.Conn, error) {
+		d, err := proxy.SOCKS5("tcp", addr, &proxy.Auth{User: user, Password: pw}, &net.Dialer{Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Dial("tcp", dst)
+	}
+	live, err := dial("alice", "one", "echo:7")
+	if err != nil {
+		t.Fatalf("alice before the reload: %v", err)
+	}
+	defer live.Close()
+	exchange(t, live, "before the reload")
+
+	loadWith(e, func() config.Edge {
+		next := base
+		next.Listeners = []config.Listener{{Kind: config.KindSOCKS5, Listen: base.Listeners[0].Listen, Users: []config.SOCKSUser{{Name: "bob", PasswordFile: bobPW}}}}
+		next.Services = map[string]config.EdgeService{"echo": {}, "extra": {}}
+		return next
+	})
+	res, err := e.Reload(context.Background())
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if len(res.ListenersAdded)+len(res.ListenersRemoved) != 0 || strings.Join(res.ServicesAdded, ",") != "extra" {
+		t.Errorf("reload result %+v: want the socks5 listener kept and extra added", res)
+	}
+	exchange(t, live, "after the reload")
+	if c, err := dial("alice", "one", "echo:7"); err == nil {
+		c.Close()
+		t.Error("alice, removed by the reload, got in")
+	}
+	c, err := dial("bob", "two", "extra:7")
+	if err != nil {
+		t.Fatalf("bob to the added service extra: %v", err)
+	}
+	defer c.Close()
+	if got := roundTrip(t, c.(*net.TCPConn), []byte("bob")); string(got) != "bob" {
+		t.Errorf("bob through extra: %q", got)
+	}
+}
+
+// exchange writes msg on a live connection to an echo service and reads
+// it back, leaving the connection open.
+func exchange(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatalf("write on the live connection: %v", err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("live connection echoed %q, %v; want %q", got, err, msg)
+	}
 }
