@@ -326,13 +326,14 @@ func (e *Edge) Run(parent context.Context) (err error) {
 		e.healthAddr = hl.Addr()
 	}
 
+	// A file that does not load is named at its key's file and line.
 	policies, err := newPolicies(e.cfg.Services, nil, e.log, e.now)
 	if err != nil {
-		return err
+		return placed(e.cfg, err)
 	}
 	e.live.Store(&liveConfig{services: e.cfg.Services, listeners: e.cfg.Listeners, policies: policies})
 	if e.listeners, err = ingress.Open(e.cfg, e, listen, e.log); err != nil {
-		return err
+		return placed(e.cfg, err)
 	}
 	// From here on nothing returns before the drain: the members' loops
 	// end with ctx, and leave waits for them.
