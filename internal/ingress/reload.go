@@ -240,20 +240,23 @@ func (s *Set) httpSettings(lc config.Listener, at string, r *routes) (*httpConf,
 // listeners accepting; the removed ones stop accepting at once, and
 // their live connections may finish for up to drain before they are cut
 // off (in the background: Drain waits for them). Connections already
-// routed keep going as they were.
+// routed keep going as they were. After Drain has begun it changes
+// nothing and closes what Prepare opened.
 func (ch *Change) Apply(drain time.Duration) {
 	s := ch.s
+	s.open.Lock()
+	defer s.open.Unlock()
+	if s.open.drained {
+		// The edge is stopping: Drain has every listener that was open,
+		// and nothing changes any more.
+		ch.Abort()
+		return
+	}
 	for _, u := range ch.updates {
 		u()
 	}
 	s.routes.Store(ch.routes)
-	s.open.Lock()
-	defer s.open.Unlock()
 	for _, en := range ch.added {
-		if s.open.drained {
-			en.nl.Close() // the edge is stopping: open nothing more
-			continue
-		}
 		s.open.entries[en.key] = en
 		if s.open.ctx != nil {
 			s.startLocked(en)
