@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,8 @@ import (
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/testnet"
+	"github.com/sallyport/sallyport/internal/tunnel"
+	"github.com/sallyport/sallyport/internal/wire"
 	"golang.org/x/net/proxy"
 )
 
@@ -307,5 +310,31 @@ func exchange(t *testing.T, c net.Conn, msg string) {
 	got := make([]byte, len(msg))
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
 		t.Fatalf("live connection echoed %q, %v; want %q", got, err, msg)
+	}
+}
+
+// A connector cannot make the edge stop routing to another connector's
+// tunnels: a hello that copies the other's run (Hello.Instance) with
+// another offer supersedes only tunnels of its own identity.
+func TestSupersedeOnlyOwnTunnels(t *testing.T) {
+	e, _ := reloadable(t, nil, map[string]config.EdgeService{"echo": {Listen: "127.0.0.1:0"}, "other": {Listen: "127.0.0.1:0"}})
+	e.connect(t, map[string]string{"echo": testnet.Echo(t).Addr()}, nil)
+	m := regexp.MustCompile(`msg="connector tunnel up".* name=site .*instance=(\S+)`).FindStringSubmatch(e.Logs.String())
+	if m == nil {
+		t.Fatalf("no instance in the victim's tunnel line:\n%s", e.Logs)
+	}
+	tc := enrolledConn(t, e, "mallory", "echo", "other")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sess, _, err := tunnel.Client(ctx, tc, wire.Hello{Instance: m[1], Services: []string{"echo", "other"}},
+		tunnel.Config{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: time.Second})
+	if err != nil {
+		t.Fatalf("mallory's tunnel: %v", err)
+	}
+	defer sess.Close()
+	e.waitRoutes(t, "other", 1)
+	e.waitRoutes(t, "echo", 2) // the victim's tunnel is still routed, beside mallory's
+	if strings.Contains(e.Logs.String(), "re-announced its services") {
+		t.Errorf("a hello of another connector superseded a tunnel:\n%s", e.Logs)
 	}
 }
