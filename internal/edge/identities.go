@@ -159,25 +159,34 @@ func (e *Edge) tunnelsOf(id string) int {
 	return len(e.conns.byID[id])
 }
 
-// poolFullLocked reports whether connector id holds as many tunnels as
-// one identity may: config.MaxPool routed ones, and as many again no
-// longer routed (superseded by a reload's new offer, finishing their
-// streams). e.conns is locked.
-func (e *Edge) poolFullLocked(id string) bool {
+// poolFullLocked reports whether the connector of a new tunnel (info,
+// not registered yet) holds as many tunnels as one identity may:
+// config.MaxPool routed ones, and as many again no longer routed
+// (superseded by a reload's new offer, finishing their streams). The
+// tunnels the new one would supersede count as no longer routed.
+// e.conns is locked.
+func (e *Edge) poolFullLocked(info *tunnelInfo) bool {
 	routed := 0
-	for _, info := range e.conns.byID[id] {
-		if !info.draining {
+	for _, other := range e.conns.byID[info.connectorID] {
+		if !other.draining && !supersedes(info, other) {
 			routed++
 		}
 	}
-	return routed >= config.MaxPool || len(e.conns.byID[id]) >= 2*config.MaxPool
+	return routed >= config.MaxPool || len(e.conns.byID[info.connectorID]) >= 2*config.MaxPool
 }
 
 // poolFull is poolFullLocked for a new tunnel's hello.
-func (e *Edge) poolFull(id string) bool {
+func (e *Edge) poolFull(info *tunnelInfo) bool {
 	e.conns.Lock()
 	defer e.conns.Unlock()
-	return e.poolFullLocked(id)
+	return e.poolFullLocked(info)
+}
+
+// supersedes reports whether a new tunnel (info) of a connector takes
+// the place of its tunnel other: the same run of the connector
+// (Hello.Instance) offering another set of services.
+func supersedes(info, other *tunnelInfo) bool {
+	return info.instance != "" && other.instance == info.instance && !slices.Equal(other.offered, info.offered)
 }
 
 // supersedeLocked stops routing clients to the connector's other tunnels
@@ -187,11 +196,8 @@ func (e *Edge) poolFull(id string) bool {
 // finish their streams before it closes them. Only the connector's own
 // tunnels are touched. e.conns is locked.
 func (e *Edge) supersedeLocked(sess *tunnel.Session, info *tunnelInfo) {
-	if info.instance == "" {
-		return
-	}
 	for other, oi := range e.conns.byID[info.connectorID] {
-		if other == sess || oi.draining || oi.instance != info.instance || slices.Equal(oi.offered, info.offered) {
+		if other == sess || oi.draining || !supersedes(info, oi) {
 			continue
 		}
 		oi.draining = true
@@ -212,7 +218,7 @@ func (e *Edge) register(sess *tunnel.Session, info *tunnelInfo) (routed []string
 	if c.Revoked() {
 		return nil, false
 	}
-	if e.poolFullLocked(info.connectorID) {
+	if e.poolFullLocked(info) {
 		return nil, false // handshakes that raced past the check in serveTunnel
 	}
 	e.addTunnelLocked(sess, info)

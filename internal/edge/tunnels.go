@@ -198,11 +198,12 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeRevoked, Reason: revokedReason(rec)})
 		return
 	}
-	if n := e.tunnelsOf(id); e.poolFull(id) {
+	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), offered: hello.Services, instance: hello.Instance}
+	if n := e.tunnelsOf(id); e.poolFull(info) {
 		log.Warn("tunnel refused: the connector has the most tunnels one identity may hold", "tunnels", n)
 		e.auditRefusal(store.AuditEvent{Actor: "connector " + id, Action: "hello", Subject: rec.Name + " " + id, Result: fmt.Sprintf("refused: %d tunnels held already", n)})
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf(
-			"connector %s already holds %d tunnels to this edge, the most one identity may (tunnel.pool is at most %d)", rec.Name, n, config.MaxPool)})
+			"connector %s already holds %d tunnels to this edge, the most one identity may (tunnel.pool is at most %d; tunnels a reload replaced count until they close)", rec.Name, n, config.MaxPool)})
 		return
 	}
 	_, ungranted := split(hello.Services, rec.Grants)
@@ -213,7 +214,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		log.Warn("tunnel failed during handshake", "err", err)
 		return
 	}
-	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), offered: hello.Services, instance: hello.Instance}
+	info.since = e.now()
 	routed, ok := e.register(sess, info)
 	if !ok {
 		log.Warn("tunnel closed after its handshake: the connector was revoked meanwhile, or holds the most tunnels it may")

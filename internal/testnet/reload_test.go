@@ -338,3 +338,41 @@ func TestSupersedeOnlyOwnTunnels(t *testing.T) {
 		t.Errorf("a hello of another connector superseded a tunnel:\n%s", e.Logs)
 	}
 }
+
+// Re-announcing cannot make the edge hold more tunnels for one identity
+// than twice the pool bound: superseded tunnels are let finish, but a
+// connector that keeps changing its offer is refused at 32 tunnels.
+func TestSupersededTunnelsAreBounded(t *testing.T) {
+	e, _ := reloadable(t, nil, map[string]config.EdgeService{"a": {Listen: "127.0.0.1:0"}, "b": {Listen: "127.0.0.1:0"}})
+	dial := enrolledDialer(t, e, "mallory", "a", "b")
+	cfg := tunnel.Config{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: time.Second}
+	hello := func(services ...string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		sess, _, err := tunnel.Client(ctx, dial(), wire.Hello{Instance: "run-1", Services: services}, cfg)
+		if err == nil {
+			t.Cleanup(func() { sess.Close() })
+		}
+		return err
+	}
+	for i := range config.MaxPool {
+		if err := hello("a"); err != nil {
+			t.Fatalf("tunnel %d offering a: %v", i+1, err)
+		}
+	}
+	e.waitRoutes(t, "a", config.MaxPool)
+	if err := hello("a"); err == nil || !strings.Contains(err.Error(), "already holds 16 tunnels") {
+		t.Fatalf("a 17th tunnel with the same offer: %v, want refused", err)
+	}
+	// A new offer: its tunnels supersede the first 16, which may finish.
+	for i := range config.MaxPool {
+		if err := hello("a", "b"); err != nil {
+			t.Fatalf("tunnel %d offering a and b: %v", i+1, err)
+		}
+	}
+	e.waitRoutes(t, "b", config.MaxPool)
+	e.waitRoutes(t, "a", config.MaxPool) // the superseded ones are routed no more
+	if err := hello("b"); err == nil || !strings.Contains(err.Error(), "already holds 32 tunnels") {
+		t.Fatalf("a 33rd tunnel with yet another offer: %v, want refused", err)
+	}
+}
