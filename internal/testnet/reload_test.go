@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/testnet"
@@ -374,5 +375,56 @@ func TestSupersededTunnelsAreBounded(t *testing.T) {
 	e.waitRoutes(t, "a", config.MaxPool) // the superseded ones are routed no more
 	if err := hello("b"); err == nil || !strings.Contains(err.Error(), "already holds 32 tunnels") {
 		t.Fatalf("a 33rd tunnel with yet another offer: %v, want refused", err)
+	}
+}
+
+// A reload that removes an http listener closes its port at once; a
+// WebSocket carried through it goes on within the drain timeout (2s
+// here) and is cut off at its end.
+func TestReloadRemovesHTTPListenerAndDrainsItsWebSockets(t *testing.T) {
+	e, base := reloadable(t, []config.Listener{{Kind: config.KindHTTP, EdgeHosts: []string{"edge.test"}}},
+		map[string]config.EdgeService{"echo": {Listen: "127.0.0.1:0"}})
+	e.connect(t, map[string]string{"echo": testnet.Echo(t).Addr()}, nil)
+	addr := e.addr(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws/echo", &websocket.DialOptions{Host: "edge.test"})
+	if err != nil {
+		t.Fatalf("WebSocket to echo: %v", err)
+	}
+	defer ws.CloseNow()
+	if got, err := wsRoundTrip(ctx, ws, []byte("before")); err != nil || string(got) != "before" {
+		t.Fatalf("before the reload: %q, %v", got, err)
+	}
+
+	loadWith(e, func() config.Edge {
+		next := base
+		next.Listeners = nil
+		return next
+	})
+	res, err := e.Reload(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.ListenersRemoved) != 1 {
+		t.Errorf("reload result %+v: want the http listener removed", res)
+	}
+	reloaded := time.Now()
+	if c, err := net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the removed http listener at %s still accepts connections", addr)
+	}
+	if got, err := wsRoundTrip(ctx, ws, []byte("during the drain")); err != nil || string(got) != "during the drain" {
+		t.Fatalf("the live WebSocket after the reload: %q, %v", got, err)
+	}
+	if _, _, err := ws.Read(ctx); err == nil || ctx.Err() != nil {
+		t.Fatalf("the live WebSocket was not cut off at the drain timeout: %v", err)
+	}
+	if d := time.Since(reloaded); d < time.Second {
+		t.Errorf("the live WebSocket was cut %s after the reload, before the drain timeout (2s)", d)
+	}
+	e.Logs.WaitFor(t, 5*time.Second, 1, "removed listener: drain timeout, closing client connections still open")
+	if err := echoBytesAt(e.ServiceAddr("echo").String(), []byte("the tcp port stays")); err != nil {
+		t.Error(err)
 	}
 }
