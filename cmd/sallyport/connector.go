@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"os/signal"
+
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/connector"
 	"github.com/spf13/cobra"
@@ -15,7 +18,13 @@ func newConnectorCmd() *cobra.Command {
   sallyport connector --config /etc/sallyport/connector.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := flags.config(cmd)
+			// A SIGHUP before the connector serves must not end it.
+			hup := notifyHangup()
+			defer signal.Stop(hup)
+			// load reads the file and lays the flags over it, at start
+			// and again for each reload.
+			load := func() (config.Connector, error) { return flags.config(cmd) }
+			c, err := load()
 			if err != nil {
 				return err
 			}
@@ -27,7 +36,10 @@ func newConnectorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runUntilDone(cmd.Context(), conn.Run)
+			conn.LoadConfigWith(load)
+			return runUntilDone(cmd.Context(), withHangups(hup, conn.Run, func(context.Context) {
+				conn.Reload() // logged
+			}))
 		},
 	}
 	flags.register(cmd)

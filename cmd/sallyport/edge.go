@@ -5,7 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os/signal"
 
+	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/edge"
 	"github.com/sallyport/sallyport/internal/enroll"
@@ -35,46 +37,55 @@ func newEdgeCmd() *cobra.Command {
   sallyport edge --config /etc/sallyport/edge.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := readConfig(file, config.ReadEdge)
-			if err != nil {
-				return err
-			}
-			set := overlay{cmd.Flags(), &c.Origin}.set
-			set("data", "data_dir", func() { c.DataDir = cfg.DataDir })
-			set("tunnel-listen", "tunnel.listen", func() { c.Tunnel.Listen = cfg.Tunnel.Listen })
-			set("advertise", "tunnel.advertise", func() { c.Tunnel.Advertise = cfg.Tunnel.Advertise })
-			set("keepalive-interval", "tunnel.keepalive_interval", func() { c.Tunnel.KeepaliveInterval = cfg.Tunnel.KeepaliveInterval })
-			set("keepalive-timeout", "tunnel.keepalive_timeout", func() { c.Tunnel.KeepaliveTimeout = cfg.Tunnel.KeepaliveTimeout })
-			set("admin-listen", "admin.listen", func() { c.Admin.Listen = cfg.Admin.Listen })
-			set("admin-allow-remote", "admin.allow_remote", func() { c.Admin.AllowRemote = allowRA })
-			set("health-listen", "admin.health_listen", func() { c.Admin.HealthListen = cfg.Admin.HealthListen })
-			set("drain-timeout", "drain_timeout", func() { c.DrainTimeout = cfg.DrainTimeout })
-			set("max-clients", "limits.max_clients", func() { c.Limits.MaxClients = cfg.Limits.MaxClients })
-			set("max-clients-per-source", "limits.max_clients_per_source", func() { c.Limits.MaxClientsPerSource = cfg.Limits.MaxClientsPerSource })
-			set("connector-certificate-ttl", "connector_certificate_ttl", func() { c.ConnectorCertificateTTL = cfg.ConnectorCertificateTTL })
-			set("cluster-listen", "cluster.listen", func() { c.Cluster.Listen = cfg.Cluster.Listen })
-			set("cluster-advertise", "cluster.advertise", func() { c.Cluster.Advertise = cfg.Cluster.Advertise })
-			set("cluster-route", "cluster.routes", func() { c.Cluster.Routes = cfg.Cluster.Routes })
-			set("log-format", "log.format", func() { c.Log.Format = logs.format })
-			set("log-level", "log.level", func() { c.Log.Level = logs.level })
-			for _, e := range expose {
-				name, svc, err := config.ParseExpose(e)
+			// A SIGHUP before the edge serves must not end it.
+			hup := notifyHangup()
+			defer signal.Stop(hup)
+			// load reads the file and lays the flags over it, at start
+			// and again for each reload.
+			load := func() (config.Edge, error) {
+				c, err := readConfig(file, config.ReadEdge)
 				if err != nil {
-					return err
+					return c, err
 				}
-				if c.Services == nil {
-					c.Services = map[string]config.EdgeService{}
+				set := overlay{cmd.Flags(), &c.Origin}.set
+				set("data", "data_dir", func() { c.DataDir = cfg.DataDir })
+				set("tunnel-listen", "tunnel.listen", func() { c.Tunnel.Listen = cfg.Tunnel.Listen })
+				set("advertise", "tunnel.advertise", func() { c.Tunnel.Advertise = cfg.Tunnel.Advertise })
+				set("keepalive-interval", "tunnel.keepalive_interval", func() { c.Tunnel.KeepaliveInterval = cfg.Tunnel.KeepaliveInterval })
+				set("keepalive-timeout", "tunnel.keepalive_timeout", func() { c.Tunnel.KeepaliveTimeout = cfg.Tunnel.KeepaliveTimeout })
+				set("admin-listen", "admin.listen", func() { c.Admin.Listen = cfg.Admin.Listen })
+				set("admin-allow-remote", "admin.allow_remote", func() { c.Admin.AllowRemote = allowRA })
+				set("health-listen", "admin.health_listen", func() { c.Admin.HealthListen = cfg.Admin.HealthListen })
+				set("drain-timeout", "drain_timeout", func() { c.DrainTimeout = cfg.DrainTimeout })
+				set("max-clients", "limits.max_clients", func() { c.Limits.MaxClients = cfg.Limits.MaxClients })
+				set("max-clients-per-source", "limits.max_clients_per_source", func() { c.Limits.MaxClientsPerSource = cfg.Limits.MaxClientsPerSource })
+				set("connector-certificate-ttl", "connector_certificate_ttl", func() { c.ConnectorCertificateTTL = cfg.ConnectorCertificateTTL })
+				set("cluster-listen", "cluster.listen", func() { c.Cluster.Listen = cfg.Cluster.Listen })
+				set("cluster-advertise", "cluster.advertise", func() { c.Cluster.Advertise = cfg.Cluster.Advertise })
+				set("cluster-route", "cluster.routes", func() { c.Cluster.Routes = cfg.Cluster.Routes })
+				set("log-format", "log.format", func() { c.Log.Format = logs.format })
+				set("log-level", "log.level", func() { c.Log.Level = logs.level })
+				for _, e := range expose {
+					name, svc, err := config.ParseExpose(e)
+					if err != nil {
+						return c, err
+					}
+					if c.Services == nil {
+						c.Services = map[string]config.EdgeService{}
+					}
+					c.Services[name] = svc
+					c.Origin.SetFlag("services."+name, "--expose")
 				}
-				c.Services[name] = svc
-				c.Origin.SetFlag("services."+name, "--expose")
+				if c.DataDir == "" {
+					c.DataDir = defaultEdgeData
+				}
+				c.ApplyDefaults()
+				// Every problem at once, log keys with file and line too,
+				// before the logger is built from them.
+				return c, c.Validate()
 			}
-			if c.DataDir == "" {
-				c.DataDir = defaultEdgeData
-			}
-			c.ApplyDefaults()
-			// Every problem at once, log keys with file and line too,
-			// before the logger is built from them.
-			if err := c.Validate(); err != nil {
+			c, err := load()
+			if err != nil {
 				return err
 			}
 			log, err := newLogger(cmd.ErrOrStderr(), c.Log.Format, c.Log.Level)
@@ -91,7 +102,10 @@ func newEdgeCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				err = runUntilDone(cmd.Context(), e.Run)
+				e.LoadConfigWith(load)
+				err = runUntilDone(cmd.Context(), withHangups(hup, e.Run, func(ctx context.Context) {
+					e.Reload(admin.WithActor(ctx, "signal SIGHUP")) // logged and audited
+				}))
 				if !errors.Is(err, edge.ErrBecomeMember) {
 					return err
 				}

@@ -10,6 +10,7 @@
 //	POST /v1/join-tokens {"role":"edge","ttl":"1h"} → 201 and a join keyfile
 //	GET  /v1/status   → the edge's id, its services and its connectors
 //	POST /v1/sessions {"service":"logs","ttl":"5m"} → 201 and a one-time link
+//	POST /v1/reload   → the edge reads its config again: what changed, or 422 and why not
 //
 // On the TCP listener, /ui/ serves a dashboard for browsers (dashboard.go).
 //
@@ -216,6 +217,7 @@ type Backend interface {
 	// first.
 	RecentRefusals() []Refusal
 	SessionBackend
+	ReloadBackend
 }
 
 type actorKey struct{}
@@ -355,6 +357,7 @@ func routes(b Backend, log *slog.Logger) http.Handler {
 		serveAudit(w, r, b)
 	})
 	sessionRoutes(mux, b)
+	reloadRoutes(mux, b)
 	return mux
 }
 

@@ -148,18 +148,29 @@ type Rules struct {
 type Policy struct {
 	service string
 	rules   Rules
-	active  atomic.Int64  // connections holding a slot, when MaxConnections is set
+	// active counts the connections holding a slot; shared with the
+	// policies made from this one by WithRules.
+	active  *atomic.Int64
 	limiter *rate.Limiter // nil: no limit
 }
 
 // NewPolicy prepares service's rules.
 func NewPolicy(service string, r Rules) *Policy {
-	p := &Policy{service: service, rules: r}
+	return newPolicy(service, r, new(atomic.Int64))
+}
+
+func newPolicy(service string, r Rules, active *atomic.Int64) *Policy {
+	p := &Policy{service: service, rules: r, active: active}
 	if r.Every > 0 {
 		p.limiter = rate.NewLimiter(rate.Every(r.Every), max(r.Burst, 1))
 	}
 	return p
 }
+
+// WithRules returns the service's policy with new rules (a reload): it
+// shares p's count of connections, so that those p let in, still live,
+// count against the new rules' cap. Its rate starts afresh.
+func (p *Policy) WithRules(r Rules) *Policy { return newPolicy(p.service, r, p.active) }
 
 // NeedsClientCert reports whether the service asks for a client certificate.
 func (p *Policy) NeedsClientCert() bool { return p.rules.ClientCA != nil }
@@ -191,24 +202,19 @@ func (p *Policy) Admit(c Client, now time.Time) (release func(), _ *Refusal) {
 			return nil, Refuse(ReasonClientCert, service, "service %s needs a client certificate from its CA: %v", service, err)
 		}
 	}
+	// Every slot is counted, capped or not: a reload may set a cap.
 	limit := int64(r.MaxConnections)
-	if limit > 0 && p.active.Add(1) > limit {
+	if n := p.active.Add(1); limit > 0 && n > limit {
 		p.active.Add(-1)
 		return nil, Refuse(ReasonMaxConnections, service, "service %s has reached its limit of %d connections; try again later", service, limit)
 	}
 	if p.limiter != nil && !p.limiter.AllowN(now, 1) {
-		if limit > 0 {
-			p.active.Add(-1)
-		}
+		p.active.Add(-1)
 		return nil, Refuse(ReasonRate, service, "service %s is taking new connections too fast; try again later", service)
 	}
 	var once sync.Once
 	return func() {
-		once.Do(func() {
-			if limit > 0 {
-				p.active.Add(-1)
-			}
-		})
+		once.Do(func() { p.active.Add(-1) })
 	}, nil
 }
 

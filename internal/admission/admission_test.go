@@ -268,3 +268,36 @@ func TestParseClientNet(t *testing.T) {
 		}
 	}
 }
+
+// A reload that sets a cap counts the connections the previous rules let
+// in: they hold slots under the new policy until they end.
+func TestWithRulesKeepsLiveConnectionsCounted(t *testing.T) {
+	old := NewPolicy("db", Rules{})
+	now := time.Now()
+	var releases []func()
+	for range 2 {
+		release, ref := old.Admit(tcpClient("192.0.2.1:1000"), now)
+		if ref != nil {
+			t.Fatal(ref)
+		}
+		releases = append(releases, release)
+	}
+	capped := old.WithRules(Rules{MaxConnections: 2})
+	if _, ref := capped.Admit(tcpClient("192.0.2.1:1001"), now); ref == nil || ref.Reason != ReasonMaxConnections {
+		t.Fatalf("a third connection under the new cap of 2, with 2 live from before: %v, want %s", ref, ReasonMaxConnections)
+	}
+	releases[0]()
+	releases[0]() // a second call gives nothing back
+	release, ref := capped.Admit(tcpClient("192.0.2.1:1002"), now)
+	if ref != nil {
+		t.Fatalf("after one of the old connections ended: %v", ref)
+	}
+	if _, ref := capped.Admit(tcpClient("192.0.2.1:1003"), now); ref == nil {
+		t.Fatal("the cap let a third connection in")
+	}
+	release()
+	releases[1]()
+	if n := capped.active.Load(); n != 0 {
+		t.Errorf("%d slots held after every connection ended", n)
+	}
+}

@@ -56,9 +56,21 @@ type Connector struct {
 	// edgeDialer reaches the edges: directly or through the proxy
 	// that tunnel.proxy or the environment names.
 	edgeDialer *egress.Dialer
-	// byAddress maps each allowed back-end address (normalized) to its
-	// service, to answer lookups (streams that name an address).
-	byAddress map[string]string
+	// live is the allow-list in force: the config's services at start,
+	// then a reload's (reload.go).
+	live atomic.Pointer[allowList]
+	// offers is closed and replaced when a reload changes the set of
+	// services offered: each tunnel then announces the new set on a new
+	// tunnel, and the old one finishes its streams (keepTunnel).
+	offers struct {
+		sync.Mutex
+		changed chan struct{}
+	}
+	// reload serializes reloads; load reads the config again.
+	reload struct {
+		sync.Mutex
+		load func() (config.Connector, error)
+	}
 
 	tunnels struct {
 		sync.Mutex
@@ -107,15 +119,6 @@ func New(cfg config.Connector, log *slog.Logger) (*Connector, error) {
 	}
 	b := make([]byte, 6)
 	rand.Read(b)
-	byAddress := make(map[string]string, len(cfg.Services))
-	for name, svc := range cfg.Services {
-		// Two services may share a back-end: the first name in order
-		// serves it by address, whatever the map's order.
-		a := normalizeAddress(svc.Address)
-		if other, ok := byAddress[a]; !ok || name < other {
-			byAddress[a] = name
-		}
-	}
 	edgeDialer, err := EdgeDialer(cfg.Tunnel.Proxy)
 	if err != nil {
 		return nil, err
@@ -125,10 +128,11 @@ func New(cfg config.Connector, log *slog.Logger) (*Connector, error) {
 		edgeDialer: edgeDialer,
 		log:        log,
 		now:        time.Now,
-		byAddress:  byAddress,
 		instance:   hex.EncodeToString(b),
 		metrics:    metrics.NewConnector(slices.Collect(maps.Keys(cfg.Services))),
 	}
+	c.live.Store(newAllowList(cfg.Services))
+	c.offers.changed = make(chan struct{})
 	c.tunnels.up = make(map[string]*tunnel.Session)
 	c.tunnels.changed = make(chan struct{})
 	return c, nil
@@ -421,7 +425,7 @@ func (c *Connector) handleStream(st *tunnel.Stream, edge string) (joined bool) {
 		return false
 	}
 	log := c.log.With("service", h.Service, "client", h.Client, "edge", edge)
-	svc, ok := c.cfg.Services[h.Service]
+	svc, ok := c.current().services[h.Service]
 	if !ok {
 		c.metrics.StreamRefused(h.Service, wire.CodeUnknownService.String())
 		log.Warn("stream refused: service not offered by this connector")
@@ -487,7 +491,7 @@ func (c *Connector) lookup(h wire.StreamOpen, edge string) wire.StreamReply {
 		// The edge asks other connectors, and routes no more to this one.
 		return wire.StreamReply{Code: wire.CodeDraining, Reason: "connector is shutting down"}
 	}
-	name, ok := c.byAddress[normalizeAddress(h.Address)]
+	name, ok := c.current().byAddress[normalizeAddress(h.Address)]
 	if !ok {
 		// The address is the client's choice: a few lines a second,
 		// whatever a client floods the edge's SOCKS listener with.

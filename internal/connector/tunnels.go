@@ -6,12 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"maps"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/pki"
@@ -40,6 +39,15 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 		key = fmt.Sprintf("%s#%d", addr, slot+1)
 	}
 	failures := 0
+	// prev is a tunnel whose offer a reload changed: it serves on until
+	// the tunnel that announces the new offer is up, then finishes its
+	// streams (retire).
+	var prev *tunnel.Session
+	defer func() {
+		if prev != nil {
+			c.retire(ctx, prev, log)
+		}
+	}()
 	for ctx.Err() == nil {
 		// The certificate renewal last left: a tunnel made after a
 		// renewal is made with the renewed certificate.
@@ -50,12 +58,23 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 			c.stop(err)
 			return
 		}
+		// Taken before the hello is made: a reload after it is seen.
+		offers := c.offerChanges()
 		sess, err := c.dialTunnel(ctx, addr, pki.ClientTLSConfig(id.ca, id.pin, &cert, nil))
 		c.metrics.TunnelDialed(addr, err)
 		if err == nil {
 			start := time.Now()
 			log.Info("tunnel up")
-			c.serve(sess, addr, key)
+			if prev != nil {
+				c.retire(ctx, prev, log)
+				prev = nil
+			}
+			if c.serve(sess, addr, key, offers) {
+				log.Info("services changed: announcing them on a new tunnel; this one finishes its streams")
+				prev = sess
+				failures = 0
+				continue
+			}
 			upFor := time.Since(start).Round(time.Millisecond).String()
 			if ctx.Err() != nil {
 				log.Info("tunnel closed", "up_for", upFor)
@@ -100,6 +119,37 @@ func (c *Connector) keepTunnel(ctx context.Context, addr string, slot int, id id
 	}
 }
 
+// retireTick is how often a retiring tunnel is checked for streams left.
+const retireTick = 100 * time.Millisecond
+
+// retire lets sess, a tunnel whose offer a reload replaced, finish its
+// streams for up to the drain timeout (the edge routes no new client to
+// it once the new offer's tunnel is up), then shuts it down; in a
+// goroutine of c.handlers, which ends with ctx too. It owns sess.
+func (c *Connector) retire(ctx context.Context, sess *tunnel.Session, log *slog.Logger) {
+	c.handlers.Go(func() {
+		deadline := time.NewTimer(c.cfg.DrainTimeout)
+		defer deadline.Stop()
+		tick := time.NewTicker(retireTick)
+		defer tick.Stop()
+	wait:
+		for sess.NumStreams() > 0 {
+			select {
+			case <-sess.Done():
+				break wait
+			case <-ctx.Done():
+				break wait
+			case <-deadline.C:
+				log.Warn("drain timeout: closing the older tunnel's streams still open", "count", sess.NumStreams())
+				break wait
+			case <-tick.C:
+			}
+		}
+		sess.Shutdown()
+		log.Info("older tunnel closed; the new one carries the services")
+	})
+}
+
 // Backoff returns the wait before reconnect attempt n (from 0): it doubles
 // from min up to max, and jitter (in [0,1)) spreads it over its upper half
 // so that connectors restarted together do not reconnect together.
@@ -128,7 +178,7 @@ func (c *Connector) dialTunnel(ctx context.Context, addr string, tlsConf *tls.Co
 	if err != nil {
 		return nil, err
 	}
-	hello := wire.Hello{Instance: c.instance, Services: slices.Sorted(maps.Keys(c.cfg.Services))}
+	hello := wire.Hello{Instance: c.instance, Services: c.current().offered()}
 	sess, welcome, err := tunnel.Client(dctx, tc, hello, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel handshake with edge %s: %w", addr, err)
@@ -184,14 +234,34 @@ func (c *Connector) EdgeProxy(addr string) (*url.URL, error) {
 }
 
 // serve accepts the edge's streams on sess, the tunnel to edge kept under
-// key, until the session ends. It owns sess and closes it.
-func (c *Connector) serve(sess *tunnel.Session, edge, key string) {
-	// Counted before WaitTunnels and /readyz can see it.
+// key, until the session ends, and closes it then; or until offers is
+// closed (a reload changed the services offered): it then returns true
+// with sess still serving, for the caller to retire once a tunnel with
+// the new offer is up.
+func (c *Connector) serve(sess *tunnel.Session, edge, key string, offers <-chan struct{}) (reannounce bool) {
+	// Counted before WaitTunnels and /readyz can see it, and until the
+	// session ends (a re-announced one lives on a while).
 	c.metrics.TunnelUp(edge)
-	defer c.metrics.TunnelDown(edge)
+	sess.AfterEnd(func() { c.metrics.TunnelDown(edge) })
 	c.setUp(key, sess)
-	defer c.setUp(key, nil)
-	defer sess.Close()
+	accepting := make(chan struct{})
+	c.handlers.Go(func() {
+		defer close(accepting)
+		c.acceptStreams(sess, edge)
+	})
+	select {
+	case <-accepting:
+	case <-offers:
+		return true
+	}
+	c.setUp(key, nil)
+	sess.Close()
+	return false
+}
+
+// acceptStreams serves each stream the edge opens on sess until the
+// session ends.
+func (c *Connector) acceptStreams(sess *tunnel.Session, edge string) {
 	for {
 		st, err := sess.Accept()
 		if err != nil {

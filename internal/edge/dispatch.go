@@ -2,20 +2,15 @@ package edge
 
 import (
 	"errors"
-	"fmt"
-	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admission"
-	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/ingress"
 	"github.com/sallyport/sallyport/internal/metrics"
 	"github.com/sallyport/sallyport/internal/route"
-	"github.com/sallyport/sallyport/internal/tlsfiles"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
 )
@@ -24,40 +19,6 @@ import (
 // services' policies and opens streams through the tunnels that offer
 // them.
 var _ ingress.Dispatcher = (*Edge)(nil)
-
-// newPolicies prepares every service's policy, reading client CA files
-// (again whenever they change; log tells of that).
-func newPolicies(services map[string]config.EdgeService, log *slog.Logger, now func() time.Time) (map[string]*admission.Policy, error) {
-	out := make(map[string]*admission.Policy, len(services))
-	for name, svc := range services {
-		p := svc.Policy
-		var r admission.Rules
-		for _, list := range []struct {
-			in  []string
-			out *[]netip.Prefix
-		}{{p.Allow, &r.Allow}, {p.Deny, &r.Deny}} {
-			for _, s := range list.in {
-				pfx, err := admission.ParseClientNet(s)
-				if err != nil {
-					return nil, fmt.Errorf("service %s: policy network %q: %w", name, s, err)
-				}
-				*list.out = append(*list.out, pfx)
-			}
-		}
-		r.MaxConnections = p.MaxConnections
-		r.RequireSession = p.RequireSession
-		r.Every, r.Burst = p.Rate.Interval()
-		if p.ClientCA != "" {
-			ca, err := tlsfiles.LoadCAFile(p.ClientCA, log, now)
-			if err != nil {
-				return nil, fmt.Errorf("service %s: policy.client_ca: %w", name, err)
-			}
-			r.ClientCA = ca
-		}
-		out[name] = admission.NewPolicy(name, r)
-	}
-	return out, nil
-}
 
 // OpenAddress opens a stream to a destination address that a client named
 // instead of a service (SOCKS). The edge never knows back-end addresses:
@@ -162,7 +123,7 @@ func (e *Edge) Admit(service string, c admission.Client) (func(), *admission.Ref
 	if ref := e.fencedClient(service, c); ref != nil {
 		return nil, ref
 	}
-	p, ok := e.policies[service]
+	p, ok := e.current().policies[service]
 	if !ok {
 		return nil, e.Refused(admission.Refuse(admission.ReasonUnknownService, service, "no service named %q", service), c)
 	}

@@ -76,8 +76,14 @@ type Edge struct {
 	advertise  []string
 	// listeners are the public listeners.
 	listeners *ingress.Set
-	// policies holds every configured service's policy.
-	policies map[string]*admission.Policy
+	// live is the services, policies and shared listeners in force (the
+	// config's at start, then a reload's); set before ready.
+	live atomic.Pointer[liveConfig]
+	// reload serializes reloads; load reads the config again.
+	reload struct {
+		sync.Mutex
+		load func() (config.Edge, error)
+	}
 	// cookies are the used HTTP sessions, fed by a watch on the store.
 	cookies cookieSessions
 
@@ -161,6 +167,9 @@ type tunnelInfo struct {
 	// offered are the services the connector's Hello offered; those it is
 	// granted are routed.
 	offered []string
+	// instance is the connector's run (Hello.Instance): a new tunnel of
+	// the same run offering other services supersedes this one.
+	instance string
 	// draining is set when the connector said it is shutting down: the
 	// tunnel is routed no more, whatever its grants.
 	draining bool
@@ -310,12 +319,11 @@ func (e *Edge) Run(parent context.Context) (err error) {
 		}
 	}()
 	listen := func(what, addr string) (net.Listener, error) {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("listen for %s on %s: %w", what, addr, err)
+		l, err := listenTCP(what, addr)
+		if err == nil {
+			lns = append(lns, l)
 		}
-		lns = append(lns, l)
-		return l, nil
+		return l, err
 	}
 	tl, err := listen("tunnels", e.cfg.Tunnel.Listen)
 	if err != nil {
@@ -351,11 +359,14 @@ func (e *Edge) Run(parent context.Context) (err error) {
 		e.healthAddr = hl.Addr()
 	}
 
-	if e.policies, err = newPolicies(e.cfg.Services, e.log, e.now); err != nil {
-		return err
+	// A file that does not load is named at its key's file and line.
+	policies, err := newPolicies(e.cfg.Services, nil, e.log, e.now)
+	if err != nil {
+		return placed(e.cfg, err)
 	}
+	e.live.Store(&liveConfig{services: e.cfg.Services, listeners: e.cfg.Listeners, policies: policies})
 	if e.listeners, err = ingress.Open(e.cfg, e, listen, e.log); err != nil {
-		return err
+		return placed(e.cfg, err)
 	}
 	// From here on nothing returns before the drain: the members' loops
 	// end with ctx, and leave waits for them.

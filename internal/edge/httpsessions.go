@@ -165,7 +165,7 @@ func (e *Edge) httpSessionBase(svc config.EdgeService) (base, host string, ok bo
 		return "", "", false
 	}
 	for _, kind := range []string{config.KindHTTPS, config.KindHTTP} {
-		for i, l := range e.cfg.Listeners {
+		for i, l := range e.current().listeners {
 			if l.Kind != kind {
 				continue
 			}

@@ -162,6 +162,54 @@ func (e *Edge) tunnelsOf(id string) int {
 	return len(e.conns.byID[id])
 }
 
+// poolFullLocked reports whether the connector of a new tunnel (info,
+// not registered yet) holds as many tunnels as one identity may:
+// config.MaxPool routed ones, and as many again no longer routed
+// (superseded by a reload's new offer, finishing their streams). The
+// tunnels the new one would supersede count as no longer routed.
+// e.conns is locked.
+func (e *Edge) poolFullLocked(info *tunnelInfo) bool {
+	routed := 0
+	for _, other := range e.conns.byID[info.connectorID] {
+		if !other.draining && !supersedes(info, other) {
+			routed++
+		}
+	}
+	return routed >= config.MaxPool || len(e.conns.byID[info.connectorID]) >= 2*config.MaxPool
+}
+
+// poolFull is poolFullLocked for a new tunnel's hello.
+func (e *Edge) poolFull(info *tunnelInfo) bool {
+	e.conns.Lock()
+	defer e.conns.Unlock()
+	return e.poolFullLocked(info)
+}
+
+// supersedes reports whether a new tunnel (info) of a connector takes
+// the place of its tunnel other: the same run of the connector
+// (Hello.Instance) offering another set of services.
+func supersedes(info, other *tunnelInfo) bool {
+	return info.instance != "" && other.instance == info.instance && !slices.Equal(other.offered, info.offered)
+}
+
+// supersedeLocked stops routing clients to the connector's other tunnels
+// from the same run (Hello.Instance) that offered another set of
+// services than the new tunnel info: a connector whose config was
+// reloaded announces its services on new tunnels, and lets the old ones
+// finish their streams before it closes them. Only the connector's own
+// tunnels are touched. e.conns is locked.
+func (e *Edge) supersedeLocked(sess *tunnel.Session, info *tunnelInfo) {
+	for other, oi := range e.conns.byID[info.connectorID] {
+		if other == sess || oi.draining || !supersedes(info, oi) {
+			continue
+		}
+		oi.draining = true
+		e.routes.Remove(other)
+		e.log.Info("connector re-announced its services: no more clients routed to its older tunnel", "connector", info.connectorID,
+			"old", oi.offered, "new", info.offered)
+	}
+}
+
 // register records a live tunnel and routes the services its connector
 // offers and is granted, as the connector's record is now (which may have
 // changed since the Hello was answered). It reports false, registering
@@ -173,10 +221,11 @@ func (e *Edge) register(sess *tunnel.Session, info *tunnelInfo) (routed []string
 	if c.Revoked() {
 		return nil, false
 	}
-	if len(e.conns.byID[info.connectorID]) >= config.MaxPool {
+	if e.poolFullLocked(info) {
 		return nil, false // handshakes that raced past the check in serveTunnel
 	}
 	e.addTunnelLocked(sess, info)
+	e.supersedeLocked(sess, info)
 	routed, _ = split(info.offered, c.Grants)
 	e.routes.Group(sess, info.connectorID) // a connector's pool is one replica
 	e.routes.Set(sess, routed)

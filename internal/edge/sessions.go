@@ -56,7 +56,7 @@ func (e *Edge) CreateSession(ctx context.Context, req admin.SessionRequest, ttl 
 	if ttl < MinSessionTTL || ttl > MaxSessionTTL {
 		return refuse(http.StatusBadRequest, "ttl %s out of range: use %s to %s (default %s)", ttl, MinSessionTTL, MaxSessionTTL, admin.DefaultSessionTTL)
 	}
-	svc, ok := e.cfg.Services[req.Service]
+	svc, ok := e.current().services[req.Service]
 	if !ok {
 		return refuse(http.StatusNotFound, "no service named %q on this edge (see sallyport status)", req.Service)
 	}
@@ -112,7 +112,7 @@ func (e *Edge) CreateSession(ctx context.Context, req admin.SessionRequest, ttl 
 // with the listener's port unless it is the scheme's default.
 func (e *Edge) sessionBase() (string, bool) {
 	for _, kind := range []string{config.KindHTTPS, config.KindHTTP} {
-		for i, l := range e.cfg.Listeners {
+		for i, l := range e.current().listeners {
 			if l.Kind != kind {
 				continue
 			}

@@ -200,11 +200,12 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeRevoked, Reason: revokedReason(rec)})
 		return
 	}
-	if n := e.tunnelsOf(id); n >= config.MaxPool {
+	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), offered: hello.Services, instance: hello.Instance}
+	if n := e.tunnelsOf(id); e.poolFull(info) {
 		log.Warn("tunnel refused: the connector has the most tunnels one identity may hold", "tunnels", n)
 		e.auditRefusal(store.AuditEvent{Actor: "connector " + id, Action: "hello", Subject: rec.Name + " " + id, Result: fmt.Sprintf("refused: %d tunnels held already", n)})
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBadRequest, Reason: fmt.Sprintf(
-			"connector %s already holds %d tunnels to this edge, the most one identity may (tunnel.pool is at most %d)", rec.Name, n, config.MaxPool)})
+			"connector %s already holds %d tunnels to this edge, the most one identity may (tunnel.pool is at most %d; tunnels a reload replaced count until they close)", rec.Name, n, config.MaxPool)})
 		return
 	}
 	_, ungranted := split(hello.Services, rec.Grants)
@@ -215,7 +216,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		log.Warn("tunnel failed during handshake", "err", err)
 		return
 	}
-	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), offered: hello.Services}
+	info.since = e.now()
 	// Counted before its routes show, so that whoever sees them sees it.
 	e.metrics.TunnelUp(info.name)
 	routed, ok := e.register(sess, info)
@@ -281,7 +282,8 @@ func (e *Edge) Status(ctx context.Context) admin.Status {
 	for _, c := range e.routes.Count() {
 		counts[c.Service] = c.Tunnels
 	}
-	for name, svc := range e.cfg.Services {
+	live := e.current()
+	for name, svc := range live.services {
 		addr := "-" // no port of its own: reached through shared listeners
 		if a := e.listeners.ServiceAddr(name); a != nil {
 			addr = a.String()

@@ -12,11 +12,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/loglimit"
+	"github.com/sallyport/sallyport/internal/pipe"
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/sessionpage"
 	"github.com/sallyport/sallyport/internal/tlsfiles"
@@ -29,14 +31,16 @@ import (
 // connections are tunnel streams; the edge's own hosts serve WebSocket
 // access at /ws/<service>.
 type httpListener struct {
-	s         *Set
-	kind      string // http or https
-	l         net.Listener
-	tlsConfig *tls.Config // https only
-	srv       *http.Server
-	proxy     *httputil.ReverseProxy
-	edgeHosts route.Names
-	wsOrigins []string
+	s    *Set
+	kind string // http or https
+	l    net.Listener
+	tr   *pipe.Tracker // its client connections
+	// conf is the settings from the listener's config, replaced whole by
+	// a reload: a request (and a TLS handshake) uses those in force when
+	// it starts.
+	conf  atomic.Pointer[httpConf]
+	srv   *http.Server
+	proxy *httputil.ReverseProxy
 	// tunnelLines limits the lines about refused tunnel WebSockets.
 	tunnelLines loglimit.Limiter
 	// ctx is serve's, the edge's life: tunnels taken from WebSocket
@@ -58,6 +62,16 @@ type httpListener struct {
 	shutdownRun sync.WaitGroup
 }
 
+// httpConf is what an http or https listener's config says, read and
+// checked before it is put in force; never changed after.
+type httpConf struct {
+	tlsConfig *tls.Config // https only: the certificates, client certificates
+	edgeHosts route.Names
+	wsOrigins []string
+	strip     []string // request headers removed before the back-end
+	forward   bool     // set X-Forwarded-*
+}
+
 // maxH2Streams bounds the concurrent requests of one HTTP/2 connection.
 const maxH2Streams = 32
 
@@ -66,29 +80,51 @@ type ctxKey int
 const (
 	connKey    ctxKey = iota // *httpConn of a request
 	serviceKey               // service name a request is routed to
+	confKey                  // *httpConf a request is served with
 )
 
-// newHTTPListener prepares an http or https listener on l.
-func newHTTPListener(s *Set, lc config.Listener, l net.Listener, certs *tlsfiles.Certs) (*httpListener, error) {
-	f := &httpListener{s: s, kind: lc.Kind, l: l, wsOrigins: lc.WSOrigins}
-	f.state.conns = make(map[net.Conn]*httpConn)
+// newHTTPConf prepares the settings of lc, an http or https listener
+// whose certificates are certs (https only); anyCA says whether some
+// service asks for client certificates.
+func (s *Set) newHTTPConf(lc config.Listener, certs *tlsfiles.Certs, anyCA bool) (*httpConf, error) {
+	conf := &httpConf{wsOrigins: lc.WSOrigins, forward: lc.ForwardHeaders(),
+		strip: append(slices.Clone(config.ClientAddressHeaders), lc.StripHeaders...)}
 	for _, h := range lc.EdgeHosts {
-		f.edgeHosts.Add(h, "")
+		conf.edgeHosts.Add(h, "")
 	}
-	errLog := slog.NewLogLogger(s.log.With("via", lc.Kind).Handler(), slog.LevelDebug)
-	forward := lc.ForwardHeaders()
-	strip := append(slices.Clone(config.ClientAddressHeaders), lc.StripHeaders...)
+	if lc.Kind == config.KindHTTPS {
+		tc := &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: certs.GetCertificate,
+			NextProtos:     []string{"h2", "http/1.1"},
+		}
+		if err := s.clientAuth(tc, lc, anyCA); err != nil {
+			return nil, err
+		}
+		conf.tlsConfig = tc
+	}
+	return conf, nil
+}
+
+// newHTTPListener prepares an http or https listener with conf; bind
+// gives it its socket.
+func newHTTPListener(s *Set, kind string, conf *httpConf, tr *pipe.Tracker) *httpListener {
+	f := &httpListener{s: s, kind: kind, tr: tr}
+	f.conf.Store(conf)
+	f.state.conns = make(map[net.Conn]*httpConn)
+	errLog := slog.NewLogLogger(s.log.With("via", kind).Handler(), slog.LevelDebug)
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			conf, _ := pr.In.Context().Value(confKey).(*httpConf)
 			service, _ := pr.In.Context().Value(serviceKey).(string)
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = service // the per-connection transport dials by service
 			pr.Out.Host = pr.In.Host
-			for _, h := range strip {
+			for _, h := range conf.strip {
 				pr.Out.Header.Del(h)
 			}
 			stripSessionCookies(pr.Out.Header)
-			if forward {
+			if conf.forward {
 				pr.SetXForwarded()
 			}
 		},
@@ -109,46 +145,35 @@ func newHTTPListener(s *Set, lc config.Listener, l net.Listener, certs *tlsfiles
 		// a tunnel stream's window: a few tens bound one client's share.
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: maxH2Streams},
 	}
-	if lc.Kind == config.KindHTTPS {
-		tc := &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			GetCertificate: certs.GetCertificate,
-			NextProtos:     []string{"h2", "http/1.1"},
-		}
-		if err := f.clientAuth(tc, lc); err != nil {
-			return nil, err
-		}
-		f.tlsConfig = tc
-	}
 	f.drainCtx, f.stopDrain = context.WithCancel(context.Background())
-	return f, nil
+	return f
 }
 
 // clientAuth sets up client certificates: required and checked at the
 // handshake with the listener's client_ca, or asked for (and checked per
-// request) when a service has a client_ca.
-func (f *httpListener) clientAuth(tc *tls.Config, lc config.Listener) error {
+// request) when a service has a client_ca (anyCA).
+func (s *Set) clientAuth(tc *tls.Config, lc config.Listener, anyCA bool) error {
 	if lc.ClientCA != "" {
-		ca, err := tlsfiles.LoadCAFile(lc.ClientCA, f.s.log, f.s.now)
+		ca, err := tlsfiles.LoadCAFile(lc.ClientCA, s.log, s.now)
 		if err != nil {
-			return fmt.Errorf("client_ca: %w", err)
+			return err
 		}
 		tc.ClientAuth = tls.RequestClientCert
 		// The names offered to clients as a hint; verification below
 		// uses the file as it is now.
 		tc.ClientCAs = ca.Pool()
 		tc.VerifyConnection = func(cs tls.ConnectionState) error {
-			if err := ca.Verify(cs.PeerCertificates, f.s.now()); err != nil {
-				f.s.d.Refused(admission.Refuse(admission.ReasonClientCert, "",
+			if err := ca.Verify(cs.PeerCertificates, s.now()); err != nil {
+				s.d.Refused(admission.Refuse(admission.ReasonClientCert, "",
 					"the https listener needs a client certificate from its CA (server name %q): %v", cs.ServerName, err),
-					admission.Client{Via: f.kind})
+					admission.Client{Via: lc.Kind})
 				return fmt.Errorf("client certificate refused: %w", err)
 			}
 			return nil
 		}
 		return nil
 	}
-	if f.s.anyCA {
+	if anyCA {
 		tc.ClientAuth = tls.RequestClientCert
 	}
 	return nil
@@ -156,10 +181,13 @@ func (f *httpListener) clientAuth(tc *tls.Config, lc config.Listener) error {
 
 func (f *httpListener) serve(ctx context.Context) {
 	f.ctx = ctx
-	var l net.Listener = &sniffListener{Listener: f.l, s: f.s, via: f.kind, sniff: sniffHTTP, reason: admission.ReasonNotHTTP, what: "an HTTP request"}
-	if f.tlsConfig != nil {
-		l = &sniffListener{Listener: f.l, s: f.s, via: f.kind, sniff: sniffTLS, reason: admission.ReasonNotTLS, what: "a TLS handshake"}
-		l = tls.NewListener(l, f.tlsConfig)
+	var l net.Listener = &sniffListener{Listener: f.l, s: f.s, tr: f.tr, via: f.kind, sniff: sniffHTTP, reason: admission.ReasonNotHTTP, what: "an HTTP request"}
+	if f.kind == config.KindHTTPS {
+		l = &sniffListener{Listener: f.l, s: f.s, tr: f.tr, via: f.kind, sniff: sniffTLS, reason: admission.ReasonNotTLS, what: "a TLS handshake"}
+		// Each handshake takes the certificates in force when it starts.
+		l = tls.NewListener(l, &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return f.conf.Load().tlsConfig, nil
+		}})
 	}
 	err := f.srv.Serve(l)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
@@ -304,18 +332,19 @@ func (f *httpListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		c.Certs = r.TLS.PeerCertificates
 	}
+	conf := f.conf.Load()
 	// The tunnel's path is the edge's on every host name, ahead of any
 	// service's routing: no service can take it, or be reached by it.
-	if r.URL.Path == wstunnel.Path && f.tlsConfig != nil {
+	if r.URL.Path == wstunnel.Path && conf.tlsConfig != nil {
 		f.serveTunnel(w, r, hc)
 		return
 	}
 	host := route.HostOnly(r.Host)
-	if _, ok := f.edgeHosts.Lookup(host); ok {
-		f.serveEdgeHost(w, r, c)
+	if _, ok := conf.edgeHosts.Lookup(host); ok {
+		f.serveEdgeHost(w, r, c, conf)
 		return
 	}
-	service, ok := f.s.hosts.Lookup(host)
+	service, ok := f.s.current().hosts.Lookup(host)
 	if !ok {
 		writeRefusal(w, f.s.d.Refused(admission.Refuse(admission.ReasonUnknownHost, "", "no service is published at host %q", host), c))
 		return
@@ -335,7 +364,8 @@ func (f *httpListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), serviceKey, service)))
+	ctx := context.WithValue(context.WithValue(r.Context(), serviceKey, service), confKey, conf)
+	f.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // serveTunnel takes a connector's tunnel in a WebSocket (package
@@ -367,13 +397,13 @@ func (f *httpListener) serveTunnel(w http.ResponseWriter, r *http.Request, hc *h
 // one-time session links at /s/<token> (or /s/ with the token in a
 // subprotocol), and the browser page for those links (package
 // sessionpage), which uses no link up.
-func (f *httpListener) serveEdgeHost(w http.ResponseWriter, r *http.Request, c admission.Client) {
+func (f *httpListener) serveEdgeHost(w http.ResponseWriter, r *http.Request, c admission.Client, conf *httpConf) {
 	if r.URL.Path == sessionpage.Path {
 		sessionpage.Serve(w, r)
 		return
 	}
 	if token, ok := strings.CutPrefix(r.URL.Path, "/s/"); ok {
-		f.s.serveSession(w, r, token, c, f.wsOrigins)
+		f.s.serveSession(w, r, token, c, conf.wsOrigins)
 		return
 	}
 	service, ok := strings.CutPrefix(r.URL.Path, "/ws/")
@@ -381,7 +411,7 @@ func (f *httpListener) serveEdgeHost(w http.ResponseWriter, r *http.Request, c a
 		writeText(w, http.StatusNotFound, "nothing here: WebSocket access to a service is at /ws/<service>, and by a one-time link at /s/<token>")
 		return
 	}
-	f.s.serveWS(w, r, service, c, f.wsOrigins)
+	f.s.serveWS(w, r, service, c, conf.wsOrigins)
 }
 
 // proxyError answers a request the back-end could not serve.

@@ -43,7 +43,7 @@ func (f *httpListener) serveLink(w http.ResponseWriter, r *http.Request, token, 
 		writePage(w, http.StatusMethodNotAllowed, "Open this link in a browser", "A session link is used by opening it (GET); it is still unused.")
 		return
 	}
-	if r.TLS == nil && f.s.anyHTTPS {
+	if r.TLS == nil && f.s.current().anyHTTPS {
 		writePage(w, http.StatusForbidden, "Use the https link", "This edge serves session links over https only; the link is still unused.")
 		return
 	}

@@ -15,12 +15,13 @@ package ingress
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
-	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admission"
@@ -28,7 +29,6 @@ import (
 	"github.com/sallyport/sallyport/internal/pipe"
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/slowdown"
-	"github.com/sallyport/sallyport/internal/tlsfiles"
 	"github.com/sallyport/sallyport/internal/wire"
 )
 
@@ -117,31 +117,40 @@ type listener interface {
 
 // Set is the edge's public listeners: a tcp port per service that has
 // one, and the shared listeners of the config's Listeners. Open it, Serve
-// it once, then Drain and Wait.
+// it once, then Drain and Wait; in between, Prepare and Apply change it
+// to a new config (a reload) without touching the connections of the
+// listeners that stay.
 type Set struct {
-	d     Dispatcher
-	log   *slog.Logger
-	now   func() time.Time
-	hosts route.Names     // http Host → service
-	sni   route.Names     // TLS server name → service
-	known map[string]bool // every configured service
-	anyCA bool            // some service's policy asks for a client certificate
-	// anyHTTPS is set if an https listener exists: HTTP session links are
-	// then redeemed over https only.
-	anyHTTPS bool
-	list     []listener
-	nls      []net.Listener // every listener the Set opened, closed by Drain
-	svc      map[string]net.Addr
-	shared   []net.Addr // by index in the config's Listeners
+	d   Dispatcher
+	log *slog.Logger
+	now func() time.Time
 
-	// loops counts the accept loops; handlers every goroutine serving a
-	// connection and every exchange that join started.
-	loops    sync.WaitGroup
+	// routes is what connections are routed by now: replaced whole by
+	// Apply, read without a lock. A connection keeps the routes it was
+	// routed by.
+	routes atomic.Pointer[routes]
+
+	// open is the listeners that accept now, by key (see Prepare), and
+	// the context their accept loops run in. Listeners that a reload
+	// removed leave open at once and drain in retiring.
+	open struct {
+		sync.Mutex
+		entries map[string]*entry
+		ctx     context.Context // Serve's; nil before Serve
+		drained bool            // Drain has begun: nothing new is opened
+	}
+	retiring sync.WaitGroup
+
+	// handlers counts every goroutine serving a connection and every
+	// exchange that join started.
 	handlers sync.WaitGroup
-	// clients tracks live client connections for the drain; caps bounds
-	// them.
-	clients pipe.Tracker
-	caps    *caps
+	// owners maps each live client connection to the tracker of the
+	// listener that accepted it, for the drains; caps bounds them.
+	owners struct {
+		sync.Mutex
+		m map[net.Conn]*pipe.Tracker
+	}
+	caps *caps
 	// live lists the exchanges under way, for the admin dashboard.
 	live liveConns
 	// sessionBackoff slows the refusals of session links to an address
@@ -149,134 +158,110 @@ type Set struct {
 	sessionBackoff slowdown.Failures
 }
 
+// routes is what a config says about where clients go, built whole by
+// Prepare and never changed after.
+type routes struct {
+	hosts route.Names     // http Host → service
+	sni   route.Names     // TLS server name → service
+	known map[string]bool // every configured service
+	anyCA bool            // some service's policy asks for a client certificate
+	// anyHTTPS is set if an https listener exists: HTTP session links are
+	// then redeemed over https only.
+	anyHTTPS bool
+	svc      map[string]net.Addr // each service's own port
+	shared   []net.Addr          // by index in the config's Listeners
+}
+
+// entry is one open listener: its socket, what serves it, and the client
+// connections it accepted (for a drain of it alone, when a reload removes
+// it).
+type entry struct {
+	key     string // what it is across reloads: kind and listen address
+	what    string // its name in logs: "service db", "https listener (listeners[0])"
+	ln      listener
+	nl      net.Listener
+	clients pipe.Tracker
+	loop    sync.WaitGroup // its accept loop
+}
+
 // Open opens every public listener of cfg (a validated config) with
 // listen, which the caller may use to close them all if Open fails.
 func Open(cfg config.Edge, d Dispatcher, listen ListenFunc, log *slog.Logger) (*Set, error) {
-	s := &Set{d: d, log: log, now: time.Now, known: map[string]bool{}, svc: map[string]net.Addr{},
-		caps: newCaps(cfg.Limits.MaxClients, cfg.Limits.MaxClientsPerSource)}
-	for name, svc := range cfg.Services {
-		s.known[name] = true
-		for _, h := range svc.Hosts {
-			s.hosts.Add(h, name)
-		}
-		for _, h := range svc.SNI {
-			s.sni.Add(h, name)
-		}
-		if svc.Policy.ClientCA != "" {
-			s.anyCA = true
-		}
+	s := &Set{d: d, log: log, now: time.Now, caps: newCaps(cfg.Limits.MaxClients, cfg.Limits.MaxClientsPerSource)}
+	s.open.entries = map[string]*entry{}
+	s.owners.m = map[net.Conn]*pipe.Tracker{}
+	ch, err := s.Prepare(cfg, listen)
+	if err != nil {
+		return nil, err
 	}
-	open := func(what, addr string) (net.Listener, error) {
-		l, err := listen(what, addr)
-		if err == nil {
-			s.nls = append(s.nls, l)
-		}
-		return l, err
-	}
-	for name, svc := range cfg.Services {
-		if svc.Listen == "" {
-			// Reached only through shared listeners: a port of its own
-			// would skip their checks.
-			continue
-		}
-		l, err := open("service "+name, svc.Listen)
-		if err != nil {
-			return nil, err
-		}
-		s.svc[name] = l.Addr()
-		s.list = append(s.list, &tcpListener{s: s, service: name, l: l})
-	}
-	for _, lc := range cfg.Listeners {
-		s.anyHTTPS = s.anyHTTPS || lc.Kind == config.KindHTTPS
-	}
-	for i, lc := range cfg.Listeners {
-		what := fmt.Sprintf("%s listener (listeners[%d])", lc.Kind, i)
-		var ln listener
-		var err error
-		var l net.Listener
-		switch lc.Kind {
-		case config.KindHTTP, config.KindHTTPS:
-			var certs *tlsfiles.Certs
-			if lc.Kind == config.KindHTTPS {
-				pairs := make([]tlsfiles.Pair, len(lc.Certificates))
-				for i, c := range lc.Certificates {
-					pairs[i] = tlsfiles.Pair{Cert: c.Cert, Key: c.Key}
-				}
-				if certs, err = tlsfiles.LoadCerts(pairs, log); err != nil {
-					return nil, fmt.Errorf("%s: %w", what, err)
-				}
-			}
-			if l, err = open(what, lc.Listen); err != nil {
-				return nil, err
-			}
-			ln, err = newHTTPListener(s, lc, l, certs)
-		case config.KindTLS:
-			if l, err = open(what, lc.Listen); err != nil {
-				return nil, err
-			}
-			ln = &tlsListener{s: s, l: l}
-		case config.KindSOCKS5:
-			var users map[string][sha256.Size]byte
-			if users, err = loadSOCKSUsers(lc.Users); err != nil {
-				return nil, fmt.Errorf("%s: %w", what, err)
-			}
-			if l, err = open(what, lc.Listen); err != nil {
-				return nil, err
-			}
-			ln = &socksListener{s: s, l: l, users: users}
-		default:
-			return nil, fmt.Errorf("%s: unknown kind", what)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		s.list = append(s.list, ln)
-		s.shared = append(s.shared, l.Addr())
-	}
+	ch.Apply(0)
 	return s, nil
 }
 
+// current is the routes in force.
+func (s *Set) current() *routes { return s.routes.Load() }
+
 // ServiceAddr is the address of a service's own tcp port; nil if it has
 // none (it is reached only through shared listeners).
-func (s *Set) ServiceAddr(service string) net.Addr { return s.svc[service] }
+func (s *Set) ServiceAddr(service string) net.Addr { return s.current().svc[service] }
 
 // ListenerAddr is the address of the shared listener at index i of the
 // config's Listeners; nil if there is none.
 func (s *Set) ListenerAddr(i int) net.Addr {
-	if i < 0 || i >= len(s.shared) {
+	shared := s.current().shared
+	if i < 0 || i >= len(shared) {
 		return nil
 	}
-	return s.shared[i]
+	return shared[i]
 }
 
 // Shared is how many shared listeners there are.
-func (s *Set) Shared() int { return len(s.shared) }
+func (s *Set) Shared() int { return len(s.current().shared) }
 
 // Serve starts every listener's accept loop and returns; the loops end
-// when Drain closes the listeners.
+// when Drain closes the listeners. Listeners a later Apply opens start
+// theirs at once, in ctx.
 func (s *Set) Serve(ctx context.Context) {
-	for _, ln := range s.list {
-		s.loops.Go(func() { ln.serve(ctx) })
+	s.open.Lock()
+	defer s.open.Unlock()
+	s.open.ctx = ctx
+	for _, en := range s.open.entries {
+		s.startLocked(en)
 	}
+}
+
+// startLocked starts en's accept loop; s.open is locked and Serve has run.
+func (s *Set) startLocked(en *entry) {
+	ctx := s.open.ctx
+	en.loop.Go(func() { en.ln.serve(ctx) })
 }
 
 // Drain closes every listener, lets live client connections finish for up
 // to timeout, then cuts off what is left and ends the http listeners'
 // requests. It returns how many connections it cut off. Exchanges cut off
-// end once their tunnels close; Wait waits for them.
+// end once their tunnels close; Wait waits for them. It also waits for
+// the listeners a reload removed to finish their own drain.
 func (s *Set) Drain(timeout time.Duration) (left int) {
-	for _, l := range s.nls {
-		l.Close()
+	s.open.Lock()
+	s.open.drained = true
+	entries := slices.Collect(maps.Values(s.open.entries))
+	s.open.Unlock()
+	for _, en := range entries {
+		en.nl.Close()
+		en.ln.drain()
 	}
-	for _, ln := range s.list {
-		ln.drain()
+	var n atomic.Int64
+	var waits sync.WaitGroup
+	for _, en := range entries {
+		en.loop.Wait()
+		waits.Go(func() { n.Add(int64(en.clients.Wait(timeout))) })
 	}
-	s.loops.Wait()
-	left = s.clients.Wait(timeout)
-	for _, ln := range s.list {
-		ln.close()
+	waits.Wait()
+	for _, en := range entries {
+		en.ln.close()
 	}
-	return left
+	s.retiring.Wait()
+	return int(n.Load())
 }
 
 // Wait waits for every goroutine serving a connection, and every exchange,
@@ -333,13 +318,15 @@ func (s *Set) join(c net.Conn, st Stream, cl admission.Client, start time.Time, 
 	})
 	s.live.started(entry, x)
 	// A drain that times out cuts the whole exchange off, not just c.
-	s.clients.Attach(c, x)
+	if tr := s.owner(c); tr != nil {
+		tr.Attach(c, x)
+	}
 }
 
 // track counts a new client connection against the caps and tracks it for
-// the drain. Over a cap, it closes c at once, counts the refusal and
-// reports false.
-func (s *Set) track(c net.Conn, via string) bool {
+// the drains in tr, its listener's. Over a cap, it closes c at once,
+// counts the refusal and reports false.
+func (s *Set) track(c net.Conn, via string, tr *pipe.Tracker) bool {
 	if ok, which := s.caps.take(c); !ok {
 		c.Close()
 		s.d.Count(admission.ReasonTooManyClients)
@@ -353,14 +340,32 @@ func (s *Set) track(c net.Conn, via string) bool {
 		}
 		return false
 	}
-	s.clients.Add(c)
+	s.owners.Lock()
+	s.owners.m[c] = tr
+	s.owners.Unlock()
+	tr.Add(c)
 	return true
 }
 
+// owner is the tracker of the listener that accepted c; nil for a
+// connection track did not count (a WebSocket's, carried by a tracked
+// one).
+func (s *Set) owner(c net.Conn) *pipe.Tracker {
+	s.owners.Lock()
+	defer s.owners.Unlock()
+	return s.owners.m[c]
+}
+
 // untrack stops tracking and counting c; a connection track did not
-// count (a WebSocket's, carried by a tracked one) is ignored.
+// count is ignored.
 func (s *Set) untrack(c net.Conn) {
-	s.clients.Done(c)
+	s.owners.Lock()
+	tr := s.owners.m[c]
+	delete(s.owners.m, c)
+	s.owners.Unlock()
+	if tr != nil {
+		tr.Done(c)
+	}
 	s.caps.put(c)
 }
 
@@ -389,16 +394,16 @@ func Accept(ctx context.Context, l net.Listener, what string, log *slog.Logger) 
 }
 
 // accept runs serve for each connection accepted on l until l is closed,
-// tracking each for the drain. serve owns the connection; it returns true
+// tracking each for the drains in tr. serve owns the connection; it returns true
 // if it handed the connection to join, which then stops tracking it when
 // the exchange ends.
-func (s *Set) accept(ctx context.Context, what string, l net.Listener, serve func(net.Conn) (joined bool)) {
+func (s *Set) accept(ctx context.Context, what string, l net.Listener, tr *pipe.Tracker, serve func(net.Conn) (joined bool)) {
 	for {
 		c, ok := Accept(ctx, l, what, s.log)
 		if !ok {
 			return
 		}
-		if !s.track(c, what) {
+		if !s.track(c, what, tr) {
 			continue
 		}
 		s.handlers.Go(func() {

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/sallyport/sallyport/internal/admission"
+	"github.com/sallyport/sallyport/internal/pipe"
 )
 
 // verdict is what a sniffer makes of a connection's first bytes.
@@ -59,6 +60,7 @@ var errNotOurProtocol = errors.New("first bytes are not of the listener's protoc
 type sniffListener struct {
 	net.Listener
 	s      *Set
+	tr     *pipe.Tracker // the listener's client connections
 	via    string
 	sniff  func([]byte) verdict
 	reason admission.Reason
@@ -74,7 +76,7 @@ func (l *sniffListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.s.track(c, l.via) {
+		if l.s.track(c, l.via, l.tr) {
 			return &sniffConn{Conn: c, l: l}, nil
 		}
 	}

@@ -13,10 +13,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/pipe"
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/slowdown"
 )
@@ -60,8 +62,14 @@ type socksListener struct {
 	s       *Set
 	backoff slowdown.Failures
 	l       net.Listener
-	users   map[string][sha256.Size]byte // password hashes by user; nil: no authentication
+	tr      *pipe.Tracker // its client connections
+	// users is the password hashes by user, replaced whole by a reload;
+	// nil: no authentication.
+	users atomic.Pointer[socksUsers]
 }
+
+// socksUsers is a socks5 listener's accounts: password hashes by user.
+type socksUsers = map[string][sha256.Size]byte
 
 // loadSOCKSUsers reads each user's password file: its first line.
 func loadSOCKSUsers(users []config.SOCKSUser) (map[string][sha256.Size]byte, error) {
@@ -84,7 +92,7 @@ func loadSOCKSUsers(users []config.SOCKSUser) (map[string][sha256.Size]byte, err
 	return out, nil
 }
 
-func (f *socksListener) serve(ctx context.Context) { f.s.accept(ctx, "socks5", f.l, f.handle) }
+func (f *socksListener) serve(ctx context.Context) { f.s.accept(ctx, "socks5", f.l, f.tr, f.handle) }
 func (f *socksListener) drain()                    {}
 func (f *socksListener) close()                    {}
 
@@ -161,8 +169,12 @@ func (f *socksListener) handshake(c io.ReadWriter, src netip.Addr) (socksDest, s
 	if _, err := io.ReadFull(c, methods); err != nil {
 		return socksDest{}, 0, err
 	}
+	var users socksUsers
+	if u := f.users.Load(); u != nil {
+		users = *u
+	}
 	want := byte(socksNoAuth)
-	if f.users != nil {
+	if users != nil {
 		want = socksUserPass
 	}
 	if bytes.IndexByte(methods, want) < 0 {
@@ -176,7 +188,7 @@ func (f *socksListener) handshake(c io.ReadWriter, src netip.Addr) (socksDest, s
 		return socksDest{}, 0, err
 	}
 	if want == socksUserPass {
-		if err := f.authenticate(c, src); err != nil {
+		if err := f.authenticate(c, src, users); err != nil {
 			return socksDest{}, 0, err
 		}
 	}
@@ -220,7 +232,7 @@ func (f *socksListener) handshake(c io.ReadWriter, src netip.Addr) (socksDest, s
 	}
 	if req[3] == socksDomain {
 		service := route.NormalizeHost(dst)
-		if f.s.known[service] {
+		if f.s.current().known[service] {
 			return socksDest{service: service}, 0, nil
 		}
 	}
@@ -238,7 +250,7 @@ type socksDest struct {
 
 // authenticate runs RFC 1929's subnegotiation. A failure is answered
 // after the source address's login backoff.
-func (f *socksListener) authenticate(c io.ReadWriter, src netip.Addr) error {
+func (f *socksListener) authenticate(c io.ReadWriter, src netip.Addr, users socksUsers) error {
 	var b [256]byte
 	if _, err := io.ReadFull(c, b[:2]); err != nil {
 		return err
@@ -258,7 +270,7 @@ func (f *socksListener) authenticate(c io.ReadWriter, src netip.Addr) error {
 		return err
 	}
 	got := sha256.Sum256(pw)
-	want, known := f.users[string(user)]
+	want, known := users[string(user)]
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !known {
 		if d := f.backoff.Failed(src, time.Now()); d > 0 {
 			time.Sleep(d) // within the handshake's deadline; the client waits

@@ -21,12 +21,15 @@ func (p *socksPeer) Read(b []byte) (int, error)  { return p.in.Read(b) }
 func (p *socksPeer) Write(b []byte) (int, error) { return p.out.Write(b) }
 
 func testSOCKSListener(users map[string]string) *socksListener {
-	f := &socksListener{s: &Set{known: map[string]bool{"echo": true}}}
+	s := &Set{}
+	s.routes.Store(&routes{known: map[string]bool{"echo": true}})
+	f := &socksListener{s: s}
 	if users != nil {
-		f.users = map[string][sha256.Size]byte{}
+		hashes := socksUsers{}
 		for u, pw := range users {
-			f.users[u] = sha256.Sum256([]byte(pw))
+			hashes[u] = sha256.Sum256([]byte(pw))
 		}
+		f.users.Store(&hashes)
 	}
 	return f
 }

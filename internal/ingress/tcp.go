@@ -13,10 +13,11 @@ type tcpListener struct {
 	s       *Set
 	service string
 	l       net.Listener
+	tr      *pipe.Tracker // its client connections
 }
 
 func (t *tcpListener) serve(ctx context.Context) {
-	t.s.accept(ctx, "service "+t.service, t.l, t.handle)
+	t.s.accept(ctx, "service "+t.service, t.l, t.tr, t.handle)
 }
 func (t *tcpListener) drain() {}
 func (t *tcpListener) close() {}

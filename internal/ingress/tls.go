@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admission"
+	"github.com/sallyport/sallyport/internal/pipe"
 )
 
 // tlsListener is a tls listener: it reads each client's ClientHello
@@ -14,11 +15,12 @@ import (
 // (SNI), and passes every byte through to the service's back-end, which
 // terminates TLS itself.
 type tlsListener struct {
-	s *Set
-	l net.Listener
+	s  *Set
+	l  net.Listener
+	tr *pipe.Tracker // its client connections
 }
 
-func (t *tlsListener) serve(ctx context.Context) { t.s.accept(ctx, "tls", t.l, t.handle) }
+func (t *tlsListener) serve(ctx context.Context) { t.s.accept(ctx, "tls", t.l, t.tr, t.handle) }
 func (t *tlsListener) drain()                    {}
 func (t *tlsListener) close()                    {}
 
@@ -46,7 +48,7 @@ func (t *tlsListener) handle(c net.Conn) (joined bool) {
 		ref = admission.Refuse(admission.ReasonNoSNI, "", "TLS ClientHello without a server name (SNI); this listener routes by it")
 	}
 	if ref == nil {
-		service, ok := s.sni.Lookup(name)
+		service, ok := s.current().sni.Lookup(name)
 		if !ok {
 			ref = admission.Refuse(admission.ReasonUnroutedSNI, "", "no service is published at TLS server name %q", name)
 		} else if st, ref := s.reach(service, cl); ref == nil {

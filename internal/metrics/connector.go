@@ -13,11 +13,11 @@ import (
 // Connector is one connector's metrics, in a registry of its own. Its
 // methods are safe for concurrent use.
 type Connector struct {
-	reg   *prometheus.Registry
-	known map[string]bool
+	reg *prometheus.Registry
 	// services holds each configured service's counters, and ""'s for
-	// any other name the edge asks for; made once, read-only afterwards.
-	services map[string]*connectorService
+	// any other name the edge asks for.
+	services   byService[*connectorService]
+	newService func(name string) *connectorService
 
 	refused      *prometheus.CounterVec
 	dialFailures *prometheus.CounterVec
@@ -34,7 +34,7 @@ type connectorService struct {
 
 // NewConnector makes a connector's metrics for its configured services.
 func NewConnector(services []string) *Connector {
-	m := &Connector{reg: newRegistry(), known: make(map[string]bool, len(services)), services: make(map[string]*connectorService, len(services)+1)}
+	m := &Connector{reg: newRegistry()}
 	f := factory{m.reg}
 	bytes := f.counterVec("sallyport_connector_relayed_bytes_total",
 		"Bytes relayed between the edge and back-ends, by service and direction (to_backend, to_client), counted when each stream ends.", "service", "direction")
@@ -52,24 +52,26 @@ func NewConnector(services []string) *Connector {
 		"Enrollment attempts, by result (ok, error for an edge out of reach, or the edge's refusal code).", "result")
 	m.renewals = f.counterVec("sallyport_connector_renewals_total",
 		"Certificate renewal attempts, by result (as enrollments).", "result")
-	for _, s := range append([]string{""}, services...) {
-		if s != "" {
-			m.known[s] = true
-		}
-		m.services[s] = &connectorService{
+	m.newService = func(s string) *connectorService {
+		return &connectorService{
 			toBackend: bytes.WithLabelValues(s, "to_backend"),
 			toClient:  bytes.WithLabelValues(s, "to_client"),
 			opened:    opened.WithLabelValues(s),
 		}
 	}
+	m.Configure(services)
 	return m
 }
+
+// Configure adds services that a reload configured to those the metrics
+// name; a removed one keeps its series.
+func (m *Connector) Configure(services []string) { m.services.configure(services, m.newService) }
 
 // Handler serves the connector's metrics in Prometheus's exposition format.
 func (m *Connector) Handler() http.Handler { return handler(m.reg) }
 
 func (m *Connector) service(name string) *connectorService {
-	return m.services[boundedService(m.known, name)]
+	return m.services.get(name)
 }
 
 // StreamOpened counts a stream joined to service's back-end.
@@ -77,7 +79,7 @@ func (m *Connector) StreamOpened(service string) { m.service(service).opened.Inc
 
 // StreamRefused counts a stream refused with the refusal code named code.
 func (m *Connector) StreamRefused(service, code string) {
-	m.refused.WithLabelValues(boundedService(m.known, service), codeLabel(code)).Inc()
+	m.refused.WithLabelValues(m.services.label(service), codeLabel(code)).Inc()
 }
 
 // Relayed adds what a stream to service carried when it ended.
@@ -95,7 +97,7 @@ func (m *Connector) DialFailed(service string, err error, proxyHeader bool) {
 	if proxyHeader {
 		reason = "proxy_header"
 	}
-	m.dialFailures.WithLabelValues(boundedService(m.known, service), reason).Inc()
+	m.dialFailures.WithLabelValues(m.services.label(service), reason).Inc()
 }
 
 // dialReason sorts a dial error into a few fixed kinds.

@@ -11,11 +11,11 @@ import (
 // Edge is one edge's metrics, in a registry of its own. Its methods are
 // safe for concurrent use.
 type Edge struct {
-	reg   *prometheus.Registry
-	known map[string]bool
+	reg *prometheus.Registry
 	// services holds each configured service's relay metrics, and ""'s
-	// for any other name; made once, read-only afterwards.
-	services map[string]*ServiceMetrics
+	// for any other name.
+	services   byService[*ServiceMetrics]
+	newService func(name string) *ServiceMetrics
 
 	admitted    *prometheus.CounterVec
 	refused     *prometheus.CounterVec
@@ -50,7 +50,7 @@ type StoreCluster struct {
 // of its cluster (ok false for a single node, which then has no such
 // series); both are read at each scrape.
 func NewEdge(services []string, fenced func() bool, cluster func() (_ StoreCluster, ok bool)) *Edge {
-	m := &Edge{reg: newRegistry(), known: make(map[string]bool, len(services)), services: make(map[string]*ServiceMetrics, len(services)+1)}
+	m := &Edge{reg: newRegistry()}
 	f := factory{m.reg}
 	bytes := f.counterVec("sallyport_edge_relayed_bytes_total",
 		"Bytes relayed between clients and back-ends, by service and direction (to_backend: from clients; to_client: from back-ends).", "service", "direction")
@@ -78,11 +78,8 @@ func NewEdge(services []string, fenced func() bool, cluster func() (_ StoreClust
 	}, func() float64 { return boolFloat(fenced()) }))
 	m.store = newStoreMetrics(f)
 	m.reg.MustRegister(newClusterCollector(cluster))
-	for _, s := range append([]string{""}, services...) {
-		if s != "" {
-			m.known[s] = true
-		}
-		m.services[s] = &ServiceMetrics{
+	m.newService = func(s string) *ServiceMetrics {
+		return &ServiceMetrics{
 			ToBackend: bytes.WithLabelValues(s, "to_backend"),
 			ToClient:  bytes.WithLabelValues(s, "to_client"),
 			Opened:    opened.WithLabelValues(s),
@@ -90,8 +87,13 @@ func NewEdge(services []string, fenced func() bool, cluster func() (_ StoreClust
 			FirstByte: firstByte.WithLabelValues(s),
 		}
 	}
+	m.Configure(services)
 	return m
 }
+
+// Configure adds services that a reload configured to those the metrics
+// name; a removed one keeps its series.
+func (m *Edge) Configure(services []string) { m.services.configure(services, m.newService) }
 
 // Handler serves the edge's metrics in Prometheus's exposition format.
 func (m *Edge) Handler() http.Handler { return handler(m.reg) }
@@ -102,19 +104,19 @@ func (m *Edge) Registry() *prometheus.Registry { return m.reg }
 // Service returns service's relay metrics; those of service "" for a name
 // that is not configured.
 func (m *Edge) Service(service string) *ServiceMetrics {
-	return m.services[boundedService(m.known, service)]
+	return m.services.get(service)
 }
 
 // Admitted counts a client let in to service through a listener of kind
 // listener (tcp, http, https, tls, socks5, and +ws after http(s) for
 // WebSocket access).
 func (m *Edge) Admitted(service, listener string) {
-	m.admitted.WithLabelValues(boundedService(m.known, service), listener).Inc()
+	m.admitted.WithLabelValues(m.services.label(service), listener).Inc()
 }
 
 // Refused counts a client turned away for reason.
 func (m *Edge) Refused(service, listener, reason string) {
-	m.refused.WithLabelValues(boundedService(m.known, service), listener, reason).Inc()
+	m.refused.WithLabelValues(m.services.label(service), listener, reason).Inc()
 }
 
 // TunnelUp and TunnelDown count connector's live tunnels; connector is

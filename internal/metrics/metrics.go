@@ -53,16 +53,6 @@ func handler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError})
 }
 
-// boundedService returns name if it is one of known, else "": a name that
-// came from outside (a SOCKS request, a session record, a connector's
-// header) never becomes a label value of its own.
-func boundedService(known map[string]bool, name string) string {
-	if known[name] {
-		return name
-	}
-	return ""
-}
-
 // Result label values.
 const (
 	ResultOK    = "ok"

@@ -41,6 +41,14 @@ func silentConnector(t *testing.T, e *listenerEdge, name string, services ...str
 // for the test to speak on as it likes. The caller closes it.
 func enrolledConn(t *testing.T, e *listenerEdge, name string, services ...string) *tls.Conn {
 	t.Helper()
+	return enrolledDialer(t, e, name, services...)()
+}
+
+// enrolledDialer enrolls a connector granted services, stops it, and
+// returns a function that opens a TLS connection to the tunnel port with
+// its identity, once per call.
+func enrolledDialer(t *testing.T, e *listenerEdge, name string, services ...string) func() *tls.Conn {
+	t.Helper()
 	dir := t.TempDir()
 	backends := map[string]string{}
 	for _, s := range services {
@@ -54,11 +62,13 @@ func enrolledConn(t *testing.T, e *listenerEdge, name string, services ...string
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := net.Dial("tcp", e.TunnelAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	return func() *tls.Conn {
+		raw, err := net.Dial("tcp", e.TunnelAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Client(raw, pki.ClientTLSConfig(ca, pki.PinOf(ca), &cert, nil))
 	}
-	return tls.Client(raw, pki.ClientTLSConfig(ca, pki.PinOf(ca), &cert, nil))
 }
 
 // waitTunnelsOf waits until connector name holds n tunnels at the edge.

@@ -80,6 +80,12 @@
 //     never make an edge announce anything. A connector of an earlier
 //     release answers CodeUnknownService and keeps its tunnel, so this
 //     step needs no new protocol version.
+//  9. A connector whose services changed (a reload of its config)
+//     announces them on a new tunnel: a Hello with the same Instance and
+//     the new Services. The edge then opens no new stream on that
+//     connector's tunnels of the same Instance that offered another set,
+//     and the connector closes those once their streams have ended. No
+//     new bytes travel, so this needs no new protocol version either.
 //
 // # Joining the cluster
 //
