@@ -282,7 +282,7 @@ type streamConn struct {
 	release func()
 	// onRefusal, if set, is called once with the connector's refusal
 	// before the Read that returns it: a listener tells its client there.
-	onRefusal func(*wire.Refusal)
+	onRefusal atomic.Pointer[func(*wire.Refusal)]
 
 	refusalOnce sync.Once
 }
@@ -295,7 +295,22 @@ func (s *streamConn) Connector() string { return s.connector }
 
 // OnRefusal sets what to call with the connector's refusal; see
 // ingress.Stream.
-func (s *streamConn) OnRefusal(f func(*wire.Refusal)) { s.onRefusal = f }
+func (s *streamConn) OnRefusal(f func(*wire.Refusal)) { s.onRefusal.Store(&f) }
+
+// tell tells the listener of ref, once, if it asked to be told.
+func (s *streamConn) tell(ref *wire.Refusal) {
+	if f := s.onRefusal.Load(); f != nil && *f != nil {
+		(*f)(ref)
+	}
+}
+
+// end ends the stream for the edge's reason ref (a session revoked):
+// the listener tells its client why, unless a refusal was told already,
+// and the exchange ends with the stream.
+func (s *streamConn) end(ref *wire.Refusal) {
+	s.refusalOnce.Do(func() { s.tell(ref) })
+	s.Stream.Close()
+}
 
 // Hold makes Close give back a policy slot.
 func (s *streamConn) Hold(release func()) { s.release = release }
@@ -386,9 +401,7 @@ func (s *streamConn) connectorRefused(ref *wire.Refusal) {
 	if ref.Code == wire.CodeDraining {
 		e.drained(s.sess, s.connector)
 	}
-	if s.onRefusal != nil {
-		s.onRefusal(ref)
-	}
+	s.tell(ref)
 }
 
 // Close closes the stream and gives back the policy slot; the first

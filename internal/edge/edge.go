@@ -86,6 +86,9 @@ type Edge struct {
 	}
 	// cookies are the used HTTP sessions, fed by a watch on the store.
 	cookies cookieSessions
+	// carried are the WebSocket sessions whose connection this edge
+	// carries (sessions.go).
+	carried carriedSessions
 
 	// conns is what the edge knows of connectors: the live tunnels, and
 	// each connector's identity as the store has it. Both change under

@@ -140,9 +140,15 @@ func (cs *cookieSessions) check(host, v string, now time.Time) (string, bool) {
 	return id, true
 }
 
-// watchSessions loads the used HTTP sessions and keeps them current.
+// watchSessions loads the used HTTP sessions and keeps them current, and
+// ends the connection of a WebSocket session revoked at any edge.
 func (e *Edge) watchSessions(ctx context.Context) (stop func(), err error) {
-	return e.st.WatchSessions(ctx, func(se store.Session) { e.cookies.put(se, e.now()) })
+	return e.st.WatchSessions(ctx, func(se store.Session) {
+		e.cookies.put(se, e.now())
+		if se.Revoked() {
+			e.cutSession(se.ID) // a WebSocket session this edge carries
+		}
+	})
 }
 
 // SessionCookie implements ingress.Dispatcher: it checks a session cookie

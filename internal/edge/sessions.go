@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
@@ -157,18 +158,13 @@ func (e *Edge) Sessions(ctx context.Context) ([]admin.Session, error) {
 }
 
 // RevokeSession makes an unused session's link useless, and ends a used
-// HTTP session: its cookie admits no more requests, on any edge once the
-// store's watch brings the change (on this one at once). A used
-// WebSocket session cannot be revoked (its connection is already
-// carried).
+// one: an HTTP session's cookie admits no more requests, and a WebSocket
+// session's connection is closed, on any edge once the store's watch
+// brings the change (on this one at once).
 func (e *Edge) RevokeSession(ctx context.Context, id string) (admin.Session, error) {
 	now := e.now().UTC()
 	se, err := e.st.UpdateSession(ctx, id, func(se *store.Session) error {
-		switch {
-		case se.Used() && se.Host == "":
-			return &admin.Error{Status: http.StatusConflict, Message: fmt.Sprintf(
-				"session %s was used already, at %s by %s: its connection is carried; revoking it changes nothing", se.ID, se.UsedAt.Format(time.RFC3339), se.UsedBy)}
-		case !se.Revoked():
+		if !se.Revoked() {
 			se.RevokedAt = now
 		}
 		return nil
@@ -179,6 +175,7 @@ func (e *Edge) RevokeSession(ctx context.Context, id string) (admin.Session, err
 	}
 	e.audit(store.AuditEvent{Actor: admin.Actor(ctx), Action: "session.revoke", Subject: "session " + se.ID, Result: "ok", Detail: "for " + se.Service})
 	e.cookies.put(se, now)
+	e.cutSession(se.ID)
 	e.log.Info("session revoked", "session", se.ID, "service", se.Service)
 	return sessionView(se, now), nil
 }
@@ -304,9 +301,52 @@ func (e *Edge) OpenSession(token string, c admission.Client) (ingress.Stream, *a
 		release()
 		return nil, ref
 	}
-	st.Hold(release)
+	e.carry(id, st)
+	st.Hold(func() { release(); e.uncarry(id, st) })
 	e.log.Info("session used", "session", id, "service", se.Service, "client", c.Addr.String(), "connector", st.connector)
 	return st, nil
+}
+
+// carriedSessions are the WebSocket sessions an edge carries now, by
+// session id: a revocation, made at this edge or at any other (the
+// sessions watch brings it), ends the session's connection. One entry
+// per live session connection, gone when it closes.
+type carriedSessions struct {
+	mu sync.Mutex
+	by map[string]*streamConn
+}
+
+// carry records st as session id's connection.
+func (e *Edge) carry(id string, st *streamConn) {
+	e.carried.mu.Lock()
+	defer e.carried.mu.Unlock()
+	if e.carried.by == nil {
+		e.carried.by = make(map[string]*streamConn)
+	}
+	e.carried.by[id] = st
+}
+
+// uncarry forgets st as session id's connection (it closed).
+func (e *Edge) uncarry(id string, st *streamConn) {
+	e.carried.mu.Lock()
+	defer e.carried.mu.Unlock()
+	if e.carried.by[id] == st {
+		delete(e.carried.by, id)
+	}
+}
+
+// cutSession ends session id's connection, if this edge carries it,
+// telling its client that the session was revoked.
+func (e *Edge) cutSession(id string) {
+	e.carried.mu.Lock()
+	st := e.carried.by[id]
+	delete(e.carried.by, id)
+	e.carried.mu.Unlock()
+	if st == nil {
+		return
+	}
+	e.log.Info("session revoked: its connection is ended", "session", id, "service", st.service, "client", st.client.Addr.String())
+	st.end(&wire.Refusal{Code: wire.CodeRevoked, Reason: SessionRevoked})
 }
 
 // sessionRoute picks a tunnel that routes service, of the connector

@@ -61,6 +61,8 @@ var connectorAnswers = map[wire.Code]answer{
 	wire.CodeUnknownService:     {http: http.StatusBadGateway, socks: socksHostUnreachable, ws: wsBadGateway, tls: alertInternalError},
 	wire.CodeBackendUnreachable: {http: http.StatusBadGateway, socks: socksConnectionRefused, ws: wsBadGateway, tls: alertInternalError},
 	wire.CodeDraining:           {http: http.StatusServiceUnavailable, socks: socksNetworkUnreachable, ws: wsTryLater, tls: alertInternalError},
+	// The edge ends a revoked session's connection with this code.
+	wire.CodeRevoked: {http: http.StatusForbidden, socks: socksNotAllowed, ws: wsPolicy, tls: alertAccessDenied},
 }
 
 // connectorFallback answers a connector's refusal with another code.

@@ -359,3 +359,37 @@ func TestSessionRace(t *testing.T) {
 		t.Fatalf("%d carried, %d told the link was used, others %v; want 1 and %d", carried, used, other, clients-1)
 	}
 }
+
+// TestRevokedSessionEndsItsConnection: revoking a WebSocket session that
+// is in use ends its connection: the client gets a close with policy
+// violation and "session revoked", and the back-end's connection closes;
+// the session lists as revoked. (Before, a used session could not be
+// revoked: its connection went on for as long as the client kept it.)
+func TestRevokedSessionEndsItsConnection(t *testing.T) {
+	se := startSessionEdge(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := se.create(t, "logs", "")
+	c, err := se.dial(ctx, s.URL)
+	if err != nil {
+		t.Fatalf("dial the link: %v", err)
+	}
+	defer c.CloseNow()
+	if got, err := wsRoundTrip(ctx, c, []byte("before")); err != nil || string(got) != "before" {
+		t.Fatalf("through the session: %q, %v", got, err)
+	}
+	if _, err := se.admin.RevokeSession(ctx, s.ID); err != nil {
+		t.Fatalf("revoke the used session: %v", err)
+	}
+	_, _, err = c.Read(ctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.Contains(ce.Reason, edge.SessionRevoked) {
+		t.Fatalf("after the revocation the client read %v; want a close with policy violation and %q", err, edge.SessionRevoked)
+	}
+	se.logs.WaitOpen(t, 0, 10*time.Second)
+	ss, err := se.admin.Sessions(ctx)
+	if err != nil || len(ss) != 1 || ss[0].State != "revoked" {
+		t.Fatalf("sessions list: %+v, %v; want the one session, revoked", ss, err)
+	}
+	wantAudit(t, se.admin, map[string]string{"session.use": "ok", "session.revoke": "ok"})
+}
