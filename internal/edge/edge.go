@@ -36,6 +36,7 @@ import (
 	"github.com/sallyport/sallyport/internal/ingress"
 	"github.com/sallyport/sallyport/internal/loglimit"
 	"github.com/sallyport/sallyport/internal/metrics"
+	"github.com/sallyport/sallyport/internal/openings"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/route"
 	"github.com/sallyport/sallyport/internal/slowdown"
@@ -131,7 +132,7 @@ type Edge struct {
 	// and every live tunnel until its end has been handled (tunnelEnded).
 	handlers sync.WaitGroup
 	// openings bounds the tunnel-port connections in their opening.
-	openings *openings
+	openings *openings.Set
 	// auditRefusals bounds the refusals strangers can make the edge audit.
 	auditRefusals *rate.Limiter
 	// becomeMember ends Run with ErrBecomeMember (see memberJoined); set
@@ -192,7 +193,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		log:      log,
 		now:      time.Now,
 		ready:    make(chan struct{}),
-		openings: newOpenings(config.TunnelOpenings, cfg.Tunnel.OpeningsPerSource),
+		openings: openings.New(config.TunnelOpenings, cfg.Tunnel.OpeningsPerSource),
 
 		auditRefusals: newAuditLimiter(),
 		renewals:      newRenewals(cfg.ConnectorCertificateTTL),

@@ -19,6 +19,7 @@ import (
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/join"
+	"github.com/sallyport/sallyport/internal/openings"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -129,7 +130,7 @@ func tcpAddresses(addrs []string) []string {
 func (e *Edge) serveJoin(ctx context.Context, tc *tls.Conn, body []byte, log *slog.Logger) {
 	defer tc.Close()
 	actor := "joiner at " + tc.RemoteAddr().String()
-	ip := remoteIP(tc)
+	ip := openings.RemoteIP(tc)
 	if wait := e.joinFailures.Wait(ip, time.Now()); wait > 0 {
 		log.Warn("join refused: too many failed join attempts from this address of late")
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeBusy, Reason: fmt.Sprintf(

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/logbuf"
+	"github.com/sallyport/sallyport/internal/openings"
 )
 
 // runTunnelEdge runs an edge with a tunnel port on loopback, logging to
@@ -71,10 +72,10 @@ func heard(c net.Conn) bool {
 // Silent connections on the tunnel port take at most the openings' places;
 // at the bound a new connection pushes out the oldest, so a flood cannot
 // keep a connector out; and a connection that sends no TLS record within
-// firstRecordTimeout is closed.
+// openings.FirstRecordTimeout is closed.
 func TestTunnelPortShedsTheOldestOpening(t *testing.T) {
 	logs := &logbuf.Buffer{}
-	e := runTunnelEdge(t, logs, func(e *Edge) { e.openings = newOpenings(3, config.DefaultOpeningsPerSource) })
+	e := runTunnelEdge(t, logs, func(e *Edge) { e.openings = openings.New(3, config.DefaultOpeningsPerSource) })
 	dial := func() net.Conn {
 		c, err := net.DialTimeout("tcp", e.TunnelAddr().String(), 5*time.Second)
 		if err != nil {
@@ -106,51 +107,7 @@ func TestTunnelPortShedsTheOldestOpening(t *testing.T) {
 	if !closedUnheard(quiet) {
 		t.Fatal("a silent connection was kept past the first record's deadline")
 	}
-	if waited := time.Since(start); waited < firstRecordTimeout/2 {
-		t.Errorf("a silent connection was closed after %v, before its first record's time (%v) was up", waited, firstRecordTimeout)
+	if waited := time.Since(start); waited < openings.FirstRecordTimeout/2 {
+		t.Errorf("a silent connection was closed after %v, before its first record's time (%v) was up", waited, openings.FirstRecordTimeout)
 	}
-}
-
-// An opening shed at a bound is told so when its first message has come
-// (done reports false), so that the edge does not act on it: an
-// enrollment would use up its token while the connector, its connection
-// closed, never learns its certificate, and its retry is refused as a
-// used token. One that finished first can no longer be shed.
-func TestShedOpeningIsNotActedOn(t *testing.T) {
-	o := newOpenings(10, 1)
-	a, b, c := conns(t), conns(t), conns(t)
-	o.admit(a)
-	if shed := o.admit(b); shed != a {
-		t.Fatalf("admit(b) shed %v; want a, the older of one source at its bound", shed)
-	}
-	if o.done(a) {
-		t.Fatal("done(a) after a was shed reported it still in its opening")
-	}
-	if !o.done(b) {
-		t.Fatal("done(b) reported b shed; nothing shed it")
-	}
-	if shed := o.admit(c); shed != nil {
-		t.Fatalf("admit(c) shed %v after b's opening was over; want none", shed)
-	}
-}
-
-// conns returns one end of a loopback TCP connection, closed when the
-// test ends.
-func conns(t *testing.T) net.Conn {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return s
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/sallyport/sallyport/internal/admin"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/ingress"
+	"github.com/sallyport/sallyport/internal/openings"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
@@ -57,14 +58,14 @@ func (e *Edge) Tunnel(ctx context.Context, c net.Conn) { e.takeTunnel(ctx, c, "w
 // and serves it in a goroutine of e.handlers; via names its transport in
 // logs ("" for the tunnel port). It owns c.
 func (e *Edge) takeTunnel(ctx context.Context, c net.Conn, via string) {
-	if old := e.openings.admit(c); old != nil {
+	if old := e.openings.Admit(c); old != nil {
 		old.Close()
 		if ok, unsaid := e.sheddingLines.Allow(nil, time.Now()); ok {
-			e.log.Warn("tunnel port: too many connections in their opening; the oldest closed", "limit", e.openings.max,
-				"per_source", e.openings.perSource, "from", remoteIP(old).String(), "more_closed_unlogged", unsaid)
+			e.log.Warn("tunnel port: too many connections in their opening; the oldest closed", "limit", e.openings.Max,
+				"per_source", e.openings.PerSource, "from", openings.RemoteIP(old).String(), "more_closed_unlogged", unsaid)
 		}
 	}
-	e.handlers.Go(func() { e.serveTunnelPort(ctx, c, via, func() bool { return e.openings.done(c) }) })
+	e.handlers.Go(func() { e.serveTunnelPort(ctx, c, via, func() bool { return e.openings.Done(c) }) })
 }
 
 // serveTunnelPort runs the TLS handshake and the opening exchange on a new
@@ -89,8 +90,8 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, op
 	}
 	// The ClientHello must come soon; the rest of the handshake may take
 	// up to its own bound.
-	raw.SetReadDeadline(time.Now().Add(firstRecordTimeout))
-	tc := tls.Server(tunnel.NewTransport(&firstRecordConn{Conn: raw}), e.tlsConfig)
+	raw.SetReadDeadline(time.Now().Add(openings.FirstRecordTimeout))
+	tc := tls.Server(tunnel.NewTransport(&openings.FirstRecordConn{Conn: raw}), e.tlsConfig)
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := tc.HandshakeContext(hctx)
 	cancel()

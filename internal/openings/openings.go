@@ -1,4 +1,16 @@
-package edge
+// Package openings bounds the tunnel port's connections that have not
+// yet said who they are: strangers can open them, so they are counted in
+// all and per source address, and at a bound the oldest is shed.
+//
+//	set := openings.New(1024, 32)
+//	if old := set.Admit(c); old != nil {
+//		old.Close()
+//	}
+//	... TLS handshake, first message ...
+//	if !set.Done(c) { // shed meanwhile: act on nothing it asked
+//		c.Close()
+//	}
+package openings
 
 import (
 	"net"
@@ -14,13 +26,15 @@ import (
 // (tunnel.openings_per_source); at a bound the oldest opening is shed, not the
 // newest, so a flood of silent connections cannot lock a connector out:
 // its fresh connection pushes out the flood's stale ones. And the first
-// TLS record must come within firstRecordTimeout.
-const firstRecordTimeout = 2 * time.Second
+// TLS record must come within FirstRecordTimeout.
+const FirstRecordTimeout = 2 * time.Second
 
-// openings tracks the tunnel-port connections in their opening. Its
-// methods are safe for concurrent use.
-type openings struct {
-	max, perSource int
+// Set tracks the tunnel-port connections in their opening. Its methods
+// are safe for concurrent use.
+type Set struct {
+	// Max bounds the openings in all, PerSource those of one source
+	// address; 0: no bound.
+	Max, PerSource int
 
 	state struct {
 		sync.Mutex
@@ -35,24 +49,25 @@ type opening struct {
 	seq uint64
 }
 
-func newOpenings(max, perSource int) *openings {
-	o := &openings{max: max, perSource: perSource}
+// New returns a Set with those bounds.
+func New(max, perSource int) *Set {
+	o := &Set{Max: max, PerSource: perSource}
 	o.state.conns = make(map[net.Conn]opening)
 	o.state.bySource = make(map[netip.Addr]int)
 	return o
 }
 
-// admit records c's opening. If that passes a bound, it first sheds the
+// Admit records c's opening. If that passes a bound, it first sheds the
 // oldest opening (of c's source when that source is at its bound, else of
 // all), which it returns for the caller to close; nil when none is shed.
-func (o *openings) admit(c net.Conn) (shed net.Conn) {
-	ip := remoteIP(c)
+func (o *Set) Admit(c net.Conn) (shed net.Conn) {
+	ip := RemoteIP(c)
 	o.state.Lock()
 	defer o.state.Unlock()
 	switch {
-	case o.perSource > 0 && o.state.bySource[ip] >= o.perSource:
+	case o.PerSource > 0 && o.state.bySource[ip] >= o.PerSource:
 		shed = o.oldestLocked(func(op opening) bool { return op.ip == ip })
-	case o.max > 0 && len(o.state.conns) >= o.max:
+	case o.Max > 0 && len(o.state.conns) >= o.Max:
 		shed = o.oldestLocked(func(opening) bool { return true })
 	}
 	if shed != nil {
@@ -64,17 +79,17 @@ func (o *openings) admit(c net.Conn) (shed net.Conn) {
 	return shed
 }
 
-// done ends c's opening, and reports false if c was shed meanwhile (its
-// shedder closes it): then nothing c asked for may be acted on. Once done
+// Done ends c's opening, and reports false if c was shed meanwhile (its
+// shedder closes it): then nothing c asked for may be acted on. Once Done
 // has returned true, c can no longer be shed.
-func (o *openings) done(c net.Conn) bool {
+func (o *Set) Done(c net.Conn) bool {
 	o.state.Lock()
 	defer o.state.Unlock()
 	return o.removeLocked(c)
 }
 
 // removeLocked forgets c's opening, and reports whether it was there.
-func (o *openings) removeLocked(c net.Conn) bool {
+func (o *Set) removeLocked(c net.Conn) bool {
 	op, ok := o.state.conns[c]
 	if !ok {
 		return false
@@ -87,7 +102,7 @@ func (o *openings) removeLocked(c net.Conn) bool {
 }
 
 // oldestLocked returns the oldest opening that match accepts.
-func (o *openings) oldestLocked(match func(opening) bool) net.Conn {
+func (o *Set) oldestLocked(match func(opening) bool) net.Conn {
 	var oldest net.Conn
 	var seq uint64
 	for c, op := range o.state.conns {
@@ -98,23 +113,24 @@ func (o *openings) oldestLocked(match func(opening) bool) net.Conn {
 	return oldest
 }
 
-// remoteIP is a connection's remote IP address, unmapped, without zone.
-func remoteIP(c net.Conn) netip.Addr {
+// RemoteIP is a connection's remote IP address, unmapped, without zone.
+func RemoteIP(c net.Conn) netip.Addr {
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		return ap.Addr().Unmap().WithZone("")
 	}
 	return netip.Addr{}
 }
 
-// firstRecordConn fails a read that waits longer than its deadline for
-// the connection's first bytes (a TLS ClientHello), then waits as long as
-// its caller's own deadline says.
-type firstRecordConn struct {
+// FirstRecordConn lifts the read deadline once the connection's first
+// bytes (a TLS ClientHello) have come: the caller sets one of
+// FirstRecordTimeout before the handshake, and the rest of the handshake
+// waits as long as the caller's own bound says.
+type FirstRecordConn struct {
 	net.Conn
 	seen bool // read by one goroutine at a time, as TLS does
 }
 
-func (c *firstRecordConn) Read(b []byte) (int, error) {
+func (c *FirstRecordConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 && !c.seen {
 		c.seen = true
