@@ -32,6 +32,7 @@ import (
 	"github.com/sallyport/sallyport/internal/admission"
 	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/fence"
 	"github.com/sallyport/sallyport/internal/health"
 	"github.com/sallyport/sallyport/internal/ingress"
 	"github.com/sallyport/sallyport/internal/loglimit"
@@ -150,7 +151,7 @@ type Edge struct {
 	// members and fence: the cluster's edges, and the freshness fence
 	// (members.go, fence.go).
 	members members
-	fence   fence
+	fence   *fence.Fence
 
 	// draining is set once Run's context has ended: /readyz then fails,
 	// so that balancers send new clients elsewhere during the drain.
@@ -208,6 +209,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 	e.conns.warned = make(map[string]map[string]bool)
 	e.conns.lastSeen = make(map[string]time.Time)
 	e.metrics = metrics.NewEdge(slices.Collect(maps.Keys(cfg.Services)), e.Fenced, e.storeCluster)
+	e.fence = &fence.Fence{Log: log, Now: func() time.Time { return e.now() }, OnFence: e.fencedTunnels, Round: e.metrics.FenceRound}
 	return e, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/admin"
+	"github.com/sallyport/sallyport/internal/fence"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tunnel"
 	"github.com/sallyport/sallyport/internal/wire"
@@ -34,7 +35,7 @@ type members struct {
 }
 
 // startMembers begins the edge's part in the cluster: it watches the
-// presence bucket, renews its own presence every fenceTick (which also
+// presence bucket, renews its own presence every fence.Tick (which also
 // drives the freshness fence) and tells its connectors whenever the set
 // of edges changes, until ctx ends. leave, called after ctx has ended,
 // waits for those loops, marks the edge draining and deletes its key, so
@@ -48,7 +49,7 @@ func (e *Edge) startMembers(ctx context.Context) (leave func(), err error) {
 		return nil, err
 	}
 	put := func(ctx context.Context) error { return e.st.PutPresence(ctx, e.presence(false)) }
-	pctx, cancel := context.WithTimeout(ctx, fenceAfter)
+	pctx, cancel := context.WithTimeout(ctx, fence.After)
 	err = put(pctx)
 	cancel()
 	if err != nil {
@@ -57,9 +58,9 @@ func (e *Edge) startMembers(ctx context.Context) (leave func(), err error) {
 	// The fence guards a store that other edges share (an external one,
 	// or the embedded server in a cluster); the embedded store of a lone
 	// edge lives and dies with it.
-	e.fence.enabled = e.cfg.Store.URL != "" || e.cfg.Cluster.Listen != ""
+	e.fence.Enable(e.cfg.Store.URL != "" || e.cfg.Cluster.Listen != "")
 	var loops sync.WaitGroup
-	loops.Go(func() { e.fenceTicks(ctx, put) })
+	loops.Go(func() { e.fence.Run(ctx, e.fenceChecks(put)) })
 	loops.Go(func() { e.announceChanges(ctx) })
 	return func() {
 		loops.Wait()
