@@ -91,6 +91,9 @@ type Edge struct {
 	// carried are the WebSocket sessions whose connection this edge
 	// carries (sessions.go).
 	carried carriedSessions
+	// cookieReads bounds the store reads of cookies this edge does not
+	// know (SessionCookie).
+	cookieReads *rate.Limiter
 
 	// conns is what the edge knows of connectors: the live tunnels, and
 	// each connector's identity as the store has it. Both change under
@@ -201,6 +204,7 @@ func New(cfg config.Edge, log *slog.Logger) (*Edge, error) {
 		refusalLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
 		openingLines:  loglimit.Limiter{Lines: refusalLinesPerSecond},
 		recent:        admission.NewRecent(recentRefusals),
+		cookieReads:   rate.NewLimiter(cookieReadsPerSecond, cookieReadsBurst),
 	}
 	e.conns.tunnels = make(map[*tunnel.Session]*tunnelInfo)
 	e.conns.ids = make(map[string]store.Connector)

@@ -152,9 +152,45 @@ func (e *Edge) watchSessions(ctx context.Context) (stop func(), err error) {
 }
 
 // SessionCookie implements ingress.Dispatcher: it checks a session cookie
-// against the sessions in memory, reading no store.
+// against the sessions in memory. In a cluster, the link may have been
+// redeemed at another edge a moment ago, and the browser's next request
+// come here before the sessions watch brought it: a cookie whose session
+// this edge does not know at all is looked up in the store once, at most
+// cookieReadsPerSecond in all (a flood of made-up cookies costs the
+// store a bounded read rate, then gets what it got before: no session).
 func (e *Edge) SessionCookie(host, value string) (string, bool) {
-	return e.cookies.check(host, value, e.now())
+	now := e.now()
+	if id, ok := e.cookies.check(host, value, now); ok {
+		return id, true
+	}
+	id, _, ok := strings.Cut(value, ".")
+	if !ok || e.cookies.knows(id) || !e.cookieReads.Allow() {
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sessionStoreTimeout)
+	defer cancel()
+	se, err := e.st.GetSession(ctx, id)
+	if err != nil {
+		return "", false
+	}
+	e.cookies.put(se, now)
+	return e.cookies.check(host, value, now)
+}
+
+// Cookie lookups in the store (SessionCookie): a few a second suffice for
+// the moments between a redemption at another edge and its watch here.
+const (
+	cookieReadsPerSecond = 20
+	cookieReadsBurst     = 40
+)
+
+// knows reports whether the edge holds an entry for session id (a used
+// HTTP session, or one revoked before it expires).
+func (cs *cookieSessions) knows(id string) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	_, ok := cs.byID[id]
+	return ok
 }
 
 // httpSessionBase is the scheme and authority of an HTTP session link for

@@ -2,11 +2,15 @@ package edge
 
 import (
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/store"
+	"golang.org/x/time/rate"
 )
 
 // TestCookieSessions: the edge's memory of used HTTP sessions admits a
@@ -110,5 +114,55 @@ func TestCookieSessionsExpireInOrder(t *testing.T) {
 		if !now.Add(n / 2 * time.Second).Before(x.expires) {
 			t.Fatalf("session %s kept after its expiry %s", id, x.expires)
 		}
+	}
+}
+
+// TestCookieOfAnotherEdgesSession: a cookie set by another edge a moment
+// ago, its session not yet brought here by the watch (here: no watch
+// runs), is checked against the store once and admits its host; a wrong
+// secret or another host does not. A flood of made-up cookies reads the
+// store at a bounded rate: once it is spent, even a real session's cookie
+// is refused (as before this lookup existed) until the rate refills.
+func TestCookieOfAnotherEdgesSession(t *testing.T) {
+	e, err := New(config.Edge{DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.Context(), store.Options{Dir: filepath.Join(t.TempDir(), "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e.st = st
+	// The bound as configured, but refilled once an hour: the test does
+	// not race the refill.
+	e.cookieReads = rate.NewLimiter(rate.Every(time.Hour), cookieReadsBurst)
+	now := time.Now().UTC()
+	redeemed := func(id string) {
+		t.Helper()
+		se := store.Session{ID: id, Service: "app", Host: "app.test", SecretHash: enroll.HashSecret("link"), CookieHash: enroll.HashSecret("s3cret"),
+			CreatedAt: now, UsedAt: now, UsedBy: "a client via another edge", ExpiresAt: now.Add(time.Minute)}
+		if err := st.CreateSession(t.Context(), se); err != nil {
+			t.Fatal(err)
+		}
+	}
+	redeemed("0123456789abcdef")
+	if id, ok := e.SessionCookie("app.test", "0123456789abcdef.s3cret"); !ok || id != "0123456789abcdef" {
+		t.Fatalf("another edge's fresh session: %q, %v; want it admitted", id, ok)
+	}
+	if _, ok := e.SessionCookie("app.test", "0123456789abcdef.wrong"); ok {
+		t.Fatal("a wrong secret admitted")
+	}
+	if _, ok := e.SessionCookie("wiki.test", "0123456789abcdef.s3cret"); ok {
+		t.Fatal("another host admitted")
+	}
+	for i := range 2 * cookieReadsBurst {
+		if _, ok := e.SessionCookie("app.test", fmt.Sprintf("%016x.forged", i+1)); ok {
+			t.Fatal("a made-up cookie admitted")
+		}
+	}
+	redeemed("fedcba9876543210")
+	if _, ok := e.SessionCookie("app.test", "fedcba9876543210.s3cret"); ok {
+		t.Fatal("after a flood of made-up cookies the store was read again at once: the reads are not bounded")
 	}
 }
