@@ -77,8 +77,9 @@ type cluster struct {
 	caDir string
 }
 
-// startEdge starts an edge of the cluster exposing echo on its own port.
-func (cl *cluster) startEdge() *testnet.Edge {
+// startEdge starts an edge of the cluster exposing echo on its own port;
+// tune, if any, changes its config last.
+func (cl *cluster) startEdge(tune ...func(*config.Edge)) *testnet.Edge {
 	cl.t.Helper()
 	dir := filepath.Join(cl.t.TempDir(), "edge")
 	if cl.caDir != "" {
@@ -98,7 +99,12 @@ func (cl *cluster) startEdge() *testnet.Edge {
 	e := testnet.StartEdge(cl.t, testnet.EdgeOptions{
 		DataDir: dir,
 		Expose:  map[string]string{"echo": ""},
-		Tune:    func(c *config.Edge) { c.Store.URL = cl.nats.url() },
+		Tune: func(c *config.Edge) {
+			c.Store.URL = cl.nats.url()
+			for _, f := range tune {
+				f(c)
+			}
+		},
 	})
 	if cl.caDir == "" {
 		cl.caDir = filepath.Join(dir, "pki")
