@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,9 +23,20 @@ import (
 // OS thread in the namespace while it dials.
 const floodDialers = 16
 
+// helloMaxAge bounds how long a flood holds a connection that sent its
+// ClientHello: each closes it itself after a random time between half of
+// this and this, and dials again at once, so that its connections never
+// reach the edge's 10 s bound on a handshake together. An attacker keeps
+// a flood fresh this way; without it, a flood opened at once lost nearly
+// every connection at the same moment 10 s later, and a test that took
+// longer than that on a loaded machine found the edge holding far fewer.
+const helloMaxAge = 8 * time.Second
+
 // Flood is a stranger's connections to one address, each idle or sending
 // a TLS ClientHello and then nothing, kept open: one the far end closes
-// is opened again. Its methods are safe for concurrent use.
+// is opened again, and one that sent a ClientHello is replaced by a fresh
+// one before the edge's handshake bound (helloMaxAge). Its methods are
+// safe for concurrent use.
 type Flood struct {
 	ns     *Namespace
 	dst    string
@@ -72,10 +84,12 @@ func (n *Namespace) StartFlood(t testing.TB, dst string, sources []netip.Addr, p
 // hold keeps one of the flood's connections open until Stop; it calls
 // opened once its first dial is over.
 func (f *Flood) hold(src netip.Addr, opened func()) {
+	recycled := false
 	for first := true; ; first = false {
-		if !first && (f.redial == nil || f.redial.Wait(f.ctx) != nil) {
+		if !first && !recycled && (f.redial == nil || f.redial.Wait(f.ctx) != nil) {
 			return
 		}
+		recycled = false
 		c := f.open(src)
 		if first {
 			opened()
@@ -89,7 +103,17 @@ func (f *Flood) hold(src netip.Addr, opened func()) {
 		if !f.track(c) {
 			return
 		}
-		io.Copy(io.Discard, c) // until the far end or Stop closes it
+		var ours atomic.Bool
+		var aged *time.Timer
+		if f.hello != nil {
+			age := helloMaxAge/2 + rand.N(helloMaxAge/2)
+			aged = time.AfterFunc(age, func() { ours.Store(true); c.Close() })
+		}
+		io.Copy(io.Discard, c) // until the far end, Stop or its age closes it
+		if aged != nil {
+			aged.Stop()
+		}
+		recycled = ours.Load()
 		f.mu.Lock()
 		delete(f.conns, c)
 		f.mu.Unlock()
