@@ -152,9 +152,9 @@ func printStatus(w io.Writer, st admin.Status) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONNECTOR\tID\tREMOTE\tUP SINCE\tSTREAMS\tSERVICES")
+	fmt.Fprintln(tw, "CONNECTOR\tID\tREMOTE\tVIA\tUP SINCE\tSTREAMS\tSERVICES")
 	for _, c := range st.Connectors {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", c.Name, c.ID, c.Remote, c.Since.Format(time.RFC3339), c.Streams, strings.Join(c.Services, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", c.Name, c.ID, c.Remote, c.Transport, c.Since.Format(time.RFC3339), c.Streams, strings.Join(c.Services, ","))
 	}
 	tw.Flush()
 }

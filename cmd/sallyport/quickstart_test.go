@@ -34,8 +34,8 @@ func TestQuickStartByFlags(t *testing.T) {
 	data := payload(48 << 10)
 	echoes(t, edge.services["echo"], data)
 
-	if len(st.connectors) != 1 || st.connectors[0].name != "site-a" || st.connectors[0].services != "echo" {
-		t.Errorf("status lists connectors %+v, want site-a offering echo; output:\n%s", st.connectors, st.text)
+	if len(st.connectors) != 1 || st.connectors[0].name != "site-a" || st.connectors[0].services != "echo" || st.connectors[0].via != "tcp" {
+		t.Errorf("status lists connectors %+v, want site-a offering echo via tcp; output:\n%s", st.connectors, st.text)
 	}
 	if !strings.Contains(st.text, edge.services["echo"]) {
 		t.Errorf("status does not show echo's public address %s:\n%s", edge.services["echo"], st.text)

@@ -91,7 +91,7 @@ type status struct {
 }
 
 type statusConnector struct {
-	name, id, services string
+	name, id, via, services string
 }
 
 // status runs `sallyport status --data DIR` and reads its tables.
@@ -113,8 +113,8 @@ func (e *edgeProc) status(t *testing.T) status {
 				t.Fatalf("status: bad tunnel count in %q", sc.Text())
 			}
 			st.tunnels[f[0]] = n
-		case table == "CONNECTOR" && len(f) == 6:
-			st.connectors = append(st.connectors, statusConnector{name: f[0], id: f[1], services: f[5]})
+		case table == "CONNECTOR" && len(f) == 7:
+			st.connectors = append(st.connectors, statusConnector{name: f[0], id: f[1], via: f[3], services: f[6]})
 		}
 	}
 	return st

@@ -174,12 +174,15 @@ type Refusal struct {
 
 // ConnectorStatus is one live tunnel.
 type ConnectorStatus struct {
-	ID       string    `json:"id"`
-	Name     string    `json:"name"`
-	Remote   string    `json:"remote"`
-	Since    time.Time `json:"since"`
-	Services []string  `json:"services"`
-	Streams  int       `json:"streams"`
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Remote string `json:"remote"`
+	// Transport is how the tunnel came: tcp (the tunnel port) or
+	// websocket (an https listener's /.sallyport/tunnel).
+	Transport string    `json:"transport"`
+	Since     time.Time `json:"since"`
+	Services  []string  `json:"services"`
+	Streams   int       `json:"streams"`
 }
 
 // Backend is what the edge provides to the API.

@@ -171,7 +171,10 @@ type tunnelInfo struct {
 	connectorID string
 	name        string
 	remote      string
-	since       time.Time
+	// via is the tunnel's transport: tcp (the tunnel port) or websocket
+	// (an https listener's /.sallyport/tunnel).
+	via   string
+	since time.Time
 	// offered are the services the connector's Hello offered; those it is
 	// granted are routed.
 	offered []string

@@ -132,7 +132,7 @@ func (e *Edge) serveTunnelPort(ctx context.Context, raw net.Conn, via string, op
 	case wire.KindEnrollRequest:
 		e.serveEnroll(ctx, tc, body, log)
 	case wire.KindHello:
-		e.serveTunnel(ctx, tc, body, log)
+		e.serveTunnel(ctx, tc, body, cmp.Or(via, "tcp"), log)
 	case wire.KindRenewRequest:
 		e.serveRenew(ctx, tc, body, log)
 	case wire.KindJoinRequest:
@@ -163,7 +163,7 @@ func (e *Edge) strangerWarn(log *slog.Logger, msg string, args ...any) {
 // serveTunnel admits a connector's tunnel and routes to it; the routes
 // go when the tunnel ends (tunnelEnded). log names its remote address
 // (and transport).
-func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *slog.Logger) {
+func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, via string, log *slog.Logger) {
 	remote := tc.RemoteAddr().String()
 	cert, err := pki.PeerConnector(tc.ConnectionState())
 	if err != nil {
@@ -201,7 +201,7 @@ func (e *Edge) serveTunnel(ctx context.Context, tc *tls.Conn, body []byte, log *
 		tunnel.Refuse(tc, &wire.Refusal{Code: wire.CodeRevoked, Reason: revokedReason(rec)})
 		return
 	}
-	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, since: e.now(), offered: hello.Services, instance: hello.Instance}
+	info := &tunnelInfo{connectorID: id, name: cert.Subject.CommonName, remote: remote, via: via, since: e.now(), offered: hello.Services, instance: hello.Instance}
 	if n := e.tunnelsOf(id); e.poolFull(info) {
 		log.Warn("tunnel refused: the connector has the most tunnels one identity may hold", "tunnels", n)
 		e.auditRefusal(store.AuditEvent{Actor: "connector " + id, Action: "hello", Subject: rec.Name + " " + id, Result: fmt.Sprintf("refused: %d tunnels held already", n)})
@@ -297,7 +297,7 @@ func (e *Edge) Status(ctx context.Context) admin.Status {
 	for sess, t := range e.conns.tunnels {
 		routed, _ := split(t.offered, e.conns.ids[t.connectorID].Grants)
 		st.Connectors = append(st.Connectors, admin.ConnectorStatus{
-			ID: t.connectorID, Name: t.name, Remote: t.remote, Since: t.since,
+			ID: t.connectorID, Name: t.name, Remote: t.remote, Transport: t.via, Since: t.since,
 			Services: routed, Streams: sess.NumStreams(),
 		})
 	}

@@ -126,6 +126,9 @@ func TestWebSocketTunnelCarriesStreams(t *testing.T) {
 	if n := e.Logs.Count("enroll", "via=websocket"); n == 0 {
 		t.Logf("edge logs:\n%s", e.Logs)
 	}
+	if cs := e.Status(t.Context()).Connectors; len(cs) != 1 || cs[0].Transport != "websocket" {
+		t.Fatalf("status: %+v; want the one tunnel, via websocket", cs)
+	}
 
 	t.Run("bytes intact", func(t *testing.T) {
 		data := randomBytes(8<<20, 1)
