@@ -153,9 +153,15 @@ func (e *Edge) Open(service string, c admission.Client) (ingress.Stream, *admiss
 // pick chooses the tunnel for a new stream to service: among the
 // connectors that offer it (replicas), the one with the fewest streams
 // on its tunnels here, and its least loaded tunnel, heard from lately
-// (see route.Table.Pick, register's Group and load).
+// and not failing (see route.Table.Pick, register's Group, load and
+// failing.go).
 func (e *Edge) pick(service string) (*tunnel.Session, bool) {
-	return e.routes.Pick(service, e.load)
+	now := e.now()
+	return e.routes.Pick(service, func(sess *tunnel.Session) route.Load {
+		l := e.load(sess)
+		l.Failing = e.failing.is(sess, service, now)
+		return l
+	})
 }
 
 // load is how busy and how alive a tunnel looks from this edge's data
@@ -398,8 +404,11 @@ func (s *streamConn) Write(b []byte) (int, error) {
 func (s *streamConn) connectorRefused(ref *wire.Refusal) {
 	e := s.e
 	e.note(admission.Refuse(admission.ReasonConnector, s.service, "refused by connector: %s", ref.Reason), s.client)
-	if ref.Code == wire.CodeDraining {
+	switch ref.Code {
+	case wire.CodeDraining:
 		e.drained(s.sess, s.connector)
+	case wire.CodeBackendUnreachable:
+		e.failing.mark(s.sess, s.service, e.now())
 	}
 	s.tell(ref)
 }

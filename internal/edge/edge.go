@@ -94,6 +94,9 @@ type Edge struct {
 	// cookieReads bounds the store reads of cookies this edge does not
 	// know (SessionCookie).
 	cookieReads *rate.Limiter
+	// failing marks the tunnels whose connector could not reach a
+	// service's back-end lately (failing.go).
+	failing failing
 
 	// conns is what the edge knows of connectors: the live tunnels, and
 	// each connector's identity as the store has it. Both change under

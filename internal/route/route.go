@@ -152,6 +152,11 @@ type Load struct {
 	// Stale is set when the tunnel has not been heard from lately (its
 	// keepalive is overdue): it may be dead without having failed yet.
 	Stale bool
+	// Failing is set when the tunnel's connector refused a stream to the
+	// service lately because it could not reach the back-end: a replica
+	// whose back-end is down answers at once, has no streams, and would
+	// otherwise be the least loaded of all.
+	Failing bool
 }
 
 // Pick returns a tunnel offering service, and false if none does. With a
@@ -162,7 +167,8 @@ type Load struct {
 // then the one with the fewest itself; ties go round-robin, so that
 // replicas at rest share new streams evenly. A stale tunnel is picked
 // only when every tunnel is stale: it may still work, and a refusal
-// surely does not. load is called under the table's lock, once per tunnel
+// surely does not; a failing one (Load.Failing) only when every live
+// tunnel is failing. load is called under the table's lock, once per tunnel
 // offering service: it must be quick and must not call the table.
 func (tb *Table[T]) Pick(service string, load func(T) Load) (T, bool) {
 	tb.state.Lock()
@@ -203,6 +209,17 @@ func (tb *Table[T]) weigh(ts []T, load func(T) Load) []weighed {
 			sums[w.group] += w.Streams
 		}
 	}
+	// A replica whose back-end is down fails on every tunnel: one
+	// tunnel's failure marks its group's.
+	for i := range ws {
+		if ws[i].Failing && ws[i].group != "" {
+			for j := range ws {
+				if ws[j].group == ws[i].group {
+					ws[j].Failing = true
+				}
+			}
+		}
+	}
 	for i := range ws {
 		switch {
 		case ws[i].group == "":
@@ -229,6 +246,9 @@ const smallGroups = 16
 func less(a, b weighed) bool {
 	if a.Stale != b.Stale {
 		return !a.Stale
+	}
+	if a.Failing != b.Failing {
+		return !a.Failing
 	}
 	if a.groupStreams != b.groupStreams {
 		return a.groupStreams < b.groupStreams

@@ -211,3 +211,30 @@ func TestPickWeighsAPoolAsOneReplica(t *testing.T) {
 		}
 	}
 }
+
+// A replica whose back-end is down (one of its tunnels marked Failing)
+// is passed over, all its tunnels with it, however idle; when every
+// replica is failing, the least loaded is picked as before.
+func TestPickPassesOverAFailingReplica(t *testing.T) {
+	var tb Table[string]
+	for _, tun := range []string{"a1", "a2", "b1"} {
+		tb.Add(tun, []string{"db"})
+		tb.Group(tun, tun[:1])
+	}
+	loads := map[string]Load{"a1": {Failing: true}, "b1": {Streams: 50}}
+	for range 10 {
+		if tun, _ := tb.Pick("db", func(s string) Load { return loads[s] }); tun != "b1" {
+			t.Fatalf("picked %s of the failing replica a; want b1, busy but working", tun)
+		}
+	}
+	loads["b1"] = Load{Streams: 50, Failing: true}
+	if tun, _ := tb.Pick("db", func(s string) Load { return loads[s] }); tun != "a1" && tun != "a2" {
+		t.Fatalf("every replica failing: picked %s; want the least loaded (a)", tun)
+	}
+	loads["a1"] = Load{Failing: true, Stale: true}
+	loads["a2"] = Load{Stale: true}
+	loads["b1"] = Load{Streams: 50, Failing: true}
+	if tun, _ := tb.Pick("db", func(s string) Load { return loads[s] }); tun != "b1" {
+		t.Fatalf("picked %s; a live failing tunnel (b1) comes before stale ones", tun)
+	}
+}

@@ -168,3 +168,35 @@ func busyReplica(t *testing.T, o testnet.EdgeOptions, held int) (*testnet.Edge, 
 	}
 	return e, backA
 }
+
+// A replica whose back-end is down refuses at once and so holds no
+// streams: by load alone every other new client went to it. Once it has
+// refused one for want of its back-end, new clients go to the working
+// replica, even while that one is busier.
+func TestReplicaWithItsBackendDownIsPassedOver(t *testing.T) {
+	const held = 4
+	e, backA := busyReplica(t, testnet.EdgeOptions{}, held)
+	down := testnet.StartConnector(t, e.Keyfile(t, "site-down", time.Hour, "echo"), testnet.ConnectorOptions{
+		Services: map[string]string{"echo": testnet.Refusing(t)}})
+	down.WaitTunnels(t, 1)
+	e.WaitRoutes(t, "echo", 2, 10*time.Second)
+
+	// The first new client goes to the idle replica, whose back-end is
+	// down: it is refused, as a client of a lone broken replica would be.
+	conn := e.Dial(t, "echo")
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.Write([]byte("x"))
+	if n, _ := conn.Read(make([]byte, 1)); n != 0 {
+		t.Fatal("the first client was served: it did not reach the broken replica, and the test proves nothing")
+	}
+	conn.Close()
+	down.Logs.WaitFor(t, 5*time.Second, 1, "stream refused: back-end unreachable")
+
+	const clients = 10
+	for range clients {
+		echoOnce(t, e)
+	}
+	if got, want := backA.Accepted(), int64(held+clients); got != want {
+		t.Errorf("the working replica's back-end accepted %d connections, want %d: clients went on to the broken one", got, want)
+	}
+}
