@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sallyport/sallyport/internal/childproc"
-	"github.com/sallyport/sallyport/internal/logbuf"
+	"github.com/sallyport/sallyport/internal/childproc/childproctest"
 	"github.com/sallyport/sallyport/internal/loopback"
 	"github.com/sallyport/sallyport/internal/testnet"
 )
@@ -235,32 +234,11 @@ func (s *notifySocket) next(t *testing.T) string {
 	return string(b[:n])
 }
 
-// proc is a sallyport process a test started.
-type proc struct {
-	*childproc.Process
-	name           string
-	stdout, stderr logbuf.Buffer
-}
-
-// start runs bin with args and env added to the test's environment; it is
-// killed (by PID) when the test ends.
-func start(t *testing.T, name string, env []string, args ...string) *proc {
+// start runs bin with args, env added to the test's environment; see
+// childproctest.Start.
+func start(t *testing.T, name string, env []string, args ...string) *childproctest.Proc {
 	t.Helper()
-	p := &proc{name: name}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
-	var err error
-	if p.Process, err = childproc.Start(cmd); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		p.Kill()
-		if t.Failed() {
-			t.Logf("%s (pid %d) %s; stderr:\n%s", name, p.Pid(), p.State(), p.stderr.String())
-		}
-	})
-	return p
+	return childproctest.Start(t, name, bin, env, args...)
 }
 
 // sallyport runs bin with args to its end and returns its exit code and

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/childproc/childproctest"
 	"github.com/sallyport/sallyport/internal/pki"
 )
 
@@ -112,17 +113,17 @@ services:
 	}
 
 	for _, p := range []struct {
-		proc *proc
+		proc *childproctest.Proc
 		sd   *notifySocket
 	}{{conn, connSD}, {edge, edgeSD}} {
 		if err := p.proc.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		if got := p.sd.next(t); got != "STOPPING=1" {
-			t.Fatalf("%s's notification at stop %q, want STOPPING=1", p.proc.name, got)
+			t.Fatalf("%s's notification at stop %q, want STOPPING=1", p.proc.Name, got)
 		}
 		if err := p.proc.Wait(40 * time.Second); err != nil || p.proc.ExitCode() != 0 {
-			t.Fatalf("%s after SIGTERM: %v, exit %d", p.proc.name, err, p.proc.ExitCode())
+			t.Fatalf("%s after SIGTERM: %v, exit %d", p.proc.Name, err, p.proc.ExitCode())
 		}
 	}
 }

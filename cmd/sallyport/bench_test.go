@@ -106,7 +106,7 @@ func TestBenchWANQuick(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "bench.json")
 	p := start(t, "sallyport bench --wan", nil, "bench", "--wan", "20ms,0%,200mbit", "--quick", "--json", out)
 	code := p.wait(t, 3*time.Minute)
-	stdout, stderr := p.stdout.String(), p.stderr.String()
+	stdout, stderr := p.Stdout.String(), p.Stderr.String()
 	if code != 0 {
 		t.Fatalf("sallyport bench --wan --quick: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}

@@ -33,7 +33,7 @@ func TestConnectorsCommandsAndAudit(t *testing.T) {
 	s.edge.waitTunnels(t, "echo", 0, 5*time.Second)
 	mustRun(t, "connectors", "grant", "site-a", "echo", "--data", data)
 	s.edge.waitTunnels(t, "echo", 1, 5*time.Second)
-	if n := strings.Count(s.conn.stderr.String(), `msg="tunnel up"`); n != 1 {
+	if n := strings.Count(s.conn.Stderr.String(), `msg="tunnel up"`); n != 1 {
 		t.Errorf("the connector brought %d tunnels up; a grant must apply without a reconnect", n)
 	}
 
@@ -72,8 +72,8 @@ func TestConnectorsCommandsAndAudit(t *testing.T) {
 	if code := s.conn.wait(t, 20*time.Second); code == 0 {
 		t.Errorf("the revoked connector exited 0")
 	}
-	if !strings.Contains(s.conn.stderr.String(), "revoked at") {
-		t.Errorf("the revoked connector's log does not say why:\n%s", s.conn.stderr.String())
+	if !strings.Contains(s.conn.Stderr.String(), "revoked at") {
+		t.Errorf("the revoked connector's log does not say why:\n%s", s.conn.Stderr.String())
 	}
 
 	out := mustRun(t, "audit", "--data", data, "--json")

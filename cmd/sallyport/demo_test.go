@@ -22,16 +22,16 @@ func TestDemoPrintsWhatWorksAndCleansUp(t *testing.T) {
 	tmp := t.TempDir()
 	p := start(t, "demo", []string{"TMPDIR=" + tmp}, "demo", "--run-for", "20s", "--web-port", "0", "--echo-port", "0", "--page-port", "0")
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(p.stdout.String(), "Press Ctrl-C to stop.") {
+	for !strings.Contains(p.Stdout.String(), "Press Ctrl-C to stop.") {
 		if p.Exited() {
-			t.Fatalf("the demo exited (%s) before it was ready; stdout:\n%s", p.State(), p.stdout.String())
+			t.Fatalf("the demo exited (%s) before it was ready; stdout:\n%s", p.State(), p.Stdout.String())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the demo printed no instructions within 30s; stdout:\n%s", p.stdout.String())
+			t.Fatalf("the demo printed no instructions within 30s; stdout:\n%s", p.Stdout.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	out := p.stdout.String()
+	out := p.Stdout.String()
 	find := func(re string) string {
 		t.Helper()
 		m := regexp.MustCompile(re).FindStringSubmatch(out)
@@ -109,7 +109,7 @@ func TestDemoPrintsWhatWorksAndCleansUp(t *testing.T) {
 
 	p.signal(t, syscall.SIGINT)
 	if code := p.wait(t, 15*time.Second); code != 0 {
-		t.Fatalf("the demo exited %d after Ctrl-C, want 0; stderr:\n%s", code, p.stderr.String())
+		t.Fatalf("the demo exited %d after Ctrl-C, want 0; stderr:\n%s", code, p.Stderr.String())
 	}
 	for _, dir := range []string{dataDir, filepath.Dir(dataDir)} {
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
@@ -119,7 +119,7 @@ func TestDemoPrintsWhatWorksAndCleansUp(t *testing.T) {
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
 		t.Errorf("the demo left %d entries in its temporary directory, e.g. %s", len(left), left[0].Name())
 	}
-	if strings.Contains(p.stderr.String(), "level=ERROR") {
-		t.Errorf("the demo logged errors:\n%s", p.stderr.String())
+	if strings.Contains(p.Stderr.String(), "level=ERROR") {
+		t.Errorf("the demo logged errors:\n%s", p.Stderr.String())
 	}
 }

@@ -121,7 +121,7 @@ func TestReusedKeyfileIsRefused(t *testing.T) {
 	other := filepath.Join(t.TempDir(), "connector-2")
 	p := start(t, "second connector", nil, "connector", "--keyfile", s.keyfile, "--data", other, "--service", "echo="+s.echo.Addr())
 	code := p.wait(t, 20*time.Second)
-	stderr := p.stderr.String()
+	stderr := p.Stderr.String()
 	if code == 0 {
 		t.Fatalf("the second connector exited 0; stderr:\n%s", stderr)
 	}

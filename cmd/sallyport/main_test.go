@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/childproc"
-	"github.com/sallyport/sallyport/internal/logbuf"
+	"github.com/sallyport/sallyport/internal/childproc/childproctest"
 	"github.com/sallyport/sallyport/internal/loopback"
 	"go.uber.org/goleak"
 )
@@ -61,40 +61,21 @@ func run(m *testing.M) int {
 	return code
 }
 
-// proc is one running sallyport process.
-type proc struct {
-	*childproc.Process
-	name   string
-	stdout logbuf.Buffer
-	stderr logbuf.Buffer
-}
+// proc is a sallyport process a test started.
+type proc struct{ *childproctest.Proc }
 
-// start runs the binary with args. The process is killed (SIGKILL, by PID)
-// and waited for when the test ends, whatever the test's outcome.
+// start runs the binary with args, env added to the test's environment;
+// see childproctest.Start.
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
-	var err error
-	if p.Process, err = childproc.Start(cmd); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		p.Kill()
-		if t.Failed() {
-			t.Logf("%s (pid %d) %s; stderr:\n%s", name, p.Pid(), p.State(), p.stderr.String())
-		}
-	})
-	return p
+	return &proc{childproctest.Start(t, name, bin, env, args...)}
 }
 
 // signal sends sig to the process.
 func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
 	if err := p.Signal(sig); err != nil {
-		t.Fatalf("send %v to %s: %v", sig, p.name, err)
+		t.Fatalf("send %v to %s: %v", sig, p.Name, err)
 	}
 }
 
@@ -103,7 +84,7 @@ func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 	t.Helper()
 	if err := p.Wait(timeout); errors.Is(err, childproc.ErrStillRunning) {
-		t.Fatalf("%s still running %s after it should have exited; stderr:\n%s", p.name, timeout, p.stderr.String())
+		t.Fatalf("%s still running %s after it should have exited; stderr:\n%s", p.Name, timeout, p.Stderr.String())
 	}
 	return p.ExitCode()
 }
@@ -113,12 +94,12 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 func (p *proc) waitLog(t *testing.T, s string, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for p.stderr.Count(s) < n {
-		if p.Exited() && p.stderr.Count(s) < n {
-			t.Fatalf("%s exited (%s) before logging %q; stderr:\n%s", p.name, p.State(), s, p.stderr.String())
+	for p.Stderr.Count(s) < n {
+		if p.Exited() && p.Stderr.Count(s) < n {
+			t.Fatalf("%s exited (%s) before logging %q; stderr:\n%s", p.Name, p.State(), s, p.Stderr.String())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d lines containing %q after %s, want %d; stderr:\n%s", p.name, p.stderr.Count(s), s, timeout, n, p.stderr.String())
+			t.Fatalf("%s: %d lines containing %q after %s, want %d; stderr:\n%s", p.Name, p.Stderr.Count(s), s, timeout, n, p.Stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -137,7 +118,7 @@ func sallyportWithin(t *testing.T, timeout time.Duration, args ...string) (code 
 	t.Helper()
 	p := start(t, "sallyport "+strings.Join(args, " "), nil, args...)
 	code = p.wait(t, timeout)
-	return code, p.stdout.String(), p.stderr.String()
+	return code, p.Stdout.String(), p.Stderr.String()
 }
 
 // mustRun runs a short command that must succeed and returns its stdout.

@@ -46,8 +46,8 @@ func TestQuickStartByFlags(t *testing.T) {
 	}
 	// The connector's log accounts for the stream the client rode on.
 	conn.waitLog(t, `msg="stream closed" service=echo`, 1, 5*time.Second)
-	if want := fmt.Sprintf("bytes_in=%d bytes_out=%d", len(data), len(data)); conn.stderr.Count(want) != 1 {
-		t.Errorf("connector log does not account for the %d bytes each way (%q):\n%s", len(data), want, conn.stderr.String())
+	if want := fmt.Sprintf("bytes_in=%d bytes_out=%d", len(data), len(data)); conn.Stderr.Count(want) != 1 {
+		t.Errorf("connector log does not account for the %d bytes each way (%q):\n%s", len(data), want, conn.Stderr.String())
 	}
 }
 

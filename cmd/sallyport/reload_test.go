@@ -109,8 +109,8 @@ func TestEdgeSIGHUPReloadKeepsLiveConnections(t *testing.T) {
 	s.edge.signal(t, syscall.SIGHUP)
 	s.edge.waitLog(t, `msg="config reloaded"`, 1, 10*time.Second)
 	reloaded := time.Now()
-	if n := s.edge.stderr.Count("services added: b; services removed: c; services changed: a; listeners added: service b " + s.ports["b"] + "; listeners removed: service c " + s.ports["c"]); n != 1 {
-		t.Errorf("the reload's log line does not say what changed:\n%s", s.edge.stderr.String())
+	if n := s.edge.Stderr.Count("services added: b; services removed: c; services changed: a; listeners added: service b " + s.ports["b"] + "; listeners removed: service c " + s.ports["c"]); n != 1 {
+		t.Errorf("the reload's log line does not say what changed:\n%s", s.edge.Stderr.String())
 	}
 
 	roundTrip(t, liveA, big)
@@ -183,8 +183,8 @@ func TestEdgeReloadRefusesBadConfig(t *testing.T) {
 	s.writeRaw(t, tests[1].file)
 	s.edge.signal(t, syscall.SIGHUP)
 	s.edge.waitLog(t, `msg="config reload refused; the running config stays" by="signal SIGHUP"`, 1, 10*time.Second)
-	if s.edge.stderr.Count(s.conf+":5: tunnel.keepalive_intervall: unknown key") == 0 {
-		t.Errorf("the log does not name the problem at its file and line:\n%s", s.edge.stderr.String())
+	if s.edge.Stderr.Count(s.conf+":5: tunnel.keepalive_intervall: unknown key") == 0 {
+		t.Errorf("the log does not name the problem at its file and line:\n%s", s.edge.Stderr.String())
 	}
 	echoes(t, s.ports["a"], []byte("still serving after a refused SIGHUP"))
 	refusesConnections(t, s.ports["d"], "a listener of the refused config")
@@ -281,16 +281,16 @@ func TestConnectorSIGHUPReload(t *testing.T) {
 	}
 	conn.signal(t, syscall.SIGHUP)
 	conn.waitLog(t, `msg="config reload refused; the running config stays"`, 1, 10*time.Second)
-	if conn.stderr.Count(connConf+":3: services.b.adress: unknown key") != 1 {
-		t.Errorf("the connector's refusal does not name the problem at its file and line:\n%s", conn.stderr.String())
+	if conn.Stderr.Count(connConf+":3: services.b.adress: unknown key") != 1 {
+		t.Errorf("the connector's refusal does not name the problem at its file and line:\n%s", conn.Stderr.String())
 	}
 	echoes(t, s.ports["c"], []byte("c still served after the refused reload"))
 
 	writeConn("a", "b")
 	conn.signal(t, syscall.SIGHUP)
 	conn.waitLog(t, `msg="config reloaded"`, 1, 10*time.Second)
-	if conn.stderr.Count(`services_added=[b] services_removed=[c]`) != 1 {
-		t.Errorf("the connector's reload line does not say what changed:\n%s", conn.stderr.String())
+	if conn.Stderr.Count(`services_added=[b] services_removed=[c]`) != 1 {
+		t.Errorf("the connector's reload line does not say what changed:\n%s", conn.Stderr.String())
 	}
 	e.waitTunnels(t, "b", 1, 10*time.Second)
 	echoes(t, s.ports["b"], payload(32<<10))
@@ -314,7 +314,7 @@ func TestConnectorSIGHUPReload(t *testing.T) {
 	for i, c := range liveA {
 		roundTrip(t, c, fmt.Sprintf("client %d of a after the older tunnel closed", i))
 	}
-	if n := conn.stderr.Count("drain timeout"); n != 0 {
-		t.Errorf("the older tunnel waited out the drain timeout:\n%s", conn.stderr.String())
+	if n := conn.Stderr.Count("drain timeout"); n != 0 {
+		t.Errorf("the older tunnel waited out the drain timeout:\n%s", conn.Stderr.String())
 	}
 }

@@ -119,8 +119,8 @@ func TestConnectorKilledThenRestartedWithoutKeyfile(t *testing.T) {
 	if len(before.connectors) != 1 || len(after.connectors) != 1 || before.connectors[0].id != after.connectors[0].id {
 		t.Errorf("connector before the kill %+v, after the restart %+v: want the same single identity", before.connectors, after.connectors)
 	}
-	if s.conn.stderr.Count("connector enrolled") != 0 {
-		t.Errorf("the restarted connector enrolled again:\n%s", s.conn.stderr.String())
+	if s.conn.Stderr.Count("connector enrolled") != 0 {
+		t.Errorf("the restarted connector enrolled again:\n%s", s.conn.Stderr.String())
 	}
 }
 

@@ -59,12 +59,12 @@ func (e *edgeProc) run(t *testing.T) string {
 	args = append(args, e.extra...)
 	e.proc = start(t, "edge", nil, args...)
 	deadline := time.Now().Add(20 * time.Second)
-	for e.stderr.Count(`msg="edge started"`) == 0 {
+	for e.Stderr.Count(`msg="edge started"`) == 0 {
 		if e.Exited() {
-			return e.State() + ": " + e.stderr.String()
+			return e.State() + ": " + e.Stderr.String()
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("edge has not started after 20s; stderr:\n%s", e.stderr.String())
+			t.Fatalf("edge has not started after 20s; stderr:\n%s", e.Stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

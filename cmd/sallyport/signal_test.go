@@ -38,11 +38,11 @@ func TestEdgeSIGTERMDrainsThenExitsZero(t *testing.T) {
 	live.Close()
 	closed := time.Now()
 	if code := s.edge.wait(t, 8*time.Second); code != 0 {
-		t.Fatalf("edge exit code %d after SIGTERM, want 0; stderr:\n%s", code, s.edge.stderr.String())
+		t.Fatalf("edge exit code %d after SIGTERM, want 0; stderr:\n%s", code, s.edge.Stderr.String())
 	}
 	t.Logf("edge exited %s after its last client closed", time.Since(closed).Round(time.Millisecond))
-	if s.edge.stderr.Count("drain timeout") != 0 {
-		t.Errorf("the edge waited out its drain timeout instead of ending when the client did:\n%s", s.edge.stderr.String())
+	if s.edge.Stderr.Count("drain timeout") != 0 {
+		t.Errorf("the edge waited out its drain timeout instead of ending when the client did:\n%s", s.edge.Stderr.String())
 	}
 	// The connector outlives its edge and keeps trying.
 	s.conn.waitLog(t, `msg="tunnel down"`, 1, 10*time.Second)
@@ -69,10 +69,10 @@ func TestConnectorSIGTERMDrainsThenExitsZero(t *testing.T) {
 	}
 	live.Close()
 	if code := s.conn.wait(t, 8*time.Second); code != 0 {
-		t.Fatalf("connector exit code %d after SIGTERM, want 0; stderr:\n%s", code, s.conn.stderr.String())
+		t.Fatalf("connector exit code %d after SIGTERM, want 0; stderr:\n%s", code, s.conn.Stderr.String())
 	}
-	if s.conn.stderr.Count(`msg="connector stopped"`) != 1 {
-		t.Errorf("the connector did not log that it stopped:\n%s", s.conn.stderr.String())
+	if s.conn.Stderr.Count(`msg="connector stopped"`) != 1 {
+		t.Errorf("the connector did not log that it stopped:\n%s", s.conn.Stderr.String())
 	}
 	s.edge.waitTunnels(t, "echo", 0, 10*time.Second)
 }
@@ -114,7 +114,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	roundTrip(t, live, "during the drain")
 	s.edge.signal(t, syscall.SIGINT)
 	s.edge.wait(t, 10*time.Second) // fails the test if it is still draining
-	if s.edge.stderr.Count("drain timeout") != 0 {
+	if s.edge.Stderr.Count("drain timeout") != 0 {
 		t.Errorf("the edge waited out its drain after a second signal")
 	}
 }

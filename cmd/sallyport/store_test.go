@@ -53,9 +53,9 @@ func TestStoreWitness(t *testing.T) {
 
 	w.signal(t, syscall.SIGTERM)
 	if code := w.wait(t, 15*time.Second); code != 0 {
-		t.Fatalf("witness exit code %d after SIGTERM, want 0; stderr:\n%s", code, w.stderr.String())
+		t.Fatalf("witness exit code %d after SIGTERM, want 0; stderr:\n%s", code, w.Stderr.String())
 	}
-	if w.stderr.Count("witness stopping") != 1 {
-		t.Errorf("the witness did not log that it stopped:\n%s", w.stderr.String())
+	if w.Stderr.Count("witness stopping") != 1 {
+		t.Errorf("the witness did not log that it stopped:\n%s", w.Stderr.String())
 	}
 }

@@ -137,18 +137,7 @@ func TestClusterOfThree(t *testing.T) {
 
 	// Every bucket and the audit stream in three copies once the third
 	// member is up.
-	eventually(t, 20*time.Second, "three copies of every stream", func() error {
-		reps, err := b.StreamReplicas(ctx)
-		if err != nil {
-			return err
-		}
-		for name, n := range reps {
-			if n != 3 {
-				return fmt.Errorf("%s has %d current copies", name, n)
-			}
-		}
-		return nil
-	})
+	threeCopies(t, ctx, b)
 
 	// Reads go to each bucket's leader, never to a replica that may lag.
 	for _, name := range []string{BucketTokens, BucketConnectors, BucketSessions} {
@@ -430,18 +419,7 @@ func TestExternalClusterGetsThreeReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	eventually(t, 20*time.Second, "three copies of every stream", func() error {
-		reps, err := st.StreamReplicas(ctx)
-		if err != nil {
-			return err
-		}
-		for name, n := range reps {
-			if n != 3 {
-				return fmt.Errorf("%s has %d current copies", name, n)
-			}
-		}
-		return nil
-	})
+	threeCopies(t, ctx, st)
 }
 
 // A member alone waits for its cluster; stopped meanwhile (SIGTERM), Open
@@ -523,4 +501,22 @@ func TestQuorum(t *testing.T) {
 	hears(true)
 	ms[1].st.Close()
 	hears(false)
+}
+
+// threeCopies waits (bounded) until st's buckets and audit stream each
+// have three current copies.
+func threeCopies(t *testing.T, ctx context.Context, st *JetStream) {
+	t.Helper()
+	eventually(t, 20*time.Second, "three copies of every stream", func() error {
+		reps, err := st.StreamReplicas(ctx)
+		if err != nil {
+			return err
+		}
+		for name, n := range reps {
+			if n != 3 {
+				return fmt.Errorf("%s has %d current copies", name, n)
+			}
+		}
+		return nil
+	})
 }

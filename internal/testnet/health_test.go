@@ -223,13 +223,17 @@ func TestConnectorProbes(t *testing.T) {
 	}
 }
 
-// A connector without health.listen listens nowhere.
-func TestConnectorNoProbesByDefault(t *testing.T) {
+// A connector without health.listen and metrics.listen listens nowhere:
+// no probes, no metrics.
+func TestConnectorListensNowhereByDefault(t *testing.T) {
 	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
 	conn := testnet.StartConnector(t, e.Keyfile(t, "site", time.Hour, "echo"), testnet.ConnectorOptions{Services: map[string]string{"echo": testnet.Echo(t).Addr()}})
 	conn.WaitTunnels(t, 1)
 	if a := conn.HealthAddr(); a != nil {
 		t.Fatalf("health listener at %s without health.listen", a)
+	}
+	if a := conn.MetricsAddr(); a != nil {
+		t.Fatalf("metrics listener at %s without metrics.listen", a)
 	}
 }
 

@@ -449,16 +449,6 @@ func TestConnectorMetrics(t *testing.T) {
 	}
 }
 
-// Without metrics.listen the connector serves no metrics anywhere.
-func TestConnectorNoMetricsByDefault(t *testing.T) {
-	e := testnet.StartEdge(t, testnet.EdgeOptions{Expose: map[string]string{"echo": ""}})
-	conn := testnet.StartConnector(t, e.Keyfile(t, "site", time.Hour, "echo"), testnet.ConnectorOptions{Services: map[string]string{"echo": testnet.Echo(t).Addr()}})
-	conn.WaitTunnels(t, 1)
-	if a := conn.MetricsAddr(); a != nil {
-		t.Fatalf("metrics listener at %s without metrics.listen", a)
-	}
-}
-
 // On an http listener the policy admits each request, and the requests
 // of one client connection share a pooled stream: three requests count
 // three admissions and one stream, and their bodies among the bytes.
