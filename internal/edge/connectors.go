@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -48,26 +50,39 @@ func (e *Edge) enrolledAs(ctx context.Context, name string) (store.Connector, er
 }
 
 // lookup finds the connector that ref names: its id, or the name of a
-// connector that is not revoked (else the newest revoked one by that name).
-func (e *Edge) lookup(ref string) (store.Connector, error) {
+// connector that is not revoked (else the newest revoked one by that
+// name). It looks in what the watch has brought first, then in the
+// store: a connector enrolled at another edge a moment ago may not be
+// here yet, and an operator's grant or revocation must find it.
+func (e *Edge) lookup(ctx context.Context, ref string) (store.Connector, error) {
 	e.conns.Lock()
-	defer e.conns.Unlock()
-	if c, ok := e.conns.ids[ref]; ok {
+	c, ok := pickConnector(maps.Values(e.conns.ids), ref)
+	e.conns.Unlock()
+	if ok {
 		return c, nil
 	}
+	all, err := e.st.ListConnectors(ctx)
+	if err != nil {
+		return store.Connector{}, storeError("find connector "+ref, err)
+	}
+	if c, ok := pickConnector(slices.Values(all), ref); ok {
+		return c, nil
+	}
+	return store.Connector{}, &admin.Error{Status: http.StatusNotFound, Message: fmt.Sprintf("no connector is enrolled as %q (by name or id); see sallyport connectors list", ref)}
+}
+
+// pickConnector is the connector among cs that ref names (see lookup).
+func pickConnector(cs iter.Seq[store.Connector], ref string) (store.Connector, bool) {
 	var found store.Connector
-	for _, c := range e.conns.ids {
-		if c.Name != ref {
-			continue
+	for c := range cs {
+		if c.ID == ref {
+			return c, true
 		}
-		if found.ID == "" || found.Revoked() && (!c.Revoked() || c.EnrolledAt.After(found.EnrolledAt)) {
+		if c.Name == ref && (found.ID == "" || found.Revoked() && (!c.Revoked() || c.EnrolledAt.After(found.EnrolledAt))) {
 			found = c
 		}
 	}
-	if found.ID == "" {
-		return store.Connector{}, &admin.Error{Status: http.StatusNotFound, Message: fmt.Sprintf("no connector is enrolled as %q (by name or id); see sallyport connectors list", ref)}
-	}
-	return found, nil
+	return found, found.ID != ""
 }
 
 // view is a connector as the admin API shows it.
@@ -111,7 +126,7 @@ func (e *Edge) Grant(ctx context.Context, ref, service string, grant bool) (admi
 	if !wire.ValidName(service) {
 		return admin.Connector{}, &admin.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("bad service name %q: %s", service, wire.NameRule)}
 	}
-	c, err := e.lookup(ref)
+	c, err := e.lookup(ctx, ref)
 	if err != nil {
 		return admin.Connector{}, err
 	}
@@ -153,7 +168,7 @@ func (e *Edge) Grant(ctx context.Context, ref, service string, grant bool) (admi
 // RevokeConnector revokes connector ref: its tunnels close at once and it
 // is refused from then on.
 func (e *Edge) RevokeConnector(ctx context.Context, ref string) (admin.Connector, error) {
-	c, err := e.lookup(ref)
+	c, err := e.lookup(ctx, ref)
 	if err != nil {
 		return admin.Connector{}, err
 	}

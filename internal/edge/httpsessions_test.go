@@ -2,12 +2,9 @@ package edge
 
 import (
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/enroll"
 	"github.com/sallyport/sallyport/internal/store"
 	"golang.org/x/time/rate"
@@ -124,16 +121,7 @@ func TestCookieSessionsExpireInOrder(t *testing.T) {
 // store at a bounded rate: once it is spent, even a real session's cookie
 // is refused (as before this lookup existed) until the rate refills.
 func TestCookieOfAnotherEdgesSession(t *testing.T) {
-	e, err := New(config.Edge{DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(t.Context(), store.Options{Dir: filepath.Join(t.TempDir(), "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	e.st = st
+	e, st := edgeOnStore(t)
 	// The bound as configured, but refilled once an hour: the test does
 	// not race the refill.
 	e.cookieReads = rate.NewLimiter(rate.Every(time.Hour), cookieReadsBurst)
